@@ -1,0 +1,70 @@
+package ops
+
+import (
+	"fmt"
+
+	"github.com/wgllm/wgllm/runtime/gpu"
+	"github.com/wgllm/wgllm/wgsl"
+)
+
+type rmsNormKey struct {
+	WG int
+	W  DType
+}
+
+func (k rmsNormKey) String() string { return fmt.Sprintf("rmsnorm_w%s_wg%d", k.W, k.WG) }
+
+type rmsNormParams struct {
+	Rows, Cols    uint32
+	XOff, XStride uint32
+	WOff          uint32
+	DOff, DStride uint32
+	Eps           float32
+}
+
+// RMSNorm normalises each row of x ([..., cols], f32) by its root mean
+// square and scales by w ([cols], f32 or f16) into dst (x's shape, f32).
+func RMSNorm(enc *gpu.Encoder, dst, x, w Tensor, eps float32) error {
+	rows, cols, err := rowsCols("RMSNorm", x)
+	if err != nil {
+		return err
+	}
+	if x.DType != F32 || dst.DType != F32 {
+		return fmt.Errorf("ops.RMSNorm: x %s and dst %s must be f32", x, dst)
+	}
+	if w.Len() != cols {
+		return fmt.Errorf("ops.RMSNorm: weight %s does not match %d columns of x %s", w, cols, x)
+	}
+	if dst.Len() != x.Len() {
+		return fmt.Errorf("ops.RMSNorm: dst %s does not match x %s", dst, x)
+	}
+	args, offs, err := binds("RMSNorm", x, w, dst)
+	if err != nil {
+		return err
+	}
+	key := rmsNormKey{WG: 256, W: w.DType}
+	pipe, err := enc.Context().Pipeline(key, func() (gpu.PipelineSpec, error) {
+		src, err := wgsl.Render("rmsnorm.wgsl", map[string]any{"WG": key.WG, "W": key.W.String()})
+		return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}}, err
+	})
+	if err != nil {
+		return err
+	}
+	gx, gy := enc.Context().Grid(uint32(rows))
+	return enc.Dispatch(pipe, rmsNormParams{
+		Rows: uint32(rows), Cols: uint32(cols),
+		XOff: offs[0], XStride: uint32(cols),
+		WOff: offs[1],
+		DOff: offs[2], DStride: uint32(cols),
+		Eps: eps,
+	}, args, gx, gy, 1)
+}
+
+// rowsCols flattens every dimension but the last into rows.
+func rowsCols(op string, t Tensor) (rows, cols int, err error) {
+	if len(t.Shape) == 0 || t.Len() == 0 {
+		return 0, 0, fmt.Errorf("ops.%s: empty tensor %s", op, t)
+	}
+	cols = t.Shape[len(t.Shape)-1]
+	return t.Len() / cols, cols, nil
+}

@@ -1,0 +1,82 @@
+package ops_test
+
+import (
+	"fmt"
+	"math/rand"
+	"testing"
+
+	"github.com/wgllm/wgllm/internal/gputest"
+	"github.com/wgllm/wgllm/ops"
+	"github.com/wgllm/wgllm/ops/ref"
+)
+
+func TestRMSNorm(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	cases := []struct {
+		rows, cols int
+		w          ops.DType
+		tol        gputest.Tol
+	}{
+		{1, 1, ops.F32, gputest.TolF32},
+		{1, 8, ops.F32, gputest.TolF32}, // the small tensor a comparable engine got wrong
+		{3, 57, ops.F32, gputest.TolF32},
+		{2, 1001, ops.F32, gputest.TolF32},
+		{5, 257, ops.F32, gputest.TolF32}, // just past one workgroup
+		{7, 2048, ops.F32, gputest.TolF32},
+		{4, 1001, ops.F16, gputest.TolF16},
+		{3, 57, ops.F16, gputest.TolF16},
+	}
+	for i, c := range cases {
+		t.Run(fmt.Sprintf("%dx%d_w%s", c.rows, c.cols, c.w), func(t *testing.T) {
+			seed := int64(100 + i)
+			rng := rand.New(rand.NewSource(seed))
+			xv := gputest.Rand(rng, c.rows*c.cols, 2)
+			wv := gputest.Rand(rng, c.cols, 1.5)
+			x, err := ops.FromFloat32(ctx, "x", ops.F32, xv, c.rows, c.cols)
+			must(t, err)
+			defer x.Buf.Destroy()
+			w, err := ops.FromFloat32(ctx, "w", c.w, wv, c.cols)
+			must(t, err)
+			defer w.Buf.Destroy()
+			d, err := ops.New(ctx, "d", ops.F32, c.rows, c.cols)
+			must(t, err)
+			defer d.Buf.Destroy()
+			gputest.Poison(t, d)
+
+			enc, err := ctx.NewEncoder()
+			must(t, err)
+			must(t, ops.RMSNorm(enc, d, x, w, 1e-5))
+			must(t, enc.SubmitAndWait())
+			got, err := d.Read()
+			must(t, err)
+
+			wq, _ := w.Read() // the weights as stored (f16 rounding included)
+			want := make([]float64, c.rows*c.cols)
+			ref.RMSNorm(want, gputest.F64(xv), gputest.F64(wq), c.rows, c.cols, 1e-5)
+			gputest.Check(t, "rmsnorm", seed, got, want, gputest.TolF32)
+		})
+	}
+}
+
+func TestRMSNormRejectsMismatchedWeight(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	x, _ := ops.New(ctx, "x", ops.F32, 2, 8)
+	w, _ := ops.New(ctx, "w", ops.F32, 7)
+	d, _ := ops.New(ctx, "d", ops.F32, 2, 8)
+	defer x.Buf.Destroy()
+	defer w.Buf.Destroy()
+	defer d.Buf.Destroy()
+	enc, err := ctx.NewEncoder()
+	must(t, err)
+	defer enc.Release()
+	if err := ops.RMSNorm(enc, d, x, w, 1e-5); err == nil {
+		t.Fatal("mismatched weight accepted")
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

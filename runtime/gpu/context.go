@@ -1,0 +1,348 @@
+// Package gpu is the only package that talks to WebGPU (wgpu-native through
+// github.com/cogentcore/webgpu). It owns adapter choice, the device, buffers,
+// the pipeline cache, command encoding and readback, and turns wgpu
+// validation failures and device loss into Go errors.
+package gpu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cogentcore/webgpu/wgpu"
+)
+
+// Options choose the adapter. Adapter is an index into ListAdapters' order or
+// a case-insensitive substring of the adapter's name; empty picks the best.
+type Options struct {
+	Adapter       string
+	ForceFallback bool
+}
+
+// OptionsFromEnv reads WGLLM_ADAPTER and WGLLM_FORCE_FALLBACK.
+func OptionsFromEnv() Options {
+	o := Options{Adapter: os.Getenv("WGLLM_ADAPTER")}
+	if v := os.Getenv("WGLLM_FORCE_FALLBACK"); v != "" && v != "0" && !strings.EqualFold(v, "false") {
+		o.ForceFallback = true
+	}
+	return o
+}
+
+// AdapterDesc describes one adapter as `wgllm devices` prints it.
+type AdapterDesc struct {
+	Index             int
+	Name              string
+	Vendor            string
+	Driver            string
+	Backend           string
+	Type              string
+	ShaderF16         bool
+	Timestamps        bool
+	MaxBinding        uint64 // maxStorageBufferBindingSize
+	MaxBuffer         uint64 // maxBufferSize (clamped)
+	MaxWGStorage      uint32 // maxComputeWorkgroupStorageSize
+	MaxInvocs         uint32 // maxComputeInvocationsPerWorkgroup
+	MaxWGPerDim       uint32 // maxComputeWorkgroupsPerDimension
+	MaxStorageBuffers uint32 // maxStorageBuffersPerShaderStage
+
+	typ     wgpu.AdapterType
+	backend wgpu.BackendType
+}
+
+// maxBufferCap clamps adapters that report absurd buffer sizes (NVIDIA: 2^64-1).
+const maxBufferCap = uint64(1) << 40
+
+func describe(i int, a *wgpu.Adapter) AdapterDesc {
+	info := a.GetInfo()
+	lim := a.GetLimits().Limits
+	d := AdapterDesc{
+		Index:             i,
+		Name:              info.Name,
+		Vendor:            info.VendorName,
+		Driver:            info.DriverDescription,
+		Backend:           info.BackendType.String(),
+		Type:              info.AdapterType.String(),
+		ShaderF16:         a.HasFeature(wgpu.FeatureNameShaderF16),
+		Timestamps:        a.HasFeature(wgpu.FeatureNameTimestampQuery),
+		MaxBinding:        lim.MaxStorageBufferBindingSize,
+		MaxBuffer:         min(lim.MaxBufferSize, maxBufferCap),
+		MaxWGStorage:      lim.MaxComputeWorkgroupStorageSize,
+		MaxInvocs:         lim.MaxComputeInvocationsPerWorkgroup,
+		MaxWGPerDim:       lim.MaxComputeWorkgroupsPerDimension,
+		MaxStorageBuffers: lim.MaxStorageBuffersPerShaderStage,
+		typ:               info.AdapterType,
+		backend:           info.BackendType,
+	}
+	return d
+}
+
+// rank orders adapters: discrete GPUs, then integrated, then anything else,
+// then CPU/software (lavapipe, llvmpipe, WARP). Within a type, Vulkan/Metal/
+// D3D12 before GL.
+func rank(d AdapterDesc) int {
+	r := 0
+	switch d.typ {
+	case wgpu.AdapterTypeDiscreteGPU:
+		r = 0
+	case wgpu.AdapterTypeIntegratedGPU:
+		r = 10
+	case wgpu.AdapterTypeUnknown:
+		r = 20
+	default: // CPU
+		r = 30
+	}
+	if strings.Contains(strings.ToLower(d.Name), "llvmpipe") || strings.Contains(strings.ToLower(d.Name), "lavapipe") {
+		r = 30
+	}
+	switch d.backend {
+	case wgpu.BackendTypeVulkan, wgpu.BackendTypeMetal, wgpu.BackendTypeD3D12:
+	default:
+		r += 5
+	}
+	return r
+}
+
+func isSoftware(d AdapterDesc) bool { return rank(d) >= 30 }
+
+var (
+	instanceOnce sync.Once
+	instance     *wgpu.Instance
+)
+
+func getInstance() *wgpu.Instance {
+	instanceOnce.Do(func() {
+		// Mesa's window-system code complains on every adapter probe when
+		// XDG_RUNTIME_DIR is unset (headless CI); compute needs no display.
+		if os.Getenv("XDG_RUNTIME_DIR") == "" {
+			os.Setenv("XDG_RUNTIME_DIR", os.TempDir())
+		}
+		wgpu.SetLogLevel(wgpu.LogLevelError)
+		// Primary backends only: the GL backend adds nothing for compute and
+		// probes EGL noisily on headless machines.
+		instance = wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: wgpu.InstanceBackendPrimary})
+	})
+	return instance
+}
+
+type adapterEntry struct {
+	desc AdapterDesc
+	raw  *wgpu.Adapter
+}
+
+func enumerate() []adapterEntry {
+	raws := getInstance().EnumerateAdapters(nil)
+	out := make([]adapterEntry, 0, len(raws))
+	for _, a := range raws {
+		out = append(out, adapterEntry{desc: describe(0, a), raw: a})
+	}
+	// Stable best-first order, so indices mean the same thing every run.
+	sort.SliceStable(out, func(i, j int) bool { return rank(out[i].desc) < rank(out[j].desc) })
+	for i := range out {
+		out[i].desc.Index = i
+	}
+	return out
+}
+
+// ListAdapters returns every adapter best-first and the index Options choose.
+func ListAdapters(opts Options) ([]AdapterDesc, int, error) {
+	ents := enumerate()
+	descs := make([]AdapterDesc, len(ents))
+	for i, e := range ents {
+		descs[i] = e.desc
+	}
+	chosen, err := choose(descs, opts)
+	return descs, chosen, err
+}
+
+// ErrNoAdapter is returned when no WebGPU adapter exists (no Vulkan driver).
+var ErrNoAdapter = errors.New("no WebGPU adapter found (is a Vulkan driver installed? on Debian: apt-get install libvulkan1 mesa-vulkan-drivers)")
+
+func choose(descs []AdapterDesc, opts Options) (int, error) {
+	if len(descs) == 0 {
+		return -1, ErrNoAdapter
+	}
+	if opts.Adapter != "" {
+		if i, err := strconv.Atoi(opts.Adapter); err == nil {
+			if i < 0 || i >= len(descs) {
+				return -1, fmt.Errorf("adapter index %d out of range: %d adapters (see `wgllm devices`)", i, len(descs))
+			}
+			return i, nil
+		}
+		for i, d := range descs {
+			if strings.Contains(strings.ToLower(d.Name), strings.ToLower(opts.Adapter)) {
+				return i, nil
+			}
+		}
+		return -1, fmt.Errorf("no adapter name contains %q (see `wgllm devices`)", opts.Adapter)
+	}
+	if opts.ForceFallback {
+		for i, d := range descs {
+			if isSoftware(d) {
+				return i, nil
+			}
+		}
+		return -1, errors.New("WGLLM_FORCE_FALLBACK: no software adapter (lavapipe) found")
+	}
+	return 0, nil
+}
+
+// Context is one device and everything cached on it. Encoders made from one
+// Context must be recorded from one goroutine at a time.
+type Context struct {
+	Adapter AdapterDesc
+	Limits  wgpu.Limits // what the device was created with
+	HasF16  bool
+
+	adapter *wgpu.Adapter
+	device  *wgpu.Device
+	queue   *wgpu.Queue
+
+	mu        sync.Mutex
+	pipelines map[any]*Pipeline
+	bindCache map[bindKey]*wgpu.BindGroup
+	uniforms  []*wgpu.Buffer // free uniform chunks
+	staging   *wgpu.Buffer
+	nextID    atomic.Uint64
+	lost      atomic.Pointer[error]
+	closing   atomic.Bool
+	token     uintptr
+
+	errMu      sync.Mutex
+	uncaptured error
+
+	// Debug puts every dispatch in its own compute pass so that a validation
+	// error names the exact op that caused it (slower; for tests).
+	Debug bool
+
+	allocated atomic.Int64
+}
+
+// New opens the chosen adapter and creates a device with only the limits
+// this runtime needs, raised from the WebGPU defaults up to the adapter's.
+func New(opts Options) (*Context, error) {
+	ents := enumerate()
+	descs := make([]AdapterDesc, len(ents))
+	for i, e := range ents {
+		descs[i] = e.desc
+	}
+	idx, err := choose(descs, opts)
+	if err != nil {
+		return nil, err
+	}
+	ent := ents[idx]
+	al := ent.raw.GetLimits().Limits
+
+	lim := wgpu.DefaultLimits()
+	lim.MaxStorageBufferBindingSize = al.MaxStorageBufferBindingSize
+	lim.MaxBufferSize = min(al.MaxBufferSize, maxBufferCap)
+	lim.MaxComputeWorkgroupStorageSize = al.MaxComputeWorkgroupStorageSize
+	lim.MaxComputeInvocationsPerWorkgroup = min(al.MaxComputeInvocationsPerWorkgroup, 1024)
+	lim.MaxComputeWorkgroupSizeX = min(al.MaxComputeWorkgroupSizeX, 1024)
+	lim.MaxComputeWorkgroupSizeY = min(al.MaxComputeWorkgroupSizeY, 1024)
+	lim.MaxStorageBuffersPerShaderStage = min(al.MaxStorageBuffersPerShaderStage, 10)
+
+	hasF16 := ent.raw.HasFeature(wgpu.FeatureNameShaderF16)
+	c := &Context{
+		Adapter:   ent.desc,
+		HasF16:    hasF16,
+		adapter:   ent.raw,
+		pipelines: map[any]*Pipeline{},
+		bindCache: map[bindKey]*wgpu.BindGroup{},
+		Debug:     os.Getenv("WGLLM_GPU_DEBUG") == "1",
+	}
+	c.token = register(c)
+	dev, err := requestDevice(ent.raw, lim, hasF16, c.token)
+	if err != nil {
+		unregister(c.token)
+		return nil, fmt.Errorf("gpu: creating device on %q (%s): %w", ent.desc.Name, ent.desc.Backend, err)
+	}
+	c.device = dev
+	c.queue = dev.GetQueue()
+	c.Limits = dev.GetLimits().Limits
+	return c, nil
+}
+
+// Err reports device loss, which makes every later call fail.
+func (c *Context) Err() error {
+	if p := c.lost.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (c *Context) setUncaptured(err error) {
+	c.errMu.Lock()
+	if c.uncaptured == nil {
+		c.uncaptured = err
+	}
+	c.errMu.Unlock()
+}
+
+// takeUncaptured returns (and clears) the first error wgpu raised outside an
+// error scope since the last call.
+func (c *Context) takeUncaptured() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	err := c.uncaptured
+	c.uncaptured = nil
+	return err
+}
+
+// MaxBinding is the largest byte range one storage binding may cover.
+func (c *Context) MaxBinding() uint64 { return c.Limits.MaxStorageBufferBindingSize }
+
+// MaxWorkgroupsPerDim bounds each dimension of a dispatch.
+func (c *Context) MaxWorkgroupsPerDim() uint32 { return c.Limits.MaxComputeWorkgroupsPerDimension }
+
+// AllocatedBytes is the total size of live buffers made through this Context.
+func (c *Context) AllocatedBytes() int64 { return c.allocated.Load() }
+
+// Wait blocks until all submitted work has finished.
+func (c *Context) Wait() error {
+	c.device.Poll(true, nil)
+	if err := c.takeUncaptured(); err != nil {
+		return err
+	}
+	return c.Err()
+}
+
+// Close releases the device. The Context must not be used afterwards.
+func (c *Context) Close() {
+	c.closing.Store(true)
+	defer unregister(c.token)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, bg := range c.bindCache {
+		bg.Release()
+	}
+	c.bindCache = nil
+	for _, p := range c.pipelines {
+		p.release()
+	}
+	c.pipelines = nil
+	for _, u := range c.uniforms {
+		u.Destroy()
+		u.Release()
+	}
+	c.uniforms = nil
+	if c.staging != nil {
+		c.staging.Destroy()
+		c.staging.Release()
+		c.staging = nil
+	}
+	if c.queue != nil {
+		c.queue.Release()
+	}
+	if c.device != nil {
+		c.device.Release()
+	}
+	if c.adapter != nil {
+		c.adapter.Release()
+	}
+	c.device, c.queue, c.adapter = nil, nil, nil
+}

@@ -1,0 +1,144 @@
+package gpu
+
+// This file is a small cgo shim over wgpu-native, for what the Go binding
+// does not expose safely: a device-lost callback (the binding's passes a Go
+// pointer inside C memory, which cgocheck rejects) and an uncaptured-error
+// callback (without one wgpu-native aborts the process on any error raised
+// outside an error scope, e.g. in queue submission). The headers in include/
+// are wgpu-native's own, matching the static library the binding links.
+
+/*
+#include <stdint.h>
+#include <string.h>
+#include "include/wgpu.h"
+
+extern void wgllmDeviceLost(WGPUDeviceLostReason reason, char *message, uintptr_t token);
+extern void wgllmUncapturedError(WGPUErrorType type, char *message, uintptr_t token);
+
+static void wgllm_lost_cb(WGPUDeviceLostReason reason, char const *message, void *userdata) {
+	wgllmDeviceLost(reason, (char *)message, (uintptr_t)userdata);
+}
+static void wgllm_error_cb(WGPUErrorType type, char const *message, void *userdata) {
+	wgllmUncapturedError(type, (char *)message, (uintptr_t)userdata);
+}
+static void wgllm_device_cb(WGPURequestDeviceStatus status, WGPUDevice device, char const *message, void *userdata) {
+	if (status == WGPURequestDeviceStatus_Success) *(WGPUDevice *)userdata = device;
+}
+
+typedef struct {
+	int f16;
+	uint64_t max_binding, max_buffer;
+	uint32_t wg_storage, invocations, wg_x, wg_y, storage_buffers;
+} wgllm_device_req;
+
+static WGPUDevice wgllm_request_device(WGPUAdapter adapter, wgllm_device_req r, uintptr_t token) {
+	WGPURequiredLimits req;
+	memset(&req, 0, sizeof req);
+	// Every limit left undefined keeps the WebGPU default.
+	memset(&req.limits, 0xff, sizeof req.limits);
+	req.limits.maxStorageBufferBindingSize = r.max_binding;
+	req.limits.maxBufferSize = r.max_buffer;
+	req.limits.maxComputeWorkgroupStorageSize = r.wg_storage;
+	req.limits.maxComputeInvocationsPerWorkgroup = r.invocations;
+	req.limits.maxComputeWorkgroupSizeX = r.wg_x;
+	req.limits.maxComputeWorkgroupSizeY = r.wg_y;
+	req.limits.maxStorageBuffersPerShaderStage = r.storage_buffers;
+
+	WGPUFeatureName features[1] = {WGPUFeatureName_ShaderF16};
+	WGPUDeviceDescriptor desc;
+	memset(&desc, 0, sizeof desc);
+	desc.label = "wgllm";
+	desc.requiredLimits = &req;
+	if (r.f16) {
+		desc.requiredFeatureCount = 1;
+		desc.requiredFeatures = features;
+	}
+	desc.deviceLostCallback = wgllm_lost_cb;
+	desc.deviceLostUserdata = (void *)token;
+	desc.uncapturedErrorCallbackInfo.callback = wgllm_error_cb;
+	desc.uncapturedErrorCallbackInfo.userdata = (void *)token;
+	WGPUDevice dev = NULL;
+	wgpuAdapterRequestDevice(adapter, &desc, wgllm_device_cb, &dev);
+	return dev;
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"unsafe"
+
+	"github.com/cogentcore/webgpu/wgpu"
+)
+
+var (
+	registryMu sync.Mutex
+	registry   = map[uintptr]*Context{}
+	nextToken  uintptr
+)
+
+func register(c *Context) uintptr {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	nextToken++
+	registry[nextToken] = c
+	return nextToken
+}
+
+func lookup(token uintptr) *Context {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	return registry[token]
+}
+
+func unregister(token uintptr) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	delete(registry, token)
+}
+
+//export wgllmDeviceLost
+func wgllmDeviceLost(reason C.WGPUDeviceLostReason, message *C.char, token C.uintptr_t) {
+	c := lookup(uintptr(token))
+	if c == nil || c.closing.Load() {
+		return
+	}
+	e := fmt.Errorf("gpu: device lost (%s): %s", wgpu.DeviceLostReason(reason), C.GoString(message))
+	c.lost.CompareAndSwap(nil, &e)
+}
+
+//export wgllmUncapturedError
+func wgllmUncapturedError(typ C.WGPUErrorType, message *C.char, token C.uintptr_t) {
+	c := lookup(uintptr(token))
+	if c == nil {
+		return
+	}
+	c.setUncaptured(fmt.Errorf("gpu: %s error: %s", wgpu.ErrorType(typ), C.GoString(message)))
+}
+
+// wgpu.Adapter and wgpu.Device are structs of one C handle; these views
+// let the shim hand handles to and from the binding.
+type handle struct{ ref unsafe.Pointer }
+
+func requestDevice(a *wgpu.Adapter, lim wgpu.Limits, f16 bool, token uintptr) (*wgpu.Device, error) {
+	ref := (*handle)(unsafe.Pointer(a)).ref
+	r := C.wgllm_device_req{
+		max_binding:     C.uint64_t(lim.MaxStorageBufferBindingSize),
+		max_buffer:      C.uint64_t(lim.MaxBufferSize),
+		wg_storage:      C.uint32_t(lim.MaxComputeWorkgroupStorageSize),
+		invocations:     C.uint32_t(lim.MaxComputeInvocationsPerWorkgroup),
+		wg_x:            C.uint32_t(lim.MaxComputeWorkgroupSizeX),
+		wg_y:            C.uint32_t(lim.MaxComputeWorkgroupSizeY),
+		storage_buffers: C.uint32_t(lim.MaxStorageBuffersPerShaderStage),
+	}
+	if f16 {
+		r.f16 = 1
+	}
+	dev := C.wgllm_request_device(C.WGPUAdapter(ref), r, C.uintptr_t(token))
+	if dev == nil {
+		return nil, errors.New("the adapter refused the device request")
+	}
+	return (*wgpu.Device)(unsafe.Pointer(&handle{ref: unsafe.Pointer(dev)})), nil
+}

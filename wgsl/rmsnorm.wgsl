@@ -1,0 +1,50 @@
+// RMSNorm over rows: dst[r, c] = x[r, c] / sqrt(mean_c(x[r, c]^2) + eps) * w[c].
+// One workgroup per row; each thread strides over columns and the partial
+// sums are reduced in workgroup memory by a fixed tree (batch invariant).
+struct Params {
+  rows: u32, cols: u32,
+  x_off: u32, x_stride: u32,
+  w_off: u32,
+  d_off: u32, d_stride: u32,
+  eps: f32,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<{{if eq .W "f16"}}u32{{else}}f32{{end}}>;
+@group(0) @binding(3) var<storage, read_write> d: array<f32>;
+
+const WG: u32 = {{.WG}}u;
+var<workgroup> part: array<f32, WG>;
+
+fn weight(c: u32) -> f32 {
+{{- if eq .W "f16"}}
+  let i = p.w_off + c;
+  return ld_f16(w[i >> 1u], i);
+{{- else}}
+  return w[p.w_off + c];
+{{- end}}
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= p.rows) { return; }  // uniform per workgroup: barriers stay valid
+  let xb = p.x_off + row * p.x_stride;
+  var s = 0.0;
+  for (var c = lid.x; c < p.cols; c += WG) {
+    let v = x[xb + c];
+    s += v * v;
+  }
+  part[lid.x] = s;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lid.x < k) { part[lid.x] += part[lid.x + k]; }
+    workgroupBarrier();
+  }
+  let scale = inverseSqrt(part[0] / f32(p.cols) + p.eps);
+  let db = p.d_off + row * p.d_stride;
+  for (var c = lid.x; c < p.cols; c += WG) {
+    d[db + c] = x[xb + c] * scale * weight(c);
+  }
+}
