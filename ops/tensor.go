@@ -20,6 +20,7 @@ type DType uint8
 const (
 	F32 DType = iota
 	F16
+	U32 // token ids, positions, argmax results
 )
 
 func (d DType) String() string {
@@ -28,6 +29,8 @@ func (d DType) String() string {
 		return "f32"
 	case F16:
 		return "f16"
+	case U32:
+		return "u32"
 	}
 	return fmt.Sprintf("dtype(%d)", d)
 }
@@ -121,8 +124,42 @@ func Encode(dt DType, data []float32) []byte {
 	}
 }
 
-// Read copies the view back as float32 (waits for submitted work).
-func (t Tensor) Read() ([]float32, error) {
+// FromUint32 allocates a u32 tensor and fills it.
+func FromUint32(ctx *gpu.Context, label string, data []uint32, shape ...int) (Tensor, error) {
+	t, err := New(ctx, label, U32, shape...)
+	if err != nil {
+		return t, err
+	}
+	if len(data) != t.Len() {
+		t.Buf.Destroy()
+		return Tensor{}, fmt.Errorf("ops: tensor %q: %d values for shape %v", label, len(data), shape)
+	}
+	return t, t.WriteUint32(data)
+}
+
+// WriteUint32 stores values into a u32 view.
+func (t Tensor) WriteUint32(data []uint32) error {
+	out := make([]byte, 4*len(data))
+	for i, v := range data {
+		binary.LittleEndian.PutUint32(out[4*i:], v)
+	}
+	return t.Buf.Write(uint64(t.Off*4), out)
+}
+
+// ReadUint32 copies a u32 view back.
+func (t Tensor) ReadUint32() ([]uint32, error) {
+	raw, err := t.readRaw()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uint32, t.Len())
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint32(raw[4*i:])
+	}
+	return out, nil
+}
+
+func (t Tensor) readRaw() ([]byte, error) {
 	start := uint64(t.Off * t.DType.Size())
 	end := start + t.Bytes()
 	a0, a1 := start/4*4, (end+3)/4*4
@@ -130,7 +167,18 @@ func (t Tensor) Read() ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw = raw[start-a0:]
+	return raw[start-a0:], nil
+}
+
+// Read copies the view back as float32 (waits for submitted work).
+func (t Tensor) Read() ([]float32, error) {
+	if t.DType == U32 {
+		return nil, fmt.Errorf("ops: Read of u32 tensor %s: use ReadUint32", t)
+	}
+	raw, err := t.readRaw()
+	if err != nil {
+		return nil, err
+	}
 	out := make([]float32, t.Len())
 	for i := range out {
 		if t.DType == F16 {
