@@ -60,9 +60,16 @@ const maxBufferCap = uint64(1) << 40
 func describe(i int, a *wgpu.Adapter) AdapterDesc {
 	info := a.GetInfo()
 	lim := a.GetLimits().Limits
+	// This wgpu-native reports vendor and device as hex ids and puts the
+	// human-readable name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)") in the
+	// description; show the readable one.
+	name := info.Name
+	if name == "" || strings.HasPrefix(name, "0x") {
+		name = info.DriverDescription
+	}
 	d := AdapterDesc{
 		Index:             i,
-		Name:              info.Name,
+		Name:              name,
 		Vendor:            info.VendorName,
 		Driver:            info.DriverDescription,
 		Backend:           info.BackendType.String(),
@@ -174,7 +181,7 @@ func choose(descs []AdapterDesc, opts Options) (int, error) {
 			return i, nil
 		}
 		for i, d := range descs {
-			if strings.Contains(strings.ToLower(d.Name), strings.ToLower(opts.Adapter)) {
+			if strings.Contains(strings.ToLower(d.Name+" "+d.Driver+" "+d.Vendor), strings.ToLower(opts.Adapter)) {
 				return i, nil
 			}
 		}

@@ -25,6 +25,8 @@ static void wgllm_device_cb(WGPURequestDeviceStatus status, WGPUDevice device, c
 	if (status == WGPURequestDeviceStatus_Success) *(WGPUDevice *)userdata = device;
 }
 
+static void wgllm_destroy_device(WGPUDevice dev) { wgpuDeviceDestroy(dev); }
+
 typedef struct {
 	int f16;
 	uint64_t max_binding, max_buffer;
@@ -141,4 +143,15 @@ func requestDevice(a *wgpu.Adapter, lim wgpu.Limits, f16 bool, token uintptr) (*
 		return nil, errors.New("the adapter refused the device request")
 	}
 	return (*wgpu.Device)(unsafe.Pointer(&handle{ref: unsafe.Pointer(dev)})), nil
+}
+
+// InjectDeviceLoss destroys the device as a driver reset would, so tests can
+// check that loss is reported as an error everywhere.
+func (c *Context) InjectDeviceLoss() {
+	C.wgllm_destroy_device(C.WGPUDevice((*handle)(unsafe.Pointer(c.device)).ref))
+	c.device.Poll(false, nil)
+	if c.Err() == nil { // not every wgpu-native reports destruction as loss
+		e := errors.New("gpu: device lost (destroyed)")
+		c.lost.CompareAndSwap(nil, &e)
+	}
 }

@@ -1,0 +1,31 @@
+# wgllm: `make run` serves the bundled default model; `make test` runs every
+# test (GPU tests on lavapipe when there is no GPU). Both install missing
+# system packages first (scripts/deps.sh).
+GO ?= go
+BIN := bin/wgllm
+GOTESTFLAGS ?= -count=1 -timeout 30m
+
+.PHONY: all deps build test run bench vet clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build: deps
+	$(GO) build -o $(BIN) ./cmd/wgllm
+
+vet:
+	$(GO) vet ./...
+
+test: deps vet
+	$(GO) test $(GOTESTFLAGS) ./...
+
+run: build
+	./$(BIN) devices
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./ops/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/wgllm/wgllm/runtime/gpu"
+)
+
+func devicesCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "devices",
+		Short: "List WebGPU adapters and mark the one wgllm would use",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			descs, chosen, err := gpu.ListAdapters(a.gpuOptions())
+			if len(descs) == 0 {
+				return err
+			}
+			printDevices(cmd.OutOrStdout(), descs, chosen)
+			if err != nil {
+				return err
+			}
+			return nil
+		},
+	}
+}
+
+func printDevices(w io.Writer, descs []gpu.AdapterDesc, chosen int) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, d := range descs {
+		mark := " "
+		if d.Index == chosen {
+			mark = "*"
+		}
+		fmt.Fprintf(tw, "%s %d\t%s\n", mark, d.Index, d.Name)
+		fmt.Fprintf(tw, "   \tbackend\t%s\n", d.Backend)
+		fmt.Fprintf(tw, "   \ttype\t%s\n", d.Type)
+		fmt.Fprintf(tw, "   \tvendor\t%s\n", d.Vendor)
+		fmt.Fprintf(tw, "   \tdriver\t%s\n", d.Driver)
+		fmt.Fprintf(tw, "   \tshader-f16\t%v\n", d.ShaderF16)
+		fmt.Fprintf(tw, "   \ttimestamp-query\t%v\n", d.Timestamps)
+		fmt.Fprintf(tw, "   \tmaxStorageBufferBindingSize\t%s\n", bytesHuman(d.MaxBinding))
+		fmt.Fprintf(tw, "   \tmaxBufferSize\t%s\n", bytesHuman(d.MaxBuffer))
+		fmt.Fprintf(tw, "   \tmaxComputeWorkgroupStorageSize\t%s\n", bytesHuman(uint64(d.MaxWGStorage)))
+		fmt.Fprintf(tw, "   \tmaxComputeInvocationsPerWorkgroup\t%d\n", d.MaxInvocs)
+		fmt.Fprintf(tw, "   \tmaxComputeWorkgroupsPerDimension\t%d\n", d.MaxWGPerDim)
+		fmt.Fprintf(tw, "   \tmaxStorageBuffersPerShaderStage\t%d\n", d.MaxStorageBuffers)
+	}
+	tw.Flush()
+	if chosen >= 0 {
+		fmt.Fprintf(w, "* chosen: %d (%s)\n", chosen, descs[chosen].Name)
+	}
+}
+
+func bytesHuman(n uint64) string {
+	const unit = 1024
+	switch {
+	case n >= 1<<40:
+		return fmt.Sprintf("%.1f TiB", float64(n)/(1<<40))
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= unit:
+		return fmt.Sprintf("%.1f KiB", float64(n)/unit)
+	}
+	return fmt.Sprintf("%d B", n)
+}

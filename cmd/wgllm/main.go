@@ -1,0 +1,69 @@
+// Command wgllm runs GGUF language models on any GPU through WebGPU.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"github.com/wgllm/wgllm/internal/config"
+	"github.com/wgllm/wgllm/internal/logx"
+	"github.com/wgllm/wgllm/runtime/gpu"
+)
+
+// app is what every subcommand shares: the layered configuration and the logger.
+type app struct {
+	configFile string
+	cfg        *viper.Viper
+	log        zerolog.Logger
+}
+
+func main() {
+	a := &app{}
+	root := &cobra.Command{
+		Use:           "wgllm",
+		Short:         "Run GGUF language models on any GPU through WebGPU",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.configFile, "config", "", "config file (YAML) layered over configs/default.yaml")
+	pf.String("log-level", "", "log level: debug, info, warn, error")
+	pf.String("log-format", "", "log format: auto, console, json")
+	pf.String("adapter", "", "GPU adapter: index or name substring (see `wgllm devices`)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		return a.setup(cmd.Flags())
+	}
+	root.AddCommand(devicesCmd(a))
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "wgllm:", err)
+		os.Exit(1)
+	}
+}
+
+func (a *app) setup(flags *pflag.FlagSet) error {
+	bind := map[string]*pflag.Flag{}
+	for key, name := range map[string]string{
+		"log.level": "log-level", "log.format": "log-format", "gpu.adapter": "adapter",
+		"model.path": "model", "server.addr": "addr",
+	} {
+		if f := flags.Lookup(name); f != nil && f.Changed {
+			bind[key] = f
+		}
+	}
+	cfg, err := config.Load(a.configFile, bind)
+	if err != nil {
+		return err
+	}
+	a.cfg = cfg
+	a.log, err = logx.New(os.Stderr, cfg.GetString("log.level"), cfg.GetString("log.format"))
+	return err
+}
+
+// gpuOptions is the adapter choice from config, environment and flags.
+func (a *app) gpuOptions() gpu.Options {
+	return gpu.Options{Adapter: a.cfg.GetString("gpu.adapter"), ForceFallback: a.cfg.GetBool("gpu.force_fallback")}
+}
