@@ -1,0 +1,128 @@
+package model
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/wgllm/wgllm/runtime/gguf"
+	"github.com/wgllm/wgllm/runtime/half"
+)
+
+// floatDequant handles the plain float types; quantised types come from
+// runtime/quant in the tests that need them.
+func floatDequant(t gguf.GGMLType, data []byte, n int) ([]float32, error) {
+	out := make([]float32, n)
+	switch t {
+	case gguf.F32:
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
+		}
+	case gguf.F16:
+		for i := range out {
+			out[i] = half.ToFloat32(binary.LittleEndian.Uint16(data[2*i:]))
+		}
+	default:
+		return nil, fmt.Errorf("type %s not handled here", t)
+	}
+	return out, nil
+}
+
+func sharedModel(t *testing.T, name string) string {
+	t.Helper()
+	dir, _ := os.Getwd()
+	for d := dir; ; d = filepath.Dir(d) {
+		p := filepath.Join(d, "shared", "models", name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		if filepath.Dir(d) == d {
+			t.Skipf("shared/models/%s not found beside the repository", name)
+		}
+	}
+}
+
+// pieces detokenises SentencePiece ids plainly (▁ is a space, <0xNN> a byte).
+func pieces(f *gguf.File, ids []int) string {
+	toks, _ := f.Strings("tokenizer.ggml.tokens")
+	var b []byte
+	for _, id := range ids {
+		s := toks[id]
+		if strings.HasPrefix(s, "<0x") && len(s) == 6 {
+			v, _ := strconv.ParseUint(s[3:5], 16, 8)
+			b = append(b, byte(v))
+			continue
+		}
+		b = append(b, strings.ReplaceAll(s, "▁", " ")...)
+	}
+	return string(b)
+}
+
+func greedy(t *testing.T, r *Reference, prompt []int, n int) []int {
+	t.Helper()
+	var logits []float64
+	var err error
+	for _, tok := range prompt {
+		if logits, err = r.Forward(tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out []int
+	for len(out) < n {
+		best := 0
+		for i, v := range logits {
+			if v > logits[best] {
+				best = i
+			}
+		}
+		out = append(out, best)
+		if logits, err = r.Forward(best); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func TestReferenceStories260K(t *testing.T) {
+	f, err := gguf.Open(sharedModel(t, "stories260K.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := NewReference(f, floatDequant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high."
+	got := pieces(f, greedy(t, r, []int{1}, 60))
+	if !strings.HasPrefix(strings.TrimPrefix(got, " "), want) {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+}
+
+func TestReferenceKJV(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow float64 reference")
+	}
+	f, err := gguf.Open(sharedModel(t, "kjv-30m-f16.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := NewReference(f, floatDequant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// MODELS.md calls this 40 tokens; the text as given takes 41 here (the
+	// final newline is token 41), so generate 41 and require it exactly.
+	want := " it; and it was made in the end of the doctors.\nAnd the LORD God said, Who shall go out with us? and when he said, Ye shall be holy.\n"
+	got := pieces(f, greedy(t, r, []int{1, 1050, 261, 2051, 391, 3372}, 41))
+	if got != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+}
