@@ -99,7 +99,7 @@ func TestReferenceStories260K(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high."
-	got := pieces(f, greedy(t, r, []int{1}, 60))
+	got := pieces(f, greedy(t, r, []int{1}, 70))
 	if !strings.HasPrefix(strings.TrimPrefix(got, " "), want) {
 		t.Fatalf("got  %q\nwant %q", got, want)
 	}
