@@ -21,27 +21,50 @@ const (
 	F32 DType = iota
 	F16
 	U32 // token ids, positions, argmax results
+	BF16
+	// Block-quantised weight types, stored exactly as in GGUF (ggml's block
+	// layouts): a row of K elements is K/BlockSize blocks of BlockBytes.
+	Q4_0
+	Q4_1
+	Q5_0
+	Q5_1
+	Q8_0
+	Q2_K
+	Q3_K
+	Q4_K
+	Q5_K
+	Q6_K
 )
 
+var dtypeInfo = [...]struct {
+	name              string
+	blockSize, blockB int
+}{
+	F32: {"f32", 1, 4}, F16: {"f16", 1, 2}, U32: {"u32", 1, 4}, BF16: {"bf16", 1, 2},
+	Q4_0: {"q4_0", 32, 18}, Q4_1: {"q4_1", 32, 20}, Q5_0: {"q5_0", 32, 22}, Q5_1: {"q5_1", 32, 24},
+	Q8_0: {"q8_0", 32, 34}, Q2_K: {"q2_k", 256, 84}, Q3_K: {"q3_k", 256, 110}, Q4_K: {"q4_k", 256, 144},
+	Q5_K: {"q5_k", 256, 176}, Q6_K: {"q6_k", 256, 210},
+}
+
 func (d DType) String() string {
-	switch d {
-	case F32:
-		return "f32"
-	case F16:
-		return "f16"
-	case U32:
-		return "u32"
+	if int(d) < len(dtypeInfo) {
+		return dtypeInfo[d].name
 	}
 	return fmt.Sprintf("dtype(%d)", d)
 }
 
-// Size is the bytes per element.
-func (d DType) Size() int {
-	if d == F16 {
-		return 2
-	}
-	return 4
-}
+// Quantized reports a block-quantised type.
+func (d DType) Quantized() bool { return d.BlockSize() > 1 }
+
+// BlockSize is the number of elements per block (1 for plain types).
+func (d DType) BlockSize() int { return dtypeInfo[d].blockSize }
+
+// BlockBytes is the encoded size of one block.
+func (d DType) BlockBytes() int { return dtypeInfo[d].blockB }
+
+// Size is the bytes per element of a plain type (not meaningful for
+// block-quantised types: use BlockBytes).
+func (d DType) Size() int { return dtypeInfo[d].blockB }
 
 // Tensor is a view of a GPU buffer: elements start at Off (in elements) and
 // are laid out row-major by Shape unless an op takes explicit strides.
@@ -62,7 +85,15 @@ func (t Tensor) Len() int {
 }
 
 // Bytes is the size of the view in bytes.
-func (t Tensor) Bytes() uint64 { return uint64(t.Len() * t.DType.Size()) }
+func (t Tensor) Bytes() uint64 {
+	return uint64(t.Len() / t.DType.BlockSize() * t.DType.BlockBytes())
+}
+
+// byteOff is where the view starts in its buffer. Off of a block-quantised
+// view must be a whole number of blocks.
+func (t Tensor) byteOff() uint64 {
+	return uint64(t.Off / t.DType.BlockSize() * t.DType.BlockBytes())
+}
 
 func (t Tensor) String() string { return fmt.Sprintf("%s%v", t.DType, t.Shape) }
 
@@ -78,6 +109,9 @@ func New(ctx *gpu.Context, label string, dt DType, shape ...int) (Tensor, error)
 		if d <= 0 {
 			return Tensor{}, fmt.Errorf("ops: tensor %q: dimension %d in %v", label, d, shape)
 		}
+	}
+	if len(shape) > 0 && shape[len(shape)-1]%dt.BlockSize() != 0 {
+		return Tensor{}, fmt.Errorf("ops: tensor %q: rows of %d elements are not whole %s blocks of %d", label, shape[len(shape)-1], dt, dt.BlockSize())
 	}
 	b, err := ctx.NewBuffer(label, t.Bytes())
 	if err != nil {
@@ -103,7 +137,10 @@ func FromFloat32(ctx *gpu.Context, label string, dt DType, data []float32, shape
 // Write stores values into the view, converting to its dtype. An f16 view
 // must start at an even element.
 func (t Tensor) Write(data []float32) error {
-	return t.Buf.Write(uint64(t.Off*t.DType.Size()), Encode(t.DType, data))
+	if t.DType.Quantized() || t.DType == U32 {
+		return fmt.Errorf("ops: Write of float32 values to %s tensor: quantise on the host and use FromBytes", t.DType)
+	}
+	return t.Buf.Write(t.byteOff(), Encode(t.DType, data))
 }
 
 // Encode converts float32 values to a dtype's bytes.
@@ -113,6 +150,12 @@ func Encode(dt DType, data []float32) []byte {
 		out := make([]byte, 2*len(data))
 		for i, v := range data {
 			binary.LittleEndian.PutUint16(out[2*i:], half.FromFloat32(v))
+		}
+		return out
+	case BF16:
+		out := make([]byte, 2*len(data))
+		for i, v := range data {
+			binary.LittleEndian.PutUint16(out[2*i:], half.BF16FromFloat32(v))
 		}
 		return out
 	default:
@@ -160,7 +203,7 @@ func (t Tensor) ReadUint32() ([]uint32, error) {
 }
 
 func (t Tensor) readRaw() ([]byte, error) {
-	start := uint64(t.Off * t.DType.Size())
+	start := t.byteOff()
 	end := start + t.Bytes()
 	a0, a1 := start/4*4, (end+3)/4*4
 	raw, err := t.Buf.Read(a0, a1-a0)
@@ -172,8 +215,8 @@ func (t Tensor) readRaw() ([]byte, error) {
 
 // Read copies the view back as float32 (waits for submitted work).
 func (t Tensor) Read() ([]float32, error) {
-	if t.DType == U32 {
-		return nil, fmt.Errorf("ops: Read of u32 tensor %s: use ReadUint32", t)
+	if t.DType == U32 || t.DType.Quantized() {
+		return nil, fmt.Errorf("ops: Read of %s tensor %s as float32", t.DType, t)
 	}
 	raw, err := t.readRaw()
 	if err != nil {
@@ -183,6 +226,8 @@ func (t Tensor) Read() ([]float32, error) {
 	for i := range out {
 		if t.DType == F16 {
 			out[i] = half.ToFloat32(binary.LittleEndian.Uint16(raw[2*i:]))
+		} else if t.DType == BF16 {
+			out[i] = half.BF16ToFloat32(binary.LittleEndian.Uint16(raw[2*i:]))
 		} else {
 			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
 		}
@@ -190,18 +235,38 @@ func (t Tensor) Read() ([]float32, error) {
 	return out, nil
 }
 
-// bind returns the binding covering the view and the view's first element
-// inside that binding (in elements of dt; for f16, in halves).
+// bind returns the binding covering the view and where the view starts
+// inside that binding: in elements for plain types (for f16, in halves), in
+// bytes for block-quantised types.
 func (t Tensor) bind() (gpu.Arg, uint32, error) {
 	if t.Buf == nil {
 		return gpu.Arg{}, 0, fmt.Errorf("tensor %s has no buffer", t)
 	}
-	es := uint64(t.DType.Size())
-	off, size, inner, err := t.Buf.Window(uint64(t.Off)*es, t.Bytes())
+	if t.Off%t.DType.BlockSize() != 0 {
+		return gpu.Arg{}, 0, fmt.Errorf("tensor %s starts inside a block (offset %d)", t, t.Off)
+	}
+	off, size, inner, err := t.Buf.Window(t.byteOff(), t.Bytes())
 	if err != nil {
 		return gpu.Arg{}, 0, err
 	}
-	return gpu.Arg{Buf: t.Buf, Offset: off, Size: size}, uint32(inner / es), nil
+	if t.DType.Quantized() {
+		return gpu.Arg{Buf: t.Buf, Offset: off, Size: size}, uint32(inner), nil
+	}
+	return gpu.Arg{Buf: t.Buf, Offset: off, Size: size}, uint32(inner / uint64(t.DType.Size())), nil
+}
+
+// FromBytes allocates a tensor holding raw stored bytes (e.g. a GGUF
+// tensor's blocks, uploaded as they are).
+func FromBytes(ctx *gpu.Context, label string, dt DType, raw []byte, shape ...int) (Tensor, error) {
+	t, err := New(ctx, label, dt, shape...)
+	if err != nil {
+		return t, err
+	}
+	if uint64(len(raw)) != t.Bytes() {
+		t.Buf.Destroy()
+		return Tensor{}, fmt.Errorf("ops: tensor %q: %d bytes for %s%v (want %d)", label, len(raw), dt, shape, t.Bytes())
+	}
+	return t, t.Buf.Write(0, raw)
 }
 
 // binds resolves several tensors at once, naming the op on failure.
