@@ -158,11 +158,31 @@ func (r *reader) read(n int) ([]byte, error) {
 		return nil, r.fail("unexpected end of file (need %d bytes, file is %d)", n, r.size)
 	}
 	b := r.buf[:n]
-	if _, err := r.r.ReadAt(b, int64(r.off)); err != nil {
+	if err := readFullAt(r.r, b, r.off); err != nil {
 		return nil, r.fail("read: %v", err)
 	}
 	r.off += uint64(n)
 	return b, nil
+}
+
+// readFullAt fills b from offset off. Unlike a bare ReadAt it accepts an
+// empty read at the end of the input (bytes.Reader reports io.EOF there)
+// and a full read that also reports io.EOF, as io.ReaderAt allows.
+func readFullAt(r io.ReaderAt, b []byte, off uint64) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if off > math.MaxInt64 {
+		return fmt.Errorf("offset %d out of range", off)
+	}
+	n, err := r.ReadAt(b, int64(off))
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 func (r *reader) u8() (uint8, error) {
@@ -230,7 +250,7 @@ func (r *reader) str(version uint32) (string, error) {
 		return "", err
 	}
 	b := make([]byte, n)
-	if _, err := r.r.ReadAt(b, int64(r.off)); err != nil {
+	if err := readFullAt(r.r, b, r.off); err != nil {
 		return "", r.fail("read string: %v", err)
 	}
 	r.off += n
@@ -355,7 +375,7 @@ func (r *reader) array(version uint32, elem ValueType, n int, depth int) (any, e
 	// Scalars: read the whole block at once (its size was checked by count).
 	size := scalarSize(elem)
 	raw := make([]byte, uint64(n)*size)
-	if _, err := r.r.ReadAt(raw, int64(r.off)); err != nil {
+	if err := readFullAt(r.r, raw, r.off); err != nil {
 		return nil, r.fail("read array: %v", err)
 	}
 	r.off += uint64(len(raw))
@@ -527,11 +547,11 @@ func Parse(ra io.ReaderAt, size uint64) (*File, error) {
 			if v == 0 || int64(v) < 0 {
 				return nil, &FormatError{Offset: at, Msg: fmt.Sprintf("tensor %q dimension %d is %d", name, d, int64(v))}
 			}
+			ti.Dims[d] = v
 			if elems > math.MaxUint64/v || elems*v > 1<<50 {
 				return nil, &FormatError{Offset: at, Msg: fmt.Sprintf("tensor %q dimensions %v are absurdly large", name, ti.Dims[:d+1])}
 			}
 			elems *= v
-			ti.Dims[d] = v
 		}
 		typ, err := r.u32()
 		if err != nil {
@@ -599,7 +619,7 @@ func (g *File) TensorData(t TensorInfo) *io.SectionReader {
 // ReadTensor reads a tensor's bytes into memory.
 func (g *File) ReadTensor(t TensorInfo) ([]byte, error) {
 	b := make([]byte, t.Size)
-	if _, err := g.r.ReadAt(b, int64(g.DataOffset+t.Offset)); err != nil {
+	if err := readFullAt(g.r, b, g.DataOffset+t.Offset); err != nil {
 		return nil, fmt.Errorf("gguf: reading tensor %q: %w", t.Name, err)
 	}
 	return b, nil
