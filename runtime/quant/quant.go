@@ -14,6 +14,7 @@ import (
 	"math"
 
 	"github.com/wgllm/wgllm/runtime/gguf"
+	"github.com/wgllm/wgllm/runtime/half"
 )
 
 type codec struct {
@@ -87,10 +88,35 @@ func DequantizeRow(t gguf.GGMLType, data []byte, dst []float32) error {
 	if need := t.RowBytes(len(dst)); len(data) < need {
 		return fmt.Errorf("quant: %s: %d elements need %d bytes, got %d", t, len(dst), need, len(data))
 	}
+	if decodePlain(t, data, dst) {
+		return nil
+	}
 	for i := 0; i < len(dst)/bs; i++ {
 		c.decode(dst[i*bs:(i+1)*bs], data[i*bb:(i+1)*bb])
 	}
 	return nil
+}
+
+// decodePlain is the loop for the one-element "block" types, without a
+// call per element.
+func decodePlain(t gguf.GGMLType, data []byte, dst []float32) bool {
+	switch t {
+	case gguf.F32:
+		for i := range dst {
+			dst[i] = math.Float32frombits(le.Uint32(data[4*i:]))
+		}
+	case gguf.F16:
+		for i := range dst {
+			dst[i] = half.ToFloat32(le.Uint16(data[2*i:]))
+		}
+	case gguf.BF16:
+		for i := range dst {
+			dst[i] = half.BF16ToFloat32(le.Uint16(data[2*i:]))
+		}
+	default:
+		return false
+	}
+	return true
 }
 
 // Quantize encodes x (len(x) a multiple of t.BlockSize()) as type t.
