@@ -49,7 +49,8 @@ func decodeTensor(t *testing.T, g *gguf.File, ti gguf.TensorInfo) ([]byte, []flo
 
 // Every tensor of each quantised kjv-30m file decodes to within its type's
 // error of the f16 file's tensor, and re-quantising the f16 values with
-// this package's quantiser reproduces the file's bytes block for block:
+// this package's quantiser reproduces the file's bytes block for block
+// (the first 64K elements of each tensor):
 // the files came from llama-quantize without an importance matrix, which
 // runs ggml's quantize_row_*_ref.
 func TestKJVModels(t *testing.T) {
@@ -79,16 +80,19 @@ func TestKJVModels(t *testing.T) {
 				if e := relRMS(got, want); e > bound || e == 0 {
 					t.Errorf("%s (%s): relative RMS error vs f16 %.5f, want (0, %g]", ti.Name, ti.Type, e, bound)
 				}
-				// Re-quantising every tensor takes seconds; -short checks a few.
+				// Re-quantising whole tensors takes seconds: check the first
+				// 64K elements of each (every block is encoded on its own, so
+				// this exercises the same code), and only a few tensors in -short.
 				if testing.Short() && i > 6 {
 					continue
 				}
-				mine, err := quant.Quantize(ti.Type, want)
+				n := min(len(want), 1<<16)
+				mine, err := quant.Quantize(ti.Type, want[:n])
 				if err != nil {
 					t.Fatal(err)
 				}
 				bb := ti.Type.BlockBytes()
-				for b := 0; b < len(raw)/bb; b++ {
+				for b := 0; b < len(mine)/bb; b++ {
 					if string(raw[b*bb:(b+1)*bb]) != string(mine[b*bb:(b+1)*bb]) {
 						t.Errorf("%s (%s): re-quantised block %d differs from llama-quantize's:\n file % x\n ours % x",
 							ti.Name, ti.Type, b, raw[b*bb:(b+1)*bb], mine[b*bb:(b+1)*bb])

@@ -119,9 +119,14 @@ func decodePlain(t gguf.GGMLType, data []byte, dst []float32) bool {
 	return true
 }
 
+// maxF16 is the largest finite f16. Inputs up to it keep every block
+// type's f16 scales finite.
+const maxF16 = 65504
+
 // Quantize encodes x (len(x) a multiple of t.BlockSize()) as type t.
-// Block types reject NaN and ±Inf with an error naming the first bad index;
-// F32, F16 and BF16 carry them through.
+// Block types reject NaN, ±Inf and magnitudes above 65504 (the f16 range
+// of their scales) with an error naming the first bad index; F32, F16 and
+// BF16 carry such values through (F16 rounds large ones to ±Inf).
 func Quantize(t gguf.GGMLType, x []float32) ([]byte, error) {
 	if _, err := lookup(t, len(x)); err != nil {
 		return nil, err
@@ -145,6 +150,9 @@ func QuantizeRow(t gguf.GGMLType, x []float32, dst []byte) error {
 		for i, v := range x {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 				return fmt.Errorf("quant: %s: element %d is %v; only finite values can be quantised", t, i, v)
+			}
+			if math.Abs(float64(v)) > maxF16 {
+				return fmt.Errorf("quant: %s: element %d is %v, beyond ±%d: block scales are f16 and would overflow", t, i, v, maxF16)
 			}
 		}
 	}

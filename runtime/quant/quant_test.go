@@ -163,6 +163,7 @@ func TestDegenerateInputs(t *testing.T) {
 		"constant": func(int) float32 { return 3 },
 		"negative": func(int) float32 { return -0.75 },
 		"tiny":     func(i int) float32 { return float32(i%5-2) * 1e-30 },
+		"f16 max":  func(i int) float32 { return float32(i%9-4) / 4 * 65504 },
 		"spike": func(i int) float32 {
 			if i == 77 {
 				return 1000
@@ -207,6 +208,8 @@ func TestErrors(t *testing.T) {
 	nan[40] = float32(math.NaN())
 	inf := append([]float32{}, good...)
 	inf[3] = float32(math.Inf(-1))
+	huge := append([]float32{}, good...)
+	huge[200] = -70000
 	cases := []struct {
 		name string
 		err  func() error
@@ -222,6 +225,7 @@ func TestErrors(t *testing.T) {
 		{"row partial block", func() error { return quant.DequantizeRow(gguf.Q5_0, make([]byte, 100), make([]float32, 33)) }, "whole number of blocks"},
 		{"NaN input", func() error { _, err := quant.Quantize(gguf.Q4_K, nan); return err }, "element 40 is NaN"},
 		{"Inf input", func() error { _, err := quant.Quantize(gguf.Q8_0, inf); return err }, "element 3 is -Inf"},
+		{"beyond f16", func() error { _, err := quant.Quantize(gguf.Q6_K, huge); return err }, "element 200 is -70000, beyond ±65504"},
 		{"small destination", func() error { return quant.QuantizeRow(gguf.Q3_K, good, make([]byte, 109)) }, "destination has 109"},
 	}
 	for _, c := range cases {
