@@ -466,7 +466,7 @@ func Parse(ra io.ReaderAt, size uint64) (*File, error) {
 	}
 	if version < 1 || version > 3 {
 		hint := ""
-		if version&0xFFFF == 0 {
+		if version != 0 && version&0xFFFF == 0 {
 			hint = "; a big-endian file?"
 		}
 		return nil, &FormatError{Offset: 4, Msg: fmt.Sprintf("unsupported GGUF version %d (1 to 3 are supported%s)", version, hint)}

@@ -104,7 +104,7 @@ func TestMalformed(t *testing.T) {
 	}{
 		{"empty file", nil, "unexpected end of file"},
 		{"bad magic", append([]byte("GGML"), newRaw(3).u64(0).u64(0).b[4:]...), "bad magic"},
-		{"version 0", newRaw(0).u64(0).u64(0).b, "unsupported GGUF version 0"},
+		{"version 0", newRaw(0).u64(0).u64(0).b, "unsupported GGUF version 0 (1 to 3 are supported)"},
 		{"version 4", newRaw(4).u64(0).u64(0).b, "unsupported GGUF version 4"},
 		{"big-endian v3", newRaw(3 << 24).u64(0).u64(0).b, "big-endian"},
 		{"tensor count 2^60", newRaw(3).u64(big60).u64(0).b, "tensor count 1152921504606846976 exceeds the limit"},
