@@ -1,4 +1,4 @@
-// Package gguf reads GGUF model files (versions 2 and 3): the header,
+// Package gguf reads GGUF model files (versions 1 to 3): the header,
 // metadata of every value type, tensor infos and the aligned data section.
 // Every count, length and offset read from the file is checked against the
 // file's size before anything is allocated, so a hostile file gets an error
@@ -14,6 +14,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Magic is "GGUF" read as a little-endian uint32.
@@ -93,6 +94,11 @@ type File struct {
 	r      io.ReaderAt
 	closer io.Closer
 	byName map[string]int
+
+	mu     sync.Mutex   // guards the fields below
+	closed bool         // Close ran
+	data   []byte       // the file's bytes once Mmap ran
+	unmap  func() error // releases data when it is a mapping
 }
 
 // Open parses the file at path.
@@ -113,14 +119,6 @@ func Open(path string) (*File, error) {
 	}
 	g.closer = f
 	return g, nil
-}
-
-// Close releases the underlying file.
-func (g *File) Close() error {
-	if g.closer != nil {
-		return g.closer.Close()
-	}
-	return nil
 }
 
 // FormatError says what is wrong with a file and at which byte offset.
@@ -160,11 +158,31 @@ func (r *reader) read(n int) ([]byte, error) {
 		return nil, r.fail("unexpected end of file (need %d bytes, file is %d)", n, r.size)
 	}
 	b := r.buf[:n]
-	if _, err := r.r.ReadAt(b, int64(r.off)); err != nil {
+	if err := readFullAt(r.r, b, r.off); err != nil {
 		return nil, r.fail("read: %v", err)
 	}
 	r.off += uint64(n)
 	return b, nil
+}
+
+// readFullAt fills b from offset off. Unlike a bare ReadAt it accepts an
+// empty read at the end of the input (bytes.Reader reports io.EOF there)
+// and a full read that also reports io.EOF, as io.ReaderAt allows.
+func readFullAt(r io.ReaderAt, b []byte, off uint64) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if off > math.MaxInt64 {
+		return fmt.Errorf("offset %d out of range", off)
+	}
+	n, err := r.ReadAt(b, int64(off))
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 func (r *reader) u8() (uint8, error) {
@@ -199,12 +217,12 @@ func (r *reader) u64() (uint64, error) {
 	return binary.LittleEndian.Uint64(b), nil
 }
 
-// count reads a length or count (u64 in v3, u32 in v2) and checks that that
+// count reads a length or count (u64 in v2 and v3, u32 in v1) and checks that that
 // many items of at least minItem bytes each could fit in the rest of the file.
 func (r *reader) count(version uint32, what string, minItem uint64, limit uint64) (uint64, error) {
 	at := r.off
 	var n uint64
-	if version == 2 {
+	if version == 1 {
 		v, err := r.u32()
 		if err != nil {
 			return 0, err
@@ -232,7 +250,7 @@ func (r *reader) str(version uint32) (string, error) {
 		return "", err
 	}
 	b := make([]byte, n)
-	if _, err := r.r.ReadAt(b, int64(r.off)); err != nil {
+	if err := readFullAt(r.r, b, r.off); err != nil {
 		return "", r.fail("read string: %v", err)
 	}
 	r.off += n
@@ -312,7 +330,7 @@ func (r *reader) value(version uint32, t ValueType, depth int) (Value, error) {
 		minItem := scalarSize(elem)
 		if minItem == 0 {
 			minItem = 8 // a string or array header is at least a length
-			if version == 2 {
+			if version == 1 {
 				minItem = 4
 			}
 		}
@@ -357,7 +375,7 @@ func (r *reader) array(version uint32, elem ValueType, n int, depth int) (any, e
 	// Scalars: read the whole block at once (its size was checked by count).
 	size := scalarSize(elem)
 	raw := make([]byte, uint64(n)*size)
-	if _, err := r.r.ReadAt(raw, int64(r.off)); err != nil {
+	if err := readFullAt(r.r, raw, r.off); err != nil {
 		return nil, r.fail("read array: %v", err)
 	}
 	r.off += uint64(len(raw))
@@ -374,7 +392,10 @@ func (r *reader) array(version uint32, elem ValueType, n int, depth int) (any, e
 	case TypeBool:
 		out := make([]bool, n)
 		for i := range out {
-			out[i] = raw[i] != 0
+			if raw[i] > 1 {
+				return nil, &FormatError{Offset: r.off - uint64(len(raw)) + uint64(i), Msg: fmt.Sprintf("bool value %d is neither 0 nor 1", raw[i])}
+			}
+			out[i] = raw[i] == 1
 		}
 		return out, nil
 	case TypeUint16:
@@ -443,15 +464,27 @@ func Parse(ra io.ReaderAt, size uint64) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if version != 2 && version != 3 {
-		return nil, &FormatError{Offset: 4, Msg: fmt.Sprintf("unsupported GGUF version %d (2 and 3 are supported)", version)}
+	if version < 1 || version > 3 {
+		hint := ""
+		if version != 0 && version&0xFFFF == 0 {
+			hint = "; a big-endian file?"
+		}
+		return nil, &FormatError{Offset: 4, Msg: fmt.Sprintf("unsupported GGUF version %d (1 to 3 are supported%s)", version, hint)}
+	}
+	// Version 1 wrote counts, lengths and dimensions as u32; versions 2 and
+	// 3 as u64 (3 only added big-endian files, which this reader rejects
+	// through their byte-swapped version number).
+	lenSize := uint64(8)
+	if version == 1 {
+		lenSize = 4
 	}
 	// A tensor info is at least a name length, n_dims, one dim, type and offset.
-	nTensors, err := r.count(version, "tensor count", 8+4+8+4+8, maxTensors)
+	nTensors, err := r.count(version, "tensor count", lenSize+4+lenSize+4+8, maxTensors)
 	if err != nil {
 		return nil, err
 	}
-	nKV, err := r.count(version, "metadata count", 8+4+1, maxKVs)
+	// A metadata entry is at least a key length, a type and a 1-byte value.
+	nKV, err := r.count(version, "metadata count", lenSize+4+1, maxKVs)
 	if err != nil {
 		return nil, err
 	}
@@ -502,7 +535,7 @@ func Parse(ra io.ReaderAt, size uint64) (*File, error) {
 		elems := uint64(1)
 		for d := range ti.Dims {
 			var v uint64
-			if version == 2 {
+			if version == 1 {
 				x, err := r.u32()
 				if err != nil {
 					return nil, err
@@ -514,11 +547,11 @@ func Parse(ra io.ReaderAt, size uint64) (*File, error) {
 			if v == 0 || int64(v) < 0 {
 				return nil, &FormatError{Offset: at, Msg: fmt.Sprintf("tensor %q dimension %d is %d", name, d, int64(v))}
 			}
+			ti.Dims[d] = v
 			if elems > math.MaxUint64/v || elems*v > 1<<50 {
 				return nil, &FormatError{Offset: at, Msg: fmt.Sprintf("tensor %q dimensions %v are absurdly large", name, ti.Dims[:d+1])}
 			}
 			elems *= v
-			ti.Dims[d] = v
 		}
 		typ, err := r.u32()
 		if err != nil {
@@ -586,7 +619,7 @@ func (g *File) TensorData(t TensorInfo) *io.SectionReader {
 // ReadTensor reads a tensor's bytes into memory.
 func (g *File) ReadTensor(t TensorInfo) ([]byte, error) {
 	b := make([]byte, t.Size)
-	if _, err := g.r.ReadAt(b, int64(g.DataOffset+t.Offset)); err != nil {
+	if err := readFullAt(g.r, b, g.DataOffset+t.Offset); err != nil {
 		return nil, fmt.Errorf("gguf: reading tensor %q: %w", t.Name, err)
 	}
 	return b, nil
