@@ -7,7 +7,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/wgllm/wgllm/internal/testdata"
+	"github.com/wgllm/wgllm/internal/sharedfiles"
 	"github.com/wgllm/wgllm/runtime/gguf"
 )
 
@@ -85,7 +85,7 @@ func TestMmap(t *testing.T) {
 }
 
 func TestMmapKJV(t *testing.T) {
-	path := filepath.Join(testdata.SharedDir(t), "models", "kjv-30m-q4_0.gguf")
+	path := filepath.Join(sharedfiles.SharedDir(t), "models", "kjv-30m-q4_0.gguf")
 	g, err := gguf.Open(path)
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wgllm/wgllm/internal/testdata"
+	"github.com/wgllm/wgllm/internal/sharedfiles"
 	"github.com/wgllm/wgllm/runtime/gguf"
 )
 
@@ -221,7 +221,7 @@ func TestWriteErrors(t *testing.T) {
 // Rewriting kjv-30m's metadata and tensors reproduces llama.cpp's file
 // byte for byte: same value encodings, tensor offsets and padding.
 func TestRewriteKJVIdentical(t *testing.T) {
-	dir := filepath.Join(testdata.SharedDir(t), "models")
+	dir := filepath.Join(sharedfiles.SharedDir(t), "models")
 	for _, name := range []string{"kjv-30m-f16.gguf", "kjv-30m-q4_k_m.gguf"} {
 		path := filepath.Join(dir, name)
 		orig, err := os.ReadFile(path)

@@ -4,12 +4,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/wgllm/wgllm/internal/sharedfiles"
 	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/runtime/half"
 )
@@ -35,16 +34,7 @@ func floatDequant(t gguf.GGMLType, data []byte, n int) ([]float32, error) {
 
 func sharedModel(t *testing.T, name string) string {
 	t.Helper()
-	dir, _ := os.Getwd()
-	for d := dir; ; d = filepath.Dir(d) {
-		p := filepath.Join(d, "shared", "models", name)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		if filepath.Dir(d) == d {
-			t.Skipf("shared/models/%s not found beside the repository", name)
-		}
-	}
+	return sharedfiles.File(t, "models/"+name)
 }
 
 // pieces detokenises SentencePiece ids plainly (▁ is a space, <0xNN> a byte).

@@ -4,7 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/wgllm/wgllm/internal/testdata"
+	"github.com/wgllm/wgllm/internal/sharedfiles"
 	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/runtime/quant"
 )
@@ -22,7 +22,7 @@ type modelPair struct {
 
 func openModels(t *testing.T, quantName string) modelPair {
 	t.Helper()
-	dir := filepath.Join(testdata.SharedDir(t), "models")
+	dir := filepath.Join(sharedfiles.SharedDir(t), "models")
 	open := func(name string) *gguf.File {
 		g, err := gguf.Open(filepath.Join(dir, name))
 		if err != nil {

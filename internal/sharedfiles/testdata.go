@@ -1,11 +1,9 @@
-// Package testdata finds the project's shared test files (models, tokenizer
+// Package sharedfiles finds the project's shared test files (models, tokenizer
 // vectors, eval text) for tests. The repository is cloned to <x>/main (or a
 // worktree below <x>) with the shared files at <x>/shared, so the lookup walks
 // up from the working directory; tests skip when the files are absent.
 //
-// Note: the go tool leaves directories named testdata out of ./... patterns,
-// so `go vet ./...` does not visit this package; vet it by its path.
-package testdata
+package sharedfiles
 
 import (
 	"os"
