@@ -2,7 +2,6 @@
 // vectors, eval text) for tests. The repository is cloned to <x>/main (or a
 // worktree below <x>) with the shared files at <x>/shared, so the lookup walks
 // up from the working directory; tests skip when the files are absent.
-//
 package sharedfiles
 
 import (
