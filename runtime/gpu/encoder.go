@@ -333,3 +333,84 @@ func (c *Context) Grid(n uint32) (x, y uint32) {
 	x = (n + y - 1) / y
 	return x, y
 }
+
+// Readback is a host-visible copy recorded into an encoder, so that results
+// come back with the same submission that computed them (one submission per
+// decode step). Reuse it across steps: its staging buffer is kept.
+type Readback struct {
+	ctx  *Context
+	buf  *wgpu.Buffer
+	size uint64
+	n    uint64 // bytes recorded by the last CopyToHost
+}
+
+// NewReadback makes a staging buffer for up to size bytes.
+func (c *Context) NewReadback(size uint64) (*Readback, error) {
+	size = align(max(size, 4), 4)
+	b, err := c.device.CreateBuffer(&wgpu.BufferDescriptor{
+		Label: "readback",
+		Size:  size,
+		Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gpu: creating readback buffer: %w", err)
+	}
+	return &Readback{ctx: c, buf: b, size: size}, nil
+}
+
+// Release frees the staging buffer.
+func (r *Readback) Release() {
+	if r.buf != nil {
+		r.buf.Destroy()
+		r.buf.Release()
+		r.buf = nil
+	}
+}
+
+// CopyToHost records a copy of src[off:off+size] into rb, read after Submit
+// with rb.Read.
+func (e *Encoder) CopyToHost(rb *Readback, src *Buffer, off, size uint64) error {
+	if e.err != nil {
+		return e.err
+	}
+	if size > rb.size || off+size > src.size || off%4 != 0 || size%4 != 0 {
+		return fmt.Errorf("gpu: readback of %d bytes at %d from %q (%d bytes) into %d-byte staging: out of range or unaligned", size, off, src.label, src.size, rb.size)
+	}
+	if err := e.endPass(); err != nil {
+		e.err = fmt.Errorf("gpu: %w", err)
+		return e.err
+	}
+	if err := e.enc.CopyBufferToBuffer(src.raw, off, rb.buf, 0, size); err != nil {
+		e.err = fmt.Errorf("gpu: readback copy from %q: %w", src.label, err)
+		return e.err
+	}
+	rb.n = size
+	return nil
+}
+
+// Read waits for the submission that recorded the copy and copies the bytes
+// into dst (len(dst) <= the recorded size).
+func (r *Readback) Read(dst []byte) error {
+	c := r.ctx
+	if uint64(len(dst)) > r.n {
+		return fmt.Errorf("gpu: reading %d bytes from a readback of %d", len(dst), r.n)
+	}
+	var status wgpu.BufferMapAsyncStatus = 0xFFFF
+	if err := r.buf.MapAsync(wgpu.MapModeRead, 0, r.n, func(s wgpu.BufferMapAsyncStatus) { status = s }); err != nil {
+		return fmt.Errorf("gpu: mapping readback: %w", err)
+	}
+	for status == 0xFFFF {
+		c.device.Poll(true, nil)
+		if err := c.Err(); err != nil {
+			return err
+		}
+	}
+	if status != wgpu.BufferMapAsyncStatusSuccess {
+		return fmt.Errorf("gpu: mapping readback failed: %s", status)
+	}
+	copy(dst, r.buf.GetMappedRange(0, uint(r.n)))
+	if err := r.buf.Unmap(); err != nil {
+		return fmt.Errorf("gpu: unmapping readback: %w", err)
+	}
+	return c.takeUncaptured()
+}

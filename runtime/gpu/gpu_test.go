@@ -291,3 +291,46 @@ func TestGrid(t *testing.T) {
 		}
 	}
 }
+
+func TestReadbackInSameSubmission(t *testing.T) {
+	c := open(t)
+	p, err := c.Pipeline(testKey{"add"}, func() (PipelineSpec, error) {
+		return PipelineSpec{Source: addShader, Storage: []Access{ReadWrite}}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := c.NewBuffer("x", 64)
+	defer b.Destroy()
+	rb, err := c.NewReadback(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Release()
+	for step := 1; step <= 3; step++ {
+		enc, _ := c.NewEncoder()
+		if err := enc.Dispatch(p, addParams{N: 16, Add: 1.5, Off: 0}, []Arg{WholeBuffer(b)}, 1, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.CopyToHost(rb, b, 8, 16); err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.Submit(); err != nil {
+			t.Fatal(err)
+		}
+		out := make([]byte, 16)
+		if err := rb.Read(out); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 4; i++ {
+			if got := math.Float32frombits(binary.LittleEndian.Uint32(out[4*i:])); got != 1.5*float32(step) {
+				t.Fatalf("step %d element %d: %v", step, i, got)
+			}
+		}
+	}
+	enc, _ := c.NewEncoder()
+	defer enc.Release()
+	if err := enc.CopyToHost(rb, b, 0, 32); err == nil {
+		t.Error("readback larger than its staging buffer accepted")
+	}
+}
