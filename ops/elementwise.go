@@ -200,3 +200,96 @@ func wordRange(t Tensor) (lo, hi uint64) {
 	start := uint64(t.Off * t.DType.Size())
 	return start / 4, (start + t.Bytes() + 3) / 4
 }
+
+type copyKey struct {
+	Src, Dst DType
+	AliasSrc bool // src shares dst's buffer (disjoint ranges; bound read_write)
+	WG       int
+}
+
+func (k copyKey) String() string {
+	s := fmt.Sprintf("copy_rows_%s_to_%s_wg%d", k.Src, k.Dst, k.WG)
+	if k.AliasSrc {
+		s += "_aliassrc"
+	}
+	return s
+}
+
+type copyParams struct {
+	Rows, Cols    uint32
+	SOff, SStride uint32
+	DOff, DStride uint32
+	PerRow, Total uint32
+}
+
+// CopyRows copies a rows×cols block from src to dst,
+//
+//	dst[r*dstStride + c] = src[r*srcStride + c]   (r < rows, c < cols)
+//
+// with indices counted from each view's first element and strides in
+// elements (ignored when rows is 1). It converts f32 to f16 (rounding to a
+// neighbouring f16; WGSL lets the device pick which) and f16 to f32
+// (exactly), and copies f32 or f16 unchanged: writing K/V rows into a KV
+// cache at an offset. Every dst element outside the block keeps its value,
+// even an f16 neighbour sharing a 4-byte word with a copied element: each
+// word of an f16 dst is written by exactly one thread, which merges the
+// half it does not own. src and dst may share a buffer if they do not
+// overlap.
+func CopyRows(enc *gpu.Encoder, dst, src Tensor, rows, cols, dstStride, srcStride int) error {
+	for _, t := range []Tensor{dst, src} {
+		if t.DType != F32 && t.DType != F16 {
+			return fmt.Errorf("ops.CopyRows: %s is not f32 or f16", t)
+		}
+	}
+	if rows < 1 || cols < 1 {
+		return fmt.Errorf("ops.CopyRows: %dx%d block is empty", rows, cols)
+	}
+	if rows == 1 {
+		dstStride, srcStride = cols, cols
+	}
+	if dstStride < cols || srcStride < cols {
+		return fmt.Errorf("ops.CopyRows: strides dst %d, src %d must be at least cols %d (rows would overlap)", dstStride, srcStride, cols)
+	}
+	dSpan, sSpan := (rows-1)*dstStride+cols, (rows-1)*srcStride+cols
+	if dst.Len() < dSpan || src.Len() < sSpan {
+		return fmt.Errorf("ops.CopyRows: %dx%d block with strides dst %d, src %d needs %d dst and %d src elements; dst %s, src %s",
+			rows, cols, dstStride, srcStride, dSpan, sSpan, dst, src)
+	}
+	if uint64(dSpan) >= 1<<32 || uint64(sSpan) >= 1<<32 {
+		return fmt.Errorf("ops.CopyRows: block spans more than 2^32 elements")
+	}
+	dst, src = dst.View(0, dSpan), src.View(0, sSpan)
+	key := copyKey{Src: src.DType, Dst: dst.DType, WG: 256}
+	var err error
+	if key.AliasSrc, err = aliasOf("CopyRows", dst, src, false); err != nil {
+		return err
+	}
+	args, offs, err := binds("CopyRows", src, dst)
+	if err != nil {
+		return err
+	}
+	perRow := cols
+	if key.Dst == F16 {
+		perRow = cols/2 + 1 // 4-byte words a row of cols halves can touch
+	}
+	total := uint64(rows) * uint64(perRow)
+	if total >= 1<<32 {
+		return fmt.Errorf("ops.CopyRows: %dx%d block is too large for one dispatch", rows, cols)
+	}
+	pipe, err := enc.Context().Pipeline(key, func() (gpu.PipelineSpec, error) {
+		src, err := wgsl.Render("copy_rows.wgsl", map[string]any{
+			"Src": key.Src.String(), "Dst": key.Dst.String(), "AliasSrc": key.AliasSrc, "WG": key.WG,
+		})
+		return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{access(key.AliasSrc), gpu.ReadWrite}}, err
+	})
+	if err != nil {
+		return err
+	}
+	gx, gy := enc.Context().Grid(uint32(ceilDiv(int(total), key.WG)))
+	return enc.Dispatch(pipe, copyParams{
+		Rows: uint32(rows), Cols: uint32(cols),
+		SOff: offs[0], SStride: uint32(srcStride),
+		DOff: offs[1], DStride: uint32(dstStride),
+		PerRow: uint32(perRow), Total: uint32(total),
+	}, args, gx, gy, 1)
+}

@@ -286,3 +286,155 @@ func runOp(t testing.TB, ctx *gpu.Context, record func(*gpu.Encoder) error) {
 	}
 	must(t, enc.SubmitAndWait())
 }
+
+// TestCopyRows copies blocks between f32 and f16 tensors at odd offsets,
+// odd and even strides and odd column counts, into a destination filled
+// with random values, then checks the whole destination buffer: copied
+// elements match (f32->f32, f16->f16 and f16->f32 exactly; f32->f16 within
+// one f16 ulp, the rounding WGSL allows) and every other element, including
+// an f16 half sharing a word with a copied one, is bit for bit unchanged.
+func TestCopyRows(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	type block struct{ rows, cols, srcOff, srcStride, dstOff, dstStride int }
+	blocks := []block{
+		{1, 1, 0, 1, 1, 1},            // one element at an odd offset
+		{1, 2, 1, 2, 1, 2},            // two halves straddling a word
+		{1, 57, 3, 57, 5, 57},         // odd cols, odd start
+		{3, 57, 1, 64, 7, 60},         // even stride: every row starts odd
+		{4, 33, 2, 40, 3, 61},         // odd stride: row starts alternate parity
+		{5, 17, 0, 17, 1, 17},         // contiguous odd rows: rows share words
+		{6, 16, 0, 16, 1, 16},         // contiguous even rows at an odd start
+		{7, 16, 4, 16, 0, 16},         // aligned throughout
+		{37, 129, 11, 130, 2, 129},    // many rows
+		{8, 1024, 0, 1024, 513, 2048}, // KV-cache-like: rows into a wider cache
+		{2, 65537, 1, 65537, 3, 65540},
+	}
+	dts := []ops.DType{ops.F32, ops.F16}
+	for bi, b := range blocks {
+		for _, sdt := range dts {
+			for _, ddt := range dts {
+				name := fmt.Sprintf("%s_to_%s/%dx%d_src%d+%d_dst%d+%d", sdt, ddt, b.rows, b.cols, b.srcOff, b.srcStride, b.dstOff, b.dstStride)
+				t.Run(name, func(t *testing.T) {
+					seed := int64(4000 + bi)
+					rng := rand.New(rand.NewSource(seed))
+					srcSpan := (b.rows-1)*b.srcStride + b.cols
+					dstSpan := (b.rows-1)*b.dstStride + b.cols
+					srcAll := gputest.Rand(rng, b.srcOff+srcSpan+3, 3)
+					dstAll := gputest.Rand(rng, b.dstOff+dstSpan+3, 3)
+					srcBuf, err := ops.FromFloat32(ctx, "src", sdt, srcAll, len(srcAll))
+					must(t, err)
+					defer srcBuf.Buf.Destroy()
+					dstBuf, err := ops.FromFloat32(ctx, "dst", ddt, dstAll, len(dstAll))
+					must(t, err)
+					defer dstBuf.Buf.Destroy()
+					// What the buffers hold, after rounding to their dtype.
+					srcStored, err := srcBuf.Read()
+					must(t, err)
+					before, err := dstBuf.Read()
+					must(t, err)
+
+					src := srcBuf.View(b.srcOff, srcSpan)
+					dst := dstBuf.View(b.dstOff, dstSpan)
+					runOp(t, ctx, func(enc *gpu.Encoder) error {
+						return ops.CopyRows(enc, dst, src, b.rows, b.cols, b.dstStride, b.srcStride)
+					})
+					after, err := dstBuf.Read()
+					must(t, err)
+
+					// copied[i] marks the dst elements inside the block.
+					want := gputest.F64(before)
+					copied := make([]bool, len(before))
+					ref.CopyRows(want[b.dstOff:], gputest.F64(srcStored[b.srcOff:]), b.rows, b.cols, b.dstStride, b.srcStride)
+					for r := 0; r < b.rows; r++ {
+						for c := 0; c < b.cols; c++ {
+							copied[b.dstOff+r*b.dstStride+c] = true
+						}
+					}
+					bad := 0
+					for i, g := range after {
+						ok := float64(g) == want[i]
+						if copied[i] && sdt == ops.F32 && ddt == ops.F16 {
+							ok = math.Abs(float64(g)-want[i]) <= f16ULP(want[i])
+						}
+						if !ok {
+							bad++
+							if bad <= 5 {
+								t.Errorf("seed %d: dst element %d (copied: %v): got %.9g, want %.9g (before the copy: %.9g)", seed, i, copied[i], g, want[i], before[i])
+							}
+						}
+					}
+					if bad > 0 {
+						t.Errorf("seed %d: %d of %d dst elements wrong", seed, bad, len(after))
+					}
+				})
+			}
+		}
+	}
+}
+
+// f16ULP is the spacing of f16 values at |v| (normal range and subnormals).
+func f16ULP(v float64) float64 {
+	_, e := math.Frexp(math.Abs(v)) // |v| = m * 2^e, m in [0.5, 1)
+	return math.Ldexp(1, max(e-11, -24))
+}
+
+// TestCopyRowsSharedBuffer: src and dst as disjoint ranges of one f16
+// buffer (shifting a KV cache), and overlapping ranges rejected.
+func TestCopyRowsSharedBuffer(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	const seed = 4100
+	rng := rand.New(rand.NewSource(seed))
+	vals := gputest.Rand(rng, 301, 3)
+	buf, err := ops.FromFloat32(ctx, "kv", ops.F16, vals, len(vals))
+	must(t, err)
+	defer buf.Buf.Destroy()
+	stored, err := buf.Read()
+	must(t, err)
+	// 3 rows of 41 from element 1 (stride 45) to element 160 (stride 47).
+	runOp(t, ctx, func(enc *gpu.Encoder) error {
+		return ops.CopyRows(enc, buf.View(160, 141), buf.View(1, 131), 3, 41, 47, 45)
+	})
+	got, err := buf.Read()
+	must(t, err)
+	want := gputest.F64(stored)
+	ref.CopyRows(want[160:], gputest.F64(stored[1:]), 3, 41, 47, 45)
+	for i := range got {
+		if float64(got[i]) != want[i] {
+			t.Fatalf("element %d: got %g, want %g", i, got[i], want[i])
+		}
+	}
+	enc, err := ctx.NewEncoder()
+	must(t, err)
+	defer enc.Release()
+	if err := ops.CopyRows(enc, buf.View(40, 100), buf.View(1, 100), 1, 100, 0, 0); err == nil {
+		t.Error("overlapping src and dst accepted")
+	}
+}
+
+func TestCopyRowsRejectsBadInput(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	mk := func(dt ops.DType, n int) ops.Tensor {
+		x, err := ops.New(ctx, "x", dt, n)
+		must(t, err)
+		t.Cleanup(x.Buf.Destroy)
+		return x
+	}
+	a, b, u := mk(ops.F32, 100), mk(ops.F16, 100), mk(ops.U32, 100)
+	enc, err := ctx.NewEncoder()
+	must(t, err)
+	defer enc.Release()
+	for name, err := range map[string]error{
+		"u32 src":        ops.CopyRows(enc, a, u, 1, 10, 0, 0),
+		"u32 dst":        ops.CopyRows(enc, u, a, 1, 10, 0, 0),
+		"no rows":        ops.CopyRows(enc, a, b, 0, 10, 10, 10),
+		"no cols":        ops.CopyRows(enc, a, b, 2, 0, 10, 10),
+		"stride < cols":  ops.CopyRows(enc, a, b, 2, 10, 9, 10),
+		"dst too short":  ops.CopyRows(enc, a, b, 10, 10, 11, 10),
+		"src too short":  ops.CopyRows(enc, a, b, 2, 10, 10, 95),
+		"src view short": ops.CopyRows(enc, a, b.View(0, 9), 1, 10, 0, 0),
+	} {
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

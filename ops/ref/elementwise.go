@@ -41,3 +41,13 @@ func AddRow(dst, x, bias []float64) {
 		dst[i] = x[i] + bias[i%n]
 	}
 }
+
+// CopyRows: dst[r*dstStride+c] = src[r*srcStride+c] for r < rows, c < cols;
+// the rest of dst is left as it is.
+func CopyRows(dst, src []float64, rows, cols, dstStride, srcStride int) {
+	for r := 0; r < rows; r++ {
+		for c := 0; c < cols; c++ {
+			dst[r*dstStride+c] = src[r*srcStride+c]
+		}
+	}
+}
