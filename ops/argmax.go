@@ -20,7 +20,7 @@ type argmaxParams struct {
 }
 
 // argmaxWG is the workgroup size: one workgroup scans one row.
-var argmaxWG = 256
+const argmaxWG = 256
 
 // Argmax writes, for each row of x [..., cols] (f32), the column of its
 // largest value into dst [rows] (u32): greedy decoding picks the token on
