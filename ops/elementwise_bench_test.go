@@ -109,3 +109,50 @@ func BenchmarkArgmax(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRoPE: in place on qwen2-7B's queries (28 heads of 128), neox
+// layout, per-token positions (SetBytes: read and write of every element).
+func BenchmarkRoPE(b *testing.B) {
+	for _, tokens := range []int{1, 512} {
+		b.Run(fmt.Sprintf("neox/%dx28x128", tokens), func(b *testing.B) {
+			ctx := benchCtx(b)
+			rng := rand.New(rand.NewSource(3))
+			x := benchF32(b, ctx, rng, "q", tokens, 28, 128)
+			pos := make([]uint32, tokens)
+			for i := range pos {
+				pos[i] = uint32(1000 + i)
+			}
+			pt, err := ops.FromUint32(ctx, "pos", pos, tokens)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(pt.Buf.Destroy)
+			o := ops.RoPEOpts{Mode: ops.RoPENeox, NRot: 128, Base: 1e6, Positions: &pt}
+			benchDispatches(b, ctx, int64(2*4*x.Len()), func(enc *gpu.Encoder) error { return ops.RoPE(enc, x, x, o) })
+		})
+	}
+}
+
+// BenchmarkCopyRows: K rows of 4 KV heads x 128 (f32) written into an f16
+// cache of 4096 positions, at an even and an odd element offset (the odd
+// one merges half-words at every row end). SetBytes: f32 read + f16 write.
+func BenchmarkCopyRows(b *testing.B) {
+	for _, tokens := range []int{1, 512} {
+		for _, off := range []int{0, 1} {
+			b.Run(fmt.Sprintf("f32_to_f16/%dx512_off%d", tokens, off), func(b *testing.B) {
+				ctx := benchCtx(b)
+				rng := rand.New(rand.NewSource(4))
+				src := benchF32(b, ctx, rng, "k", tokens, 512)
+				cache, err := ops.New(ctx, "cache", ops.F16, 4096*512+2)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(cache.Buf.Destroy)
+				dst := cache.View(1000*512+off, tokens*512)
+				benchDispatches(b, ctx, int64(6*tokens*512), func(enc *gpu.Encoder) error {
+					return ops.CopyRows(enc, dst, src, tokens, 512, 512, 512)
+				})
+			})
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/wgllm/wgllm/internal/gputest"
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/ops/ref"
+	"github.com/wgllm/wgllm/runtime/gpu"
 )
 
 // TestEmbed looks up f32 and f16 tables at odd offsets with odd dims,
@@ -119,6 +120,35 @@ func TestEmbedRejectsBadInput(t *testing.T) {
 	} {
 		if err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// TestEmbedOneArena: table, ids and output as disjoint ranges of one
+// buffer.
+func TestEmbedOneArena(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	const vocab, dim, seed = 9, 57, 5900
+	rng := rand.New(rand.NewSource(seed))
+	ids := []uint32{8, 0, 3, 3, 20}
+	tv := gputest.Rand(rng, vocab*dim, 2)
+	arena, err := ops.New(ctx, "arena", ops.F32, vocab*dim+len(ids)+len(ids)*dim+2)
+	must(t, err)
+	defer arena.Buf.Destroy()
+	table := arena.View(1, vocab, dim)
+	must(t, table.Write(tv))
+	idv := ops.Tensor{Buf: arena.Buf, Off: 1 + vocab*dim, DType: ops.U32, Shape: []int{len(ids)}}
+	must(t, idv.WriteUint32(ids))
+	d := arena.View(1+vocab*dim+len(ids), len(ids), dim)
+	gputest.Poison(t, d)
+	runOp(t, ctx, func(enc *gpu.Encoder) error { return ops.Embed(enc, d, table, idv) })
+	got, err := d.Read()
+	must(t, err)
+	want := make([]float64, len(ids)*dim)
+	ref.Embed(want, gputest.F64(tv), ids, vocab, dim)
+	for i := range got {
+		if float64(got[i]) != want[i] {
+			t.Fatalf("token %d dim %d: got %g, want %g", i/dim, i%dim, got[i], want[i])
 		}
 	}
 }

@@ -101,7 +101,7 @@ func TestRoPE(t *testing.T) {
 				ideal := make([]float64, n)
 				ref.RoPE(ideal, x64, c.tokens, c.heads, c.headDim, c.nRot, neox,
 					func(tok, i int) float64 { return ref.RoPEAngle(float64(pos[tok]), i, c.nRot, c.base, fs) })
-				checkRoPEPairs(t, seed, got, ideal, x64, pos, c, neox, func(tok, i int) float64 {
+				checkRoPEPairs(t, seed, got, want, ideal, x64, pos, c, neox, func(tok, i int) float64 {
 					return ref.RoPEAngle(float64(pos[tok]), i, c.nRot, c.base, fs)
 				})
 			})
@@ -110,10 +110,13 @@ func TestRoPE(t *testing.T) {
 }
 
 // checkRoPEPairs checks the exact-angle tolerance and norm preservation of
-// every rotated pair, and that pass-through dims are copied exactly.
-func checkRoPEPairs(t *testing.T, seed int64, got []float32, ideal, x []float64, pos []uint32, c ropeCase, neox bool, angle func(tok, i int) float64) {
+// every rotated pair, and that pass-through dims are copied exactly; it
+// logs the worst error relative to the pair's norm against both references
+// (kernel: the specified f32 angles; ideal: the exact angles).
+func checkRoPEPairs(t *testing.T, seed int64, got []float32, kernel, ideal, x []float64, pos []uint32, c ropeCase, neox bool, angle func(tok, i int) float64) {
 	t.Helper()
 	bad := 0
+	worstKernel, worstIdeal, worstNorm := 0.0, 0.0, 0.0
 	for tok := 0; tok < c.tokens; tok++ {
 		for h := 0; h < c.heads; h++ {
 			base := (tok*c.heads + h) * c.headDim
@@ -129,6 +132,11 @@ func checkRoPEPairs(t *testing.T, seed int64, got []float32, ideal, x []float64,
 				}
 				in := math.Hypot(x[i0], x[i1])
 				out := math.Hypot(float64(got[i0]), float64(got[i1]))
+				worstNorm = max(worstNorm, math.Abs(out-in)/in)
+				for _, k := range []int{i0, i1} {
+					worstKernel = max(worstKernel, math.Abs(float64(got[k])-kernel[k])/in)
+					worstIdeal = max(worstIdeal, math.Abs(float64(got[k])-ideal[k])/in)
+				}
 				if math.Abs(out-in) > 1e-6*in {
 					bad++
 					if bad < 5 {
@@ -148,6 +156,7 @@ func checkRoPEPairs(t *testing.T, seed int64, got []float32, ideal, x []float64,
 			}
 		}
 	}
+	t.Logf("worst |error|/|pair|: %.2g vs kernel angles, %.2g vs exact angles; worst relative norm change %.2g", worstKernel, worstIdeal, worstNorm)
 	if bad > 0 {
 		t.Errorf("seed %d: %d pair checks failed", seed, bad)
 	}
@@ -256,6 +265,39 @@ func TestRoPERejectsBadInput(t *testing.T) {
 	for name, c := range cases {
 		if err := ops.RoPE(enc, c.dst, c.x, c.o); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// TestRoPEOneArena: x (rotated in place) and the positions tensor in one
+// buffer, as an arena allocator would place them.
+func TestRoPEOneArena(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	const tokens, heads, hd, seed = 5, 3, 64, 3900
+	rng := rand.New(rand.NewSource(seed))
+	n := tokens * heads * hd
+	xv := gputest.Rand(rng, n, 2)
+	arena, err := ops.New(ctx, "arena", ops.F32, n+16)
+	must(t, err)
+	defer arena.Buf.Destroy()
+	x := arena.View(0, tokens, heads, hd)
+	must(t, x.Write(xv))
+	pos := []uint32{7, 32767, 0, 4000, 12}
+	pt := ops.Tensor{Buf: arena.Buf, Off: n + 5, DType: ops.U32, Shape: []int{tokens}}
+	must(t, pt.WriteUint32(pos))
+	o := ops.RoPEOpts{Mode: ops.RoPENeox, NRot: hd, Base: 1e6, Positions: &pt}
+	runOp(t, ctx, func(enc *gpu.Encoder) error { return ops.RoPE(enc, x, x, o) })
+	got, err := x.Read()
+	must(t, err)
+	want := make([]float64, n)
+	ref.RoPE(want, gputest.F64(xv), tokens, heads, hd, hd, true,
+		func(tok, i int) float64 { return float64(o.Angle(pos[tok], i)) })
+	gputest.Check(t, "rope in an arena", seed, got, want, gputest.TolF32)
+	after, err := pt.ReadUint32()
+	must(t, err)
+	for i := range pos {
+		if after[i] != pos[i] {
+			t.Fatalf("positions changed: %v, were %v", after, pos)
 		}
 	}
 }
