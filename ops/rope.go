@@ -3,6 +3,7 @@ package ops
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/wgllm/wgllm/runtime/gpu"
 	"github.com/wgllm/wgllm/wgsl"
@@ -71,14 +72,30 @@ func (o RoPEOpts) freqScale() float64 {
 // FreqScale * Base^(-32j/NRot), each rounded once from float64. Two
 // correctly rounded factors and one product keep the frequency within 1.5
 // f32 ulp; llama.cpp's repeated powf or running products drift by tens of
-// ulp at the last pairs.
+// ulp at the last pairs. They are cached: 32 math.Pow calls cost more than
+// recording the dispatch.
 func (o RoPEOpts) ropeTables() (lo, hi [16]float32) {
+	k := ropeTableKey{o.Base, o.freqScale(), o.NRot}
+	if t, ok := ropeTableCache.Load(k); ok {
+		t := t.(*[2][16]float32)
+		return t[0], t[1]
+	}
 	for j := range 16 {
 		lo[j] = float32(math.Pow(o.Base, -2*float64(j)/float64(o.NRot)))
 		hi[j] = float32(o.freqScale() * math.Pow(o.Base, -32*float64(j)/float64(o.NRot)))
 	}
+	ropeTableCache.Store(k, &[2][16]float32{lo, hi})
 	return lo, hi
 }
+
+type ropeTableKey struct {
+	base, freqScale float64
+	nRot            int
+}
+
+// ropeTableCache maps ropeTableKey to *[2][16]float32; a model has one or
+// two entries.
+var ropeTableCache sync.Map
 
 // Angle is the rotation, in radians, that the shader applies to pair
 // 0 <= pair < NRot/2 at position pos: float32(pos) * (lo * hi) in f32 (see
