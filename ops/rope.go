@@ -50,14 +50,15 @@ type RoPEOpts struct {
 	PosOffset uint32
 	// Positions, when set, is a u32 tensor [nTokens] giving each token's
 	// position (continuous batching mixes sequences in one dispatch).
-	// Positions are exact up to MaxRoPEPosition (f32 has 24 bits).
+	// Positions must stay below MaxRoPEPosition (checked on the host for
+	// PosOffset, not for a tensor).
 	Positions *Tensor
 }
 
 // MaxRoPENRot bounds NRot: the angle tables cover pairs 0..255.
 const MaxRoPENRot = 512
 
-// MaxRoPEPosition is the largest position f32 represents exactly.
+// MaxRoPEPosition bounds positions: f32 holds every integer below 2^24.
 const MaxRoPEPosition = 1 << 24
 
 func (o RoPEOpts) freqScale() float64 {
@@ -71,8 +72,8 @@ func (o RoPEOpts) freqScale() float64 {
 // lo[i%16] * hi[i/16], where lo[j] = Base^(-2j/NRot) and hi[j] =
 // FreqScale * Base^(-32j/NRot), each rounded once from float64. Two
 // correctly rounded factors and one product keep the frequency within 1.5
-// f32 ulp; llama.cpp's repeated powf or running products drift by tens of
-// ulp at the last pairs. They are cached: 32 math.Pow calls cost more than
+// f32 ulp, where llama.cpp's running product theta *= theta_scale
+// accumulates one rounding per pair. They are cached: 32 math.Pow calls cost more than
 // recording the dispatch.
 func (o RoPEOpts) ropeTables() (lo, hi [16]float32) {
 	k := ropeTableKey{o.Base, o.freqScale(), o.NRot}
