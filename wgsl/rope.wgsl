@@ -27,9 +27,10 @@ fn angle(pos: u32, pair: u32) -> f32 {
   return f32(pos) * inv_freq;
 }
 
-// Cody-Waite reduction to [-π, π], where sin and cos are specified; each
-// step is exact (products of an integer below 2^16 and an 8-bit part, then
-// Sterbenz subtractions), so only the last rounds.
+// Cody-Waite reduction to [-π, π], where sin and cos are specified (NVIDIA's
+// lose accuracy well before 32767 rad). For k < 2^16 the products k*part are
+// exact and so is the first subtraction (Sterbenz), so the result is within
+// a few ulp of π of theta - 2πk whatever theta's size.
 fn reduce_angle(theta: f32) -> f32 {
   let k = round(theta * p.inv_2pi);
   return (((theta - k * p.two_pi.x) - k * p.two_pi.y) - k * p.two_pi.z) - k * p.two_pi.w;
