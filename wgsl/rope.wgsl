@@ -27,8 +27,8 @@ fn angle(pos: u32, pair: u32) -> f32 {
   return f32(pos) * inv_freq;
 }
 
-// Cody-Waite reduction to [-π, π], where sin and cos are specified (NVIDIA's
-// lose accuracy well before 32767 rad). For k < 2^16 the products k*part are
+// Cody-Waite reduction to [-π, π], where sin and cos are specified (without
+// it, an H100's results missed the f32 tolerance at angles of 100 rad). For k < 2^16 the products k*part are
 // exact and so is the first subtraction (Sterbenz), so the result is within
 // a few ulp of π of theta - 2πk whatever theta's size.
 fn reduce_angle(theta: f32) -> f32 {
