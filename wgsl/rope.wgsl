@@ -28,9 +28,10 @@ fn angle(pos: u32, pair: u32) -> f32 {
 }
 
 // Cody-Waite reduction to [-π, π], where sin and cos are specified (without
-// it, an H100's results missed the f32 tolerance at angles of 100 rad). For k < 2^16 the products k*part are
-// exact and so is the first subtraction (Sterbenz), so the result is within
-// a few ulp of π of theta - 2πk whatever theta's size.
+// it, an H100's results missed the f32 tolerance at angles of 100 rad).
+// For k < 2^16 the products k*part are exact and so is the first
+// subtraction (Sterbenz), so the result is within a few ulp of π of
+// theta - 2πk whatever theta's size.
 fn reduce_angle(theta: f32) -> f32 {
   let k = round(theta * p.inv_2pi);
   return (((theta - k * p.two_pi.x) - k * p.two_pi.y) - k * p.two_pi.z) - k * p.two_pi.w;
