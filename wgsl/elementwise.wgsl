@@ -1,0 +1,45 @@
+// Elementwise f32 ops ({{.Op}}): one thread per output element; workgroups
+// are spread over x and y (ctx.Grid) and recombined into a linear index.
+struct Params {
+  n: u32,
+  a_off: u32, b_off: u32, d_off: u32,
+  cols: u32,   // add_row: bias length
+  scale: f32,  // scale: the factor
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, {{if .AliasA}}read_write{{else}}read{{end}}> a: array<f32>;
+{{- if .HasB}}
+@group(0) @binding(2) var<storage, {{if .AliasB}}read_write{{else}}read{{end}}> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> d: array<f32>;
+{{- else}}
+@group(0) @binding(2) var<storage, read_write> d: array<f32>;
+{{- end}}
+
+const WG: u32 = {{.WG}}u;
+
+// silu(x) = x * sigmoid(x), with sigmoid from e = exp(-|x|) in (0, 1]: no
+// overflow to inf, so no inf/inf = NaN at large |x|.
+fn silu(x: f32) -> f32 {
+  let e = exp(-abs(x));
+  let s = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+  return x * s;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i >= p.n) { return; }
+  let x = a[p.a_off + i];
+{{- if eq .Op "add"}}
+  d[p.d_off + i] = x + b[p.b_off + i];
+{{- else if eq .Op "mul"}}
+  d[p.d_off + i] = x * b[p.b_off + i];
+{{- else if eq .Op "silu_mul"}}
+  d[p.d_off + i] = silu(x) * b[p.b_off + i];
+{{- else if eq .Op "add_row"}}
+  d[p.d_off + i] = x + b[p.b_off + i % p.cols];
+{{- else if eq .Op "scale"}}
+  d[p.d_off + i] = x * p.scale;
+{{- end}}
+}
