@@ -8,11 +8,18 @@ import (
 )
 
 type rmsNormKey struct {
-	WG int
-	W  DType
+	WG     int
+	W      DType
+	AliasX bool // x shares dst's buffer (in place): bound read_write
 }
 
-func (k rmsNormKey) String() string { return fmt.Sprintf("rmsnorm_w%s_wg%d", k.W, k.WG) }
+func (k rmsNormKey) String() string {
+	s := fmt.Sprintf("rmsnorm_w%s_wg%d", k.W, k.WG)
+	if k.AliasX {
+		s += "_aliasx"
+	}
+	return s
+}
 
 type rmsNormParams struct {
 	Rows, Cols    uint32
@@ -43,9 +50,13 @@ func RMSNorm(enc *gpu.Encoder, dst, x, w Tensor, eps float32) error {
 		return err
 	}
 	key := rmsNormKey{WG: 256, W: w.DType}
+	// In place is safe: each thread rereads only the elements it writes.
+	if key.AliasX, err = aliasOf("RMSNorm", dst, x, true); err != nil {
+		return err
+	}
 	pipe, err := enc.Context().Pipeline(key, func() (gpu.PipelineSpec, error) {
-		src, err := wgsl.Render("rmsnorm.wgsl", map[string]any{"WG": key.WG, "W": key.W.String()})
-		return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}}, err
+		src, err := wgsl.Render("rmsnorm.wgsl", map[string]any{"WG": key.WG, "W": key.W.String(), "AliasX": key.AliasX})
+		return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{access(key.AliasX), gpu.ReadOnly, gpu.ReadWrite}}, err
 	})
 	if err != nil {
 		return err

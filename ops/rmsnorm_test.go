@@ -58,6 +58,36 @@ func TestRMSNorm(t *testing.T) {
 	}
 }
 
+func TestRMSNormInPlace(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	const seed, rows, cols = 7, 12, 64 // e.g. qwen3's per-head q norm: rows = tokens × heads
+	rng := rand.New(rand.NewSource(seed))
+	xv := gputest.Rand(rng, rows*cols, 3)
+	wv := gputest.Rand(rng, cols, 1)
+	x, err := ops.FromFloat32(ctx, "x", ops.F32, xv, rows, cols)
+	must(t, err)
+	defer x.Buf.Destroy()
+	w, err := ops.FromFloat32(ctx, "w", ops.F32, wv, cols)
+	must(t, err)
+	defer w.Buf.Destroy()
+	enc, err := ctx.NewEncoder()
+	must(t, err)
+	must(t, ops.RMSNorm(enc, x, x, w, 1e-6))
+	must(t, enc.SubmitAndWait())
+	got, err := x.Read()
+	must(t, err)
+	want := make([]float64, rows*cols)
+	ref.RMSNorm(want, gputest.F64(xv), gputest.F64(wv), rows, cols, 1e-6)
+	gputest.Check(t, "rmsnorm in place", seed, got, want, gputest.TolF32)
+
+	enc2, err := ctx.NewEncoder()
+	must(t, err)
+	defer enc2.Release()
+	if err := ops.RMSNorm(enc2, x.View(cols, rows-1, cols), x.View(0, rows-1, cols), w, 1e-6); err == nil {
+		t.Error("overlapping shifted views accepted")
+	}
+}
+
 func TestRMSNormRejectsMismatchedWeight(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	x, _ := ops.New(ctx, "x", ops.F32, 2, 8)

@@ -9,7 +9,7 @@ struct Params {
   eps: f32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, {{if .AliasX}}read_write{{else}}read{{end}}> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<{{if eq .W "f16"}}u32{{else}}f32{{end}}>;
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
 
