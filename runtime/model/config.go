@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gguf"
 )
 
@@ -157,3 +158,40 @@ func (c Config) Validate() error {
 // Tensor names, as llama.cpp writes them.
 func blk(i int, name string) string     { return fmt.Sprintf("blk.%d.%s.weight", i, name) }
 func blkBias(i int, name string) string { return fmt.Sprintf("blk.%d.%s.bias", i, name) }
+
+// MemoryEstimate is what Load will allocate on the GPU, in bytes.
+type MemoryEstimate struct {
+	Weights, KV, Scratch uint64
+}
+
+// Total is the sum.
+func (e MemoryEstimate) Total() uint64 { return e.Weights + e.KV + e.Scratch }
+
+// Estimate computes Load's GPU allocations without touching the GPU.
+func Estimate(f *gguf.File, opt Options) (MemoryEstimate, error) {
+	c, err := ConfigFromGGUF(f)
+	if err != nil {
+		return MemoryEstimate{}, err
+	}
+	opt = opt.withDefaults(c)
+	var e MemoryEstimate
+	largestQuant := uint64(0)
+	for _, t := range f.Tensors {
+		e.Weights += t.Size
+		if t.Type != gguf.F32 && t.Type != gguf.F16 {
+			largestQuant = max(largestQuant, t.Elements())
+		}
+	}
+	kvSize := uint64(4)
+	if opt.KVType == ops.F16 {
+		kvSize = 2
+	}
+	e.KV = 2 * uint64(c.Layers*opt.Seqs*opt.CtxLen*c.KVHeads*c.HeadDim) * kvSize
+	n := uint64(opt.Batch)
+	qDim, kvDim := uint64(c.Heads*c.HeadDim), uint64(c.KVHeads*c.HeadDim)
+	e.Scratch = 4 * n * (3*uint64(c.Dim) + 2*qDim + 2*kvDim + 2*uint64(c.FFN) + uint64(c.Vocab) + 2)
+	if n > matVecMaxRows {
+		e.Scratch += 2 * largestQuant
+	}
+	return e, nil
+}

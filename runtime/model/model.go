@@ -15,9 +15,23 @@ import (
 type Options struct {
 	CtxLen   int       // tokens per sequence; 0: the model's context length
 	Seqs     int       // sequence slots in the KV cache; 0: 1
-	KVType   ops.DType // ops.F16 (default when zero value F32 is not asked) or ops.F32
+	KVType   ops.DType // ops.F32 or ops.F16
 	Batch    int       // most tokens one Forward takes (prefill chunk); 0: 512
 	Progress func(done, total uint64)
+}
+
+func (o Options) withDefaults(c Config) Options {
+	if o.CtxLen <= 0 {
+		o.CtxLen = c.CtxLen
+	}
+	if o.Seqs <= 0 {
+		o.Seqs = 1
+	}
+	if o.Batch <= 0 {
+		o.Batch = 512
+	}
+	o.Batch = min(o.Batch, o.CtxLen)
+	return o
 }
 
 // Layer is one transformer block's weights. Shapes are [out, in] (GGUF
@@ -63,16 +77,7 @@ func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opt.CtxLen <= 0 {
-		opt.CtxLen = cfg.CtxLen
-	}
-	if opt.Seqs <= 0 {
-		opt.Seqs = 1
-	}
-	if opt.Batch <= 0 {
-		opt.Batch = 512
-	}
-	opt.Batch = min(opt.Batch, opt.CtxLen)
+	opt = opt.withDefaults(cfg)
 	m := &Model{Cfg: cfg, ctx: ctx, batch: opt.Batch}
 	ok := false
 	defer func() {
