@@ -77,7 +77,7 @@ func MatVec(enc *gpu.Encoder, dst, w, x Tensor) error {
 	// x and dst cannot be split: check them before recording anything.
 	xdArgs, xdOffs, err := binds("MatVec", x, dst)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (x and dst must each fit one binding; only w is split)", err)
 	}
 	rowBytes := uint64(k * w.DType.Size())
 	rowsPer, err := matRowsPerBinding(ctx, w, rowBytes, n)
