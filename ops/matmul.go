@@ -252,7 +252,18 @@ func (mm matMulPlan) dispatch(c matMulCall) error {
 	return nil
 }
 
-type matMulRow struct{ R, V, I int }
+// matMulRow is output row R of a thread: component I (named C) of its V-th
+// vec4 of a.
+type matMulRow struct {
+	R, V, I int
+	C       string
+}
+
+// matMulComp is vec4 component J, named C, for unrolled shader code.
+type matMulComp struct {
+	J int
+	C string
+}
 
 func matMulTemplate(k matMulKey) map[string]any {
 	const wg = 256
@@ -276,7 +287,7 @@ func matMulTemplate(k matMulKey) map[string]any {
 	}
 	rows := make([]matMulRow, k.BM/16)
 	for r := range rows {
-		rows[r] = matMulRow{R: r, V: r / 4, I: r % 4}
+		rows[r] = matMulRow{R: r, V: r / 4, I: r % 4, C: "xyzw"[r%4 : r%4+1]}
 	}
 	return map[string]any{
 		"B": k.B.String(), "TransB": k.TransB, "VA": k.VA, "VB": k.VB,
@@ -285,6 +296,7 @@ func matMulTemplate(k matMulKey) map[string]any {
 		"AsSize": k.BK * k.BM / 4, "BsSize": k.BK * k.BN / 4,
 		"SA": matSeq(k.BM * k.BK / 4 / wg), "SB": matSeq(ceilDiv(nsb, wg)),
 		"AV": matSeq(k.BM / 64), "BV": matSeq(k.BN / 64), "Rows": rows,
+		"Comps": []matMulComp{{0, "x"}, {1, "y"}, {2, "z"}, {3, "w"}},
 	}
 }
 

@@ -3,6 +3,8 @@
 // {{.TM}}x{{.TN}} outputs held in registers. K is walked in slices of {{.BK}}: the
 // slice of a and of B is staged k-major in workgroup memory (f16 widened to
 // f32 on the way), while the next slice's global loads are already in flight.
+// Loops over registers are unrolled in the text (constant component
+// indices), so accumulators can never be demoted to local memory.
 // Every output is one fma chain over k = 0..K-1 in order (starting from 0, or
 // from d's value when p.acc = 1 so that a K split into ranges gives the same
 // bits), whatever the tile, the load path or M: rows never depend on the batch.
@@ -39,9 +41,9 @@ fn load_a(base: u32, m0: u32, k0: u32, e: u32) -> vec4<f32> {
   return a[i >> 2u];
 {{- else}}
   var v = vec4<f32>(0.0);
-  for (var j = 0u; j < 4u; j++) {
-    if (gk + j < p.k) { v[j] = a[i + j]; }
-  }
+{{- range $j := .Comps}}
+  if (gk + {{$j.J}}u < p.k) { v.{{$j.C}} = a[i + {{$j.J}}u]; }
+{{- end}}
   return v;
 {{- end}}
 }
@@ -49,9 +51,9 @@ fn load_a(base: u32, m0: u32, k0: u32, e: u32) -> vec4<f32> {
 fn store_a(e: u32, v: vec4<f32>) {
   let m = e % BM;
   let k = (e / BM) * 4u;
-  for (var j = 0u; j < 4u; j++) {
-    As[(k + j) * (BM / 4u) + m / 4u][m & 3u] = v[j];
-  }
+{{- range $j := .Comps}}
+  As[(k + {{$j.J}}u) * (BM / 4u) + m / 4u][m & 3u] = v.{{$j.C}};
+{{- end}}
 }
 
 {{- if not .VB}}
@@ -155,10 +157,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       let gm = m0 + {{$r.V}}u * 64u + ty * 4u + {{$r.I}}u;
       if (gm < p.m) {
 {{- range $c := $.BV}}
-        for (var j = 0u; j < 4u; j++) {
-          let gn = n0 + {{$c}}u * 64u + tx * 4u + j;
-          if (gn < p.n) { acc{{$r.R}}_{{$c}}[j] = d[dbase + gm * p.d_rs + gn]; }
-        }
+        let gn{{$c}} = n0 + {{$c}}u * 64u + tx * 4u;
+{{- range $j := $.Comps}}
+        if (gn{{$c}} + {{$j.J}}u < p.n) { acc{{$r.R}}_{{$c}}.{{$j.C}} = d[dbase + gm * p.d_rs + gn{{$c}} + {{$j.J}}u]; }
+{{- end}}
 {{- end}}
       }
     }
@@ -198,7 +200,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       let b{{$c}} = Bs[kk * (BN / 4u) + {{$c}}u * 16u + tx];
 {{- end}}
 {{- range $r := .Rows}}{{range $c := $.BV}}
-      acc{{$r.R}}_{{$c}} = fma(vec4<f32>(a{{$r.V}}[{{$r.I}}]), b{{$c}}, acc{{$r.R}}_{{$c}});
+      acc{{$r.R}}_{{$c}} = fma(vec4<f32>(a{{$r.V}}.{{$r.C}}), b{{$c}}, acc{{$r.R}}_{{$c}});
 {{- end}}{{end}}
     }
     workgroupBarrier();
@@ -209,10 +211,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let gm = m0 + {{$r.V}}u * 64u + ty * 4u + {{$r.I}}u;
     if (gm < p.m) {
 {{- range $c := $.BV}}
-      for (var j = 0u; j < 4u; j++) {
-        let gn = n0 + {{$c}}u * 64u + tx * 4u + j;
-        if (gn < p.n) { d[dbase + gm * p.d_rs + gn] = acc{{$r.R}}_{{$c}}[j]; }
-      }
+      let gn{{$c}} = n0 + {{$c}}u * 64u + tx * 4u;
+{{- range $j := $.Comps}}
+      if (gn{{$c}} + {{$j.J}}u < p.n) { d[dbase + gm * p.d_rs + gn{{$c}} + {{$j.J}}u] = acc{{$r.R}}_{{$c}}.{{$j.C}}; }
+{{- end}}
 {{- end}}
     }
   }
