@@ -134,10 +134,10 @@ type matMulPlan struct {
 	shapes func() string
 }
 
-// matMulCall is one dispatch: views to bind (a [M, K]-rows, b, d [M, N]-rows),
-// column offsets inside the rows of a (a K range), of b [K, N] and of d (an
-// N range), the
-// sizes of this piece and z batches with the given batch strides.
+// matMulCall is one dispatch: the views to bind (whole rows of a, b and d);
+// column offsets inside those rows (a K range of a, an N range of b [K, N]
+// and of d); the sizes of this piece; z batches with the given strides; and
+// whether to continue the sums already in d (later K ranges).
 type matMulCall struct {
 	a, b, d          Tensor
 	aCol, bCol, dCol int
