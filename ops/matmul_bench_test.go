@@ -76,9 +76,9 @@ func benchSetup(b *testing.B, heavy bool, operands ...benchOperand) (*gpu.Contex
 	return ctx, ts
 }
 
-// benchDispatches warms up (pipeline build, first run), then times b.N
+// benchGPUTime warms up (pipeline build, first run), then times b.N
 // recorded ops in one submission and reports GFLOP/s for flopsPerOp.
-func benchDispatches(b *testing.B, ctx *gpu.Context, flopsPerOp float64, op func(*gpu.Encoder) error) {
+func benchGPUTime(b *testing.B, ctx *gpu.Context, flopsPerOp float64, op func(*gpu.Encoder) error) {
 	b.Helper()
 	record := func(n int) *gpu.Encoder {
 		enc, err := ctx.NewEncoder()
@@ -148,7 +148,7 @@ func benchMatVec(b *testing.B, wt ops.DType, m, n, k int) {
 		benchOperand{"dst", ops.F32, []int{m, n}})
 	w, x, dst := ts[0], ts[1], ts[2]
 	b.SetBytes(int64(wBytes) + int64(4*m*k+4*m*n))
-	benchDispatches(b, ctx, 2*float64(m)*float64(n)*float64(k), func(enc *gpu.Encoder) error {
+	benchGPUTime(b, ctx, 2*float64(m)*float64(n)*float64(k), func(enc *gpu.Encoder) error {
 		return ops.MatVec(enc, dst, w, x)
 	})
 }
@@ -182,7 +182,7 @@ func BenchmarkMatMul(b *testing.B) {
 				benchOperand{"dst", ops.F32, []int{c.m, c.n}})
 			a, bt, dst := ts[0], ts[1], ts[2]
 			b.SetBytes(int64(a.Bytes() + bt.Bytes() + dst.Bytes()))
-			benchDispatches(b, ctx, flops, func(enc *gpu.Encoder) error {
+			benchGPUTime(b, ctx, flops, func(enc *gpu.Encoder) error {
 				return ops.MatMul(enc, dst, a, bt, c.transB)
 			})
 		})
