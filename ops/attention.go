@@ -427,15 +427,20 @@ func (k attnPrefillKey) build() (gpu.PipelineSpec, error) {
 		"TQ": t.TQ, "TK": t.TK, "SQN": t.BQ / t.TQ, "SKN": t.BK / t.TK, "TQK": t.TQ * t.TK,
 		"OQ": t.OQ, "OV": t.OV, "OQN": t.BQ / t.OQ, "OCN": d4 / t.OV, "OQV": t.OQ * t.OV,
 		"QSLen": t.BQ * (d4 + 1), "KVLen": t.BK * (d4 + 1), "SSLen": t.BQ * (t.BK + 1),
+		"RP": t.rowThreads(), "RedLen": t.BQ * t.rowThreads(),
 		"KV": k.KV.String(), "Causal": k.Causal,
 	})
 	return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}}, err
 }
 
+// rowThreads is the number of threads sharing a row's softmax update.
+func (t prefillTiles) rowThreads() int { return min(t.WG/t.BQ, t.BK) }
+
 // prefillSmem is the workgroup memory of the prefill kernel in bytes: Q
-// tile, one K/V tile (V is staged over K) and the score tile.
-func prefillSmem(d, bq, bk int) int {
-	return 16*(bq+bk)*(d/4+1) + 4*(bq*(bk+1)+bq)
+// tile, one K/V tile (V is staged over K), the score tile, the row scales
+// and the partial maxima and sums of the row softmax.
+func prefillSmem(d, bq, bk, wg int) int {
+	return 16*(bq+bk)*(d/4+1) + 4*(bq*(bk+1)+bq) + 8*wg
 }
 
 // choosePrefillTiles takes the first blocking, largest first, that fits the
@@ -446,7 +451,7 @@ func choosePrefillTiles(d, smem int) (prefillTiles, error) {
 	const wg = 128
 	for _, c := range [][2]int{{64, 32}, {32, 32}, {32, 16}, {16, 16}, {16, 8}, {8, 8}} {
 		bq, bk := c[0], c[1]
-		if bq*d > 4096 || prefillSmem(d, bq, bk) > smem {
+		if bq*d > 4096 || prefillSmem(d, bq, bk, wg) > smem {
 			continue
 		}
 		tq, tk, ok1 := microTile(bq, bk, wg, 16)

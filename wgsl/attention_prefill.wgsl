@@ -7,8 +7,8 @@
 // A workgroup owns BQ rows; per key tile of BK keys it
 //   1. stages K (f32 in workgroup memory; f16 is widened on the way in),
 //   2. computes S = Q·Kᵀ with a TQ×TK register tile per thread,
-//   3. stages V over K while thread r < BQ updates row r's running max m,
-//      sum l and rescale factor alpha = exp2(m_old - m_new),
+//   3. stages V over K while RP threads per row update the row's running
+//      max m, sum l and rescale factor alpha = exp2(m_old - m_new),
 //   4. rescales and accumulates O += P·V with an OQ×OV (vec4) register tile.
 // Q is pre-multiplied by scale·log2(e), so exp2 gives the softmax weights.
 // Every row's sums run in key order whatever tile the row lands in, so a
@@ -44,13 +44,16 @@ const OQ: u32 = {{.OQ}}u;
 const OV: u32 = {{.OV}}u;
 const OQN: u32 = {{.OQN}}u;  // BQ / OQ
 const OCN: u32 = {{.OCN}}u;  // D4 / OV
+const RP: u32 = {{.RP}}u;    // threads per row in the softmax update
 // "Nothing seen yet": finite, so m_old - m_new is never NaN.
 const LOW: f32 = -3.0e38;
 
 var<workgroup> qs: array<vec4<f32>, {{.QSLen}}>;
 var<workgroup> kvs: array<vec4<f32>, {{.KVLen}}>;
 var<workgroup> ss: array<f32, {{.SSLen}}>;
-var<workgroup> row_scale: array<f32, BQ>;
+var<workgroup> row_scale: array<f32, BQ>;  // alpha per tile, l at the end
+var<workgroup> red_m: array<f32, {{.RedLen}}>;
+var<workgroup> red_s: array<f32, {{.RedLen}}>;
 
 fn ld_k4(i: u32) -> vec4<f32> {
 {{- if eq .KV "f16"}}
@@ -99,14 +102,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     qs[r * RS4 + c] = val;
   }
 
-  // Thread t < BQ owns row t's softmax state.
+  // Threads t < BQ·RP hold the softmax state of row sr = t / RP.
+  let sr = t / RP;
+  let sp = t % RP;
   var m_run = LOW;
   var l_run = 0.0;
-  var lim = 0u;  // row t sees keys [0, lim)
-  if (t < BQ) {
+  var lim = 0u;  // row sr sees keys [0, lim)
+  if (t < BQ * RP) {
     lim = p.kv_len;
 {{- if .Causal}}
-    lim = min(lim, p.pos0 + (row0 + t) / p.group + 1u);
+    lim = min(lim, p.pos0 + (row0 + sr) / p.group + 1u);
 {{- end}}
   }
   let sq = t / SKN;
@@ -164,26 +169,48 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
       kvs[j * RS4 + c] = val;
     }
-    if (t < BQ) {
-      var mx = m_run;
-      for (var j = 0u; j < BK; j++) {
+    // Row softmax update, RP threads per row: each takes keys j ≡ sp
+    // (mod RP); the partial maxima and sums are merged in part order, and
+    // every thread of a row ends up with the same m_run and l_run.
+    var mx = m_run;
+    if (t < BQ * RP) {
+      for (var i = 0u; i < BK / RP; i++) {
+        let j = sp + i * RP;
         if (key0 + j < lim) {
-          mx = max(mx, ss[t * SS + j]);
+          mx = max(mx, ss[sr * SS + j]);
         }
       }
+      red_m[t] = mx;
+    }
+    workgroupBarrier();
+    if (t < BQ * RP) {
+      for (var u = 0u; u < RP; u++) {
+        mx = max(mx, red_m[sr * RP + u]);
+      }
       var sum = 0.0;
-      for (var j = 0u; j < BK; j++) {
+      for (var i = 0u; i < BK / RP; i++) {
+        let j = sp + i * RP;
         var pj = 0.0;
         if (key0 + j < lim) {
-          pj = exp2(ss[t * SS + j] - mx);
+          pj = exp2(ss[sr * SS + j] - mx);
         }
-        ss[t * SS + j] = pj;
+        ss[sr * SS + j] = pj;
         sum += pj;
+      }
+      red_s[t] = sum;
+    }
+    workgroupBarrier();
+    if (t < BQ * RP) {
+      var sum = 0.0;
+      for (var u = 0u; u < RP; u++) {
+        sum += red_s[sr * RP + u];
       }
       let alpha = exp2(m_run - mx);
       l_run = l_run * alpha + sum;
       m_run = mx;
-      row_scale[t] = alpha;
+      if (sp == 0u) {
+        row_scale[sr] = alpha;
+      }
     }
     workgroupBarrier();
     if (t < OQN * OCN) {
@@ -204,8 +231,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
   }
   workgroupBarrier();
-  if (t < BQ) {
-    row_scale[t] = l_run;
+  if (t < BQ * RP && sp == 0u) {
+    row_scale[sr] = l_run;
   }
   workgroupBarrier();
   if (t < OQN * OCN) {
