@@ -511,7 +511,7 @@ func (k attnSplitKey) build() (gpu.PipelineSpec, error) {
 	t, d4 := k.T, k.D/4
 	src, err := wgsl.Render("attention_split.wgsl", map[string]any{
 		"RT": t.RT, "BK": t.BK, "D": k.D, "D4": d4, "RS4": d4 + 1, "SS": t.BK + 1, "WG": t.WG,
-		"DS": t.DS, "DC": d4 / t.DS, "KL": t.KL,
+		"DS": t.DS, "DC": d4 / t.DS, "KL": t.KL, "KPL": ceilDiv(t.BK, t.KL),
 		"QSLen": t.RT * (d4 + 1), "SMLen": splitSmem4(d4, t), "SSLen": t.DS * t.RT * (t.BK + 1),
 		"KV": k.KV.String(), "Causal": k.Causal,
 	})

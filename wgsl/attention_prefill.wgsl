@@ -11,8 +11,9 @@
 //      max m, sum l and rescale factor alpha = exp2(m_old - m_new),
 //   4. rescales and accumulates O += P·V with an OQ×OV (vec4) register tile.
 // Q is pre-multiplied by scale·log2(e), so exp2 gives the softmax weights.
-// Every row's sums run in key order whatever tile the row lands in, so a
-// row's result does not depend on the batch or on its neighbours.
+// Every row's reductions run in a fixed order whatever tile the row lands
+// in (fully masked key tiles are exact no-ops), so a row's result does not
+// depend on the batch or on its neighbours.
 struct Params {
   n_rows: u32, group: u32, kv_len: u32, pos0: u32,
   q_off: u32, k_off: u32, v_off: u32, o_off: u32,

@@ -40,6 +40,7 @@ const WG: u32 = {{.WG}}u;
 const DS: u32 = {{.DS}}u;    // parts per dot product
 const DC: u32 = {{.DC}}u;    // D4 / DS
 const KL: u32 = {{.KL}}u;    // key lanes of the P·V step
+const KPL: u32 = {{.KPL}}u;  // keys per lane: ceil(BK / KL)
 const LOW: f32 = -3.0e38;
 
 var<workgroup> qs: array<vec4<f32>, {{.QSLen}}>;
@@ -161,8 +162,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       for (var a = 0u; a < RT; a++) {
         acc[a] *= row_scale[a];
       }
-      for (var j = lane; j < BK; j += KL) {
-        if (key0 + j < ks1) {
+      for (var i = 0u; i < KPL; i++) {  // constant trip count: the V loads can be issued together
+        let j = lane + i * KL;
+        if (j < BK && key0 + j < ks1) {
           let vv = ld_v4(v_base + (key0 + j) * p.kv_tstride + c * 4u);
           for (var a = 0u; a < RT; a++) {
             acc[a] += ss[a * SS + j] * vv;
