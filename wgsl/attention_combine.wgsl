@@ -1,0 +1,55 @@
+// Merges the split-K partials of attention_split.wgsl: with M = max_s m_s,
+// out = Σ_s 2^(m_s-M) O_s / Σ_s 2^(m_s-M) l_s, splits in order (a fixed
+// reduction order). Splits that saw no key (l_s = 0) are skipped; a row
+// that saw none at all gets zeros. One thread per output element.
+struct Params {
+  n_rows: u32, group: u32, kv_len: u32, pos0: u32,
+  q_off: u32, k_off: u32, v_off: u32, o_off: u32,
+  q_bstride: u32, q_tstride: u32,
+  kv_bstride: u32, kv_tstride: u32,
+  n_kvh: u32, row_tiles: u32,
+  scale: f32,
+  n_split: u32, split_len: u32, part_off: u32, ml_off: u32,
+  batch: u32,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> scratch: array<f32>;
+@group(0) @binding(2) var<storage, read_write> o: array<f32>;
+
+const WG: u32 = {{.WG}}u;
+const D: u32 = {{.D}}u;
+const LOW: f32 = -3.0e38;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+  let g = (wid.y * nwg.x + wid.x) * WG + t;
+  if (g >= p.batch * p.n_kvh * p.n_rows * D) { return; }
+  let d = g % D;
+  let row = g / D;  // (b·n_kvh + kvh)·n_rows + R
+  let R = row % p.n_rows;
+  let kvh = (row / p.n_rows) % p.n_kvh;
+  let b = row / (p.n_rows * p.n_kvh);
+  let base = row * p.n_split;
+  var mx = LOW;
+  for (var s = 0u; s < p.n_split; s++) {
+    if (scratch[p.ml_off + (base + s) * 2u + 1u] > 0.0) {
+      mx = max(mx, scratch[p.ml_off + (base + s) * 2u]);
+    }
+  }
+  var l = 0.0;
+  var acc = 0.0;
+  for (var s = 0u; s < p.n_split; s++) {
+    let ls = scratch[p.ml_off + (base + s) * 2u + 1u];
+    if (ls > 0.0) {
+      let w = exp2(scratch[p.ml_off + (base + s) * 2u] - mx);
+      l += w * ls;
+      acc += w * scratch[p.part_off + (base + s) * D + d];
+    }
+  }
+  var y = 0.0;
+  if (l > 0.0) {
+    y = acc / l;
+  }
+  o[p.o_off + b * p.q_bstride + (R / p.group) * p.q_tstride + (kvh * p.group + R % p.group) * D + d] = y;
+}
