@@ -26,7 +26,7 @@ type argmaxParams struct {
 // (lavapipe) 1024-thread workgroups ran 10x slower than 256.
 func argmaxWorkgroup(ctx *gpu.Context) int {
 	wg := 1024
-	if ctx.Adapter.Type == "cpu" {
+	if ctx.Software() {
 		wg = 256
 	}
 	for wg > 64 && (uint32(wg) > ctx.Limits.MaxComputeInvocationsPerWorkgroup ||

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +23,7 @@ import (
 //	go test ./ops/ -run '^$' -bench Attention -benchtime 50x
 func BenchmarkAttention(b *testing.B) {
 	ctx := gputest.Ctx(b)
-	software := strings.EqualFold(ctx.Adapter.Type, "cpu") // the adapter reports "cpu" for lavapipe
+	software := ctx.Software()
 	skipBig := software && os.Getenv("WGLLM_BENCH_FULL") == ""
 	debug := ctx.Debug
 	ctx.Debug = false // per-dispatch validation would dominate the timings

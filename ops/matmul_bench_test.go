@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/wgllm/wgllm/internal/gputest"
@@ -43,7 +42,7 @@ func (o benchOperand) bytes() uint64 {
 func benchSetup(b *testing.B, heavy bool, operands ...benchOperand) (*gpu.Context, []ops.Tensor) {
 	b.Helper()
 	ctx := gputest.Ctx(b)
-	if heavy && strings.EqualFold(ctx.Adapter.Type, "CPU") && os.Getenv("WGLLM_BENCH_FULL") == "" { // lavapipe reports "cpu"
+	if heavy && ctx.Software() && os.Getenv("WGLLM_BENCH_FULL") == "" {
 		b.Skipf("software adapter %q is far too slow for this size (set WGLLM_BENCH_FULL=1 to run anyway)", ctx.Adapter.Driver)
 	}
 	for _, o := range operands {

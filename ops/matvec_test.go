@@ -16,7 +16,7 @@ import (
 	"github.com/wgllm/wgllm/runtime/half"
 )
 
-// Tolerance for every MatVec case: gputest.TolF32 (rel. L2 1e-5). f16 weights
+// Tolerance for every MatVec case: gputest.TolDot(k) (rel. L2 1e-5). f16 weights
 // are compared against the reference run on the f16-rounded values as stored,
 // so only the f32 accumulation differs from the float64 reference.
 
@@ -85,7 +85,7 @@ func runMatVecCase(t *testing.T, ctx *gpu.Context, c matVecCase, seed int64) {
 	must(t, err)
 	want := make([]float64, c.m*c.n)
 	ref.MatVec(want, gputest.F64(wq), gputest.F64(xv), c.m, c.n, c.k)
-	gputest.Check(t, "matvec", seed, got, want, gputest.TolF32)
+	gputest.Check(t, "matvec", seed, got, want, gputest.TolDot(c.k))
 }
 
 // paddedTensor stores data as a [shape] view starting pad elements into a

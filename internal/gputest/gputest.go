@@ -97,6 +97,16 @@ var (
 	TolF16 = Tol{RelL2: 1e-3, Atol: 1e-3, Rtol: 1e-2}
 )
 
+// TolDot is TolF32 for outputs that are f32 sums of k products of O(1)
+// values: rounding error of such a sum grows like sqrt(k) times the size of
+// its terms, not of its result, so outputs that cancel to near zero get an
+// absolute allowance of 1e-5*sqrt(k/64) (relative L2 stays 1e-5).
+func TolDot(k int) Tol {
+	t := TolF32
+	t.Atol = math.Max(t.Atol, 1e-5*math.Sqrt(float64(k)/64))
+	return t
+}
+
 // Check compares got with want; every element must be finite (written).
 func Check(t testing.TB, name string, seed int64, got []float32, want []float64, tol Tol) {
 	t.Helper()

@@ -310,8 +310,19 @@ func (c *Context) MaxWorkgroupsPerDim() uint32 { return c.Limits.MaxComputeWorkg
 func (c *Context) AllocatedBytes() int64 { return c.allocated.Load() }
 
 // Wait blocks until all submitted work has finished.
+//
+// It waits for the queue's work-done callback rather than trusting one
+// blocking poll: wgpu's poll gives up after a few seconds (and then reports
+// the queue idle) while a long submission may still be running.
 func (c *Context) Wait() error {
-	c.device.Poll(true, nil)
+	var done atomic.Bool
+	c.queue.OnSubmittedWorkDone(func(wgpu.QueueWorkDoneStatus) { done.Store(true) })
+	for !done.Load() {
+		c.device.Poll(true, nil)
+		if err := c.Err(); err != nil {
+			return err
+		}
+	}
 	if err := c.takeUncaptured(); err != nil {
 		return err
 	}
@@ -353,3 +364,7 @@ func (c *Context) Close() {
 	}
 	c.device, c.queue, c.adapter = nil, nil, nil
 }
+
+// Software reports a CPU adapter (lavapipe, llvmpipe, WARP): kernels may pick
+// other shapes there, and heavy benchmarks skip.
+func (c *Context) Software() bool { return isSoftware(c.Adapter) }
