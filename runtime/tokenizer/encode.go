@@ -24,7 +24,7 @@ func (t *Tokenizer) Encode(text string, addBOS bool) []int32 {
 // vocabularies encode stray bytes through byte tokens, BPE vocabularies see
 // each malformed byte as U+FFFD (as llama.cpp does).
 func (t *Tokenizer) EncodeWith(text string, opt EncodeOptions) []int32 {
-	var out []int32
+	out := make([]int32, 0, len(text)/4+2)
 	if opt.AddBOS && t.bos != NoToken {
 		out = append(out, t.bos)
 	}
@@ -167,7 +167,7 @@ type spmBigram struct {
 	size        int32
 }
 
-func spmBefore(a, b spmBigram) bool {
+func (a spmBigram) before(b spmBigram) bool {
 	return a.score > b.score || (a.score == b.score && a.left < b.left)
 }
 
@@ -177,22 +177,43 @@ type spmScratch struct {
 	heap    []spmBigram
 }
 
-// spmEncode is llm_tokenizer_spm_session::tokenize on s.escaped.
+// spmEncode is llm_tokenizer_spm_session::tokenize on s.escaped: repeatedly
+// merge the adjacent pair whose concatenation is the best-scoring token
+// (ties: leftmost), then emit each symbol as its token or as byte tokens.
+//
+// llama.cpp keeps one priority queue for the whole text. Here the text is
+// first cut wherever two adjacent characters never occur next to each
+// other inside any token: no merge can ever cross such a cut, so merges on
+// either side never interact and each piece can run with its own small
+// queue, giving the same result much faster.
 func (t *Tokenizer) spmEncode(s *spmScratch, out []int32) []int32 {
 	text := string(s.escaped)
-	s.symbols = s.symbols[:0]
+	syms := s.symbols[:0]
+	if cap(syms) < len(text) {
+		syms = make([]symbol, 0, len(text))
+	}
 	for off := 0; off < len(text); {
 		n := min(utf8SeqLen(text[off]), len(text)-off)
-		idx := int32(len(s.symbols))
-		next := idx + 1
-		if off+n == len(text) {
-			next = -1
-		}
-		s.symbols = append(s.symbols, symbol{start: int32(off), n: int32(n), prev: idx - 1, next: next})
+		idx := int32(len(syms))
+		syms = append(syms, symbol{start: int32(off), n: int32(n), prev: idx - 1, next: idx + 1})
 		off += n
 	}
-	syms := s.symbols
-	s.heap = s.heap[:0]
+	s.symbols = syms
+	for seg := 0; seg < len(syms); {
+		end := seg + 1
+		for end < len(syms) && t.spmPairs.has(text, syms[end-1], syms[end]) {
+			end++
+		}
+		syms[seg].prev = -1
+		syms[end-1].next = -1
+		out = t.spmSegment(s, text, syms, int32(seg), int32(end), out)
+		seg = end
+	}
+	return out
+}
+
+func (t *Tokenizer) spmSegment(s *spmScratch, text string, syms []symbol, first, end int32, out []int32) []int32 {
+	h := s.heap[:0]
 	tryAdd := func(left, right int32) {
 		if left < 0 || right < 0 {
 			return
@@ -203,14 +224,14 @@ func (t *Tokenizer) spmEncode(s *spmScratch, out []int32) []int32 {
 		if !ok {
 			return
 		}
-		s.heap = heapPush(s.heap, spmBigram{left: left, right: right, score: t.scores[id], size: int32(len(piece))}, spmBefore)
+		h = spmPush(h, spmBigram{left: left, right: right, score: t.scores[id], size: int32(len(piece))})
 	}
-	for i := int32(1); i < int32(len(syms)); i++ {
+	for i := first + 1; i < end; i++ {
 		tryAdd(i-1, i)
 	}
-	for len(s.heap) > 0 {
+	for len(h) > 0 {
 		var b spmBigram
-		b, s.heap = heapPop(s.heap, spmBefore)
+		b, h = spmPop(h)
 		l, r := &syms[b.left], &syms[b.right]
 		if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
 			continue // outdated
@@ -224,14 +245,12 @@ func (t *Tokenizer) spmEncode(s *spmScratch, out []int32) []int32 {
 		tryAdd(l.prev, b.left)
 		tryAdd(b.left, l.next)
 	}
+	s.heap = h
 	// A final symbol is a token unless it is a single character the
 	// vocabulary lacks (merges only form tokens), which goes out as bytes.
-	// (llama.cpp's resegment also consults its rev_merge map, but that can
-	// only ever hold token texts, so the branch never fires.)
-	if len(syms) == 0 {
-		return out
-	}
-	for i := int32(0); i != -1; i = syms[i].next {
+	// (llama.cpp's resegment also consults its rev_merge map, but that only
+	// ever holds token texts, so that branch never fires.)
+	for i := first; i != -1; i = syms[i].next {
 		sym := syms[i]
 		piece := text[sym.start : sym.start+sym.n]
 		if id, ok := t.toID[piece]; ok {
@@ -251,6 +270,43 @@ func (t *Tokenizer) spmEncode(s *spmScratch, out []int32) []int32 {
 	return out
 }
 
+// symbolKey packs a symbol of 1 to 4 bytes into 32 bits: the length in the
+// top 4 bits and the bytes below. A 4-byte symbol always starts with a byte
+// 0xF0..0xFF (utf8SeqLen), so dropping that byte's high nibble loses nothing.
+func symbolKey(s string) uint32 {
+	var v uint32
+	for i := 0; i < len(s); i++ {
+		v = v<<8 | uint32(s[i])
+	}
+	return uint32(len(s))<<28 | v&0x0FFFFFFF
+}
+
+// pairSet holds every pair of adjacent symbols found inside a token, with
+// symbols split as the encoder splits text (utf8SeqLen, clamped).
+type pairSet map[uint64]struct{}
+
+func buildPairSet(texts []string) pairSet {
+	set := pairSet{}
+	for _, tok := range texts {
+		var prev uint32
+		for off := 0; off < len(tok); {
+			n := min(utf8SeqLen(tok[off]), len(tok)-off)
+			cur := symbolKey(tok[off : off+n])
+			if off > 0 {
+				set[uint64(prev)<<32|uint64(cur)] = struct{}{}
+			}
+			prev = cur
+			off += n
+		}
+	}
+	return set
+}
+
+func (p pairSet) has(text string, a, b symbol) bool {
+	_, ok := p[uint64(symbolKey(text[a.start:a.start+a.n]))<<32|uint64(symbolKey(text[b.start:b.start+b.n]))]
+	return ok
+}
+
 // bpeBigram orders by merge rank (lower first), then by left position.
 type bpeBigram struct {
 	left, right int32
@@ -258,8 +314,15 @@ type bpeBigram struct {
 	size        int32
 }
 
-func bpeBefore(a, b bpeBigram) bool {
+func (a bpeBigram) before(b bpeBigram) bool {
 	return a.rank < b.rank || (a.rank == b.rank && a.left < b.left)
+}
+
+// bpeSymbol is a symbol of a byte-encoded word with its token id (NoToken
+// if its text is not in the vocabulary).
+type bpeSymbol struct {
+	symbol
+	id int32
 }
 
 type bpeScratch struct {
@@ -267,7 +330,7 @@ type bpeScratch struct {
 	chunkA  []int
 	chunkB  []int
 	word    []byte
-	symbols []symbol
+	symbols []bpeSymbol
 	heap    []bpeBigram
 }
 
@@ -278,63 +341,98 @@ func (t *Tokenizer) bpeEncode(s *bpeScratch, text string, out []int32) []int32 {
 	s.chunkA = chunks // keep the larger buffer for the next call
 	start := 0
 	for _, n := range chunks {
+		// The word as UTF-8 bytes; each byte is one initial symbol, the
+		// GPT-2 character standing for it.
 		s.word = s.word[:0]
-		var tmp [4]byte
 		for _, r := range s.cps[start : start+n] {
-			for _, b := range appendCodepoint(tmp[:0], r) {
-				s.word = append(s.word, byteToUTF8[b]...)
-			}
+			s.word = appendCodepoint(s.word, r)
 		}
 		start += n
-		out = t.bpeWord(s, string(s.word), out)
+		out = t.bpeWord(s, s.word, out)
 	}
 	return out
 }
 
-func (t *Tokenizer) bpeWord(s *bpeScratch, word string, out []int32) []int32 {
+// mergeInfo is a merge of two tokens: its rank and the resulting token.
+type mergeInfo struct {
+	rank   int32
+	result int32 // NoToken if the merged text is not in the vocabulary
+}
+
+func pairID(a, b int32) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }
+
+// encodedText is the byte-encoded text of symbol sym of word.
+func encodedText(word []byte, sym symbol) string {
+	var b []byte
+	for _, c := range word[sym.start : sym.start+sym.n] {
+		b = append(b, byteToUTF8[c]...)
+	}
+	return string(b)
+}
+
+func (t *Tokenizer) bpeWord(s *bpeScratch, word []byte, out []int32) []int32 {
 	if t.ignoreMerges {
-		if id, ok := t.toID[word]; ok {
+		if id, ok := t.toID[encodedText(word, symbol{n: int32(len(word))})]; ok {
 			return append(out, id)
 		}
 	}
-	s.symbols = s.symbols[:0]
-	for off := 0; off < len(word); {
-		n := min(utf8SeqLen(word[off]), len(word)-off)
-		idx := int32(len(s.symbols))
-		next := idx + 1
-		if off+n == len(word) {
-			next = -1
-		}
-		s.symbols = append(s.symbols, symbol{start: int32(off), n: int32(n), prev: idx - 1, next: next})
-		off += n
+	syms := s.symbols[:0]
+	for i, c := range word {
+		syms = append(syms, bpeSymbol{symbol{start: int32(i), n: 1, prev: int32(i) - 1, next: int32(i) + 1}, t.byteSymbol[c]})
 	}
-	syms := s.symbols
-	s.heap = s.heap[:0]
+	if len(syms) == 0 {
+		return out
+	}
+	syms[len(syms)-1].next = -1
+	s.symbols = syms
+	h := s.heap[:0]
 	tryAdd := func(left, right int32) {
 		if left < 0 || right < 0 {
 			return
 		}
-		l, r := syms[left], syms[right]
-		rank, ok := t.ranks[mergeKey{word[l.start : l.start+l.n], word[r.start : r.start+r.n]}]
-		if !ok {
-			return
+		l, r := &syms[left], &syms[right]
+		var rank int32
+		if l.id != NoToken && r.id != NoToken {
+			m, ok := t.merges[pairID(l.id, r.id)]
+			if !ok {
+				return
+			}
+			rank = m.rank
+		} else {
+			// A symbol outside the vocabulary (only in unusual vocabularies):
+			// look the pair up by text, as llama.cpp always does.
+			m, ok := t.ranks[mergeKey{encodedText(word, l.symbol), encodedText(word, r.symbol)}]
+			if !ok {
+				return
+			}
+			rank = m
 		}
-		s.heap = heapPush(s.heap, bpeBigram{left: left, right: right, rank: rank, size: l.n + r.n}, bpeBefore)
+		h = bpePush(h, bpeBigram{left: left, right: right, rank: rank, size: l.n + r.n})
 	}
 	for i := int32(1); i < int32(len(syms)); i++ {
 		tryAdd(i-1, i)
 	}
-	for len(s.heap) > 0 {
+	for len(h) > 0 {
 		var b bpeBigram
-		b, s.heap = heapPop(s.heap, bpeBefore)
+		b, h = bpePop(h)
 		l, r := &syms[b.left], &syms[b.right]
-		// llama.cpp compares the texts; since symbols only grow by absorbing
-		// their right neighbour, comparing the sizes is equivalent.
-		if l.n == 0 || r.n == 0 || l.n+r.n != b.size || l.next != b.right {
+		// llama.cpp compares texts; symbols only grow by absorbing their
+		// right neighbour, so comparing sizes is equivalent.
+		if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
 			continue // outdated
+		}
+		if l.id != NoToken && r.id != NoToken {
+			l.id = t.merges[pairID(l.id, r.id)].result
+		} else {
+			l.id = NoToken
 		}
 		l.n += r.n
 		r.n = 0
+		if l.id == NoToken {
+			if id, ok := t.toID[encodedText(word, l.symbol)]; ok {
+				l.id = id
+			}
+		}
 		l.next = r.next
 		if r.next >= 0 {
 			syms[r.next].prev = b.left
@@ -342,18 +440,16 @@ func (t *Tokenizer) bpeWord(s *bpeScratch, word string, out []int32) []int32 {
 		tryAdd(l.prev, b.left)
 		tryAdd(b.left, l.next)
 	}
-	if len(syms) == 0 {
-		return out
-	}
+	s.heap = h
 	for i := int32(0); i != -1; i = syms[i].next {
 		sym := syms[i]
-		piece := word[sym.start : sym.start+sym.n]
-		if id, ok := t.toID[piece]; ok {
-			out = append(out, id)
+		if sym.id != NoToken {
+			out = append(out, sym.id)
 			continue
 		}
-		// As llama.cpp: try each byte of the symbol as a token and drop
-		// those that are not.
+		// As llama.cpp: try each byte of the symbol's encoded text as a
+		// token and drop those that are not.
+		piece := encodedText(word, sym.symbol)
 		for j := 0; j < len(piece); j++ {
 			if id, ok := t.toID[piece[j:j+1]]; ok {
 				out = append(out, id)
@@ -363,13 +459,13 @@ func (t *Tokenizer) bpeWord(s *bpeScratch, word string, out []int32) []int32 {
 	return out
 }
 
-// heapPush and heapPop implement a binary heap ordered by before.
-func heapPush[T any](h []T, x T, before func(a, b T) bool) []T {
+// Binary heaps, written out per type so the comparison inlines.
+
+func spmPush(h []spmBigram, x spmBigram) []spmBigram {
 	h = append(h, x)
-	i := len(h) - 1
-	for i > 0 {
+	for i := len(h) - 1; i > 0; {
 		p := (i - 1) / 2
-		if !before(h[i], h[p]) {
+		if !h[i].before(h[p]) {
 			break
 		}
 		h[i], h[p] = h[p], h[i]
@@ -378,22 +474,55 @@ func heapPush[T any](h []T, x T, before func(a, b T) bool) []T {
 	return h
 }
 
-func heapPop[T any](h []T, before func(a, b T) bool) (T, []T) {
+func spmPop(h []spmBigram) (spmBigram, []spmBigram) {
 	top := h[0]
 	last := len(h) - 1
 	h[0] = h[last]
 	h = h[:last]
-	i := 0
-	for {
-		l := 2*i + 1
-		if l >= len(h) {
+	for i := 0; ; {
+		m := 2*i + 1
+		if m >= len(h) {
 			break
 		}
-		m := l
-		if r := l + 1; r < len(h) && before(h[r], h[l]) {
+		if r := m + 1; r < len(h) && h[r].before(h[m]) {
 			m = r
 		}
-		if !before(h[m], h[i]) {
+		if !h[m].before(h[i]) {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	return top, h
+}
+
+func bpePush(h []bpeBigram, x bpeBigram) []bpeBigram {
+	h = append(h, x)
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h[i].before(h[p]) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+	return h
+}
+
+func bpePop(h []bpeBigram) (bpeBigram, []bpeBigram) {
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		m := 2*i + 1
+		if m >= len(h) {
+			break
+		}
+		if r := m + 1; r < len(h) && h[r].before(h[m]) {
+			m = r
+		}
+		if !h[m].before(h[i]) {
 			break
 		}
 		h[i], h[m] = h[m], h[i]

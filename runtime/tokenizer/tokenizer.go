@@ -94,18 +94,21 @@ type mergeKey struct{ left, right string }
 
 // Tokenizer is immutable after FromGGUF and safe for concurrent use.
 type Tokenizer struct {
-	kind    Kind
-	model   string
-	pre     string
-	texts   []string
-	scores  []float32
-	types   []TokenType
-	attrs   []tokenAttr
-	pieces  []string // llama_token_to_piece with special = true
-	toID    map[string]int32
-	ranks   map[mergeKey]int32
-	preTok  preTokenizer
-	special []int32 // control, user-defined and unknown tokens, longest text first
+	kind       Kind
+	model      string
+	pre        string
+	texts      []string
+	scores     []float32
+	types      []TokenType
+	attrs      []tokenAttr
+	pieces     []string // llama_token_to_piece with special = true
+	toID       map[string]int32
+	ranks      map[mergeKey]int32   // BPE merge ranks by text, as llama.cpp keeps them
+	merges     map[uint64]mergeInfo // the same for pairs of tokens, by id
+	spmPairs   pairSet              // SPM: adjacent symbol pairs occurring inside tokens
+	byteSymbol [256]int32           // BPE: token of the GPT-2 character of each byte
+	preTok     preTokenizer
+	special    []int32 // control, user-defined and unknown tokens, longest text first
 
 	bos, eos, eot, eom, unk, sep, pad int32
 	fimPad, fimRep, fimSep            int32
@@ -201,6 +204,9 @@ func FromGGUF(f *gguf.File) (*Tokenizer, error) {
 		if err := t.loadMerges(f); err != nil {
 			return nil, err
 		}
+	}
+	if t.kind == KindSPM {
+		t.spmPairs = buildPairSet(t.texts)
 	}
 	if err := t.loadSpecial(f); err != nil {
 		return nil, err
@@ -314,6 +320,25 @@ func (t *Tokenizer) loadMerges(f *gguf.File) error {
 		}
 		if _, dup := t.ranks[k]; !dup {
 			t.ranks[k] = int32(i)
+		}
+	}
+	t.merges = make(map[uint64]mergeInfo, len(t.ranks))
+	for k, rank := range t.ranks {
+		l, okL := t.toID[k.left]
+		r, okR := t.toID[k.right]
+		if !okL || !okR {
+			continue // found by text at encode time
+		}
+		res, ok := t.toID[k.left+k.right]
+		if !ok {
+			res = NoToken
+		}
+		t.merges[pairID(l, r)] = mergeInfo{rank: rank, result: res}
+	}
+	for b := range t.byteSymbol {
+		t.byteSymbol[b] = NoToken
+		if id, ok := t.toID[byteToUTF8[b]]; ok {
+			t.byteSymbol[b] = id
 		}
 	}
 	return nil
