@@ -238,3 +238,50 @@ func TestSpecialIDsFromMetadata(t *testing.T) {
 		t.Errorf("tiny BPE: %v, want [2 3 0]", got)
 	}
 }
+
+func TestBPEIgnoreMergesAndDefaults(t *testing.T) {
+	// Byte-level vocabulary: the 256 GPT-2 characters, then "ab" (merge
+	// "a b") and "abc", which no merge produces.
+	var texts []string
+	for b := 0; b < 256; b++ {
+		texts = append(texts, byteToUTF8[b])
+	}
+	texts = append(texts, "ab", "abc", "<|eot_id|>")
+	meta := func(pre string) map[string]any {
+		return map[string]any{keyModel: "gpt2", keyPre: pre, keyTokens: texts, keyMerges: []string{"a b"}}
+	}
+	gpt2 := mustTokenizer(t, meta("gpt-2"))
+	llama3 := mustTokenizer(t, meta("llama-bpe"))
+	ab, abc := int32(256), int32(257)
+	if got, want := gpt2.EncodeWith("abc", EncodeOptions{}), []int32{ab, gpt2.byteSymbol['c']}; !equalIDs(got, want) {
+		t.Errorf("gpt-2 pre: %v, want %v (merges only)", got, want)
+	}
+	if got := llama3.EncodeWith("abc", EncodeOptions{}); !equalIDs(got, []int32{abc}) {
+		t.Errorf("llama-bpe: %v, want [%d]: a word that is a token is taken whole", got, abc)
+	}
+	if gpt2.AddBOS() || !llama3.AddBOS() {
+		t.Errorf("add_bos defaults: gpt-2 %v (want false), llama-bpe %v (want true)", gpt2.AddBOS(), llama3.AddBOS())
+	}
+	if !gpt2.CleanSpaces() || llama3.EOT() != 258 || !llama3.IsEOG(258) {
+		t.Errorf("CleanSpaces %v, EOT %d", gpt2.CleanSpaces(), llama3.EOT())
+	}
+	qwen := mustTokenizer(t, meta("qwen2"))
+	if qwen.CleanSpaces() {
+		t.Error("qwen2 does not clean spaces in llama.cpp")
+	}
+}
+
+func TestStories260K(t *testing.T) {
+	tok := loadTokenizer(t, "models/stories260K.gguf")
+	if tok.Kind() != KindSPM || tok.VocabSize() != 512 || tok.BOS() != 1 || tok.EOS() != 2 || !tok.AddBOS() {
+		t.Fatalf("kind %v vocab %d bos %d eos %d addBOS %v", tok.Kind(), tok.VocabSize(), tok.BOS(), tok.EOS(), tok.AddBOS())
+	}
+	if tok.Padding() != NoToken || tok.Separator() != NoToken {
+		t.Errorf("the file's 0xFFFFFFFF padding/separator ids must be ignored, got %d %d", tok.Padding(), tok.Separator())
+	}
+	s := "Once upon a time, there was a little girl named Lily."
+	ids := tok.Encode(s, true)
+	if ids[0] != 1 || tok.Decode(ids[1:]) != s {
+		t.Errorf("round trip: %v -> %q", ids, tok.Decode(ids[1:]))
+	}
+}
