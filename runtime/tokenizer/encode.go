@@ -13,9 +13,9 @@ type EncodeOptions struct {
 }
 
 // Encode tokenizes text with special-token parsing on; addBOS prepends the
-// BOS token (pass t.AddBOS() for the model's preference). It is llama.cpp's
-// llama_tokenize(text, add_special = addBOS, parse_special = true) for a
-// model without add_eos.
+// BOS token (pass t.AddBOS() for the model's preference). With addBOS ==
+// t.AddBOS() and a model that does not add EOS, it equals llama.cpp's
+// llama_tokenize(text, add_special = true, parse_special = true).
 func (t *Tokenizer) Encode(text string, addBOS bool) []int32 {
 	return t.EncodeWith(text, EncodeOptions{AddBOS: addBOS, ParseSpecial: true})
 }

@@ -10,6 +10,10 @@
 //     tokenizer.ggml.pre (see SupportedPreTokenizers; an unknown name is an
 //     error, as in llama.cpp; a missing one means "default", with a warning).
 //
+// Other tokenizer models (bert, t5, rwkv, plamo2, gemma4, ...) and
+// pre-tokenizers not in SupportedPreTokenizers (tekken, gpt-4o,
+// deepseek-v3, ...) are rejected with an error.
+//
 // Control, unknown and user-defined tokens written in the text are matched
 // as whole tokens before normal tokenisation (llama.cpp's parse_special).
 //
