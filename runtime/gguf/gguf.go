@@ -1,4 +1,4 @@
-// Package gguf reads GGUF model files (versions 2 and 3): the header,
+// Package gguf reads GGUF model files (versions 1 to 3): the header,
 // metadata of every value type, tensor infos and the aligned data section.
 // Every count, length and offset read from the file is checked against the
 // file's size before anything is allocated, so a hostile file gets an error
@@ -14,6 +14,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Magic is "GGUF" read as a little-endian uint32.
@@ -93,6 +94,11 @@ type File struct {
 	r      io.ReaderAt
 	closer io.Closer
 	byName map[string]int
+
+	mu     sync.Mutex   // guards the fields below
+	closed bool         // Close ran
+	data   []byte       // the file's bytes once Mmap ran
+	unmap  func() error // releases data when it is a mapping
 }
 
 // Open parses the file at path.
@@ -113,14 +119,6 @@ func Open(path string) (*File, error) {
 	}
 	g.closer = f
 	return g, nil
-}
-
-// Close releases the underlying file.
-func (g *File) Close() error {
-	if g.closer != nil {
-		return g.closer.Close()
-	}
-	return nil
 }
 
 // FormatError says what is wrong with a file and at which byte offset.
@@ -199,12 +197,12 @@ func (r *reader) u64() (uint64, error) {
 	return binary.LittleEndian.Uint64(b), nil
 }
 
-// count reads a length or count (u64 in v3, u32 in v2) and checks that that
+// count reads a length or count (u64 in v2 and v3, u32 in v1) and checks that that
 // many items of at least minItem bytes each could fit in the rest of the file.
 func (r *reader) count(version uint32, what string, minItem uint64, limit uint64) (uint64, error) {
 	at := r.off
 	var n uint64
-	if version == 2 {
+	if version == 1 {
 		v, err := r.u32()
 		if err != nil {
 			return 0, err
@@ -312,7 +310,7 @@ func (r *reader) value(version uint32, t ValueType, depth int) (Value, error) {
 		minItem := scalarSize(elem)
 		if minItem == 0 {
 			minItem = 8 // a string or array header is at least a length
-			if version == 2 {
+			if version == 1 {
 				minItem = 4
 			}
 		}
@@ -374,7 +372,10 @@ func (r *reader) array(version uint32, elem ValueType, n int, depth int) (any, e
 	case TypeBool:
 		out := make([]bool, n)
 		for i := range out {
-			out[i] = raw[i] != 0
+			if raw[i] > 1 {
+				return nil, &FormatError{Offset: r.off - uint64(len(raw)) + uint64(i), Msg: fmt.Sprintf("bool value %d is neither 0 nor 1", raw[i])}
+			}
+			out[i] = raw[i] == 1
 		}
 		return out, nil
 	case TypeUint16:
@@ -443,15 +444,27 @@ func Parse(ra io.ReaderAt, size uint64) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if version != 2 && version != 3 {
-		return nil, &FormatError{Offset: 4, Msg: fmt.Sprintf("unsupported GGUF version %d (2 and 3 are supported)", version)}
+	if version < 1 || version > 3 {
+		hint := ""
+		if version&0xFFFF == 0 {
+			hint = "; a big-endian file?"
+		}
+		return nil, &FormatError{Offset: 4, Msg: fmt.Sprintf("unsupported GGUF version %d (1 to 3 are supported%s)", version, hint)}
+	}
+	// Version 1 wrote counts, lengths and dimensions as u32; versions 2 and
+	// 3 as u64 (3 only added big-endian files, which this reader rejects
+	// through their byte-swapped version number).
+	lenSize := uint64(8)
+	if version == 1 {
+		lenSize = 4
 	}
 	// A tensor info is at least a name length, n_dims, one dim, type and offset.
-	nTensors, err := r.count(version, "tensor count", 8+4+8+4+8, maxTensors)
+	nTensors, err := r.count(version, "tensor count", lenSize+4+lenSize+4+8, maxTensors)
 	if err != nil {
 		return nil, err
 	}
-	nKV, err := r.count(version, "metadata count", 8+4+1, maxKVs)
+	// A metadata entry is at least a key length, a type and a 1-byte value.
+	nKV, err := r.count(version, "metadata count", lenSize+4+1, maxKVs)
 	if err != nil {
 		return nil, err
 	}
@@ -502,7 +515,7 @@ func Parse(ra io.ReaderAt, size uint64) (*File, error) {
 		elems := uint64(1)
 		for d := range ti.Dims {
 			var v uint64
-			if version == 2 {
+			if version == 1 {
 				x, err := r.u32()
 				if err != nil {
 					return nil, err
