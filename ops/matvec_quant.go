@@ -2,6 +2,8 @@ package ops
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 
 	"github.com/wgllm/wgllm/runtime/gpu"
 	"github.com/wgllm/wgllm/wgsl"
@@ -18,6 +20,7 @@ type quantKey struct {
 	DstF16 bool
 	WG     int
 	TPR    int
+	Unroll int
 }
 
 func (k quantKey) String() string {
@@ -27,7 +30,7 @@ func (k quantKey) String() string {
 		if k.XVec {
 			s += "_xv4"
 		}
-		return s + fmt.Sprintf("_wg%d_t%d", k.WG, k.TPR)
+		return s + fmt.Sprintf("_wg%d_t%d_u%d", k.WG, k.TPR, k.Unroll)
 	}
 	if k.DstF16 {
 		return s + "_df16"
@@ -71,7 +74,7 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 		}
 		src, err := wgsl.Render("dequant.wgsl", map[string]any{
 			"Kernel": key.Kernel, "T": key.T.String(), "M": key.M, "Ms": ms, "XVec": key.XVec,
-			"DstF16": key.DstF16, "WG": key.WG, "TPR": key.TPR, "BS": bs, "BB": bb, "PPB": ppb,
+			"DstF16": key.DstF16, "WG": key.WG, "TPR": key.TPR, "Unroll": key.Unroll, "BS": bs, "BB": bb, "PPB": ppb,
 		})
 		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
 		if key.Kernel != "dequant" {
@@ -131,6 +134,7 @@ func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
 	rowBytes := uint64(rowUnits)
 	np := k / bs * ppb
 	if w.DType == BF16 {
+		rowUnits = k
 		rowBytes = uint64(2 * k)
 		np = ceilDiv(k, 8)
 	}
@@ -139,7 +143,7 @@ func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
 		return fmt.Errorf("ops.MatVecQuant: weight %s: %w", w, err)
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0,
-		WG: matVecQuantWG, TPR: matVecQuantTPR}
+		WG: envInt("WGLLM_QMV_WG", matVecQuantWG), TPR: envInt("WGLLM_QMV_TPR", matVecQuantTPR), Unroll: envInt("WGLLM_QMV_UNROLL", 1)}
 	pipe, err := quantPipeline(ctx, key)
 	if err != nil {
 		return err
@@ -182,4 +186,12 @@ func rowsPerBinding(ctx *gpu.Context, rowBytes uint64, n int) (int, error) {
 		return 0, fmt.Errorf("one row of %d bytes exceeds the storage binding limit of %d bytes", rowBytes, limit)
 	}
 	return int(min(rows, uint64(n))), nil
+}
+
+// envInt: EXPERIMENT knob, to be removed.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }

@@ -376,7 +376,8 @@ fn piece(o: u32, sub: u32, eb: u32) {
 const WG: u32 = {{.WG}}u;
 const TPR: u32 = {{.TPR}}u;
 const R: u32 = WG / TPR;
-var<workgroup> red: array<f32, {{.M}}u * WG>;
+const RED: u32 = {{.M}}u * WG;
+var<workgroup> red: array<f32, RED>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -388,10 +389,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- end}}
   if (row < p.rows) {
     let rb = p.w_off + row * p.w_row;
+{{- if eq .Unroll 2}}
+    for (var g = lane; g < p.np; g += 2u * TPR) {
+      let blk = g / PPB;
+      piece(rb + blk * BB, g % PPB, blk * BS);
+      let g2 = g + TPR;
+      if (g2 < p.np) {
+        let blk2 = g2 / PPB;
+        piece(rb + blk2 * BB, g2 % PPB, blk2 * BS);
+      }
+    }
+{{- else}}
     for (var g = lane; g < p.np; g += TPR) {
       let blk = g / PPB;
       piece(rb + blk * BB, g % PPB, blk * BS);
     }
+{{- end}}
   }
 {{- range .Ms}}
   red[{{.}}u * WG + lid.x] = acc[{{.}}];
