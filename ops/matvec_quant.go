@@ -20,6 +20,7 @@ type quantKey struct {
 	DstF16 bool
 	WG     int
 	TPR    int
+	RPT    int
 	Unroll int
 }
 
@@ -30,7 +31,7 @@ func (k quantKey) String() string {
 		if k.XVec {
 			s += "_xv4"
 		}
-		return s + fmt.Sprintf("_wg%d_t%d_u%d", k.WG, k.TPR, k.Unroll)
+		return s + fmt.Sprintf("_wg%d_t%d_r%d_u%d", k.WG, k.TPR, k.RPT, k.Unroll)
 	}
 	if k.DstF16 {
 		return s + "_df16"
@@ -65,16 +66,36 @@ func quantLayout(dt DType) (bs, bb, ppb int, ok bool) {
 	return 0, 0, 0, false
 }
 
+// groupsPerPiece is G in the shader: runs of four elements per piece.
+func groupsPerPiece(dt DType) int {
+	bs, _, ppb, _ := quantLayout(dt)
+	return bs / ppb / 4
+}
+
+type accSlot struct{ M, I int }
+
 func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 	return ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
 		bs, bb, ppb, _ := quantLayout(key.T)
-		ms := make([]int, key.M)
-		for i := range ms {
-			ms[i] = i
+		rpt := max(key.RPT, 1)
+		seq := func(n int) []int {
+			out := make([]int, n)
+			for i := range out {
+				out[i] = i
+			}
+			return out
+		}
+		rms := make([][]accSlot, rpt)
+		for r := range rms {
+			for m := 0; m < key.M; m++ {
+				rms[r] = append(rms[r], accSlot{M: m, I: r*key.M + m})
+			}
 		}
 		src, err := wgsl.Render("dequant.wgsl", map[string]any{
-			"Kernel": key.Kernel, "T": key.T.String(), "M": key.M, "Ms": ms, "XVec": key.XVec,
-			"DstF16": key.DstF16, "WG": key.WG, "TPR": key.TPR, "Unroll": key.Unroll, "BS": bs, "BB": bb, "PPB": ppb,
+			"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
+			"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "Unroll": key.Unroll, "NAcc": key.M * rpt,
+			"Ms": seq(key.M), "Rs": seq(rpt), "RMs": rms, "Js": seq(groupsPerPiece(key.T)),
+			"Tail": key.T == BF16, "BS": bs, "BB": bb, "PPB": ppb,
 		})
 		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
 		if key.Kernel != "dequant" {
@@ -143,12 +164,13 @@ func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
 		return fmt.Errorf("ops.MatVecQuant: weight %s: %w", w, err)
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0,
-		WG: envInt("WGLLM_QMV_WG", matVecQuantWG), TPR: envInt("WGLLM_QMV_TPR", matVecQuantTPR), Unroll: envInt("WGLLM_QMV_UNROLL", 1)}
+		WG: envInt("WGLLM_QMV_WG", matVecQuantWG), TPR: matVecQuantTPR,
+		RPT: min(envInt("WGLLM_QMV_RPT", 4), max(1, 8/m)), Unroll: envInt("WGLLM_QMV_UNROLL", 2)}
 	pipe, err := quantPipeline(ctx, key)
 	if err != nil {
 		return err
 	}
-	rowsPerWG := key.WG / key.TPR
+	rowsPerWG := key.WG / key.TPR * key.RPT
 	for n0 := 0; n0 < n; n0 += chunk {
 		nc := min(chunk, n-n0)
 		wa, wo, err := binds("MatVecQuant", w.View(n0*k, nc, k))
