@@ -1,0 +1,219 @@
+package ops
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/wgllm/wgllm/runtime/gpu"
+	"github.com/wgllm/wgllm/wgsl"
+)
+
+// quantKey specialises wgsl/dequant.wgsl: the kernel (matvec, dequant,
+// embed), the weight type, and for matvec the number of x rows and whether x
+// can be read as vec4.
+type quantKey struct {
+	Kernel string
+	T      DType
+	M      int
+	XVec   bool
+	DstF16 bool
+	WG     int
+	TPR    int
+	RPT    int
+	Unroll int
+}
+
+func (k quantKey) String() string {
+	s := fmt.Sprintf("%s_%s", k.Kernel, k.T)
+	if k.Kernel == "matvec" {
+		s += fmt.Sprintf("_m%d", k.M)
+		if k.XVec {
+			s += "_xv4"
+		}
+		return s + fmt.Sprintf("_wg%d_t%d_r%d_u%d", k.WG, k.TPR, k.RPT, k.Unroll)
+	}
+	if k.DstF16 {
+		return s + "_df16"
+	}
+	return s + "_df32"
+}
+
+// quantParams mirrors Params in wgsl/dequant.wgsl.
+type quantParams struct {
+	Rows, K, NP    uint32
+	WOff, WRow     uint32
+	XOff, XStride  uint32
+	DOff, DStride  uint32
+	IDLo, IDHi     uint32
+	Vocab, ZeroOOB uint32
+}
+
+// quantLayout is how the shader walks a weight type: elements and bytes per
+// block (for bf16 a pseudo-block of 8 values, counted in halves) and pieces
+// per block (lanes sharing one block; each piece is 32 or 64 elements).
+func quantLayout(dt DType) (bs, bb, ppb int, ok bool) {
+	switch dt {
+	case Q4_0, Q4_1, Q5_0, Q5_1, Q8_0:
+		return 32, dt.BlockBytes(), 1, true
+	case Q2_K, Q3_K, Q6_K:
+		return 256, dt.BlockBytes(), 4, true
+	case Q4_K, Q5_K:
+		return 256, dt.BlockBytes(), 8, true
+	case BF16:
+		return 8, 8, 1, true
+	}
+	return 0, 0, 0, false
+}
+
+// groupsPerPiece is G in the shader: runs of four elements per piece.
+func groupsPerPiece(dt DType) int {
+	bs, _, ppb, _ := quantLayout(dt)
+	return bs / ppb / 4
+}
+
+type accSlot struct{ M, I int }
+
+func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
+	return ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
+		bs, bb, ppb, _ := quantLayout(key.T)
+		rpt := max(key.RPT, 1)
+		seq := func(n int) []int {
+			out := make([]int, n)
+			for i := range out {
+				out[i] = i
+			}
+			return out
+		}
+		rms := make([][]accSlot, rpt)
+		for r := range rms {
+			for m := 0; m < key.M; m++ {
+				rms[r] = append(rms[r], accSlot{M: m, I: r*key.M + m})
+			}
+		}
+		src, err := wgsl.Render("dequant.wgsl", map[string]any{
+			"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
+			"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "Unroll": key.Unroll, "NAcc": key.M * rpt,
+			"Ms": seq(key.M), "Rs": seq(rpt), "RMs": rms, "Js": seq(groupsPerPiece(key.T)),
+			"Tail": key.T == BF16, "BS": bs, "BB": bb, "PPB": ppb,
+		})
+		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
+		if key.Kernel != "dequant" {
+			storage = []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}
+		}
+		return gpu.PipelineSpec{Source: src, Storage: storage}, err
+	})
+}
+
+// MaxMatVecRows is the most x rows MatVecQuant takes in one call.
+const MaxMatVecRows = 8
+
+// Threads per weight row and workgroup size of the quantised matvec. They
+// fix each output's reduction order, so they never depend on M or N.
+const (
+	matVecQuantTPR = 32
+	matVecQuantWG  = 256
+)
+
+// MatVecQuant computes dst[m, n] = sum_k w[n, k] x[m, k] for a weight w
+// [N, K] stored block-quantised (any of Q4_0 ... Q6_K, as in GGUF) or bf16,
+// x [M, K] f32 with 1 <= M <= 8 and dst [M, N] f32. Each weight block is read
+// once for all M rows, and row n's result is bit-identical whatever M is.
+// Weights larger than one storage binding are split over several dispatches
+// by rows.
+func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
+	bs, bb, ppb, ok := quantLayout(w.DType)
+	if !ok {
+		return fmt.Errorf("ops.MatVecQuant: weight %s is not block-quantised or bf16", w)
+	}
+	if len(w.Shape) != 2 {
+		return fmt.Errorf("ops.MatVecQuant: weight %s must be [N, K]", w)
+	}
+	n, k := w.Shape[0], w.Shape[1]
+	if n <= 0 || k <= 0 || k%w.DType.BlockSize() != 0 {
+		return fmt.Errorf("ops.MatVecQuant: weight %s: rows must be whole %s blocks", w, w.DType)
+	}
+	if x.DType != F32 || dst.DType != F32 {
+		return fmt.Errorf("ops.MatVecQuant: x %s and dst %s must be f32", x, dst)
+	}
+	if len(x.Shape) == 0 || x.Shape[len(x.Shape)-1] != k || x.Len()%k != 0 {
+		return fmt.Errorf("ops.MatVecQuant: x %s does not have rows of K=%d (weight %s)", x, k, w)
+	}
+	m := x.Len() / k
+	if m < 1 || m > MaxMatVecRows {
+		return fmt.Errorf("ops.MatVecQuant: x %s has %d rows; 1 to %d are supported", x, m, MaxMatVecRows)
+	}
+	if len(dst.Shape) == 0 || dst.Shape[len(dst.Shape)-1] != n || dst.Len() != m*n {
+		return fmt.Errorf("ops.MatVecQuant: dst %s is not [%d, %d] for x %s and weight %s", dst, m, n, x, w)
+	}
+	args, offs, err := binds("MatVecQuant", x, dst)
+	if err != nil {
+		return err
+	}
+	ctx := enc.Context()
+	rowUnits := k / bs * bb // bytes per row, or halves for bf16
+	rowBytes := uint64(rowUnits)
+	np := k / bs * ppb
+	if w.DType == BF16 {
+		rowUnits = k
+		rowBytes = uint64(2 * k)
+		np = ceilDiv(k, 8)
+	}
+	chunk, err := rowsPerBinding(ctx, rowBytes, n)
+	if err != nil {
+		return fmt.Errorf("ops.MatVecQuant: weight %s: %w", w, err)
+	}
+	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0,
+		WG: envInt("WGLLM_QMV_WG", matVecQuantWG), TPR: matVecQuantTPR,
+		RPT: min(envInt("WGLLM_QMV_RPT", 4), max(1, 8/m)), Unroll: envInt("WGLLM_QMV_UNROLL", 2)}
+	pipe, err := quantPipeline(ctx, key)
+	if err != nil {
+		return err
+	}
+	rowsPerWG := key.WG / key.TPR * key.RPT
+	for n0 := 0; n0 < n; n0 += chunk {
+		nc := min(chunk, n-n0)
+		wa, wo, err := binds("MatVecQuant", w.View(n0*k, nc, k))
+		if err != nil {
+			return err
+		}
+		gx, gy := ctx.Grid(uint32(ceilDiv(nc, rowsPerWG)))
+		err = enc.Dispatch(pipe, quantParams{
+			Rows: uint32(nc), K: uint32(k), NP: uint32(np),
+			WOff: wo[0], WRow: uint32(rowUnits),
+			XOff: offs[0], XStride: uint32(k),
+			DOff: offs[1] + uint32(n0), DStride: uint32(n),
+		}, []gpu.Arg{wa[0], args[0], args[1]}, gx, gy, 1)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rowsPerBinding is how many rows of rowBytes fit one storage binding (all n
+// when the tensor fits; otherwise leaving room for the binding's offset
+// alignment).
+func rowsPerBinding(ctx *gpu.Context, rowBytes uint64, n int) (int, error) {
+	limit := ctx.MaxBinding()
+	if rowBytes*uint64(n) <= limit {
+		return n, nil
+	}
+	align := uint64(ctx.Limits.MinStorageBufferOffsetAlignment)
+	if align == 0 {
+		align = 256
+	}
+	rows := (limit - align) / rowBytes
+	if rows == 0 {
+		return 0, fmt.Errorf("one row of %d bytes exceeds the storage binding limit of %d bytes", rowBytes, limit)
+	}
+	return int(min(rows, uint64(n))), nil
+}
+
+// envInt: EXPERIMENT knob, to be removed.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,484 @@
+// GGUF block-quantised weights read in place, and three kernels built on one
+// set of block decoders (ops/matvec_quant.go, ops/dequant.go):
+//   matvec : dst[m, n] = sum_k w[n, k] x[m, k] for x rows m < M (decode)
+//   dequant: dst[r, :] = decode(src[r, :])          (prefill weights)
+//   embed  : dst[t, :] = decode(table[ids[t], :])   (token embeddings)
+//
+// The weight binding is array<u32>; blocks sit at arbitrary even byte offsets
+// (18, 22, 34, 110, 210-byte blocks), so every block read assembles its bytes
+// from whole words. A block is cut into PPB "pieces" (one lane's work: 32 or
+// 64 elements, or 8 bf16 values). Each type defines
+//   St                  what one piece's loads leave in registers,
+//   load(o, sub) -> St  the loads of piece sub of the block at W byte o,
+//   grp(st, sub, j)     the four weights of group j < G of the piece,
+//   gel(sub, j)         where group j's four consecutive elements start in
+//                       the block,
+// and the kernels loop over j (constant trip count: compilers unroll it and
+// the selects on j fold away). Decoding follows ggml's
+// dequantize_row_* in float32; every product it forms is exact in float32
+// (at most 24 significant bits), so fused multiply-adds cannot change a value
+// and the dequantised values match the CPU reference bit for bit.
+struct Params {
+  rows: u32,        // output rows handled by this dispatch
+  k: u32,           // elements per row
+  np: u32,          // pieces per row
+  w_off: u32,       // where row 0 starts in W: bytes (quantised) or halves (bf16)
+  w_row: u32,       // row stride in W, same unit as w_off
+  x_off: u32,       // matvec: first x element; embed: first id
+  x_stride: u32,    // matvec: elements between x rows
+  d_off: u32,       // first dst element
+  d_stride: u32,    // matvec: elements between dst rows (N); dequant/embed: per output row
+  id_lo: u32,       // embed: table rows [id_lo, id_hi) are in this dispatch's W window
+  id_hi: u32,
+  vocab: u32,       // embed: table rows; ids >= vocab give zero rows
+  zero_oob: u32,    // embed: this dispatch writes the zero rows of out-of-range ids
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+{{- if eq .Kernel "matvec"}}
+@group(0) @binding(2) var<storage, read> x: array<{{if .XVec}}vec4<f32>{{else}}f32{{end}}>;
+@group(0) @binding(3) var<storage, read_write> d: array<f32>;
+{{- else if eq .Kernel "embed"}}
+@group(0) @binding(2) var<storage, read> ids: array<u32>;
+@group(0) @binding(3) var<storage, read_write> d: array<{{if .DstF16}}u32{{else}}f32{{end}}>;
+{{- else}}
+@group(0) @binding(2) var<storage, read_write> d: array<{{if .DstF16}}u32{{else}}f32{{end}}>;
+{{- end}}
+
+const BS: u32 = {{.BS}}u;   // elements per block
+const BB: u32 = {{.BB}}u;   // bytes per block (bf16: halves per pseudo-block)
+const PPB: u32 = {{.PPB}}u; // pieces per block
+
+// --- byte helpers -----------------------------------------------------------
+
+// f16 bits to f32, exactly (subnormals included, whatever the GPU does with
+// denormals in unpack2x16float).
+fn f16f(h: u32) -> f32 {
+  let s = (h & 0x8000u) << 16u;
+  let e = (h >> 10u) & 0x1fu;
+  let m = h & 0x3ffu;
+  let sub = f32(m) * 5.9604644775390625e-8; // m * 2^-24, exact
+  let normal = bitcast<f32>(s | ((e + 112u) << 23u) | (m << 13u));
+  let special = bitcast<f32>(s | 0x7f800000u | (m << 13u));
+  return select(select(normal, special, e == 31u), select(sub, -sub, s != 0u), e == 0u);
+}
+fn lo16(a: u32) -> u32 { return a & 0xffffu; }
+fn hi16(a: u32) -> u32 { return a >> 16u; }
+// The 4 bytes starting 2 bytes into a: the word at a 2-mod-4 byte offset.
+fn mid(a: u32, b: u32) -> u32 { return (a >> 16u) | (b << 16u); }
+fn byte(a: u32, i: u32) -> u32 { return (a >> (8u * i)) & 0xffu; }
+// The four bytes of a word as values.
+fn u8x4(a: u32) -> vec4<f32> {
+  return vec4<f32>(vec4<u32>(a & 0xffu, (a >> 8u) & 0xffu, (a >> 16u) & 0xffu, a >> 24u));
+}
+fn i8x4(a: u32) -> vec4<f32> {
+  let v = bitcast<i32>(a);
+  return vec4<f32>(vec4<i32>((v << 24u) >> 24u, (v << 16u) >> 24u, (v << 8u) >> 24u, v >> 24u));
+}
+// 16 bytes at an even byte offset (five word loads, no divergence).
+fn ld16(o: u32) -> vec4<u32> {
+  let i = o >> 2u;
+  let a = W[i]; let b = W[i + 1u]; let c = W[i + 2u]; let e = W[i + 3u]; let f = W[i + 4u];
+  return select(vec4<u32>(mid(a, b), mid(b, c), mid(c, e), mid(e, f)), vec4<u32>(a, b, c, e), (o & 2u) == 0u);
+}
+// 12 bytes at an even byte offset.
+fn ld12(o: u32) -> vec3<u32> {
+  let i = o >> 2u;
+  let a = W[i]; let b = W[i + 1u]; let c = W[i + 2u]; let e = W[i + 3u];
+  return select(vec3<u32>(mid(a, b), mid(b, c), mid(c, e)), vec3<u32>(a, b, c), (o & 2u) == 0u);
+}
+// The u16 at an even byte offset.
+fn ld2(o: u32) -> u32 { return (W[o >> 2u] >> ((o & 2u) * 8u)) & 0xffffu; }
+// Spread the low 4 bits of h to bit 0 of each byte.
+fn bits4(h: u32) -> u32 {
+  return (h & 1u) | ((h & 2u) << 7u) | ((h & 4u) << 14u) | ((h & 8u) << 21u);
+}
+
+// --- piece decoders ---------------------------------------------------------
+{{- if eq .T "q4_0"}}
+// block_q4_0 {d f16; qs[16]}: element j < 16 is the low nibble of qs[j],
+// element j + 16 the high nibble; value (q - 8) * d. A piece is a block.
+struct St { q: vec4<u32>, d: f32 }
+const G: u32 = 8u;
+fn load(o: u32, sub: u32) -> St {
+  let i = o >> 2u;
+  let a0 = W[i]; let a1 = W[i + 1u]; let a2 = W[i + 2u]; let a3 = W[i + 3u]; let a4 = W[i + 4u];
+  let al = (o & 2u) == 0u;
+  return St(select(vec4<u32>(a1, a2, a3, a4), vec4<u32>(mid(a0, a1), mid(a1, a2), mid(a2, a3), mid(a3, a4)), al),
+            f16f(select(hi16(a0), lo16(a0), al)));
+}
+fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  return (u8x4((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) - 8.0) * s.d;
+}
+{{- else if eq .T "q4_1"}}
+// block_q4_1 {d, m f16; qs[16]} (20 bytes: always word aligned): q * d + m.
+struct St { q: vec4<u32>, d: f32, m: f32 }
+const G: u32 = 8u;
+fn load(o: u32, sub: u32) -> St {
+  let i = o >> 2u;
+  let dm = W[i];
+  return St(vec4<u32>(W[i + 1u], W[i + 2u], W[i + 3u], W[i + 4u]), f16f(lo16(dm)), f16f(hi16(dm)));
+}
+fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  return u8x4((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) * s.d + s.m;
+}
+{{- else if eq .T "q5_0"}}
+// block_q5_0 {d f16; qh u32; qs[16]}: bit 4 of element j is bit j of qh;
+// value (q - 16) * d.
+struct St { q: vec4<u32>, qh: u32, d: f32 }
+const G: u32 = 8u;
+fn load(o: u32, sub: u32) -> St {
+  let i = o >> 2u;
+  let a0 = W[i]; let a1 = W[i + 1u]; let a2 = W[i + 2u]; let a3 = W[i + 3u]; let a4 = W[i + 4u]; let a5 = W[i + 5u];
+  let al = (o & 2u) == 0u;
+  return St(select(vec4<u32>(a2, a3, a4, a5), vec4<u32>(mid(a1, a2), mid(a2, a3), mid(a3, a4), mid(a4, a5)), al),
+            select(a1, mid(a0, a1), al), f16f(select(hi16(a0), lo16(a0), al)));
+}
+fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  let h = bits4(s.qh >> (4u * j)) << 4u;
+  return (u8x4(((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | h) - 16.0) * s.d;
+}
+{{- else if eq .T "q5_1"}}
+// block_q5_1 {d, m f16; qh u32; qs[16]} (24 bytes: word aligned): q * d + m.
+struct St { q: vec4<u32>, qh: u32, d: f32, m: f32 }
+const G: u32 = 8u;
+fn load(o: u32, sub: u32) -> St {
+  let i = o >> 2u;
+  let dm = W[i];
+  return St(vec4<u32>(W[i + 2u], W[i + 3u], W[i + 4u], W[i + 5u]), W[i + 1u], f16f(lo16(dm)), f16f(hi16(dm)));
+}
+fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  let h = bits4(s.qh >> (4u * j)) << 4u;
+  return u8x4(((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | h) * s.d + s.m;
+}
+{{- else if eq .T "q8_0"}}
+// block_q8_0 {d f16; qs[32] int8}: q * d.
+struct St { qa: vec4<u32>, qb: vec4<u32>, d: f32 }
+const G: u32 = 8u;
+fn load(o: u32, sub: u32) -> St {
+  let i = o >> 2u;
+  let a0 = W[i]; let a1 = W[i + 1u]; let a2 = W[i + 2u]; let a3 = W[i + 3u]; let a4 = W[i + 4u];
+  let a5 = W[i + 5u]; let a6 = W[i + 6u]; let a7 = W[i + 7u]; let a8 = W[i + 8u];
+  let al = (o & 2u) == 0u;
+  return St(select(vec4<u32>(a1, a2, a3, a4), vec4<u32>(mid(a0, a1), mid(a1, a2), mid(a2, a3), mid(a3, a4)), al),
+            select(vec4<u32>(a5, a6, a7, a8), vec4<u32>(mid(a4, a5), mid(a5, a6), mid(a6, a7), mid(a7, a8)), al),
+            f16f(select(hi16(a0), lo16(a0), al)));
+}
+fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  return i8x4(select(s.qa[j & 3u], s.qb[j & 3u], j >= 4u)) * s.d;
+}
+{{- else if eq .T "q2_k"}}
+// block_q2_K {scales[16]; qs[64]; d, dmin f16} (84 bytes: word aligned).
+// Element e = 128h + 32t + l: (qs[32h + l] >> 2t) & 3, scaled by
+// scales[e / 16] (low nibble * d, minus high nibble * dmin).
+// Piece sub = (h, half of l): 64 elements; group j = (t, 4 values of l).
+struct St { q: vec4<u32>, dl: vec4<f32>, ml: vec4<f32> }
+const G: u32 = 16u;
+fn load(o: u32, sub: u32) -> St {
+  let i = o >> 2u;
+  let h = sub >> 1u;
+  let lh = sub & 1u;
+  let dm = W[i + 20u];
+  let dd = f16f(lo16(dm));
+  let dmin = f16f(hi16(dm));
+  let s0 = W[i + 2u * h]; let s1 = W[i + 2u * h + 1u]; // scales[8h .. 8h+7]
+  let qi = i + 4u + 8u * h + 4u * lh;
+  // scales[8h + 2t + lh] for t = 0..3
+  let sc = vec4<u32>(byte(s0, lh), byte(s0, 2u + lh), byte(s1, lh), byte(s1, 2u + lh));
+  return St(vec4<u32>(W[qi], W[qi + 1u], W[qi + 2u], W[qi + 3u]),
+            dd * vec4<f32>(sc & vec4<u32>(0xfu)), dmin * vec4<f32>(sc >> vec4<u32>(4u)));
+}
+fn gel(sub: u32, j: u32) -> u32 { return 128u * (sub >> 1u) + 32u * (j >> 2u) + 16u * (sub & 1u) + 4u * (j & 3u); }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  let t = j >> 2u;
+  return s.dl[t] * u8x4((s.q[j & 3u] >> (2u * t)) & 0x03030303u) - s.ml[t];
+}
+{{- else if eq .T "q3_k"}}
+// block_q3_K {hmask[32]; qs[64]; scales[12]; d f16}. Element e = 128h + 32t
+// + l: low bits (qs[32h + l] >> 2t) & 3, minus 4 unless bit 4h + t of
+// hmask[l] is set; times d * (6-bit scale e / 16 - 32).
+// Piece sub = (h, half of l): 64 elements; group j = (t, 4 values of l).
+struct St { q: vec4<u32>, hm: vec4<u32>, dl: vec4<f32> }
+const G: u32 = 16u;
+fn load(o: u32, sub: u32) -> St {
+  let h = sub >> 1u;
+  let lh = sub & 1u;
+  let hm = ld16(o + 16u * lh) >> vec4<u32>(4u * h);
+  let q = ld16(o + 32u + 32u * h + 16u * lh);
+  let sc = ld12(o + 96u);
+  let dd = f16f(ld2(o + 108u));
+  // Scale s = 8h + 2t + lh: low 4 bits from byte s % 8 (nibble s / 8 = h),
+  // high 2 bits from byte 8 + s % 4 (bits 2 * (s / 4)).
+  var dl: vec4<f32>;
+  for (var t = 0u; t < 4u; t++) {
+    let b = 2u * t + lh;
+    let lo = (select(sc.x, sc.y, t >= 2u) >> (8u * (b & 3u) + 4u * h)) & 0xfu;
+    let hi = (sc.z >> (8u * (b & 3u) + 2u * (2u * h + (t >> 1u)))) & 3u;
+    dl[t] = dd * f32(i32(lo | (hi << 4u)) - 32);
+  }
+  return St(q, hm, dl);
+}
+fn gel(sub: u32, j: u32) -> u32 { return 128u * (sub >> 1u) + 32u * (j >> 2u) + 16u * (sub & 1u) + 4u * (j & 3u); }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  let t = j >> 2u;
+  let k = j & 3u;
+  let v = ((s.q[k] >> (2u * t)) & 0x03030303u) | (((s.hm[k] >> t) & 0x01010101u) << 2u);
+  return s.dl[t] * (u8x4(v) - 4.0);
+}
+{{- else if or (eq .T "q4_k") (eq .T "q5_k")}}
+// 6-bit scale and min j of the 12 packed bytes (ggml's get_scale_min_k4).
+fn scale_min_k4(j: u32, s0: u32, s1: u32, s2: u32) -> vec2<f32> {
+  if (j < 4u) {
+    return vec2<f32>(f32(byte(s0, j) & 63u), f32(byte(s1, j) & 63u));
+  }
+  let jj = j - 4u;
+  return vec2<f32>(f32((byte(s2, jj) & 0xfu) | ((byte(s0, jj) >> 6u) << 4u)),
+                   f32((byte(s2, jj) >> 4u) | ((byte(s1, jj) >> 6u) << 4u)));
+}
+// Group j of piece (c, half lh of l): elements 64c + 32(j / 4) + 16lh + 4(j % 4).
+fn gel(sub: u32, j: u32) -> u32 { return 64u * (sub >> 1u) + 32u * (j >> 2u) + 16u * (sub & 1u) + 4u * (j & 3u); }
+const G: u32 = 8u;
+{{- if eq .T "q4_k"}}
+// block_q4_K {d, dmin f16; scales[12]; qs[128]} (144 bytes: 16-byte aligned).
+// Sub-block sb = e / 32 of chunk c = e / 64: nibble sb & 1 of qs[32c + e % 32];
+// value d * sc[sb] * q - dmin * m[sb]. Piece sub = (c, half of l): 32 elements.
+struct St { q: vec4<u32>, d0: f32, m0: f32, d1: f32, m1: f32 }
+fn load(o: u32, sub: u32) -> St {
+  let i = o >> 2u;
+  let c = sub >> 1u;
+  let dm = W[i];
+  let dd = f16f(lo16(dm));
+  let dmin = f16f(hi16(dm));
+  let s0 = W[i + 1u]; let s1 = W[i + 2u]; let s2 = W[i + 3u];
+  let sm0 = scale_min_k4(2u * c, s0, s1, s2);
+  let sm1 = scale_min_k4(2u * c + 1u, s0, s1, s2);
+  let qi = i + 4u + 8u * c + 4u * (sub & 1u);
+  return St(vec4<u32>(W[qi], W[qi + 1u], W[qi + 2u], W[qi + 3u]), dd * sm0.x, dmin * sm0.y, dd * sm1.x, dmin * sm1.y);
+}
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  let hb = j >> 2u;
+  return select(s.d0, s.d1, hb == 1u) * u8x4((s.q[j & 3u] >> (4u * hb)) & 0x0f0f0f0fu) - select(s.m0, s.m1, hb == 1u);
+}
+{{- else}}
+// block_q5_K {d, dmin f16; scales[12]; qh[32]; qs[128]} (176 bytes: 16-byte
+// aligned). As q4_K, plus bit 4 of element 64c + l (l < 32) is bit 2c of qh[l]
+// and of element 64c + 32 + l is bit 2c + 1.
+struct St { q: vec4<u32>, qh: vec4<u32>, d0: f32, m0: f32, d1: f32, m1: f32 }
+fn load(o: u32, sub: u32) -> St {
+  let i = o >> 2u;
+  let c = sub >> 1u;
+  let lh = sub & 1u;
+  let dm = W[i];
+  let dd = f16f(lo16(dm));
+  let dmin = f16f(hi16(dm));
+  let s0 = W[i + 1u]; let s1 = W[i + 2u]; let s2 = W[i + 3u];
+  let sm0 = scale_min_k4(2u * c, s0, s1, s2);
+  let sm1 = scale_min_k4(2u * c + 1u, s0, s1, s2);
+  let qi = i + 12u + 8u * c + 4u * lh;
+  let hi = i + 4u + 4u * lh;
+  return St(vec4<u32>(W[qi], W[qi + 1u], W[qi + 2u], W[qi + 3u]),
+            vec4<u32>(W[hi], W[hi + 1u], W[hi + 2u], W[hi + 3u]) >> vec4<u32>(2u * c),
+            dd * sm0.x, dmin * sm0.y, dd * sm1.x, dmin * sm1.y);
+}
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  let hb = j >> 2u;
+  let k = j & 3u;
+  let v = ((s.q[k] >> (4u * hb)) & 0x0f0f0f0fu) | (((s.qh[k] >> hb) & 0x01010101u) << 4u);
+  return select(s.d0, s.d1, hb == 1u) * u8x4(v) - select(s.m0, s.m1, hb == 1u);
+}
+{{- end}}
+{{- else if eq .T "q6_k"}}
+// block_q6_K {ql[128]; qh[64]; scales[16] int8; d f16}. Element e = 128h +
+// 32t + l: low 4 bits are nibble t / 2 of ql[64h + 32(t & 1) + l], high 2 bits
+// are bits 2t of qh[32h + l]; value d * scales[e / 16] * (q - 32).
+// Piece sub = (h, half of l): 64 elements; group j = (t, 4 values of l).
+struct St { qa: vec4<u32>, qb: vec4<u32>, qh: vec4<u32>, dl: vec4<f32> }
+const G: u32 = 16u;
+fn load(o: u32, sub: u32) -> St {
+  let h = sub >> 1u;
+  let lh = sub & 1u;
+  let sc = ld12(o + 192u + 8u * h); // scales[8h .. 8h+7] in .xy
+  let dd = f16f(ld2(o + 208u));
+  // scales[8h + 2t + lh], int8, for t = 0..3
+  let sb = vec4<u32>(byte(sc.x, lh), byte(sc.x, 2u + lh), byte(sc.y, lh), byte(sc.y, 2u + lh));
+  let si = (bitcast<vec4<i32>>(sb << vec4<u32>(24u))) >> vec4<u32>(24u);
+  return St(ld16(o + 64u * h + 16u * lh), ld16(o + 64u * h + 32u + 16u * lh), ld16(o + 128u + 32u * h + 16u * lh),
+            dd * vec4<f32>(si));
+}
+fn gel(sub: u32, j: u32) -> u32 { return 128u * (sub >> 1u) + 32u * (j >> 2u) + 16u * (sub & 1u) + 4u * (j & 3u); }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  let t = j >> 2u;
+  let k = j & 3u;
+  let ql = select(s.qa[k], s.qb[k], (t & 1u) == 1u) >> (4u * (t >> 1u));
+  let v = (ql & 0x0f0f0f0fu) | (((s.qh[k] >> (2u * t)) & 0x03030303u) << 4u);
+  return s.dl[t] * (u8x4(v) - 32.0);
+}
+{{- else if eq .T "bf16"}}
+// bf16 rows of any length at any element offset: o is the piece's first half
+// in W; a piece is 8 values (groups past the row's end are skipped).
+struct St { v: vec4<u32> }
+const G: u32 = 2u;
+fn load(o: u32, sub: u32) -> St {
+  let wi = o >> 1u;
+  let a0 = W[wi]; let a1 = W[wi + 1u]; let a2 = W[wi + 2u]; let a3 = W[wi + 3u]; let a4 = W[wi + 4u];
+  return St(select(vec4<u32>(mid(a0, a1), mid(a1, a2), mid(a2, a3), mid(a3, a4)), vec4<u32>(a0, a1, a2, a3), (o & 1u) == 0u));
+}
+fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  let a = select(s.v.x, s.v.z, j == 1u);
+  let b = select(s.v.y, s.v.w, j == 1u);
+  return vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
+}
+{{- end}}
+
+// --- kernels ----------------------------------------------------------------
+{{- if eq .Kernel "matvec"}}
+// A lane computes RPT rows at once (x is loaded once for all of them); the
+// TPR lanes of a row group take pieces lane, lane + TPR, ... in that order,
+// and their partial sums meet in a fixed tree. So a row's result depends on
+// neither M, RPT nor the other rows: only on TPR, which is fixed.
+const WG: u32 = {{.WG}}u;
+const TPR: u32 = {{.TPR}}u;
+const RPT: u32 = {{.RPT}}u;
+const NACC: u32 = {{.NAcc}}u;
+const RED: u32 = NACC * WG;
+var<private> acc: array<f32, NACC>;   // acc[r * M + m]
+var<workgroup> red: array<f32, RED>;
+
+fn xv(m: u32, e: u32) -> vec4<f32> {
+  let i = p.x_off + m * p.x_stride + e;
+{{- if .XVec}}
+  return x[i >> 2u];
+{{- else}}
+  // Not vec4-aligned; elements past the row (a bf16 tail) read as zero.
+  return vec4<f32>(select(0.0, x[i], e < p.k), select(0.0, x[i + 1u], e + 1u < p.k),
+                   select(0.0, x[i + 2u], e + 2u < p.k), select(0.0, x[i + 3u], e + 3u < p.k));
+{{- end}}
+}
+
+// Multiply-accumulate one piece of each of the RPT rows.
+fn consume({{range .Rs}}s{{.}}: St, {{end}}eb: u32, sub: u32) {
+  for (var j = 0u; j < G; j++) {
+    let e = eb + gel(sub, j);
+{{- if $.Tail}}
+    if (e >= p.k) { break; }
+{{- end}}
+{{- range $.Ms}}
+    let x{{.}} = xv({{.}}u, e);
+{{- end}}
+{{- range $r := $.Rs}}
+    {
+      let w = grp(s{{$r}}, sub, j);
+{{- range index $.RMs $r}}
+      acc[{{.I}}] += dot(w, x{{.M}});
+{{- end}}
+    }
+{{- end}}
+  }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+  let lane = lid.x % TPR;
+  let row0 = ((wid.y * nwg.x + wid.x) * (WG / TPR) + lid.x / TPR) * RPT;
+  for (var i = 0u; i < NACC; i++) { acc[i] = 0.0; }
+  if (row0 < p.rows) {
+    // Rows past the end re-read the last row; they are not written.
+{{- range .Rs}}
+    let rb{{.}} = p.w_off + min(row0 + {{.}}u, p.rows - 1u) * p.w_row;
+{{- end}}
+    var g = lane;
+{{- if eq .Unroll 2}}
+    // Two pieces per step, all their loads issued before any use.
+    for (; g + TPR < p.np; g += 2u * TPR) {
+      let ba = g / PPB;
+      let sa = g % PPB;
+      let bb = (g + TPR) / PPB;
+      let sb = (g + TPR) % PPB;
+{{- range .Rs}}
+      let a{{.}} = load(rb{{.}} + ba * BB, sa);
+      let b{{.}} = load(rb{{.}} + bb * BB, sb);
+{{- end}}
+      consume({{range .Rs}}a{{.}}, {{end}}ba * BS, sa);
+      consume({{range .Rs}}b{{.}}, {{end}}bb * BS, sb);
+    }
+{{- end}}
+    for (; g < p.np; g += TPR) {
+      let ba = g / PPB;
+      let sa = g % PPB;
+{{- range .Rs}}
+      let a{{.}} = load(rb{{.}} + ba * BB, sa);
+{{- end}}
+      consume({{range .Rs}}a{{.}}, {{end}}ba * BS, sa);
+    }
+  }
+  for (var i = 0u; i < NACC; i++) { red[i * WG + lid.x] = acc[i]; }
+  workgroupBarrier();
+  for (var s = TPR / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      for (var i = 0u; i < NACC; i++) { red[i * WG + lid.x] += red[i * WG + lid.x + s]; }
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u) {
+{{- range $r := .Rs}}
+    if (row0 + {{$r}}u < p.rows) {
+{{- range index $.RMs $r}}
+      d[p.d_off + {{.M}}u * p.d_stride + row0 + {{$r}}u] = red[{{.I}}u * WG + lid.x];
+{{- end}}
+    }
+{{- end}}
+  }
+}
+{{- else}}
+var<private> dbase: u32;
+
+fn store(e: u32, w: vec4<f32>) {
+  let i = dbase + e;
+{{- if .DstF16}}
+  // dst starts at an even element and rows are whole blocks: i is even.
+  d[i >> 1u] = pack2x16float(w.xy);
+  d[(i >> 1u) + 1u] = pack2x16float(w.zw);
+{{- else}}
+  d[i] = w.x; d[i + 1u] = w.y; d[i + 2u] = w.z; d[i + 3u] = w.w;
+{{- end}}
+}
+
+// One thread per piece of the output.
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+  let g = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+  let row = g / p.np;
+  if (row >= p.rows) { return; }
+  let r = g % p.np;
+  let blk = r / PPB;
+  let sub = r % PPB;
+  let eb = blk * BS;
+  dbase = p.d_off + row * p.d_stride + eb;
+{{- if eq .Kernel "embed"}}
+  let id = ids[p.x_off + row];
+  if (id < p.id_lo || id >= p.id_hi) {
+    if (p.zero_oob != 0u && id >= p.vocab) {
+      // No such table row: this piece's share of the output row is zero.
+      for (var e = sub * (BS / PPB); e < (sub + 1u) * (BS / PPB); e += 4u) {
+        store(e, vec4<f32>(0.0));
+      }
+    }
+    return;
+  }
+  let s = load(p.w_off + (id - p.id_lo) * p.w_row + blk * BB, sub);
+{{- else}}
+  let s = load(p.w_off + row * p.w_row + blk * BB, sub);
+{{- end}}
+  for (var j = 0u; j < G; j++) {
+    store(gel(sub, j), grp(s, sub, j));
+  }
+}
+{{- end}}
