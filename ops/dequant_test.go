@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/wgllm/wgllm/internal/gputest"
-	"github.com/wgllm/wgllm/internal/testdata"
+	"github.com/wgllm/wgllm/internal/sharedfiles"
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/runtime/gpu"
@@ -341,7 +341,7 @@ func TestDequantizeRejectsBadShapes(t *testing.T) {
 // a float64 matvec of those values.
 func TestDequantizeModelTensors(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	dir := filepath.Join(testdata.SharedDir(t), "models")
+	dir := filepath.Join(sharedfiles.SharedDir(t), "models")
 	files := map[string][]gguf.GGMLType{
 		"kjv-30m-q4_k_m.gguf": {gguf.Q4_K, gguf.Q6_K},
 		"kjv-30m-q4_0.gguf":   {gguf.Q4_0},

@@ -22,9 +22,9 @@ const rotateBytes = 160 << 20
 
 // benchSetup gives the benchmark's context with per-dispatch validation
 // off (restored afterwards), and whether a shape of the given size runs.
-func benchSetup(b *testing.B, bytes int) *gpu.Context {
+func quantBenchCtx(b *testing.B, bytes int) *gpu.Context {
 	ctx := gputest.Ctx(b)
-	software := ctx.Adapter.Type == "CPU" || ctx.Adapter.Type == "cpu"
+	software := ctx.Software()
 	if software && bytes > 8<<20 && os.Getenv("WGLLM_BENCH_FULL") == "" {
 		b.Skipf("software adapter %q: big shape skipped (set WGLLM_BENCH_FULL=1)", ctx.Adapter.Name)
 	}
@@ -93,7 +93,7 @@ func BenchmarkMatVecQuant(b *testing.B) {
 
 func benchMatVecQuant(b *testing.B, dt ops.DType, n, k, m int) {
 	bytes := n * k / dt.BlockSize() * dt.BlockBytes()
-	ctx := benchSetup(b, bytes)
+	ctx := quantBenchCtx(b, bytes)
 	rng := rand.New(rand.NewSource(1))
 	raw := randomBlocks(rng, dt, n*k)
 	ws := make([]ops.Tensor, copiesFor(ctx, bytes))
@@ -123,7 +123,7 @@ func BenchmarkDequantize(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/%dx%d", dt, n, k), func(b *testing.B) {
 				src := n * k / dt.BlockSize() * dt.BlockBytes()
 				bytes := src + 2*n*k
-				ctx := benchSetup(b, bytes)
+				ctx := quantBenchCtx(b, bytes)
 				rng := rand.New(rand.NewSource(1))
 				w, err := ops.FromBytes(ctx, "w", dt, randomBlocks(rng, dt, n*k), n, k)
 				must(b, err)
