@@ -133,20 +133,25 @@ func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
 		return nil, err
 	}
 	m.weightBytes = u.bytes
-
-	kvType := opt.KVType
-	if kvType != ops.F32 && kvType != ops.F16 {
-		return nil, fmt.Errorf("model: KV cache type %s: want f32 or f16", kvType)
-	}
-	if m.KV, err = kv.New(ctx, kv.Config{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
-		Capacity: opt.CtxLen, Seqs: opt.Seqs, DType: kvType}); err != nil {
-		return nil, err
-	}
-	if err := m.allocScratch(); err != nil {
+	if err := m.finish(opt); err != nil {
 		return nil, err
 	}
 	ok = true
 	return m, nil
+}
+
+// finish allocates the KV cache and scratch once the weights are in place.
+func (m *Model) finish(opt Options) error {
+	c := m.Cfg
+	if opt.KVType != ops.F32 && opt.KVType != ops.F16 {
+		return fmt.Errorf("model: KV cache type %s: want f32 or f16", opt.KVType)
+	}
+	var err error
+	if m.KV, err = kv.New(m.ctx, kv.Config{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
+		Capacity: opt.CtxLen, Seqs: opt.Seqs, DType: opt.KVType}); err != nil {
+		return err
+	}
+	return m.allocScratch()
 }
 
 func (m *Model) allocScratch() error {
@@ -480,4 +485,20 @@ func (l *Layer) forward(m *Model, enc *gpu.Encoder, li, seq, pos, n int, x, h, t
 		return err
 	}
 	return ops.Add(enc, x, x, tmp)
+}
+
+// Tensors lists the weights (each once, also when the output is tied).
+func (m *Model) Tensors() []ops.Tensor {
+	ts := []ops.Tensor{m.Embd, m.Norm}
+	if !m.Cfg.TiedOutput {
+		ts = append(ts, m.Output)
+	}
+	for _, l := range m.Layers {
+		for _, t := range []ops.Tensor{l.AttnNorm, l.FFNNorm, l.Q, l.K, l.V, l.O, l.BQ, l.BK, l.BV, l.QNorm, l.KNorm, l.Gate, l.Up, l.Down} {
+			if t.Buf != nil {
+				ts = append(ts, t)
+			}
+		}
+	}
+	return ts
 }

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/wgllm/wgllm/ops"
+	"github.com/wgllm/wgllm/runtime/gguf"
+	"github.com/wgllm/wgllm/runtime/gpu"
+	"github.com/wgllm/wgllm/runtime/model"
+)
+
+// benchResult is one test, with llama-bench's JSON field names.
+type benchResult struct {
+	Model       string    `json:"model_type"`
+	ModelSize   uint64    `json:"model_size"`
+	ModelParams uint64    `json:"model_n_params"`
+	Adapter     string    `json:"gpu_info"`
+	Backend     string    `json:"backends"`
+	NPrompt     int       `json:"n_prompt"`
+	NGen        int       `json:"n_gen"`
+	AvgTS       float64   `json:"avg_ts"`
+	StddevTS    float64   `json:"stddev_ts"`
+	AvgNS       float64   `json:"avg_ns"`
+	Samples     []float64 `json:"samples_ts"`
+}
+
+func benchCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench (-m MODEL | --shape NAME --type TYPE) [-p 512] [-n 128] [-r 3] [--json]",
+		Short: "Prefill (pp) and decode (tg) tokens/s, like llama-bench",
+		Long: "Measures prompt processing of -p tokens in one batch and generation of -n tokens one at a time\n" +
+			"(greedy, the token picked on the GPU), each repeated -r times from an empty context.\n" +
+			"--shape synthesises a model of a real shape with random weights in GPU memory: " + strings.Join(model.ShapeNames(), ", ") + ".",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := cmd.Flags()
+			nP, _ := f.GetInt("n-prompt")
+			nG, _ := f.GetInt("n-gen")
+			reps, _ := f.GetInt("repetitions")
+			asJSON, _ := f.GetBool("json")
+			shape, _ := f.GetString("shape")
+			typName, _ := f.GetString("type")
+			if reps < 1 || nP < 0 || nG < 0 || nP+nG == 0 {
+				return fmt.Errorf("need -r ≥ 1 and -p or -n > 0")
+			}
+			ctx, err := gpu.New(a.gpuOptions())
+			if err != nil {
+				return err
+			}
+			defer ctx.Close()
+			defer ops.ReleaseAttentionScratch(ctx)
+			kt, err := kvType(a.cfg.GetString("kv.dtype"))
+			if err != nil {
+				return err
+			}
+			opt := model.Options{CtxLen: max(nP, nG) + 1, KVType: kt, Batch: max(nP, 1)}
+			var m *model.Model
+			var label string
+			t0 := time.Now()
+			if shape != "" {
+				cfg, ok := model.Shapes[shape]
+				if !ok {
+					return fmt.Errorf("unknown shape %q: %s", shape, strings.Join(model.ShapeNames(), ", "))
+				}
+				typ, err := model.ParseWeightType(typName)
+				if err != nil {
+					return err
+				}
+				if m, err = model.Synthesize(ctx, cfg, typ, opt, 1); err != nil {
+					return err
+				}
+				label = shape + " " + strings.ToUpper(typName) + " (random)"
+			} else {
+				path, err := a.modelPath(cmd)
+				if err != nil {
+					return err
+				}
+				gf, err := gguf.Open(path)
+				if err != nil {
+					return err
+				}
+				defer gf.Close()
+				if m, err = model.Load(ctx, gf, opt); err != nil {
+					return err
+				}
+				label = filepath.Base(path)
+			}
+			defer m.Close()
+			w, kvb, s := m.Memory()
+			a.log.Info().Str("model", label).Dur("load", time.Since(t0)).Uint64("weights_bytes", w).
+				Uint64("kv_bytes", kvb).Uint64("scratch_bytes", s).Str("adapter", ctx.Adapter.Name).Msg("bench model ready")
+			var results []benchResult
+			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + ctx.Adapter.Backend}
+			rng := rand.New(rand.NewSource(42))
+			tokens := make([]int32, max(nP, 1))
+			for i := range tokens {
+				tokens[i] = int32(rng.Intn(m.Cfg.Vocab))
+			}
+			seq, err := m.KV.Acquire()
+			if err != nil {
+				return err
+			}
+			run := func(nPrompt, nGen int) error {
+				r := base
+				r.NPrompt, r.NGen = nPrompt, nGen
+				// One untimed warm-up builds pipelines and bind groups.
+				for rep := -1; rep < reps; rep++ {
+					if err := m.KV.Truncate(seq, 0); err != nil {
+						return err
+					}
+					start := time.Now()
+					if nPrompt > 0 {
+						if _, err := m.Forward(seq, tokens[:nPrompt], model.NextGreedy, nil); err != nil {
+							return err
+						}
+					} else {
+						next := tokens[0]
+						for i := 0; i < nGen; i++ {
+							if next, err = m.Forward(seq, []int32{next}, model.NextGreedy, nil); err != nil {
+								return err
+							}
+						}
+					}
+					el := time.Since(start)
+					if rep >= 0 {
+						r.Samples = append(r.Samples, float64(nPrompt+nGen)/el.Seconds())
+						r.AvgNS += float64(el.Nanoseconds()) / float64(reps)
+					}
+				}
+				r.AvgTS, r.StddevTS = meanStd(r.Samples)
+				results = append(results, r)
+				return nil
+			}
+			if nP > 0 {
+				if err := run(nP, 0); err != nil {
+					return err
+				}
+			}
+			if nG > 0 {
+				if err := run(0, nG); err != nil {
+					return err
+				}
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(results)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
+			fmt.Fprintln(tw, "model\tsize\tparams\tbackend\ttest\tt/s\t")
+			for _, r := range results {
+				test := fmt.Sprintf("pp%d", r.NPrompt)
+				if r.NGen > 0 {
+					test = fmt.Sprintf("tg%d", r.NGen)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%.2f B\t%s\t%s\t%.2f ± %.2f\t\n", r.Model, bytesHuman(r.ModelSize), float64(r.ModelParams)/1e9, r.Backend, test, r.AvgTS, r.StddevTS)
+			}
+			tw.Flush()
+			fmt.Fprintf(os.Stdout, "adapter: %s (%s); decode reads %s of weights per token: %.1f GB/s at the tg rate\n",
+				ctx.Adapter.Name, ctx.Adapter.Backend, bytesHuman(w), float64(w)*lastTG(results)/1e9)
+			return nil
+		},
+	}
+	cmd.Flags().StringP("model", "m", "", "GGUF model file")
+	cmd.Flags().String("shape", "", "synthesise a random-weight model of this shape instead of loading one")
+	cmd.Flags().String("type", "q4_0", "weight type with --shape (f32, f16, q8_0, q4_0, q4_k, q4_k_m, ...)")
+	cmd.Flags().IntP("n-prompt", "p", 512, "prompt tokens processed in one batch (0: skip)")
+	cmd.Flags().IntP("n-gen", "n", 128, "tokens generated one at a time (0: skip)")
+	cmd.Flags().IntP("repetitions", "r", 3, "repetitions of each test")
+	cmd.Flags().Bool("json", false, "print a JSON array with llama-bench's field names")
+	return cmd
+}
+
+func params(m *model.Model) uint64 {
+	n := uint64(0)
+	for _, t := range m.Tensors() {
+		n += uint64(t.Len())
+	}
+	return n
+}
+
+func meanStd(xs []float64) (mean, std float64) {
+	for _, x := range xs {
+		mean += x
+	}
+	mean /= float64(len(xs))
+	if len(xs) > 1 {
+		for _, x := range xs {
+			std += (x - mean) * (x - mean)
+		}
+		std = math.Sqrt(std / float64(len(xs)-1))
+	}
+	return mean, std
+}
+
+func lastTG(rs []benchResult) float64 {
+	for _, r := range rs {
+		if r.NGen > 0 {
+			return r.AvgTS
+		}
+	}
+	return 0
+}
