@@ -102,7 +102,7 @@ func benchGPUTime(b *testing.B, ctx *gpu.Context, flopsPerOp float64, op func(*g
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	if s := b.Elapsed().Seconds(); s > 0 {
+	if s := b.Elapsed().Seconds(); s > 0 && flopsPerOp > 0 {
 		b.ReportMetric(flopsPerOp*float64(b.N)/s/1e9, "GFLOP/s")
 	}
 }

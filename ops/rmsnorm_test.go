@@ -8,6 +8,7 @@ import (
 	"github.com/wgllm/wgllm/internal/gputest"
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/ops/ref"
+	"github.com/wgllm/wgllm/runtime/gpu"
 )
 
 func TestRMSNorm(t *testing.T) {
@@ -108,5 +109,22 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// BenchmarkRMSNorm is bandwidth-bound: x read, dst written, w read per row.
+func BenchmarkRMSNorm(b *testing.B) {
+	for _, c := range []struct{ rows, cols int }{{1, 4096}, {512, 2048}, {512, 4096}} {
+		b.Run(fmt.Sprintf("%dx%d", c.rows, c.cols), func(b *testing.B) {
+			ctx := benchCtx(b)
+			rng := rand.New(rand.NewSource(1))
+			x := benchF32(b, ctx, rng, "x", c.rows, c.cols)
+			w := benchF32(b, ctx, rng, "w", c.cols)
+			d := benchF32(b, ctx, rng, "d", c.rows, c.cols)
+			benchGPUTime(b, ctx, 0, func(enc *gpu.Encoder) error { return ops.RMSNorm(enc, d, x, w, 1e-5) })
+			if s := b.Elapsed().Seconds(); s > 0 {
+				b.ReportMetric(float64(4*(2*c.rows*c.cols+c.cols))*float64(b.N)/s/1e9, "GB/s")
+			}
+		})
 	}
 }
