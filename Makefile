@@ -21,8 +21,12 @@ vet:
 test: deps vet
 	$(GO) test $(GOTESTFLAGS) ./...
 
+MODEL ?= models/kjv-30m-q4_k_m.gguf
+PROMPT ?= In the beginning God created
+
 run: build
 	./$(BIN) devices
+	./$(BIN) run -m $(MODEL) -p "$(PROMPT)" -n 64 --temp 0
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./ops/
