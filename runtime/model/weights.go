@@ -42,8 +42,7 @@ func DTypeOf(t gguf.GGMLType) (ops.DType, error) {
 	return 0, fmt.Errorf("model: tensor type %s is not supported on the GPU", t)
 }
 
-// uploader copies GGUF tensors to the GPU one at a time, so host memory
-// while loading stays near the size of the largest tensor.
+// uploader copies GGUF tensors to the GPU one at a time.
 type uploader struct {
 	ctx      *gpu.Context
 	f        *gguf.File
@@ -76,7 +75,9 @@ func (u *uploader) load(name string, shape ...int) (ops.Tensor, error) {
 	if err != nil {
 		return ops.Tensor{}, fmt.Errorf("%w (tensor %s)", err, name)
 	}
-	raw, err := u.f.ReadTensor(ti)
+	// From the memory-mapped file: pages stream to the GPU without a copy
+	// on the Go heap, so host memory stays near the file size.
+	raw, err := u.f.TensorBytes(ti)
 	if err != nil {
 		return ops.Tensor{}, err
 	}
