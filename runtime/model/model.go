@@ -63,9 +63,11 @@ type Model struct {
 	gate, up     ops.Tensor // [batch, ffn]
 	logits       ops.Tensor // [batch, vocab]
 	ids          ops.Tensor // [batch] u32
+	positions    ops.Tensor // [batch] u32 (rows of several sequences)
 	next         ops.Tensor // [batch] u32 (argmax)
 	wdeq         ops.Tensor // f16 [largest weight] for prefill of quantised weights
 	rbTok, rbLog *gpu.Readback
+	rbLogSize    uint64
 	weightBytes  uint64
 	scratchBytes uint64
 	buffers      []ops.Tensor // everything to free on Close
@@ -179,6 +181,7 @@ func (m *Model) allocScratch() error {
 	alloc(&m.up, "up", ops.F32, n, c.FFN)
 	alloc(&m.logits, "logits", ops.F32, n, c.Vocab)
 	alloc(&m.ids, "ids", ops.U32, n)
+	alloc(&m.positions, "positions", ops.U32, n)
 	alloc(&m.next, "next", ops.U32, n)
 	// Prefill dequantises one quantised weight at a time into f16.
 	largest := 0
@@ -196,7 +199,10 @@ func (m *Model) allocScratch() error {
 	if m.rbTok, err = m.ctx.NewReadback(uint64(4 * n)); err != nil {
 		return err
 	}
-	m.rbLog, err = m.ctx.NewReadback(uint64(4 * c.Vocab))
+	// Logits of up to a decode batch's rows come back with their submission;
+	// more (perplexity) are read separately.
+	m.rbLogSize = uint64(4 * c.Vocab * min(n, 64))
+	m.rbLog, err = m.ctx.NewReadback(m.rbLogSize)
 	return err
 }
 
@@ -241,19 +247,32 @@ func (m *Model) Close() {
 	}
 }
 
-// matVecMaxRows is the most activation rows the matvec kernels take; larger
-// batches use the tiled matmul.
+// matVecMaxRows is the most activation rows the matvec kernels take at
+// once; larger prefill batches use the tiled matmul.
 const matVecMaxRows = 8
 
 // linear records dst[n, out] = x[n, in] · wᵀ for a weight w [out, in] of any
-// stored type.
-func (m *Model) linear(enc *gpu.Encoder, dst, x, w ops.Tensor) error {
+// stored type. decode rows always take the matvec kernels, in groups of
+// matVecMaxRows: their per-row results do not depend on how many rows share
+// the call, so a sequence decodes the same alone or in a batch.
+func (m *Model) linear(enc *gpu.Encoder, dst, x, w ops.Tensor, decode bool) error {
 	n := x.Shape[0]
-	if n <= matVecMaxRows {
-		if w.DType.Quantized() || w.DType == ops.BF16 {
-			return ops.MatVecQuant(enc, dst, w, x)
+	if decode || n <= matVecMaxRows {
+		in, out := x.Shape[1], dst.Shape[1]
+		for r := 0; r < n; r += matVecMaxRows {
+			k := min(matVecMaxRows, n-r)
+			xs, ds := x.View(r*in, k, in), dst.View(r*out, k, out)
+			var err error
+			if w.DType.Quantized() || w.DType == ops.BF16 {
+				err = ops.MatVecQuant(enc, ds, w, xs)
+			} else {
+				err = ops.MatVec(enc, ds, w, xs)
+			}
+			if err != nil {
+				return err
+			}
 		}
-		return ops.MatVec(enc, dst, w, x)
+		return nil
 	}
 	if w.DType.Quantized() || w.DType == ops.BF16 {
 		deq := m.wdeq.View(0, w.Shape...)
@@ -268,139 +287,219 @@ func (m *Model) linear(enc *gpu.Encoder, dst, x, w ops.Tensor) error {
 // rows is the first n rows of a [batch, cols] scratch tensor.
 func rows(t ops.Tensor, n int) ops.Tensor { return t.View(0, n, t.Shape[len(t.Shape)-1]) }
 
-// Step describes what a Forward call returns.
+// Step describes what a forward call returns.
 type Step int
 
 const (
-	// NextGreedy: the argmax token after the last position (one u32 read back).
+	// NextGreedy: the argmax token after each sequence's last position (a
+	// u32 per sequence read back).
 	NextGreedy Step = iota
-	// LastLogits: the logits after the last position.
+	// LastLogits: the logits after each sequence's last position.
 	LastLogits
 	// AllLogits: the logits after every position (perplexity).
 	AllLogits
 )
+
+// span is a run of consecutive rows of one sequence at consecutive positions.
+type span struct{ seq, row, n, pos int }
 
 // Forward runs tokens through the model at the sequence's next positions in
 // one GPU submission, appending their keys and values to the cache. With
 // NextGreedy it returns the greedy next token; with LastLogits the last
 // row's logits into logits[:vocab]; with AllLogits every row's, [n*vocab].
 func (m *Model) Forward(seq int, tokens []int32, want Step, logits []float32) (int32, error) {
-	c := m.Cfg
-	n := len(tokens)
-	if n == 0 || n > m.batch {
-		return 0, fmt.Errorf("model: forward of %d tokens (1..%d per call)", n, m.batch)
-	}
-	for _, t := range tokens {
-		if t < 0 || int(t) >= c.Vocab {
-			return 0, fmt.Errorf("model: token id %d outside the vocabulary of %d", t, c.Vocab)
-		}
-	}
-	pos, err := m.KV.Reserve(seq, n)
-	if err != nil {
+	var next [1]int32
+	if err := m.run([]int{seq}, [][]int32{tokens}, want, logits, next[:], false); err != nil {
 		return 0, err
 	}
-	tok, err := m.forward(seq, pos, tokens, want, logits)
-	if err != nil {
-		_ = m.KV.Truncate(seq, pos) // the reserved rows hold nothing valid
-	}
-	return tok, err
+	return next[0], nil
 }
 
-func (m *Model) forward(seq, pos int, tokens []int32, want Step, logits []float32) (int32, error) {
+// DecodeBatch advances several sequences by one token each in one GPU
+// submission: tokens[i] is appended to seqs[i]. With NextGreedy next[i] gets
+// each sequence's greedy token; with LastLogits logits gets one row of
+// logits per sequence ([len(seqs)*vocab]). Each sequence's result is
+// bit-identical to decoding it alone.
+func (m *Model) DecodeBatch(seqs []int, tokens []int32, want Step, logits []float32, next []int32) error {
+	if len(seqs) != len(tokens) {
+		return fmt.Errorf("model: %d sequences, %d tokens", len(seqs), len(tokens))
+	}
+	if want == AllLogits {
+		want = LastLogits // one row per sequence either way
+	}
+	per := make([][]int32, len(tokens))
+	for i := range tokens {
+		per[i] = tokens[i : i+1]
+	}
+	return m.run(seqs, per, want, logits, next, true)
+}
+
+func (m *Model) run(seqs []int, tokens [][]int32, want Step, logits []float32, next []int32, decode bool) error {
 	c := m.Cfg
-	n := len(tokens)
-	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	ids := make([]uint32, n)
-	for i, t := range tokens {
-		ids[i] = uint32(t)
+	n := 0
+	for i, ts := range tokens {
+		if len(ts) == 0 {
+			return fmt.Errorf("model: no tokens for sequence %d", seqs[i])
+		}
+		n += len(ts)
+		for _, t := range ts {
+			if t < 0 || int(t) >= c.Vocab {
+				return fmt.Errorf("model: token id %d outside the vocabulary of %d", t, c.Vocab)
+			}
+		}
+	}
+	if n == 0 || n > m.batch {
+		return fmt.Errorf("model: forward of %d tokens (1..%d per call)", n, m.batch)
+	}
+	if want != AllLogits && len(next) < len(seqs) && want == NextGreedy {
+		return fmt.Errorf("model: room for %d next tokens, %d sequences", len(next), len(seqs))
+	}
+	spans := make([]span, len(seqs))
+	row := 0
+	for i, s := range seqs {
+		pos, err := m.KV.Reserve(s, len(tokens[i]))
+		if err != nil {
+			for _, done := range spans[:i] {
+				_ = m.KV.Truncate(done.seq, done.pos)
+			}
+			return err
+		}
+		spans[i] = span{seq: s, row: row, n: len(tokens[i]), pos: pos}
+		row += len(tokens[i])
+	}
+	err := m.forward(spans, tokens, want, logits, next, decode)
+	if err != nil {
+		for _, sp := range spans { // the reserved rows hold nothing valid
+			_ = m.KV.Truncate(sp.seq, sp.pos)
+		}
+	}
+	return err
+}
+
+func (m *Model) forward(spans []span, tokens [][]int32, want Step, logits []float32, next []int32, decode bool) error {
+	c := m.Cfg
+	last := spans[len(spans)-1]
+	n := last.row + last.n
+	ids := make([]uint32, 0, n)
+	pos := make([]uint32, 0, n)
+	for i, sp := range spans {
+		for j, t := range tokens[i] {
+			ids = append(ids, uint32(t))
+			pos = append(pos, uint32(sp.pos+j))
+		}
 	}
 	if err := m.ids.View(0, n).WriteUint32(ids); err != nil {
-		return 0, err
+		return err
 	}
-	enc, err := m.ctx.NewEncoder()
-	if err != nil {
-		return 0, err
-	}
-	defer enc.Release()
-
-	x, h, tmp := rows(m.x, n), rows(m.h, n), rows(m.tmp, n)
-	q, k, v, att := rows(m.q, n), rows(m.k, n), rows(m.v, n), rows(m.att, n)
-	gate, up := rows(m.gate, n), rows(m.up, n)
-	eps := float32(c.NormEps)
-	rope := ops.RoPEOpts{Mode: ops.RoPENormal, NRot: c.RopeDims, Base: c.RopeBase, FreqScale: c.RopeScale, PosOffset: uint32(pos)}
+	rope := ops.RoPEOpts{Mode: ops.RoPENormal, NRot: c.RopeDims, Base: c.RopeBase, FreqScale: c.RopeScale}
 	if c.RopeMode == RopeNeox {
 		rope.Mode = ops.RoPENeox
 	}
+	if len(spans) == 1 {
+		rope.PosOffset = uint32(spans[0].pos)
+	} else {
+		p := m.positions.View(0, n)
+		if err := p.WriteUint32(pos); err != nil {
+			return err
+		}
+		rope.Positions = &p
+	}
+	enc, err := m.ctx.NewEncoder()
+	if err != nil {
+		return err
+	}
+	defer enc.Release()
+
+	st := &state{x: rows(m.x, n), h: rows(m.h, n), tmp: rows(m.tmp, n), q: rows(m.q, n), k: rows(m.k, n),
+		v: rows(m.v, n), att: rows(m.att, n), gate: rows(m.gate, n), up: rows(m.up, n),
+		spans: spans, n: n, rope: rope, decode: decode}
 
 	// x [n, dim] = token embeddings
 	if m.Embd.DType.Quantized() || m.Embd.DType == ops.BF16 {
-		err = ops.EmbedQuant(enc, x, m.Embd, m.ids.View(0, n))
+		err = ops.EmbedQuant(enc, st.x, m.Embd, m.ids.View(0, n))
 	} else {
-		err = ops.Embed(enc, x, m.Embd, m.ids.View(0, n))
+		err = ops.Embed(enc, st.x, m.Embd, m.ids.View(0, n))
 	}
 	if err != nil {
-		return 0, err
+		return err
 	}
 	for li := range m.Layers {
-		if err := m.Layers[li].forward(m, enc, li, seq, pos, n, x, h, tmp, q, k, v, att, gate, up, eps, rope, qDim, kvDim); err != nil {
-			return 0, fmt.Errorf("model: layer %d: %w", li, err)
+		if err := m.Layers[li].forward(m, enc, li, st); err != nil {
+			return fmt.Errorf("model: layer %d: %w", li, err)
 		}
 	}
 
-	// Only the rows whose logits are wanted go through the output matrix.
-	first := n - 1
-	if want == AllLogits {
-		first = 0
+	// Only the rows whose logits are wanted go through the output matrix:
+	// every row for AllLogits, else each sequence's last row.
+	var out []int // rows of x, in order
+	for _, sp := range spans {
+		if want == AllLogits {
+			for r := sp.row; r < sp.row+sp.n; r++ {
+				out = append(out, r)
+			}
+		} else {
+			out = append(out, sp.row+sp.n-1)
+		}
 	}
-	hs := h.View(first*c.Dim, n-first, c.Dim)
-	if err := ops.RMSNorm(enc, hs, x.View(first*c.Dim, n-first, c.Dim), m.Norm, eps); err != nil {
-		return 0, err
+	hs := rows(m.h, len(out))
+	if len(out) == n { // every row, already in place
+		if err := ops.RMSNorm(enc, hs, st.x, m.Norm, float32(c.NormEps)); err != nil {
+			return err
+		}
+	} else {
+		for i, r := range out {
+			if err := ops.RMSNorm(enc, hs.View(i*c.Dim, 1, c.Dim), st.x.View(r*c.Dim, 1, c.Dim), m.Norm, float32(c.NormEps)); err != nil {
+				return err
+			}
+		}
 	}
-	lg := rows(m.logits, n-first)
-	if err := m.linear(enc, lg, hs, m.Output); err != nil {
-		return 0, fmt.Errorf("model: output: %w", err)
+	lg := rows(m.logits, len(out))
+	if err := m.linear(enc, lg, hs, m.Output, decode); err != nil {
+		return fmt.Errorf("model: output: %w", err)
 	}
 	switch want {
 	case NextGreedy:
-		next := m.next.View(0, 1)
-		if err := ops.Argmax(enc, next, lg.View((n-first-1)*c.Vocab, 1, c.Vocab)); err != nil {
-			return 0, err
+		nx := m.next.View(0, len(out))
+		if err := ops.Argmax(enc, nx, lg); err != nil {
+			return err
 		}
-		if err := enc.CopyToHost(m.rbTok, next.Buf, 0, 4); err != nil {
-			return 0, err
-		}
-		if err := enc.Submit(); err != nil {
-			return 0, err
-		}
-		var b [4]byte
-		if err := m.rbTok.Read(b[:]); err != nil {
-			return 0, err
-		}
-		return int32(binary.LittleEndian.Uint32(b[:])), nil
-	case LastLogits:
-		if len(logits) < c.Vocab {
-			return 0, fmt.Errorf("model: logits buffer of %d for a vocabulary of %d", len(logits), c.Vocab)
-		}
-		if err := enc.CopyToHost(m.rbLog, lg.Buf, 0, uint64(4*c.Vocab)); err != nil {
-			return 0, err
+		if err := enc.CopyToHost(m.rbTok, nx.Buf, 0, uint64(4*len(out))); err != nil {
+			return err
 		}
 		if err := enc.Submit(); err != nil {
-			return 0, err
+			return err
 		}
-		return 0, readFloats(m.rbLog, logits[:c.Vocab])
+		raw := make([]byte, 4*len(out))
+		if err := m.rbTok.Read(raw); err != nil {
+			return err
+		}
+		for i := range out {
+			next[i] = int32(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+		return nil
 	default:
-		if len(logits) < n*c.Vocab {
-			return 0, fmt.Errorf("model: logits buffer of %d for %d×%d", len(logits), n, c.Vocab)
+		size := len(out) * c.Vocab
+		if len(logits) < size {
+			return fmt.Errorf("model: logits buffer of %d for %d×%d", len(logits), len(out), c.Vocab)
+		}
+		if uint64(4*size) <= m.rbLogSize {
+			if err := enc.CopyToHost(m.rbLog, lg.Buf, 0, uint64(4*size)); err != nil {
+				return err
+			}
+			if err := enc.Submit(); err != nil {
+				return err
+			}
+			return readFloats(m.rbLog, logits[:size])
 		}
 		if err := enc.Submit(); err != nil {
-			return 0, err
+			return err
 		}
 		all, err := lg.Read()
 		if err != nil {
-			return 0, err
+			return err
 		}
 		copy(logits, all)
-		return 0, nil
+		return nil
 	}
 }
 
@@ -415,18 +514,28 @@ func readFloats(rb *gpu.Readback, dst []float32) error {
 	return nil
 }
 
+// state is one forward pass's views of the scratch buffers, [n, ...] each.
+type state struct {
+	x, h, tmp, q, k, v, att, gate, up ops.Tensor
+	spans                             []span
+	n                                 int
+	rope                              ops.RoPEOpts
+	decode                            bool
+}
+
 // forward records one block: attention then the SwiGLU MLP, each added to
 // the residual stream x.
-func (l *Layer) forward(m *Model, enc *gpu.Encoder, li, seq, pos, n int, x, h, tmp, q, k, v, att, gate, up ops.Tensor,
-	eps float32, rope ops.RoPEOpts, qDim, kvDim int) error {
+func (l *Layer) forward(m *Model, enc *gpu.Encoder, li int, s *state) error {
 	c := m.Cfg
+	eps := float32(c.NormEps)
+	n := s.n
 	// h = rmsnorm(x) · attn_norm
-	if err := ops.RMSNorm(enc, h, x, l.AttnNorm, eps); err != nil {
+	if err := ops.RMSNorm(enc, s.h, s.x, l.AttnNorm, eps); err != nil {
 		return err
 	}
 	// q [n, heads·hd], k, v [n, kvHeads·hd]
-	for _, p := range []struct{ dst, w, b ops.Tensor }{{q, l.Q, l.BQ}, {k, l.K, l.BK}, {v, l.V, l.BV}} {
-		if err := m.linear(enc, p.dst, h, p.w); err != nil {
+	for _, p := range []struct{ dst, w, b ops.Tensor }{{s.q, l.Q, l.BQ}, {s.k, l.K, l.BK}, {s.v, l.V, l.BV}} {
+		if err := m.linear(enc, p.dst, s.h, p.w, s.decode); err != nil {
 			return err
 		}
 		if p.b.Buf != nil {
@@ -436,8 +545,8 @@ func (l *Layer) forward(m *Model, enc *gpu.Encoder, li, seq, pos, n int, x, h, t
 		}
 	}
 	if c.QKNorm { // qwen3: RMSNorm over each head's vector
-		qh := q.View(0, n*c.Heads, c.HeadDim)
-		kh := k.View(0, n*c.KVHeads, c.HeadDim)
+		qh := s.q.View(0, n*c.Heads, c.HeadDim)
+		kh := s.k.View(0, n*c.KVHeads, c.HeadDim)
 		if err := ops.RMSNorm(enc, qh, qh, l.QNorm, eps); err != nil {
 			return err
 		}
@@ -445,46 +554,52 @@ func (l *Layer) forward(m *Model, enc *gpu.Encoder, li, seq, pos, n int, x, h, t
 			return err
 		}
 	}
-	q3 := q.View(0, n, c.Heads, c.HeadDim)
-	k3 := k.View(0, n, c.KVHeads, c.HeadDim)
-	if err := ops.RoPE(enc, q3, q3, rope); err != nil {
+	q3 := s.q.View(0, n, c.Heads, c.HeadDim)
+	k3 := s.k.View(0, n, c.KVHeads, c.HeadDim)
+	if err := ops.RoPE(enc, q3, q3, s.rope); err != nil {
 		return err
 	}
-	if err := ops.RoPE(enc, k3, k3, rope); err != nil {
+	if err := ops.RoPE(enc, k3, k3, s.rope); err != nil {
 		return err
 	}
-	if err := m.KV.Write(enc, li, seq, pos, k, v); err != nil {
-		return err
-	}
-	// att [n, heads, hd] = softmax(q·kᵀ/√hd, causal) · v over the cache
-	if err := ops.Attention(enc, att.View(0, n, c.Heads, c.HeadDim), q3, m.KV.Keys(li, seq), m.KV.Values(li, seq),
-		ops.AttentionOptions{Causal: true, QOffset: pos, KVLen: pos + n}); err != nil {
-		return err
+	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	for _, sp := range s.spans {
+		k := s.k.View(sp.row*kvDim, sp.n, kvDim)
+		v := s.v.View(sp.row*kvDim, sp.n, kvDim)
+		if err := m.KV.Write(enc, li, sp.seq, sp.pos, k, v); err != nil {
+			return err
+		}
+		// att [rows, heads, hd] = softmax(q·kᵀ/√hd, causal) · v over the cache
+		if err := ops.Attention(enc, s.att.View(sp.row*qDim, sp.n, c.Heads, c.HeadDim), s.q.View(sp.row*qDim, sp.n, c.Heads, c.HeadDim),
+			m.KV.Keys(li, sp.seq), m.KV.Values(li, sp.seq),
+			ops.AttentionOptions{Causal: true, QOffset: sp.pos, KVLen: sp.pos + sp.n}); err != nil {
+			return err
+		}
 	}
 	// x += att · Oᵀ
-	if err := m.linear(enc, tmp, att, l.O); err != nil {
+	if err := m.linear(enc, s.tmp, s.att, l.O, s.decode); err != nil {
 		return err
 	}
-	if err := ops.Add(enc, x, x, tmp); err != nil {
+	if err := ops.Add(enc, s.x, s.x, s.tmp); err != nil {
 		return err
 	}
 	// x += (silu(h·Gateᵀ) * h·Upᵀ) · Downᵀ
-	if err := ops.RMSNorm(enc, h, x, l.FFNNorm, eps); err != nil {
+	if err := ops.RMSNorm(enc, s.h, s.x, l.FFNNorm, eps); err != nil {
 		return err
 	}
-	if err := m.linear(enc, gate, h, l.Gate); err != nil {
+	if err := m.linear(enc, s.gate, s.h, l.Gate, s.decode); err != nil {
 		return err
 	}
-	if err := m.linear(enc, up, h, l.Up); err != nil {
+	if err := m.linear(enc, s.up, s.h, l.Up, s.decode); err != nil {
 		return err
 	}
-	if err := ops.SiluMul(enc, gate, gate, up); err != nil {
+	if err := ops.SiluMul(enc, s.gate, s.gate, s.up); err != nil {
 		return err
 	}
-	if err := m.linear(enc, tmp, gate, l.Down); err != nil {
+	if err := m.linear(enc, s.tmp, s.gate, l.Down, s.decode); err != nil {
 		return err
 	}
-	return ops.Add(enc, x, x, tmp)
+	return ops.Add(enc, s.x, s.x, s.tmp)
 }
 
 // Tensors lists the weights (each once, also when the output is tied).
