@@ -1,0 +1,643 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/wgllm/wgllm/runtime/model"
+	"github.com/wgllm/wgllm/runtime/sample"
+	"github.com/wgllm/wgllm/runtime/tokenizer"
+)
+
+// Options configure an Engine.
+type Options struct {
+	MaxBatch         int // sequences decoding together (at most the model's KV slots); 0: all slots
+	QueueLimit       int // waiting jobs beyond which Submit answers ErrBusy; 0: 64
+	DefaultMaxTokens int // when a job gives none; 0: the rest of the context
+	KeepFinished     int // finished jobs kept for Status; 0: 1024
+	Name             string
+	// RenderChat renders chat messages with the model's template.
+	RenderChat func([]ChatMessage) (string, error)
+	Log        zerolog.Logger
+}
+
+// Engine schedules jobs on one model: a bounded queue, continuous batching
+// (sequences join and leave between decode steps and share each step's
+// matrix multiplications), cancellation that frees a sequence's cache at
+// once, stop strings, and reuse of a cached prompt prefix.
+type Engine struct {
+	m   *model.Model
+	tok *tokenizer.Tokenizer
+	opt Options
+
+	mu       sync.Mutex
+	queue    []*job
+	jobs     map[string]*job
+	finished []string // ids in finishing order, for pruning
+	active   []*job   // owned by the loop goroutine
+	slots    []slot   // per KV sequence slot; owned by the loop goroutine
+	closed   bool
+	wake     chan struct{}
+	done     chan struct{}
+	nextID   atomic.Uint64
+
+	tokensGenerated, promptTokens, requestsFinished atomic.Uint64
+	activeCount                                     atomic.Int64
+}
+
+// slot remembers which tokens a KV sequence slot holds, for prefix reuse.
+type slot struct {
+	busy     bool
+	tokens   []int32
+	lastUsed time.Time
+}
+
+type job struct {
+	Job
+	emit    func(Event)
+	created time.Time
+
+	// Guarded by Engine.mu (read by Status).
+	state   State
+	text    strings.Builder
+	usage   Usage
+	timings Timings
+	reason  string
+	errText string
+
+	cancel atomic.Bool
+
+	// Loop goroutine only.
+	seq       int
+	ids       []int32 // prompt
+	fed       []int32 // tokens whose KV is in the cache
+	next      int32   // token to feed at the next step
+	sampler   *sample.Sampler
+	greedy    bool
+	dec       *tokenizer.Decoder
+	pending   string // decoded text held back: it may start a stop string
+	maxTokens int
+	started   time.Time
+	firstTok  time.Time
+	decodeT0  time.Time
+}
+
+// NewEngine starts the scheduling goroutine.
+func NewEngine(m *model.Model, tok *tokenizer.Tokenizer, opt Options) (*Engine, error) {
+	if tok.VocabSize() > m.Cfg.Vocab {
+		return nil, fmt.Errorf("engine: tokenizer has %d tokens, the model's output only %d", tok.VocabSize(), m.Cfg.Vocab)
+	}
+	seqs := m.KV.Config().Seqs
+	if opt.MaxBatch <= 0 || opt.MaxBatch > seqs {
+		opt.MaxBatch = seqs
+	}
+	opt.MaxBatch = min(opt.MaxBatch, m.Batch())
+	if opt.QueueLimit <= 0 {
+		opt.QueueLimit = 64
+	}
+	if opt.KeepFinished <= 0 {
+		opt.KeepFinished = 1024
+	}
+	e := &Engine{m: m, tok: tok, opt: opt, jobs: map[string]*job{}, slots: make([]slot, seqs),
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go e.loop()
+	return e, nil
+}
+
+// ModelName is the model's name for clients.
+func (e *Engine) ModelName() string { return e.opt.Name }
+
+// RenderChat renders messages with the model's chat template.
+func (e *Engine) RenderChat(msgs []ChatMessage) (string, error) {
+	if e.opt.RenderChat == nil {
+		return "", fmt.Errorf("%w: the model has no chat template", ErrBadJob)
+	}
+	return e.opt.RenderChat(msgs)
+}
+
+// Submit queues a job; emit gets its events. It fails at once with ErrBusy
+// when the queue is full.
+func (e *Engine) Submit(j Job, emit func(Event)) (string, error) {
+	if j.MaxTokens < 0 {
+		return "", fmt.Errorf("%w: max_tokens %d", ErrBadJob, j.MaxTokens)
+	}
+	if err := j.Sampling.Validate(); err != nil && j.Sampling.Temperature != 0 {
+		return "", fmt.Errorf("%w: %v", ErrBadJob, err)
+	}
+	ids := e.tok.Encode(j.Prompt, e.tok.AddBOS())
+	if len(ids) == 0 {
+		return "", fmt.Errorf("%w: empty prompt", ErrBadJob)
+	}
+	capacity := e.m.KV.Config().Capacity
+	if len(ids) >= capacity {
+		return "", fmt.Errorf("%w: %v: %d tokens, the context holds %d", ErrBadJob, ErrPromptTooLong, len(ids), capacity)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return "", ErrClosed
+	}
+	if len(e.queue) >= e.opt.QueueLimit {
+		return "", ErrBusy
+	}
+	if j.ID == "" {
+		j.ID = "req-" + strconv.FormatUint(e.nextID.Add(1), 10)
+	}
+	if _, dup := e.jobs[j.ID]; dup {
+		return "", fmt.Errorf("%w: id %q is already in use", ErrBadJob, j.ID)
+	}
+	jb := &job{Job: j, emit: emit, created: time.Now(), state: Queued, ids: ids}
+	jb.usage.PromptTokens = len(ids)
+	e.jobs[j.ID] = jb
+	e.queue = append(e.queue, jb)
+	e.signal()
+	return j.ID, nil
+}
+
+// Cancel stops a queued or running job; its cache is freed before the next
+// step. It reports whether the job was found unfinished.
+func (e *Engine) Cancel(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	j, ok := e.jobs[id]
+	if !ok || (j.state != Queued && j.state != Running) {
+		return false
+	}
+	j.cancel.Store(true)
+	e.signal()
+	return true
+}
+
+// Status reports a job's state and text so far.
+func (e *Engine) Status(id string) (Status, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	j, ok := e.jobs[id]
+	if !ok {
+		return Status{}, false
+	}
+	return Status{ID: j.ID, State: j.state, Text: j.text.String(), FinishReason: j.reason, Error: j.errText,
+		Usage: j.usage, Timings: j.timings, Created: j.created}, true
+}
+
+// Metrics is a snapshot of the engine's counters.
+func (e *Engine) Metrics() Metrics {
+	e.mu.Lock()
+	q := len(e.queue)
+	e.mu.Unlock()
+	used, total := 0, e.m.KV.Config().Seqs*e.m.KV.Config().Capacity
+	for s := 0; s < len(e.slots); s++ {
+		used += e.m.KV.Len(s)
+	}
+	return Metrics{QueueDepth: q, QueueLimit: e.opt.QueueLimit, ActiveSequences: int(e.activeCount.Load()),
+		KVBlocksUsed: used, KVBlocksTotal: total,
+		TokensGenerated: e.tokensGenerated.Load(), PromptTokens: e.promptTokens.Load(), RequestsFinished: e.requestsFinished.Load()}
+}
+
+// Close cancels every job and stops the loop.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		<-e.done
+		return
+	}
+	e.closed = true
+	for _, j := range e.jobs {
+		j.cancel.Store(true)
+	}
+	e.signal()
+	e.mu.Unlock()
+	<-e.done
+}
+
+func (e *Engine) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop owns the model: it admits queued jobs, prefills them, and advances
+// every running job by one token per step until it finishes.
+func (e *Engine) loop() {
+	defer close(e.done)
+	for {
+		e.mu.Lock()
+		closed := e.closed
+		idle := len(e.queue) == 0 && len(e.active) == 0
+		e.mu.Unlock()
+		if closed {
+			e.drain()
+			return
+		}
+		if idle {
+			<-e.wake
+			continue
+		}
+		e.reap()
+		e.admit()
+		e.step()
+	}
+}
+
+// drain ends every job as cancelled at shutdown.
+func (e *Engine) drain() {
+	for _, j := range e.active {
+		e.finish(j, "cancelled", nil)
+	}
+	e.active = nil
+	e.mu.Lock()
+	q := e.queue
+	e.queue = nil
+	e.mu.Unlock()
+	for _, j := range q {
+		j.seq = -1
+		e.finish(j, "cancelled", nil)
+	}
+}
+
+// reap finishes cancelled jobs, queued or running.
+func (e *Engine) reap() {
+	kept := e.active[:0]
+	for _, j := range e.active {
+		if j.cancel.Load() {
+			e.finish(j, "cancelled", nil)
+		} else {
+			kept = append(kept, j)
+		}
+	}
+	e.active = kept
+	e.mu.Lock()
+	var cancelled []*job
+	q := e.queue[:0]
+	for _, j := range e.queue {
+		if j.cancel.Load() {
+			cancelled = append(cancelled, j)
+		} else {
+			q = append(q, j)
+		}
+	}
+	e.queue = q
+	e.mu.Unlock()
+	for _, j := range cancelled {
+		j.seq = -1
+		e.finish(j, "cancelled", nil)
+	}
+}
+
+// admit moves queued jobs into free sequence slots and prefills them.
+func (e *Engine) admit() {
+	for len(e.active) < e.opt.MaxBatch {
+		e.mu.Lock()
+		if len(e.queue) == 0 {
+			e.mu.Unlock()
+			return
+		}
+		j := e.queue[0]
+		e.queue = e.queue[1:]
+		j.state = Running
+		e.mu.Unlock()
+		if err := e.start(j); err != nil {
+			e.finish(j, "", err)
+			continue
+		}
+		if j.cancel.Load() {
+			e.finish(j, "cancelled", nil)
+			continue
+		}
+		if e.accept(j) {
+			e.active = append(e.active, j)
+			e.activeCount.Store(int64(len(e.active)))
+		}
+	}
+}
+
+// pickSlot chooses the free slot sharing the longest prefix with ids, else
+// the least recently used; it returns the slot and the reusable length.
+func (e *Engine) pickSlot(ids []int32) (int, int) {
+	best, bestLen := -1, -1
+	for s := range e.slots {
+		sl := &e.slots[s]
+		if sl.busy {
+			continue
+		}
+		n := 0
+		for n < len(sl.tokens) && n < len(ids) && sl.tokens[n] == ids[n] {
+			n++
+		}
+		if n > bestLen || (n == bestLen && sl.lastUsed.Before(e.slots[best].lastUsed)) {
+			best, bestLen = s, n
+		}
+	}
+	return best, bestLen
+}
+
+// start claims a slot and prefills the prompt (beyond a reused prefix).
+func (e *Engine) start(j *job) error {
+	j.started = time.Now()
+	s, reuse := e.pickSlot(j.ids)
+	if s < 0 {
+		return fmt.Errorf("engine: no free sequence slot")
+	}
+	reuse = min(reuse, len(j.ids)-1) // at least one token must run to get logits
+	sl := &e.slots[s]
+	sl.busy = true
+	j.seq = s
+	kv := e.m.KV
+	kv.Release(s)
+	if _, err := kv.Acquire(); err != nil { // s is the lowest free slot? not necessarily: take s itself
+		_ = err
+	}
+	if err := e.acquire(s); err != nil {
+		return err
+	}
+	if err := kv.Truncate(s, reuse); err != nil {
+		return err
+	}
+	sl.tokens = sl.tokens[:reuse]
+	j.fed = append(j.fed[:0], j.ids[:reuse]...)
+	j.usage.CachedTokens = reuse
+	j.greedy = j.Sampling.Temperature == 0
+	if !j.greedy {
+		var err error
+		if j.sampler, err = sample.New(j.Sampling, e.m.Cfg.Vocab); err != nil {
+			return err
+		}
+		if err := j.sampler.Accept(j.ids...); err != nil {
+			return err
+		}
+	}
+	j.maxTokens = j.MaxTokens
+	if j.maxTokens <= 0 {
+		j.maxTokens = e.opt.DefaultMaxTokens
+	}
+	if room := kv.Config().Capacity - len(j.ids); j.maxTokens <= 0 || j.maxTokens > room {
+		j.maxTokens = room
+	}
+	j.dec = e.tok.NewDecoder()
+	want := model.NextGreedy
+	logits := []float32(nil)
+	if !j.greedy {
+		want = model.LastLogits
+		logits = make([]float32, e.m.Cfg.Vocab)
+	}
+	rest := j.ids[reuse:]
+	var next int32
+	for i := 0; i < len(rest); i += e.m.Batch() {
+		chunk := rest[i:min(i+e.m.Batch(), len(rest))]
+		var err error
+		if next, err = e.m.Forward(s, chunk, want, logits); err != nil {
+			return err
+		}
+		j.fed = append(j.fed, chunk...)
+		if j.cancel.Load() {
+			return nil
+		}
+	}
+	if !j.greedy {
+		var err error
+		if next, err = j.sampler.Sample(logits); err != nil {
+			return err
+		}
+	}
+	j.next = next
+	j.firstTok = time.Now()
+	j.decodeT0 = j.firstTok
+	e.promptTokens.Add(uint64(len(j.ids)))
+	e.mu.Lock()
+	j.timings.QueuedMS = ms(j.started.Sub(j.created))
+	j.timings.PrefillMS = ms(j.firstTok.Sub(j.started))
+	j.timings.TimeToFirstMS = ms(j.firstTok.Sub(j.created))
+	if d := j.firstTok.Sub(j.started).Seconds(); d > 0 {
+		j.timings.PromptPerSecond = float64(len(rest)) / d
+	}
+	e.mu.Unlock()
+	return nil
+}
+
+// acquire makes slot s the model's sequence s (the KV cache hands out the
+// lowest free slot; the engine wants a chosen one, so it takes slots until
+// it gets s and gives the others back).
+func (e *Engine) acquire(s int) error {
+	kv := e.m.KV
+	var taken []int
+	defer func() {
+		for _, t := range taken {
+			kv.Release(t)
+		}
+	}()
+	for {
+		got, err := kv.Acquire()
+		if err != nil {
+			return err
+		}
+		if got == s {
+			return nil
+		}
+		taken = append(taken, got)
+	}
+}
+
+// accept handles j.next, the token just produced: it ends the job at an
+// end-of-generation token, a stop string or the length limit, else streams
+// its text. It reports whether the job goes on.
+func (e *Engine) accept(j *job) bool {
+	tok := j.next
+	if e.tok.IsEOG(tok) {
+		e.finish(j, "stop", nil)
+		return false
+	}
+	e.tokensGenerated.Add(1)
+	e.mu.Lock()
+	j.usage.CompletionTokens++
+	n := j.usage.CompletionTokens
+	e.mu.Unlock()
+	text := j.pending + j.dec.Push(tok)
+	if cut, hit := cutStop(text, j.Stop); hit {
+		e.send(j, cut)
+		j.pending = ""
+		e.finish(j, "stop", nil)
+		return false
+	} else {
+		// Hold back a tail that could still become a stop string.
+		keep := holdBack(text, j.Stop)
+		e.send(j, text[:len(text)-keep])
+		j.pending = text[len(text)-keep:]
+	}
+	if n >= j.maxTokens {
+		e.finish(j, "length", nil)
+		return false
+	}
+	return true
+}
+
+// step advances every active job by one token in one batched submission.
+func (e *Engine) step() {
+	if len(e.active) == 0 {
+		return
+	}
+	seqs := make([]int, len(e.active))
+	toks := make([]int32, len(e.active))
+	greedy := true
+	for i, j := range e.active {
+		seqs[i], toks[i] = j.seq, j.next
+		greedy = greedy && j.greedy
+	}
+	next := make([]int32, len(e.active))
+	var logits []float32
+	want := model.NextGreedy
+	if !greedy {
+		want = model.LastLogits
+		logits = make([]float32, len(e.active)*e.m.Cfg.Vocab)
+	}
+	if err := e.m.DecodeBatch(seqs, toks, want, logits, next); err != nil {
+		for _, j := range e.active {
+			e.finish(j, "", err)
+		}
+		e.active = e.active[:0]
+		e.activeCount.Store(0)
+		return
+	}
+	kept := e.active[:0]
+	vocab := e.m.Cfg.Vocab
+	for i, j := range e.active {
+		j.fed = append(j.fed, toks[i])
+		if !greedy {
+			row := logits[i*vocab : (i+1)*vocab]
+			if j.greedy {
+				next[i] = argmax(row)
+			} else {
+				var err error
+				if next[i], err = j.sampler.Sample(row); err != nil {
+					e.finish(j, "", err)
+					continue
+				}
+			}
+		}
+		j.next = next[i]
+		if e.accept(j) {
+			kept = append(kept, j)
+		}
+	}
+	e.active = kept
+	e.activeCount.Store(int64(len(e.active)))
+}
+
+func argmax(row []float32) int32 {
+	best := 0
+	for i, v := range row {
+		if v > row[best] {
+			best = i
+		}
+	}
+	return int32(best)
+}
+
+func (e *Engine) send(j *job, text string) {
+	if text == "" {
+		return
+	}
+	e.mu.Lock()
+	j.text.WriteString(text)
+	e.mu.Unlock()
+	if j.emit != nil {
+		j.emit(Event{JobID: j.ID, Text: text})
+	}
+}
+
+// finish ends a job: frees its slot (keeping the cached tokens for prefix
+// reuse), records its outcome and emits the final event.
+func (e *Engine) finish(j *job, reason string, err error) {
+	if j.seq >= 0 && j.seq < len(e.slots) && e.slots[j.seq].busy {
+		sl := &e.slots[j.seq]
+		sl.busy = false
+		sl.lastUsed = time.Now()
+		// The cache holds the KV of the tokens fed; keep them for reuse,
+		// unless the job failed mid-step (its cache may be inconsistent).
+		if err == nil && e.m.KV.Len(j.seq) == len(j.fed) {
+			sl.tokens = append(sl.tokens[:0], j.fed...)
+		} else {
+			sl.tokens = sl.tokens[:0]
+			_ = e.m.KV.Truncate(j.seq, 0)
+		}
+		e.m.KV.Release(j.seq)
+	}
+	if reason != "cancelled" && err == nil && j.pending != "" {
+		e.send(j, j.pending)
+	}
+	if reason != "cancelled" && err == nil && j.dec != nil {
+		e.send(j, j.dec.Flush())
+	}
+	now := time.Now()
+	e.mu.Lock()
+	switch {
+	case err != nil:
+		j.state, j.errText = Failed, err.Error()
+	case reason == "cancelled":
+		j.state = Cancelled
+	default:
+		j.state = Done
+	}
+	j.reason = reason
+	if !j.decodeT0.IsZero() {
+		d := now.Sub(j.decodeT0)
+		j.timings.DecodeMS = ms(d)
+		if n := j.usage.CompletionTokens - 1; n > 0 && d > 0 {
+			j.timings.TokensPerSecond = float64(n) / d.Seconds()
+		}
+	}
+	ev := Event{JobID: j.ID, Done: true, FinishReason: reason, Usage: j.usage, Timings: j.timings, Err: err}
+	e.finished = append(e.finished, j.ID)
+	for len(e.finished) > e.opt.KeepFinished {
+		delete(e.jobs, e.finished[0])
+		e.finished = e.finished[1:]
+	}
+	e.mu.Unlock()
+	e.requestsFinished.Add(1)
+	if err != nil {
+		e.opt.Log.Warn().Str("request_id", j.ID).Err(err).Msg("request failed")
+	}
+	if j.emit != nil {
+		j.emit(ev)
+	}
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d.Microseconds())) / 1000 }
+
+// cutStop returns text up to the first stop string, if one occurs.
+func cutStop(text string, stops []string) (string, bool) {
+	cut := -1
+	for _, s := range stops {
+		if s == "" {
+			continue
+		}
+		if i := strings.Index(text, s); i >= 0 && (cut < 0 || i < cut) {
+			cut = i
+		}
+	}
+	if cut < 0 {
+		return text, false
+	}
+	return text[:cut], true
+}
+
+// holdBack is how many trailing bytes of text could begin a stop string.
+func holdBack(text string, stops []string) int {
+	keep := 0
+	for _, s := range stops {
+		for n := min(len(s)-1, len(text)); n > keep; n-- {
+			if strings.HasSuffix(text, s[:n]) {
+				keep = n
+				break
+			}
+		}
+	}
+	return keep
+}
