@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/wgllm/wgllm/runtime/gpu"
 	"github.com/wgllm/wgllm/wgsl"
@@ -13,15 +14,16 @@ import (
 // embed), the weight type, and for matvec the number of x rows and whether x
 // can be read as vec4.
 type quantKey struct {
-	Kernel string
-	T      DType
-	M      int
-	XVec   bool
-	DstF16 bool
-	WG     int
-	TPR    int
-	RPT    int
-	Unroll int
+	Kernel  string
+	T       DType
+	M       int
+	XVec    bool
+	DstF16  bool
+	WG      int
+	TPR     int
+	RPT     int
+	Unroll  int
+	UnrollJ bool
 }
 
 func (k quantKey) String() string {
@@ -31,7 +33,11 @@ func (k quantKey) String() string {
 		if k.XVec {
 			s += "_xv4"
 		}
-		return s + fmt.Sprintf("_wg%d_t%d_r%d_u%d", k.WG, k.TPR, k.RPT, k.Unroll)
+		s += fmt.Sprintf("_wg%d_t%d_r%d_u%d", k.WG, k.TPR, k.RPT, k.Unroll)
+		if k.UnrollJ {
+			s += "_uj"
+		}
+		return s
 	}
 	if k.DstF16 {
 		return s + "_df16"
@@ -91,10 +97,17 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 				rms[r] = append(rms[r], accSlot{M: m, I: r*key.M + m})
 			}
 		}
+		jexprs := []string{"j"}
+		if key.UnrollJ {
+			jexprs = jexprs[:0]
+			for j := 0; j < groupsPerPiece(key.T); j++ {
+				jexprs = append(jexprs, fmt.Sprintf("%du", j))
+			}
+		}
 		src, err := wgsl.Render("dequant.wgsl", map[string]any{
 			"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
 			"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "Unroll": key.Unroll, "NAcc": key.M * rpt,
-			"Ms": seq(key.M), "Rs": seq(rpt), "RMs": rms, "Js": seq(groupsPerPiece(key.T)),
+			"Ms": seq(key.M), "Rs": seq(rpt), "Accs": seq(key.M * rpt), "RMs": rms, "UnrollJ": key.UnrollJ, "JExprs": jexprs,
 			"Tail": key.T == BF16, "BS": bs, "BB": bb, "PPB": ppb,
 		})
 		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
@@ -165,7 +178,8 @@ func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0,
 		WG: envInt("WGLLM_QMV_WG", matVecQuantWG), TPR: matVecQuantTPR,
-		RPT: min(envInt("WGLLM_QMV_RPT", 4), max(1, 8/m)), Unroll: envInt("WGLLM_QMV_UNROLL", 2)}
+		RPT: min(envInt("WGLLM_QMV_RPT", 4), max(1, 8/m)), Unroll: envInt("WGLLM_QMV_UNROLL", 2),
+		UnrollJ: !softwareAdapter(ctx)}
 	pipe, err := quantPipeline(ctx, key)
 	if err != nil {
 		return err
@@ -216,4 +230,10 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
+}
+
+// softwareAdapter: lavapipe and the like, where compile time matters more
+// than unrolling.
+func softwareAdapter(ctx *gpu.Context) bool {
+	return strings.EqualFold(ctx.Adapter.Type, "cpu")
 }

@@ -138,3 +138,7 @@ func BenchmarkDequantize(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMatVecQuantLaunch: a tiny matvec, so ns/op is the cost of one
+// dispatch in a long submission (launch and the barrier between dispatches).
+func BenchmarkMatVecQuantLaunch(b *testing.B) { benchMatVecQuant(b, ops.Q4_0, 64, 256, 1) }

@@ -212,16 +212,16 @@ fn load(o: u32, sub: u32) -> St {
   let q = ld16(o + 32u + 32u * h + 16u * lh);
   let sc = ld12(o + 96u);
   let dd = f16f(ld2(o + 108u));
-  // Scale s = 8h + 2t + lh: low 4 bits from byte s % 8 (nibble s / 8 = h),
-  // high 2 bits from byte 8 + s % 4 (bits 2 * (s / 4)).
-  var dl: vec4<f32>;
-  for (var t = 0u; t < 4u; t++) {
-    let b = 2u * t + lh;
-    let lo = (select(sc.x, sc.y, t >= 2u) >> (8u * (b & 3u) + 4u * h)) & 0xfu;
-    let hi = (sc.z >> (8u * (b & 3u) + 2u * (2u * h + (t >> 1u)))) & 3u;
-    dl[t] = dd * f32(i32(lo | (hi << 4u)) - 32);
-  }
-  return St(q, hm, dl);
+  return St(q, hm, dd * vec4<f32>(scale_q3k(sc, h, lh, 0u), scale_q3k(sc, h, lh, 1u),
+                                   scale_q3k(sc, h, lh, 2u), scale_q3k(sc, h, lh, 3u)));
+}
+// 6-bit scale s = 8h + 2t + lh, minus 32: low 4 bits from byte s % 8 (nibble
+// s / 8 = h), high 2 bits from byte 8 + s % 4 (bits 2 * (s / 4)).
+fn scale_q3k(sc: vec3<u32>, h: u32, lh: u32, t: u32) -> f32 {
+  let b = 2u * t + lh;
+  let lo = (select(sc.x, sc.y, t >= 2u) >> (8u * (b & 3u) + 4u * h)) & 0xfu;
+  let hi = (sc.z >> (8u * (b & 3u) + 2u * (2u * h + (t >> 1u)))) & 3u;
+  return f32(i32(lo | (hi << 4u)) - 32);
 }
 fn gel(sub: u32, j: u32) -> u32 { return 128u * (sub >> 1u) + 32u * (j >> 2u) + 16u * (sub & 1u) + 4u * (j & 3u); }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
@@ -347,7 +347,11 @@ const TPR: u32 = {{.TPR}}u;
 const RPT: u32 = {{.RPT}}u;
 const NACC: u32 = {{.NAcc}}u;
 const RED: u32 = NACC * WG;
-var<private> acc: array<f32, NACC>;   // acc[r * M + m]
+// Accumulators acc<r * M + m>: plain scalars (an array indexed in a loop
+// would live in slow local memory).
+{{- range .Accs}}
+var<private> acc{{.}}: f32;
+{{- end}}
 var<workgroup> red: array<f32, RED>;
 
 fn xv(m: u32, e: u32) -> vec4<f32> {
@@ -361,25 +365,38 @@ fn xv(m: u32, e: u32) -> vec4<f32> {
 {{- end}}
 }
 
-// Multiply-accumulate one piece of each of the RPT rows.
+// Multiply-accumulate one piece of each of the RPT rows. On GPUs the groups
+// are unrolled here (constant j); software adapters get the loop, which
+// compiles much faster and computes the same values.
 fn consume({{range .Rs}}s{{.}}: St, {{end}}eb: u32, sub: u32) {
+{{- if not .UnrollJ}}
   for (var j = 0u; j < G; j++) {
-    let e = eb + gel(sub, j);
+{{- end}}
+{{- range $je := .JExprs}}
+  {
+    let e = eb + gel(sub, {{$je}});
 {{- if $.Tail}}
-    if (e >= p.k) { break; }
+    if (e < p.k) {
 {{- end}}
 {{- range $.Ms}}
     let x{{.}} = xv({{.}}u, e);
 {{- end}}
 {{- range $r := $.Rs}}
     {
-      let w = grp(s{{$r}}, sub, j);
+      let w = grp(s{{$r}}, sub, {{$je}});
 {{- range index $.RMs $r}}
-      acc[{{.I}}] += dot(w, x{{.M}});
+      acc{{.I}} += dot(w, x{{.M}});
 {{- end}}
     }
 {{- end}}
+{{- if $.Tail}}
+    }
+{{- end}}
   }
+{{- end}}
+{{- if not .UnrollJ}}
+  }
+{{- end}}
 }
 
 @compute @workgroup_size(WG)
@@ -387,7 +404,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>) {
   let lane = lid.x % TPR;
   let row0 = ((wid.y * nwg.x + wid.x) * (WG / TPR) + lid.x / TPR) * RPT;
-  for (var i = 0u; i < NACC; i++) { acc[i] = 0.0; }
+{{- range .Accs}}
+  acc{{.}} = 0.0;
+{{- end}}
   if (row0 < p.rows) {
     // Rows past the end re-read the last row; they are not written.
 {{- range .Rs}}
@@ -418,7 +437,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       consume({{range .Rs}}a{{.}}, {{end}}ba * BS, sa);
     }
   }
-  for (var i = 0u; i < NACC; i++) { red[i * WG + lid.x] = acc[i]; }
+{{- range .Accs}}
+  red[{{.}}u * WG + lid.x] = acc{{.}};
+{{- end}}
   workgroupBarrier();
   for (var s = TPR / 2u; s > 0u; s >>= 1u) {
     if (lane < s) {
