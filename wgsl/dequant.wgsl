@@ -67,14 +67,15 @@ fn hi16(a: u32) -> u32 { return a >> 16u; }
 // The 4 bytes starting 2 bytes into a: the word at a 2-mod-4 byte offset.
 fn mid(a: u32, b: u32) -> u32 { return (a >> 16u) | (b << 16u); }
 fn byte(a: u32, i: u32) -> u32 { return (a >> (8u * i)) & 0xffu; }
-// The four bytes of a word as values.
-fn u8x4(a: u32) -> vec4<f32> {
-  return vec4<f32>(vec4<u32>(a & 0xffu, (a >> 8u) & 0xffu, (a >> 16u) & 0xffu, a >> 24u));
+// The four bytes of a word as 2^23 + byte: OR-ing a byte into the mantissa
+// of 2^23 is cheaper than an int-to-float conversion, and subtracting 2^23
+// (plus any offset) afterwards is exact.
+const MAGIC: f32 = 8388608.0;
+fn u8x4m(a: u32) -> vec4<f32> {
+  return bitcast<vec4<f32>>(vec4<u32>(a & 0xffu, (a >> 8u) & 0xffu, (a >> 16u) & 0xffu, a >> 24u) | vec4<u32>(0x4b000000u));
 }
-fn i8x4(a: u32) -> vec4<f32> {
-  let v = bitcast<i32>(a);
-  return vec4<f32>(vec4<i32>((v << 24u) >> 24u, (v << 16u) >> 24u, (v << 8u) >> 24u, v >> 24u));
-}
+// Signed bytes, exactly.
+fn i8x4(a: u32) -> vec4<f32> { return u8x4m(a ^ 0x80808080u) - (MAGIC + 128.0); }
 // 16 bytes at an even byte offset (five word loads, no divergence).
 fn ld16(o: u32) -> vec4<u32> {
   let i = o >> 2u;
@@ -109,7 +110,7 @@ fn load(o: u32, sub: u32) -> St {
 }
 fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
-  return (u8x4((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) - 8.0) * s.d;
+  return (u8x4m((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) - (MAGIC + 8.0)) * s.d;
 }
 {{- else if eq .T "q4_1"}}
 // block_q4_1 {d, m f16; qs[16]} (20 bytes: always word aligned): q * d + m.
@@ -122,7 +123,7 @@ fn load(o: u32, sub: u32) -> St {
 }
 fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
-  return u8x4((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) * s.d + s.m;
+  return (u8x4m((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) - MAGIC) * s.d + s.m;
 }
 {{- else if eq .T "q5_0"}}
 // block_q5_0 {d f16; qh u32; qs[16]}: bit 4 of element j is bit j of qh;
@@ -139,7 +140,7 @@ fn load(o: u32, sub: u32) -> St {
 fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let h = bits4(s.qh >> (4u * j)) << 4u;
-  return (u8x4(((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | h) - 16.0) * s.d;
+  return (u8x4m(((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | h) - (MAGIC + 16.0)) * s.d;
 }
 {{- else if eq .T "q5_1"}}
 // block_q5_1 {d, m f16; qh u32; qs[16]} (24 bytes: word aligned): q * d + m.
@@ -153,7 +154,7 @@ fn load(o: u32, sub: u32) -> St {
 fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let h = bits4(s.qh >> (4u * j)) << 4u;
-  return u8x4(((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | h) * s.d + s.m;
+  return (u8x4m(((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | h) - MAGIC) * s.d + s.m;
 }
 {{- else if eq .T "q8_0"}}
 // block_q8_0 {d f16; qs[32] int8}: q * d.
@@ -196,7 +197,7 @@ fn load(o: u32, sub: u32) -> St {
 fn gel(sub: u32, j: u32) -> u32 { return 128u * (sub >> 1u) + 32u * (j >> 2u) + 16u * (sub & 1u) + 4u * (j & 3u); }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let t = j >> 2u;
-  return s.dl[t] * u8x4((s.q[j & 3u] >> (2u * t)) & 0x03030303u) - s.ml[t];
+  return s.dl[t] * (u8x4m((s.q[j & 3u] >> (2u * t)) & 0x03030303u) - MAGIC) - s.ml[t];
 }
 {{- else if eq .T "q3_k"}}
 // block_q3_K {hmask[32]; qs[64]; scales[12]; d f16}. Element e = 128h + 32t
@@ -228,17 +229,17 @@ fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let t = j >> 2u;
   let k = j & 3u;
   let v = ((s.q[k] >> (2u * t)) & 0x03030303u) | (((s.hm[k] >> t) & 0x01010101u) << 2u);
-  return s.dl[t] * (u8x4(v) - 4.0);
+  return s.dl[t] * (u8x4m(v) - (MAGIC + 4.0));
 }
 {{- else if or (eq .T "q4_k") (eq .T "q5_k")}}
 // 6-bit scale and min j of the 12 packed bytes (ggml's get_scale_min_k4).
 fn scale_min_k4(j: u32, s0: u32, s1: u32, s2: u32) -> vec2<f32> {
-  if (j < 4u) {
-    return vec2<f32>(f32(byte(s0, j) & 63u), f32(byte(s1, j) & 63u));
-  }
-  let jj = j - 4u;
-  return vec2<f32>(f32((byte(s2, jj) & 0xfu) | ((byte(s0, jj) >> 6u) << 4u)),
-                   f32((byte(s2, jj) >> 4u) | ((byte(s1, jj) >> 6u) << 4u)));
+  // Branch-free: neighbouring lanes decode different j.
+  let jj = j & 3u;
+  let lo = vec2<u32>(byte(s0, jj) & 63u, byte(s1, jj) & 63u);
+  let hi = vec2<u32>((byte(s2, jj) & 0xfu) | ((byte(s0, jj) >> 6u) << 4u),
+                     (byte(s2, jj) >> 4u) | ((byte(s1, jj) >> 6u) << 4u));
+  return vec2<f32>(select(hi, lo, j < 4u));
 }
 // Group j of piece (c, half lh of l): elements 64c + 32(j / 4) + 16lh + 4(j % 4).
 fn gel(sub: u32, j: u32) -> u32 { return 64u * (sub >> 1u) + 32u * (j >> 2u) + 16u * (sub & 1u) + 4u * (j & 3u); }
@@ -262,7 +263,7 @@ fn load(o: u32, sub: u32) -> St {
 }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let hb = j >> 2u;
-  return select(s.d0, s.d1, hb == 1u) * u8x4((s.q[j & 3u] >> (4u * hb)) & 0x0f0f0f0fu) - select(s.m0, s.m1, hb == 1u);
+  return select(s.d0, s.d1, hb == 1u) * (u8x4m((s.q[j & 3u] >> (4u * hb)) & 0x0f0f0f0fu) - MAGIC) - select(s.m0, s.m1, hb == 1u);
 }
 {{- else}}
 // block_q5_K {d, dmin f16; scales[12]; qh[32]; qs[128]} (176 bytes: 16-byte
@@ -289,7 +290,7 @@ fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let hb = j >> 2u;
   let k = j & 3u;
   let v = ((s.q[k] >> (4u * hb)) & 0x0f0f0f0fu) | (((s.qh[k] >> hb) & 0x01010101u) << 4u);
-  return select(s.d0, s.d1, hb == 1u) * u8x4(v) - select(s.m0, s.m1, hb == 1u);
+  return select(s.d0, s.d1, hb == 1u) * (u8x4m(v) - MAGIC) - select(s.m0, s.m1, hb == 1u);
 }
 {{- end}}
 {{- else if eq .T "q6_k"}}
@@ -316,7 +317,7 @@ fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let k = j & 3u;
   let ql = select(s.qa[k], s.qb[k], (t & 1u) == 1u) >> (4u * (t >> 1u));
   let v = (ql & 0x0f0f0f0fu) | (((s.qh[k] >> (2u * t)) & 0x03030303u) << 4u);
-  return s.dl[t] * (u8x4(v) - 32.0);
+  return s.dl[t] * (u8x4m(v) - (MAGIC + 32.0));
 }
 {{- else if eq .T "bf16"}}
 // bf16 rows of any length at any element offset: o is the piece's first half
