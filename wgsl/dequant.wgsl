@@ -413,29 +413,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- range .Rs}}
     let rb{{.}} = p.w_off + min(row0 + {{.}}u, p.rows - 1u) * p.w_row;
 {{- end}}
-    var g = lane;
-{{- if eq .Unroll 2}}
-    // Two pieces per step, all their loads issued before any use.
-    for (; g + TPR < p.np; g += 2u * TPR) {
-      let ba = g / PPB;
-      let sa = g % PPB;
-      let bb = (g + TPR) / PPB;
-      let sb = (g + TPR) % PPB;
+    for (var g = lane; g < p.np; g += TPR) {
+      let blk = g / PPB;
+      let sub = g % PPB;
+      // Every row's loads first, then the arithmetic.
 {{- range .Rs}}
-      let a{{.}} = load(rb{{.}} + ba * BB, sa);
-      let b{{.}} = load(rb{{.}} + bb * BB, sb);
+      let s{{.}} = load(rb{{.}} + blk * BB, sub);
 {{- end}}
-      consume({{range .Rs}}a{{.}}, {{end}}ba * BS, sa);
-      consume({{range .Rs}}b{{.}}, {{end}}bb * BS, sb);
-    }
-{{- end}}
-    for (; g < p.np; g += TPR) {
-      let ba = g / PPB;
-      let sa = g % PPB;
-{{- range .Rs}}
-      let a{{.}} = load(rb{{.}} + ba * BB, sa);
-{{- end}}
-      consume({{range .Rs}}a{{.}}, {{end}}ba * BS, sa);
+      consume({{range .Rs}}s{{.}}, {{end}}blk * BS, sub);
     }
   }
 {{- range .Accs}}
