@@ -9,8 +9,9 @@ import (
 )
 
 // quantKey specialises wgsl/dequant.wgsl: the kernel (matvec, dequant,
-// embed), the weight type, and for matvec the number of x rows and whether x
-// can be read as vec4.
+// embed), the weight type, f16 output (dequant, embed) and for matvec the x
+// rows M, whether x can be read as vec4, the workgroup shape (lanes per row
+// TPR, rows per lane RPT) and whether the groups are unrolled (GPUs).
 type quantKey struct {
 	Kernel  string
 	T       DType
@@ -182,7 +183,7 @@ func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
 		rowBytes = uint64(2 * k)
 		np = ceilDiv(k, 8)
 	}
-	chunk, err := rowsPerBinding(ctx, rowBytes, n)
+	chunk, err := rowsPerBinding(ctx, w, rowBytes, n)
 	if err != nil {
 		return fmt.Errorf("ops.MatVecQuant: weight %s: %w", w, err)
 	}
@@ -213,12 +214,16 @@ func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
 	return nil
 }
 
-// rowsPerBinding is how many rows of rowBytes fit one storage binding (all n
-// when the tensor fits; otherwise leaving room for the binding's offset
-// alignment).
-func rowsPerBinding(ctx *gpu.Context, rowBytes uint64, n int) (int, error) {
+// rowsPerBinding is how many rows of rowBytes of t fit one storage binding:
+// all n when t's whole buffer fits one (so every view shares its bind
+// group); otherwise as many as fit a window, which starts up to one offset
+// alignment before the rows.
+func rowsPerBinding(ctx *gpu.Context, t Tensor, rowBytes uint64, n int) (int, error) {
+	if t.Buf == nil {
+		return 0, fmt.Errorf("tensor %s has no buffer", t)
+	}
 	limit := ctx.MaxBinding()
-	if rowBytes*uint64(n) <= limit {
+	if t.Buf.Size() <= limit {
 		return n, nil
 	}
 	align := uint64(ctx.Limits.MinStorageBufferOffsetAlignment)

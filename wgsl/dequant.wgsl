@@ -13,11 +13,12 @@
 //   grp(st, sub, j)     the four weights of group j < G of the piece,
 //   gel(sub, j)         where group j's four consecutive elements start in
 //                       the block,
-// and the kernels loop over j (constant trip count: compilers unroll it and
-// the selects on j fold away). Decoding follows ggml's
-// dequantize_row_* in float32; every product it forms is exact in float32
-// (at most 24 significant bits), so fused multiply-adds cannot change a value
-// and the dequantised values match the CPU reference bit for bit.
+// The matvec on GPUs calls grp with constant j (the template unrolls the
+// groups, so the selects on j fold away); elsewhere j is a loop. Decoding
+// follows ggml's dequantize_row_* in float32; every product it forms is exact
+// in float32 (at most 24 significant bits), so fused multiply-adds cannot
+// change a value and the dequantised values match the CPU reference bit for
+// bit.
 struct Params {
   rows: u32,        // output rows handled by this dispatch
   k: u32,           // elements per row
