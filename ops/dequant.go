@@ -123,7 +123,7 @@ func decodeRows(enc *gpu.Encoder, op string, dst, src, ids Tensor, rows, k int) 
 	if embed {
 		srcRows = src.Shape[0]
 	}
-	srcChunk, err := rowsPerBinding(ctx, sourceRowBytes(src.DType, k), srcRows)
+	srcChunk, err := rowsPerBinding(ctx, src, sourceRowBytes(src.DType, k), srcRows)
 	if err != nil {
 		return fmt.Errorf("ops.%s: source %s: %w", op, src, err)
 	}
@@ -137,7 +137,7 @@ func decodeRows(enc *gpu.Encoder, op string, dst, src, ids Tensor, rows, k int) 
 		if iArgs, iOffs, err = binds(op, ids); err != nil {
 			return err
 		}
-	} else if dstChunk, err = rowsPerBinding(ctx, uint64(k*dst.DType.Size()), rows); err != nil {
+	} else if dstChunk, err = rowsPerBinding(ctx, dst, uint64(k*dst.DType.Size()), rows); err != nil {
 		return fmt.Errorf("ops.%s: dst %s: %w", op, dst, err)
 	}
 

@@ -13,11 +13,12 @@
 //   grp(st, sub, j)     the four weights of group j < G of the piece,
 //   gel(sub, j)         where group j's four consecutive elements start in
 //                       the block,
-// and the kernels loop over j (constant trip count: compilers unroll it and
-// the selects on j fold away). Decoding follows ggml's
-// dequantize_row_* in float32; every product it forms is exact in float32
-// (at most 24 significant bits), so fused multiply-adds cannot change a value
-// and the dequantised values match the CPU reference bit for bit.
+// The matvec on GPUs calls grp with constant j (the template unrolls the
+// groups, so the selects on j fold away); elsewhere j is a loop. Decoding
+// follows ggml's dequantize_row_* in float32; every product it forms is exact
+// in float32 (at most 24 significant bits), so fused multiply-adds cannot
+// change a value and the dequantised values match the CPU reference bit for
+// bit.
 struct Params {
   rows: u32,        // output rows handled by this dispatch
   k: u32,           // elements per row
@@ -67,14 +68,15 @@ fn hi16(a: u32) -> u32 { return a >> 16u; }
 // The 4 bytes starting 2 bytes into a: the word at a 2-mod-4 byte offset.
 fn mid(a: u32, b: u32) -> u32 { return (a >> 16u) | (b << 16u); }
 fn byte(a: u32, i: u32) -> u32 { return (a >> (8u * i)) & 0xffu; }
-// The four bytes of a word as values.
-fn u8x4(a: u32) -> vec4<f32> {
-  return vec4<f32>(vec4<u32>(a & 0xffu, (a >> 8u) & 0xffu, (a >> 16u) & 0xffu, a >> 24u));
+// The four bytes of a word as 2^23 + byte: OR-ing a byte into the mantissa
+// of 2^23 is cheaper than an int-to-float conversion, and subtracting 2^23
+// (plus any offset) afterwards is exact.
+const MAGIC: f32 = 8388608.0;
+fn u8x4m(a: u32) -> vec4<f32> {
+  return bitcast<vec4<f32>>(vec4<u32>(a & 0xffu, (a >> 8u) & 0xffu, (a >> 16u) & 0xffu, a >> 24u) | vec4<u32>(0x4b000000u));
 }
-fn i8x4(a: u32) -> vec4<f32> {
-  let v = bitcast<i32>(a);
-  return vec4<f32>(vec4<i32>((v << 24u) >> 24u, (v << 16u) >> 24u, (v << 8u) >> 24u, v >> 24u));
-}
+// Signed bytes, exactly.
+fn i8x4(a: u32) -> vec4<f32> { return u8x4m(a ^ 0x80808080u) - (MAGIC + 128.0); }
 // 16 bytes at an even byte offset (five word loads, no divergence).
 fn ld16(o: u32) -> vec4<u32> {
   let i = o >> 2u;
@@ -109,7 +111,7 @@ fn load(o: u32, sub: u32) -> St {
 }
 fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
-  return (u8x4((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) - 8.0) * s.d;
+  return (u8x4m((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) - (MAGIC + 8.0)) * s.d;
 }
 {{- else if eq .T "q4_1"}}
 // block_q4_1 {d, m f16; qs[16]} (20 bytes: always word aligned): q * d + m.
@@ -122,7 +124,7 @@ fn load(o: u32, sub: u32) -> St {
 }
 fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
-  return u8x4((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) * s.d + s.m;
+  return (u8x4m((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) - MAGIC) * s.d + s.m;
 }
 {{- else if eq .T "q5_0"}}
 // block_q5_0 {d f16; qh u32; qs[16]}: bit 4 of element j is bit j of qh;
@@ -139,7 +141,7 @@ fn load(o: u32, sub: u32) -> St {
 fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let h = bits4(s.qh >> (4u * j)) << 4u;
-  return (u8x4(((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | h) - 16.0) * s.d;
+  return (u8x4m(((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | h) - (MAGIC + 16.0)) * s.d;
 }
 {{- else if eq .T "q5_1"}}
 // block_q5_1 {d, m f16; qh u32; qs[16]} (24 bytes: word aligned): q * d + m.
@@ -153,7 +155,7 @@ fn load(o: u32, sub: u32) -> St {
 fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let h = bits4(s.qh >> (4u * j)) << 4u;
-  return u8x4(((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | h) * s.d + s.m;
+  return (u8x4m(((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | h) - MAGIC) * s.d + s.m;
 }
 {{- else if eq .T "q8_0"}}
 // block_q8_0 {d f16; qs[32] int8}: q * d.
@@ -196,7 +198,7 @@ fn load(o: u32, sub: u32) -> St {
 fn gel(sub: u32, j: u32) -> u32 { return 128u * (sub >> 1u) + 32u * (j >> 2u) + 16u * (sub & 1u) + 4u * (j & 3u); }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let t = j >> 2u;
-  return s.dl[t] * u8x4((s.q[j & 3u] >> (2u * t)) & 0x03030303u) - s.ml[t];
+  return s.dl[t] * (u8x4m((s.q[j & 3u] >> (2u * t)) & 0x03030303u) - MAGIC) - s.ml[t];
 }
 {{- else if eq .T "q3_k"}}
 // block_q3_K {hmask[32]; qs[64]; scales[12]; d f16}. Element e = 128h + 32t
@@ -212,33 +214,33 @@ fn load(o: u32, sub: u32) -> St {
   let q = ld16(o + 32u + 32u * h + 16u * lh);
   let sc = ld12(o + 96u);
   let dd = f16f(ld2(o + 108u));
-  // Scale s = 8h + 2t + lh: low 4 bits from byte s % 8 (nibble s / 8 = h),
-  // high 2 bits from byte 8 + s % 4 (bits 2 * (s / 4)).
-  var dl: vec4<f32>;
-  for (var t = 0u; t < 4u; t++) {
-    let b = 2u * t + lh;
-    let lo = (select(sc.x, sc.y, t >= 2u) >> (8u * (b & 3u) + 4u * h)) & 0xfu;
-    let hi = (sc.z >> (8u * (b & 3u) + 2u * (2u * h + (t >> 1u)))) & 3u;
-    dl[t] = dd * f32(i32(lo | (hi << 4u)) - 32);
-  }
-  return St(q, hm, dl);
+  return St(q, hm, dd * vec4<f32>(scale_q3k(sc, h, lh, 0u), scale_q3k(sc, h, lh, 1u),
+                                   scale_q3k(sc, h, lh, 2u), scale_q3k(sc, h, lh, 3u)));
+}
+// 6-bit scale s = 8h + 2t + lh, minus 32: low 4 bits from byte s % 8 (nibble
+// s / 8 = h), high 2 bits from byte 8 + s % 4 (bits 2 * (s / 4)).
+fn scale_q3k(sc: vec3<u32>, h: u32, lh: u32, t: u32) -> f32 {
+  let b = 2u * t + lh;
+  let lo = (select(sc.x, sc.y, t >= 2u) >> (8u * (b & 3u) + 4u * h)) & 0xfu;
+  let hi = (sc.z >> (8u * (b & 3u) + 2u * (2u * h + (t >> 1u)))) & 3u;
+  return f32(i32(lo | (hi << 4u)) - 32);
 }
 fn gel(sub: u32, j: u32) -> u32 { return 128u * (sub >> 1u) + 32u * (j >> 2u) + 16u * (sub & 1u) + 4u * (j & 3u); }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let t = j >> 2u;
   let k = j & 3u;
   let v = ((s.q[k] >> (2u * t)) & 0x03030303u) | (((s.hm[k] >> t) & 0x01010101u) << 2u);
-  return s.dl[t] * (u8x4(v) - 4.0);
+  return s.dl[t] * (u8x4m(v) - (MAGIC + 4.0));
 }
 {{- else if or (eq .T "q4_k") (eq .T "q5_k")}}
 // 6-bit scale and min j of the 12 packed bytes (ggml's get_scale_min_k4).
 fn scale_min_k4(j: u32, s0: u32, s1: u32, s2: u32) -> vec2<f32> {
-  if (j < 4u) {
-    return vec2<f32>(f32(byte(s0, j) & 63u), f32(byte(s1, j) & 63u));
-  }
-  let jj = j - 4u;
-  return vec2<f32>(f32((byte(s2, jj) & 0xfu) | ((byte(s0, jj) >> 6u) << 4u)),
-                   f32((byte(s2, jj) >> 4u) | ((byte(s1, jj) >> 6u) << 4u)));
+  // Branch-free: neighbouring lanes decode different j.
+  let jj = j & 3u;
+  let lo = vec2<u32>(byte(s0, jj) & 63u, byte(s1, jj) & 63u);
+  let hi = vec2<u32>((byte(s2, jj) & 0xfu) | ((byte(s0, jj) >> 6u) << 4u),
+                     (byte(s2, jj) >> 4u) | ((byte(s1, jj) >> 6u) << 4u));
+  return vec2<f32>(select(hi, lo, j < 4u));
 }
 // Group j of piece (c, half lh of l): elements 64c + 32(j / 4) + 16lh + 4(j % 4).
 fn gel(sub: u32, j: u32) -> u32 { return 64u * (sub >> 1u) + 32u * (j >> 2u) + 16u * (sub & 1u) + 4u * (j & 3u); }
@@ -262,7 +264,7 @@ fn load(o: u32, sub: u32) -> St {
 }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let hb = j >> 2u;
-  return select(s.d0, s.d1, hb == 1u) * u8x4((s.q[j & 3u] >> (4u * hb)) & 0x0f0f0f0fu) - select(s.m0, s.m1, hb == 1u);
+  return select(s.d0, s.d1, hb == 1u) * (u8x4m((s.q[j & 3u] >> (4u * hb)) & 0x0f0f0f0fu) - MAGIC) - select(s.m0, s.m1, hb == 1u);
 }
 {{- else}}
 // block_q5_K {d, dmin f16; scales[12]; qh[32]; qs[128]} (176 bytes: 16-byte
@@ -289,7 +291,7 @@ fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let hb = j >> 2u;
   let k = j & 3u;
   let v = ((s.q[k] >> (4u * hb)) & 0x0f0f0f0fu) | (((s.qh[k] >> hb) & 0x01010101u) << 4u);
-  return select(s.d0, s.d1, hb == 1u) * u8x4(v) - select(s.m0, s.m1, hb == 1u);
+  return select(s.d0, s.d1, hb == 1u) * (u8x4m(v) - MAGIC) - select(s.m0, s.m1, hb == 1u);
 }
 {{- end}}
 {{- else if eq .T "q6_k"}}
@@ -316,7 +318,7 @@ fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let k = j & 3u;
   let ql = select(s.qa[k], s.qb[k], (t & 1u) == 1u) >> (4u * (t >> 1u));
   let v = (ql & 0x0f0f0f0fu) | (((s.qh[k] >> (2u * t)) & 0x03030303u) << 4u);
-  return s.dl[t] * (u8x4(v) - 32.0);
+  return s.dl[t] * (u8x4m(v) - (MAGIC + 32.0));
 }
 {{- else if eq .T "bf16"}}
 // bf16 rows of any length at any element offset: o is the piece's first half
@@ -347,7 +349,11 @@ const TPR: u32 = {{.TPR}}u;
 const RPT: u32 = {{.RPT}}u;
 const NACC: u32 = {{.NAcc}}u;
 const RED: u32 = NACC * WG;
-var<private> acc: array<f32, NACC>;   // acc[r * M + m]
+// Accumulators acc<r * M + m>: plain scalars (an array indexed in a loop
+// would live in slow local memory).
+{{- range .Accs}}
+var<private> acc{{.}}: f32;
+{{- end}}
 var<workgroup> red: array<f32, RED>;
 
 fn xv(m: u32, e: u32) -> vec4<f32> {
@@ -361,25 +367,38 @@ fn xv(m: u32, e: u32) -> vec4<f32> {
 {{- end}}
 }
 
-// Multiply-accumulate one piece of each of the RPT rows.
+// Multiply-accumulate one piece of each of the RPT rows. On GPUs the groups
+// are unrolled here (constant j); software adapters get the loop, which
+// compiles much faster and computes the same values.
 fn consume({{range .Rs}}s{{.}}: St, {{end}}eb: u32, sub: u32) {
+{{- if not .UnrollJ}}
   for (var j = 0u; j < G; j++) {
-    let e = eb + gel(sub, j);
+{{- end}}
+{{- range $je := .JExprs}}
+  {
+    let e = eb + gel(sub, {{$je}});
 {{- if $.Tail}}
-    if (e >= p.k) { break; }
+    if (e < p.k) {
 {{- end}}
 {{- range $.Ms}}
     let x{{.}} = xv({{.}}u, e);
 {{- end}}
 {{- range $r := $.Rs}}
     {
-      let w = grp(s{{$r}}, sub, j);
+      let w = grp(s{{$r}}, sub, {{$je}});
 {{- range index $.RMs $r}}
-      acc[{{.I}}] += dot(w, x{{.M}});
+      acc{{.I}} += dot(w, x{{.M}});
 {{- end}}
     }
 {{- end}}
+{{- if $.Tail}}
+    }
+{{- end}}
   }
+{{- end}}
+{{- if not .UnrollJ}}
+  }
+{{- end}}
 }
 
 @compute @workgroup_size(WG)
@@ -387,38 +406,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>) {
   let lane = lid.x % TPR;
   let row0 = ((wid.y * nwg.x + wid.x) * (WG / TPR) + lid.x / TPR) * RPT;
-  for (var i = 0u; i < NACC; i++) { acc[i] = 0.0; }
+{{- range .Accs}}
+  acc{{.}} = 0.0;
+{{- end}}
   if (row0 < p.rows) {
     // Rows past the end re-read the last row; they are not written.
 {{- range .Rs}}
     let rb{{.}} = p.w_off + min(row0 + {{.}}u, p.rows - 1u) * p.w_row;
 {{- end}}
-    var g = lane;
-{{- if eq .Unroll 2}}
-    // Two pieces per step, all their loads issued before any use.
-    for (; g + TPR < p.np; g += 2u * TPR) {
-      let ba = g / PPB;
-      let sa = g % PPB;
-      let bb = (g + TPR) / PPB;
-      let sb = (g + TPR) % PPB;
+    for (var g = lane; g < p.np; g += TPR) {
+      let blk = g / PPB;
+      let sub = g % PPB;
+      // Every row's loads first, then the arithmetic.
 {{- range .Rs}}
-      let a{{.}} = load(rb{{.}} + ba * BB, sa);
-      let b{{.}} = load(rb{{.}} + bb * BB, sb);
+      let s{{.}} = load(rb{{.}} + blk * BB, sub);
 {{- end}}
-      consume({{range .Rs}}a{{.}}, {{end}}ba * BS, sa);
-      consume({{range .Rs}}b{{.}}, {{end}}bb * BS, sb);
-    }
-{{- end}}
-    for (; g < p.np; g += TPR) {
-      let ba = g / PPB;
-      let sa = g % PPB;
-{{- range .Rs}}
-      let a{{.}} = load(rb{{.}} + ba * BB, sa);
-{{- end}}
-      consume({{range .Rs}}a{{.}}, {{end}}ba * BS, sa);
+      consume({{range .Rs}}s{{.}}, {{end}}blk * BS, sub);
     }
   }
-  for (var i = 0u; i < NACC; i++) { red[i * WG + lid.x] = acc[i]; }
+{{- range .Accs}}
+  red[{{.}}u * WG + lid.x] = acc{{.}};
+{{- end}}
   workgroupBarrier();
   for (var s = TPR / 2u; s > 0u; s >>= 1u) {
     if (lane < s) {
