@@ -2,7 +2,6 @@ package ops
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/wgllm/wgllm/runtime/gpu"
 	"github.com/wgllm/wgllm/wgsl"
@@ -188,7 +187,7 @@ func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
 		return fmt.Errorf("ops.MatVecQuant: weight %s: %w", w, err)
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0,
-		WG: matVecQuantWG, TPR: matVecQuantTPR, RPT: matVecQuantRPT(n, m), UnrollJ: !softwareAdapter(ctx)}
+		WG: matVecQuantWG, TPR: matVecQuantTPR, RPT: matVecQuantRPT(n, m), UnrollJ: !ctx.Software()}
 	pipe, err := quantPipeline(ctx, key)
 	if err != nil {
 		return err
@@ -237,8 +236,3 @@ func rowsPerBinding(ctx *gpu.Context, t Tensor, rowBytes uint64, n int) (int, er
 	return int(min(rows, uint64(n))), nil
 }
 
-// softwareAdapter: lavapipe and the like, where compile time matters more
-// than unrolling.
-func softwareAdapter(ctx *gpu.Context) bool {
-	return strings.EqualFold(ctx.Adapter.Type, "cpu")
-}

@@ -38,7 +38,7 @@ func quantBenchCtx(b *testing.B, bytes int) *gpu.Context {
 // copiesFor is how many copies of a weight of the given size the benchmark
 // rotates through (one on a software adapter, which has no such cache).
 func copiesFor(ctx *gpu.Context, bytes int) int {
-	if ctx.Adapter.Type == "CPU" || ctx.Adapter.Type == "cpu" {
+	if ctx.Software() {
 		return 1
 	}
 	return max(1, min(64, ceilDivInt(rotateBytes, bytes)))
