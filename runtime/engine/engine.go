@@ -49,6 +49,7 @@ type Engine struct {
 
 	tokensGenerated, promptTokens, requestsFinished atomic.Uint64
 	activeCount                                     atomic.Int64
+	kvUsed                                          atomic.Int64 // cache rows held by running jobs
 }
 
 // slot remembers which tokens a KV sequence slot holds, for prefix reuse.
@@ -106,6 +107,13 @@ func NewEngine(m *model.Model, tok *tokenizer.Tokenizer, opt Options) (*Engine, 
 	}
 	e := &Engine{m: m, tok: tok, opt: opt, jobs: map[string]*job{}, slots: make([]slot, seqs),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	// The engine owns every sequence slot for its life, so a finished job's
+	// cached tokens stay valid for the next job that shares their prefix.
+	for i := 0; i < seqs; i++ {
+		if _, err := m.KV.Acquire(); err != nil {
+			return nil, fmt.Errorf("engine: the model's KV cache must be unused: %w", err)
+		}
+	}
 	go e.loop()
 	return e, nil
 }
@@ -191,12 +199,9 @@ func (e *Engine) Metrics() Metrics {
 	e.mu.Lock()
 	q := len(e.queue)
 	e.mu.Unlock()
-	used, total := 0, e.m.KV.Config().Seqs*e.m.KV.Config().Capacity
-	for s := 0; s < len(e.slots); s++ {
-		used += e.m.KV.Len(s)
-	}
+	total := e.m.KV.Config().Seqs * e.m.KV.Config().Capacity
 	return Metrics{QueueDepth: q, QueueLimit: e.opt.QueueLimit, ActiveSequences: int(e.activeCount.Load()),
-		KVBlocksUsed: used, KVBlocksTotal: total,
+		KVBlocksUsed: int(e.kvUsed.Load()), KVBlocksTotal: total,
 		TokensGenerated: e.tokensGenerated.Load(), PromptTokens: e.promptTokens.Load(), RequestsFinished: e.requestsFinished.Load()}
 }
 
@@ -235,15 +240,23 @@ func (e *Engine) loop() {
 		e.mu.Unlock()
 		if closed {
 			e.drain()
+			e.kvUsed.Store(0)
+			e.activeCount.Store(0)
 			return
 		}
 		if idle {
+			e.kvUsed.Store(0)
 			<-e.wake
 			continue
 		}
 		e.reap()
 		e.admit()
 		e.step()
+		used := 0
+		for _, j := range e.active {
+			used += len(j.fed) + 1
+		}
+		e.kvUsed.Store(int64(used))
 	}
 }
 
@@ -351,13 +364,6 @@ func (e *Engine) start(j *job) error {
 	sl.busy = true
 	j.seq = s
 	kv := e.m.KV
-	kv.Release(s)
-	if _, err := kv.Acquire(); err != nil { // s is the lowest free slot? not necessarily: take s itself
-		_ = err
-	}
-	if err := e.acquire(s); err != nil {
-		return err
-	}
 	if err := kv.Truncate(s, reuse); err != nil {
 		return err
 	}
@@ -420,29 +426,6 @@ func (e *Engine) start(j *job) error {
 	}
 	e.mu.Unlock()
 	return nil
-}
-
-// acquire makes slot s the model's sequence s (the KV cache hands out the
-// lowest free slot; the engine wants a chosen one, so it takes slots until
-// it gets s and gives the others back).
-func (e *Engine) acquire(s int) error {
-	kv := e.m.KV
-	var taken []int
-	defer func() {
-		for _, t := range taken {
-			kv.Release(t)
-		}
-	}()
-	for {
-		got, err := kv.Acquire()
-		if err != nil {
-			return err
-		}
-		if got == s {
-			return nil
-		}
-		taken = append(taken, got)
-	}
 }
 
 // accept handles j.next, the token just produced: it ends the job at an
@@ -567,7 +550,6 @@ func (e *Engine) finish(j *job, reason string, err error) {
 			sl.tokens = sl.tokens[:0]
 			_ = e.m.KV.Truncate(j.seq, 0)
 		}
-		e.m.KV.Release(j.seq)
 	}
 	if reason != "cancelled" && err == nil && j.pending != "" {
 		e.send(j, j.pending)

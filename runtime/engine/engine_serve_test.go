@@ -1,0 +1,210 @@
+package engine
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wgllm/wgllm/ops"
+	"github.com/wgllm/wgllm/runtime/model"
+	"github.com/wgllm/wgllm/runtime/sample"
+)
+
+// collector gathers one job's events.
+type collector struct {
+	mu   sync.Mutex
+	text strings.Builder
+	done chan Event
+}
+
+func newCollector() *collector { return &collector{done: make(chan Event, 1)} }
+
+func (c *collector) emit(ev Event) {
+	if ev.Done {
+		c.done <- ev
+		return
+	}
+	c.mu.Lock()
+	c.text.WriteString(ev.Text)
+	c.mu.Unlock()
+}
+
+func (c *collector) wait(t *testing.T) (string, Event) {
+	t.Helper()
+	select {
+	case ev := <-c.done:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.text.String(), ev
+	case <-time.After(5 * time.Minute):
+		t.Fatal("job did not finish")
+	}
+	return "", Event{}
+}
+
+func newEngine(t *testing.T, seqs int, opt Options) *Engine {
+	t.Helper()
+	g := open(t, "stories260K.gguf", model.Options{CtxLen: 128, Seqs: seqs, KVType: ops.F16, Batch: 64})
+	e, err := NewEngine(g.M, g.Tok, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+var prompts = []string{"Tom had a little", "Once upon a time", "Lily saw a big", "The dog ran", "One day, a girl",
+	"Sam and Tim", "The sun was", "A bird sang", "Mom said", "The cat", "Ben wanted to", "In the park",
+	"The little boy", "She was happy", "They played", "It was a"}
+
+// TestConcurrentJobsGetTheirAloneText runs 16 greedy jobs at once through
+// continuous batching; each must produce exactly the text it gets alone.
+func TestConcurrentJobsGetTheirAloneText(t *testing.T) {
+	e := newEngine(t, 16, Options{MaxBatch: 16})
+	alone := make([]string, len(prompts))
+	for i, p := range prompts {
+		c := newCollector()
+		if _, err := e.Submit(Job{Prompt: p, MaxTokens: 24, Sampling: sample.Greedy()}, c.emit); err != nil {
+			t.Fatal(err)
+		}
+		alone[i], _ = c.wait(t)
+	}
+	cs := make([]*collector, len(prompts))
+	for i, p := range prompts {
+		cs[i] = newCollector()
+		if _, err := e.Submit(Job{Prompt: p, MaxTokens: 24, Sampling: sample.Greedy()}, cs[i].emit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range cs {
+		got, ev := c.wait(t)
+		if ev.Err != nil {
+			t.Fatal(ev.Err)
+		}
+		if got != alone[i] {
+			t.Errorf("prompt %q: batched text\n%q\nalone\n%q", prompts[i], got, alone[i])
+		}
+	}
+	if m := e.Metrics(); m.RequestsFinished != 32 || m.TokensGenerated == 0 {
+		t.Errorf("metrics %+v", m)
+	}
+}
+
+func TestCancelFreesTheSlot(t *testing.T) {
+	e := newEngine(t, 2, Options{})
+	c := newCollector()
+	started := make(chan struct{}, 1)
+	id, err := e.Submit(Job{Prompt: "Once upon a time", MaxTokens: 100, Sampling: sample.Greedy()}, func(ev Event) {
+		if !ev.Done {
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+		}
+		c.emit(ev)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	if !e.Cancel(id) {
+		t.Fatal("cancel of a running job reported not found")
+	}
+	_, ev := c.wait(t)
+	if ev.FinishReason != "cancelled" || ev.Usage.CompletionTokens >= 100 {
+		t.Fatalf("cancelled job ended with %+v", ev)
+	}
+	st, ok := e.Status(id)
+	if !ok || st.State != Cancelled {
+		t.Fatalf("status %+v %v", st, ok)
+	}
+	if e.Cancel(id) || e.Cancel("nope") {
+		t.Error("cancel of a finished or unknown job reported success")
+	}
+	// The engine keeps serving.
+	c2 := newCollector()
+	if _, err := e.Submit(Job{Prompt: "Tom had", MaxTokens: 5, Sampling: sample.Greedy()}, c2.emit); err != nil {
+		t.Fatal(err)
+	}
+	if _, ev := c2.wait(t); ev.FinishReason != "length" || ev.Usage.CompletionTokens != 5 {
+		t.Fatalf("after cancel: %+v", ev)
+	}
+	if m := e.Metrics(); m.ActiveSequences != 0 || m.KVBlocksUsed != 0 {
+		t.Errorf("idle engine holds %+v", m)
+	}
+}
+
+func TestQueueLimitIsBusy(t *testing.T) {
+	e := newEngine(t, 1, Options{QueueLimit: 2})
+	var ids []string
+	busy := false
+	for i := 0; i < 10; i++ {
+		id, err := e.Submit(Job{Prompt: "Once upon a time", MaxTokens: 60, Sampling: sample.Greedy()}, nil)
+		if errors.Is(err, ErrBusy) {
+			busy = true
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if !busy {
+		t.Fatal("10 jobs into a queue of 2 never got ErrBusy")
+	}
+	for _, id := range ids {
+		e.Cancel(id)
+	}
+}
+
+func TestStopStringsAndPrefixReuse(t *testing.T) {
+	e := newEngine(t, 2, Options{})
+	c := newCollector()
+	if _, err := e.Submit(Job{Prompt: "Tom had a little", MaxTokens: 40, Sampling: sample.Greedy()}, c.emit); err != nil {
+		t.Fatal(err)
+	}
+	full, _ := c.wait(t) // " boy named Tim. He loved to play with his toys. ..."
+	i := strings.Index(full, "Tim")
+	if i < 0 {
+		t.Fatalf("reference text changed: %q", full)
+	}
+	c = newCollector()
+	if _, err := e.Submit(Job{Prompt: "Tom had a little", MaxTokens: 40, Sampling: sample.Greedy(), Stop: []string{"Tim"}}, c.emit); err != nil {
+		t.Fatal(err)
+	}
+	got, ev := c.wait(t)
+	if got != full[:i] || ev.FinishReason != "stop" {
+		t.Fatalf("with stop \"Tim\": %q (%s), want %q", got, ev.FinishReason, full[:i])
+	}
+	// The same prompt again reuses the cached prefix and gives the same text.
+	if ev.Usage.CachedTokens == 0 {
+		t.Errorf("second run of the same prompt reused no cached tokens: %+v", ev.Usage)
+	}
+	c = newCollector()
+	if _, err := e.Submit(Job{Prompt: "Tom had a little", MaxTokens: 40, Sampling: sample.Greedy()}, c.emit); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := c.wait(t); again != full {
+		t.Errorf("prefix-reused text\n%q\nfresh\n%q", again, full)
+	}
+}
+
+func TestSubmitRejectsBadJobs(t *testing.T) {
+	e := newEngine(t, 1, Options{})
+	long := strings.Repeat("Once upon a time ", 100)
+	bad := sample.DefaultParams()
+	bad.TopP = 2
+	for i, j := range []Job{{Prompt: long}, {Prompt: "x", MaxTokens: -1}, {Prompt: "x", Sampling: bad}} {
+		if _, err := e.Submit(j, nil); !errors.Is(err, ErrBadJob) {
+			t.Errorf("job %d: %v, want ErrBadJob", i, err)
+		}
+	}
+	if _, err := e.Submit(Job{ID: "a", Prompt: "Tom", MaxTokens: 2, Sampling: sample.Greedy()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Submit(Job{ID: "a", Prompt: "Tom", Sampling: sample.Greedy()}, nil); !errors.Is(err, ErrBadJob) {
+		t.Errorf("duplicate id: %v", err)
+	}
+}
