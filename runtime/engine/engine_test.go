@@ -16,7 +16,7 @@ import (
 	"github.com/wgllm/wgllm/runtime/tokenizer"
 )
 
-func open(t *testing.T, name string, opt model.Options) *Generator {
+func open(t testing.TB, name string, opt model.Options) *Generator {
 	t.Helper()
 	ctx := gputest.Ctx(t)
 	f, err := gguf.Open(sharedfiles.File(t, "models/"+name))
