@@ -22,12 +22,9 @@ import (
 //
 //	go test ./ops/ -run '^$' -bench Attention -benchtime 50x
 func BenchmarkAttention(b *testing.B) {
-	ctx := gputest.Ctx(b)
+	ctx := gputest.BenchCtx(b, false)
 	software := ctx.Software()
 	skipBig := software && os.Getenv("WGLLM_BENCH_FULL") == ""
-	debug := ctx.Debug
-	ctx.Debug = false // per-dispatch validation would dominate the timings
-	defer func() { ctx.Debug = debug }()
 
 	prefill := []struct {
 		nq, heads, kvh, hd int

@@ -10,16 +10,6 @@ import (
 	"github.com/wgllm/wgllm/runtime/gpu"
 )
 
-// benchCtx is the shared context with per-dispatch validation off for the
-// benchmark (restored afterwards).
-func benchCtx(b *testing.B) *gpu.Context {
-	ctx := gputest.Ctx(b)
-	old := ctx.Debug
-	ctx.Debug = false
-	b.Cleanup(func() { ctx.Debug = old })
-	return ctx
-}
-
 // benchDispatches records b.N dispatches, submitted 256 to a command buffer
 // without waiting, and waits once at the end: the GPU's throughput for
 // back-to-back dispatches, plus whatever recording costs on the CPU when
@@ -82,7 +72,7 @@ func BenchmarkSiluMul(b *testing.B) {
 func benchBinary(b *testing.B, op func(enc *gpu.Encoder, d, x, y ops.Tensor) error) {
 	for _, s := range benchElemShapes {
 		b.Run(fmt.Sprintf("%dx%d", s.cols, s.rows), func(b *testing.B) {
-			ctx := benchCtx(b)
+			ctx := gputest.BenchCtx(b, false)
 			rng := rand.New(rand.NewSource(1))
 			x := benchF32(b, ctx, rng, "x", s.rows, s.cols)
 			y := benchF32(b, ctx, rng, "y", s.rows, s.cols)
@@ -97,7 +87,7 @@ func benchBinary(b *testing.B, op func(enc *gpu.Encoder, d, x, y ops.Tensor) err
 func BenchmarkArgmax(b *testing.B) {
 	for _, s := range []struct{ rows, cols int }{{1, 32000}, {512, 32000}, {1, 151936}, {64, 151936}} {
 		b.Run(fmt.Sprintf("%dx%d", s.cols, s.rows), func(b *testing.B) {
-			ctx := benchCtx(b)
+			ctx := gputest.BenchCtx(b, false)
 			rng := rand.New(rand.NewSource(2))
 			x := benchF32(b, ctx, rng, "logits", s.rows, s.cols)
 			d, err := ops.New(ctx, "ids", ops.U32, s.rows)
@@ -115,7 +105,7 @@ func BenchmarkArgmax(b *testing.B) {
 func BenchmarkRoPE(b *testing.B) {
 	for _, tokens := range []int{1, 512} {
 		b.Run(fmt.Sprintf("neox/%dx28x128", tokens), func(b *testing.B) {
-			ctx := benchCtx(b)
+			ctx := gputest.BenchCtx(b, false)
 			rng := rand.New(rand.NewSource(3))
 			x := benchF32(b, ctx, rng, "q", tokens, 28, 128)
 			pos := make([]uint32, tokens)
@@ -140,7 +130,7 @@ func BenchmarkCopyRows(b *testing.B) {
 	for _, tokens := range []int{1, 512} {
 		for _, off := range []int{0, 1} {
 			b.Run(fmt.Sprintf("f32_to_f16/%dx512_off%d", tokens, off), func(b *testing.B) {
-				ctx := benchCtx(b)
+				ctx := gputest.BenchCtx(b, false)
 				rng := rand.New(rand.NewSource(4))
 				src := benchF32(b, ctx, rng, "k", tokens, 512)
 				cache, err := ops.New(ctx, "cache", ops.F16, 4096*512+2)

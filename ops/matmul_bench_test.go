@@ -3,7 +3,6 @@ package ops_test
 import (
 	"fmt"
 	"math/rand"
-	"os"
 	"testing"
 
 	"github.com/wgllm/wgllm/internal/gputest"
@@ -41,19 +40,13 @@ func (o benchOperand) bytes() uint64 {
 // allocates the operands filled with non-zero random values.
 func benchSetup(b *testing.B, heavy bool, operands ...benchOperand) (*gpu.Context, []ops.Tensor) {
 	b.Helper()
-	ctx := gputest.Ctx(b)
-	if heavy && ctx.Software() && os.Getenv("WGLLM_BENCH_FULL") == "" {
-		b.Skipf("software adapter %q is far too slow for this size (set WGLLM_BENCH_FULL=1 to run anyway)", ctx.Adapter.Driver)
-	}
+	ctx := gputest.BenchCtx(b, heavy)
 	for _, o := range operands {
 		if o.bytes() > ctx.MaxBinding() || o.bytes() > ctx.Limits.MaxBufferSize {
 			b.Skipf("%s %s%v is %d bytes: over the adapter's binding limit %d or buffer limit %d",
 				o.label, o.dt, o.shape, o.bytes(), ctx.MaxBinding(), ctx.Limits.MaxBufferSize)
 		}
 	}
-	debug := ctx.Debug
-	ctx.Debug = false
-	b.Cleanup(func() { ctx.Debug = debug })
 
 	rng := rand.New(rand.NewSource(1))
 	block := gputest.Rand(rng, 1<<20, 1) // repeated: random enough, cheap to make

@@ -235,4 +235,3 @@ func rowsPerBinding(ctx *gpu.Context, t Tensor, rowBytes uint64, n int) (int, er
 	}
 	return int(min(rows, uint64(n))), nil
 }
-

@@ -3,7 +3,6 @@ package ops_test
 import (
 	"fmt"
 	"math/rand"
-	"os"
 	"testing"
 	"time"
 
@@ -24,15 +23,7 @@ const rotateBytes = 160 << 20
 // benchSetup gives the benchmark's context with per-dispatch validation
 // off (restored afterwards), and whether a shape of the given size runs.
 func quantBenchCtx(b *testing.B, bytes int) *gpu.Context {
-	ctx := gputest.Ctx(b)
-	software := ctx.Software()
-	if software && bytes > 8<<20 && os.Getenv("WGLLM_BENCH_FULL") == "" {
-		b.Skipf("software adapter %q: big shape skipped (set WGLLM_BENCH_FULL=1)", ctx.Adapter.Name)
-	}
-	debug := ctx.Debug
-	ctx.Debug = false
-	b.Cleanup(func() { ctx.Debug = debug })
-	return ctx
+	return gputest.BenchCtx(b, bytes > 8<<20)
 }
 
 // copiesFor is how many copies of a weight of the given size the benchmark

@@ -116,7 +116,7 @@ func must(t testing.TB, err error) {
 func BenchmarkRMSNorm(b *testing.B) {
 	for _, c := range []struct{ rows, cols int }{{1, 4096}, {512, 2048}, {512, 4096}} {
 		b.Run(fmt.Sprintf("%dx%d", c.rows, c.cols), func(b *testing.B) {
-			ctx := benchCtx(b)
+			ctx := gputest.BenchCtx(b, false)
 			rng := rand.New(rand.NewSource(1))
 			x := benchF32(b, ctx, rng, "x", c.rows, c.cols)
 			w := benchF32(b, ctx, rng, "w", c.cols)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"os"
 	"sync"
 	"testing"
 
@@ -39,6 +40,21 @@ func Ctx(t testing.TB) *gpu.Context {
 		t.Fatalf("opening GPU: %v", openErr)
 	}
 	return shared
+}
+
+// BenchCtx is Ctx for benchmarks: per-dispatch validation is off until the
+// benchmark ends (it would dominate the timings), and a heavy benchmark
+// skips on a software adapter unless WGLLM_BENCH_FULL is set.
+func BenchCtx(b *testing.B, heavy bool) *gpu.Context {
+	b.Helper()
+	ctx := Ctx(b)
+	if heavy && ctx.Software() && os.Getenv("WGLLM_BENCH_FULL") == "" {
+		b.Skipf("software adapter %q is far too slow for this size (set WGLLM_BENCH_FULL=1 to run anyway)", ctx.Adapter.Name)
+	}
+	debug := ctx.Debug
+	ctx.Debug = false
+	b.Cleanup(func() { ctx.Debug = debug })
+	return ctx
 }
 
 // Rand returns n values uniform in [-scale, scale], none exactly zero.
