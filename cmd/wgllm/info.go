@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -44,7 +45,7 @@ func infoCmd(a *app) *cobra.Command {
 				fmt.Fprintf(w, "vocabulary\t%d\n", cfg.Vocab)
 				fmt.Fprintf(w, "context length\t%d\n", cfg.CtxLen)
 				fmt.Fprintf(w, "rope\t%s, base %g, freq scale %g, %d dims\n", cfg.RopeMode, cfg.RopeBase, cfg.RopeScale, cfg.RopeDims)
-				fmt.Fprintf(w, "rms eps\t%g\n", cfg.NormEps)
+				fmt.Fprintf(w, "rms eps\t%s\n", strconv.FormatFloat(cfg.NormEps, 'g', -1, 32))
 				fmt.Fprintf(w, "output\t%s\n", map[bool]string{true: "tied to token_embd", false: "untied"}[cfg.TiedOutput])
 			} else {
 				fmt.Fprintf(w, "architecture\t%s (cannot run: %v)\n", f.Architecture(), cfgErr)
