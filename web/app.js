@@ -79,6 +79,7 @@
   let countdownTimer = 0;
   let retryAt = 0;
   let modelName = '';
+  let openedWithSettings = false; // a connection opened since the API key last changed
 
   function socketURL() {
     // Relative to the page, so a reverse proxy may mount the app under a prefix.
@@ -114,6 +115,7 @@
     sock.onopen = () => {
       if (socket !== sock) return;
       connected = true;
+      openedWithSettings = true;
       failedAttempts = 0;
       ui.banner.hidden = true;
       setConnState('open');
@@ -138,7 +140,9 @@
     retryAt = Date.now() + delay;
     setConnState('closed');
     const reason = wasOpen ? 'Connection lost.' : 'Cannot reach the server.';
-    const hint = !wasOpen && failedAttempts >= 3 ? ' If the server needs an API key, set it in Settings.' : '';
+    // A server that never accepted us may want an API key; the browser can't
+    // tell a refused key from a server that is down.
+    const hint = !openedWithSettings && failedAttempts >= 2 ? ' If the server needs an API key, set it in Settings.' : '';
     const show = () => {
       const secs = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
       ui.bannerText.textContent = reason + ' Reconnecting in ' + secs + ' s…' + hint;
@@ -491,7 +495,10 @@
     settings = next;
     if (!storeSettings(settings)) showNotice('Settings apply to this tab only: the browser refused to store them.');
     ui.dialog.close();
-    if (keyChanged) reconnectNow();
+    if (keyChanged) {
+      openedWithSettings = false;
+      reconnectNow();
+    }
   }
 
   ui.openSettings.addEventListener('click', openSettings);

@@ -285,7 +285,6 @@ type chatPageCheck struct {
 // what it shows. It works against any server that speaks the protocol; the
 // checks of the scripted fake model's exact replies are left to the caller.
 func runChatPageSteps(t *testing.T, browserCtx context.Context, cfg chatPageCheck) {
-	t.Helper()
 	if cfg.ReplyTimeout == 0 {
 		cfg.ReplyTimeout = 15 * time.Second
 	}
@@ -305,6 +304,7 @@ func runChatPageSteps(t *testing.T, browserCtx context.Context, cfg chatPageChec
 	if got := p.evalString(`document.activeElement.id`); got != "prompt" {
 		t.Errorf("focus after load is on %q, want the message box", got)
 	}
+	p.screenshot("chat-start.png")
 	var ok bool
 	p.eval(installTraceJS, &ok)
 
@@ -357,6 +357,7 @@ func runChatPageSteps(t *testing.T, browserCtx context.Context, cfg chatPageChec
 		t.Fatalf("the long reply is %q before Stop could be pressed; the server answered too fast for this check", state)
 	}
 	p.waitFor("the Stop button", `!document.getElementById('stop').hidden && document.getElementById('send').hidden`, time.Second)
+	p.screenshot("chat-streaming.png")
 	p.do("press Stop", chromedp.Click(chromedp.ID("stop")))
 	p.waitFor("the reply to end as cancelled", second+`.dataset.state === 'cancelled'`, 5*time.Second)
 	if got := p.evalString(second + `.dataset.finish`); got != "cancelled" {
