@@ -5,12 +5,16 @@ GO ?= go
 BIN := bin/wgllm
 GOTESTFLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all deps build test run bench vet clean
+.PHONY: all deps deps-test build test run bench vet clean
 
 all: build
 
 deps:
 	@./scripts/deps.sh
+
+# The tests also drive the chat page in headless Chromium.
+deps-test:
+	@./scripts/deps.sh chromium
 
 build: deps
 	$(GO) build -o $(BIN) ./cmd/wgllm
@@ -18,7 +22,7 @@ build: deps
 vet:
 	$(GO) vet ./...
 
-test: deps vet
+test: deps-test vet
 	$(GO) test $(GOTESTFLAGS) ./...
 
 MODEL ?= models/kjv-30m-q4_k_m.gguf
