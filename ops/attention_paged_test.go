@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/wgllm/wgllm/internal/gputest"
 	"github.com/wgllm/wgllm/ops"
@@ -396,4 +398,119 @@ func TestAttentionPagedRejectsBadShapes(t *testing.T) {
 			t.Logf("%s: %v", b.name, err)
 		}
 	}
+}
+
+// BenchmarkAttentionPaged times a continuous-batching decode step: 8
+// sequences, one query each, GQA 32/8, head dim 128, against the
+// contiguous Attention over the same batch ([8, kvLen, 8, 128] per cache).
+// The paged pool's blocks are handed out in shuffled order. SetBytes is
+// the K/V bytes read per op, so Go's MB/s is the KV read bandwidth. "mixed"
+// spreads the lengths over [kvLen/8, kvLen] (bytes counted per sequence),
+// which one contiguous dispatch cannot express. Shapes with kvLen over 1024
+// are skipped on a software adapter unless WGLLM_BENCH_FULL is set.
+//
+//	go test ./ops/ -run '^$' -bench AttentionPaged -benchtime 50x
+func BenchmarkAttentionPaged(b *testing.B) {
+	ctx := gputest.Ctx(b)
+	software := ctx.Software()
+	skipBig := software && os.Getenv("WGLLM_BENCH_FULL") == ""
+	debug := ctx.Debug
+	ctx.Debug = false // per-dispatch validation would dominate the timings
+	defer func() { ctx.Debug = debug }()
+	const nSeq, heads, kvh, hd = 8, 32, 8, 128
+	for _, kvLen := range []int{1024, 4096} {
+		for _, kv := range []ops.DType{ops.F16, ops.F32} {
+			for _, mode := range []string{"contiguous", "paged_bs16", "paged_bs32", "paged_bs16_mixed"} {
+				b.Run(fmt.Sprintf("decode/%dx%d/%s/%s", nSeq, kvLen, kv, mode), func(b *testing.B) {
+					if kvLen > 1024 && skipBig {
+						b.Skip("big shape on a software adapter (set WGLLM_BENCH_FULL=1 to run)")
+					}
+					rng := rand.New(rand.NewSource(1))
+					mk := func(label string, dt ops.DType, shape ...int) ops.Tensor {
+						n := 1
+						for _, s := range shape {
+							n *= s
+						}
+						x, err := ops.FromFloat32(ctx, label, dt, gputest.Rand(rng, n, 2), shape...)
+						must(b, err)
+						b.Cleanup(x.Buf.Destroy)
+						return x
+					}
+					q := mk("q", ops.F32, nSeq, 1, heads, hd)
+					out := mk("out", ops.F32, nSeq, 1, heads, hd)
+					var op func(enc *gpu.Encoder) error
+					if mode == "contiguous" {
+						k := mk("k", kv, nSeq, kvLen, kvh, hd)
+						v := mk("v", kv, nSeq, kvLen, kvh, hd)
+						opt := ops.AttentionOptions{Causal: true, QOffset: kvLen - 1, KVLen: kvLen}
+						op = func(enc *gpu.Encoder) error { return ops.Attention(enc, out, q, k, v, opt) }
+						b.SetBytes(int64(2 * nSeq * kvLen * kvh * hd * kv.Size()))
+					} else {
+						bs := 16
+						if mode == "paged_bs32" {
+							bs = 32
+						}
+						lens := make([]int, nSeq)
+						total := 0
+						for s := range lens {
+							lens[s] = kvLen
+							if mode == "paged_bs16_mixed" {
+								lens[s] = kvLen/8 + s*(kvLen-kvLen/8)/(nSeq-1)
+							}
+							total += lens[s]
+						}
+						width := ceilDivInt(kvLen, bs)
+						nBlocks := nSeq * width
+						k := mk("kpool", kv, nBlocks, bs, kvh, hd)
+						v := mk("vpool", kv, nBlocks, bs, kvh, hd)
+						perm := rng.Perm(nBlocks)
+						table := make([]uint32, nSeq*width)
+						for i := range table {
+							table[i] = uint32(perm[i])
+						}
+						info := make([]uint32, 0, nSeq*ops.SeqInfoFields)
+						for s, n := range lens {
+							info = append(info, uint32(n), uint32(n-1), uint32(s))
+						}
+						tab, err := ops.FromUint32(ctx, "table", table, nSeq, width)
+						must(b, err)
+						b.Cleanup(tab.Buf.Destroy)
+						inf, err := ops.FromUint32(ctx, "info", info, nSeq, ops.SeqInfoFields)
+						must(b, err)
+						b.Cleanup(inf.Buf.Destroy)
+						opt := ops.PagedOptions{Causal: true, MaxKVLen: kvLen}
+						op = func(enc *gpu.Encoder) error { return ops.AttentionPaged(enc, out, q, k, v, tab, inf, opt) }
+						b.SetBytes(int64(2 * total * kvh * hd * kv.Size()))
+					}
+					benchOps(b, ctx, software, op)
+				})
+			}
+		}
+	}
+}
+
+// benchOps records b.N calls of op in one submission and waits once, after
+// an untimed warm-up call (pipelines, scratch). On a software adapter the
+// calls are cut into submissions of about a second (see benchAttention).
+func benchOps(b *testing.B, ctx *gpu.Context, software bool, op func(enc *gpu.Encoder) error) {
+	submit := func(n int) {
+		enc, err := ctx.NewEncoder()
+		must(b, err)
+		for i := 0; i < n; i++ {
+			must(b, op(enc))
+		}
+		must(b, enc.SubmitAndWait())
+	}
+	submit(1)
+	perSubmit := b.N
+	if software {
+		start := time.Now()
+		submit(1)
+		perSubmit = max(1, int(time.Second/max(time.Since(start), time.Millisecond)))
+	}
+	b.ResetTimer()
+	for done := 0; done < b.N; done += perSubmit {
+		submit(min(perSubmit, b.N-done))
+	}
+	b.StopTimer()
 }
