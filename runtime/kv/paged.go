@@ -47,6 +47,7 @@ type PagedConfig struct {
 // encoder was submitted and before this one is. Paged is not safe for
 // concurrent use.
 type Paged struct {
+	ctx     *gpu.Context
 	cfg     PagedConfig
 	width   int // table columns
 	row     int // elements per token: KVHeads·HeadDim
@@ -92,7 +93,7 @@ func NewPaged(ctx *gpu.Context, cfg PagedConfig) (*Paged, error) {
 		return nil, fmt.Errorf("kv: %d blocks: too many", cfg.Blocks)
 	}
 	c := &Paged{
-		cfg: cfg, row: row, width: (cfg.MaxSeqLen + cfg.BlockSize - 1) / cfg.BlockSize,
+		ctx: ctx, cfg: cfg, row: row, width: (cfg.MaxSeqLen + cfg.BlockSize - 1) / cfg.BlockSize,
 		refs: make([]int32, cfg.Blocks), held: make([]int32, cfg.Blocks), seqs: make([]pagedSeq, cfg.Seqs),
 	}
 	c.host = make([]uint32, cfg.Seqs*c.width)
@@ -150,11 +151,19 @@ func (c *Paged) BlocksUsed() int { return c.cfg.Blocks - len(c.free) }
 // BlocksFree is how many blocks can still be handed out.
 func (c *Paged) BlocksFree() int { return len(c.free) }
 
-// Keys is one layer's key pool, [Blocks, BlockSize, KVHeads, HeadDim].
-func (c *Paged) Keys(layer int) ops.Tensor { return c.k[layer] }
+// Keys is one layer's key pool, [Blocks, BlockSize, KVHeads, HeadDim]
+// (an empty tensor, which ops reject, for a layer out of range).
+func (c *Paged) Keys(layer int) ops.Tensor { return pool(c.k, layer) }
 
 // Values is one layer's value pool, [Blocks, BlockSize, KVHeads, HeadDim].
-func (c *Paged) Values(layer int) ops.Tensor { return c.v[layer] }
+func (c *Paged) Values(layer int) ops.Tensor { return pool(c.v, layer) }
+
+func pool(ts []ops.Tensor, layer int) ops.Tensor {
+	if layer < 0 || layer >= len(ts) {
+		return ops.Tensor{}
+	}
+	return ts[layer]
+}
 
 // BlockTable is the GPU block table, u32 [Seqs, MaxBlocksPerSeq]: row s
 // lists sequence slot s's blocks in order (entries past its last block are
@@ -452,11 +461,11 @@ type Step struct {
 
 // NewStep allocates room for batches of up to maxSeqs sequences and
 // maxNew new tokens in all.
-func (c *Paged) NewStep(ctx *gpu.Context, maxSeqs, maxNew int) (*Step, error) {
+func (c *Paged) NewStep(maxSeqs, maxNew int) (*Step, error) {
 	if maxSeqs <= 0 || maxNew <= 0 {
 		return nil, fmt.Errorf("kv: step of %d sequences, %d tokens", maxSeqs, maxNew)
 	}
-	buf, err := ops.New(ctx, "kv.step", ops.U32, maxSeqs*ops.SeqInfoFields+maxNew)
+	buf, err := ops.New(c.ctx, "kv.step", ops.U32, maxSeqs*ops.SeqInfoFields+maxNew)
 	if err != nil {
 		return nil, fmt.Errorf("kv: allocating step buffer: %w", err)
 	}

@@ -35,7 +35,7 @@ func newPagedHarness(t *testing.T, cfg PagedConfig, seed int64) *pagedHarness {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	step, err := c.NewStep(ctx, cfg.Seqs, 64)
+	step, err := c.NewStep(cfg.Seqs, 64)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,5 +441,8 @@ func TestPagedBadInput(t *testing.T) {
 	}
 	if err := h.c.Write(enc, 1, k, k, slots); err == nil {
 		t.Error("write to a missing layer accepted")
+	}
+	if h.c.Keys(1).Buf != nil || h.c.Values(-1).Buf != nil {
+		t.Error("pool of a missing layer has a buffer")
 	}
 }
