@@ -397,6 +397,11 @@ type attnParams struct {
 	NSplit, SplitLen          uint32
 	PartOff, MLOff            uint32 // split-K scratch: partial outputs, then (max, sum) pairs
 	Batch                     uint32
+	// Paged variant only (AttentionPaged): pool size in blocks, block
+	// table offset, row stride and row count, sequence-info offset, and
+	// the split cap the per-sequence split length is derived from.
+	NBlocks, TblOff, TblStride, TblRows uint32
+	InfoOff, MaxSplit                   uint32
 }
 
 // prefillTiles is the prefill kernel's blocking: BQ rows × BK keys per
@@ -420,7 +425,11 @@ func (k attnPrefillKey) String() string {
 		k.D, k.KV, c, k.T.BQ, k.T.BK, k.T.WG, k.T.TQ, k.T.TK, k.T.OQ, k.T.OV)
 }
 
-func (k attnPrefillKey) build() (gpu.PipelineSpec, error) {
+func (k attnPrefillKey) build() (gpu.PipelineSpec, error) { return k.render(0) }
+
+// render fills attention_prefill.wgsl; a block size bs > 0 gives the paged
+// variant (two more storage bindings: block table and sequence info).
+func (k attnPrefillKey) render(bs int) (gpu.PipelineSpec, error) {
 	t, d4 := k.T, k.D/4
 	src, err := wgsl.Render("attention_prefill.wgsl", map[string]any{
 		"BQ": t.BQ, "BK": t.BK, "D": k.D, "D4": d4, "RS4": d4 + 1, "SS": t.BK + 1, "WG": t.WG,
@@ -428,9 +437,20 @@ func (k attnPrefillKey) build() (gpu.PipelineSpec, error) {
 		"OQ": t.OQ, "OV": t.OV, "OQN": t.BQ / t.OQ, "OCN": d4 / t.OV, "OQV": t.OQ * t.OV,
 		"QSLen": t.BQ * (d4 + 1), "KVLen": t.BK * (d4 + 1), "SSLen": t.BQ * (t.BK + 1),
 		"RP": t.rowThreads(), "RedLen": t.BQ * t.rowThreads(),
-		"KV": k.KV.String(), "Causal": k.Causal,
+		"KV": k.KV.String(), "Causal": k.Causal, "Paged": bs > 0, "BS": bs,
 	})
-	return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}}, err
+	return gpu.PipelineSpec{Source: src, Storage: attnStorage(bs)}, err
+}
+
+// attnStorage lists the storage bindings of the prefill and split-K
+// kernels: q, k, v, then the output (or scratch); the paged variant adds
+// the block table and the sequence info.
+func attnStorage(bs int) []gpu.Access {
+	s := []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}
+	if bs > 0 {
+		s = append(s, gpu.ReadOnly, gpu.ReadOnly)
+	}
+	return s
 }
 
 // rowThreads is the number of threads sharing a row's softmax update.
@@ -507,15 +527,19 @@ func (k attnSplitKey) String() string {
 		k.D, k.KV, c, k.T.RT, k.T.BK, k.T.WG, k.T.DS, k.T.KL)
 }
 
-func (k attnSplitKey) build() (gpu.PipelineSpec, error) {
+func (k attnSplitKey) build() (gpu.PipelineSpec, error) { return k.render(0) }
+
+// render fills attention_split.wgsl; a block size bs > 0 gives the paged
+// variant.
+func (k attnSplitKey) render(bs int) (gpu.PipelineSpec, error) {
 	t, d4 := k.T, k.D/4
 	src, err := wgsl.Render("attention_split.wgsl", map[string]any{
 		"RT": t.RT, "BK": t.BK, "D": k.D, "D4": d4, "RS4": d4 + 1, "SS": t.BK + 1, "WG": t.WG,
 		"DS": t.DS, "DC": d4 / t.DS, "KL": t.KL, "KPL": ceilDiv(t.BK, t.KL),
 		"QSLen": t.RT * (d4 + 1), "SMLen": splitSmem4(d4, t), "SSLen": t.DS * t.RT * (t.BK + 1),
-		"KV": k.KV.String(), "Causal": k.Causal,
+		"KV": k.KV.String(), "Causal": k.Causal, "Paged": bs > 0, "BS": bs,
 	})
-	return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}}, err
+	return gpu.PipelineSpec{Source: src, Storage: attnStorage(bs)}, err
 }
 
 // splitSmem4 is the vec4 count of the K tile / lane-partials region.

@@ -14,6 +14,10 @@
 // Every row's reductions run in a fixed order whatever tile the row lands
 // in (fully masked key tiles are exact no-ops), so a row's result does not
 // depend on the batch or on its neighbours.
+// Paged (the .Paged variant, ops.AttentionPaged): k and v are block pools
+// [n_blocks, BS, n_kvh, D]; batch element b is a sequence whose kv_len,
+// pos0 and block-table row come from info[b] and whose key j lies in pool
+// row tbl[row][j / BS]·BS + j % BS.
 struct Params {
   n_rows: u32, group: u32, kv_len: u32, pos0: u32,
   q_off: u32, k_off: u32, v_off: u32, o_off: u32,
@@ -23,12 +27,19 @@ struct Params {
   scale: f32,
   n_split: u32, split_len: u32, part_off: u32, ml_off: u32,
   batch: u32,
+  n_blocks: u32, tbl_off: u32, tbl_stride: u32, tbl_rows: u32,
+  info_off: u32, max_split: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<{{if eq .KV "f16"}}u32{{else}}f32{{end}}>;
 @group(0) @binding(3) var<storage, read> v: array<{{if eq .KV "f16"}}u32{{else}}f32{{end}}>;
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
+{{- if .Paged}}
+@group(0) @binding(5) var<storage, read> tbl: array<u32>;
+@group(0) @binding(6) var<storage, read> info: array<u32>;
+const BS: u32 = {{.BS}}u;    // tokens per pool block
+{{- end}}
 
 const BQ: u32 = {{.BQ}}u;
 const BK: u32 = {{.BK}}u;
@@ -74,6 +85,24 @@ fn ld_v4(i: u32) -> vec4<f32> {
 {{- end}}
 }
 
+{{- if .Paged}}
+// (kv_len, pos0, start of the table row) of sequence b, clamped so that a
+// bad info entry reads neither past its table row nor past the table.
+fn seq_info(b: u32) -> vec3<u32> {
+  let i = p.info_off + b * 3u;
+  let row = min(info[i + 2u], p.tbl_rows - 1u);
+  return vec3<u32>(min(info[i], p.tbl_stride * BS), info[i + 1u], p.tbl_off + row * p.tbl_stride);
+}
+
+// Pool row of key j of the sequence whose table row starts at tb; a bad
+// block id is clamped into the pool.
+fn kv_row(tb: u32, j: u32) -> u32 {
+  return min(tbl[tb + j / BS], p.n_blocks - 1u) * BS + j % BS;
+}
+{{- else}}
+fn kv_row(tb: u32, j: u32) -> u32 { return j; }
+{{- end}}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
@@ -83,13 +112,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let b = wid.z / p.n_kvh;
   let row0 = tile * BQ;
   let rows_here = min(BQ, p.n_rows - row0);
-  var k_end = p.kv_len;
-{{- if .Causal}}
-  k_end = min(k_end, p.pos0 + (row0 + rows_here - 1u) / p.group + 1u);
-{{- end}}
-  let q_base = p.q_off + b * p.q_bstride;
+{{- if .Paged}}
+  let si = seq_info(b);
+  let kv_len = si.x;
+  let pos0 = si.y;
+  let tb = si.z;
+  let k_base = p.k_off + kvh * D;
+  let v_base = p.v_off + kvh * D;
+{{- else}}
+  let kv_len = p.kv_len;
+  let pos0 = p.pos0;
+  let tb = 0u;
   let k_base = p.k_off + b * p.kv_bstride + kvh * D;
   let v_base = p.v_off + b * p.kv_bstride + kvh * D;
+{{- end}}
+  var k_end = kv_len;
+{{- if .Causal}}
+  k_end = min(k_end, pos0 + (row0 + rows_here - 1u) / p.group + 1u);
+{{- end}}
+  let q_base = p.q_off + b * p.q_bstride;
 
   for (var e = t; e < BQ * D4; e += WG) {
     let r = e / D4;
@@ -110,9 +151,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var l_run = 0.0;
   var lim = 0u;  // row sr sees keys [0, lim)
   if (t < BQ * RP) {
-    lim = p.kv_len;
+    lim = kv_len;
 {{- if .Causal}}
-    lim = min(lim, p.pos0 + (row0 + sr) / p.group + 1u);
+    lim = min(lim, pos0 + (row0 + sr) / p.group + 1u);
 {{- end}}
   }
   let sq = t / SKN;
@@ -129,8 +170,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let j = e / D4;
       let c = e % D4;
       var val = vec4<f32>(0.0);
-      if (key0 + j < p.kv_len) {
-        val = ld_k4(k_base + (key0 + j) * p.kv_tstride + c * 4u);
+      if (key0 + j < kv_len) {
+        val = ld_k4(k_base + kv_row(tb, key0 + j) * p.kv_tstride + c * 4u);
       }
       kvs[j * RS4 + c] = val;
     }
@@ -165,8 +206,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let j = e / D4;
       let c = e % D4;
       var val = vec4<f32>(0.0);  // zero past kv_len: 0·garbage could be NaN
-      if (key0 + j < p.kv_len) {
-        val = ld_v4(v_base + (key0 + j) * p.kv_tstride + c * 4u);
+      if (key0 + j < kv_len) {
+        val = ld_v4(v_base + kv_row(tb, key0 + j) * p.kv_tstride + c * 4u);
       }
       kvs[j * RS4 + c] = val;
     }

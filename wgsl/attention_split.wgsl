@@ -14,6 +14,11 @@
 //      j ≡ lane (mod KL), reading V straight from global memory (each V
 //      row is used by only RT rows, so staging it buys little);
 // the KL lane partials are summed in lane order at the end.
+// Paged (the .Paged variant, ops.AttentionPaged): k and v are block pools
+// [n_blocks, BS, n_kvh, D]; batch element b is a sequence whose kv_len,
+// pos0 and block-table row come from info[b] and whose key j lies in pool
+// row tbl[row][j / BS]·BS + j % BS. The split length is derived from the
+// sequence's own kv_len, so its result does not depend on the batch.
 struct Params {
   n_rows: u32, group: u32, kv_len: u32, pos0: u32,
   q_off: u32, k_off: u32, v_off: u32, o_off: u32,
@@ -23,12 +28,19 @@ struct Params {
   scale: f32,
   n_split: u32, split_len: u32, part_off: u32, ml_off: u32,
   batch: u32,
+  n_blocks: u32, tbl_off: u32, tbl_stride: u32, tbl_rows: u32,
+  info_off: u32, max_split: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<{{if eq .KV "f16"}}u32{{else}}f32{{end}}>;
 @group(0) @binding(3) var<storage, read> v: array<{{if eq .KV "f16"}}u32{{else}}f32{{end}}>;
 @group(0) @binding(4) var<storage, read_write> scratch: array<f32>;
+{{- if .Paged}}
+@group(0) @binding(5) var<storage, read> tbl: array<u32>;
+@group(0) @binding(6) var<storage, read> info: array<u32>;
+const BS: u32 = {{.BS}}u;    // tokens per pool block
+{{- end}}
 
 const RT: u32 = {{.RT}}u;
 const BK: u32 = {{.BK}}u;
@@ -66,6 +78,24 @@ fn ld_v4(i: u32) -> vec4<f32> {
 {{- end}}
 }
 
+{{- if .Paged}}
+// (kv_len, pos0, start of the table row) of sequence b, clamped so that a
+// bad info entry reads neither past its table row nor past the table.
+fn seq_info(b: u32) -> vec3<u32> {
+  let i = p.info_off + b * 3u;
+  let row = min(info[i + 2u], p.tbl_rows - 1u);
+  return vec3<u32>(min(info[i], p.tbl_stride * BS), info[i + 1u], p.tbl_off + row * p.tbl_stride);
+}
+
+// Pool row of key j of the sequence whose table row starts at tb; a bad
+// block id is clamped into the pool.
+fn kv_row(tb: u32, j: u32) -> u32 {
+  return min(tbl[tb + j / BS], p.n_blocks - 1u) * BS + j % BS;
+}
+{{- else}}
+fn kv_row(tb: u32, j: u32) -> u32 { return j; }
+{{- end}}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   let split = wid.x;
@@ -74,14 +104,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let b = wid.z / p.n_kvh;
   let row0 = tile * RT;
   let rows_here = min(RT, p.n_rows - row0);
-  let ks0 = split * p.split_len;
-  var ks1 = min(p.kv_len, ks0 + p.split_len);
-{{- if .Causal}}
-  ks1 = min(ks1, p.pos0 + (row0 + rows_here - 1u) / p.group + 1u);
-{{- end}}
-  let q_base = p.q_off + b * p.q_bstride;
+{{- if .Paged}}
+  let si = seq_info(b);
+  let kv_len = si.x;
+  let pos0 = si.y;
+  let tb = si.z;
+  // Chunks of whole key tiles, at most max_split of them: the same formula
+  // as the contiguous kernel's host code. The second term only matters when
+  // kv_len exceeds the bound the grid was sized for.
+  let n_tiles = (kv_len + BK - 1u) / BK;
+  let split_len = max((n_tiles + p.max_split - 1u) / p.max_split, (n_tiles + p.n_split - 1u) / p.n_split) * BK;
+  let k_base = p.k_off + kvh * D;
+  let v_base = p.v_off + kvh * D;
+{{- else}}
+  let kv_len = p.kv_len;
+  let pos0 = p.pos0;
+  let tb = 0u;
+  let split_len = p.split_len;
   let k_base = p.k_off + b * p.kv_bstride + kvh * D;
   let v_base = p.v_off + b * p.kv_bstride + kvh * D;
+{{- end}}
+  let ks0 = split * split_len;
+  var ks1 = min(kv_len, ks0 + split_len);
+{{- if .Causal}}
+  ks1 = min(ks1, pos0 + (row0 + rows_here - 1u) / p.group + 1u);
+{{- end}}
+  let q_base = p.q_off + b * p.q_bstride;
 
   for (var e = t; e < RT * D4; e += WG) {
     let r = e / D4;
@@ -101,7 +149,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (t < RT) {
     lim = ks1;
 {{- if .Causal}}
-    lim = min(lim, p.pos0 + (row0 + t) / p.group + 1u);
+    lim = min(lim, pos0 + (row0 + t) / p.group + 1u);
 {{- end}}
   }
   let lane = t / D4;
@@ -115,7 +163,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let cc = e % D4;
       var val = vec4<f32>(0.0);
       if (key0 + j < ks1) {
-        val = ld_k4(k_base + (key0 + j) * p.kv_tstride + cc * 4u);
+        val = ld_k4(k_base + kv_row(tb, key0 + j) * p.kv_tstride + cc * 4u);
       }
       sm[j * RS4 + cc] = val;
     }
@@ -165,7 +213,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       for (var i = 0u; i < KPL; i++) {  // constant trip count: the V loads can be issued together
         let j = lane + i * KL;
         if (j < BK && key0 + j < ks1) {
-          let vv = ld_v4(v_base + (key0 + j) * p.kv_tstride + c * 4u);
+          let vv = ld_v4(v_base + kv_row(tb, key0 + j) * p.kv_tstride + c * 4u);
           for (var a = 0u; a < RT; a++) {
             acc[a] += ss[a * SS + j] * vv;
           }

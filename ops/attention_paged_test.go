@@ -1,0 +1,516 @@
+package ops_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/wgllm/wgllm/internal/gputest"
+	"github.com/wgllm/wgllm/ops"
+	"github.com/wgllm/wgllm/ops/ref"
+	"github.com/wgllm/wgllm/runtime/gpu"
+)
+
+// pagedCase is one paged-attention test: one dispatch over len(kvLens)
+// sequences. Sequence s has kvLens[s] keys; causal sequences put their nq
+// queries at the end (qOffset = kvLen - nq), unless qOffsets says otherwise.
+type pagedCase struct {
+	name              string
+	nq, heads, kvh    int
+	hd, bs            int
+	kvLens, qOffsets  []int
+	causal            bool
+	kv                ops.DType
+	qScale            float64
+	maxSmem           int
+	maxKVLen          int // PagedOptions.MaxKVLen
+	spareBlocks       int // NaN-filled pool blocks no sequence owns
+	spareTableEntries int // NaN-block entries past each sequence's last block
+}
+
+func (c pagedCase) qOffset(s int) int {
+	if c.qOffsets != nil {
+		return c.qOffsets[s]
+	}
+	if c.causal {
+		return c.kvLens[s] - c.nq
+	}
+	return 0
+}
+
+// pagedInputs is one case's data: a pool whose blocks are handed to the
+// sequences in shuffled order, every slot that holds no key NaN, and a
+// block table whose rows are also shuffled (sequence s reads row rows[s]).
+type pagedInputs struct {
+	qv           []float32
+	kv, vv       []float32 // the pools as written (unrounded)
+	kq, vq       []float32 // the pools as stored (f16-rounded for f16)
+	blocks       [][]int   // per sequence, its pool blocks in order
+	rows         []int     // per sequence, its table row
+	width, nPool int
+	q, k, v      ops.Tensor
+	table, info  ops.Tensor
+}
+
+func newPagedInputs(t *testing.T, ctx *gpu.Context, c pagedCase, seed int64) *pagedInputs {
+	t.Helper()
+	rng := rand.New(rand.NewSource(seed))
+	nSeq := len(c.kvLens)
+	in := &pagedInputs{blocks: make([][]int, nSeq), rows: rng.Perm(nSeq + 1)[:nSeq]}
+	used := 0
+	for _, n := range c.kvLens {
+		nb := ceilDivInt(n, c.bs)
+		used += nb
+		in.width = max(in.width, nb+c.spareTableEntries)
+	}
+	in.width = max(in.width, 1)
+	in.nPool = used + c.spareBlocks + 1 // +1: the NaN block spare table entries name
+	perm := rng.Perm(in.nPool)
+	nanBlock := perm[in.nPool-1]
+	next := 0
+	for s, n := range c.kvLens {
+		for range ceilDivInt(n, c.bs) {
+			in.blocks[s] = append(in.blocks[s], perm[next])
+			next++
+		}
+	}
+	qScale := c.qScale
+	if qScale == 0 {
+		qScale = 2
+	}
+	row := c.kvh * c.hd
+	in.qv = gputest.Rand(rng, nSeq*c.nq*c.heads*c.hd, qScale)
+	in.kv = make([]float32, in.nPool*c.bs*row)
+	in.vv = make([]float32, len(in.kv))
+	for i := range in.kv {
+		in.kv[i], in.vv[i] = nanBits, nanBits
+	}
+	for s, n := range c.kvLens {
+		kr, vr := gputest.Rand(rng, n*row, 2), gputest.Rand(rng, n*row, 1)
+		for j := 0; j < n; j++ {
+			slot := in.blocks[s][j/c.bs]*c.bs + j%c.bs
+			copy(in.kv[slot*row:(slot+1)*row], kr[j*row:(j+1)*row])
+			copy(in.vv[slot*row:(slot+1)*row], vr[j*row:(j+1)*row])
+		}
+	}
+	// Table rows: a sequence's blocks, then NaN-block entries; the row no
+	// sequence uses is all NaN blocks.
+	table := make([]uint32, (nSeq+1)*in.width)
+	for i := range table {
+		table[i] = uint32(nanBlock)
+	}
+	info := make([]uint32, 0, nSeq*ops.SeqInfoFields)
+	for s := range c.kvLens {
+		for i, b := range in.blocks[s] {
+			table[in.rows[s]*in.width+i] = uint32(b)
+		}
+		info = append(info, uint32(c.kvLens[s]), uint32(c.qOffset(s)), uint32(in.rows[s]))
+	}
+	var err error
+	in.q, err = ops.FromFloat32(ctx, "q", ops.F32, in.qv, nSeq, c.nq, c.heads, c.hd)
+	must(t, err)
+	in.k, err = ops.FromFloat32(ctx, "kpool", c.kv, in.kv, in.nPool, c.bs, c.kvh, c.hd)
+	must(t, err)
+	in.v, err = ops.FromFloat32(ctx, "vpool", c.kv, in.vv, in.nPool, c.bs, c.kvh, c.hd)
+	must(t, err)
+	in.table, err = ops.FromUint32(ctx, "table", table, nSeq+1, in.width)
+	must(t, err)
+	in.info, err = ops.FromUint32(ctx, "info", info, nSeq, ops.SeqInfoFields)
+	must(t, err)
+	in.kq, err = in.k.Read()
+	must(t, err)
+	in.vq, err = in.v.Read()
+	must(t, err)
+	return in
+}
+
+func (in *pagedInputs) destroy() {
+	for _, x := range []ops.Tensor{in.q, in.k, in.v, in.table, in.info} {
+		x.Buf.Destroy()
+	}
+}
+
+// gather is sequence s's keys (or values) in order, [kvLen, kvh, hd].
+func (in *pagedInputs) gather(c pagedCase, s int, pool []float32) []float32 {
+	row := c.kvh * c.hd
+	out := make([]float32, 0, c.kvLens[s]*row)
+	for j := 0; j < c.kvLens[s]; j++ {
+		slot := in.blocks[s][j/c.bs]*c.bs + j%c.bs
+		out = append(out, pool[slot*row:(slot+1)*row]...)
+	}
+	return out
+}
+
+// reference is sequence s's attention in float64 over its gathered K/V.
+func (in *pagedInputs) reference(c pagedCase, s int, kPool, vPool []float32) []float64 {
+	qn := c.nq * c.heads * c.hd
+	want := make([]float64, qn)
+	if c.kvLens[s] == 0 {
+		return want
+	}
+	ref.Attention(want, gputest.F64(in.qv[s*qn:(s+1)*qn]), gputest.F64(in.gather(c, s, kPool)), gputest.F64(in.gather(c, s, vPool)),
+		ref.AttentionShape{
+			Batch: 1, Queries: c.nq, Heads: c.heads, KVHeads: c.kvh, HeadDim: c.hd,
+			KVCap: c.kvLens[s], KVLen: c.kvLens[s], Causal: c.causal, QOffset: c.qOffset(s),
+			Scale: 1 / math.Sqrt(float64(c.hd)),
+		})
+	return want
+}
+
+func (c pagedCase) options(variant ops.AttentionVariant) ops.PagedOptions {
+	return ops.PagedOptions{Causal: c.causal, MaxKVLen: c.maxKVLen, Variant: variant, MaxWorkgroupStorage: c.maxSmem}
+}
+
+// runPaged dispatches AttentionPaged into a poisoned output and reads it.
+func runPaged(t *testing.T, ctx *gpu.Context, in *pagedInputs, opt ops.PagedOptions) []float32 {
+	t.Helper()
+	out, err := ops.New(ctx, "out", ops.F32, in.q.Shape...)
+	must(t, err)
+	defer out.Buf.Destroy()
+	gputest.Poison(t, out)
+	enc, err := ctx.NewEncoder()
+	must(t, err)
+	must(t, ops.AttentionPaged(enc, out, in.q, in.k, in.v, in.table, in.info, opt))
+	must(t, enc.SubmitAndWait())
+	got, err := out.Read()
+	must(t, err)
+	return got
+}
+
+var pagedCases = []pagedCase{
+	// The lengths around a block boundary, and a long one, in one decode dispatch.
+	{name: "decode_bs16_f32", nq: 1, heads: 8, kvh: 2, hd: 128, bs: 16, kvLens: []int{1, 15, 16, 17, 1001}, causal: true, kv: ops.F32, spareBlocks: 3, spareTableEntries: 2},
+	{name: "decode_bs32_f32", nq: 1, heads: 8, kvh: 2, hd: 128, bs: 32, kvLens: []int{17, 1001, 1, 16, 15}, causal: true, kv: ops.F32, spareTableEntries: 1},
+	{name: "decode_bs16_f16", nq: 1, heads: 8, kvh: 2, hd: 128, bs: 16, kvLens: []int{1001, 16, 1, 17, 15}, causal: true, kv: ops.F16, spareBlocks: 2},
+	{name: "decode_bs32_f16", nq: 1, heads: 8, kvh: 2, hd: 64, bs: 32, kvLens: []int{15, 17, 1001, 16, 1}, causal: true, kv: ops.F16, spareTableEntries: 3},
+	{name: "decode_one_seq_kv1", nq: 1, heads: 4, kvh: 4, hd: 64, bs: 16, kvLens: []int{1}, causal: true, kv: ops.F32},
+	{name: "decode_mqa", nq: 1, heads: 8, kvh: 1, hd: 128, bs: 16, kvLens: []int{700, 33, 2}, causal: true, kv: ops.F32},
+	{name: "decode_noncausal", nq: 1, heads: 4, kvh: 2, hd: 64, bs: 32, kvLens: []int{257, 64, 5}, kv: ops.F32},
+	{name: "decode_odd_block_size", nq: 1, heads: 6, kvh: 2, hd: 48, bs: 7, kvLens: []int{50, 7, 8, 1}, causal: true, kv: ops.F16},
+	{name: "decode_hd8", nq: 1, heads: 4, kvh: 4, hd: 8, bs: 16, kvLens: []int{299, 3}, causal: true, kv: ops.F16},
+	{name: "decode_tight_maxkvlen", nq: 1, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{400, 9, 130}, causal: true, kv: ops.F32, maxKVLen: 400, spareTableEntries: 4},
+	{name: "decode_maxkvlen_too_small", nq: 1, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{2100, 40}, causal: true, kv: ops.F32, maxKVLen: 100},
+	{name: "decode_peaky", nq: 1, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{300, 77}, causal: true, kv: ops.F32, qScale: 40},
+	{name: "decode_empty_sequence", nq: 1, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{0, 20}, qOffsets: []int{0, 19}, causal: true, kv: ops.F32},
+	{name: "verify_nq3", nq: 3, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{40, 3, 100}, causal: true, kv: ops.F32}, // a few queries per sequence (speculative decoding)
+	{name: "prefill_one_seq", nq: 57, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{57}, causal: true, kv: ops.F32},
+	{name: "prefill_chunk_after_cache", nq: 40, heads: 4, kvh: 2, hd: 128, bs: 32, kvLens: []int{140}, causal: true, kv: ops.F16, spareBlocks: 2},
+	{name: "prefill_two_seqs", nq: 19, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{90, 19}, causal: true, kv: ops.F32},
+	{name: "prefill_padded_queries", nq: 12, heads: 4, kvh: 1, hd: 64, bs: 16, kvLens: []int{50, 30}, qOffsets: []int{38, 25}, causal: true, kv: ops.F32},
+	{name: "prefill_hd256", nq: 21, heads: 2, kvh: 1, hd: 256, bs: 16, kvLens: []int{40}, causal: true, kv: ops.F32},
+	{name: "small_tiles_8KiB", nq: 3, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{333, 50}, causal: true, kv: ops.F16, maxSmem: 8 << 10},
+}
+
+// TestAttentionPaged runs every case through both kernels (and the
+// automatic choice) and checks each sequence against the float64 reference
+// over its gathered keys and values: TolF32 against the pool as stored;
+// for f16 pools also TolF16 against the unrounded values. Every pool slot
+// no sequence owns, and every table entry past a sequence's blocks, leads
+// to NaN: one read of them would show.
+func TestAttentionPaged(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for n, c := range pagedCases {
+		for _, variant := range []ops.AttentionVariant{ops.AttentionAuto, ops.AttentionPrefill, ops.AttentionSplitK} {
+			t.Run(c.name+"/"+variant.String(), func(t *testing.T) {
+				seed := int64(900 + n)
+				in := newPagedInputs(t, ctx, c, seed)
+				defer in.destroy()
+				got := runPaged(t, ctx, in, c.options(variant))
+				qn := c.nq * c.heads * c.hd
+				for s := range c.kvLens {
+					gotS := got[s*qn : (s+1)*qn]
+					name := fmt.Sprintf("%s seq %d (kvLen %d)", c.name, s, c.kvLens[s])
+					if c.kvLens[s] == 0 {
+						for i, g := range gotS {
+							if g != 0 {
+								t.Fatalf("%s: element %d is %v, want 0 (no key to see)", name, i, g)
+							}
+						}
+						continue
+					}
+					gputest.Check(t, name, seed, gotS, in.reference(c, s, in.kq, in.vq), gputest.TolF32)
+					if c.kv == ops.F16 {
+						gputest.Check(t, name+" vs unrounded K/V", seed, gotS, in.reference(c, s, in.kv, in.vv), gputest.TolF16)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A sequence's output is bit-identical whether it is computed alone, with
+// other sequences, with its blocks elsewhere in the pool, with a grid sized
+// for longer sequences, or by Attention over the same keys stored
+// contiguously.
+func TestAttentionPagedBatchInvariant(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, tc := range []struct {
+		variant ops.AttentionVariant
+		nq      int
+		kv      ops.DType
+	}{
+		{ops.AttentionSplitK, 1, ops.F32},
+		{ops.AttentionSplitK, 1, ops.F16},
+		{ops.AttentionSplitK, 4, ops.F32},
+		{ops.AttentionPrefill, 6, ops.F32},
+	} {
+		c := pagedCase{nq: tc.nq, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{300, 1001, 17, 64, 6}, causal: true, kv: tc.kv, spareBlocks: 5}
+		t.Run(fmt.Sprintf("%s/nq%d/%s", tc.variant, tc.nq, tc.kv), func(t *testing.T) {
+			in := newPagedInputs(t, ctx, c, 31)
+			defer in.destroy()
+			all := runPaged(t, ctx, in, c.options(tc.variant))
+			qn := c.nq * c.heads * c.hd
+			same := func(what string, s int, got []float32) {
+				t.Helper()
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(all[s*qn+i]) {
+						t.Fatalf("sequence %d (kvLen %d), index %d: %s %v, in the batch %v", s, c.kvLens[s], i, what, got[i], all[s*qn+i])
+					}
+				}
+			}
+			for s := range c.kvLens {
+				// Alone, in a fresh arrangement (other blocks, other table
+				// row), with the grid sized for exactly its own length.
+				one := c
+				one.kvLens = []int{c.kvLens[s]}
+				one.maxKVLen = c.kvLens[s]
+				solo := newPagedInputs(t, ctx, one, int64(100+s))
+				must(t, solo.q.Write(in.qv[s*qn:(s+1)*qn]))
+				writePool(t, solo, one, in.gather(c, s, in.kv), in.gather(c, s, in.vv))
+				same("alone", s, runPaged(t, ctx, solo, one.options(tc.variant)))
+				solo.destroy()
+
+				// Contiguous Attention over the gathered keys.
+				shape := []int{1, c.kvLens[s], c.kvh, c.hd}
+				k, err := ops.FromFloat32(ctx, "k", c.kv, in.gather(c, s, in.kv), shape...)
+				must(t, err)
+				v, err := ops.FromFloat32(ctx, "v", c.kv, in.gather(c, s, in.vv), shape...)
+				must(t, err)
+				q, err := ops.FromFloat32(ctx, "q", ops.F32, in.qv[s*qn:(s+1)*qn], 1, c.nq, c.heads, c.hd)
+				must(t, err)
+				out, err := ops.New(ctx, "out", ops.F32, 1, c.nq, c.heads, c.hd)
+				must(t, err)
+				gputest.Poison(t, out)
+				enc, err := ctx.NewEncoder()
+				must(t, err)
+				must(t, ops.Attention(enc, out, q, k, v, ops.AttentionOptions{
+					Causal: true, QOffset: c.qOffset(s), KVLen: c.kvLens[s], Variant: tc.variant,
+				}))
+				must(t, enc.SubmitAndWait())
+				got, err := out.Read()
+				must(t, err)
+				same("contiguous", s, got)
+				for _, x := range []ops.Tensor{k, v, q, out} {
+					x.Buf.Destroy()
+				}
+			}
+		})
+	}
+}
+
+// writePool stores one sequence's keys and values (host order) into a
+// single-sequence case's pool at its blocks.
+func writePool(t *testing.T, in *pagedInputs, c pagedCase, k, v []float32) {
+	t.Helper()
+	row := c.kvh * c.hd
+	for j := 0; j < c.kvLens[0]; j++ {
+		slot := in.blocks[0][j/c.bs]*c.bs + j%c.bs
+		must(t, in.k.View(slot*row, row).Write(k[j*row:(j+1)*row]))
+		must(t, in.v.View(slot*row, row).Write(v[j*row:(j+1)*row]))
+	}
+}
+
+// Causal attention of the first query of a sequence sees only its first
+// key: the output is exactly that key's value, in both kernels.
+func TestAttentionPagedFirstQuerySeesOnlyFirstKey(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, variant := range []ops.AttentionVariant{ops.AttentionPrefill, ops.AttentionSplitK} {
+		c := pagedCase{nq: 9, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{9, 30}, qOffsets: []int{0, 0}, causal: true, kv: ops.F16}
+		t.Run(variant.String(), func(t *testing.T) {
+			in := newPagedInputs(t, ctx, c, 5)
+			defer in.destroy()
+			got := runPaged(t, ctx, in, c.options(variant))
+			row := c.kvh * c.hd
+			for s := range c.kvLens {
+				v0 := in.blocks[s][0] * c.bs * row
+				for h := 0; h < c.heads; h++ {
+					kvh := h / (c.heads / c.kvh)
+					for d := 0; d < c.hd; d++ {
+						g := got[((s*c.nq)*c.heads+h)*c.hd+d]
+						w := in.vq[v0+kvh*c.hd+d]
+						if math.Float32bits(g) != math.Float32bits(w) {
+							t.Fatalf("sequence %d head %d dim %d: got %v, want v[0] = %v exactly", s, h, d, g, w)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestAttentionPagedRejectsBadShapes(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	mk := func(dt ops.DType, shape ...int) ops.Tensor {
+		x, err := ops.New(ctx, "x", dt, shape...)
+		must(t, err)
+		t.Cleanup(x.Buf.Destroy)
+		return x
+	}
+	q := mk(ops.F32, 3, 1, 8, 64)
+	out := mk(ops.F32, 3, 1, 8, 64)
+	k := mk(ops.F32, 10, 16, 2, 64)
+	v := mk(ops.F32, 10, 16, 2, 64)
+	table := mk(ops.U32, 4, 5)
+	info := mk(ops.U32, 3, ops.SeqInfoFields)
+	kh := mk(ops.F16, 11, 16, 2, 64)
+	enc, err := ctx.NewEncoder()
+	must(t, err)
+	defer enc.Release()
+	bad := []struct {
+		name                      string
+		out, q, k, v, table, info ops.Tensor
+		opt                       ops.PagedOptions
+	}{
+		{"q not 4-D", mk(ops.F32, 3, 8, 64), mk(ops.F32, 3, 8, 64), k, v, table, info, ops.PagedOptions{}},
+		{"pool not 4-D", out, q, mk(ops.F32, 160, 2, 64), mk(ops.F32, 160, 2, 64), table, info, ops.PagedOptions{}},
+		{"kv heads do not divide heads", out, q, mk(ops.F32, 10, 16, 3, 64), mk(ops.F32, 10, 16, 3, 64), table, info, ops.PagedOptions{}},
+		{"head dims differ", out, q, mk(ops.F32, 10, 16, 2, 32), mk(ops.F32, 10, 16, 2, 32), table, info, ops.PagedOptions{}},
+		{"pools differ", out, q, k, mk(ops.F32, 9, 16, 2, 64), table, info, ops.PagedOptions{}},
+		{"pool dtypes differ", out, q, k, kh.View(0, 10, 16, 2, 64), table, info, ops.PagedOptions{}},
+		{"f32 table", out, q, k, v, mk(ops.F32, 4, 5), info, ops.PagedOptions{}},
+		{"table not 2-D", out, q, k, v, mk(ops.U32, 20), info, ops.PagedOptions{}},
+		{"info rows differ from nSeq", out, q, k, v, table, mk(ops.U32, 2, ops.SeqInfoFields), ops.PagedOptions{}},
+		{"info of two fields", out, q, k, v, table, mk(ops.U32, 3, 2), ops.PagedOptions{}},
+		{"maxKVLen beyond the table", out, q, k, v, table, info, ops.PagedOptions{MaxKVLen: 81}},
+		{"out aliases the pool", k.View(0, 3, 1, 8, 64), q, k, v, table, info, ops.PagedOptions{}},
+		{"out shape", mk(ops.F32, 3, 2, 8, 64), q, k, v, table, info, ops.PagedOptions{}},
+		{"f16 pool at an odd element", out, q, kh.View(1, 10, 16, 2, 64), kh.View(1, 10, 16, 2, 64), table, info, ops.PagedOptions{}},
+		{"nan scale", out, q, k, v, table, info, ops.PagedOptions{Scale: float32(math.NaN())}},
+		{"unknown variant", out, q, k, v, table, info, ops.PagedOptions{Variant: 7}},
+	}
+	for _, b := range bad {
+		if err := ops.AttentionPaged(enc, b.out, b.q, b.k, b.v, b.table, b.info, b.opt); err == nil {
+			t.Errorf("%s: accepted", b.name)
+		} else {
+			t.Logf("%s: %v", b.name, err)
+		}
+	}
+}
+
+// BenchmarkAttentionPaged times a continuous-batching decode step: 8
+// sequences, one query each, GQA 32/8, head dim 128, against the
+// contiguous Attention over the same batch ([8, kvLen, 8, 128] per cache).
+// The paged pool's blocks are handed out in shuffled order. SetBytes is
+// the K/V bytes read per op, so Go's MB/s is the KV read bandwidth. "mixed"
+// spreads the lengths over [kvLen/8, kvLen] (bytes counted per sequence),
+// which one contiguous dispatch cannot express. Shapes with kvLen over 1024
+// are skipped on a software adapter unless WGLLM_BENCH_FULL is set.
+//
+//	go test ./ops/ -run '^$' -bench AttentionPaged -benchtime 50x
+func BenchmarkAttentionPaged(b *testing.B) {
+	ctx := gputest.Ctx(b)
+	software := ctx.Software()
+	skipBig := software && os.Getenv("WGLLM_BENCH_FULL") == ""
+	debug := ctx.Debug
+	ctx.Debug = false // per-dispatch validation would dominate the timings
+	defer func() { ctx.Debug = debug }()
+	const nSeq, heads, kvh, hd = 8, 32, 8, 128
+	for _, kvLen := range []int{1024, 4096} {
+		for _, kv := range []ops.DType{ops.F16, ops.F32} {
+			for _, mode := range []string{"contiguous", "paged_bs16", "paged_bs32", "paged_bs16_mixed"} {
+				b.Run(fmt.Sprintf("decode/%dx%d/%s/%s", nSeq, kvLen, kv, mode), func(b *testing.B) {
+					if kvLen > 1024 && skipBig {
+						b.Skip("big shape on a software adapter (set WGLLM_BENCH_FULL=1 to run)")
+					}
+					rng := rand.New(rand.NewSource(1))
+					mk := func(label string, dt ops.DType, shape ...int) ops.Tensor {
+						n := 1
+						for _, s := range shape {
+							n *= s
+						}
+						x, err := ops.FromFloat32(ctx, label, dt, gputest.Rand(rng, n, 2), shape...)
+						must(b, err)
+						b.Cleanup(x.Buf.Destroy)
+						return x
+					}
+					q := mk("q", ops.F32, nSeq, 1, heads, hd)
+					out := mk("out", ops.F32, nSeq, 1, heads, hd)
+					var op func(enc *gpu.Encoder) error
+					if mode == "contiguous" {
+						k := mk("k", kv, nSeq, kvLen, kvh, hd)
+						v := mk("v", kv, nSeq, kvLen, kvh, hd)
+						opt := ops.AttentionOptions{Causal: true, QOffset: kvLen - 1, KVLen: kvLen}
+						op = func(enc *gpu.Encoder) error { return ops.Attention(enc, out, q, k, v, opt) }
+						b.SetBytes(int64(2 * nSeq * kvLen * kvh * hd * kv.Size()))
+					} else {
+						bs := 16
+						if mode == "paged_bs32" {
+							bs = 32
+						}
+						lens := make([]int, nSeq)
+						total := 0
+						for s := range lens {
+							lens[s] = kvLen
+							if mode == "paged_bs16_mixed" {
+								lens[s] = kvLen/8 + s*(kvLen-kvLen/8)/(nSeq-1)
+							}
+							total += lens[s]
+						}
+						width := ceilDivInt(kvLen, bs)
+						nBlocks := nSeq * width
+						k := mk("kpool", kv, nBlocks, bs, kvh, hd)
+						v := mk("vpool", kv, nBlocks, bs, kvh, hd)
+						perm := rng.Perm(nBlocks)
+						table := make([]uint32, nSeq*width)
+						for i := range table {
+							table[i] = uint32(perm[i])
+						}
+						info := make([]uint32, 0, nSeq*ops.SeqInfoFields)
+						for s, n := range lens {
+							info = append(info, uint32(n), uint32(n-1), uint32(s))
+						}
+						tab, err := ops.FromUint32(ctx, "table", table, nSeq, width)
+						must(b, err)
+						b.Cleanup(tab.Buf.Destroy)
+						inf, err := ops.FromUint32(ctx, "info", info, nSeq, ops.SeqInfoFields)
+						must(b, err)
+						b.Cleanup(inf.Buf.Destroy)
+						opt := ops.PagedOptions{Causal: true, MaxKVLen: kvLen}
+						op = func(enc *gpu.Encoder) error { return ops.AttentionPaged(enc, out, q, k, v, tab, inf, opt) }
+						b.SetBytes(int64(2 * total * kvh * hd * kv.Size()))
+					}
+					benchOps(b, ctx, software, op)
+				})
+			}
+		}
+	}
+}
+
+// benchOps records b.N calls of op in one submission and waits once, after
+// an untimed warm-up call (pipelines, scratch). On a software adapter the
+// calls are cut into submissions of about a second (see benchAttention).
+func benchOps(b *testing.B, ctx *gpu.Context, software bool, op func(enc *gpu.Encoder) error) {
+	submit := func(n int) {
+		enc, err := ctx.NewEncoder()
+		must(b, err)
+		for i := 0; i < n; i++ {
+			must(b, op(enc))
+		}
+		must(b, enc.SubmitAndWait())
+	}
+	submit(1)
+	perSubmit := b.N
+	if software {
+		start := time.Now()
+		submit(1)
+		perSubmit = max(1, int(time.Second/max(time.Since(start), time.Millisecond)))
+	}
+	b.ResetTimer()
+	for done := 0; done < b.N; done += perSubmit {
+		submit(min(perSubmit, b.N-done))
+	}
+	b.StopTimer()
+}
