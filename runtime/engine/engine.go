@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/wgllm/wgllm/runtime/kv"
 	"github.com/wgllm/wgllm/runtime/model"
 	"github.com/wgllm/wgllm/runtime/sample"
 	"github.com/wgllm/wgllm/runtime/tokenizer"
@@ -49,7 +51,7 @@ type Engine struct {
 
 	tokensGenerated, promptTokens, requestsFinished atomic.Uint64
 	activeCount                                     atomic.Int64
-	kvUsed                                          atomic.Int64 // cache rows held by running jobs
+	kvUsed                                          atomic.Int64 // KV blocks held by running jobs
 }
 
 // slot remembers which tokens a KV sequence slot holds, for prefix reuse.
@@ -142,7 +144,7 @@ func (e *Engine) Submit(j Job, emit func(Event)) (string, error) {
 	if len(ids) == 0 {
 		return "", fmt.Errorf("%w: empty prompt", ErrBadJob)
 	}
-	capacity := e.m.KV.Config().Capacity
+	capacity := e.m.KV.Config().MaxSeqLen
 	if len(ids) >= capacity {
 		return "", fmt.Errorf("%w: %v: %d tokens, the context holds %d", ErrBadJob, ErrPromptTooLong, len(ids), capacity)
 	}
@@ -199,9 +201,8 @@ func (e *Engine) Metrics() Metrics {
 	e.mu.Lock()
 	q := len(e.queue)
 	e.mu.Unlock()
-	total := e.m.KV.Config().Seqs * e.m.KV.Config().Capacity
 	return Metrics{QueueDepth: q, QueueLimit: e.opt.QueueLimit, ActiveSequences: int(e.activeCount.Load()),
-		KVBlocksUsed: int(e.kvUsed.Load()), KVBlocksTotal: total,
+		KVBlocksUsed: int(e.kvUsed.Load()), KVBlocksTotal: e.m.KV.BlocksTotal(),
 		TokensGenerated: e.tokensGenerated.Load(), PromptTokens: e.promptTokens.Load(), RequestsFinished: e.requestsFinished.Load()}
 }
 
@@ -254,7 +255,7 @@ func (e *Engine) loop() {
 		e.step()
 		used := 0
 		for _, j := range e.active {
-			used += len(j.fed) + 1
+			used += len(e.m.KV.Blocks(j.seq))
 		}
 		e.kvUsed.Store(int64(used))
 	}
@@ -314,6 +315,10 @@ func (e *Engine) admit() {
 			return
 		}
 		j := e.queue[0]
+		if len(e.active) > 0 && !e.fits(len(j.ids)+1) {
+			e.mu.Unlock()
+			return // wait for running jobs to free blocks
+		}
 		e.queue = e.queue[1:]
 		j.state = Running
 		e.mu.Unlock()
@@ -363,8 +368,8 @@ func (e *Engine) start(j *job) error {
 	sl := &e.slots[s]
 	sl.busy = true
 	j.seq = s
-	kv := e.m.KV
-	if err := kv.Truncate(s, reuse); err != nil {
+	cache := e.m.KV
+	if err := cache.Truncate(s, reuse); err != nil {
 		return err
 	}
 	sl.tokens = sl.tokens[:reuse]
@@ -384,7 +389,7 @@ func (e *Engine) start(j *job) error {
 	if j.maxTokens <= 0 {
 		j.maxTokens = e.opt.DefaultMaxTokens
 	}
-	if room := kv.Config().Capacity - len(j.ids); j.maxTokens <= 0 || j.maxTokens > room {
+	if room := cache.Config().MaxSeqLen - len(j.ids); j.maxTokens <= 0 || j.maxTokens > room {
 		j.maxTokens = room
 	}
 	j.dec = e.tok.NewDecoder()
@@ -399,7 +404,11 @@ func (e *Engine) start(j *job) error {
 	for i := 0; i < len(rest); i += e.m.Batch() {
 		chunk := rest[i:min(i+e.m.Batch(), len(rest))]
 		var err error
-		if next, err = e.m.Forward(s, chunk, want, logits); err != nil {
+		next, err = e.m.Forward(s, chunk, want, logits)
+		if errors.Is(err, kv.ErrFull) && e.evictIdle() {
+			next, err = e.m.Forward(s, chunk, want, logits)
+		}
+		if err != nil {
 			return err
 		}
 		j.fed = append(j.fed, chunk...)
@@ -480,7 +489,20 @@ func (e *Engine) step() {
 		want = model.LastLogits
 		logits = make([]float32, len(e.active)*e.m.Cfg.Vocab)
 	}
-	if err := e.m.DecodeBatch(seqs, toks, want, logits, next); err != nil {
+	err := e.m.DecodeBatch(seqs, toks, want, logits, next)
+	if errors.Is(err, kv.ErrFull) && e.evictIdle() {
+		err = e.m.DecodeBatch(seqs, toks, want, logits, next)
+	}
+	if errors.Is(err, kv.ErrFull) && len(e.active) > 1 {
+		// Still no room for every sequence to grow: the newest job gives
+		// way (fails with the reason) and the others go on.
+		last := e.active[len(e.active)-1]
+		e.active = e.active[:len(e.active)-1]
+		e.activeCount.Store(int64(len(e.active)))
+		e.finish(last, "", fmt.Errorf("engine: %w: no room to continue this request alongside the others", err))
+		return
+	}
+	if err != nil {
 		for _, j := range e.active {
 			e.finish(j, "", err)
 		}
@@ -511,6 +533,33 @@ func (e *Engine) step() {
 	}
 	e.active = kept
 	e.activeCount.Store(int64(len(e.active)))
+}
+
+// fits reports whether a sequence of n tokens finds free KV blocks (after
+// dropping idle cached prompts if need be).
+func (e *Engine) fits(n int) bool {
+	bs := e.m.KV.Config().BlockSize
+	need := (n + bs - 1) / bs
+	if e.m.KV.BlocksFree() >= need {
+		return true
+	}
+	e.evictIdle()
+	return e.m.KV.BlocksFree() >= need
+}
+
+// evictIdle drops the cached prompts of idle slots to free KV blocks for
+// running work; it reports whether anything was freed.
+func (e *Engine) evictIdle() bool {
+	freed := false
+	for s := range e.slots {
+		sl := &e.slots[s]
+		if !sl.busy && len(sl.tokens) > 0 {
+			_ = e.m.KV.Truncate(s, 0)
+			sl.tokens = sl.tokens[:0]
+			freed = true
+		}
+	}
+	return freed
 }
 
 func argmax(row []float32) int32 {

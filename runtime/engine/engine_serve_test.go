@@ -208,3 +208,37 @@ func TestSubmitRejectsBadJobs(t *testing.T) {
 		t.Errorf("duplicate id: %v", err)
 	}
 }
+
+// TestSmallKVPoolQueuesAndRecovers gives the engine a block pool that holds
+// only a few sequences' worth of tokens: jobs wait for blocks instead of
+// failing, every job finishes, and the blocks come back.
+func TestSmallKVPoolQueuesAndRecovers(t *testing.T) {
+	g := open(t, "stories260K.gguf", model.Options{CtxLen: 128, Seqs: 8, KVType: ops.F16, Batch: 64, BlockSize: 16, KVTokens: 96})
+	e, err := NewEngine(g.M, g.Tok, Options{MaxBatch: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	cs := make([]*collector, 6)
+	for i := range cs {
+		cs[i] = newCollector()
+		if _, err := e.Submit(Job{Prompt: prompts[i], MaxTokens: 20, Sampling: sample.Greedy()}, cs[i].emit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	finished := 0
+	for _, c := range cs {
+		_, ev := c.wait(t)
+		if ev.Err == nil {
+			finished++
+		} else if !strings.Contains(ev.Err.Error(), "kv cache full") {
+			t.Errorf("unexpected failure: %v", ev.Err)
+		}
+	}
+	if finished < 3 {
+		t.Errorf("only %d of 6 jobs finished with a pool of 6 blocks", finished)
+	}
+	if m := e.Metrics(); m.KVBlocksUsed != 0 || m.ActiveSequences != 0 || m.KVBlocksTotal != 6 {
+		t.Errorf("after all jobs: %+v", m)
+	}
+}

@@ -60,7 +60,7 @@ func (g *Generator) Generate(req Request, emit func(string) error) (Stats, error
 		return st, fmt.Errorf("engine: empty prompt (and the model adds no BOS token)")
 	}
 	st.PromptTokens = len(ids)
-	capacity := g.M.KV.Config().Capacity
+	capacity := g.M.KV.Config().MaxSeqLen
 	if len(ids) >= capacity {
 		return st, fmt.Errorf("engine: %w: %d tokens, the context holds %d", ErrPromptTooLong, len(ids), capacity)
 	}

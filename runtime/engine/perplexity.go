@@ -23,7 +23,7 @@ func (g *Generator) Perplexity(text string, ctx int, chunkDone func(chunk int, p
 	var res PerplexityResult
 	addBOS := g.Tok.AddBOS()
 	ids := g.Tok.Encode(text, addBOS)
-	capacity := g.M.KV.Config().Capacity
+	capacity := g.M.KV.Config().MaxSeqLen
 	if ctx < 4 || ctx > capacity {
 		return res, fmt.Errorf("engine: perplexity context %d: want 4..%d", ctx, capacity)
 	}

@@ -1,11 +1,18 @@
+// Package kv is the attention key/value cache: a vLLM-style paged cache on
+// the GPU, f32 or f16. A sequence that would exceed its room, or a pool with
+// no free block, gets ErrFull, never a silent overwrite.
 package kv
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gpu"
 )
+
+// ErrFull is wrapped by errors for sequences that have no room left.
+var ErrFull = errors.New("kv cache full")
 
 // PagedConfig sizes a paged cache.
 type PagedConfig struct {

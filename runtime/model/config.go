@@ -186,7 +186,8 @@ func Estimate(f *gguf.File, opt Options) (MemoryEstimate, error) {
 	if opt.KVType == ops.F16 {
 		kvSize = 2
 	}
-	e.KV = 2 * uint64(c.Layers*opt.Seqs*opt.CtxLen*c.KVHeads*c.HeadDim) * kvSize
+	blocks := (opt.KVTokens + opt.BlockSize - 1) / opt.BlockSize
+	e.KV = 2 * uint64(c.Layers*blocks*opt.BlockSize*c.KVHeads*c.HeadDim) * kvSize
 	n := uint64(opt.Batch)
 	qDim, kvDim := uint64(c.Heads*c.HeadDim), uint64(c.KVHeads*c.HeadDim)
 	e.Scratch = 4 * n * (3*uint64(c.Dim) + 2*qDim + 2*kvDim + 2*uint64(c.FFN) + uint64(c.Vocab) + 2)

@@ -13,8 +13,10 @@ import (
 
 // Options size what a loaded model allocates up front.
 type Options struct {
-	CtxLen   int       // tokens per sequence; 0: the model's context length
-	Seqs     int       // sequence slots in the KV cache; 0: 1
+	CtxLen    int // most tokens one sequence holds; 0: the model's context length
+	Seqs      int // sequence slots in the KV cache; 0: 1
+	BlockSize int // KV cache block size in tokens; 0: 16
+	KVTokens  int // tokens the KV block pool holds for all sequences; 0: CtxLen × Seqs
 	KVType   ops.DType // ops.F32 or ops.F16
 	Batch    int       // most tokens one Forward takes (prefill chunk); 0: 512
 	Progress func(done, total uint64)
@@ -29,6 +31,12 @@ func (o Options) withDefaults(c Config) Options {
 	}
 	if o.Batch <= 0 {
 		o.Batch = 512
+	}
+	if o.BlockSize <= 0 {
+		o.BlockSize = 16
+	}
+	if o.KVTokens <= 0 {
+		o.KVTokens = o.CtxLen * o.Seqs
 	}
 	o.Batch = min(o.Batch, o.CtxLen)
 	return o
@@ -53,7 +61,7 @@ type Model struct {
 	Norm   ops.Tensor // [dim]
 	Output ops.Tensor // [vocab, dim] (Embd when tied)
 	Layers []Layer
-	KV     *kv.Cache
+	KV     *kv.Paged
 
 	batch int
 	// Scratch, all [batch, ...] f32 unless noted.
@@ -66,6 +74,7 @@ type Model struct {
 	positions    ops.Tensor // [batch] u32 (rows of several sequences)
 	next         ops.Tensor // [batch] u32 (argmax)
 	wdeq         ops.Tensor // f16 [largest weight] for prefill of quantised weights
+	step         *kv.Step // per-step sequence info and KV write slots
 	rbTok, rbLog *gpu.Readback
 	rbLogSize    uint64
 	weightBytes  uint64
@@ -149,8 +158,12 @@ func (m *Model) finish(opt Options) error {
 		return fmt.Errorf("model: KV cache type %s: want f32 or f16", opt.KVType)
 	}
 	var err error
-	if m.KV, err = kv.New(m.ctx, kv.Config{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
-		Capacity: opt.CtxLen, Seqs: opt.Seqs, DType: opt.KVType}); err != nil {
+	if m.KV, err = kv.NewPaged(m.ctx, kv.PagedConfig{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
+		BlockSize: opt.BlockSize, Blocks: (opt.KVTokens + opt.BlockSize - 1) / opt.BlockSize, Seqs: opt.Seqs,
+		MaxSeqLen: opt.CtxLen, DType: opt.KVType}); err != nil {
+		return err
+	}
+	if m.step, err = m.KV.NewStep(opt.Seqs, m.batch); err != nil {
 		return err
 	}
 	return m.allocScratch()
@@ -236,6 +249,9 @@ func (m *Model) Close() {
 		t.Buf.Destroy()
 	}
 	m.buffers = nil
+	if m.step != nil {
+		m.step.Close()
+	}
 	if m.KV != nil {
 		m.KV.Close()
 	}
@@ -354,7 +370,13 @@ func (m *Model) run(seqs []int, tokens [][]int32, want Step, logits []float32, n
 	if want != AllLogits && len(next) < len(seqs) && want == NextGreedy {
 		return fmt.Errorf("model: room for %d next tokens, %d sequences", len(next), len(seqs))
 	}
+	// Attention reads the batch as [sequences, queries per sequence]: one
+	// sequence's tokens (prefill), or one token of each sequence (decode).
+	if len(seqs) > 1 && n != len(seqs) {
+		return fmt.Errorf("model: a batch of several sequences takes one token each")
+	}
 	spans := make([]span, len(seqs))
+	batch := make([]kv.StepSeq, len(seqs))
 	row := 0
 	for i, s := range seqs {
 		pos, err := m.KV.Reserve(s, len(tokens[i]))
@@ -365,9 +387,13 @@ func (m *Model) run(seqs []int, tokens [][]int32, want Step, logits []float32, n
 			return err
 		}
 		spans[i] = span{seq: s, row: row, n: len(tokens[i]), pos: pos}
+		batch[i] = kv.StepSeq{Seq: s, New: len(tokens[i])}
 		row += len(tokens[i])
 	}
-	err := m.forward(spans, tokens, want, logits, next, decode)
+	err := m.step.Set(m.KV, batch)
+	if err == nil {
+		err = m.forward(spans, tokens, want, logits, next, decode)
+	}
 	if err != nil {
 		for _, sp := range spans { // the reserved rows hold nothing valid
 			_ = m.KV.Truncate(sp.seq, sp.pos)
@@ -409,6 +435,10 @@ func (m *Model) forward(spans []span, tokens [][]int32, want Step, logits []floa
 		return err
 	}
 	defer enc.Release()
+	// Copy-on-write block copies and the block table go first.
+	if err := m.KV.Sync(enc); err != nil {
+		return err
+	}
 
 	st := &state{x: rows(m.x, n), h: rows(m.h, n), tmp: rows(m.tmp, n), q: rows(m.q, n), k: rows(m.k, n),
 		v: rows(m.v, n), att: rows(m.att, n), gate: rows(m.gate, n), up: rows(m.up, n),
@@ -562,19 +592,17 @@ func (l *Layer) forward(m *Model, enc *gpu.Encoder, li int, s *state) error {
 	if err := ops.RoPE(enc, k3, k3, s.rope); err != nil {
 		return err
 	}
-	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	for _, sp := range s.spans {
-		k := s.k.View(sp.row*kvDim, sp.n, kvDim)
-		v := s.v.View(sp.row*kvDim, sp.n, kvDim)
-		if err := m.KV.Write(enc, li, sp.seq, sp.pos, k, v); err != nil {
-			return err
-		}
-		// att [rows, heads, hd] = softmax(q·kᵀ/√hd, causal) · v over the cache
-		if err := ops.Attention(enc, s.att.View(sp.row*qDim, sp.n, c.Heads, c.HeadDim), s.q.View(sp.row*qDim, sp.n, c.Heads, c.HeadDim),
-			m.KV.Keys(li, sp.seq), m.KV.Values(li, sp.seq),
-			ops.AttentionOptions{Causal: true, QOffset: sp.pos, KVLen: sp.pos + sp.n}); err != nil {
-			return err
-		}
+	// New K/V rows go to their cache slots in one scatter; attention reads
+	// every sequence's cache through the block table in one dispatch.
+	if err := m.KV.Write(enc, li, s.k, s.v, m.step.Slots); err != nil {
+		return err
+	}
+	nSeq := len(s.spans)
+	nq := n / nSeq
+	if err := ops.AttentionPaged(enc, s.att.View(0, nSeq, nq, c.Heads, c.HeadDim), s.q.View(0, nSeq, nq, c.Heads, c.HeadDim),
+		m.KV.Keys(li), m.KV.Values(li), m.KV.BlockTable(), m.step.Info,
+		ops.PagedOptions{Causal: true, MaxKVLen: m.KV.Config().MaxSeqLen}); err != nil {
+		return err
 	}
 	// x += att · Oᵀ
 	if err := m.linear(enc, s.tmp, s.att, l.O, s.decode); err != nil {
