@@ -88,77 +88,85 @@ func (c Config) withDefaults() Config {
 	if c.Addr == "" {
 		c.Addr = "127.0.0.1:8080"
 	}
-	if c.MaxBodyBytes == 0 {
+	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
-	if c.MaxPromptBytes == 0 {
+	if c.MaxPromptBytes <= 0 {
 		c.MaxPromptBytes = 256 << 10
 	}
-	if c.DefaultMaxTokens == 0 {
+	if c.DefaultMaxTokens <= 0 {
 		c.DefaultMaxTokens = 256
 	}
-	if c.MaxTokensLimit == 0 {
+	if c.MaxTokensLimit <= 0 {
 		c.MaxTokensLimit = 4096
 	}
 	if c.DefaultSampling == (sample.Params{}) {
 		c.DefaultSampling = sample.DefaultParams()
 	}
-	if c.WriteTimeout == 0 {
+	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
-	if c.ReadHeaderTimeout == 0 {
+	if c.ReadHeaderTimeout <= 0 {
 		c.ReadHeaderTimeout = 10 * time.Second
 	}
-	if c.ReadTimeout == 0 {
+	if c.ReadTimeout <= 0 {
 		c.ReadTimeout = 30 * time.Second
 	}
-	if c.IdleTimeout == 0 {
+	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 120 * time.Second
 	}
-	if c.ShutdownTimeout == 0 {
+	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
-	if c.WSReadLimit == 0 {
+	if c.WSReadLimit <= 0 {
 		c.WSReadLimit = c.MaxBodyBytes
 	}
-	if c.WSSendQueue == 0 {
+	if c.WSSendQueue <= 0 {
 		c.WSSendQueue = 1024
 	}
-	if c.WSMaxInFlight == 0 {
+	if c.WSMaxInFlight <= 0 {
 		c.WSMaxInFlight = 16
 	}
-	if c.WSPingInterval == 0 {
+	if c.WSPingInterval <= 0 {
 		c.WSPingInterval = 30 * time.Second
 	}
 	return c
 }
 
-// Validate reports the first invalid setting of c (after defaults).
+// Validate reports the invalid settings of c. (New takes any Config:
+// it replaces negative sizes and durations by the defaults too; Serve
+// refuses a Config that does not validate.)
 func (c Config) Validate() error {
-	c = c.withDefaults()
 	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"max_body_bytes", c.MaxBodyBytes}, {"max_prompt_bytes", int64(c.MaxPromptBytes)},
+		{"default_max_tokens", int64(c.DefaultMaxTokens)}, {"max_tokens_limit", int64(c.MaxTokensLimit)},
+		{"ws_read_limit", c.WSReadLimit}, {"ws_send_queue", int64(c.WSSendQueue)}, {"ws_max_in_flight", int64(c.WSMaxInFlight)},
+	} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %d must be positive (0: the default)", f.name, f.v))
+		}
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"write_timeout", c.WriteTimeout}, {"read_header_timeout", c.ReadHeaderTimeout}, {"read_timeout", c.ReadTimeout},
+		{"idle_timeout", c.IdleTimeout}, {"shutdown_timeout", c.ShutdownTimeout}, {"ws_ping_interval", c.WSPingInterval},
+	} {
+		if f.d < 0 {
+			errs = append(errs, fmt.Errorf("%s %v must be positive (0: the default)", f.name, f.d))
+		}
+	}
+	c = c.withDefaults()
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("addr %q: %v", c.Addr, err))
 	}
-	for name, v := range map[string]int64{
-		"max_body_bytes": c.MaxBodyBytes, "max_prompt_bytes": int64(c.MaxPromptBytes),
-		"default_max_tokens": int64(c.DefaultMaxTokens), "max_tokens_limit": int64(c.MaxTokensLimit),
-		"ws_read_limit": c.WSReadLimit, "ws_send_queue": int64(c.WSSendQueue), "ws_max_in_flight": int64(c.WSMaxInFlight),
-	} {
-		if v < 0 {
-			errs = append(errs, fmt.Errorf("%s %d must be positive (0: the default)", name, v))
-		}
-	}
 	if c.DefaultMaxTokens > c.MaxTokensLimit {
 		errs = append(errs, fmt.Errorf("default_max_tokens %d exceeds max_tokens_limit %d", c.DefaultMaxTokens, c.MaxTokensLimit))
-	}
-	for name, d := range map[string]time.Duration{
-		"write_timeout": c.WriteTimeout, "read_header_timeout": c.ReadHeaderTimeout, "read_timeout": c.ReadTimeout,
-		"idle_timeout": c.IdleTimeout, "shutdown_timeout": c.ShutdownTimeout, "ws_ping_interval": c.WSPingInterval,
-	} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s %v must be positive (0: the default)", name, d))
-		}
 	}
 	if err := c.DefaultSampling.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("default sampling: %w", err))

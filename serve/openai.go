@@ -279,15 +279,15 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, tj *trackedJob, 
 		}
 		return true
 	}
-	// The role comes first, as OpenAI sends it, so clients see the stream
-	// open before the prompt is processed.
+	// The headers (and for a chat the role, as OpenAI sends it) go out at
+	// once, so clients see the stream open before the prompt is processed.
 	first := true
 	if out.chat {
 		send(out.chunk("", true, nil))
 		first = false
-		if !flush() {
-			return
-		}
+	}
+	if !flush() {
+		return
 	}
 	for {
 		select {

@@ -139,6 +139,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	s.log.Info().Str("addr", ln.Addr().String()).Bool("api_key", s.cfg.APIKey != "").Msg("serving")
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && s.cfg.APIKey == "" {
+		s.log.Warn().Str("addr", ln.Addr().String()).Msg("listening beyond loopback without an API key: anyone who can reach this address can use the model")
+	}
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -326,18 +329,13 @@ func (s *Server) submit(b Backend, job engine.Job, endpoint string, log zerolog.
 		log.Warn().Err(err).Msg("submit refused")
 		return nil, ae
 	}
-	if id != job.ID && id != "" {
-		// The engine keeps the caller's id; should it not, follow its id.
-		log.Warn().Str("engine_id", id).Msg("engine renamed the job")
-		s.jobs.mu.Lock()
-		if _, ok := s.jobs.jobs[tj.id]; ok {
-			delete(s.jobs.jobs, tj.id)
-			tj.id = id
-			s.jobs.jobs[id] = tj
-		} else {
-			tj.id = id
-		}
-		s.jobs.mu.Unlock()
+	if id != job.ID {
+		// Cancel and the request status rely on the engine keeping the
+		// caller's id, as engine.Job promises.
+		b.Cancel(id)
+		log.Error().Str("engine_id", id).Msg("engine did not keep the job id; cancelled the job")
+		return nil, &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: codeInternal,
+			Message: "internal error: the engine renamed the request"}
 	}
 	return tj, nil
 }

@@ -392,3 +392,47 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// ReadTimeout bounds reading a request, not how long its answer streams.
+func TestLongStreamOutlivesReadTimeout(t *testing.T) {
+	ts := start(t, serve.Config{ReadTimeout: 200 * time.Millisecond, ReadHeaderTimeout: 200 * time.Millisecond},
+		&servetest.Options{StepDelay: 10 * time.Millisecond})
+	began := time.Now()
+	resp := ts.do("POST", "/v1/completions", map[string]any{"stream": true, "prompt": "long", "max_tokens": 60}, nil)
+	events := readSSE(t, bufio.NewScanner(resp.Body), 0)
+	resp.Body.Close()
+	if time.Since(began) < 500*time.Millisecond {
+		t.Fatalf("the stream took %v, not longer than the read timeout", time.Since(began))
+	}
+	if len(events) != 62 || events[61] != "[DONE]" {
+		t.Errorf("%d events, last %q", len(events), events[len(events)-1])
+	}
+	resp = ts.do("POST", "/v1/completions", map[string]any{"prompt": "long", "max_tokens": 60}, nil)
+	var out struct {
+		Choices []struct{ Text string } `json:"choices"`
+	}
+	decode(t, resp, &out)
+	if len(out.Choices) != 1 || out.Choices[0].Text != wantText(60) {
+		t.Errorf("non-streamed answer %+v", out)
+	}
+}
+
+// renamingBackend breaks the engine.Job promise of keeping the caller's id.
+type renamingBackend struct{ *servetest.Backend }
+
+func (r renamingBackend) Submit(j engine.Job, emit func(engine.Event)) (string, error) {
+	j.ID = ""
+	return r.Backend.Submit(j, emit)
+}
+
+func TestEngineMustKeepJobIDs(t *testing.T) {
+	ts := start(t, serve.Config{}, &servetest.Options{StepDelay: 5 * time.Millisecond})
+	ts.srv.SetBackend(renamingBackend{ts.backend})
+	expectError(t, ts.do("POST", "/v1/completions", map[string]any{"prompt": "renamed", "max_tokens": 1000}, nil),
+		http.StatusInternalServerError, "internal_error", "")
+	job := jobWithPrompt(t, ts.backend, "renamed")
+	waitFor(t, "the renamed job to be cancelled", 5*time.Second, func() bool {
+		st, _ := ts.backend.Status(job.ID)
+		return st.State == engine.Cancelled
+	})
+}

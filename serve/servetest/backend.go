@@ -43,7 +43,8 @@ type Options struct {
 // sequences in lock step and calls every job's emit from that goroutine
 // (so an emit that blocks stalls everyone, as it would for real), stop
 // strings, cancellation of queued and running jobs, status records and
-// metrics. It is safe for concurrent use.
+// metrics. Text that may be the start of a stop string is held back until
+// it is known not to be. It is safe for concurrent use.
 type Backend struct {
 	opts Options
 
@@ -67,6 +68,7 @@ type job struct {
 	emit      func(engine.Event)
 	status    engine.Status
 	pieces    int
+	emitted   int // bytes of status.Text emitted so far
 	cancel    bool
 	submitted time.Time
 	started   time.Time
@@ -310,6 +312,7 @@ func (b *Backend) step() []pending {
 	active := b.active[:0]
 	for _, j := range b.active {
 		if j.cancel {
+			b.emitText(j, &out, len(j.status.Text)) // what was held back
 			out = append(out, b.finish(j, now, "cancelled", nil))
 		} else {
 			active = append(active, j)
@@ -347,12 +350,10 @@ func (b *Backend) step() []pending {
 				break
 			}
 		}
-		if len(j.status.Text) > before {
-			out = append(out, pending{j.emit, engine.Event{JobID: j.spec.ID, Text: j.status.Text[before:]}})
-		}
 		switch {
 		case reason != "":
 		case b.opts.FailOn != "" && strings.Contains(j.spec.Prompt, b.opts.FailOn):
+			b.emitText(j, &out, len(j.status.Text))
 			out = append(out, b.finish(j, now, "", fmt.Errorf("fake engine: failing on %q as asked", b.opts.FailOn)))
 			continue
 		case b.opts.EOSAfter > 0 && j.pieces >= b.opts.EOSAfter:
@@ -361,13 +362,39 @@ func (b *Backend) step() []pending {
 			reason = "length"
 		}
 		if reason != "" {
+			b.emitText(j, &out, len(j.status.Text))
 			out = append(out, b.finish(j, now, reason, nil))
 			continue
 		}
+		// Hold back a tail that may yet grow into a stop string.
+		b.emitText(j, &out, len(j.status.Text)-heldBack(j.status.Text, j.spec.Stop))
 		active = append(active, j)
 	}
 	b.active = active
 	return out
+}
+
+// emitText queues the text of j not yet emitted, up to end.
+func (b *Backend) emitText(j *job, out *[]pending, end int) {
+	if end > j.emitted {
+		*out = append(*out, pending{j.emit, engine.Event{JobID: j.spec.ID, Text: j.status.Text[j.emitted:end]}})
+		j.emitted = end
+	}
+}
+
+// heldBack is the length of the longest tail of text that begins some
+// stop string.
+func heldBack(text string, stops []string) int {
+	longest := 0
+	for _, stop := range stops {
+		for n := min(len(stop)-1, len(text)); n > longest; n-- {
+			if strings.HasSuffix(text, stop[:n]) {
+				longest = n
+				break
+			}
+		}
+	}
+	return longest
 }
 
 // finish records j's end and returns its Done event. The status is
