@@ -1,0 +1,95 @@
+// Package serve is wgllm's network front: a websocket protocol for the
+// browser chat page, an OpenAI-compatible HTTP API, request status
+// endpoints, health and Prometheus metrics. It drives the engine through
+// the Backend interface and knows nothing of GPUs.
+//
+// # Endpoints
+//
+//	GET    /                      the static chat page (Config.Static), index.html at /
+//	GET    /health                503 {"status":"loading"} until SetBackend, then 200 {"status":"ok","model":…}
+//	GET    /metrics               Prometheus text format
+//	GET    /ws                    websocket (below)
+//	POST   /v1/chat/completions   OpenAI chat; "stream": true for server-sent events
+//	POST   /v1/completions        OpenAI completions; "stream": true likewise
+//	GET    /v1/models             {"object":"list","data":[{"id":…,"object":"model",…}]}
+//	GET    /v1/models/{model}     the model, or 404
+//	POST   /v1/requests           a completions or chat body; 202 {"id":…,"status":"queued"}
+//	GET    /v1/requests/{id}      engine.Status: {"id","status","text",…}; 404 if unknown
+//	DELETE /v1/requests/{id}      cancel; answers the final engine.Status; 404 if unknown
+//
+// Errors are OpenAI's shape, {"error":{"message","type","param","code"}},
+// with 400 (invalid request or parameter), 401 (missing or wrong API
+// key), 404, 405, 413 (body over Config.MaxBodyBytes or prompt over
+// Config.MaxPromptBytes), 429 (the engine's queue is full; Retry-After)
+// and 503 (model loading or shutting down).
+//
+// Sampling fields, in every request kind: temperature (≥ 0; 0 is greedy),
+// top_p (0, 1], top_k (≥ 0), min_p [0, 1], max_tokens (or
+// max_completion_tokens) in [1, Config.MaxTokensLimit], seed (≥ 0; absent
+// or -1: random), stop (string or up to 16 strings), presence_penalty and
+// frequency_penalty [-2, 2], repeat_penalty (0, 10], repeat_last_n. Absent
+// fields take Config.DefaultSampling and Config.DefaultMaxTokens. The
+// request's "model" is not checked (one model is served). n, best_of
+// other than 1 and echo are refused (400).
+//
+// # Websocket protocol
+//
+// JSON text messages. On connecting the server sends
+//
+//	{"type":"hello","model":"…"}
+//
+// The client starts requests, any number in flight (up to
+// Config.WSMaxInFlight), told apart by its own "id" (unique among its
+// requests in flight on that connection):
+//
+//	{"type":"generate","id":"r1","prompt":"…","max_tokens":32,"temperature":0,…}
+//	{"type":"chat","id":"r2","messages":[{"role":"user","content":"…"}],…}
+//	{"type":"cancel","id":"r1"}
+//
+// and gets, per request, pieces of text then one end:
+//
+//	{"type":"token","id":"r1","text":"…"}
+//	{"type":"done","id":"r1","finish_reason":"stop|length|cancelled","usage":{"prompt_tokens":N,"completion_tokens":N,"cached_tokens":N},"timings":{…}}
+//	{"type":"error","id":"r1","error":{"code":"…","message":"…"}}
+//
+// A cancel is answered by the request's "done" with finish_reason
+// "cancelled". A malformed message, an unknown type, a duplicate id or an
+// invalid parameter gets an "error" (without "id" when none could be
+// read) and the connection stays usable. A message over Config.WSReadLimit
+// closes the connection with code 1009. The server pings every
+// Config.WSPingInterval and drops a client silent for twice that. Each
+// connection has a bounded outgoing queue (Config.WSSendQueue messages): a
+// client too slow to drain it has its requests cancelled and is closed
+// with code 1008, so it never stalls the engine or other clients. A
+// closed connection cancels its requests.
+//
+// Error codes: invalid_json, invalid_request, invalid_parameter,
+// unsupported_parameter, unknown_type, duplicate_id, not_found,
+// prompt_too_large, too_many_in_flight, server_busy, model_loading,
+// shutting_down, generation_failed, internal_error.
+//
+// # Safety
+//
+// The default address is 127.0.0.1:8080 (loopback only). With
+// Config.APIKey set, /v1/* (including /v1/requests) and /ws require
+// "Authorization: Bearer <key>", compared in constant time. Browsers
+// cannot set headers on a websocket, so /ws also accepts the key as
+//
+//   - a subprotocol: new WebSocket(url, ["wgllm", "bearer." + key]); the
+//     server selects "wgllm" (offer it: browsers fail a handshake whose
+//     offered subprotocols were all declined) and never echoes the key; or
+//   - a query parameter: /ws?api_key=<key> (simplest, but URLs end up in
+//     histories and proxy logs; the server logs paths without queries).
+//
+// The websocket accepts requests without an Origin header (non-browser
+// clients), from its own origin (Origin's host equal to Host) and from
+// Config.AllowedOrigins; other origins get 403. CORS headers for /v1 are
+// sent only for Config.CORSOrigins (none by default). Bodies, prompts,
+// websocket messages, sampling values and per-connection concurrency are
+// bounded; every write has a deadline (Config.WriteTimeout).
+//
+// Logs are zerolog lines; every line about a request carries its
+// request_id (also returned as the X-Request-Id header); lines about a
+// generation also carry job_id (HTTP) or conn_id and client_id
+// (websocket, where request_id is the job's id).
+package serve

@@ -1,0 +1,378 @@
+package serve
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/wgllm/wgllm/runtime/engine"
+)
+
+// Limits on request fields that are not in Config.
+const (
+	maxStopStrings = 16
+	maxStopBytes   = 256
+	maxMessages    = 4096
+	maxTopK        = 1 << 20
+)
+
+// genRequest holds the fields shared by /v1/completions,
+// /v1/chat/completions, /v1/requests and the websocket's generate and chat
+// messages. Pointers tell "absent" (or null) from zero.
+type genRequest struct {
+	Model         string          `json:"model"`
+	Prompt        json.RawMessage `json:"prompt"`
+	Messages      []chatMessageIn `json:"messages"`
+	Stream        bool            `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+	N                   *int     `json:"n"`
+	BestOf              *int     `json:"best_of"`
+	Echo                bool     `json:"echo"`
+	MaxTokens           *int     `json:"max_tokens"`
+	MaxCompletionTokens *int     `json:"max_completion_tokens"`
+	Temperature         *float64 `json:"temperature"`
+	TopP                *float64 `json:"top_p"`
+	TopK                *int     `json:"top_k"`
+	MinP                *float64 `json:"min_p"`
+	Seed                *int64   `json:"seed"`
+	Stop                stopList `json:"stop"`
+	PresencePenalty     *float64 `json:"presence_penalty"`
+	FrequencyPenalty    *float64 `json:"frequency_penalty"`
+	RepeatPenalty       *float64 `json:"repeat_penalty"`
+	RepeatLastN         *int     `json:"repeat_last_n"`
+}
+
+// stopList is OpenAI's "stop": a string or an array of strings.
+type stopList []string
+
+func (s *stopList) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if bytes.Equal(b, []byte("null")) {
+		*s = nil
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var one string
+		if err := json.Unmarshal(b, &one); err != nil {
+			return err
+		}
+		*s = stopList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("stop must be a string or an array of strings")
+	}
+	*s = many
+	return nil
+}
+
+// chatMessageIn is one message of a chat request. Content is a string or
+// an array of {"type":"text","text":…} parts (null for an assistant turn).
+type chatMessageIn struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+// decodeBody reads a JSON request body into v, answering 413 beyond the
+// body limit and 400 for malformed JSON.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *apiError {
+	if r.ContentLength > limit {
+		return bodyTooLarge(limit)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return bodyTooLarge(limit)
+		}
+		return invalidRequest(codeInvalidRequest, "reading the request body: %v", err)
+	}
+	return decodeJSON(body, v)
+}
+
+func bodyTooLarge(limit int64) *apiError {
+	return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: codeBodyTooLarge,
+		Message: fmt.Sprintf("request body exceeds %d bytes", limit)}
+}
+
+// decodeJSON decodes exactly one JSON value into v.
+func decodeJSON(body []byte, v any) *apiError {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			// The path names the embedded Go struct of websocket messages.
+			field := strings.TrimPrefix(typeErr.Field, "genRequest.")
+			return invalidParam(field, "%s: expected %s, got JSON %s", field, typeErr.Type, typeErr.Value)
+		}
+		if err == io.EOF {
+			return invalidRequest(codeInvalidJSON, "empty request body: expected a JSON object")
+		}
+		return invalidRequest(codeInvalidJSON, "malformed JSON: %v", err)
+	}
+	if dec.More() {
+		return invalidRequest(codeInvalidJSON, "malformed JSON: data after the object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return invalidRequest(codeInvalidJSON, "malformed JSON: data after the object")
+	}
+	return nil
+}
+
+// promptText reads a completions "prompt": a string, or an array holding
+// one string.
+func promptText(raw json.RawMessage) (string, *apiError) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return "", invalidParam("prompt", "prompt is required")
+	}
+	var s string
+	if raw[0] == '"' {
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", invalidParam("prompt", "prompt: %v", err)
+		}
+		return s, nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return "", invalidParam("prompt", "prompt must be a string (token arrays are not supported)")
+	}
+	if len(list) != 1 {
+		return "", invalidParam("prompt", "prompt arrays must hold exactly one string (got %d); send one request per prompt", len(list))
+	}
+	return list[0], nil
+}
+
+// chatMessages validates and flattens the messages of a chat request.
+func chatMessages(in []chatMessageIn) ([]engine.ChatMessage, *apiError) {
+	if len(in) == 0 {
+		return nil, invalidParam("messages", "messages must hold at least one message")
+	}
+	if len(in) > maxMessages {
+		return nil, invalidParam("messages", "at most %d messages", maxMessages)
+	}
+	out := make([]engine.ChatMessage, len(in))
+	for i, m := range in {
+		param := fmt.Sprintf("messages[%d]", i)
+		role := m.Role
+		switch role {
+		case "system", "user", "assistant":
+		case "developer": // OpenAI's newer name for system
+			role = "system"
+		default:
+			return nil, invalidParam(param+".role", "%s.role %q: want system, developer, user or assistant", param, m.Role)
+		}
+		content, err := messageContent(m.Content)
+		if err != nil {
+			return nil, invalidParam(param+".content", "%s.content: %v", param, err)
+		}
+		if !utf8.ValidString(content) {
+			return nil, invalidParam(param+".content", "%s.content is not valid UTF-8", param)
+		}
+		out[i] = engine.ChatMessage{Role: role, Content: content}
+	}
+	return out, nil
+}
+
+func messageContent(raw json.RawMessage) (string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return "", nil
+	}
+	if raw[0] == '"' {
+		var s string
+		err := json.Unmarshal(raw, &s)
+		return s, err
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(raw, &parts); err != nil {
+		return "", errors.New("want a string or an array of text parts")
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Type != "text" {
+			return "", fmt.Errorf("content part of type %q is not supported (text only)", p.Type)
+		}
+		b.WriteString(p.Text)
+	}
+	return b.String(), nil
+}
+
+// samplingJob builds a Job (without its prompt) from the request's
+// generation settings over the configured defaults, validating each.
+func (s *Server) samplingJob(req *genRequest) (engine.Job, *apiError) {
+	cfg := &s.cfg
+	job := engine.Job{MaxTokens: cfg.DefaultMaxTokens, Sampling: cfg.DefaultSampling}
+	if req.N != nil && *req.N != 1 {
+		return job, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: "n", Message: "only n=1 is supported"}
+	}
+	if req.BestOf != nil && *req.BestOf != 1 {
+		return job, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: "best_of", Message: "only best_of=1 is supported"}
+	}
+	if req.Echo {
+		return job, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: "echo", Message: "echo is not supported"}
+	}
+	maxTokens, maxParam := req.MaxTokens, "max_tokens"
+	if req.MaxCompletionTokens != nil {
+		maxTokens, maxParam = req.MaxCompletionTokens, "max_completion_tokens"
+	}
+	if maxTokens != nil {
+		if *maxTokens < 1 || *maxTokens > cfg.MaxTokensLimit {
+			return job, invalidParam(maxParam, "%s %d must be in [1, %d]", maxParam, *maxTokens, cfg.MaxTokensLimit)
+		}
+		job.MaxTokens = *maxTokens
+	}
+	p := &job.Sampling
+	// Each check names the field; sample.Params.Validate below is the
+	// backstop for anything these miss.
+	if v := req.Temperature; v != nil {
+		if !finite64(*v) || *v < 0 || float32(*v) > math.MaxFloat32 {
+			return job, invalidParam("temperature", "temperature %v must be a finite number ≥ 0 (0 is greedy)", *v)
+		}
+		p.Temperature = float32(*v)
+	}
+	if v := req.TopP; v != nil {
+		if !finite64(*v) || *v <= 0 || *v > 1 {
+			return job, invalidParam("top_p", "top_p %v must be in (0, 1]", *v)
+		}
+		p.TopP = float32(*v)
+	}
+	if v := req.TopK; v != nil {
+		if *v < 0 || *v > maxTopK {
+			return job, invalidParam("top_k", "top_k %d must be in [0, %d] (0 disables it)", *v, maxTopK)
+		}
+		p.TopK = *v
+	}
+	if v := req.MinP; v != nil {
+		if !finite64(*v) || *v < 0 || *v > 1 {
+			return job, invalidParam("min_p", "min_p %v must be in [0, 1]", *v)
+		}
+		p.MinP = float32(*v)
+	}
+	if v := req.PresencePenalty; v != nil {
+		if !finite64(*v) || *v < -2 || *v > 2 {
+			return job, invalidParam("presence_penalty", "presence_penalty %v must be in [-2, 2]", *v)
+		}
+		p.PresencePenalty = float32(*v)
+	}
+	if v := req.FrequencyPenalty; v != nil {
+		if !finite64(*v) || *v < -2 || *v > 2 {
+			return job, invalidParam("frequency_penalty", "frequency_penalty %v must be in [-2, 2]", *v)
+		}
+		p.FrequencyPenalty = float32(*v)
+	}
+	if v := req.RepeatPenalty; v != nil {
+		if !finite64(*v) || *v <= 0 || *v > 10 {
+			return job, invalidParam("repeat_penalty", "repeat_penalty %v must be in (0, 10] (1 disables it)", *v)
+		}
+		p.RepeatPenalty = float32(*v)
+	}
+	if v := req.RepeatLastN; v != nil {
+		if *v < 0 || *v > 1<<16 {
+			return job, invalidParam("repeat_last_n", "repeat_last_n %d must be in [0, 65536]", *v)
+		}
+		p.PenaltyLastN = *v
+	}
+	switch {
+	case req.Seed == nil || *req.Seed == -1: // -1: random, as in llama.cpp
+		p.Seed = rand.Uint64()
+	case *req.Seed < 0:
+		return job, invalidParam("seed", "seed %d must be ≥ 0 (or -1 for a random one)", *req.Seed)
+	default:
+		p.Seed = uint64(*req.Seed)
+	}
+	if err := p.Validate(); err != nil {
+		return job, invalidParam("", "%v", err)
+	}
+	if len(req.Stop) > maxStopStrings {
+		return job, invalidParam("stop", "at most %d stop strings", maxStopStrings)
+	}
+	for _, st := range req.Stop {
+		if st == "" || len(st) > maxStopBytes || !utf8.ValidString(st) {
+			return job, invalidParam("stop", "stop strings must be non-empty UTF-8 of at most %d bytes", maxStopBytes)
+		}
+	}
+	job.Stop = append([]string(nil), req.Stop...)
+	return job, nil
+}
+
+func finite64(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
+// requestKind says which prompt field a request must carry.
+type requestKind int
+
+const (
+	kindCompletion requestKind = iota // "prompt"
+	kindChat                          // "messages"
+)
+
+// buildJob turns a request into a Job for b: validated settings and the
+// prompt (chats rendered with the model's template), within the prompt
+// limit.
+func (s *Server) buildJob(b Backend, req *genRequest, kind requestKind) (engine.Job, *apiError) {
+	job, aerr := s.samplingJob(req)
+	if aerr != nil {
+		return job, aerr
+	}
+	switch kind {
+	case kindChat:
+		if len(req.Prompt) > 0 && !bytes.Equal(bytes.TrimSpace(req.Prompt), []byte("null")) {
+			return job, invalidParam("prompt", "a chat request takes messages, not prompt")
+		}
+		msgs, aerr := chatMessages(req.Messages)
+		if aerr != nil {
+			return job, aerr
+		}
+		total := 0
+		for _, m := range msgs {
+			total += len(m.Content)
+		}
+		if total > s.cfg.MaxPromptBytes {
+			return job, promptTooLarge(total, s.cfg.MaxPromptBytes)
+		}
+		prompt, err := b.RenderChat(msgs)
+		if err != nil {
+			ae := submitError(err)
+			ae.Message = "rendering the chat template: " + ae.Message
+			return job, ae
+		}
+		job.Prompt = prompt
+	default:
+		if req.Messages != nil {
+			return job, invalidParam("messages", "a completion request takes prompt, not messages")
+		}
+		prompt, aerr := promptText(req.Prompt)
+		if aerr != nil {
+			return job, aerr
+		}
+		if !utf8.ValidString(prompt) {
+			return job, invalidParam("prompt", "prompt is not valid UTF-8")
+		}
+		job.Prompt = prompt
+	}
+	if len(job.Prompt) > s.cfg.MaxPromptBytes {
+		return job, promptTooLarge(len(job.Prompt), s.cfg.MaxPromptBytes)
+	}
+	return job, nil
+}
+
+func promptTooLarge(n, limit int) *apiError {
+	return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: codePromptTooLarge,
+		Param: "prompt", Message: fmt.Sprintf("prompt of %d bytes exceeds the limit of %d bytes", n, limit)}
+}
