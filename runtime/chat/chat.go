@@ -43,21 +43,22 @@ type Options struct {
 
 // Limits bound one Render of an untrusted template.
 type Limits struct {
-	MaxSteps       int           // loop iterations plus macro calls (default 1,000,000)
+	MaxSteps       int           // loop iterations plus macro calls (default 200,000)
 	MaxDepth       int           // nesting of loops and macro calls (default 100)
 	MaxOutputBytes int           // rendered prompt size (default 8 MiB)
 	MaxValueBytes  int           // any value a template builds: set, macro argument, str * n, join... (default 8 MiB)
-	Timeout        time.Duration // wall time, checked at each step (default 5 s)
+	Timeout        time.Duration // wall time, checked at each step (default 2 s)
 }
 
-// DefaultLimits are the limits of a zero Limits field. A long conversation
-// needs a few steps per message; real templates stay far below them.
+// DefaultLimits are the limits of a zero Limits field. A conversation
+// needs a few steps per message, and a render takes milliseconds; a
+// runaway hits the step limit in about a second on a slow core.
 var DefaultLimits = Limits{
-	MaxSteps:       1_000_000,
+	MaxSteps:       200_000,
 	MaxDepth:       100,
 	MaxOutputBytes: 8 << 20,
 	MaxValueBytes:  8 << 20,
-	Timeout:        5 * time.Second,
+	Timeout:        2 * time.Second,
 }
 
 func (l Limits) withDefaults() (Limits, error) {
@@ -202,7 +203,11 @@ func (t *Template) Render(messages []Message, addGenerationPrompt bool) (out str
 		return "", st.failure
 	}
 	if execErr != nil {
-		return "", fmt.Errorf("chat: rendering template: %s", tidyError(execErr))
+		msg := execErr.Error()
+		if le := limitInMessage(msg); le != nil {
+			return "", le
+		}
+		return "", fmt.Errorf("chat: rendering template: %s", tidyError(msg))
 	}
 	return w.b.String(), nil
 }
@@ -212,7 +217,37 @@ func (s *renderState) raiseException(message string) (string, error) {
 	return "", s.fail(&RaisedError{Message: message})
 }
 
-// tidyError drops gonja's "unable to execute template: " prefix.
-func tidyError(err error) string {
-	return strings.TrimPrefix(err.Error(), "unable to execute template: ")
+// maxErrorBytes bounds error messages: gonja quotes the values involved,
+// which may be megabytes.
+const maxErrorBytes = 1000
+
+// tidyError drops gonja's "unable to execute template: " prefix and
+// shortens long messages.
+func tidyError(msg string) string {
+	msg = strings.TrimPrefix(msg, "unable to execute template: ")
+	if len(msg) > maxErrorBytes {
+		msg = fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(msg[:maxErrorBytes], ""), len(msg))
+	}
+	return msg
+}
+
+// limitInMessage recovers a *LimitError from a gonja error message. str
+// methods cannot reach the render state to record their limit errors, and
+// gonja passes errors from methods on as text only.
+func limitInMessage(msg string) *LimitError {
+	const marker = "chat: template exceeded the "
+	i := strings.Index(msg, marker)
+	if i < 0 {
+		return nil
+	}
+	rest := msg[i+len(marker):]
+	what, rest, ok := strings.Cut(rest, " limit (")
+	if !ok {
+		return nil
+	}
+	limit, _, ok := strings.Cut(rest, ")")
+	if !ok {
+		return nil
+	}
+	return &LimitError{What: what, Limit: limit}
 }

@@ -222,3 +222,12 @@ func TestProbes(t *testing.T) {
 		}
 	}
 }
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

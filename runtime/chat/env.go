@@ -51,10 +51,14 @@ func parse(source string, opts Options) (*exec.Template, error) {
 		ControlStructures: controlStructureSet(),
 		Methods:           methodSets(opts.Limits.MaxValueBytes),
 	}
+	src, err := prepass(source)
+	if err != nil {
+		return nil, fmt.Errorf("chat: parsing template: %w", err)
+	}
 	var tmpl *exec.Template
-	err := catchPanic(func() error {
+	err = catchPanic(func() error {
 		var err error
-		tmpl, err = exec.NewTemplate(rootName, cfg, sourceLoader(prepass(source)), env)
+		tmpl, err = exec.NewTemplate(rootName, cfg, sourceLoader(src), env)
 		return err
 	})
 	if err != nil {
@@ -132,8 +136,8 @@ func globals(opts Options) *exec.Context {
 
 // rangeFunc is Python's range as a list, at most limit long (a longer one
 // could only serve a loop the step limit would stop anyway).
-func rangeFunc(limit int) func(*exec.VarArgs) *exec.Value {
-	return func(va *exec.VarArgs) *exec.Value {
+func rangeFunc(limit int) func(*exec.Evaluator, *exec.VarArgs) *exec.Value {
+	return func(e *exec.Evaluator, va *exec.VarArgs) *exec.Value {
 		var start, stop, step = 0, 0, 1
 		ints := make([]int, len(va.Args))
 		for i, a := range va.Args {
@@ -162,7 +166,7 @@ func rangeFunc(limit int) func(*exec.VarArgs) *exec.Value {
 			n = (start-stop-1)/(-step) + 1
 		}
 		if n > limit || n < 0 {
-			return exec.AsValue(limitError("range length", limit))
+			return recordLimit(e, exec.AsValue(limitError("range length", limit)))
 		}
 		out := make([]any, n)
 		for i := range out {

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 )
@@ -20,7 +21,14 @@ import (
 // The scan skips expressions and tags (whose string literals may hold
 // "{%"), comments and raw blocks; inside a raw block only its {% endraw %}
 // is stripped, as in Jinja2.
-func prepass(src string) string {
+//
+// It also refuses sources the parser could not take safely: gonja parses
+// nested brackets by recursion, and a Go stack overflow is fatal.
+func prepass(src string) (string, error) {
+	if len(src) > maxSourceBytes {
+		return "", fmt.Errorf("template is %d bytes, more than %d", len(src), maxSourceBytes)
+	}
+	depthErr := error(nil)
 	type edit struct {
 		start, end int
 		repl       string
@@ -37,13 +45,25 @@ func prepass(src string) string {
 		}
 	}
 	// skipTag returns the index just past the close delimiter of the tag
-	// whose content starts at i, outside string literals, or len(src).
+	// whose content starts at i, outside string literals and brackets, or
+	// len(src).
 	skipTag := func(i int, close string) int {
+		depth := 0
 		for i < len(src) {
 			c := src[i]
 			if c != '\'' && c != '"' {
-				if strings.HasPrefix(src[i:], close) {
+				// Like Jinja2's lexer, a bracket left open hides the delimiter:
+				// "{{ {'a': {'b': 1}} }}".
+				if depth <= 0 && strings.HasPrefix(src[i:], close) {
 					return i + len(close)
+				}
+				switch c {
+				case '(', '[', '{':
+					if depth++; depth > maxBracketDepth && depthErr == nil {
+						depthErr = fmt.Errorf("brackets nested deeper than %d at byte %d", maxBracketDepth, i)
+					}
+				case ')', ']', '}':
+					depth--
 				}
 				i++
 				continue
@@ -104,8 +124,11 @@ func prepass(src string) string {
 			i++
 		}
 	}
+	if depthErr != nil {
+		return "", depthErr
+	}
 	if len(edits) == 0 {
-		return src
+		return src, nil
 	}
 	var b strings.Builder
 	b.Grow(len(src))
@@ -116,8 +139,14 @@ func prepass(src string) string {
 		last = e.end
 	}
 	b.WriteString(src[last:])
-	return b.String()
+	return b.String(), nil
 }
+
+// Published chat templates are a few KiB with brackets nested a few deep.
+const (
+	maxSourceBytes  = 512 << 10
+	maxBracketDepth = 100
+)
 
 var (
 	rawTag    = regexp.MustCompile(`^\{%[-+]?\s*raw\s*[-+]?%\}`)
