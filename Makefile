@@ -26,11 +26,10 @@ test: deps-test vet
 	$(GO) test $(GOTESTFLAGS) ./...
 
 MODEL ?= models/kjv-30m-q4_k_m.gguf
-PROMPT ?= In the beginning God created
 
+# The chat server on the bundled model; it prints the URL to open.
 run: build
-	./$(BIN) devices
-	./$(BIN) run -m $(MODEL) -p "$(PROMPT)" -n 64 --temp 0
+	./$(BIN) serve -m $(MODEL)
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./ops/

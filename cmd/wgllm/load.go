@@ -21,6 +21,7 @@ type loaded struct {
 	ctx  *gpu.Context
 	file *gguf.File
 	m    *model.Model
+	tok  *tokenizer.Tokenizer
 	gen  *engine.Generator
 }
 
@@ -66,6 +67,12 @@ func kvType(s string) (ops.DType, error) {
 // load opens the model file, the GPU, and uploads the weights, showing a
 // progress bar on stderr when it is a terminal.
 func (a *app) load(cmd *cobra.Command, ctxLen int) (*loaded, error) {
+	return a.loadWith(cmd, model.Options{CtxLen: ctxLen})
+}
+
+// loadWith is load with the model's allocation options (sequence slots,
+// batch, KV pool); the KV type comes from the configuration.
+func (a *app) loadWith(cmd *cobra.Command, opt model.Options) (*loaded, error) {
 	path, err := a.modelPath(cmd)
 	if err != nil {
 		return nil, err
@@ -94,7 +101,7 @@ func (a *app) load(cmd *cobra.Command, ctxLen int) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt := model.Options{CtxLen: ctxLen, KVType: kt}
+	opt.KVType = kt
 	if isatty.IsTerminal(os.Stderr.Fd()) {
 		bar := progressbar.NewOptions64(1, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowBytes(true),
 			progressbar.OptionSetDescription("loading"), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100*time.Millisecond))
@@ -112,6 +119,7 @@ func (a *app) load(cmd *cobra.Command, ctxLen int) (*loaded, error) {
 	a.log.Info().Str("model", path).Str("arch", l.m.Cfg.Arch).Str("adapter", l.ctx.Adapter.Name).
 		Uint64("weights_bytes", w).Uint64("kv_bytes", k).Uint64("scratch_bytes", s).
 		Dur("load", time.Since(t0)).Msg("model loaded")
+	l.tok = tok
 	if l.gen, err = engine.New(l.m, tok); err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func main() {
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		return a.setup(cmd.Flags())
 	}
-	root.AddCommand(devicesCmd(a), runCmd(a), tokenizeCmd(a), perplexityCmd(a), infoCmd(a), benchCmd(a))
+	root.AddCommand(devicesCmd(a), runCmd(a), tokenizeCmd(a), perplexityCmd(a), infoCmd(a), benchCmd(a), serveCmd(a))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "wgllm:", err)
 		os.Exit(1)

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/wgllm/wgllm/runtime/chat"
+	"github.com/wgllm/wgllm/runtime/engine"
+	"github.com/wgllm/wgllm/runtime/model"
+	"github.com/wgllm/wgllm/runtime/sample"
+	"github.com/wgllm/wgllm/serve"
+	"github.com/wgllm/wgllm/web"
+)
+
+func serveCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve [-m MODEL] [--addr HOST:PORT] [--config FILE]",
+		Short: "Serve a model: browser chat page, websocket, OpenAI-compatible API",
+		Long: `Serve a model over HTTP: the chat page at /, a websocket at /ws, the OpenAI-compatible
+API at /v1 (chat/completions, completions, models), request status at /v1/requests,
+/health (503 while the model loads) and /metrics (Prometheus).
+
+Configuration (configs/default.yaml, then --config FILE, then environment, then flags):
+  server.addr             WGLLM_SERVER_ADDR             listen address (default 127.0.0.1:8080)
+  server.api_key          WGLLM_SERVER_API_KEY          require "Authorization: Bearer KEY" on /v1 and /ws
+  server.allowed_origins  WGLLM_SERVER_ALLOWED_ORIGINS  extra websocket origins (same origin always allowed)
+  server.cors_origins     WGLLM_SERVER_CORS_ORIGINS     origins allowed to call /v1 from a browser
+  server.max_body_bytes   WGLLM_SERVER_MAX_BODY_BYTES   request body limit
+  model.path              WGLLM_MODEL_PATH              GGUF model (default: the bundled kjv model)
+  model.context_length    WGLLM_MODEL_CONTEXT_LENGTH    tokens per sequence (0: the model's)
+  engine.max_batch        WGLLM_ENGINE_MAX_BATCH        sequences decoded together
+  engine.queue_limit      WGLLM_ENGINE_QUEUE_LIMIT      waiting requests before 429
+  kv.dtype                WGLLM_KV_DTYPE                f16 or f32 KV cache
+  sampling.*              WGLLM_SAMPLING_TEMPERATURE …  defaults for requests that leave them out
+  log.level, log.format   WGLLM_LOG_LEVEL, …            debug|info|warn|error; auto|console|json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var cfg serve.Config
+			if err := a.cfg.UnmarshalKey("server", &cfg); err != nil {
+				return fmt.Errorf("config server: %w", err)
+			}
+			cfg.Static = web.FS()
+			cfg.DefaultMaxTokens = a.cfg.GetInt("sampling.max_tokens")
+			cfg.DefaultSampling = sample.DefaultParams()
+			cfg.DefaultSampling.Temperature = float32(a.cfg.GetFloat64("sampling.temperature"))
+			cfg.DefaultSampling.TopK = a.cfg.GetInt("sampling.top_k")
+			cfg.DefaultSampling.TopP = float32(a.cfg.GetFloat64("sampling.top_p"))
+			cfg.DefaultSampling.MinP = float32(a.cfg.GetFloat64("sampling.min_p"))
+			cfg.DefaultSampling.RepeatPenalty = float32(a.cfg.GetFloat64("sampling.repeat_penalty"))
+			srv := serve.New(cfg, a.log)
+
+			ln, err := net.Listen("tcp", a.cfg.GetString("server.addr"))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			fmt.Fprintf(os.Stdout, "wgllm: serving http://%s/ (chat page; OpenAI API at /v1)\n", ln.Addr())
+
+			// The model loads while the server already answers /health (503).
+			loadErr := make(chan error, 1)
+			var eng *engine.Engine
+			var l *loaded
+			go func() {
+				var err error
+				l, eng, err = a.startEngine(cmd)
+				if err != nil {
+					loadErr <- err
+					stop()
+					return
+				}
+				srv.SetBackend(eng)
+				a.log.Info().Str("model", eng.ModelName()).Msg("ready")
+			}()
+			err = srv.Serve(ctx, ln)
+			select {
+			case lerr := <-loadErr:
+				return lerr
+			default:
+			}
+			if eng != nil {
+				eng.Close()
+			}
+			if l != nil {
+				l.Close()
+			}
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringP("model", "m", "", "GGUF model file (default: model.path from the config)")
+	cmd.Flags().String("addr", "", "listen address, HOST:PORT (default: server.addr, 127.0.0.1:8080)")
+	return cmd
+}
+
+// startEngine loads the model with room for the configured batch and wraps
+// it in an engine with the model's chat template.
+func (a *app) startEngine(cmd *cobra.Command) (*loaded, *engine.Engine, error) {
+	seqs := max(1, a.cfg.GetInt("engine.max_batch"))
+	l, err := a.loadWith(cmd, model.Options{CtxLen: a.cfg.GetInt("model.context_length"), Seqs: seqs})
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl, err := chat.FromGGUF(l.file)
+	if err != nil {
+		l.Close()
+		return nil, nil, err
+	}
+	name, _ := l.file.String("general.name")
+	if name == "" {
+		path, _ := a.modelPath(cmd)
+		name = filepath.Base(path)
+	}
+	eng, err := engine.NewEngine(l.m, l.tok, engine.Options{
+		MaxBatch:         seqs,
+		QueueLimit:       a.cfg.GetInt("engine.queue_limit"),
+		DefaultMaxTokens: a.cfg.GetInt("sampling.max_tokens"),
+		Name:             name,
+		Log:              a.log,
+		RenderChat: func(msgs []engine.ChatMessage) (string, error) {
+			cm := make([]chat.Message, len(msgs))
+			for i, m := range msgs {
+				cm[i] = chat.Message{Role: m.Role, Content: m.Content}
+			}
+			return tmpl.Render(cm, true)
+		},
+	})
+	if err != nil {
+		l.Close()
+		return nil, nil, err
+	}
+	return l, eng, nil
+}
