@@ -115,6 +115,10 @@ type RaisedError struct{ Message string }
 
 func (e *RaisedError) Error() string { return "chat: template rejected the conversation: " + e.Message }
 
+// errPanic marks a panic inside gonja turned into an error: a gonja bug,
+// which the fuzz tests look for.
+var errPanic = errors.New("gonja failed")
+
 // Template is a parsed chat template. It is safe for concurrent use.
 type Template struct {
 	source   string
@@ -195,7 +199,7 @@ func (t *Template) Render(messages []Message, addGenerationPrompt bool) (out str
 	})
 	defer func() {
 		if r := recover(); r != nil {
-			out, err = "", fmt.Errorf("chat: template failed: %v", r)
+			out, err = "", fmt.Errorf("chat: rendering template: %w: %v", errPanic, r)
 		}
 	}()
 	execErr := t.tmpl.Execute(w, ctx)

@@ -61,8 +61,11 @@ func parse(source string, opts Options) (*exec.Template, error) {
 		tmpl, err = exec.NewTemplate(rootName, cfg, sourceLoader(src), env)
 		return err
 	})
-	if err != nil {
+	if errors.Is(err, errPanic) {
 		return nil, fmt.Errorf("chat: parsing template: %w", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chat: parsing template: %s", tidyError(err.Error()))
 	}
 	rewriteArithmetic(tmpl.Root())
 	return tmpl, nil
@@ -71,7 +74,7 @@ func parse(source string, opts Options) (*exec.Template, error) {
 func catchPanic(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
+			err = fmt.Errorf("%w on this template: %v", errPanic, r)
 		}
 	}()
 	return f()
