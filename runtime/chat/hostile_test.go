@@ -273,3 +273,19 @@ func TestPathologicalSources(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxDepthIsStackSafe: recursion to the largest MaxDepth New accepts
+// ends in a LimitError, not a fatal stack overflow.
+func TestMaxDepthIsStackSafe(t *testing.T) {
+	for _, src := range []string{
+		`{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}`,
+		`{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}`,
+		`{% macro f(n) %}{% for x in [1] %}{% if true %}{{ f(n) }}{% endif %}{% endfor %}{% endmacro %}{{ f(0) }}`,
+	} {
+		_, err, _ := renderHostile(t, src, Limits{MaxDepth: 1000})
+		var le *LimitError
+		if !errors.As(err, &le) || le.Limit != "1000" {
+			t.Errorf("%s: error %.200v, want the depth limit 1000", src, err)
+		}
+	}
+}
