@@ -115,6 +115,10 @@ type RaisedError struct{ Message string }
 
 func (e *RaisedError) Error() string { return "chat: template rejected the conversation: " + e.Message }
 
+// errPanic marks a panic inside gonja turned into an error: a gonja bug,
+// which the fuzz tests look for.
+var errPanic = errors.New("gonja failed")
+
 // Template is a parsed chat template. It is safe for concurrent use.
 type Template struct {
 	source   string
@@ -146,8 +150,8 @@ var chatMLSource string
 // Fallback returns the template for models without one: ChatML, as
 // llama.cpp's server uses when the GGUF has no tokenizer.chat_template:
 //
-//	<|im_start|>system\n{content}<|im_end|>\n   (for each message, any role)
-//	<|im_start|>assistant\n                      (with add_generation_prompt)
+//	<|im_start|>{role}\n{content}<|im_end|>\n   (each message, any role)
+//	<|im_start|>assistant\n                     (with add_generation_prompt)
 //
 // It is llama.cpp's choice, so a model behaves here as it does there. For a
 // base model the markers are plain text it has not been trained on; the
@@ -174,6 +178,10 @@ func (t *Template) IsFallback() bool { return t.fallback }
 // the prompt ends with the opening of an assistant turn, for the model to
 // continue. The template sees messages, add_generation_prompt, bos_token
 // and eos_token, as with transformers.
+//
+// Errors: a *RaisedError when the template refuses the conversation (a bad
+// request), a *LimitError (errors.Is ErrLimit) when it ran away, else the
+// template failed (with gonja's message, which names the line).
 func (t *Template) Render(messages []Message, addGenerationPrompt bool) (out string, err error) {
 	st := &renderState{limits: t.opts.Limits, deadline: time.Now().Add(t.opts.Limits.Timeout)}
 	w := &cappedWriter{limit: t.opts.Limits.MaxOutputBytes, st: st}
@@ -195,7 +203,7 @@ func (t *Template) Render(messages []Message, addGenerationPrompt bool) (out str
 	})
 	defer func() {
 		if r := recover(); r != nil {
-			out, err = "", fmt.Errorf("chat: template failed: %v", r)
+			out, err = "", fmt.Errorf("chat: rendering template: %w: %v", errPanic, r)
 		}
 	}()
 	execErr := t.tmpl.Execute(w, ctx)

@@ -17,16 +17,22 @@ import (
 )
 
 // The gonja environment of a chat template: transformers' settings, and
-// replacements for the gonja built-ins that differ from Jinja2 (found by
-// rendering probes through both; testdata/templates/features.jinja keeps
-// them covered):
-//   - str.split(), lstrip(), rstrip() without arguments and replace() without
-//     a count fail in gonja (wrong default arguments); strip, trim and
-//     split use Go's whitespace set, not Python's;
+// replacements for the gonja built-ins that differ from Jinja2, found by
+// rendering testdata/probes.txt through both (TestProbes keeps them
+// covered and lists what still differs):
+//   - str.split(), lstrip(), rstrip() without arguments, replace() without
+//     a count, ljust/rjust without a fill character fail in gonja (wrong
+//     default arguments); strip, trim and split use Go's whitespace set,
+//     not Python's; startswith/endswith are true on an empty string and take
+//     no tuple; find/rfind count bytes; count counts the string itself;
 //   - tojson is Go's encoding/json (compact, HTML-escaped, sorted keys);
-//   - messages[-len(messages)] is out of range (off-by-one), see messageList;
+//   - the reverse filter sorts; round rounds half away from zero; items and
+//     dictsort return nothing for dict literals; dict .keys()/.items() lose
+//     the order;
+//   - messages[-len(messages)] is out of range (off by one), see messageList;
 //   - *, //, % and ** (see rewriteArithmetic);
-//   - range() streams through a goroutine that leaks when a loop breaks.
+//   - range() streams through a goroutine that leaks when a loop breaks;
+//   - lstrip_blocks and string literals ending in a backslash (see prepass).
 // Dropped, because they would touch files or mutate values (transformers'
 // ImmutableSandboxedEnvironment refuses mutation) or are unbounded: the
 // include/import/extends/block/do/trans tags, list and dict mutators,
@@ -61,8 +67,11 @@ func parse(source string, opts Options) (*exec.Template, error) {
 		tmpl, err = exec.NewTemplate(rootName, cfg, sourceLoader(src), env)
 		return err
 	})
-	if err != nil {
+	if errors.Is(err, errPanic) {
 		return nil, fmt.Errorf("chat: parsing template: %w", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chat: parsing template: %s", tidyError(err.Error()))
 	}
 	rewriteArithmetic(tmpl.Root())
 	return tmpl, nil
@@ -71,7 +80,7 @@ func parse(source string, opts Options) (*exec.Template, error) {
 func catchPanic(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
+			err = fmt.Errorf("%w on this template: %v", errPanic, r)
 		}
 	}()
 	return f()

@@ -248,3 +248,44 @@ func TestConcurrentRender(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestPathologicalSources: large repetitive sources, closed or not, are
+// parsed or refused promptly and never crash the parser.
+func TestPathologicalSources(t *testing.T) {
+	units := []string{"{{", "{%", "{#", "(", "[", "{", "'", "\"", "{% if 1 %}", "{% endif %}", "{{ 1 }}", "x ",
+		"{%- raw %}", "{{ a.b.c", "{% for x in y %}", "{{ x|trim", "not ", "- ", "{% set x = ", "{% set x %}",
+		"{% macro m() %}", "{{ m() }}", "\n", "{{ '", "}}", "%}", "{{ [1, 2][", "{{ 1 +", "{%if 1%}{%endif%}"}
+	for _, unit := range units {
+		src := strings.Repeat(unit, maxSourceBytes/len(unit))
+		start := time.Now()
+		tmpl, err := New(src, Options{Limits: smallLimits})
+		if err == nil {
+			_, err = tmpl.Render(someMessages, true)
+		}
+		if errors.Is(err, errPanic) {
+			t.Errorf("%q repeated: %v", unit, err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("%q repeated to %d bytes took %s", unit, len(src), d)
+		}
+		if err != nil && len(err.Error()) > 2*maxErrorBytes {
+			t.Errorf("%q repeated: error message of %d bytes", unit, len(err.Error()))
+		}
+	}
+}
+
+// TestMaxDepthIsStackSafe: recursion to the largest MaxDepth New accepts
+// ends in a LimitError, not a fatal stack overflow.
+func TestMaxDepthIsStackSafe(t *testing.T) {
+	for _, src := range []string{
+		`{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}`,
+		`{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}`,
+		`{% macro f(n) %}{% for x in [1] %}{% if true %}{{ f(n) }}{% endif %}{% endfor %}{% endmacro %}{{ f(0) }}`,
+	} {
+		_, err, _ := renderHostile(t, src, Limits{MaxDepth: 1000})
+		var le *LimitError
+		if !errors.As(err, &le) || le.Limit != "1000" {
+			t.Errorf("%s: error %.200v, want the depth limit 1000", src, err)
+		}
+	}
+}

@@ -23,12 +23,14 @@ import (
 // is stripped, as in Jinja2.
 //
 // It also refuses sources the parser could not take safely: gonja parses
-// nested brackets by recursion, and a Go stack overflow is fatal.
+// nested brackets and blocks by recursion (a Go stack overflow is fatal),
+// and takes time quadratic in the depth of unclosed blocks.
 func prepass(src string) (string, error) {
 	if len(src) > maxSourceBytes {
 		return "", fmt.Errorf("template is %d bytes, more than %d", len(src), maxSourceBytes)
 	}
 	depthErr := error(nil)
+	blocks := 0 // open {% if %}, {% for %}... blocks
 	type edit struct {
 		start, end int
 		repl       string
@@ -104,7 +106,11 @@ func prepass(src string) (string, error) {
 		case '%':
 			strip(i)
 			isRaw := rawTag.MatchString(src[i:])
+			start := i
 			i = skipTag(i+2, "%}")
+			if blocks += blockDelta(src[start:i]); blocks > maxBlockDepth && depthErr == nil {
+				depthErr = fmt.Errorf("blocks nested deeper than %d at byte %d", maxBlockDepth, start)
+			}
 			if !isRaw {
 				break
 			}
@@ -142,11 +148,34 @@ func prepass(src string) (string, error) {
 	return b.String(), nil
 }
 
-// Published chat templates are a few KiB with brackets nested a few deep.
+// Published chat templates are a few KiB with brackets and blocks nested
+// a few deep.
 const (
 	maxSourceBytes  = 512 << 10
 	maxBracketDepth = 100
+	maxBlockDepth   = 100
 )
+
+// blockDelta is +1 for a tag that opens a block ({% if %}, a block
+// {% set x %}...), -1 for one that closes it, else 0.
+func blockDelta(tag string) int {
+	body := strings.TrimSuffix(strings.TrimPrefix(tag, "{%"), "%}")
+	body = strings.Trim(body, "-+ \t\r\n")
+	word, rest, _ := strings.Cut(body, " ")
+	word, _, _ = strings.Cut(word, "\n")
+	switch word {
+	case "if", "for", "macro", "call", "filter", "with", "autoescape", "block", "trans":
+		return 1
+	case "set":
+		if !strings.Contains(rest, "=") {
+			return 1
+		}
+	}
+	if strings.HasPrefix(word, "end") {
+		return -1
+	}
+	return 0
+}
 
 var (
 	rawTag    = regexp.MustCompile(`^\{%[-+]?\s*raw\s*[-+]?%\}`)
