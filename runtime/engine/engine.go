@@ -141,6 +141,11 @@ func (e *Engine) Submit(j Job, emit func(Event)) (string, error) {
 		return "", fmt.Errorf("%w: %v", ErrBadJob, err)
 	}
 	ids := e.tok.Encode(j.Prompt, e.tok.AddBOS())
+	// Chat templates that print the BOS text themselves would otherwise
+	// give two BOS tokens (llama.cpp drops one too).
+	if len(ids) >= 2 && ids[0] == e.tok.BOS() && ids[1] == e.tok.BOS() {
+		ids = ids[1:]
+	}
 	if len(ids) == 0 {
 		return "", fmt.Errorf("%w: empty prompt", ErrBadJob)
 	}
