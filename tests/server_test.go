@@ -64,7 +64,7 @@ func startServer(t *testing.T, modelFile string, seqs int) *liveServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := model.Load(ctx, f, model.Options{CtxLen: 256, Seqs: seqs, KVType: ops.F16, Batch: 64})
+	m, err := model.Load(ctx, f, model.Options{Seqs: seqs, KVType: ops.F16, Batch: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
