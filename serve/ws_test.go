@@ -383,3 +383,32 @@ func TestWebsocketCloseCancelsJobs(t *testing.T) {
 		return st.State == engine.Cancelled
 	})
 }
+
+// The server pings; a client that answers (gorilla answers pings while
+// reading) stays, one that goes silent is dropped after two intervals.
+func TestWebsocketPingPong(t *testing.T) {
+	ts := start(t, serve.Config{WSPingInterval: 150 * time.Millisecond}, &servetest.Options{StepDelay: 150 * time.Millisecond})
+	live := ts.dialWS(nil, "")
+	silent := ts.dialWS(nil, "")
+	pings := 0
+	live.conn.SetPingHandler(func(data string) error {
+		pings++
+		return live.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	// 8 tokens 150ms apart: the live client sends nothing for far longer
+	// than two ping intervals, and only its pongs keep it.
+	live.send(map[string]any{"type": "generate", "id": "x", "prompt": "x", "max_tokens": 8})
+	if res, _ := live.collect("x"); res["x"].end.Type != "done" || res["x"].text != wantText(8) {
+		t.Errorf("live client: %+v %q", res["x"].end, res["x"].text)
+	}
+	if pings < 4 {
+		t.Errorf("%d pings in 1.2s at a 150ms interval", pings)
+	}
+	// The silent client's connection is gone.
+	_ = silent.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := silent.conn.ReadMessage()
+	var ne interface{ Timeout() bool }
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("silent client: %v, want its connection closed", err)
+	}
+}
