@@ -87,6 +87,16 @@ func submitError(err error) *apiError {
 		Message: err.Error()}
 }
 
+// jobError maps the error of a failed job (a Done event's Err).
+func jobError(err error) *apiError {
+	if errors.Is(err, engine.ErrClosed) {
+		return &apiError{Status: http.StatusServiceUnavailable, Type: "unavailable_error", Code: codeShuttingDown,
+			Message: "the engine shut down before the generation finished"}
+	}
+	return &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: codeGeneration,
+		Message: "generation failed: " + err.Error()}
+}
+
 // openAIError is OpenAI's error body: {"error":{"message","type","param","code"}}.
 type openAIError struct {
 	Error openAIErrorBody `json:"error"`

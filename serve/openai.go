@@ -177,8 +177,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request, b Backen
 				continue
 			}
 			if ev.Err != nil {
-				writeError(w, &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: codeGeneration,
-					Message: "generation failed: " + ev.Err.Error()})
+				writeError(w, jobError(ev.Err))
 				return
 			}
 			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
@@ -306,9 +305,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, tj *trackedJob, 
 				continue
 			}
 			if ev.Err != nil {
-				ae := &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: codeGeneration,
-					Message: "generation failed: " + ev.Err.Error()}
-				send(ae.openAI())
+				send(jobError(ev.Err).openAI())
 				flush()
 				return
 			}

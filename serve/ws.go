@@ -3,6 +3,8 @@ package serve
 import (
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -137,7 +139,7 @@ func (s *Server) handleWebsocket(w http.ResponseWriter, r *http.Request, b Backe
 		c.log.Info().Int("cancelled", n).Msg("websocket closed with generations in flight; cancelled them")
 	}
 	<-c.writerDone
-	conn.Close()
+	lingerClose(conn.NetConn(), wsCloseGrace)
 	c.log.Info().Msg("websocket closed")
 }
 
@@ -207,10 +209,25 @@ func (c *wsConn) writePump() {
 				case <-time.After(wsCloseGrace):
 				}
 			}
-			c.conn.Close()
+			// Unblock the read pump if it still waits; the handler then
+			// closes the connection.
+			_ = c.conn.NetConn().SetReadDeadline(time.Now())
 			return
 		}
 	}
+}
+
+// lingerClose sends FIN, then reads and discards what the client still
+// sends (for at most d and 1 MiB) before closing: closing a socket with
+// unread input resets the connection, and a client may then never read
+// the close frame (a 1009 after an oversized message, say).
+func lingerClose(conn net.Conn, d time.Duration) {
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		_ = tcp.CloseWrite()
+		_ = tcp.SetReadDeadline(time.Now().Add(d))
+		_, _ = io.Copy(io.Discard, io.LimitReader(tcp, 1<<20))
+	}
+	conn.Close()
 }
 
 // drain writes what is queued, stopping at the first failure.
@@ -362,7 +379,7 @@ func (c *wsConn) onEvent(clientID, jobID string, ev engine.Event) {
 		c.enqueueJSON(wsToken{Type: "token", ID: clientID, Text: ev.Text})
 	}
 	if ev.Err != nil {
-		c.sendError(clientID, &apiError{Code: codeGeneration, Message: "generation failed: " + ev.Err.Error()})
+		c.sendError(clientID, jobError(ev.Err))
 		return
 	}
 	c.enqueueJSON(wsDone{Type: "done", ID: clientID, FinishReason: ev.FinishReason, Usage: ev.Usage, Timings: ev.Timings})

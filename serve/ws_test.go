@@ -195,7 +195,9 @@ func TestWebsocketReadLimit(t *testing.T) {
 	// Under the limit is fine.
 	c.send(map[string]any{"type": "generate", "id": "small", "prompt": strings.Repeat("x", 900), "max_tokens": 1})
 	c.collect("small")
-	c.send(map[string]any{"type": "generate", "id": "big", "prompt": strings.Repeat("x", 4096)})
+	// The server may refuse the message before it is all sent: a failed
+	// write is no failure here.
+	_ = c.conn.WriteJSON(map[string]any{"type": "generate", "id": "big", "prompt": strings.Repeat("x", 4096)})
 	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
 		_, _, err := c.conn.ReadMessage()
@@ -382,4 +384,35 @@ func TestWebsocketCloseCancelsJobs(t *testing.T) {
 		st, _ := ts.backend.Status(job.ID)
 		return st.State == engine.Cancelled
 	})
+}
+
+// The server pings; a client that answers (gorilla answers pings while
+// reading) stays, one that goes silent is dropped after two intervals.
+func TestWebsocketPingPong(t *testing.T) {
+	// Intervals long enough that scheduling hiccups of a loaded machine
+	// (the read deadline is two intervals) do not drop the live client.
+	ts := start(t, serve.Config{WSPingInterval: 250 * time.Millisecond}, &servetest.Options{StepDelay: 250 * time.Millisecond})
+	live := ts.dialWS(nil, "")
+	silent := ts.dialWS(nil, "")
+	pings := 0
+	live.conn.SetPingHandler(func(data string) error {
+		pings++
+		return live.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	// 7 tokens 250ms apart: the live client sends nothing for three times
+	// the read deadline, and only its pongs keep it.
+	live.send(map[string]any{"type": "generate", "id": "x", "prompt": "x", "max_tokens": 7})
+	if res, _ := live.collect("x"); res["x"].end.Type != "done" || res["x"].text != wantText(7) {
+		t.Errorf("live client: %+v %q", res["x"].end, res["x"].text)
+	}
+	if pings < 4 {
+		t.Errorf("%d pings in 1.5s at a 250ms interval", pings)
+	}
+	// The silent client's connection is gone.
+	_ = silent.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := silent.conn.ReadMessage()
+	var ne interface{ Timeout() bool }
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("silent client: %v, want its connection closed", err)
+	}
 }
