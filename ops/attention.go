@@ -228,13 +228,7 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 		NKVH: uint32(d.kvHeads), Batch: uint32(d.batch),
 		Scale: opt.Scale * math.Log2E,
 	}
-	variant := opt.Variant
-	if variant == AttentionAuto {
-		variant = AttentionPrefill
-		if d.nq == 1 || d.nq*d.group <= 32 {
-			variant = AttentionSplitK
-		}
-	}
+	variant := pickAttentionVariant(opt.Variant, d.nq, d.group)
 	if variant == AttentionPrefill {
 		tiles, err := choosePrefillTiles(d.hd, smem)
 		if err != nil {
@@ -625,4 +619,17 @@ func ReleaseAttentionScratch(ctx *gpu.Context) {
 		b.Destroy()
 	}
 	delete(attnScratch.bufs, ctx)
+}
+
+// pickAttentionVariant resolves AttentionAuto: split-K ("flash-decoding")
+// when few query rows share a KV head (decode), the tiled prefill kernel
+// otherwise.
+func pickAttentionVariant(v AttentionVariant, nq, group int) AttentionVariant {
+	if v != AttentionAuto {
+		return v
+	}
+	if nq == 1 || nq*group <= 32 {
+		return AttentionSplitK
+	}
+	return AttentionPrefill
 }

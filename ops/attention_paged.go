@@ -93,13 +93,7 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 		NBlocks: uint32(d.blocks), TblOff: offs[4], TblStride: uint32(d.tableWidth), TblRows: uint32(d.tableRows),
 		InfoOff: offs[5], MaxSplit: maxAttentionSplits,
 	}
-	variant := opt.Variant
-	if variant == AttentionAuto {
-		variant = AttentionPrefill
-		if d.nq == 1 || d.nq*d.group <= 32 {
-			variant = AttentionSplitK
-		}
-	}
+	variant := pickAttentionVariant(opt.Variant, d.nq, d.group)
 	if variant == AttentionPrefill {
 		tiles, err := choosePrefillTiles(d.hd, smem)
 		if err != nil {
