@@ -22,8 +22,12 @@ build: deps
 vet:
 	$(GO) vet ./...
 
+# Packages that need no GPU also run under the race detector.
+RACE_PKGS := ./internal/config ./runtime/gguf ./runtime/quant ./runtime/half ./runtime/tokenizer ./runtime/sample ./runtime/chat ./serve/...
+
 test: deps-test vet
 	$(GO) test $(GOTESTFLAGS) ./...
+	$(GO) test -race $(GOTESTFLAGS) $(RACE_PKGS)
 
 MODEL ?= models/kjv-30m-q4_k_m.gguf
 
