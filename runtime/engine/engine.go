@@ -596,9 +596,11 @@ func (e *Engine) finish(j *job, reason string, err error) {
 		sl := &e.slots[j.seq]
 		sl.busy = false
 		sl.lastUsed = time.Now()
-		// The cache holds the KV of the tokens fed; keep them for reuse,
-		// unless the job failed mid-step (its cache may be inconsistent).
-		if err == nil && e.m.KV.Len(j.seq) == len(j.fed) {
+		// The cache holds the KV of the tokens fed; a finished job keeps
+		// them for a follow-up that shares the prefix. A cancelled job's
+		// blocks are freed at once, and so are a failed job's (its cache
+		// may be inconsistent).
+		if err == nil && reason != "cancelled" && e.m.KV.Len(j.seq) == len(j.fed) {
 			sl.tokens = append(sl.tokens[:0], j.fed...)
 		} else {
 			sl.tokens = sl.tokens[:0]

@@ -134,6 +134,16 @@ func TestCancelFreesTheSlot(t *testing.T) {
 	if m := e.Metrics(); m.ActiveSequences != 0 || m.KVBlocksUsed != 0 {
 		t.Errorf("idle engine holds %+v", m)
 	}
+	// Only the finished job's prompt stays cached: the cancelled one's
+	// blocks went back to the pool at once.
+	bs := e.m.KV.Config().BlockSize
+	cached := 0
+	for s := range e.slots {
+		cached += len(e.m.KV.Blocks(s))
+	}
+	if want := (e.m.KV.Len(0) + e.m.KV.Len(1) + bs - 1) / bs; cached > want || e.m.KV.Len(0) > 0 && e.m.KV.Len(1) > 0 {
+		t.Errorf("after a cancel and a finished job the cache holds %d blocks (lengths %d, %d)", cached, e.m.KV.Len(0), e.m.KV.Len(1))
+	}
 }
 
 func TestQueueLimitIsBusy(t *testing.T) {
