@@ -362,6 +362,34 @@ func (e *Engine) pickSlot(ids []int32) (int, int) {
 	return best, bestLen
 }
 
+// longestPrefix finds the slot other than skip, running or idle, whose
+// cached tokens share the longest prefix with ids.
+func (e *Engine) longestPrefix(ids []int32, skip int) (int, int) {
+	best, bestLen := -1, 0
+	held := func(s int) []int32 {
+		for _, a := range e.active {
+			if a.seq == s {
+				return a.fed
+			}
+		}
+		return e.slots[s].tokens
+	}
+	for s := range e.slots {
+		if s == skip {
+			continue
+		}
+		toks := held(s)
+		n := 0
+		for n < len(toks) && n < len(ids) && toks[n] == ids[n] {
+			n++
+		}
+		if n > bestLen {
+			best, bestLen = s, n
+		}
+	}
+	return best, bestLen
+}
+
 // start claims a slot and prefills the prompt (beyond a reused prefix).
 func (e *Engine) start(j *job) error {
 	j.started = time.Now()
@@ -369,11 +397,22 @@ func (e *Engine) start(j *job) error {
 	if s < 0 {
 		return fmt.Errorf("engine: no free sequence slot")
 	}
+	cache := e.m.KV
+	// A running job (or another idle slot) may hold a longer prefix, e.g.
+	// the same system prompt: share its blocks instead of recomputing them.
+	if src, n := e.longestPrefix(j.ids, s); n > reuse {
+		cache.Release(s)
+		got, err := cache.Fork(src)
+		if err != nil || got != s {
+			return fmt.Errorf("engine: sharing the prefix of slot %d: got slot %d: %v", src, got, err)
+		}
+		e.slots[s].tokens = append(e.slots[s].tokens[:0], j.ids[:n]...)
+		reuse = n
+	}
 	reuse = min(reuse, len(j.ids)-1) // at least one token must run to get logits
 	sl := &e.slots[s]
 	sl.busy = true
 	j.seq = s
-	cache := e.m.KV
 	if err := cache.Truncate(s, reuse); err != nil {
 		return err
 	}

@@ -131,7 +131,12 @@ func TestCancelFreesTheSlot(t *testing.T) {
 	if _, ev := c2.wait(t); ev.FinishReason != "length" || ev.Usage.CompletionTokens != 5 {
 		t.Fatalf("after cancel: %+v", ev)
 	}
-	if m := e.Metrics(); m.ActiveSequences != 0 || m.KVBlocksUsed != 0 {
+	// The loop updates its gauges just after the last event.
+	m := e.Metrics()
+	for deadline := time.Now().Add(5 * time.Second); (m.ActiveSequences != 0 || m.KVBlocksUsed != 0) && time.Now().Before(deadline); m = e.Metrics() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if m.ActiveSequences != 0 || m.KVBlocksUsed != 0 {
 		t.Errorf("idle engine holds %+v", m)
 	}
 	// Only the finished job's prompt stays cached: the cancelled one's
@@ -248,7 +253,45 @@ func TestSmallKVPoolQueuesAndRecovers(t *testing.T) {
 	if finished < 3 {
 		t.Errorf("only %d of 6 jobs finished with a pool of 6 blocks", finished)
 	}
-	if m := e.Metrics(); m.KVBlocksUsed != 0 || m.ActiveSequences != 0 || m.KVBlocksTotal != 6 {
+	m := e.Metrics()
+	for deadline := time.Now().Add(5 * time.Second); (m.ActiveSequences != 0 || m.KVBlocksUsed != 0) && time.Now().Before(deadline); m = e.Metrics() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if m.KVBlocksUsed != 0 || m.ActiveSequences != 0 || m.KVBlocksTotal != 6 {
 		t.Errorf("after all jobs: %+v", m)
+	}
+}
+
+// TestRunningJobsSharePrefixBlocks: a job whose prompt starts like a
+// running job's (a shared system prompt) forks that job's cached blocks
+// instead of prefilling them again, and both texts equal their alone runs.
+func TestRunningJobsSharePrefixBlocks(t *testing.T) {
+	e := newEngine(t, 4, Options{})
+	system := "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
+	a, b := system+"One day", system+"Her mom"
+	aloneText := map[string]string{}
+	for _, p := range []string{a, b} {
+		e.evictForTest()
+		c := newCollector()
+		if _, err := e.Submit(Job{Prompt: p, MaxTokens: 30, Sampling: sample.Greedy()}, c.emit); err != nil {
+			t.Fatal(err)
+		}
+		aloneText[p], _ = c.wait(t)
+	}
+	e.evictForTest()
+	ca, cb := newCollector(), newCollector()
+	if _, err := e.Submit(Job{Prompt: a, MaxTokens: 30, Sampling: sample.Greedy()}, ca.emit); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Submit(Job{Prompt: b, MaxTokens: 30, Sampling: sample.Greedy()}, cb.emit); err != nil {
+		t.Fatal(err)
+	}
+	ta, eva := ca.wait(t)
+	tb, evb := cb.wait(t)
+	if ta != aloneText[a] || tb != aloneText[b] {
+		t.Errorf("shared-prefix texts differ from alone:\n%q\n%q\n%q\n%q", ta, aloneText[a], tb, aloneText[b])
+	}
+	if eva.Usage.CachedTokens != 0 || evb.Usage.CachedTokens < 20 {
+		t.Errorf("cached tokens: first %d, second %d (want 0 and the shared system prompt)", eva.Usage.CachedTokens, evb.Usage.CachedTokens)
 	}
 }
