@@ -13,13 +13,13 @@ import (
 
 // Options size what a loaded model allocates up front.
 type Options struct {
-	CtxLen    int // most tokens one sequence holds; 0: the model's context length
-	Seqs      int // sequence slots in the KV cache; 0: 1
-	BlockSize int // KV cache block size in tokens; 0: 16
-	KVTokens  int // tokens the KV block pool holds for all sequences; 0: CtxLen × Seqs
-	KVType   ops.DType // ops.F32 or ops.F16
-	Batch    int       // most tokens one Forward takes (prefill chunk); 0: 512
-	Progress func(done, total uint64)
+	CtxLen    int       // most tokens one sequence holds; 0: the model's context length
+	Seqs      int       // sequence slots in the KV cache; 0: 1
+	BlockSize int       // KV cache block size in tokens; 0: 16
+	KVTokens  int       // tokens the KV block pool holds for all sequences; 0: CtxLen × Seqs
+	KVType    ops.DType // ops.F32 or ops.F16
+	Batch     int       // most tokens one Forward takes (prefill chunk); 0: 512
+	Progress  func(done, total uint64)
 }
 
 func (o Options) withDefaults(c Config) Options {
@@ -74,7 +74,7 @@ type Model struct {
 	positions    ops.Tensor // [batch] u32 (rows of several sequences)
 	next         ops.Tensor // [batch] u32 (argmax)
 	wdeq         ops.Tensor // f16 [largest weight] for prefill of quantised weights
-	step         *kv.Step // per-step sequence info and KV write slots
+	step         *kv.Step   // per-step sequence info and KV write slots
 	rbTok, rbLog *gpu.Readback
 	rbLogSize    uint64
 	weightBytes  uint64
