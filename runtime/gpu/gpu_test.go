@@ -334,3 +334,40 @@ func TestReadbackInSameSubmission(t *testing.T) {
 		t.Error("readback larger than its staging buffer accepted")
 	}
 }
+
+// BenchmarkRecordDispatch is the CPU cost of recording one dispatch (the
+// part of a decode step's time the GPU does not see): parameters, bind
+// group lookup, pipeline and bind calls. Nothing is submitted.
+func BenchmarkRecordDispatch(b *testing.B) {
+	c, err := New(OptionsFromEnv())
+	if errors.Is(err, ErrNoAdapter) {
+		b.Skipf("no WebGPU adapter: %v", err)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	p, err := c.Pipeline(testKey{"add"}, func() (PipelineSpec, error) {
+		return PipelineSpec{Source: addShader, Storage: []Access{ReadWrite}}, nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf, _ := c.NewBuffer("x", 1024)
+	defer buf.Destroy()
+	args := []Arg{WholeBuffer(buf)}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; {
+		enc, err := c.NewEncoder()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for k := 0; k < 256 && i < b.N; k, i = k+1, i+1 {
+			if err := enc.Dispatch(p, addParams{N: 16, Add: 1, Off: uint32(k)}, args, 1, 1, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+		enc.Release()
+	}
+}
