@@ -353,6 +353,7 @@ func (s *Server) buildJob(b Backend, req *genRequest, kind requestKind) (engine.
 			return job, ae
 		}
 		job.Prompt = prompt
+		job.Chat = true
 	default:
 		if req.Messages != nil {
 			return job, invalidParam("messages", "a completion request takes prompt, not messages")

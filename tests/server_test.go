@@ -72,7 +72,7 @@ func startServer(t *testing.T, modelFile string, seqs int) *liveServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls.eng, err = engine.NewEngine(m, tok, engine.Options{MaxBatch: seqs, Name: "test-model",
+	ls.eng, err = engine.NewEngine(m, tok, engine.Options{MaxBatch: seqs, Name: "test-model", ChatStop: []string{"<|im_end|>", "<|im_start|>"},
 		RenderChat: func(msgs []engine.ChatMessage) (string, error) {
 			cm := make([]chat.Message, len(msgs))
 			for i, x := range msgs {

@@ -120,7 +120,12 @@ func (a *app) startEngine(cmd *cobra.Command) (*loaded, *engine.Engine, error) {
 		path, _ := a.modelPath(cmd)
 		name = filepath.Base(path)
 	}
+	var chatStop []string
+	if tmpl.IsFallback() { // ChatML: the model has no end-of-turn token for it
+		chatStop = []string{"<|im_end|>", "<|im_start|>"}
+	}
 	eng, err := engine.NewEngine(l.m, l.tok, engine.Options{
+		ChatStop:         chatStop,
 		MaxBatch:         seqs,
 		QueueLimit:       a.cfg.GetInt("engine.queue_limit"),
 		DefaultMaxTokens: a.cfg.GetInt("sampling.max_tokens"),

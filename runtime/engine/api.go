@@ -23,6 +23,7 @@ type Job struct {
 	MaxTokens int    // 0: the engine's default
 	Sampling  sample.Params
 	Stop      []string // generation ends before any of these strings
+	Chat      bool     // the prompt is a rendered chat: Options.ChatStop applies too
 }
 
 // State is where a job is in its life.

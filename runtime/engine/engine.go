@@ -26,7 +26,10 @@ type Options struct {
 	Name             string
 	// RenderChat renders chat messages with the model's template.
 	RenderChat func([]ChatMessage) (string, error)
-	Log        zerolog.Logger
+	// ChatStop ends chat jobs at these strings as well (the end-of-turn
+	// marker of a fallback template the model has no token for).
+	ChatStop []string
+	Log      zerolog.Logger
 }
 
 // Engine schedules jobs on one model: a bounded queue, continuous batching
@@ -166,6 +169,9 @@ func (e *Engine) Submit(j Job, emit func(Event)) (string, error) {
 	}
 	if _, dup := e.jobs[j.ID]; dup {
 		return "", fmt.Errorf("%w: id %q is already in use", ErrBadJob, j.ID)
+	}
+	if j.Chat && len(e.opt.ChatStop) > 0 {
+		j.Stop = append(append([]string(nil), j.Stop...), e.opt.ChatStop...)
 	}
 	jb := &job{Job: j, emit: emit, created: time.Now(), state: Queued, ids: ids}
 	jb.usage.PromptTokens = len(ids)

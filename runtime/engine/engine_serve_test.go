@@ -295,3 +295,19 @@ func TestRunningJobsSharePrefixBlocks(t *testing.T) {
 		t.Errorf("cached tokens: first %d, second %d (want 0 and the shared system prompt)", eva.Usage.CachedTokens, evb.Usage.CachedTokens)
 	}
 }
+
+func TestChatStopAppliesToChatJobsOnly(t *testing.T) {
+	e := newEngine(t, 2, Options{ChatStop: []string{"Tim"}})
+	run := func(chat bool) (string, Event) {
+		c := newCollector()
+		if _, err := e.Submit(Job{Prompt: "Tom had a little", MaxTokens: 20, Sampling: sample.Greedy(), Chat: chat}, c.emit); err != nil {
+			t.Fatal(err)
+		}
+		return c.wait(t)
+	}
+	plain, _ := run(false)
+	chat, ev := run(true)
+	if !strings.Contains(plain, "Tim") || strings.Contains(chat, "Tim") || ev.FinishReason != "stop" || !strings.HasPrefix(plain, chat) {
+		t.Errorf("plain %q, chat %q (%s)", plain, chat, ev.FinishReason)
+	}
+}
