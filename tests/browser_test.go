@@ -27,8 +27,9 @@ func TestChatPageAgainstRealServer(t *testing.T) {
 	if err := os.MkdirAll(artifacts, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("go", "test", "-count=1", "-v", "-run", "^TestChatPageAgainstServer$", "../web")
-	cmd.Env = append(os.Environ(), "WGLLM_E2E_URL="+ls.base+"/", "WGLLM_E2E_MODEL=test-model", "WGLLM_ARTIFACTS="+artifacts)
+	cmd := exec.Command("go", "test", "-count=1", "-v", "-timeout", "25m", "-run", "^TestChatPageAgainstServer$", "../web")
+	cmd.Env = append(os.Environ(), "WGLLM_E2E_URL="+ls.base+"/", "WGLLM_E2E_MODEL=test-model", "WGLLM_ARTIFACTS="+artifacts,
+		"WGLLM_E2E_REPLY_TIMEOUT=8m")
 	out, err := cmd.CombinedOutput()
 	text := string(out)
 	if strings.Contains(text, "--- SKIP") && strings.Contains(strings.ToLower(text), "chromium") {

@@ -505,11 +505,21 @@ func TestChatPageAgainstServer(t *testing.T) {
 	}
 	artifacts := artifactsDir(t)
 	browser := startBrowser(t, artifacts)
+	// A software adapter on a busy CI machine may take minutes for a
+	// 256-token reply; WGLLM_E2E_REPLY_TIMEOUT (a Go duration) says how long.
+	timeout := 60 * time.Second
+	if v := os.Getenv("WGLLM_E2E_REPLY_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("WGLLM_E2E_REPLY_TIMEOUT %q: %v", v, err)
+		}
+		timeout = d
+	}
 	runChatPageSteps(t, browser, chatPageCheck{
 		BaseURL:      base,
 		WantModel:    os.Getenv("WGLLM_E2E_MODEL"),
 		Artifacts:    artifacts,
-		ReplyTimeout: 60 * time.Second,
+		ReplyTimeout: timeout,
 	})
 }
 
