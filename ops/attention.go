@@ -253,16 +253,10 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 	splitLen := ceilDiv(nTiles, maxAttentionSplits) * tiles.BK
 	nSplit := ceilDiv(opt.KVLen, splitLen)
 	partials := d.batch * d.nq * d.heads * nSplit // one per (sequence, row, split)
-	scratchElems := partials * (d.hd + 2)
-	if !fitsU32(scratchElems) || uint64(scratchElems)*4 > ctx.MaxBinding() {
-		return fmt.Errorf("ops.Attention: split-K scratch of %d partial rows × %d floats exceeds the binding limit of %d bytes",
-			partials, d.hd+2, ctx.MaxBinding())
-	}
-	scratch, err := attentionScratch(ctx, uint64(scratchElems)*4)
+	scratchArg, err := splitScratch(ctx, "Attention", partials, d.hd)
 	if err != nil {
 		return err
 	}
-	scratchArg := gpu.Arg{Buf: scratch, Offset: 0, Size: uint64(scratchElems) * 4}
 	prm.NSplit, prm.SplitLen = uint32(nSplit), uint32(splitLen)
 	prm.PartOff, prm.MLOff = 0, uint32(partials*d.hd)
 	rowTiles := ceilDiv(d.nq*d.group, tiles.RT)
@@ -632,4 +626,19 @@ func pickAttentionVariant(v AttentionVariant, nq, group int) AttentionVariant {
 		return AttentionSplitK
 	}
 	return AttentionPrefill
+}
+
+// splitScratch binds the split-K scratch: per partial row, hd output sums
+// plus its running max and sum.
+func splitScratch(ctx *gpu.Context, op string, partials, hd int) (gpu.Arg, error) {
+	elems := partials * (hd + 2)
+	if !fitsU32(elems) || uint64(elems)*4 > ctx.MaxBinding() {
+		return gpu.Arg{}, fmt.Errorf("ops.%s: split-K scratch of %d partial rows × %d floats exceeds the binding limit of %d bytes",
+			op, partials, hd+2, ctx.MaxBinding())
+	}
+	scratch, err := attentionScratch(ctx, uint64(elems)*4)
+	if err != nil {
+		return gpu.Arg{}, err
+	}
+	return gpu.Arg{Buf: scratch, Offset: 0, Size: uint64(elems) * 4}, nil
 }

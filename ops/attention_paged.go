@@ -119,16 +119,10 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 	// kvLen in the shader, and chunks past its end record "no key seen".
 	nSplit := min(maxAttentionSplits, ceilDiv(opt.MaxKVLen, tiles.BK))
 	partials := d.batch * d.nq * d.heads * nSplit
-	scratchElems := partials * (d.hd + 2)
-	if !fitsU32(scratchElems) || uint64(scratchElems)*4 > ctx.MaxBinding() {
-		return fmt.Errorf("ops.AttentionPaged: split-K scratch of %d partial rows × %d floats exceeds the binding limit of %d bytes",
-			partials, d.hd+2, ctx.MaxBinding())
-	}
-	scratch, err := attentionScratch(ctx, uint64(scratchElems)*4)
+	scratchArg, err := splitScratch(ctx, "AttentionPaged", partials, d.hd)
 	if err != nil {
 		return err
 	}
-	scratchArg := gpu.Arg{Buf: scratch, Offset: 0, Size: uint64(scratchElems) * 4}
 	prm.NSplit = uint32(nSplit)
 	prm.PartOff, prm.MLOff = 0, uint32(partials*d.hd)
 	rowTiles := ceilDiv(d.nq*d.group, tiles.RT)

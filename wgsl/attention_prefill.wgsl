@@ -67,41 +67,7 @@ var<workgroup> row_scale: array<f32, BQ>;  // alpha per tile, l at the end
 var<workgroup> red_m: array<f32, {{.RedLen}}>;
 var<workgroup> red_s: array<f32, {{.RedLen}}>;
 
-fn ld_k4(i: u32) -> vec4<f32> {
-{{- if eq .KV "f16"}}
-  let w = i >> 1u;  // i is even: f16 views start at even elements, D % 4 == 0
-  return vec4<f32>(unpack2x16float(k[w]), unpack2x16float(k[w + 1u]));
-{{- else}}
-  return vec4<f32>(k[i], k[i + 1u], k[i + 2u], k[i + 3u]);
-{{- end}}
-}
-
-fn ld_v4(i: u32) -> vec4<f32> {
-{{- if eq .KV "f16"}}
-  let w = i >> 1u;
-  return vec4<f32>(unpack2x16float(v[w]), unpack2x16float(v[w + 1u]));
-{{- else}}
-  return vec4<f32>(v[i], v[i + 1u], v[i + 2u], v[i + 3u]);
-{{- end}}
-}
-
-{{- if .Paged}}
-// (kv_len, pos0, start of the table row) of sequence b, clamped so that a
-// bad info entry reads neither past its table row nor past the table.
-fn seq_info(b: u32) -> vec3<u32> {
-  let i = p.info_off + b * 3u;
-  let row = min(info[i + 2u], p.tbl_rows - 1u);
-  return vec3<u32>(min(info[i], p.tbl_stride * BS), info[i + 1u], p.tbl_off + row * p.tbl_stride);
-}
-
-// Pool row of key j of the sequence whose table row starts at tb; a bad
-// block id is clamped into the pool.
-fn kv_row(tb: u32, j: u32) -> u32 {
-  return min(tbl[tb + j / BS], p.n_blocks - 1u) * BS + j % BS;
-}
-{{- else}}
-fn kv_row(tb: u32, j: u32) -> u32 { return j; }
-{{- end}}
+{{template "attn_kv" .}}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
