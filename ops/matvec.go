@@ -17,6 +17,7 @@ type matVecKey struct {
 	R   int
 	WG  int
 	Vec bool
+	fusion
 }
 
 func (k matVecKey) String() string {
@@ -24,7 +25,7 @@ func (k matVecKey) String() string {
 	if k.Vec {
 		load = "vec4"
 	}
-	return fmt.Sprintf("matvec_w%s_m%d_r%d_wg%d_%s", k.W, k.M, k.R, k.WG, load)
+	return fmt.Sprintf("matvec_w%s_m%d_r%d_wg%d_%s%s", k.W, k.M, k.R, k.WG, load, k.fusion)
 }
 
 type matVecParams struct {
@@ -32,6 +33,7 @@ type matVecParams struct {
 	XOff, XStride uint32
 	WOff          uint32
 	DOff, DStride uint32
+	fusionParams
 }
 
 const (
@@ -60,61 +62,81 @@ func matVecChunk(w DType) int {
 // gpu.ErrBindingTooLarge). Rows of x beyond 8 go in further dispatches of
 // up to 8. A row's result does not depend on M (fixed reduction order).
 func MatVec(enc *gpu.Encoder, dst, w, x Tensor) error {
-	if len(w.Shape) != 2 || len(x.Shape) != 2 || len(dst.Shape) != 2 {
-		return fmt.Errorf("ops.MatVec: want w [N, K], x [M, K], dst [M, N]; got w %s, x %s, dst %s", w, x, dst)
-	}
-	n, k, m := w.Shape[0], w.Shape[1], x.Shape[0]
-	if x.Shape[1] != k || dst.Shape[0] != m || dst.Shape[1] != n {
-		return fmt.Errorf("ops.MatVec: shapes disagree: w %s [N, K], x %s [M, K], dst %s [M, N]", w, x, dst)
+	return matVec(enc, w, x, MatVecOpts{}, []Tensor{dst})
+}
+
+func matVec(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) error {
+	if len(w.Shape) != 2 || len(x.Shape) != 2 {
+		return fmt.Errorf("ops.MatVec: want w [N, K], x [M, K]; got w %s, x %s", w, x)
 	}
 	if w.DType != F32 && w.DType != F16 {
 		return fmt.Errorf("ops.MatVec: weight %s must be f32 or f16", w)
 	}
-	if x.DType != F32 || dst.DType != F32 {
-		return fmt.Errorf("ops.MatVec: x %s and dst %s must be f32", x, dst)
+	k, m := w.Shape[1], x.Shape[0]
+	if x.Shape[1] != k || x.DType != F32 {
+		return fmt.Errorf("ops.MatVec: x %s must be f32 [M, %d] for w %s", x, k, w)
 	}
+	fu, err := o.plan("MatVec", w, m, dsts)
+	if err != nil {
+		return err
+	}
+	n := fu.rows // output rows (gate rows for Pair)
 	ctx := enc.Context()
 	// x and dst cannot be split: check them before recording anything.
-	xdArgs, xdOffs, err := binds("MatVec", x, dst)
+	xArgs, xOffs, err := binds("MatVec", x)
 	if err != nil {
-		return fmt.Errorf("%w (x and dst must each fit one binding; only w is split)", err)
+		return fmt.Errorf("%w (x must fit one binding; only w is split)", err)
 	}
 	rowBytes := uint64(k * w.DType.Size())
-	rowsPer, err := matRowsPerBinding(ctx, w, rowBytes, n)
+	rowsPer, err := matRowsPerBinding(ctx, w, rowBytes, w.Shape[0])
 	if err != nil {
 		return fmt.Errorf("ops.MatVec: weight %s: %w", w, err)
+	}
+	if rowsPer < w.Shape[0] && fu.fusion != (fusion{}) {
+		return fmt.Errorf("ops.MatVec: weight %s: a fused matvec needs the weight in one binding: %w", w, gpu.ErrBindingTooLarge)
 	}
 	v := matVecChunk(w.DType)
 	for n0 := 0; n0 < n; n0 += rowsPer {
 		nc := min(rowsPer, n-n0)
-		wArgs, wOffs, err := binds("MatVec", w.View(n0*k, nc, k))
+		wv := w.View(n0*k, nc, k)
+		if fu.Pair {
+			wv = w // one binding holds both halves
+		}
+		wArgs, wOffs, err := binds("MatVec", wv)
 		if err != nil {
 			return err
 		}
-		vec := k%v == 0 && int(wOffs[0])%v == 0 && xdOffs[0]%4 == 0
+		vec := k%v == 0 && int(wOffs[0])%v == 0 && xOffs[0]%4 == 0 && fu.normOff%4 == 0
 		for m0 := 0; m0 < m; m0 += matVecMaxM {
 			mc := min(matVecMaxM, m-m0)
-			key := matVecKey{W: w.DType, M: mc, R: matVecRows(mc), WG: matVecWG, Vec: vec}
+			key := matVecKey{W: w.DType, M: mc, R: matVecRows(mc), WG: matVecWG, Vec: vec, fusion: fu.fusion}
 			pipe, err := ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
 				src, err := wgsl.Render("matvec.wgsl", map[string]any{
 					"W": key.W.String(), "M": key.M, "R": key.R, "WG": key.WG, "V": v, "Vec": key.Vec,
 					"Ms": matSeq(key.M), "Rs": matSeq(key.R),
 					"RedSize": key.R * key.M * key.WG, "Red2Size": key.R * key.M * 16,
+					"Acc": key.Acc, "Pair": key.Pair, "Segs": key.Segs, "Norm": key.Norm,
 				})
-				return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}}, err
+				return gpu.PipelineSpec{Source: src, Storage: fu.storage()}, err
 			})
 			if err != nil {
 				return err
 			}
-			gx, gy := ctx.Grid(uint32(ceilDiv(nc, key.R)))
+			perWG := key.R
+			if key.Pair {
+				perWG /= 2
+			}
+			gx, gy := ctx.Grid(uint32(ceilDiv(nc, perWG)))
+			fp := fu.params(m0)
 			err = enc.Dispatch(pipe, matVecParams{
 				N: uint32(nc), K: uint32(k), Chunks: uint32(ceilDiv(k, v)),
-				XOff: xdOffs[0] + uint32(m0*k), XStride: uint32(k),
+				XOff: xOffs[0] + uint32(m0*k), XStride: uint32(k),
 				WOff: wOffs[0],
-				DOff: xdOffs[1] + uint32(m0*n+n0), DStride: uint32(n),
-			}, []gpu.Arg{wArgs[0], xdArgs[0], xdArgs[1]}, gx, gy, 1)
+				DOff: fp.DOff + uint32(n0), DStride: fp.DStride,
+				fusionParams: fp.fusionParams,
+			}, fu.args(wArgs[0], xArgs[0]), gx, gy, 1)
 			if err != nil {
-				return fmt.Errorf("ops.MatVec: w %s, x %s, dst %s: %w", w, x, dst, err)
+				return fmt.Errorf("ops.MatVec: w %s, x %s: %w", w, x, err)
 			}
 		}
 	}

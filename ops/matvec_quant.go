@@ -21,6 +21,8 @@ type quantKey struct {
 	TPR     int
 	RPT     int
 	UnrollJ bool
+	StageX  bool
+	fusion
 }
 
 func (k quantKey) String() string {
@@ -34,7 +36,10 @@ func (k quantKey) String() string {
 		if k.UnrollJ {
 			s += "_uj"
 		}
-		return s
+		if k.StageX {
+			s += "_sx"
+		}
+		return s + k.fusion.String()
 	}
 	if k.DstF16 {
 		return s + "_df16"
@@ -50,6 +55,7 @@ type quantParams struct {
 	DOff, DStride  uint32
 	IDLo, IDHi     uint32
 	Vocab, ZeroOOB uint32
+	fusionParams
 }
 
 // quantLayout is how the shader walks a weight type: elements and bytes per
@@ -69,6 +75,13 @@ func quantLayout(dt DType) (bs, bb, ppb int, ok bool) {
 	return 0, 0, 0, false
 }
 
+// stageVec4 is how many vec4 of one x row a pass of the quantised matvec's
+// piece loop reads (TPR pieces), which StageX copies to workgroup memory.
+func stageVec4(dt DType) int {
+	bs, _, ppb, _ := quantLayout(dt)
+	return matVecQuantTPR * bs / ppb / 4
+}
+
 // groupsPerPiece is G in the shader: runs of four elements per piece.
 func groupsPerPiece(dt DType) int {
 	bs, _, ppb, _ := quantLayout(dt)
@@ -76,6 +89,9 @@ func groupsPerPiece(dt DType) int {
 }
 
 type accSlot struct{ M, I int }
+
+// pairSlot is output m of a gate/up row pair: accumulators G and U.
+type pairSlot struct{ M, G, U int }
 
 func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 	return ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
@@ -101,7 +117,20 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 				jexprs = append(jexprs, fmt.Sprintf("%du", j))
 			}
 		}
+		var pairs [][]pairSlot
+		if key.Pair {
+			for r := 0; r < rpt/2; r++ {
+				var ps []pairSlot
+				for m := 0; m < key.M; m++ {
+					ps = append(ps, pairSlot{M: m, G: r*key.M + m, U: (r+rpt/2)*key.M + m})
+				}
+				pairs = append(pairs, ps)
+			}
+		}
+		cv := stageVec4(key.T)
 		src, err := wgsl.Render("dequant.wgsl", map[string]any{
+			"StageX": key.StageX, "CV": cv, "XSLen": key.M * (cv + cv/8),
+			"Acc": key.Acc, "Pair": key.Pair, "Segs": key.Segs, "Norm": key.Norm, "Pairs": pairs,
 			"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
 			"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "NAcc": key.M * rpt,
 			"Ms": seq(key.M), "Rs": seq(rpt), "Accs": seq(key.M * rpt), "RMs": rms, "UnrollJ": key.UnrollJ, "JExprs": jexprs,
@@ -110,6 +139,9 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
 		if key.Kernel != "dequant" {
 			storage = []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}
+		}
+		if key.Norm {
+			storage = append(storage, gpu.ReadOnly)
 		}
 		return gpu.PipelineSpec{Source: src, Storage: storage}, err
 	})
@@ -145,6 +177,17 @@ func matVecQuantRPT(n, m int) int {
 // Weights larger than one storage binding are split over several dispatches
 // by rows.
 func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
+	if len(x.Shape) >= 1 && len(w.Shape) == 2 && x.Shape[len(x.Shape)-1] == w.Shape[1] && x.Len()%w.Shape[1] == 0 {
+		m := x.Len() / w.Shape[1]
+		if dst.Len() == m*w.Shape[0] && dst.DType == F32 { // any shape of the right size, as before
+			dst = dst.View(0, m, w.Shape[0])
+		}
+		x = x.View(0, m, w.Shape[1])
+	}
+	return matVecQuant(enc, w, x, MatVecOpts{}, []Tensor{dst})
+}
+
+func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) error {
 	bs, bb, ppb, ok := quantLayout(w.DType)
 	if !ok {
 		return fmt.Errorf("ops.MatVecQuant: weight %s is not block-quantised or bf16", w)
@@ -156,20 +199,23 @@ func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
 	if n <= 0 || k <= 0 || k%w.DType.BlockSize() != 0 {
 		return fmt.Errorf("ops.MatVecQuant: weight %s: rows must be whole %s blocks", w, w.DType)
 	}
-	if x.DType != F32 || dst.DType != F32 {
-		return fmt.Errorf("ops.MatVecQuant: x %s and dst %s must be f32", x, dst)
+	if x.DType != F32 || len(x.Shape) != 2 || x.Shape[1] != k {
+		return fmt.Errorf("ops.MatVecQuant: x %s must be f32 rows of K=%d (weight %s)", x, k, w)
 	}
-	if len(x.Shape) == 0 || x.Shape[len(x.Shape)-1] != k || x.Len()%k != 0 {
-		return fmt.Errorf("ops.MatVecQuant: x %s does not have rows of K=%d (weight %s)", x, k, w)
-	}
-	m := x.Len() / k
+	m := x.Shape[0]
 	if m < 1 || m > MaxMatVecRows {
 		return fmt.Errorf("ops.MatVecQuant: x %s has %d rows; 1 to %d are supported", x, m, MaxMatVecRows)
 	}
-	if len(dst.Shape) == 0 || dst.Shape[len(dst.Shape)-1] != n || dst.Len() != m*n {
-		return fmt.Errorf("ops.MatVecQuant: dst %s is not [%d, %d] for x %s and weight %s", dst, m, n, x, w)
+	for _, d := range dsts {
+		if d.DType != F32 {
+			return fmt.Errorf("ops.MatVecQuant: x %s and dst %s must be f32", x, d)
+		}
 	}
-	args, offs, err := binds("MatVecQuant", x, dst)
+	fu, err := o.plan("MatVecQuant", w, m, dsts)
+	if err != nil {
+		return fmt.Errorf("%w (x %s)", err, x)
+	}
+	args, offs, err := binds("MatVecQuant", x)
 	if err != nil {
 		return err
 	}
@@ -186,26 +232,45 @@ func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
 	if err != nil {
 		return fmt.Errorf("ops.MatVecQuant: weight %s: %w", w, err)
 	}
-	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0,
-		WG: matVecQuantWG, TPR: matVecQuantTPR, RPT: matVecQuantRPT(n, m), UnrollJ: !ctx.Software()}
+	if chunk < n && fu.fusion != (fusion{}) {
+		return fmt.Errorf("ops.MatVecQuant: weight %s: a fused matvec needs the weight in one binding: %w", w, gpu.ErrBindingTooLarge)
+	}
+	rpt := matVecQuantRPT(fu.rows, m)
+	if fu.Pair {
+		rpt = 2 * max(1, rpt/2) // a gate row and its up row per output
+	}
+	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0 && fu.normOff%4 == 0,
+		WG: matVecQuantWG, TPR: matVecQuantTPR, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
+	cv := stageVec4(w.DType)
+	key.StageX = uint64(16*m*(cv+cv/8)+4*m*rpt*key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize)
 	pipe, err := quantPipeline(ctx, key)
 	if err != nil {
 		return err
 	}
-	rowsPerWG := key.WG / key.TPR * key.RPT
-	for n0 := 0; n0 < n; n0 += chunk {
-		nc := min(chunk, n-n0)
-		wa, wo, err := binds("MatVecQuant", w.View(n0*k, nc, k))
+	outPerWG := key.WG / key.TPR * key.RPT
+	if key.Pair {
+		outPerWG /= 2
+	}
+	rows := fu.rows
+	for n0 := 0; n0 < rows; n0 += chunk {
+		nc := min(chunk, rows-n0)
+		wv := w.View(n0*k, nc, k)
+		if fu.Pair {
+			wv = w
+		}
+		wa, wo, err := binds("MatVecQuant", wv)
 		if err != nil {
 			return err
 		}
-		gx, gy := ctx.Grid(uint32(ceilDiv(nc, rowsPerWG)))
+		gx, gy := ctx.Grid(uint32(ceilDiv(nc, outPerWG)))
+		fp := fu.params(0)
 		err = enc.Dispatch(pipe, quantParams{
 			Rows: uint32(nc), K: uint32(k), NP: uint32(np),
 			WOff: wo[0], WRow: uint32(rowUnits),
 			XOff: offs[0], XStride: uint32(k),
-			DOff: offs[1] + uint32(n0), DStride: uint32(n),
-		}, []gpu.Arg{wa[0], args[0], args[1]}, gx, gy, 1)
+			DOff: fp.DOff + uint32(n0), DStride: fp.DStride,
+			fusionParams: fp.fusionParams,
+		}, fu.args(wa[0], args[0]), gx, gy, 1)
 		if err != nil {
 			return err
 		}

@@ -47,3 +47,11 @@ fn kv_row(tb: u32, j: u32) -> u32 {
 fn kv_row(tb: u32, j: u32) -> u32 { return j; }
 {{- end}}
 {{end}}
+
+// silu(x) = x * sigmoid(x), with sigmoid from e = exp(-|x|) in (0, 1]: no
+// overflow to inf, so no inf/inf = NaN at large |x|.
+fn silu(x: f32) -> f32 {
+  let e = exp(-abs(x));
+  let s = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+  return x * s;
+}

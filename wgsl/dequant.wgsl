@@ -33,12 +33,20 @@ struct Params {
   id_hi: u32,
   vocab: u32,       // embed: table rows; ids >= vocab give zero rows
   zero_oob: u32,    // embed: this dispatch writes the zero rows of out-of-range ids
+  // matvec fusions (ops.MatVecOpts; the same as in matvec.wgsl):
+  pair_off: u32,    // Pair: rows from gate row n to up row n
+  seg1: u32, seg2: u32, d_off1: u32, d_rs1: u32, d_off2: u32, d_rs2: u32, // Segs
+  g_off: u32,       // Norm: first element of g
+  eps: f32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 {{- if eq .Kernel "matvec"}}
 @group(0) @binding(2) var<storage, read> x: array<{{if .XVec}}vec4<f32>{{else}}f32{{end}}>;
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
+{{- if .Norm}}
+@group(0) @binding(4) var<storage, read> g: array<{{if .XVec}}vec4<f32>{{else}}f32{{end}}>;
+{{- end}}
 {{- else if eq .Kernel "embed"}}
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
 @group(0) @binding(3) var<storage, read_write> d: array<{{if .DstF16}}u32{{else}}f32{{end}}>;
@@ -355,8 +363,20 @@ const RED: u32 = NACC * WG;
 var<private> acc{{.}}: f32;
 {{- end}}
 var<workgroup> red: array<f32, RED>;
+{{- if .StageX}}
+// StageX: each pass of the piece loop first copies the slice of x its
+// pieces use (CV vec4 per x row, times g under Norm) into workgroup memory
+// with coalesced loads, because the TPR lanes of a row read x BS/PPB
+// elements apart: straight from global memory every vec4 load of a warp
+// touches 32 cache lines. One vec4 of padding per 8 keeps the lanes' reads
+// on different banks. The products are the same, in the same order.
+const CV: u32 = {{.CV}}u;       // vec4 of one x row per pass
+const CVP: u32 = CV + CV / 8u;  // with padding
+var<workgroup> xs: array<vec4<f32>, {{.XSLen}}>;
+var<private> xbase: u32;        // first element of x staged
+{{- end}}
 
-fn xv(m: u32, e: u32) -> vec4<f32> {
+fn xraw(m: u32, e: u32) -> vec4<f32> {
   let i = p.x_off + m * p.x_stride + e;
 {{- if .XVec}}
   return x[i >> 2u];
@@ -364,6 +384,26 @@ fn xv(m: u32, e: u32) -> vec4<f32> {
   // Not vec4-aligned; elements past the row (a bf16 tail) read as zero.
   return vec4<f32>(select(0.0, x[i], e < p.k), select(0.0, x[i + 1u], e + 1u < p.k),
                    select(0.0, x[i + 2u], e + 2u < p.k), select(0.0, x[i + 3u], e + 3u < p.k));
+{{- end}}
+}
+{{- if .Norm}}
+fn gv(e: u32) -> vec4<f32> {
+  let i = p.g_off + e;
+{{- if .XVec}}
+  return g[i >> 2u];
+{{- else}}
+  return vec4<f32>(select(0.0, g[i], e < p.k), select(0.0, g[i + 1u], e + 1u < p.k),
+                   select(0.0, g[i + 2u], e + 2u < p.k), select(0.0, g[i + 3u], e + 3u < p.k));
+{{- end}}
+}
+var<private> nscale: array<f32, {{len .Ms}}>; // Norm: 1 / rms of each x row
+{{- end}}
+fn xv(m: u32, e: u32) -> vec4<f32> {
+{{- if .StageX}}
+  let v = (e - xbase) >> 2u;
+  return xs[m * CVP + v + v / 8u];
+{{- else}}
+  return xraw(m, e){{if .Norm}} * gv(e){{end}};
 {{- end}}
 }
 
@@ -405,16 +445,69 @@ fn consume({{range .Rs}}s{{.}}: St, {{end}}eb: u32, sub: u32) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
   let lane = lid.x % TPR;
+{{- if .Norm}}
+  // Sum of squares of each x row over the whole workgroup: thread partials
+  // in a fixed order, then a fixed tree, the same in every workgroup.
+{{- range $m := .Ms}}
+  {
+    var ss = 0.0;
+    for (var e = lid.x * 4u; e < p.k; e += WG * 4u) {
+      let v = xraw({{$m}}u, e);
+      ss += dot(v, v);
+    }
+    red[{{$m}}u * WG + lid.x] = ss;
+  }
+{{- end}}
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid.x < s) {
+      for (var m = 0u; m < {{len .Ms}}u; m++) { red[m * WG + lid.x] += red[m * WG + lid.x + s]; }
+    }
+    workgroupBarrier();
+  }
+{{- range $m := .Ms}}
+  nscale[{{$m}}u] = inverseSqrt(red[{{$m}}u * WG] / f32(p.k) + p.eps);
+{{- end}}
+  workgroupBarrier();
+{{- end}}
+{{- if .Pair}}
+  // Rows 0..RPT/2-1 of a lane are gate rows, the rest the matching up rows.
+  let row0 = ((wid.y * nwg.x + wid.x) * (WG / TPR) + lid.x / TPR) * (RPT / 2u);
+{{- else}}
   let row0 = ((wid.y * nwg.x + wid.x) * (WG / TPR) + lid.x / TPR) * RPT;
+{{- end}}
 {{- range .Accs}}
   acc{{.}} = 0.0;
 {{- end}}
-  if (row0 < p.rows) {
-    // Rows past the end re-read the last row; they are not written.
+  // Rows past the end re-read the last row; they are not written.
 {{- range .Rs}}
-    let rb{{.}} = p.w_off + min(row0 + {{.}}u, p.rows - 1u) * p.w_row;
+{{- if $.Pair}}
+  let rb{{.}} = p.w_off + (min(row0 + {{.}}u % (RPT / 2u), p.rows - 1u) + ({{.}}u / (RPT / 2u)) * p.pair_off) * p.w_row;
+{{- else}}
+  let rb{{.}} = p.w_off + min(row0 + {{.}}u, p.rows - 1u) * p.w_row;
 {{- end}}
+{{- end}}
+{{- if .StageX}}
+  for (var g0 = 0u; g0 < p.np; g0 += TPR) {  // uniform: every lane stages
+    xbase = g0 / PPB * BS;
+    workgroupBarrier();  // the last pass is done with xs
+    for (var i = lid.x; i < {{len .Ms}}u * CV; i += WG) {
+      let m = i / CV;
+      let v = i % CV;
+      let e = xbase + 4u * v;
+      var val = vec4<f32>(0.0);
+      if (e < p.k) {
+        val = xraw(m, e){{if .Norm}} * gv(e){{end}};
+      }
+      xs[m * CVP + v + v / 8u] = val;
+    }
+    workgroupBarrier();
+    let g = g0 + lane;
+    if (row0 < p.rows && g < p.np) {
+{{- else}}
+  if (row0 < p.rows) {
     for (var g = lane; g < p.np; g += TPR) {
+{{- end}}
       let blk = g / PPB;
       let sub = g % PPB;
       // Every row's loads first, then the arithmetic.
@@ -435,12 +528,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
   }
   if (lane == 0u) {
-{{- range $r := .Rs}}
+{{- if .Pair}}
+{{- range $r, $ps := .Pairs}}
     if (row0 + {{$r}}u < p.rows) {
-{{- range index $.RMs $r}}
-      d[p.d_off + {{.M}}u * p.d_stride + row0 + {{$r}}u] = red[{{.I}}u * WG + lid.x];
+{{- range $ps}}
+      {
+        let i = p.d_off + {{.M}}u * p.d_stride + row0 + {{$r}}u;
+        let gs = red[{{.G}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+        let us = red[{{.U}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+        d[i] = {{if $.Acc}}d[i] + {{end}}silu(gs) * us;
+      }
 {{- end}}
     }
+{{- end}}
+{{- else}}
+{{- range $r := .Rs}}
+    if (row0 + {{$r}}u < p.rows) {
+      let row = row0 + {{$r}}u;
+{{- range index $.RMs $r}}
+      {
+{{- if $.Segs}}
+        var i = p.d_off + {{.M}}u * p.d_stride + row;
+        if (row >= p.seg2) {
+          i = p.d_off2 + {{.M}}u * p.d_rs2 + (row - p.seg2);
+        } else if (row >= p.seg1) {
+          i = p.d_off1 + {{.M}}u * p.d_rs1 + (row - p.seg1);
+        }
+{{- else}}
+        let i = p.d_off + {{.M}}u * p.d_stride + row;
+{{- end}}
+        d[i] = {{if $.Acc}}d[i] + {{end}}red[{{.I}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+      }
+{{- end}}
+    }
+{{- end}}
 {{- end}}
   }
 }

@@ -17,13 +17,6 @@ struct Params {
 
 const WG: u32 = {{.WG}}u;
 
-// silu(x) = x * sigmoid(x), with sigmoid from e = exp(-|x|) in (0, 1]: no
-// overflow to inf, so no inf/inf = NaN at large |x|.
-fn silu(x: f32) -> f32 {
-  let e = exp(-abs(x));
-  let s = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
-  return x * s;
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

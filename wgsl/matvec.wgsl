@@ -6,13 +6,27 @@
 // Per output: a fixed fma chain over the thread's chunks, then a fixed two-level
 // sum over the threads in workgroup memory. Neither depends on M, R or the load
 // path, so a row of x gets bit-identical results alone or in a batch.
+//
+// Fusions (each a template switch, see ops.MatVecOpts):
+//   Acc : d += result (a residual add after the projection);
+//   Pair: the weight holds [gate; up] (pair_off rows apart): output n is
+//         silu(gate_n . x) * (up_n . x), each dot summed as above;
+//   Segs: output rows [0, seg1), [seg1, seg2), [seg2, n) go to three
+//         destinations (q, k, v of one fused QKV weight);
+//   Norm: x is RMS-normalised and scaled by g first; the dot runs on x * g
+//         and the sum is scaled by 1 / rms(x) at the end.
 struct Params {
-  n: u32,       // weight rows in this dispatch
+  n: u32,       // output rows in this dispatch (Pair: gate rows)
   k: u32,
   chunks: u32,  // ceil(k / V)
   x_off: u32, x_rs: u32,
   w_off: u32,
   d_off: u32, d_rs: u32,
+  pair_off: u32,  // Pair: rows from gate row n to up row n
+  seg1: u32, seg2: u32,
+  d_off1: u32, d_rs1: u32, d_off2: u32, d_rs2: u32,
+  g_off: u32,     // Norm: first element of g
+  eps: f32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 {{- if .Vec}}
@@ -23,6 +37,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 {{- end}}
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
+{{- if .Norm}}
+@group(0) @binding(4) var<storage, read> g: array<{{if .Vec}}vec4<f32>{{else}}f32{{end}}>;
+{{- end}}
 
 const WG: u32 = {{.WG}}u;
 const R: u32 = {{.R}}u;
@@ -33,6 +50,9 @@ const FAN: u32 = 16u; // second-level partial sums per output
 
 var<workgroup> red: array<f32, {{.RedSize}}>;
 var<workgroup> red2: array<f32, {{.Red2Size}}>;
+{{- if .Norm}}
+var<private> nscale: array<f32, M>; // Norm: 1 / rms of each x row
+{{- end}}
 
 // acc + a.x*b.x + a.y*b.y + ... as one fixed chain of fused multiply-adds.
 fn dot4(acc: f32, a: vec4<f32>, b: vec4<f32>) -> f32 {
@@ -62,19 +82,69 @@ fn xld(i: u32, end: u32) -> f32 {
 fn ldx4(i: u32, end: u32) -> vec4<f32> {
   return vec4<f32>(xld(i, end), xld(i + 1u, end), xld(i + 2u, end), xld(i + 3u, end));
 }
+{{- if .Norm}}
+fn gld(i: u32, end: u32) -> f32 {
+  if (i >= end) { return 0.0; }
+  return g[i];
+}
+fn ldg4(i: u32, end: u32) -> vec4<f32> {
+  return vec4<f32>(gld(i, end), gld(i + 1u, end), gld(i + 2u, end), gld(i + 3u, end));
+}
+{{- end}}
 {{- end}}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
+{{- if .Pair}}
+  // Rows 0..R/2-1 are gate rows, R/2..R-1 the matching up rows.
+  let row0 = (wid.y * nwg.x + wid.x) * (R / 2u);
+  if (row0 >= p.n) { return; }  // uniform per workgroup: barriers stay valid
+{{- range $r := .Rs}}
+  let wo{{$r}} = p.w_off + (min(row0 + {{$r}}u % (R / 2u), p.n - 1u) + ({{$r}}u / (R / 2u)) * p.pair_off) * p.k;
+{{- end}}
+{{- else}}
   let row0 = (wid.y * nwg.x + wid.x) * R;
   if (row0 >= p.n) { return; }  // uniform per workgroup: barriers stay valid
   // Rows past the end re-read the last row; their sums are not stored.
 {{- range $r := .Rs}}
   let wo{{$r}} = p.w_off + min(row0 + {{$r}}u, p.n - 1u) * p.k;
 {{- end}}
+{{- end}}
 {{- range $m := .Ms}}
   let xo{{$m}} = p.x_off + {{$m}}u * p.x_rs;
+{{- end}}
+{{- if .Norm}}
+  // Sum of squares of each x row: thread partials in a fixed order, then
+  // a fixed tree, so every workgroup (and every M) gets the same scale.
+{{- range $m := .Ms}}
+  {
+    var ss = 0.0;
+{{- if $.Vec}}
+    for (var c = lid.x; c < p.k / 4u; c += WG) {
+      let v = x[(xo{{$m}} >> 2u) + c];
+      ss = dot4(ss, v, v);
+    }
+{{- else}}
+    for (var c = lid.x; c < p.k; c += WG) {
+      let v = x[xo{{$m}} + c];
+      ss = fma(v, v, ss);
+    }
+{{- end}}
+    red[{{$m}}u * WG + lid.x] = ss;
+  }
+{{- end}}
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid.x < s) {
+      for (var m = 0u; m < M; m++) { red[m * WG + lid.x] += red[m * WG + lid.x + s]; }
+    }
+    workgroupBarrier();
+  }
+{{- range $m := .Ms}}
+  nscale[{{$m}}u] = inverseSqrt(red[{{$m}}u * WG] / f32(p.k) + p.eps);
+{{- end}}
+  workgroupBarrier();
 {{- end}}
 {{- range $r := .Rs}}{{range $m := $.Ms}}
   var acc{{$r}}_{{$m}} = 0.0;
@@ -82,16 +152,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
   for (var c = lid.x; c < p.chunks; c += WG) {
     let kb = c * V;
-{{- range $m := .Ms}}
-{{- if $.Vec}}
-    let xa{{$m}} = x[(xo{{$m}} + kb) >> 2u];
-{{- if eq $.W "f16"}}
-    let xb{{$m}} = x[((xo{{$m}} + kb) >> 2u) + 1u];
+{{- if .Norm}}
+{{- if .Vec}}
+    let ga = g[(p.g_off + kb) >> 2u];
+{{- if eq .W "f16"}}
+    let gb = g[((p.g_off + kb) >> 2u) + 1u];
 {{- end}}
 {{- else}}
-    let xa{{$m}} = ldx4(xo{{$m}} + kb, xo{{$m}} + p.k);
+    let ga = ldg4(p.g_off + kb, p.g_off + p.k);
+{{- if eq .W "f16"}}
+    let gb = ldg4(p.g_off + kb + 4u, p.g_off + p.k);
+{{- end}}
+{{- end}}
+{{- end}}
+{{- range $m := .Ms}}
+{{- if $.Vec}}
+    let xa{{$m}} = x[(xo{{$m}} + kb) >> 2u]{{if $.Norm}} * ga{{end}};
 {{- if eq $.W "f16"}}
-    let xb{{$m}} = ldx4(xo{{$m}} + kb + 4u, xo{{$m}} + p.k);
+    let xb{{$m}} = x[((xo{{$m}} + kb) >> 2u) + 1u]{{if $.Norm}} * gb{{end}};
+{{- end}}
+{{- else}}
+    let xa{{$m}} = ldx4(xo{{$m}} + kb, xo{{$m}} + p.k){{if $.Norm}} * ga{{end}};
+{{- if eq $.W "f16"}}
+    let xb{{$m}} = ldx4(xo{{$m}} + kb + 4u, xo{{$m}} + p.k){{if $.Norm}} * gb{{end}};
 {{- end}}
 {{- end}}
 {{- end}}
@@ -137,6 +220,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     red2[t] = s;
   }
   workgroupBarrier();
+{{- if .Pair}}
+  if (lid.x < RM / 2u) {
+    let row = row0 + lid.x / M;
+    if (row < p.n) {
+      var gs = 0.0;
+      var us = 0.0;
+      for (var j = 0u; j < FAN; j++) {
+        gs += red2[lid.x * FAN + j];
+        us += red2[(lid.x + RM / 2u) * FAN + j];
+      }
+      let m = lid.x % M;
+{{- if .Norm}}
+      gs *= nscale[m];
+      us *= nscale[m];
+{{- end}}
+      let i = p.d_off + m * p.d_rs + row;
+      d[i] = {{if .Acc}}d[i] + {{end}}silu(gs) * us;
+    }
+  }
+{{- else}}
   if (lid.x < RM) {
     let row = row0 + lid.x / M;
     if (row < p.n) {
@@ -144,7 +247,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       for (var j = 0u; j < FAN; j++) {
         s += red2[lid.x * FAN + j];
       }
-      d[p.d_off + (lid.x % M) * p.d_rs + row] = s;
+      let m = lid.x % M;
+{{- if .Norm}}
+      s *= nscale[m];
+{{- end}}
+{{- if .Segs}}
+      var i = p.d_off + m * p.d_rs + row;
+      if (row >= p.seg2) {
+        i = p.d_off2 + m * p.d_rs2 + (row - p.seg2);
+      } else if (row >= p.seg1) {
+        i = p.d_off1 + m * p.d_rs1 + (row - p.seg1);
+      }
+{{- else}}
+      let i = p.d_off + m * p.d_rs + row;
+{{- end}}
+      d[i] = {{if .Acc}}d[i] + {{end}}s;
     }
   }
+{{- end}}
 }
