@@ -2,8 +2,11 @@ package model
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
+	"os"
+	"strconv"
 
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gguf"
@@ -50,6 +53,10 @@ type Layer struct {
 	BQ, BK, BV        ops.Tensor // qwen2 biases [qDim], [kvDim] ×2
 	QNorm, KNorm      ops.Tensor // qwen3 per-head norms [headDim]
 	Gate, Up, Down    ops.Tensor // [ffn, dim] ×2, [dim, ffn]
+	// Q, K, V joined ([qDim+2·kvDim, dim]) and Gate, Up joined ([2·ffn,
+	// dim]) when each group shares a type; Q, K, V, Gate, Up are then views
+	// into them. Zero tensors otherwise.
+	QKV, GateUp ops.Tensor
 }
 
 // Model is a transformer on the GPU with its KV cache and every scratch
@@ -157,6 +164,9 @@ func (m *Model) finish(opt Options) error {
 	if opt.KVType != ops.F32 && opt.KVType != ops.F16 {
 		return fmt.Errorf("model: KV cache type %s: want f32 or f16", opt.KVType)
 	}
+	if err := m.fuseLayers(); err != nil {
+		return err
+	}
 	var err error
 	if m.KV, err = kv.NewPaged(m.ctx, kv.PagedConfig{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		BlockSize: opt.BlockSize, Blocks: (opt.KVTokens + opt.BlockSize - 1) / opt.BlockSize, Seqs: opt.Seqs,
@@ -186,10 +196,13 @@ func (m *Model) allocScratch() error {
 	alloc(&m.x, "x", ops.F32, n, c.Dim)
 	alloc(&m.h, "h", ops.F32, n, c.Dim)
 	alloc(&m.tmp, "tmp", ops.F32, n, c.Dim)
-	alloc(&m.q, "q", ops.F32, n, qDim)
+	// q, k and v share one buffer: a fused QKV matvec writes all three.
+	var qkv ops.Tensor
+	alloc(&qkv, "qkv", ops.F32, n*(qDim+2*kvDim))
+	m.q = qkv.View(0, n, qDim)
+	m.k = qkv.View(n*qDim, n, kvDim)
+	m.v = qkv.View(n*(qDim+kvDim), n, kvDim)
 	alloc(&m.att, "att", ops.F32, n, qDim)
-	alloc(&m.k, "k", ops.F32, n, kvDim)
-	alloc(&m.v, "v", ops.F32, n, kvDim)
 	alloc(&m.gate, "gate", ops.F32, n, c.FFN)
 	alloc(&m.up, "up", ops.F32, n, c.FFN)
 	alloc(&m.logits, "logits", ops.F32, n, c.Vocab)
@@ -261,6 +274,17 @@ func (m *Model) Close() {
 	if m.rbLog != nil {
 		m.rbLog.Release()
 	}
+}
+
+// layersPerSubmit is how many layers one GPU submission carries
+// (WGLLM_LAYERS_PER_SUBMIT overrides it, for tuning).
+var layersPerSubmit = envInt("WGLLM_LAYERS_PER_SUBMIT", 4)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
 
 // matVecMaxRows is the most activation rows the matvec kernels take at
@@ -434,7 +458,7 @@ func (m *Model) forward(spans []span, tokens [][]int32, want Step, logits []floa
 	if err != nil {
 		return err
 	}
-	defer enc.Release()
+	defer func() { enc.Release() }()
 	// Copy-on-write block copies and the block table go first.
 	if err := m.KV.Sync(enc); err != nil {
 		return err
@@ -457,6 +481,17 @@ func (m *Model) forward(spans []span, tokens [][]int32, want Step, logits []floa
 		if err := m.Layers[li].forward(m, enc, li, st); err != nil {
 			return fmt.Errorf("model: layer %d: %w", li, err)
 		}
+		// The GPU starts on the first layers while the CPU records the
+		// rest: recording a layer costs about as much CPU time as the GPU
+		// takes to run it, so one submission at the end would serialise them.
+		if (li+1)%layersPerSubmit == 0 && li+1 < len(m.Layers) {
+			if err := enc.Submit(); err != nil {
+				return err
+			}
+			if enc, err = m.ctx.NewEncoder(); err != nil {
+				return err
+			}
+		}
 	}
 
 	// Only the rows whose logits are wanted go through the output matrix:
@@ -471,21 +506,21 @@ func (m *Model) forward(spans []span, tokens [][]int32, want Step, logits []floa
 			out = append(out, sp.row+sp.n-1)
 		}
 	}
-	hs := rows(m.h, len(out))
-	if len(out) == n { // every row, already in place
-		if err := ops.RMSNorm(enc, hs, st.x, m.Norm, float32(c.NormEps)); err != nil {
+	lg := rows(m.logits, len(out))
+	fusedOut := false
+	if (decode || len(out) <= matVecMaxRows) && m.Norm.DType == ops.F32 && (len(out) == n || len(out) == 1) {
+		// logits = (rmsnorm(x) · norm) · Outputᵀ in one dispatch per 8 rows
+		xs := st.x.View(out[0]*c.Dim, len(out), c.Dim)
+		err := m.matVecFused(enc, m.Output, xs, ops.MatVecOpts{Norm: &m.Norm, Eps: float32(c.NormEps)}, lg)
+		if err != nil && !errors.Is(err, gpu.ErrBindingTooLarge) {
+			return fmt.Errorf("model: output: %w", err)
+		}
+		fusedOut = err == nil
+	}
+	if !fusedOut {
+		if err := m.normedOutput(enc, st, out, lg, decode); err != nil {
 			return err
 		}
-	} else {
-		for i, r := range out {
-			if err := ops.RMSNorm(enc, hs.View(i*c.Dim, 1, c.Dim), st.x.View(r*c.Dim, 1, c.Dim), m.Norm, float32(c.NormEps)); err != nil {
-				return err
-			}
-		}
-	}
-	lg := rows(m.logits, len(out))
-	if err := m.linear(enc, lg, hs, m.Output, decode); err != nil {
-		return fmt.Errorf("model: output: %w", err)
 	}
 	switch want {
 	case NextGreedy:
@@ -533,6 +568,29 @@ func (m *Model) forward(spans []span, tokens [][]int32, want Step, logits []floa
 	}
 }
 
+// normedOutput records logits = (rmsnorm(x[out]) · norm) · Outputᵀ as
+// separate norm and projection dispatches.
+func (m *Model) normedOutput(enc *gpu.Encoder, st *state, out []int, lg ops.Tensor, decode bool) error {
+	c := m.Cfg
+	n := st.n
+	hs := rows(m.h, len(out))
+	if len(out) == n { // every row, already in place
+		if err := ops.RMSNorm(enc, hs, st.x, m.Norm, float32(c.NormEps)); err != nil {
+			return err
+		}
+	} else {
+		for i, r := range out {
+			if err := ops.RMSNorm(enc, hs.View(i*c.Dim, 1, c.Dim), st.x.View(r*c.Dim, 1, c.Dim), m.Norm, float32(c.NormEps)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := m.linear(enc, lg, hs, m.Output, decode); err != nil {
+		return fmt.Errorf("model: output: %w", err)
+	}
+	return nil
+}
+
 func readFloats(rb *gpu.Readback, dst []float32) error {
 	raw := make([]byte, 4*len(dst))
 	if err := rb.Read(raw); err != nil {
@@ -559,15 +617,25 @@ func (l *Layer) forward(m *Model, enc *gpu.Encoder, li int, s *state) error {
 	c := m.Cfg
 	eps := float32(c.NormEps)
 	n := s.n
-	// h = rmsnorm(x) · attn_norm
-	if err := ops.RMSNorm(enc, s.h, s.x, l.AttnNorm, eps); err != nil {
-		return err
-	}
-	// q [n, heads·hd], k, v [n, kvHeads·hd]
-	for _, p := range []struct{ dst, w, b ops.Tensor }{{s.q, l.Q, l.BQ}, {s.k, l.K, l.BK}, {s.v, l.V, l.BV}} {
-		if err := m.linear(enc, p.dst, s.h, p.w, s.decode); err != nil {
+	fused := s.decode || n <= matVecMaxRows
+	if fused && l.QKV.Buf != nil && l.AttnNorm.DType == ops.F32 {
+		// q, k, v = (rmsnorm(x) · attn_norm) · QKVᵀ in one dispatch
+		if err := m.matVecFused(enc, l.QKV, s.x, ops.MatVecOpts{Norm: &l.AttnNorm, Eps: eps}, s.q, s.k, s.v); err != nil {
 			return err
 		}
+	} else {
+		// h = rmsnorm(x) · attn_norm
+		if err := ops.RMSNorm(enc, s.h, s.x, l.AttnNorm, eps); err != nil {
+			return err
+		}
+		// q [n, heads·hd], k, v [n, kvHeads·hd]
+		for _, p := range []struct{ dst, w ops.Tensor }{{s.q, l.Q}, {s.k, l.K}, {s.v, l.V}} {
+			if err := m.linear(enc, p.dst, s.h, p.w, s.decode); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range []struct{ dst, b ops.Tensor }{{s.q, l.BQ}, {s.k, l.BK}, {s.v, l.BV}} {
 		if p.b.Buf != nil {
 			if err := ops.AddRow(enc, p.dst, p.dst, p.b); err != nil {
 				return err
@@ -604,6 +672,32 @@ func (l *Layer) forward(m *Model, enc *gpu.Encoder, li int, s *state) error {
 		ops.PagedOptions{Causal: true, MaxKVLen: m.KV.Config().MaxSeqLen}); err != nil {
 		return err
 	}
+	if fused {
+		// x += att · Oᵀ
+		if err := m.matVecFused(enc, l.O, s.att, ops.MatVecOpts{Accumulate: true}, s.x); err != nil {
+			return err
+		}
+		// x += (silu(h·Gateᵀ) * h·Upᵀ) · Downᵀ with h = rmsnorm(x) · ffn_norm
+		if l.GateUp.Buf != nil && l.FFNNorm.DType == ops.F32 {
+			if err := m.matVecFused(enc, l.GateUp, s.x, ops.MatVecOpts{Pair: true, Norm: &l.FFNNorm, Eps: eps}, s.gate); err != nil {
+				return err
+			}
+		} else {
+			if err := ops.RMSNorm(enc, s.h, s.x, l.FFNNorm, eps); err != nil {
+				return err
+			}
+			if err := m.linear(enc, s.gate, s.h, l.Gate, s.decode); err != nil {
+				return err
+			}
+			if err := m.linear(enc, s.up, s.h, l.Up, s.decode); err != nil {
+				return err
+			}
+			if err := ops.SiluMul(enc, s.gate, s.gate, s.up); err != nil {
+				return err
+			}
+		}
+		return m.matVecFused(enc, l.Down, s.gate, ops.MatVecOpts{Accumulate: true}, s.x)
+	}
 	// x += att · Oᵀ
 	if err := m.linear(enc, s.tmp, s.att, l.O, s.decode); err != nil {
 		return err
@@ -628,6 +722,26 @@ func (l *Layer) forward(m *Model, enc *gpu.Encoder, li int, s *state) error {
 		return err
 	}
 	return ops.Add(enc, s.x, s.x, s.tmp)
+}
+
+// matVecFused records ops.MatVecFused over the rows of x in groups of
+// matVecMaxRows (the most one quantised matvec takes); dsts are [n, ...]
+// like x.
+func (m *Model) matVecFused(enc *gpu.Encoder, w, x ops.Tensor, o ops.MatVecOpts, dsts ...ops.Tensor) error {
+	n := x.Shape[0]
+	part := make([]ops.Tensor, len(dsts))
+	for r := 0; r < n; r += matVecMaxRows {
+		k := min(matVecMaxRows, n-r)
+		for i, d := range dsts {
+			cols := d.Shape[len(d.Shape)-1]
+			part[i] = d.View(r*cols, k, cols)
+		}
+		in := x.Shape[1]
+		if err := ops.MatVecFused(enc, w, x.View(r*in, k, in), o, part...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Tensors lists the weights (each once, also when the output is tied).
