@@ -52,7 +52,10 @@ func benchCmd(a *app) *cobra.Command {
 			if reps < 1 || nP < 0 || nG < 0 || nP+nG == 0 {
 				return fmt.Errorf("need -r ≥ 1 and -p or -n > 0")
 			}
-			ctx, err := gpu.New(a.gpuOptions())
+			profile, _ := f.GetBool("profile")
+			gopt := a.gpuOptions()
+			gopt.Timestamps = profile
+			ctx, err := gpu.New(gopt)
 			if err != nil {
 				return err
 			}
@@ -150,6 +153,12 @@ func benchCmd(a *app) *cobra.Command {
 					return err
 				}
 			}
+			var profiles []opProfile
+			if profile {
+				if profiles, err = profileRuns(ctx, m, seq, tokens, nP, nG); err != nil {
+					return err
+				}
+			}
 			if asJSON {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
@@ -167,6 +176,10 @@ func benchCmd(a *app) *cobra.Command {
 			tw.Flush()
 			fmt.Fprintf(os.Stdout, "adapter: %s (%s); decode reads %s of weights per token: %.1f GB/s at the tg rate\n",
 				ctx.Adapter.Name, ctx.Adapter.Backend, bytesHuman(w), float64(w)*lastTG(results)/1e9)
+			fmt.Fprintf(os.Stdout, "GPU memory: weights %s, KV cache %s, scratch %s\n", bytesHuman(w), bytesHuman(kvb), bytesHuman(s))
+			for _, p := range profiles {
+				p.print(os.Stdout)
+			}
 			return nil
 		},
 	}
@@ -177,6 +190,7 @@ func benchCmd(a *app) *cobra.Command {
 	cmd.Flags().IntP("n-gen", "n", 128, "tokens generated one at a time (0: skip)")
 	cmd.Flags().IntP("repetitions", "r", 3, "repetitions of each test")
 	cmd.Flags().Bool("json", false, "print a JSON array with llama-bench's field names")
+	cmd.Flags().Bool("profile", false, "also print GPU time per op per token from timestamp queries (when the adapter has them)")
 	return cmd
 }
 

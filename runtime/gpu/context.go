@@ -22,6 +22,9 @@ import (
 type Options struct {
 	Adapter       string
 	ForceFallback bool
+	// Timestamps requests the timestamp-query feature (when the adapter has
+	// it) so that EnableProfiling can time each dispatch.
+	Timestamps bool
 }
 
 // OptionsFromEnv reads WGLLM_ADAPTER and WGLLM_FORCE_FALLBACK.
@@ -204,6 +207,10 @@ type Context struct {
 	Adapter AdapterDesc
 	Limits  wgpu.Limits // what the device was created with
 	HasF16  bool
+	// HasTimestamps: the device was created with timestamp queries
+	// (Options.Timestamps on an adapter that has them).
+	HasTimestamps bool
+	prof          *profiler
 
 	adapter *wgpu.Adapter
 	device  *wgpu.Device
@@ -254,16 +261,18 @@ func New(opts Options) (*Context, error) {
 	lim.MaxStorageBuffersPerShaderStage = min(al.MaxStorageBuffersPerShaderStage, 10)
 
 	hasF16 := ent.raw.HasFeature(wgpu.FeatureNameShaderF16)
+	timestamps := opts.Timestamps && ent.raw.HasFeature(wgpu.FeatureNameTimestampQuery)
 	c := &Context{
-		Adapter:   ent.desc,
-		HasF16:    hasF16,
-		adapter:   ent.raw,
-		pipelines: map[any]*Pipeline{},
-		bindCache: map[bindKey]*wgpu.BindGroup{},
-		Debug:     os.Getenv("WGLLM_GPU_DEBUG") == "1",
+		Adapter:       ent.desc,
+		HasF16:        hasF16,
+		HasTimestamps: timestamps,
+		adapter:       ent.raw,
+		pipelines:     map[any]*Pipeline{},
+		bindCache:     map[bindKey]*wgpu.BindGroup{},
+		Debug:         os.Getenv("WGLLM_GPU_DEBUG") == "1",
 	}
 	c.token = register(c)
-	dev, err := requestDevice(ent.raw, lim, hasF16, c.token)
+	dev, err := requestDevice(ent.raw, lim, hasF16, timestamps, c.token)
 	if err != nil {
 		unregister(c.token)
 		return nil, fmt.Errorf("gpu: creating device on %q (%s): %w", ent.desc.Name, ent.desc.Backend, err)

@@ -58,6 +58,7 @@ type Encoder struct {
 	pass    *wgpu.ComputePassEncoder
 	blocks  []*uniformBlock
 	passOps []*Pipeline // dispatches in the open pass, to name them in errors
+	timed   []string    // profiling: the label of each timed dispatch
 	count   int
 	err     error
 }
@@ -196,6 +197,14 @@ func (e *Encoder) Dispatch(p *Pipeline, params any, args []Arg, x, y, z uint32) 
 	if err != nil {
 		return fmt.Errorf("gpu: dispatch %s: bind group: %w", p.label, err)
 	}
+	if c.prof != nil {
+		e.count++
+		if err := e.timedDispatch(p, bg, off, x, y, z); err != nil {
+			e.err = fmt.Errorf("gpu: dispatch %s (%dx%dx%d workgroups): %w", p.label, x, y, z, err)
+			return e.err
+		}
+		return nil
+	}
 	if e.pass == nil {
 		e.pass = e.enc.BeginComputePass(nil)
 	}
@@ -268,8 +277,18 @@ func (e *Encoder) Submit() error {
 	if err := e.endPass(); err != nil {
 		return fmt.Errorf("gpu: %w", err)
 	}
+	var stamps *Readback
+	if e.ctx.prof != nil {
+		var err error
+		if stamps, err = e.resolveTimestamps(); err != nil {
+			return err
+		}
+	}
 	cmd, err := e.enc.Finish(nil)
 	if err != nil {
+		if stamps != nil {
+			stamps.Release()
+		}
 		return fmt.Errorf("gpu: finishing commands: %w", err)
 	}
 	defer cmd.Release()
@@ -283,6 +302,11 @@ func (e *Encoder) Submit() error {
 	e.ctx.queue.Submit(cmd)
 	if err := e.ctx.takeUncaptured(); err != nil {
 		return err
+	}
+	if stamps != nil { // profiling: this submission's timestamps, now
+		if err := e.collectTimestamps(stamps, e.timed); err != nil {
+			return err
+		}
 	}
 	return e.ctx.Err()
 }

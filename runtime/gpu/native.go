@@ -27,8 +27,22 @@ static void wgllm_device_cb(WGPURequestDeviceStatus status, WGPUDevice device, c
 
 static void wgllm_destroy_device(WGPUDevice dev) { wgpuDeviceDestroy(dev); }
 
+// A compute pass that writes GPU timestamps at its start and end (queries
+// 2i and 2i+1), for profiling: the binding does not expose timestampWrites.
+// The pass holds a device reference, as the binding's own passes do (its
+// Release drops one).
+static WGPUComputePassEncoder wgllm_begin_timed_pass(WGPUCommandEncoder enc, WGPUDevice dev, WGPUQuerySet qs, uint32_t i) {
+	WGPUComputePassTimestampWrites tw = {qs, 2 * i, 2 * i + 1};
+	WGPUComputePassDescriptor d;
+	memset(&d, 0, sizeof d);
+	d.timestampWrites = &tw;
+	WGPUComputePassEncoder pass = wgpuCommandEncoderBeginComputePass(enc, &d);
+	if (pass) wgpuDeviceReference(dev);
+	return pass;
+}
+
 typedef struct {
-	int f16;
+	int f16, timestamps;
 	uint64_t max_binding, max_buffer;
 	uint32_t wg_storage, invocations, wg_x, wg_y, storage_buffers;
 } wgllm_device_req;
@@ -46,15 +60,16 @@ static WGPUDevice wgllm_request_device(WGPUAdapter adapter, wgllm_device_req r, 
 	req.limits.maxComputeWorkgroupSizeY = r.wg_y;
 	req.limits.maxStorageBuffersPerShaderStage = r.storage_buffers;
 
-	WGPUFeatureName features[1] = {WGPUFeatureName_ShaderF16};
+	WGPUFeatureName features[2];
+	size_t nf = 0;
+	if (r.f16) features[nf++] = WGPUFeatureName_ShaderF16;
+	if (r.timestamps) features[nf++] = WGPUFeatureName_TimestampQuery;
 	WGPUDeviceDescriptor desc;
 	memset(&desc, 0, sizeof desc);
 	desc.label = "wgllm";
 	desc.requiredLimits = &req;
-	if (r.f16) {
-		desc.requiredFeatureCount = 1;
-		desc.requiredFeatures = features;
-	}
+	desc.requiredFeatureCount = nf;
+	desc.requiredFeatures = features;
 	desc.deviceLostCallback = wgllm_lost_cb;
 	desc.deviceLostUserdata = (void *)token;
 	desc.uncapturedErrorCallbackInfo.callback = wgllm_error_cb;
@@ -124,7 +139,7 @@ func wgllmUncapturedError(typ C.WGPUErrorType, message *C.char, token C.uintptr_
 // let the shim hand handles to and from the binding.
 type handle struct{ ref unsafe.Pointer }
 
-func requestDevice(a *wgpu.Adapter, lim wgpu.Limits, f16 bool, token uintptr) (*wgpu.Device, error) {
+func requestDevice(a *wgpu.Adapter, lim wgpu.Limits, f16, timestamps bool, token uintptr) (*wgpu.Device, error) {
 	ref := (*handle)(unsafe.Pointer(a)).ref
 	r := C.wgllm_device_req{
 		max_binding:     C.uint64_t(lim.MaxStorageBufferBindingSize),
@@ -137,6 +152,9 @@ func requestDevice(a *wgpu.Adapter, lim wgpu.Limits, f16 bool, token uintptr) (*
 	}
 	if f16 {
 		r.f16 = 1
+	}
+	if timestamps {
+		r.timestamps = 1
 	}
 	dev := C.wgllm_request_device(C.WGPUAdapter(ref), r, C.uintptr_t(token))
 	if dev == nil {
@@ -154,4 +172,20 @@ func (c *Context) InjectDeviceLoss() {
 		e := errors.New("gpu: device lost (destroyed)")
 		c.lost.CompareAndSwap(nil, &e)
 	}
+}
+
+// twoHandles is the layout of the binding's CommandEncoder and
+// ComputePassEncoder: a device handle, then the object's own.
+type twoHandles struct{ device, ref unsafe.Pointer }
+
+// beginTimedPass begins a compute pass on enc whose start and end write
+// timestamps 2i and 2i+1 of qs.
+func beginTimedPass(enc *wgpu.CommandEncoder, qs *wgpu.QuerySet, i uint32) (*wgpu.ComputePassEncoder, error) {
+	e := (*twoHandles)(unsafe.Pointer(enc))
+	q := (*handle)(unsafe.Pointer(qs)).ref
+	pass := C.wgllm_begin_timed_pass(C.WGPUCommandEncoder(e.ref), C.WGPUDevice(e.device), C.WGPUQuerySet(q), C.uint32_t(i))
+	if pass == nil {
+		return nil, errors.New("gpu: beginning a timed compute pass failed")
+	}
+	return (*wgpu.ComputePassEncoder)(unsafe.Pointer(&twoHandles{device: e.device, ref: unsafe.Pointer(pass)})), nil
 }
