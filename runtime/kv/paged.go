@@ -418,6 +418,21 @@ func (c *Paged) Write(enc *gpu.Encoder, layer int, k, v, slots ops.Tensor) error
 	return nil
 }
 
+// WriteRotated applies RoPE to q in place and to k, and writes the rotated
+// k and v rows into their pool slots, all in one dispatch (ops.RoPEStore):
+// q [n, heads, HeadDim], k and v [n, KVHeads, HeadDim], f32 views of one
+// buffer.
+func (c *Paged) WriteRotated(enc *gpu.Encoder, layer int, q, k, v, slots ops.Tensor, o ops.RoPEOpts) error {
+	if layer < 0 || layer >= len(c.k) {
+		return fmt.Errorf("kv: layer %d of %d", layer, len(c.k))
+	}
+	rows := c.cfg.Blocks * c.cfg.BlockSize
+	if err := ops.RoPEStore(enc, q, k, v, c.k[layer].View(0, rows, c.row), c.v[layer].View(0, rows, c.row), slots, o); err != nil {
+		return fmt.Errorf("kv: layer %d: %w", layer, err)
+	}
+	return nil
+}
+
 // Read copies a sequence's keys and values of one layer back to the host,
 // [Len, KVHeads·HeadDim] each, gathered from its blocks (for tests and
 // debugging; it reads the whole pool).

@@ -652,17 +652,13 @@ func (l *Layer) forward(m *Model, enc *gpu.Encoder, li int, s *state) error {
 			return err
 		}
 	}
+	// RoPE on q and k, and the new K/V rows to their cache slots, in one
+	// dispatch; attention reads every sequence's cache through the block
+	// table in one more.
 	q3 := s.q.View(0, n, c.Heads, c.HeadDim)
 	k3 := s.k.View(0, n, c.KVHeads, c.HeadDim)
-	if err := ops.RoPE(enc, q3, q3, s.rope); err != nil {
-		return err
-	}
-	if err := ops.RoPE(enc, k3, k3, s.rope); err != nil {
-		return err
-	}
-	// New K/V rows go to their cache slots in one scatter; attention reads
-	// every sequence's cache through the block table in one dispatch.
-	if err := m.KV.Write(enc, li, s.k, s.v, m.step.Slots); err != nil {
+	v3 := s.v.View(0, n, c.KVHeads, c.HeadDim)
+	if err := m.KV.WriteRotated(enc, li, q3, k3, v3, m.step.Slots, s.rope); err != nil {
 		return err
 	}
 	nSeq := len(s.spans)

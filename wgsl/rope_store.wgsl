@@ -1,0 +1,130 @@
+// RoPE ({{.Mode}} layout) on the q and k rows of one step, with k and v
+// written straight to their KV-cache slots ({{.Pool}} pool): what RoPE on q,
+// RoPE on k and two row scatters did in four dispatches. q, k and v live in
+// one buffer (the fused QKV projection's output), bound once.
+//   q head: one thread per rotated pair (plus one per dim past n_rot), in
+//           place, exactly as rope.wgsl;
+//   k head: one thread per two consecutive output elements (one word of an
+//           f16 pool), each element rotated from its pair as rope.wgsl does;
+//   v head: one thread per two consecutive elements, copied.
+// A token whose slot is past the pool (ops.ScatterSkip) writes no K/V.
+struct Params {
+  n: u32, heads: u32, kv_heads: u32, head_dim: u32,
+  n_rot: u32, half_rot: u32, per_row: u32, q_off: u32,
+  k_off: u32, v_off: u32, kp_off: u32, vp_off: u32,
+  pool_rows: u32, s_off: u32, pos_off: u32, pos_base: u32,
+  inv_2pi: f32, pad0: u32, pad1: u32, pad2: u32,
+  two_pi: vec4<f32>,
+  lo: array<vec4<f32>, 4>,
+  hi: array<vec4<f32>, 4>,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> kp: array<{{if eq .Pool "f16"}}u32{{else}}f32{{end}}>;
+@group(0) @binding(3) var<storage, read_write> vp: array<{{if eq .Pool "f16"}}u32{{else}}f32{{end}}>;
+@group(0) @binding(4) var<storage, read> slots: array<u32>;
+{{- if .Positions}}
+@group(0) @binding(5) var<storage, read> positions: array<u32>;
+{{- end}}
+
+const WG: u32 = {{.WG}}u;
+
+fn angle(pos: u32, pair: u32) -> f32 {
+  let lo = pair & 15u;
+  let hi = pair >> 4u;
+  let inv_freq = p.lo[lo >> 2u][lo & 3u] * p.hi[hi >> 2u][hi & 3u];
+  return f32(pos) * inv_freq;
+}
+
+fn reduce_angle(theta: f32) -> f32 {
+  let k = round(theta * p.inv_2pi);
+  return (((theta - k * p.two_pi.x) - k * p.two_pi.y) - k * p.two_pi.z) - k * p.two_pi.w;
+}
+
+// Element e of the head at xb after rotation at position pos.
+fn rotated(xb: u32, e: u32, pos: u32) -> f32 {
+  if (e >= p.n_rot) { return x[xb + e]; }
+{{- if eq .Mode "neox"}}
+  let first = e < p.half_rot;
+  let pair = select(e - p.half_rot, e, first);
+  let i0 = pair;
+  let i1 = pair + p.half_rot;
+{{- else}}
+  let first = (e & 1u) == 0u;
+  let pair = e >> 1u;
+  let i0 = 2u * pair;
+  let i1 = i0 + 1u;
+{{- end}}
+  let x0 = x[xb + i0];
+  let x1 = x[xb + i1];
+  let theta = angle(pos, pair);
+  let r = reduce_angle(theta);
+  let c = cos(r);
+  let s = sin(r);
+  let v = select(x0 * s + x1 * c, x0 * c - x1 * s, first);
+  return select(v, x[xb + e], theta == 0.0);
+}
+
+fn store(pool_is_k: bool, i: u32, a: f32, b: f32) {
+  // i: the first of two consecutive pool elements (even).
+{{- if eq .Pool "f16"}}
+  let w = pack2x16float(vec2<f32>(a, b));
+  if (pool_is_k) { kp[i >> 1u] = w; } else { vp[i >> 1u] = w; }
+{{- else}}
+  if (pool_is_k) { kp[i] = a; kp[i + 1u] = b; } else { vp[i] = a; vp[i + 1u] = b; }
+{{- end}}
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let t = (wid.y * nwg.x + wid.x) * WG + lid;
+  let per_token = p.heads + 2u * p.kv_heads;
+  if (t >= p.n * per_token * p.per_row) { return; }
+  let row = t / p.per_row;
+  let j = t - row * p.per_row;
+  let token = row / per_token;
+  let h = row - token * per_token;
+{{- if .Positions}}
+  let pos = positions[p.pos_off + token];
+{{- else}}
+  let pos = p.pos_base + token;
+{{- end}}
+  if (h < p.heads) {
+    let xb = p.q_off + (token * p.heads + h) * p.head_dim;
+    if (j >= p.half_rot) {
+      return;  // dims past n_rot stay as they are (in place)
+    }
+{{- if eq .Mode "neox"}}
+    let i0 = j;
+    let i1 = j + p.half_rot;
+{{- else}}
+    let i0 = 2u * j;
+    let i1 = i0 + 1u;
+{{- end}}
+    let x0 = x[xb + i0];
+    let x1 = x[xb + i1];
+    let theta = angle(pos, j);
+    let r = reduce_angle(theta);
+    let c = cos(r);
+    let s = sin(r);
+    let id = theta == 0.0;
+    x[xb + i0] = select(x0 * c - x1 * s, x0, id);
+    x[xb + i1] = select(x0 * s + x1 * c, x1, id);
+    return;
+  }
+  if (2u * j >= p.head_dim) { return; }
+  let slot = slots[p.s_off + token];
+  if (slot >= p.pool_rows) { return; }
+  let e = 2u * j;
+  let kvrow = p.kv_heads * p.head_dim;
+  if (h < p.heads + p.kv_heads) {
+    let kh = h - p.heads;
+    let xb = p.k_off + (token * p.kv_heads + kh) * p.head_dim;
+    store(true, p.kp_off + slot * kvrow + kh * p.head_dim + e, rotated(xb, e, pos), rotated(xb, e + 1u, pos));
+  } else {
+    let vh = h - p.heads - p.kv_heads;
+    let xb = p.v_off + (token * p.kv_heads + vh) * p.head_dim;
+    store(false, p.vp_off + slot * kvrow + vh * p.head_dim + e, x[xb + e], x[xb + e + 1u]);
+  }
+}
