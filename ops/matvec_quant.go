@@ -22,6 +22,7 @@ type quantKey struct {
 	RPT     int
 	UnrollJ bool
 	StageX  bool
+	U       int // StageX: pieces per lane per pass
 	fusion
 }
 
@@ -37,7 +38,7 @@ func (k quantKey) String() string {
 			s += "_uj"
 		}
 		if k.StageX {
-			s += "_sx"
+			s += fmt.Sprintf("_sx%d", k.U)
 		}
 		return s + k.fusion.String()
 	}
@@ -77,9 +78,9 @@ func quantLayout(dt DType) (bs, bb, ppb int, ok bool) {
 
 // stageVec4 is how many vec4 of one x row a pass of the quantised matvec's
 // piece loop reads (TPR pieces), which StageX copies to workgroup memory.
-func stageVec4(dt DType) int {
+func stageVec4(dt DType, tpr int) int {
 	bs, _, ppb, _ := quantLayout(dt)
-	return matVecQuantTPR * bs / ppb / 4
+	return tpr * bs / ppb / 4
 }
 
 // groupsPerPiece is G in the shader: runs of four elements per piece.
@@ -127,9 +128,9 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 				pairs = append(pairs, ps)
 			}
 		}
-		cv := stageVec4(key.T)
+		cv := stageVec4(key.T, key.TPR) * max(key.U, 1)
 		src, err := wgsl.Render("dequant.wgsl", map[string]any{
-			"StageX": key.StageX, "CV": cv, "XSLen": key.M * (cv + cv/8),
+			"StageX": key.StageX, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
 			"Acc": key.Acc, "Pair": key.Pair, "Segs": key.Segs, "Norm": key.Norm, "Pairs": pairs,
 			"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
 			"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "NAcc": key.M * rpt,
@@ -154,18 +155,24 @@ const MaxMatVecRows = 8
 // reduction order, so they never depend on M or N. The workgroup size and
 // the rows per lane (RPT) only decide which rows run together.
 const (
+	// matVecQuantU is the pieces per lane per pass of the staged kernel.
+	// More keep more weight loads in flight across each pass's barriers,
+	// but on the H100 U = 2, 4, 8 decoded 9%, 23% and 44% slower than 1
+	// (Llama-2-7B Q4_0), so the template's U loop stays at one.
+	matVecQuantU   = 1
 	matVecQuantTPR = 32
 	matVecQuantWG  = 256
 )
 
 // matVecQuantRPT is how many weight rows one lane computes: more rows share
-// each x load (on the H100 RPT=4 ran the 32000x2048 Q4_0 matvec 1.5x faster
-// than RPT=2), fewer rows give small N enough workgroups; at most 8
-// accumulators per lane.
+// each x read, fewer give small N enough workgroups; at most 8 accumulators
+// per lane. With x staged in workgroup memory the H100 decoded fastest with
+// one row per lane below 8192 rows and two above (TinyLlama Q4_0 551 tok/s
+// against 527 with 2 and 4; Llama-2-7B Q4_0 211 against 207).
 func matVecQuantRPT(n, m int) int {
-	rpt := 2
+	rpt := 1
 	if n >= 8192 {
-		rpt = 4
+		rpt = 2
 	}
 	return max(1, min(rpt, MaxMatVecRows/m))
 }
@@ -236,13 +243,19 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		return fmt.Errorf("ops.MatVecQuant: weight %s: a fused matvec needs the weight in one binding: %w", w, gpu.ErrBindingTooLarge)
 	}
 	rpt := matVecQuantRPT(fu.rows, m)
+	tpr := matVecQuantTPR
 	if fu.Pair {
 		rpt = 2 * max(1, rpt/2) // a gate row and its up row per output
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0 && fu.normOff%4 == 0,
-		WG: matVecQuantWG, TPR: matVecQuantTPR, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
-	cv := stageVec4(w.DType)
-	key.StageX = uint64(16*m*(cv+cv/8)+4*m*rpt*key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize)
+		WG: matVecQuantWG, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
+	for u := matVecQuantU; u >= 1; u /= 2 {
+		cv := stageVec4(w.DType, tpr) * u
+		if uint64(16*m*(cv+cv/8)+4*m*rpt*key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
+			key.StageX, key.U = true, u
+			break
+		}
+	}
 	pipe, err := quantPipeline(ctx, key)
 	if err != nil {
 		return err

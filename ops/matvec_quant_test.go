@@ -116,7 +116,7 @@ func runMatVecQuant(t *testing.T, dt ops.DType, raw []byte, xv []float32, n, k, 
 
 // A row's result is bit-identical whether it is computed alone (M=1), with
 // three others (M=4) or as part of eight rows (M=8). N is past 8192, so the
-// three runs also compute 4, 2 and 1 weight rows per lane.
+// three runs also compute 2, 2 and 1 weight rows per lane.
 func TestMatVecQuantBatchInvariant(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	types := append(append([]ops.DType{}, quantTypes...), ops.BF16)

@@ -370,7 +370,8 @@ var<workgroup> red: array<f32, RED>;
 // elements apart: straight from global memory every vec4 load of a warp
 // touches 32 cache lines. One vec4 of padding per 8 keeps the lanes' reads
 // on different banks. The products are the same, in the same order.
-const CV: u32 = {{.CV}}u;       // vec4 of one x row per pass
+const U: u32 = {{len .Us}}u;     // pieces per lane per pass
+const CV: u32 = {{.CV}}u;       // vec4 of one x row per pass (U pieces per lane)
 const CVP: u32 = CV + CV / 8u;  // with padding
 var<workgroup> xs: array<vec4<f32>, {{.XSLen}}>;
 var<private> xbase: u32;        // first element of x staged
@@ -488,8 +489,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- end}}
 {{- end}}
 {{- if .StageX}}
-  for (var g0 = 0u; g0 < p.np; g0 += TPR) {  // uniform: every lane stages
-    xbase = g0 / PPB * BS;
+  // Each pass covers U pieces per lane (pieces gp + u*TPR + lane): every
+  // lane issues all their weight loads before any arithmetic, so U blocks
+  // per row are in flight across each pass's barriers. A lane still
+  // consumes its pieces in the order lane, lane + TPR, ...
+  for (var gp = 0u; gp < p.np; gp += TPR * U) {  // uniform: every lane stages
+    xbase = gp / PPB * BS;
     workgroupBarrier();  // the last pass is done with xs
     for (var i = lid.x; i < {{len .Ms}}u * CV; i += WG) {
       let m = i / CV;
@@ -502,12 +507,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       xs[m * CVP + v + v / 8u] = val;
     }
     workgroupBarrier();
-    let g = g0 + lane;
-    if (row0 < p.rows && g < p.np) {
+    if (row0 < p.rows) {
+{{- range $u := .Us}}
+      let g{{$u}} = min(gp + {{$u}}u * TPR + lane, p.np - 1u);
+{{- range $.Rs}}
+      let s{{.}}_{{$u}} = load(rb{{.}} + (g{{$u}} / PPB) * BB, g{{$u}} % PPB);
+{{- end}}
+{{- end}}
+{{- range $u := .Us}}
+      if (gp + {{$u}}u * TPR + lane < p.np) {
+        consume({{range $.Rs}}s{{.}}_{{$u}}, {{end}}(g{{$u}} / PPB) * BS, g{{$u}} % PPB);
+      }
+{{- end}}
+    }
+  }
 {{- else}}
   if (row0 < p.rows) {
     for (var g = lane; g < p.np; g += TPR) {
-{{- end}}
       let blk = g / PPB;
       let sub = g % PPB;
       // Every row's loads first, then the arithmetic.
@@ -517,6 +533,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       consume({{range .Rs}}s{{.}}, {{end}}blk * BS, sub);
     }
   }
+{{- end}}
 {{- range .Accs}}
   red[{{.}}u * WG + lid.x] = acc{{.}};
 {{- end}}
