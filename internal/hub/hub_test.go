@@ -409,6 +409,11 @@ func TestHubErrors(t *testing.T) {
 			f.Size--
 			return c.Download(ctx, repo, "main", f, filepath.Join(dir, "s.gguf"), nil)
 		}, "the hub now serves 1185376 bytes, the listing said 1185375"},
+		{"sha256 differs from the hub's", func() error {
+			f := good
+			f.SHA256 = strings.Repeat("ab", 32)
+			return c.Download(ctx, repo, "main", f, filepath.Join(dir, "s.gguf"), nil)
+		}, "the hub now serves a different version (sha256 " + good.SHA256},
 		{"not a hub", func() error {
 			_, err := (&hub.Client{BaseURL: s.URL + "/nothing-here"}).ListFiles(ctx, repo, "")
 			return err

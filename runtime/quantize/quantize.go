@@ -3,7 +3,7 @@
 // matrix: the same type for each tensor (Plan), the same encodings
 // (runtime/quant's bit-exact ggml quantisers), the metadata carried over
 // with general.file_type set, and the tensors in llama.cpp's order, so the
-// output matches llama-quantize's byte for byte.
+// output is llama-quantize's byte for byte (tested on the kjv-30m files).
 package quantize
 
 import (

@@ -148,6 +148,14 @@ func TestFloatTargets(t *testing.T) {
 			t.Errorf("F32: %s is not the exact widening of the f16 values", ti.Name)
 		}
 	}
+	// From the F32 file (F32 rows are read as they are, not widened from
+	// F16), Q8_0 is again llama-quantize's file.
+	q8, _ := convert(t, out32, quantize.MostlyQ8_0)
+	got, _ := os.ReadFile(q8)
+	want, err := os.ReadFile(sharedfiles.File(t, "models/kjv-30m-q8_0.gguf"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("Q8_0 from the F32 file differs from llama-quantize's (%v)", err)
+	}
 	// Every key is carried over, in order, with the file type appended.
 	var keys []string
 	for _, k := range in.Keys {
