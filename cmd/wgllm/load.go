@@ -43,13 +43,14 @@ func addModelFlags(cmd *cobra.Command) {
 	cmd.Flags().IntP("ctx-size", "c", 0, "context length in tokens (0: the model's)")
 }
 
-// modelPath is -m, else the configured model.path.
+// modelPath is -m, else the configured model.path: a file, or the name
+// of a model in the store (see resolveModel).
 func (a *app) modelPath(cmd *cobra.Command) (string, error) {
 	if p, _ := cmd.Flags().GetString("model"); p != "" {
-		return p, nil
+		return a.resolveModel(p)
 	}
 	if p := a.cfg.GetString("model.path"); p != "" {
-		return p, nil
+		return a.resolveModel(p)
 	}
 	return "", fmt.Errorf("no model: pass -m MODEL.gguf or set model.path")
 }

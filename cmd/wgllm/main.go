@@ -34,10 +34,12 @@ func main() {
 	pf.String("log-level", "", "log level: debug, info, warn, error")
 	pf.String("log-format", "", "log format: auto, console, json")
 	pf.String("adapter", "", "GPU adapter: index or name substring (see `wgllm devices`)")
+	pf.String("models-dir", "", "model store directory (default: models.dir, else <user cache dir>/wgllm/models)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		return a.setup(cmd.Flags())
 	}
 	root.AddCommand(devicesCmd(a), runCmd(a), tokenizeCmd(a), perplexityCmd(a), infoCmd(a), benchCmd(a), serveCmd(a))
+	root.AddCommand(pullCmd(a), listCmd(a), rmCmd(a), quantizeCmd(a))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "wgllm:", err)
 		os.Exit(1)
@@ -49,6 +51,7 @@ func (a *app) setup(flags *pflag.FlagSet) error {
 	for key, name := range map[string]string{
 		"log.level": "log-level", "log.format": "log-format", "gpu.adapter": "adapter",
 		"model.path": "model", "server.addr": "addr",
+		"models.dir": "models-dir", "hub.url": "hub-url",
 	} {
 		if f := flags.Lookup(name); f != nil && f.Changed {
 			bind[key] = f

@@ -24,6 +24,11 @@ type TensorToWrite struct {
 	Dims []uint64
 	Type GGMLType
 	Data []byte
+	// Encode, used when Data is nil, produces the bytes when the writer
+	// reaches this tensor, so a model larger than memory can be converted
+	// one tensor at a time. Its result is checked like Data; an error (or a
+	// wrong size) stops the write partway through.
+	Encode func() ([]byte, error)
 }
 
 // Writer writes GGUF files. Its zero value writes version 3.
@@ -151,7 +156,8 @@ func WriteFile(path string, meta []KV, tensors []TensorToWrite) error {
 // (general.alignment when meta has it, which must then be a power-of-two
 // uint32; else 32), zero-padded, as ggml writes them. It checks everything
 // the reader checks, so what it writes parses; nothing is written when a
-// check fails.
+// check fails (but a tensor's Encode runs, and is checked, only when the
+// writer reaches it).
 func (wr Writer) Write(w io.Writer, meta []KV, tensors []TensorToWrite) error {
 	version := wr.Version
 	if version == 0 {
@@ -228,7 +234,17 @@ func (wr Writer) Write(w io.Writer, meta []KV, tensors []TensorToWrite) error {
 	}
 	zeros := make([]byte, align)
 	for i, t := range tensors {
-		if _, err := w.Write(t.Data); err != nil {
+		data := t.Data
+		if data == nil && t.Encode != nil {
+			var err error
+			if data, err = t.Encode(); err != nil {
+				return fmt.Errorf("gguf: tensor %q: %w", t.Name, err)
+			}
+			if uint64(len(data)) != sizes[i] {
+				return fmt.Errorf("gguf: tensor %q (%s %v) needs %d bytes of data, Encode gave %d", t.Name, t.Type, t.Dims, sizes[i], len(data))
+			}
+		}
+		if _, err := w.Write(data); err != nil {
 			return err
 		}
 		if pad := alignUp(sizes[i], align) - sizes[i]; pad > 0 {
@@ -268,6 +284,9 @@ func checkTensor(t TensorToWrite, version uint32) (uint64, error) {
 		return 0, fmt.Errorf("gguf: tensor %q: row of %d elements is not a whole number of %s blocks of %d", t.Name, t.Dims[0], t.Type, bs)
 	}
 	size := elems / bs * uint64(t.Type.BlockBytes())
+	if t.Data == nil && t.Encode != nil {
+		return size, nil // checked when Encode runs
+	}
 	if uint64(len(t.Data)) != size {
 		return 0, fmt.Errorf("gguf: tensor %q (%s %v) needs %d bytes of data, has %d", t.Name, t.Type, t.Dims, size, len(t.Data))
 	}

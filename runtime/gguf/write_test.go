@@ -2,6 +2,8 @@ package gguf_test
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"math"
 	"math/rand"
 	"os"
@@ -260,5 +262,54 @@ func TestRewriteKJVIdentical(t *testing.T) {
 			}
 			t.Errorf("%s: rewrite differs from the original at byte %d (lengths %d, %d)", name, at, buf.Len(), len(orig))
 		}
+	}
+}
+
+// countingWriter records how many bytes have gone through it.
+type countingWriter struct{ n int }
+
+func (c *countingWriter) Write(p []byte) (int, error) { c.n += len(p); return len(p), nil }
+
+// Tensors given by Encode are produced one at a time as the writer reaches
+// them, and the file is the same as with Data.
+func TestWriteEncode(t *testing.T) {
+	tensors := randomTensors(rand.New(rand.NewSource(3)))
+	var want bytes.Buffer
+	if err := gguf.Write(&want, allValues(), tensors); err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	cw := &countingWriter{}
+	w := io.MultiWriter(&got, cw)
+	lazy := make([]gguf.TensorToWrite, len(tensors))
+	var writtenAtCall []int
+	for i, ts := range tensors {
+		lazy[i] = gguf.TensorToWrite{Name: ts.Name, Dims: ts.Dims, Type: ts.Type, Encode: func() ([]byte, error) {
+			writtenAtCall = append(writtenAtCall, cw.n)
+			return ts.Data, nil
+		}}
+	}
+	if err := gguf.Write(w, allValues(), lazy); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatal("file written through Encode differs from the one written from Data")
+	}
+	if len(writtenAtCall) != len(tensors) {
+		t.Fatalf("Encode ran %d times for %d tensors", len(writtenAtCall), len(tensors))
+	}
+	for i := 1; i < len(writtenAtCall); i++ {
+		if writtenAtCall[i] <= writtenAtCall[i-1] {
+			t.Fatalf("Encode %d ran before tensor %d was written (%d bytes out, then %d)", i, i-1, writtenAtCall[i-1], writtenAtCall[i])
+		}
+	}
+
+	short := []gguf.TensorToWrite{{Name: "a", Dims: []uint64{4}, Type: gguf.F16, Encode: func() ([]byte, error) { return make([]byte, 6), nil }}}
+	if err := gguf.Write(io.Discard, nil, short); err == nil || !strings.Contains(err.Error(), "needs 8 bytes of data, Encode gave 6") {
+		t.Errorf("short Encode result: %v", err)
+	}
+	failing := []gguf.TensorToWrite{{Name: "a", Dims: []uint64{4}, Type: gguf.F16, Encode: func() ([]byte, error) { return nil, io.ErrUnexpectedEOF }}}
+	if err := gguf.Write(io.Discard, nil, failing); !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), `tensor "a"`) {
+		t.Errorf("failing Encode: %v", err)
 	}
 }
