@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/wgllm/wgllm/serve"
 	"github.com/wgllm/wgllm/serve/servetest"
 )
@@ -545,4 +547,58 @@ func TestOllamaFixturesAreUsed(t *testing.T) {
 	if len(unused) > 0 {
 		t.Errorf("fixtures no test reads: %v", unused)
 	}
+}
+
+// FuzzOllamaRequest posts arbitrary bodies to Ollama's endpoints: the
+// server answers with a documented status, errors are {"error":"…"}, a
+// stream is lines of JSON, and nothing panics. The documented requests
+// are the seeds.
+func FuzzOllamaRequest(f *testing.F) {
+	entries, err := os.ReadDir(filepath.Join("testdata", "ollama"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".request.json") {
+			data, err := os.ReadFile(filepath.Join("testdata", "ollama", e.Name()))
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(string(data))
+		}
+	}
+	for _, seed := range []string{
+		`{"model":"m","prompt":"x","options":{"num_predict":-2,"stop":"a","top_k":1e300}}`,
+		`{"model":"m","messages":[{"role":"user","content":"\xff"}],"keep_alive":"5m"}`,
+		`{"model":"m","options":[]}`, `{"model":"m","options":{"seed":-1.5}}`, `[]`, `null`, `{"model":7}`,
+	} {
+		f.Add(seed)
+	}
+	backend := servetest.New(servetest.Options{})
+	srv := serve.New(serve.Config{MaxBodyBytes: 4096, MaxPromptBytes: 1024, DefaultMaxTokens: 4, MaxTokensLimit: 8}, zerolog.Nop())
+	srv.SetBackend(describedBackend{backend, fakeInfo})
+	h := srv.Handler()
+	allowed := map[int]bool{200: true, 400: true, 413: true, 429: true}
+	f.Fuzz(func(t *testing.T, body string) {
+		for _, path := range []string{"/api/generate", "/api/chat", "/api/show"} {
+			req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if !allowed[rec.Code] {
+				t.Fatalf("%s %q: status %d: %s", path, body, rec.Code, rec.Body.String())
+			}
+			if rec.Code >= 400 {
+				var e map[string]any
+				if json.Unmarshal(rec.Body.Bytes(), &e) != nil || len(e) != 1 || e["error"] == nil {
+					t.Fatalf("%s %q: error body %q is not {\"error\":…}", path, body, rec.Body.String())
+				}
+				continue
+			}
+			for _, line := range strings.Split(strings.TrimSpace(rec.Body.String()), "\n") {
+				if !json.Valid([]byte(line)) {
+					t.Fatalf("%s %q: line %q is not JSON", path, body, line)
+				}
+			}
+		}
+	})
 }
