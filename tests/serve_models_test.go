@@ -2,6 +2,8 @@ package tests
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"fmt"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -138,6 +140,38 @@ func TestServeSeveralModelsThroughOllamaAPI(t *testing.T) {
 	}
 	if got := running(); got != "kjv-30m:latest" {
 		t.Errorf("loaded before any request: %s", got)
+	}
+	// The digest is the file's sha256, computed in the background.
+	data, err := os.ReadFile(stories)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%x", sha256.Sum256(data))
+	digestDeadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/api/tags")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tags struct{ Models []struct{ Name, Digest string } }
+		err = json.NewDecoder(resp.Body).Decode(&tags)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		digest := ""
+		for _, m := range tags.Models {
+			if m.Name == "tiny-b:latest" {
+				digest = m.Digest
+			}
+		}
+		if digest == want {
+			break
+		}
+		if digest != "" || time.Now().After(digestDeadline) {
+			t.Fatalf("tiny-b digest %q, want the file's sha256 %s", digest, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	// llama2.c's documented greedy text, from tiny-a, loaded for this request.

@@ -31,9 +31,18 @@ type servedModel struct {
 	*engine.Engine
 	l    *loaded
 	info serve.ModelInfo
+	cat  *modelCatalog
+	path string
 }
 
-func (m *servedModel) Describe() serve.ModelInfo { return m.info }
+// Describe is the model's description, with its digest once the
+// background hashing has it.
+func (m *servedModel) Describe() serve.ModelInfo {
+	if info, err := m.cat.describe(m.info.Name, m.path); err == nil {
+		return info
+	}
+	return m.info
+}
 
 func (m *servedModel) MemoryBytes() uint64 {
 	w, k, s := m.l.m.Memory()
@@ -217,7 +226,7 @@ func (c *modelCatalog) Load(info serve.ModelInfo) (serve.LoadedModel, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &servedModel{Engine: eng, l: l, info: info}, nil
+	return &servedModel{Engine: eng, l: l, info: info, cat: c, path: path}, nil
 }
 
 // fileKey changes when the file does.
