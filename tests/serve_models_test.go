@@ -3,8 +3,8 @@ package tests
 import (
 	"bufio"
 	"crypto/sha256"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -153,7 +153,9 @@ func TestServeSeveralModelsThroughOllamaAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var tags struct{ Models []struct{ Name, Digest string } }
+		var tags struct {
+			Models []struct{ Name, Digest string }
+		}
 		err = json.NewDecoder(resp.Body).Decode(&tags)
 		resp.Body.Close()
 		if err != nil {
