@@ -16,6 +16,46 @@
 //	POST   /v1/requests           a completions or chat body; 202 {"id":…,"status":"queued"}
 //	GET    /v1/requests/{id}      engine.Status: {"id","status","text",…}; 404 if unknown
 //	DELETE /v1/requests/{id}      cancel; answers the final engine.Status; 404 if unknown
+//	POST   /api/generate          Ollama: a prompt (templated unless "raw"); NDJSON stream unless "stream": false
+//	POST   /api/chat              Ollama: messages; NDJSON stream unless "stream": false
+//	GET    /api/tags              Ollama: the models that can be served
+//	GET    /api/ps                Ollama: the models loaded now
+//	POST   /api/show              Ollama: a model's details, metadata, template and default parameters
+//	GET    /api/version           Ollama: {"version":…}, the Ollama API release these endpoints follow
+//
+// # Several models
+//
+// A Backend that is a Router (Registry) serves several models: a
+// request's "model" names one (no name: the default; Ollama's ":latest"
+// tag may be added), which is loaded on demand within a GPU memory budget,
+// evicting the least recently used idle model (never the default, never
+// one with requests in flight) to make room. Loading one model never
+// delays requests to another. An unknown model is 404 (code
+// model_not_found), a model larger than the budget 507, no room within
+// RegistryOptions.LoadWait because the other models are busy 503, a
+// failed load 500 (model_load_failed). The websocket serves the default
+// model. With a plain Backend the request's "model" is not checked (one
+// model is served).
+//
+// # Ollama API
+//
+// Shapes follow Ollama's API documentation: durations in nanoseconds, the
+// final line (or the one object with "stream": false) carries done,
+// done_reason, total_duration, load_duration (the time the request waited
+// for its model to load), prompt_eval_count, prompt_eval_duration,
+// eval_count and eval_duration; errors are {"error":"…"} with the same
+// statuses as /v1, and a stream that fails ends with such a line.
+// "options" map onto the sampling fields above (num_predict is
+// max_tokens, -1 meaning Config.MaxTokensLimit; repeat_last_n -1 is the
+// largest window); options that set how Ollama loads a model (num_ctx,
+// num_gpu, …) and the samplers this server lacks (typical_p, tfs_z,
+// mirostat) are accepted and ignored with a warning in the log, as are
+// unknown options. Absent options take the server's defaults, not
+// Ollama's. An empty prompt (or no messages) loads the model
+// (done_reason "load"); with keep_alive 0 it unloads it if it is idle and
+// not the default ("unload"). Refused with 400: format (JSON mode),
+// images, tools, suffix, context, template, think. The API key and CORS
+// settings of /v1 apply to /api.
 //
 // Errors are OpenAI's shape, {"error":{"message","type","param","code"}},
 // with 400 (invalid request or parameter), 401 (missing or wrong API
@@ -29,7 +69,7 @@
 // or -1: random), stop (string or up to 16 strings), presence_penalty and
 // frequency_penalty [-2, 2], repeat_penalty (0, 10], repeat_last_n. Absent
 // fields take Config.DefaultSampling and Config.DefaultMaxTokens. The
-// request's "model" is not checked (one model is served). n, best_of
+// request's "model" picks the model (see Several models). n, best_of
 // other than 1 and echo are refused (400).
 //
 // # Websocket protocol

@@ -120,13 +120,17 @@ func (e *apiError) openAI() openAIError {
 	return openAIError{Error: body}
 }
 
-// writeError answers with e in OpenAI's shape.
+// writeError answers with e in OpenAI's shape (Ollama's under /api).
 func writeError(w http.ResponseWriter, e *apiError) {
 	switch e.Status {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="wgllm"`)
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
+	}
+	if _, ok := w.(ollamaShaped); ok {
+		writeJSON(w, e.Status, ollamaErrorBody{Error: e.Message})
+		return
 	}
 	writeJSON(w, e.Status, e.openAI())
 }

@@ -52,7 +52,7 @@ func newMetrics(s *Server) *metrics {
 	m := &metrics{srv: s, registry: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wgllm_requests_total",
-		Help: "Generation requests by endpoint (chat, completions, requests, ws) and outcome (stop, length, cancelled, failed, busy, unavailable, rejected).",
+		Help: "Generation requests by endpoint (chat, completions, requests, ws, ollama_generate, ollama_chat) and outcome (stop, length, cancelled, failed, busy, unavailable, rejected).",
 	}, []string{"endpoint", "outcome"})
 	m.ttft = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "wgllm_time_to_first_token_seconds",

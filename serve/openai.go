@@ -100,24 +100,35 @@ type modelOut struct {
 
 var jsonNull = json.RawMessage("null")
 
-func (s *Server) modelObject(b Backend) modelOut {
-	return modelOut{ID: b.ModelName(), Object: "model", Created: s.started.Unix(), OwnedBy: "wgllm"}
+func (s *Server) modelObject(name string) modelOut {
+	return modelOut{ID: name, Object: "model", Created: s.started.Unix(), OwnedBy: "wgllm"}
 }
 
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request, b Backend) {
+	list := modelList(b)
+	data := make([]modelOut, len(list))
+	for i, m := range list {
+		data[i] = s.modelObject(m.Name)
+	}
 	writeJSON(w, http.StatusOK, struct {
 		Object string     `json:"object"`
 		Data   []modelOut `json:"data"`
-	}{"list", []modelOut{s.modelObject(b)}})
+	}{"list", data})
 }
 
 func (s *Server) handleModel(w http.ResponseWriter, r *http.Request, b Backend) {
-	if name := r.PathValue("model"); name != b.ModelName() {
-		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found",
+	name := r.PathValue("model")
+	if _, ok := b.(Router); !ok && name != b.ModelName() {
+		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: codeModelNotFound,
 			Param: "model", Message: "no model " + name + "; this server serves " + b.ModelName()})
 		return
 	}
-	writeJSON(w, http.StatusOK, s.modelObject(b))
+	m, aerr := describe(b, name)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.modelObject(m.Name))
 }
 
 func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request, b Backend) {
@@ -129,16 +140,22 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request, b Bac
 }
 
 // handleGenerate serves /v1/chat/completions and /v1/completions, streamed
-// (server-sent events) or not. The request's "model" is not checked: the
-// server serves one model, and clients often send a fixed name.
+// (server-sent events) or not. The request's "model" picks the model when
+// the server has several (see modelBackend).
 func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request, b Backend, kind requestKind) {
 	var req genRequest
 	if aerr := decodeBody(w, r, s.cfg.MaxBodyBytes, &req); aerr != nil {
 		writeError(w, aerr)
 		return
 	}
+	b, release, _, aerr := s.modelBackend(r.Context(), b, req.Model)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
 	job, aerr := s.buildJob(b, &req, kind)
 	if aerr != nil {
+		release()
 		reqLog(r).Info().Str("code", aerr.Code).Str("param", aerr.Param).Msg(aerr.Message)
 		writeError(w, aerr)
 		return
@@ -150,8 +167,9 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request, b Backen
 	job.ID = prefix + requestID(r)
 	log := reqLog(r).With().Str("job_id", job.ID).Str("endpoint", endpoint).Logger()
 	q := newEventQueue()
-	tj, aerr := s.submit(b, job, endpoint, log, q.push)
+	tj, aerr := s.submit(b, job, endpoint, log, releaseOnDone(q.push, release))
 	if aerr != nil {
+		release()
 		writeError(w, aerr)
 		return
 	}
@@ -341,6 +359,16 @@ func (q *eventQueue) push(ev engine.Event) {
 	select {
 	case q.ready <- struct{}{}:
 	default:
+	}
+}
+
+// releaseOnDone passes events to emit and calls release after the last.
+func releaseOnDone(emit func(engine.Event), release func()) func(engine.Event) {
+	return func(ev engine.Event) {
+		emit(ev)
+		if ev.Done {
+			release()
+		}
 	}
 }
 

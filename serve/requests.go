@@ -29,8 +29,14 @@ func (s *Server) handleRequestCreate(w http.ResponseWriter, r *http.Request, b B
 	if req.Messages != nil {
 		kind = kindChat
 	}
+	b, release, _, aerr := s.modelBackend(r.Context(), b, req.Model)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
 	job, aerr := s.buildJob(b, &req, kind)
 	if aerr != nil {
+		release()
 		reqLog(r).Info().Str("code", aerr.Code).Str("param", aerr.Param).Msg(aerr.Message)
 		writeError(w, aerr)
 		return
@@ -38,8 +44,9 @@ func (s *Server) handleRequestCreate(w http.ResponseWriter, r *http.Request, b B
 	job.ID = "req-" + requestID(r)
 	log := reqLog(r).With().Str("job_id", job.ID).Str("endpoint", "requests").Logger()
 	// The engine keeps the text for Status; the server needs no events.
-	tj, aerr := s.submit(b, job, "requests", log, func(engine.Event) {})
+	tj, aerr := s.submit(b, job, "requests", log, releaseOnDone(func(engine.Event) {}, release))
 	if aerr != nil {
+		release()
 		writeError(w, aerr)
 		return
 	}

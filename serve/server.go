@@ -570,6 +570,7 @@ func (s *Server) routes() http.Handler {
 		writeError(w, notFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	mux.Handle("/v1/", s.withCORS(s.requireKey(false, v1)))
+	mux.Handle("/api/", withOllamaErrors(s.withCORS(s.requireKey(false, s.ollamaRoutes()))))
 
 	mux.Handle("/", s.staticHandler())
 	return s.withRequestLog(mux)

@@ -78,6 +78,12 @@ func (a *app) loadWith(cmd *cobra.Command, opt model.Options) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	return a.loadFile(path, opt)
+}
+
+// loadFile is loadWith for a model file.
+func (a *app) loadFile(path string, opt model.Options) (*loaded, error) {
+	var err error
 	l := &loaded{}
 	ok := false
 	defer func() {

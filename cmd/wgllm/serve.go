@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -25,7 +24,9 @@ func serveCmd(a *app) *cobra.Command {
 		Short: "Serve a model: browser chat page, websocket, OpenAI-compatible API",
 		Long: `Serve a model over HTTP: the chat page at /, a websocket at /ws, the OpenAI-compatible
 API at /v1 (chat/completions, completions, models), request status at /v1/requests,
-/health (503 while the model loads) and /metrics (Prometheus).
+Ollama's API at /api (generate, chat, tags, ps, show, version), /health (503 while the
+default model loads) and /metrics (Prometheus). With models.dir or models.list, a request's
+"model" picks the model, loaded on demand and evicted least recently used first.
 
 Configuration (configs/default.yaml, then --config FILE, then environment, then flags):
   server.addr             WGLLM_SERVER_ADDR             listen address (default 127.0.0.1:8080)
@@ -38,6 +39,10 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   engine.max_batch        WGLLM_ENGINE_MAX_BATCH        sequences decoded together
   engine.queue_limit      WGLLM_ENGINE_QUEUE_LIMIT      waiting requests before 429
   kv.dtype                WGLLM_KV_DTYPE                f16 or f32 KV cache
+  models.dir              WGLLM_MODELS_DIR              also serve every *.gguf here, by file name, loaded on demand
+  models.list             (config file)                 also serve these: [{name: NAME, path: FILE.gguf}]
+  models.gpu_memory_budget WGLLM_MODELS_GPU_MEMORY_BUDGET GPU memory for all loaded models (e.g. 20GB); 0: no limit
+  models.max_loaded       WGLLM_MODELS_MAX_LOADED       models loaded at once; 0: no limit
   sampling.*              WGLLM_SAMPLING_TEMPERATURE …  defaults for requests that leave them out
   log.level, log.format   WGLLM_LOG_LEVEL, …            debug|info|warn|error; auto|console|json`,
 		Args: cobra.NoArgs,
@@ -66,30 +71,25 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
 
 			// The model loads while the server already answers /health (503).
 			loadErr := make(chan error, 1)
-			var eng *engine.Engine
-			var l *loaded
+			closeBackend := make(chan func(), 1)
 			go func() {
-				var err error
-				l, eng, err = a.startEngine(cmd)
+				b, closer, err := a.startBackend(cmd)
 				if err != nil {
 					loadErr <- err
 					stop()
 					return
 				}
-				srv.SetBackend(eng)
-				a.log.Info().Str("model", eng.ModelName()).Msg("ready")
+				closeBackend <- closer
+				srv.SetBackend(b)
+				a.log.Info().Str("model", b.ModelName()).Msg("ready")
 			}()
 			err = srv.Serve(ctx, ln)
 			select {
 			case lerr := <-loadErr:
 				return lerr
-			default:
-			}
-			if eng != nil {
-				eng.Close()
-			}
-			if l != nil {
-				l.Close()
+			case closer := <-closeBackend:
+				closer()
+			default: // still loading: the process exits
 			}
 			if errors.Is(err, context.Canceled) {
 				return nil
@@ -102,11 +102,12 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
 	return cmd
 }
 
-// startEngine loads the model with room for the configured batch and wraps
-// it in an engine with the model's chat template.
-func (a *app) startEngine(cmd *cobra.Command) (*loaded, *engine.Engine, error) {
+// startEngineAt loads the model at path with room for the configured
+// batch and wraps it in an engine, named name, with the model's chat
+// template.
+func (a *app) startEngineAt(path, name string) (*loaded, *engine.Engine, error) {
 	seqs := max(1, a.cfg.GetInt("engine.max_batch"))
-	l, err := a.loadWith(cmd, model.Options{CtxLen: a.cfg.GetInt("model.context_length"), Seqs: seqs})
+	l, err := a.loadFile(path, model.Options{CtxLen: a.cfg.GetInt("model.context_length"), Seqs: seqs})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -114,11 +115,6 @@ func (a *app) startEngine(cmd *cobra.Command) (*loaded, *engine.Engine, error) {
 	if err != nil {
 		l.Close()
 		return nil, nil, err
-	}
-	name, _ := l.file.String("general.name")
-	if name == "" {
-		path, _ := a.modelPath(cmd)
-		name = filepath.Base(path)
 	}
 	var chatStop []string
 	if tmpl.IsFallback() { // ChatML: the model has no end-of-turn token for it

@@ -1,0 +1,735 @@
+package serve
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/wgllm/wgllm/runtime/engine"
+)
+
+// Ollama's native API (/api/*), so that tools written for Ollama work
+// unchanged: requests and responses in the shapes of Ollama's API
+// documentation (docs/api.md in ollama/ollama), durations in nanoseconds,
+// NDJSON streams, errors as {"error":"…"}.
+
+// ollamaVersion is what GET /api/version answers: the Ollama release
+// whose documented API these endpoints follow.
+const ollamaVersion = "0.5.0"
+
+// ollamaShaped marks a response writer whose errors take Ollama's shape.
+type ollamaShaped struct{ http.ResponseWriter }
+
+func (w ollamaShaped) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w ollamaShaped) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// withOllamaErrors makes every error below it (including the API key,
+// method and loading checks) {"error":"…"}.
+func withOllamaErrors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(ollamaShaped{w}, r)
+	})
+}
+
+type ollamaErrorBody struct {
+	Error string `json:"error"`
+}
+
+// --- requests ----------------------------------------------------------------
+
+type ollamaGenerateRequest struct {
+	Model     string                     `json:"model"`
+	Prompt    string                     `json:"prompt"`
+	Suffix    string                     `json:"suffix"`
+	Images    []string                   `json:"images"`
+	Format    json.RawMessage            `json:"format"`
+	Options   map[string]json.RawMessage `json:"options"`
+	System    string                     `json:"system"`
+	Template  string                     `json:"template"`
+	Context   []int                      `json:"context"`
+	Stream    *bool                      `json:"stream"`
+	Raw       bool                       `json:"raw"`
+	KeepAlive json.RawMessage            `json:"keep_alive"`
+	Think     json.RawMessage            `json:"think"`
+}
+
+type ollamaChatRequest struct {
+	Model     string                     `json:"model"`
+	Messages  []ollamaMessageIn          `json:"messages"`
+	Tools     []json.RawMessage          `json:"tools"`
+	Format    json.RawMessage            `json:"format"`
+	Options   map[string]json.RawMessage `json:"options"`
+	Stream    *bool                      `json:"stream"`
+	KeepAlive json.RawMessage            `json:"keep_alive"`
+	Think     json.RawMessage            `json:"think"`
+}
+
+type ollamaMessageIn struct {
+	Role      string            `json:"role"`
+	Content   string            `json:"content"`
+	Images    []string          `json:"images"`
+	ToolCalls []json.RawMessage `json:"tool_calls"`
+}
+
+type ollamaShowRequest struct {
+	Model   string `json:"model"`
+	Name    string `json:"name"` // Ollama's older name for model
+	Verbose bool   `json:"verbose"`
+}
+
+// --- responses ---------------------------------------------------------------
+
+// ollamaMetrics are the final line's statistics; durations in ns.
+type ollamaMetrics struct {
+	TotalDuration      int64 `json:"total_duration"`
+	LoadDuration       int64 `json:"load_duration"`
+	PromptEvalCount    int   `json:"prompt_eval_count"`
+	PromptEvalDuration int64 `json:"prompt_eval_duration"`
+	EvalCount          int   `json:"eval_count"`
+	EvalDuration       int64 `json:"eval_duration"`
+}
+
+type ollamaGenerateResponse struct {
+	Model      string    `json:"model"`
+	CreatedAt  time.Time `json:"created_at"`
+	Response   string    `json:"response"`
+	Done       bool      `json:"done"`
+	DoneReason string    `json:"done_reason,omitempty"`
+	*ollamaMetrics
+}
+
+type ollamaMessageOut struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type ollamaChatResponse struct {
+	Model      string           `json:"model"`
+	CreatedAt  time.Time        `json:"created_at"`
+	Message    ollamaMessageOut `json:"message"`
+	Done       bool             `json:"done"`
+	DoneReason string           `json:"done_reason,omitempty"`
+	*ollamaMetrics
+}
+
+type ollamaDetails struct {
+	ParentModel       string   `json:"parent_model"`
+	Format            string   `json:"format"`
+	Family            string   `json:"family"`
+	Families          []string `json:"families"`
+	ParameterSize     string   `json:"parameter_size"`
+	QuantizationLevel string   `json:"quantization_level"`
+}
+
+type ollamaListModel struct {
+	Name       string        `json:"name"`
+	Model      string        `json:"model"`
+	ModifiedAt time.Time     `json:"modified_at"`
+	Size       int64         `json:"size"`
+	Digest     string        `json:"digest"`
+	Details    ollamaDetails `json:"details"`
+}
+
+type ollamaRunningModel struct {
+	Name      string        `json:"name"`
+	Model     string        `json:"model"`
+	Size      int64         `json:"size"`
+	Digest    string        `json:"digest"`
+	Details   ollamaDetails `json:"details"`
+	ExpiresAt time.Time     `json:"expires_at"`
+	SizeVRAM  int64         `json:"size_vram"`
+}
+
+type ollamaShowResponse struct {
+	Modelfile    string         `json:"modelfile"`
+	Parameters   string         `json:"parameters"`
+	Template     string         `json:"template"`
+	Details      ollamaDetails  `json:"details"`
+	ModelInfo    map[string]any `json:"model_info"`
+	Capabilities []string       `json:"capabilities"`
+	ModifiedAt   time.Time      `json:"modified_at"`
+}
+
+// ollamaName is the name Ollama lists a model under: with a tag
+// (":latest" when it has none), as Ollama's tools expect.
+func ollamaName(name string) string {
+	if strings.Contains(name, ":") {
+		return name
+	}
+	return name + ":latest"
+}
+
+func ollamaDetailsOf(m ModelInfo) ollamaDetails {
+	d := ollamaDetails{Format: m.Format, Family: m.Family, ParameterSize: m.ParameterSize, QuantizationLevel: m.QuantizationLevel}
+	if m.Family != "" {
+		d.Families = []string{m.Family}
+	}
+	return d
+}
+
+// --- handlers ----------------------------------------------------------------
+
+func (s *Server) handleOllamaVersion(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"version": ollamaVersion})
+}
+
+func (s *Server) handleOllamaTags(w http.ResponseWriter, r *http.Request, b Backend) {
+	list := modelList(b)
+	out := make([]ollamaListModel, len(list))
+	for i, m := range list {
+		out[i] = ollamaListModel{Name: ollamaName(m.Name), Model: ollamaName(m.Name), ModifiedAt: m.ModifiedAt,
+			Size: m.Size, Digest: m.Digest, Details: ollamaDetailsOf(m.ModelInfo)}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": out})
+}
+
+// handleOllamaPs lists the loaded models. They have no expiry: a model
+// stays until another needs its room, so expires_at is the zero time.
+func (s *Server) handleOllamaPs(w http.ResponseWriter, r *http.Request, b Backend) {
+	out := []ollamaRunningModel{}
+	for _, m := range modelList(b) {
+		if !m.Loaded {
+			continue
+		}
+		size := int64(m.MemoryBytes)
+		out = append(out, ollamaRunningModel{Name: ollamaName(m.Name), Model: ollamaName(m.Name), Size: size,
+			Digest: m.Digest, Details: ollamaDetailsOf(m.ModelInfo), SizeVRAM: size})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": out})
+}
+
+func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request, b Backend) {
+	var req ollamaShowRequest
+	if aerr := decodeBody(w, r, s.cfg.MaxBodyBytes, &req); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if req.Model == "" {
+		req.Model = req.Name
+	}
+	if req.Model == "" {
+		writeError(w, invalidParam("model", "model is required"))
+		return
+	}
+	m, aerr := describe(b, req.Model)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	params := s.ollamaParameters()
+	info := m.Metadata
+	if info == nil {
+		info = map[string]any{}
+	}
+	writeJSON(w, http.StatusOK, ollamaShowResponse{
+		Modelfile: "# wgllm serves the GGUF file directly; this Modelfile shows the server's defaults.\nFROM " +
+			m.Name + "\n" + indentLines("PARAMETER ", params),
+		Parameters:   params,
+		Template:     m.Template,
+		Details:      ollamaDetailsOf(m.ModelInfo),
+		ModelInfo:    info,
+		Capabilities: []string{"completion"},
+		ModifiedAt:   m.ModifiedAt,
+	})
+}
+
+// ollamaParameters lists the sampling defaults as `ollama show` does.
+func (s *Server) ollamaParameters() string {
+	p := s.cfg.DefaultSampling
+	var b strings.Builder
+	line := func(k string, v any) { fmt.Fprintf(&b, "%-30s %v\n", k, v) }
+	line("num_predict", s.cfg.DefaultMaxTokens)
+	line("temperature", p.Temperature)
+	line("top_k", p.TopK)
+	line("top_p", p.TopP)
+	line("min_p", p.MinP)
+	line("repeat_penalty", p.RepeatPenalty)
+	line("repeat_last_n", p.PenaltyLastN)
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+func indentLines(prefix, text string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(text, "\n") {
+		b.WriteString(prefix + l + "\n")
+	}
+	return b.String()
+}
+
+func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request, b Backend) {
+	start := time.Now()
+	var req ollamaGenerateRequest
+	if aerr := decodeBody(w, r, s.cfg.MaxBodyBytes, &req); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	unsupported := func(field, what string) *apiError {
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: field, Message: what + " is not supported"}
+	}
+	var aerr *apiError
+	switch {
+	case req.Model == "":
+		aerr = invalidParam("model", "model is required")
+	case req.Suffix != "":
+		aerr = unsupported("suffix", "suffix (fill in the middle)")
+	case len(req.Images) > 0:
+		aerr = unsupported("images", "images")
+	case req.Template != "":
+		aerr = unsupported("template", "a request template (the model's own chat template applies; raw: true sends the prompt as is)")
+	case len(req.Context) > 0:
+		aerr = unsupported("context", "context (send the conversation to /api/chat instead)")
+	}
+	if aerr == nil {
+		aerr = checkOllamaExtras(req.Format, req.Think)
+	}
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	greq, aerr := s.ollamaOptions(r, req.Options)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	kind := kindCompletion
+	switch {
+	case req.Prompt == "":
+		s.ollamaLoad(w, r, b, req.Model, req.KeepAlive, false)
+		return
+	case req.Raw:
+		greq.Prompt, _ = json.Marshal(req.Prompt)
+	default: // Ollama applies the model's template to the prompt
+		kind = kindChat
+		if req.System != "" {
+			greq.Messages = append(greq.Messages, chatMessageIn{Role: "system", Content: jsonString(req.System)})
+		}
+		greq.Messages = append(greq.Messages, chatMessageIn{Role: "user", Content: jsonString(req.Prompt)})
+	}
+	s.ollamaRun(w, r, b, ollamaRun{model: req.Model, req: greq, kind: kind, chat: false,
+		stream: req.Stream == nil || *req.Stream, start: start})
+}
+
+func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Backend) {
+	start := time.Now()
+	var req ollamaChatRequest
+	if aerr := decodeBody(w, r, s.cfg.MaxBodyBytes, &req); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	var aerr *apiError
+	switch {
+	case req.Model == "":
+		aerr = invalidParam("model", "model is required")
+	case len(req.Tools) > 0:
+		aerr = &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: "tools", Message: "tools are not supported"}
+	default:
+		aerr = checkOllamaExtras(req.Format, req.Think)
+	}
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	greq, aerr := s.ollamaOptions(r, req.Options)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if len(req.Messages) == 0 {
+		s.ollamaLoad(w, r, b, req.Model, req.KeepAlive, true)
+		return
+	}
+	for i, m := range req.Messages {
+		param := fmt.Sprintf("messages[%d]", i)
+		if len(m.Images) > 0 {
+			writeError(w, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+				Param: param + ".images", Message: "images are not supported"})
+			return
+		}
+		if len(m.ToolCalls) > 0 || m.Role == "tool" {
+			writeError(w, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+				Param: param, Message: "tool calls are not supported"})
+			return
+		}
+		greq.Messages = append(greq.Messages, chatMessageIn{Role: m.Role, Content: jsonString(m.Content)})
+	}
+	s.ollamaRun(w, r, b, ollamaRun{model: req.Model, req: greq, kind: kindChat, chat: true,
+		stream: req.Stream == nil || *req.Stream, start: start})
+}
+
+func jsonString(s string) json.RawMessage {
+	b, _ := json.Marshal(s)
+	return b
+}
+
+// checkOllamaExtras refuses what this server cannot honour: JSON mode or
+// a schema in "format", and thinking.
+func checkOllamaExtras(format, think json.RawMessage) *apiError {
+	if f := bytes.TrimSpace(format); len(f) > 0 && !bytes.Equal(f, []byte("null")) && !bytes.Equal(f, []byte(`""`)) {
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: "format", Message: "format (JSON mode and structured outputs) is not supported"}
+	}
+	if t := bytes.TrimSpace(think); len(t) > 0 && !bytes.Equal(t, []byte("null")) && !bytes.Equal(t, []byte("false")) {
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: "think", Message: "think is not supported"}
+	}
+	return nil
+}
+
+// ollamaIgnoredOptions are Ollama options that configure how Ollama loads
+// a model (the server's configuration decides that here) or that are
+// no-ops; they are accepted and ignored.
+var ollamaIgnoredOptions = map[string]bool{
+	"num_keep": true, "num_ctx": true, "num_batch": true, "num_gpu": true, "main_gpu": true, "low_vram": true,
+	"f16_kv": true, "vocab_only": true, "use_mmap": true, "use_mlock": true, "num_thread": true, "numa": true,
+	"penalize_newline": true, "mirostat_tau": true, "mirostat_eta": true, "logits_all": true,
+	"embedding_only": true, "rope_frequency_base": true, "rope_frequency_scale": true, "num_gqa": true,
+}
+
+// ollamaOptions maps Ollama's "options" onto the sampling fields of a
+// genRequest (validated later by samplingJob). Unknown options are
+// ignored with a warning, as Ollama does, and so are the samplers this
+// server lacks (typical_p, tfs_z, mirostat); a value of the wrong type is
+// an error.
+func (s *Server) ollamaOptions(r *http.Request, opts map[string]json.RawMessage) (genRequest, *apiError) {
+	var req genRequest
+	for key, raw := range opts {
+		if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			continue
+		}
+		param := "options." + key
+		num := func() (*float64, *apiError) {
+			var v float64
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return nil, invalidParam(param, "%s: want a number, got %s", param, abbreviate(raw))
+			}
+			return &v, nil
+		}
+		integer := func() (*int, *apiError) {
+			v, aerr := num()
+			if aerr != nil {
+				return nil, aerr
+			}
+			if *v != math.Trunc(*v) || math.Abs(*v) > 1<<40 {
+				return nil, invalidParam(param, "%s: want an integer, got %v", param, *v)
+			}
+			n := int(*v)
+			return &n, nil
+		}
+		// ignoredUnlessOff accepts a sampler this server lacks, warning
+		// when the request turns it on: Ollama's documented example sets
+		// every option, and tools send it as is.
+		ignoredUnlessOff := func(off float64) *apiError {
+			v, aerr := num()
+			if aerr == nil && *v != off {
+				reqLog(r).Warn().Str("option", key).Float64("value", *v).Msg("unsupported Ollama sampler ignored")
+			}
+			return aerr
+		}
+		var aerr *apiError
+		switch key {
+		case "temperature":
+			req.Temperature, aerr = num()
+		case "top_p":
+			req.TopP, aerr = num()
+		case "min_p":
+			req.MinP, aerr = num()
+		case "repeat_penalty":
+			req.RepeatPenalty, aerr = num()
+		case "presence_penalty":
+			req.PresencePenalty, aerr = num()
+		case "frequency_penalty":
+			req.FrequencyPenalty, aerr = num()
+		case "top_k":
+			req.TopK, aerr = integer()
+		case "seed":
+			var n *int
+			if n, aerr = integer(); aerr == nil {
+				seed := int64(*n)
+				req.Seed = &seed
+			}
+		case "num_predict":
+			var n *int
+			if n, aerr = integer(); aerr == nil {
+				switch {
+				case *n == -1 || *n == -2: // Ollama: no limit / fill the context
+					limit := s.cfg.MaxTokensLimit
+					req.MaxTokens = &limit
+				case *n >= 1:
+					req.MaxTokens = n
+				default:
+					aerr = invalidParam(param, "%s %d: want at least 1, or -1 for as many as the server allows (%d)", param, *n, s.cfg.MaxTokensLimit)
+				}
+			}
+		case "repeat_last_n":
+			var n *int
+			if n, aerr = integer(); aerr == nil {
+				if *n == -1 { // Ollama: the whole context
+					*n = 1 << 16
+				}
+				req.RepeatLastN = n
+			}
+		case "stop":
+			if err := json.Unmarshal(raw, &req.Stop); err != nil {
+				aerr = invalidParam(param, "%s: want a string or an array of strings", param)
+			}
+		case "typical_p", "tfs_z":
+			aerr = ignoredUnlessOff(1)
+		case "mirostat":
+			aerr = ignoredUnlessOff(0)
+		default:
+			if !ollamaIgnoredOptions[key] {
+				reqLog(r).Warn().Str("option", key).Msg("unknown Ollama option ignored")
+			}
+		}
+		if aerr != nil {
+			return req, aerr
+		}
+	}
+	return req, nil
+}
+
+func abbreviate(raw []byte) string {
+	if len(raw) > 40 {
+		return string(raw[:40]) + "…"
+	}
+	return string(raw)
+}
+
+// keepAliveZero reports whether keep_alive asks to unload the model now
+// (0, "0", "0s", …).
+func keepAliveZero(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return false
+	}
+	var n float64
+	if json.Unmarshal(raw, &n) == nil {
+		return n == 0
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return false
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		return f == 0
+	}
+	d, err := time.ParseDuration(s)
+	return err == nil && d == 0
+}
+
+// unloader is implemented by a Router that can unload an idle model.
+type unloader interface{ Unload(name string) bool }
+
+// ollamaLoad answers a request without a prompt: Ollama's way to load a
+// model (done_reason "load") or, with keep_alive 0, to unload it.
+func (s *Server) ollamaLoad(w http.ResponseWriter, r *http.Request, b Backend, model string, keepAlive json.RawMessage, chat bool) {
+	reason := "load"
+	if keepAliveZero(keepAlive) {
+		if _, aerr := describe(b, model); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		reason = "unload"
+		if u, ok := b.(unloader); !ok || !u.Unload(model) {
+			reqLog(r).Info().Str("model", model).Msg("unload asked: the model is the default, busy or not loaded; kept")
+		}
+	} else {
+		_, release, _, aerr := s.modelBackend(r.Context(), b, model)
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		release()
+	}
+	now := time.Now().UTC()
+	if chat {
+		writeJSON(w, http.StatusOK, ollamaChatResponse{Model: model, CreatedAt: now,
+			Message: ollamaMessageOut{Role: "assistant"}, Done: true, DoneReason: reason})
+		return
+	}
+	writeJSON(w, http.StatusOK, ollamaGenerateResponse{Model: model, CreatedAt: now, Done: true, DoneReason: reason})
+}
+
+// ollamaRun is one generation of /api/generate or /api/chat.
+type ollamaRun struct {
+	model  string // as the request named it; echoed in every line
+	req    genRequest
+	kind   requestKind
+	chat   bool // /api/chat's shapes
+	stream bool
+	start  time.Time
+	loaded time.Duration
+}
+
+func (o ollamaRun) line(text string, done *engine.Event) any {
+	now := time.Now().UTC()
+	var metrics *ollamaMetrics
+	reason := ""
+	if done != nil {
+		ns := func(ms float64) int64 { return int64(math.Round(ms * 1e6)) }
+		metrics = &ollamaMetrics{
+			TotalDuration:      time.Since(o.start).Nanoseconds(),
+			LoadDuration:       o.loaded.Nanoseconds(),
+			PromptEvalCount:    done.Usage.PromptTokens,
+			PromptEvalDuration: ns(done.Timings.PrefillMS),
+			EvalCount:          done.Usage.CompletionTokens,
+			EvalDuration:       ns(done.Timings.DecodeMS),
+		}
+		reason = done.FinishReason
+	}
+	if o.chat {
+		return ollamaChatResponse{Model: o.model, CreatedAt: now, Message: ollamaMessageOut{Role: "assistant", Content: text},
+			Done: done != nil, DoneReason: reason, ollamaMetrics: metrics}
+	}
+	return ollamaGenerateResponse{Model: o.model, CreatedAt: now, Response: text, Done: done != nil,
+		DoneReason: reason, ollamaMetrics: metrics}
+}
+
+func (s *Server) ollamaRun(w http.ResponseWriter, r *http.Request, b Backend, o ollamaRun) {
+	b, release, loaded, aerr := s.modelBackend(r.Context(), b, o.model)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	o.loaded = loaded
+	job, aerr := s.buildJob(b, &o.req, o.kind)
+	if aerr != nil {
+		release()
+		reqLog(r).Info().Str("code", aerr.Code).Str("param", aerr.Param).Msg(aerr.Message)
+		writeError(w, aerr)
+		return
+	}
+	endpoint := "ollama_generate"
+	if o.chat {
+		endpoint = "ollama_chat"
+	}
+	job.ID = "ollama-" + requestID(r)
+	log := reqLog(r).With().Str("job_id", job.ID).Str("endpoint", endpoint).Logger()
+	q := newEventQueue()
+	tj, aerr := s.submit(b, job, endpoint, log, releaseOnDone(q.push, release))
+	if aerr != nil {
+		release()
+		writeError(w, aerr)
+		return
+	}
+	if o.stream {
+		s.ollamaStream(w, r, tj, q, o, log)
+		return
+	}
+	var text strings.Builder
+	for {
+		select {
+		case <-q.ready:
+		case <-r.Context().Done():
+			tj.backend.Cancel(tj.id)
+			log.Info().Msg("client disconnected; generation cancelled")
+			return
+		}
+		for _, ev := range q.take() {
+			text.WriteString(ev.Text)
+			if !ev.Done {
+				continue
+			}
+			if ev.Err != nil {
+				writeError(w, jobError(ev.Err))
+				return
+			}
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+			writeJSON(w, http.StatusOK, o.line(text.String(), &ev))
+			return
+		}
+	}
+}
+
+// ollamaStream writes the job's events as NDJSON: a line per piece of
+// text, then the line with "done": true and the statistics (or
+// {"error":"…"} if the job failed). Every write has its own deadline; a
+// failed write or a client that goes away cancels the job.
+func (s *Server) ollamaStream(w http.ResponseWriter, r *http.Request, tj *trackedJob, q *eventQueue, o ollamaRun, log zerolog.Logger) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	var buf []byte
+	send := func(v any) {
+		body, err := json.Marshal(v)
+		if err != nil {
+			body = []byte(`{"error":"encoding a line failed"}`)
+		}
+		buf = append(append(buf, body...), '\n')
+	}
+	flush := func() bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		_, err := w.Write(buf)
+		buf = buf[:0]
+		if err == nil {
+			err = rc.Flush()
+		}
+		if err != nil {
+			tj.backend.Cancel(tj.id)
+			log.Info().Err(err).Msg("stream write failed; generation cancelled")
+			return false
+		}
+		return true
+	}
+	if !flush() { // the headers: clients see the stream open at once
+		return
+	}
+	for {
+		select {
+		case <-q.ready:
+		case <-r.Context().Done():
+			tj.backend.Cancel(tj.id)
+			log.Info().Msg("client disconnected mid-stream; generation cancelled")
+			return
+		}
+		for _, ev := range q.take() {
+			if ev.Text != "" {
+				send(o.line(ev.Text, nil))
+			}
+			if !ev.Done {
+				continue
+			}
+			if ev.Err != nil {
+				send(ollamaErrorBody{Error: jobError(ev.Err).Message})
+			} else {
+				send(o.line("", &ev))
+			}
+			flush()
+			return
+		}
+		if len(buf) > 0 && !flush() {
+			return
+		}
+	}
+}
+
+// ollamaRoutes serves /api/*; the server mounts it behind the API key and
+// CORS checks of /v1.
+func (s *Server) ollamaRoutes() http.Handler {
+	api := http.NewServeMux()
+	api.Handle("/api/generate", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaGenerate)}))
+	api.Handle("/api/chat", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaChat)}))
+	api.Handle("/api/tags", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleOllamaTags)}))
+	api.Handle("/api/ps", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleOllamaPs)}))
+	api.Handle("/api/show", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaShow)}))
+	api.Handle("/api/version", methods(map[string]http.HandlerFunc{http.MethodGet: s.handleOllamaVersion}))
+	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, notFound("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return api
+}
