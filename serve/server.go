@@ -46,6 +46,7 @@ type Server struct {
 
 	backend  atomic.Pointer[backendBox]
 	draining atomic.Bool
+	wsOpen   atomic.Int64 // websockets open or upgrading, for WSMaxConnections
 
 	jobs     jobTracker
 	conns    connSet
