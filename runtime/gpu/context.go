@@ -315,9 +315,9 @@ func (c *Context) AllocatedBytes() int64 { return c.allocated.Load() }
 // blocking poll: wgpu's poll gives up after a few seconds (and then reports
 // the queue idle) while a long submission may still be running.
 func (c *Context) Wait() error {
-	var done atomic.Bool
-	c.queue.OnSubmittedWorkDone(func(wgpu.QueueWorkDoneStatus) { done.Store(true) })
-	for !done.Load() {
+	pending := onWorkDone(c.queue)
+	defer pending.free()
+	for !pending.done() {
 		c.device.Poll(true, nil)
 		if err := c.Err(); err != nil {
 			return err
