@@ -3,11 +3,14 @@ package serve_test
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/wgllm/wgllm/runtime/engine"
 	"github.com/wgllm/wgllm/serve"
 	"github.com/wgllm/wgllm/serve/servetest"
 )
@@ -223,4 +226,51 @@ func TestWebsocketConnectionLimit(t *testing.T) {
 		c.conn.Close()
 		return true
 	})
+}
+
+// TestHTTPClientThatNeverReads: a streaming client that stops reading
+// fills the socket buffers; the write deadline then fails the stream, its
+// generation is cancelled, and another client meanwhile gets its answer.
+func TestHTTPClientThatNeverReads(t *testing.T) {
+	big := strings.Repeat("x", 256<<10)
+	// 400 steps of 10ms: the stream would last 4s; the deadline ends it sooner.
+	ts := start(t, serve.Config{WriteTimeout: 300 * time.Millisecond}, &servetest.Options{StepDelay: 10 * time.Millisecond,
+		Piece: func(j engine.Job, i int) string {
+			if strings.Contains(j.Prompt, "flood") {
+				return big
+			}
+			return " w" + itoa(i)
+		}})
+	conn, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"prompt":"flood","max_tokens":400,"stream":true}`
+	fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", ts.addr, len(body), body)
+	// Never read. The flood job exists, then is cancelled once a write
+	// times out, long before its 400 pieces of 256 KiB (100 MiB) are out.
+	var flood engine.Job
+	waitFor(t, "the flood job", 10*time.Second, func() bool {
+		for _, j := range ts.backend.Jobs() {
+			if j.Prompt == "flood" {
+				flood = j
+				return true
+			}
+		}
+		return false
+	})
+	resp := ts.do("POST", "/v1/completions", `{"prompt":"meanwhile","max_tokens":5}`, nil)
+	var out struct{ Choices []struct{ Text string } }
+	decode(t, resp, &out)
+	if len(out.Choices) != 1 || out.Choices[0].Text != wantText(5) {
+		t.Errorf("other client: %+v", out)
+	}
+	waitFor(t, "the flood job to be cancelled", 20*time.Second, func() bool {
+		st, _ := ts.backend.Status(flood.ID)
+		return st.State == engine.Cancelled
+	})
+	if st, _ := ts.backend.Status(flood.ID); st.Usage.CompletionTokens >= 400 {
+		t.Errorf("flood job ran to the end: %+v", st.Usage)
+	}
 }
