@@ -15,6 +15,7 @@ import (
 	"github.com/wgllm/wgllm/runtime/engine"
 	"github.com/wgllm/wgllm/runtime/model"
 	"github.com/wgllm/wgllm/runtime/sample"
+	"github.com/wgllm/wgllm/runtime/supervisor"
 	"github.com/wgllm/wgllm/serve"
 	"github.com/wgllm/wgllm/web"
 )
@@ -33,6 +34,8 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   server.allowed_origins  WGLLM_SERVER_ALLOWED_ORIGINS  extra websocket origins (same origin always allowed)
   server.cors_origins     WGLLM_SERVER_CORS_ORIGINS     origins allowed to call /v1 from a browser
   server.max_body_bytes   WGLLM_SERVER_MAX_BODY_BYTES   request body limit
+  server.ws_max_connections WGLLM_SERVER_WS_MAX_CONNECTIONS  open websockets before 429
+  server.shutdown_timeout WGLLM_SERVER_SHUTDOWN_TIMEOUT on SIGTERM, how long generations may finish (10s)
   model.path              WGLLM_MODEL_PATH              GGUF model (default: the bundled kjv model)
   model.context_length    WGLLM_MODEL_CONTEXT_LENGTH    tokens per sequence (0: the model's)
   engine.max_batch        WGLLM_ENGINE_MAX_BATCH        sequences decoded together
@@ -42,10 +45,15 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   log.level, log.format   WGLLM_LOG_LEVEL, …            debug|info|warn|error; auto|console|json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var cfg serve.Config
-			if err := a.cfg.UnmarshalKey("server", &cfg); err != nil {
+			// Unmarshal, unlike UnmarshalKey("server"), sees WGLLM_SERVER_*
+			// environment variables.
+			var whole struct {
+				Server serve.Config `mapstructure:"server"`
+			}
+			if err := a.cfg.Unmarshal(&whole); err != nil {
 				return fmt.Errorf("config server: %w", err)
 			}
+			cfg := whole.Server
 			cfg.Static = web.FS()
 			cfg.DefaultMaxTokens = a.cfg.GetInt("sampling.max_tokens")
 			cfg.DefaultSampling = sample.DefaultParams()
@@ -65,31 +73,34 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
 			fmt.Fprintf(os.Stdout, "wgllm: serving http://%s/ (chat page; OpenAI API at /v1)\n", ln.Addr())
 
 			// The model loads while the server already answers /health (503).
+			// The supervisor reloads it after a GPU device loss.
 			loadErr := make(chan error, 1)
-			var eng *engine.Engine
-			var l *loaded
+			supervised := make(chan *supervisor.Supervisor, 1)
 			go func() {
-				var err error
-				l, eng, err = a.startEngine(cmd)
+				sup, err := supervisor.New(func() (*supervisor.Instance, error) {
+					l, eng, err := a.startEngine(cmd)
+					if err != nil {
+						return nil, err
+					}
+					return &supervisor.Instance{Engine: eng, GPU: l.ctx, Close: l.Close}, nil
+				}, supervisor.Options{Log: a.log})
 				if err != nil {
 					loadErr <- err
 					stop()
 					return
 				}
-				srv.SetBackend(eng)
-				a.log.Info().Str("model", eng.ModelName()).Msg("ready")
+				supervised <- sup
+				srv.SetBackend(sup)
+				a.log.Info().Str("model", sup.ModelName()).Msg("ready")
 			}()
 			err = srv.Serve(ctx, ln)
 			select {
 			case lerr := <-loadErr:
 				return lerr
+			case sup := <-supervised:
+				sup.Close()
 			default:
-			}
-			if eng != nil {
-				eng.Close()
-			}
-			if l != nil {
-				l.Close()
+				// Still loading: the process exits without waiting for it.
 			}
 			if errors.Is(err, context.Canceled) {
 				return nil
