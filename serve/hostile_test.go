@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -272,5 +275,37 @@ func TestHTTPClientThatNeverReads(t *testing.T) {
 	})
 	if st, _ := ts.backend.Status(flood.ID); st.Usage.CompletionTokens >= 400 {
 		t.Errorf("flood job ran to the end: %+v", st.Usage)
+	}
+}
+
+// TestStaticFilesStayInTheirDirectory: paths that climb out of the static
+// directory (dot segments, encoded, backslashes, absolute) never serve a
+// file from outside it.
+func TestStaticFilesStayInTheirDirectory(t *testing.T) {
+	root := t.TempDir()
+	pub := filepath.Join(root, "public")
+	os.Mkdir(pub, 0o755)
+	os.WriteFile(filepath.Join(pub, "index.html"), []byte("<html>page</html>"), 0o644)
+	const secret = "TOP-SECRET-CONTENT"
+	os.WriteFile(filepath.Join(root, "secret.txt"), []byte(secret), 0o644)
+	ts := start(t, serve.Config{Static: os.DirFS(pub)}, nil)
+	for _, path := range []string{"/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/%2e%2e%2fsecret.txt",
+		"/..\\secret.txt", "/.%2e/secret.txt", "//../secret.txt", "/" + root + "/secret.txt", "/index.html/../../secret.txt"} {
+		conn, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Raw, so that no client cleans the path first.
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path)
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		conn.Close()
+		if strings.Contains(string(body), secret) || (resp.StatusCode == http.StatusOK && !strings.Contains(string(body), "page")) {
+			t.Errorf("GET %s: %d %q", path, resp.StatusCode, body)
+		}
 	}
 }
