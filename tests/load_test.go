@@ -332,16 +332,20 @@ func TestServerLoad(t *testing.T) {
 		r.requests, r.busy, r.tokens, r.elapsed.Round(time.Millisecond), r.ttftP50, r.ttftP99)
 }
 
-// BenchmarkServerLoad is the full load test: 64 clients for 60 s (set
-// WGLLM_LOAD_SECONDS to change it), 32 tokens a request, 16 sequences.
-// It runs once whatever b.N is. docs/PERFORMANCE.md has its numbers.
+// BenchmarkServerLoad is the full load test: 64 clients for 60 s, 32
+// tokens a request, 16 sequences (WGLLM_LOAD_SECONDS and WGLLM_LOAD_SEQS
+// change them). It runs once whatever b.N is. docs/PERFORMANCE.md has its
+// numbers.
 func BenchmarkServerLoad(b *testing.B) {
-	secs := 60
+	secs, seqs := 60, 16
 	if s := envInt("WGLLM_LOAD_SECONDS"); s > 0 {
 		secs = s
 	}
+	if s := envInt("WGLLM_LOAD_SEQS"); s > 0 {
+		seqs = s
+	}
 	fastGPU(b)
-	ls := startServerWith(b, kjvModel, 16, serve.Config{}, nil)
+	ls := startServerWith(b, kjvModel, seqs, serve.Config{}, nil)
 	b.ResetTimer()
 	r := runLoad(b, ls, 64, time.Duration(secs)*time.Second, 32)
 	b.StopTimer()
