@@ -7,6 +7,7 @@
 //
 //	GET    /                      the static chat page (Config.Static), index.html at /
 //	GET    /health                503 {"status":"loading"} until SetBackend, then 200 {"status":"ok","model":…}
+//	                              (503 {"status":"unavailable","error":…} while a HealthReporter backend says so)
 //	GET    /metrics               Prometheus text format
 //	GET    /ws                    websocket (below)
 //	POST   /v1/chat/completions   OpenAI chat; "stream": true for server-sent events
