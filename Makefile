@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin/wgllm
 GOTESTFLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all deps deps-test build test run bench vet clean
+.PHONY: all deps deps-test build test run bench vet clean fuzz-smoke fuzz
 
 all: build
 
@@ -28,6 +28,15 @@ RACE_PKGS := ./internal/config ./runtime/gguf ./runtime/quant ./runtime/half ./r
 test: deps-test vet
 	$(GO) test $(GOTESTFLAGS) ./...
 	$(GO) test -race $(GOTESTFLAGS) $(RACE_PKGS)
+	$(MAKE) --no-print-directory fuzz-smoke
+
+# Every fuzz target briefly (CI); `make fuzz FUZZTIME=10m` for a long run.
+fuzz-smoke:
+	@FUZZTIME=3s GO=$(GO) ./scripts/fuzz.sh
+
+FUZZTIME ?= 10m
+fuzz:
+	@FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 MODEL ?= models/kjv-30m-q4_k_m.gguf
 

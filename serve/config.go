@@ -69,6 +69,9 @@ type Config struct {
 	// WSMaxInFlight bounds the generations one websocket may run at once.
 	// Default 16.
 	WSMaxInFlight int `mapstructure:"ws_max_in_flight"`
+	// WSMaxConnections bounds the open websockets; an upgrade beyond it
+	// gets 429 (too_many_connections, Retry-After). Default 256.
+	WSMaxConnections int `mapstructure:"ws_max_connections"`
 	// WSPingInterval is how often the server pings a websocket; a client
 	// that has not answered (pong or any message) within twice this is
 	// dropped. Default 30s.
@@ -127,6 +130,9 @@ func (c Config) withDefaults() Config {
 	if c.WSMaxInFlight <= 0 {
 		c.WSMaxInFlight = 16
 	}
+	if c.WSMaxConnections <= 0 {
+		c.WSMaxConnections = 256
+	}
 	if c.WSPingInterval <= 0 {
 		c.WSPingInterval = 30 * time.Second
 	}
@@ -145,6 +151,7 @@ func (c Config) Validate() error {
 		{"max_body_bytes", c.MaxBodyBytes}, {"max_prompt_bytes", int64(c.MaxPromptBytes)},
 		{"default_max_tokens", int64(c.DefaultMaxTokens)}, {"max_tokens_limit", int64(c.MaxTokensLimit)},
 		{"ws_read_limit", c.WSReadLimit}, {"ws_send_queue", int64(c.WSSendQueue)}, {"ws_max_in_flight", int64(c.WSMaxInFlight)},
+		{"ws_max_connections", int64(c.WSMaxConnections)},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d must be positive (0: the default)", f.name, f.v))

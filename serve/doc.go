@@ -7,6 +7,7 @@
 //
 //	GET    /                      the static chat page (Config.Static), index.html at /
 //	GET    /health                503 {"status":"loading"} until SetBackend, then 200 {"status":"ok","model":…}
+//	                              (503 {"status":"unavailable","error":…} while a HealthReporter backend says so)
 //	GET    /metrics               Prometheus text format
 //	GET    /ws                    websocket (below)
 //	POST   /v1/chat/completions   OpenAI chat; "stream": true for server-sent events
@@ -70,7 +71,13 @@
 // frequency_penalty [-2, 2], repeat_penalty (0, 10], repeat_last_n. Absent
 // fields take Config.DefaultSampling and Config.DefaultMaxTokens. The
 // request's "model" picks the model (see Several models). n, best_of
-// other than 1 and echo are refused (400).
+// other than 1 and echo are refused (400), and so are tools,
+// tool_choice, functions, function_call, response_format, logit_bias,
+// logprobs, top_logprobs and suffix unless neutral (null, false, empty,
+// "none"/"auto", {"type":"text"}): ignoring them would silently change
+// the answer. Other unknown fields are ignored, as OpenAI clients send
+// many. A body (or websocket message) that is not valid UTF-8 is refused
+// (400 invalid_json) rather than read with replacement characters.
 //
 // # Websocket protocol
 //
@@ -105,7 +112,8 @@
 //
 // Error codes: invalid_json, invalid_request, invalid_parameter,
 // unsupported_parameter, unknown_type, duplicate_id, not_found,
-// prompt_too_large, too_many_in_flight, server_busy, model_loading,
+// prompt_too_large, too_many_in_flight, too_many_connections (429 on the
+// upgrade, beyond Config.WSMaxConnections), server_busy, model_loading,
 // shutting_down, generation_failed, internal_error.
 //
 // # Safety

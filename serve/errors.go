@@ -38,6 +38,7 @@ const (
 	codeUnknownType      = "unknown_type"
 	codeDuplicateID      = "duplicate_id"
 	codeTooManyInFlight  = "too_many_in_flight"
+	codeTooManyConns     = "too_many_connections"
 	codeGeneration       = "generation_failed"
 	codeInternal         = "internal_error"
 	codeForbidden        = "origin_not_allowed"

@@ -49,6 +49,62 @@ type genRequest struct {
 	FrequencyPenalty    *float64 `json:"frequency_penalty"`
 	RepeatPenalty       *float64 `json:"repeat_penalty"`
 	RepeatLastN         *int     `json:"repeat_last_n"`
+
+	// OpenAI fields this server does not implement. Other unknown fields
+	// are ignored, as OpenAI clients send many (user, store, metadata…),
+	// but ignoring one of these would silently change the answer, so a
+	// value other than its neutral one is refused.
+	Tools          json.RawMessage `json:"tools"`
+	ToolChoice     json.RawMessage `json:"tool_choice"`
+	Functions      json.RawMessage `json:"functions"`
+	FunctionCall   json.RawMessage `json:"function_call"`
+	ResponseFormat json.RawMessage `json:"response_format"`
+	LogitBias      json.RawMessage `json:"logit_bias"`
+	Logprobs       json.RawMessage `json:"logprobs"`
+	TopLogprobs    json.RawMessage `json:"top_logprobs"`
+	Suffix         json.RawMessage `json:"suffix"`
+}
+
+// unsupportedField names the first field of req that asks for something
+// this server does not do, or returns "".
+func (req *genRequest) unsupportedField() string {
+	neutral := func(raw json.RawMessage, also ...string) bool {
+		v := string(bytes.TrimSpace(raw))
+		switch v {
+		case "", "null", "false", "0", `""`, "[]", "{}":
+			return true
+		}
+		for _, a := range also {
+			if compactJSON(raw) == a {
+				return true
+			}
+		}
+		return false
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+		also []string
+	}{
+		{"tools", req.Tools, nil}, {"tool_choice", req.ToolChoice, []string{`"none"`, `"auto"`}},
+		{"functions", req.Functions, nil}, {"function_call", req.FunctionCall, []string{`"none"`, `"auto"`}},
+		{"response_format", req.ResponseFormat, []string{`{"type":"text"}`}},
+		{"logit_bias", req.LogitBias, nil}, {"logprobs", req.Logprobs, nil},
+		{"top_logprobs", req.TopLogprobs, nil}, {"suffix", req.Suffix, nil},
+	} {
+		if !neutral(f.raw, f.also...) {
+			return f.name
+		}
+	}
+	return ""
+}
+
+func compactJSON(raw json.RawMessage) string {
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return string(raw)
+	}
+	return b.String()
 }
 
 // stopList is OpenAI's "stop": a string or an array of strings.
@@ -105,8 +161,21 @@ func bodyTooLarge(limit int64) *apiError {
 		Message: fmt.Sprintf("request body exceeds %d bytes", limit)}
 }
 
-// decodeJSON decodes exactly one JSON value into v.
+// decodeJSON decodes exactly one JSON value into v. JSON text must be
+// UTF-8 (RFC 8259); encoding/json would silently turn bad bytes into
+// U+FFFD, so they are refused here instead.
 func decodeJSON(body []byte, v any) *apiError {
+	if !utf8.Valid(body) {
+		i := 0
+		for i < len(body) {
+			r, size := utf8.DecodeRune(body[i:])
+			if r == utf8.RuneError && size == 1 {
+				break
+			}
+			i += size
+		}
+		return invalidRequest(codeInvalidJSON, "malformed JSON: the text is not valid UTF-8 (byte 0x%02x at offset %d)", body[i], i)
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
 		var typeErr *json.UnmarshalTypeError
@@ -227,6 +296,10 @@ func (s *Server) samplingJob(req *genRequest) (engine.Job, *apiError) {
 	if req.Echo {
 		return job, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
 			Param: "echo", Message: "echo is not supported"}
+	}
+	if name := req.unsupportedField(); name != "" {
+		return job, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: name, Message: name + " is not supported by this server"}
 	}
 	maxTokens, maxParam := req.MaxTokens, "max_tokens"
 	if req.MaxCompletionTokens != nil {

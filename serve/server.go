@@ -46,6 +46,7 @@ type Server struct {
 
 	backend  atomic.Pointer[backendBox]
 	draining atomic.Bool
+	wsOpen   atomic.Int64 // websockets open or upgrading, for WSMaxConnections
 
 	jobs     jobTracker
 	conns    connSet
@@ -590,8 +591,24 @@ func (s *Server) staticHandler() http.Handler {
 	}})
 }
 
+// HealthReporter is implemented by a Backend that can be unable to serve
+// for a while (one recovering from a GPU device loss): /health answers 503
+// while Health returns an error.
+type HealthReporter interface {
+	Health() error
+}
+
+func healthError(b Backend) error {
+	if h, ok := b.(HealthReporter); ok {
+		return h.Health()
+	}
+	return nil
+}
+
 // handleHealth: 503 {"status":"loading"} until a backend is set, then 200
-// {"status":"ok","model":…}; 503 {"status":"shutting_down"} while draining.
+// {"status":"ok","model":…}; 503 {"status":"shutting_down"} while draining;
+// 503 {"status":"unavailable","error":…} while the backend reports itself
+// unhealthy.
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	b := s.currentBackend()
@@ -600,6 +617,9 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "loading"})
 	case s.draining.Load():
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting_down", "model": b.ModelName()})
+	case healthError(b) != nil:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "model": b.ModelName(),
+			"error": healthError(b).Error()})
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "model": b.ModelName()})
 	}

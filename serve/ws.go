@@ -3,6 +3,7 @@ package serve
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -110,6 +111,16 @@ func (s *Server) handleWebsocket(w http.ResponseWriter, r *http.Request, b Backe
 		writeError(w, errShuttingDown)
 		return
 	}
+	// A slot is taken before the upgrade, so concurrent upgrades cannot
+	// overshoot the limit.
+	if n := s.wsOpen.Add(1); n > int64(s.cfg.WSMaxConnections) {
+		s.wsOpen.Add(-1)
+		reqLog(r).Warn().Int("limit", s.cfg.WSMaxConnections).Msg("websocket refused: too many connections")
+		writeError(w, &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: codeTooManyConns,
+			Message: fmt.Sprintf("too many websocket connections (limit %d); try again later", s.cfg.WSMaxConnections)})
+		return
+	}
+	defer s.wsOpen.Add(-1)
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered

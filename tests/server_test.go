@@ -38,6 +38,13 @@ type liveServer struct {
 // /health is first 503.
 func startServer(t *testing.T, modelFile string, seqs int) *liveServer {
 	t.Helper()
+	return startServerWith(t, modelFile, seqs, serve.Config{Static: web.FS()}, nil)
+}
+
+// startServerWith is startServer with a server configuration and a hook
+// that may change the engine's options.
+func startServerWith(t testing.TB, modelFile string, seqs int, cfg serve.Config, tune func(*engine.Options)) *liveServer {
+	t.Helper()
 	ctx := gputest.Ctx(t)
 	path := modelFile
 	if !strings.Contains(modelFile, "/") {
@@ -48,7 +55,7 @@ func startServer(t *testing.T, modelFile string, seqs int) *liveServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	srv := serve.New(serve.Config{Static: web.FS()}, zerolog.Nop())
+	srv := serve.New(cfg, zerolog.Nop())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -72,14 +79,18 @@ func startServer(t *testing.T, modelFile string, seqs int) *liveServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls.eng, err = engine.NewEngine(m, tok, engine.Options{MaxBatch: seqs, Name: "test-model", ChatStop: []string{"<|im_end|>", "<|im_start|>"},
+	eopt := engine.Options{MaxBatch: seqs, Name: "test-model", ChatStop: []string{"<|im_end|>", "<|im_start|>"},
 		RenderChat: func(msgs []engine.ChatMessage) (string, error) {
 			cm := make([]chat.Message, len(msgs))
 			for i, x := range msgs {
 				cm[i] = chat.Message{Role: x.Role, Content: x.Content}
 			}
 			return tmpl.Render(cm, true)
-		}})
+		}}
+	if tune != nil {
+		tune(&eopt)
+	}
+	ls.eng, err = engine.NewEngine(m, tok, eopt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +104,7 @@ func startServer(t *testing.T, modelFile string, seqs int) *liveServer {
 	return ls
 }
 
-func (ls *liveServer) get(t *testing.T, path string) (int, string) {
+func (ls *liveServer) get(t testing.TB, path string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(ls.base + path)
 	if err != nil {

@@ -34,6 +34,8 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   server.allowed_origins  WGLLM_SERVER_ALLOWED_ORIGINS  extra websocket origins (same origin always allowed)
   server.cors_origins     WGLLM_SERVER_CORS_ORIGINS     origins allowed to call /v1 from a browser
   server.max_body_bytes   WGLLM_SERVER_MAX_BODY_BYTES   request body limit
+  server.ws_max_connections WGLLM_SERVER_WS_MAX_CONNECTIONS  open websockets before 429
+  server.shutdown_timeout WGLLM_SERVER_SHUTDOWN_TIMEOUT on SIGTERM, how long generations may finish (10s)
   model.path              WGLLM_MODEL_PATH              GGUF model (default: the bundled kjv model)
   model.context_length    WGLLM_MODEL_CONTEXT_LENGTH    tokens per sequence (0: the model's)
   engine.max_batch        WGLLM_ENGINE_MAX_BATCH        sequences decoded together
@@ -47,10 +49,15 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   log.level, log.format   WGLLM_LOG_LEVEL, …            debug|info|warn|error; auto|console|json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var cfg serve.Config
-			if err := a.cfg.UnmarshalKey("server", &cfg); err != nil {
+			// Unmarshal, unlike UnmarshalKey("server"), sees WGLLM_SERVER_*
+			// environment variables.
+			var whole struct {
+				Server serve.Config `mapstructure:"server"`
+			}
+			if err := a.cfg.Unmarshal(&whole); err != nil {
 				return fmt.Errorf("config server: %w", err)
 			}
+			cfg := whole.Server
 			cfg.Static = web.FS()
 			cfg.DefaultMaxTokens = a.cfg.GetInt("sampling.max_tokens")
 			cfg.DefaultSampling = sample.DefaultParams()
@@ -70,6 +77,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
 			fmt.Fprintf(os.Stdout, "wgllm: serving http://%s/ (chat page; OpenAI API at /v1)\n", ln.Addr())
 
 			// The model loads while the server already answers /health (503).
+			// The supervisor reloads it after a GPU device loss.
 			loadErr := make(chan error, 1)
 			closeBackend := make(chan func(), 1)
 			go func() {
@@ -89,7 +97,8 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
 				return lerr
 			case closer := <-closeBackend:
 				closer()
-			default: // still loading: the process exits
+			default:
+				// Still loading: the process exits without waiting for it.
 			}
 			if errors.Is(err, context.Canceled) {
 				return nil

@@ -18,6 +18,7 @@ import (
 	"github.com/wgllm/wgllm/runtime/engine"
 	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/runtime/model"
+	"github.com/wgllm/wgllm/runtime/supervisor"
 	"github.com/wgllm/wgllm/serve"
 )
 
@@ -72,15 +73,19 @@ func (a *app) startBackend(cmd *cobra.Command) (serve.Backend, func(), error) {
 		return nil, nil, err
 	}
 	if len(cat.extra) == 0 && cat.dir == "" {
-		info, err := cat.describe(cat.defaultName, path)
+		// One model: the supervisor re-creates the device and reloads the
+		// model after a GPU device loss.
+		sup, err := supervisor.New(func() (*supervisor.Instance, error) {
+			l, eng, err := a.startEngineAt(path, cat.defaultName)
+			if err != nil {
+				return nil, err
+			}
+			return &supervisor.Instance{Engine: eng, GPU: l.ctx, Close: l.Close}, nil
+		}, supervisor.Options{Log: a.log})
 		if err != nil {
 			return nil, nil, err
 		}
-		m, err := cat.Load(info)
-		if err != nil {
-			return nil, nil, err
-		}
-		return m, m.Close, nil
+		return sup, sup.Close, nil
 	}
 	reg, err := serve.NewRegistry(cat, serve.RegistryOptions{
 		Default:      cat.defaultName,

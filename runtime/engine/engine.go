@@ -48,6 +48,7 @@ type Engine struct {
 	active   []*job   // owned by the loop goroutine
 	slots    []slot   // per KV sequence slot; owned by the loop goroutine
 	closed   bool
+	abortErr error // set by Abort: why the jobs still pending fail
 	wake     chan struct{}
 	done     chan struct{}
 	nextID   atomic.Uint64
@@ -218,7 +219,12 @@ func (e *Engine) Metrics() Metrics {
 }
 
 // Close cancels every job and stops the loop.
-func (e *Engine) Close() {
+func (e *Engine) Close() { e.Abort(nil) }
+
+// Abort stops the loop like Close, but with err not nil the jobs still
+// queued or running fail with err instead of being cancelled: after a GPU
+// device loss their clients must see an error, not a clean end.
+func (e *Engine) Abort(err error) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -226,8 +232,13 @@ func (e *Engine) Close() {
 		return
 	}
 	e.closed = true
-	for _, j := range e.jobs {
-		j.cancel.Store(true)
+	e.abortErr = err
+	// Cancelling makes the loop stop mid-prefill; an aborted job must not
+	// end "cancelled", so its current step ends and drain fails it.
+	if err == nil {
+		for _, j := range e.jobs {
+			j.cancel.Store(true)
+		}
 	}
 	e.signal()
 	e.mu.Unlock()
@@ -272,19 +283,25 @@ func (e *Engine) loop() {
 	}
 }
 
-// drain ends every job as cancelled at shutdown.
+// drain ends every job at shutdown: cancelled, or failed with Abort's
+// error.
 func (e *Engine) drain() {
-	for _, j := range e.active {
-		e.finish(j, "cancelled", nil)
-	}
-	e.active = nil
 	e.mu.Lock()
 	q := e.queue
 	e.queue = nil
+	err := e.abortErr
 	e.mu.Unlock()
+	reason := "cancelled"
+	if err != nil {
+		reason = ""
+	}
+	for _, j := range e.active {
+		e.finish(j, reason, err)
+	}
+	e.active = nil
 	for _, j := range q {
 		j.seq = -1
-		e.finish(j, "cancelled", nil)
+		e.finish(j, reason, err)
 	}
 }
 

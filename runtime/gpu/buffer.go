@@ -167,16 +167,16 @@ func (b *Buffer) ReadInto(offset uint64, dst []byte) error {
 		}
 		c.queue.Submit(cmd)
 		cmd.Release()
-		var status wgpu.BufferMapAsyncStatus = 0xFFFF
-		if err := c.staging.MapAsync(wgpu.MapModeRead, 0, n, func(s wgpu.BufferMapAsyncStatus) { status = s }); err != nil {
-			return fmt.Errorf("gpu: mapping readback buffer: %w", err)
-		}
-		for status == 0xFFFF {
+		pending := mapRead(c.staging, 0, n)
+		for !pending.done() {
 			c.device.Poll(true, nil)
 			if err := c.Err(); err != nil {
+				pending.free()
 				return err
 			}
 		}
+		status := wgpu.BufferMapAsyncStatus(pending.value())
+		pending.free()
 		if status != wgpu.BufferMapAsyncStatusSuccess {
 			if err := c.Err(); err != nil {
 				return err

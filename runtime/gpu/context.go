@@ -324,9 +324,9 @@ func (c *Context) AllocatedBytes() int64 { return c.allocated.Load() }
 // blocking poll: wgpu's poll gives up after a few seconds (and then reports
 // the queue idle) while a long submission may still be running.
 func (c *Context) Wait() error {
-	var done atomic.Bool
-	c.queue.OnSubmittedWorkDone(func(wgpu.QueueWorkDoneStatus) { done.Store(true) })
-	for !done.Load() {
+	pending := onWorkDone(c.queue)
+	defer pending.free()
+	for !pending.done() {
 		c.device.Poll(true, nil)
 		if err := c.Err(); err != nil {
 			return err
@@ -339,11 +339,23 @@ func (c *Context) Wait() error {
 }
 
 // Close releases the device. The Context must not be used afterwards.
+//
+// After a device loss it releases nothing of the device's own (pipelines,
+// bind groups, uniform and staging buffers, queue, device): with
+// wgpu-native, releasing them after wgpuDeviceDestroy corrupts handles
+// that a device created later reuses ("resource with a different
+// device" at its next submission, which aborts the process). What a lost
+// device holds is left to the driver; a recovery costs that leak once.
 func (c *Context) Close() {
 	c.closing.Store(true)
 	defer unregister(c.token)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.Err() != nil {
+		c.bindCache, c.pipelines, c.uniforms, c.staging = nil, nil, nil, nil
+		c.device, c.queue, c.adapter = nil, nil, nil
+		return
+	}
 	for _, bg := range c.bindCache {
 		bg.Release()
 	}

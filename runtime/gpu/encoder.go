@@ -419,17 +419,15 @@ func (r *Readback) Read(dst []byte) error {
 	if uint64(len(dst)) > r.n {
 		return fmt.Errorf("gpu: reading %d bytes from a readback of %d", len(dst), r.n)
 	}
-	var status wgpu.BufferMapAsyncStatus = 0xFFFF
-	if err := r.buf.MapAsync(wgpu.MapModeRead, 0, r.n, func(s wgpu.BufferMapAsyncStatus) { status = s }); err != nil {
-		return fmt.Errorf("gpu: mapping readback: %w", err)
-	}
-	for status == 0xFFFF {
+	pending := mapRead(r.buf, 0, r.n)
+	defer pending.free()
+	for !pending.done() {
 		c.device.Poll(true, nil)
 		if err := c.Err(); err != nil {
 			return err
 		}
 	}
-	if status != wgpu.BufferMapAsyncStatusSuccess {
+	if status := wgpu.BufferMapAsyncStatus(pending.value()); status != wgpu.BufferMapAsyncStatusSuccess {
 		return fmt.Errorf("gpu: mapping readback failed: %s", status)
 	}
 	copy(dst, r.buf.GetMappedRange(0, uint(r.n)))

@@ -2,13 +2,17 @@ package gpu
 
 // This file is a small cgo shim over wgpu-native, for what the Go binding
 // does not expose safely: a device-lost callback (the binding's passes a Go
-// pointer inside C memory, which cgocheck rejects) and an uncaptured-error
+// pointer inside C memory, which cgocheck rejects), buffer mapping and
+// queue work-done callbacks (the binding hands C the address of a Go
+// variable that nothing keeps alive until the callback runs, so under GC
+// pressure the callback reads a freed handle and panics), and an uncaptured-error
 // callback (without one wgpu-native aborts the process on any error raised
 // outside an error scope, e.g. in queue submission). The headers in include/
 // are wgpu-native's own, matching the static library the binding links.
 
 /*
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "include/wgpu.h"
 
@@ -39,6 +43,18 @@ static WGPUComputePassEncoder wgllm_begin_timed_pass(WGPUCommandEncoder enc, WGP
 	WGPUComputePassEncoder pass = wgpuCommandEncoderBeginComputePass(enc, &d);
 	if (pass) wgpuDeviceReference(dev);
 	return pass;
+}
+
+// The callbacks write their status into C memory owned by the caller.
+static void wgllm_map_cb(WGPUBufferMapAsyncStatus status, void *userdata) { *(int32_t *)userdata = (int32_t)status; }
+static void wgllm_map_read(WGPUBuffer buf, size_t off, size_t size, int32_t *status) {
+	*status = -1;
+	wgpuBufferMapAsync(buf, WGPUMapMode_Read, off, size, wgllm_map_cb, status);
+}
+static void wgllm_done_cb(WGPUQueueWorkDoneStatus status, void *userdata) { *(int32_t *)userdata = (int32_t)status; }
+static void wgllm_on_work_done(WGPUQueue q, int32_t *status) {
+	*status = -1;
+	wgpuQueueOnSubmittedWorkDone(q, wgllm_done_cb, status);
 }
 
 typedef struct {
@@ -161,6 +177,49 @@ func requestDevice(a *wgpu.Adapter, lim wgpu.Limits, f16, timestamps bool, token
 		return nil, errors.New("the adapter refused the device request")
 	}
 	return (*wgpu.Device)(unsafe.Pointer(&handle{ref: unsafe.Pointer(dev)})), nil
+}
+
+// pendingStatus is a callback's status word in C memory: -1 until the
+// callback has run.
+type pendingStatus struct{ p *C.int32_t }
+
+func newPendingStatus() pendingStatus {
+	return pendingStatus{(*C.int32_t)(C.malloc(C.size_t(unsafe.Sizeof(C.int32_t(0)))))}
+}
+
+func (s pendingStatus) done() bool   { return *s.p != -1 }
+func (s pendingStatus) value() int32 { return int32(*s.p) }
+
+// free releases the word; only once the callback has run (after device
+// loss it may never run, and the word is left, a few bytes, rather than
+// risk a late write to freed memory).
+func (s pendingStatus) free() {
+	if s.done() {
+		C.free(unsafe.Pointer(s.p))
+	}
+}
+
+// mapRead starts mapping buf[off:off+size] for reading; the status turns
+// into a wgpu.BufferMapAsyncStatus during a later Poll.
+func mapRead(buf *wgpu.Buffer, off, size uint64) pendingStatus {
+	ref := (*struct {
+		device C.WGPUDevice
+		ref    C.WGPUBuffer
+	})(unsafe.Pointer(buf)).ref
+	st := newPendingStatus()
+	C.wgllm_map_read(ref, C.size_t(off), C.size_t(size), st.p)
+	return st
+}
+
+// onWorkDone asks for the queue's work-done callback.
+func onWorkDone(q *wgpu.Queue) pendingStatus {
+	ref := (*struct {
+		device C.WGPUDevice
+		ref    C.WGPUQueue
+	})(unsafe.Pointer(q)).ref
+	st := newPendingStatus()
+	C.wgllm_on_work_done(ref, st.p)
+	return st
 }
 
 // InjectDeviceLoss destroys the device as a driver reset would, so tests can

@@ -7,21 +7,22 @@ import (
 	"unicode/utf8"
 )
 
-// FuzzEncodeDecode checks, for both test vocabularies, that encoding never
+// FuzzEncodeDecode checks, for the test vocabularies, that encoding never
 // panics, yields in-range ids and the ids of the literal port of llama.cpp's
 // algorithm (reference_test.go), that streaming decode only ever returns
 // valid UTF-8, and that Decode(Encode(s)) == s for valid UTF-8 (for SPM
 // unless s contains ▁, which SentencePiece reads as a space). For invalid
 // UTF-8 the BPE round trip yields llama.cpp's reading of the bytes (each
-// malformed byte as U+FFFD).
+// malformed byte as U+FFFD). The vocabularies are the bundled kjv model's
+// (SentencePiece with byte fallback, always present, so CI fuzzes too) and,
+// when the shared test data is there, llama.cpp's Llama-2 SPM and GPT-2 BPE.
 func FuzzEncodeDecode(f *testing.F) {
-	spm := loadTokenizer(f, filepath.Join("testdata", "tokenizer", "ggml-vocab-llama-spm.gguf"))
-	gpt := loadTokenizer(f, filepath.Join("testdata", "tokenizer", "ggml-vocab-gpt-2.gguf"))
+	toks := fuzzTokenizers(f)
 	for _, s := range roundTripStrings {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		for _, tok := range []*Tokenizer{spm, gpt} {
+		for _, tok := range toks {
 			ids := tok.EncodeWith(s, EncodeOptions{})
 			if want := refEncode(tok, s); !equalIDs(ids, want) {
 				t.Fatalf("%s: Encode(%q) = %v, literal llama.cpp port gives %v", tok.Kind(), s, ids, want)
@@ -64,4 +65,18 @@ func FuzzEncodeDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fuzzTokenizers returns the bundled model's tokenizer and the shared
+// vocabularies that are present (logging the ones that are not).
+func fuzzTokenizers(f *testing.F) []*Tokenizer {
+	toks := []*Tokenizer{loadTokenizerFile(f, filepath.Join("..", "..", "models", "kjv-30m-q4_k_m.gguf"))}
+	if dir := findSharedDir(); dir != "" {
+		for _, name := range []string{"ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf"} {
+			toks = append(toks, loadTokenizerFile(f, filepath.Join(dir, "testdata", "tokenizer", name)))
+		}
+	} else {
+		f.Log("shared test data absent: fuzzing the bundled kjv vocabulary only (no GPT-2 BPE, no Llama-2 SPM)")
+	}
+	return toks
 }

@@ -14,9 +14,18 @@ import (
 // repository is cloned to <x>/main with <x>/shared beside it.
 func sharedDir(t testing.TB) string {
 	t.Helper()
+	dir := findSharedDir()
+	if dir == "" {
+		t.Skip("shared data directory not found: no ancestor of the working directory has shared/testdata (expected <x>/shared beside the <x>/main checkout)")
+	}
+	return dir
+}
+
+// findSharedDir is sharedDir without the skip: "" when there is none.
+func findSharedDir() string {
 	dir, err := os.Getwd()
 	if err != nil {
-		t.Fatalf("getwd: %v", err)
+		return ""
 	}
 	for {
 		cand := filepath.Join(dir, "shared")
@@ -25,7 +34,7 @@ func sharedDir(t testing.TB) string {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Skip("shared data directory not found: no ancestor of the working directory has shared/testdata (expected <x>/shared beside the <x>/main checkout)")
+			return ""
 		}
 		dir = parent
 	}
@@ -40,13 +49,20 @@ var (
 func loadTokenizer(t testing.TB, rel string) *Tokenizer {
 	t.Helper()
 	path := filepath.Join(sharedDir(t), rel)
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("%s not available: %v", path, err)
+	}
+	return loadTokenizerFile(t, path)
+}
+
+// loadTokenizerFile builds the tokenizer of the GGUF file at path, once per
+// test binary.
+func loadTokenizerFile(t testing.TB, path string) *Tokenizer {
+	t.Helper()
 	tokCacheMu.Lock()
 	defer tokCacheMu.Unlock()
 	if tok, ok := tokCache[path]; ok {
 		return tok
-	}
-	if _, err := os.Stat(path); err != nil {
-		t.Skipf("%s not available: %v", path, err)
 	}
 	f, err := gguf.Open(path)
 	if err != nil {
