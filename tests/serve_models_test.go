@@ -35,7 +35,7 @@ func TestServeSeveralModelsThroughOllamaAPI(t *testing.T) {
 		}
 	}
 	config := filepath.Join(t.TempDir(), "serve.yaml")
-	if err := os.WriteFile(config, []byte("models:\n  dir: "+dir+"\n  max_loaded: 2\nengine:\n  max_batch: 2\n"), 0o644); err != nil {
+	if err := os.WriteFile(config, []byte("models:\n  serve_dir: "+dir+"\n  max_loaded: 2\nengine:\n  max_batch: 2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binary, "serve", "--config", config, "-m", "../models/kjv-30m-q4_k_m.gguf", "--addr", "127.0.0.1:0", "--log-format", "json")

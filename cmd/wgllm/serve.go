@@ -25,7 +25,7 @@ func serveCmd(a *app) *cobra.Command {
 		Long: `Serve a model over HTTP: the chat page at /, a websocket at /ws, the OpenAI-compatible
 API at /v1 (chat/completions, completions, models), request status at /v1/requests,
 Ollama's API at /api (generate, chat, tags, ps, show, version), /health (503 while the
-default model loads) and /metrics (Prometheus). With models.dir or models.list, a request's
+default model loads) and /metrics (Prometheus). With models.serve_dir or models.list, a request's
 "model" picks the model, loaded on demand and evicted least recently used first.
 
 Configuration (configs/default.yaml, then --config FILE, then environment, then flags):
@@ -41,7 +41,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   engine.max_batch        WGLLM_ENGINE_MAX_BATCH        sequences decoded together
   engine.queue_limit      WGLLM_ENGINE_QUEUE_LIMIT      waiting requests before 429
   kv.dtype                WGLLM_KV_DTYPE                f16 or f32 KV cache
-  models.dir              WGLLM_MODELS_DIR              also serve every *.gguf here, by file name, loaded on demand
+  models.serve_dir        WGLLM_MODELS_SERVE_DIR        also serve every *.gguf here, by file name, loaded on demand
   models.list             (config file)                 also serve these: [{name: NAME, path: FILE.gguf}]
   models.gpu_memory_budget WGLLM_MODELS_GPU_MEMORY_BUDGET GPU memory for all loaded models (e.g. 20GB); 0: no limit
   models.max_loaded       WGLLM_MODELS_MAX_LOADED       models loaded at once; 0: no limit

@@ -23,7 +23,7 @@ import (
 )
 
 // The models `wgllm serve` serves: the default model (-m / model.path)
-// alone, as before, or, when models.dir or models.list is set, a
+// alone, as before, or, when models.serve_dir or models.list is set, a
 // serve.Registry over the default and those models, loaded on demand.
 
 // servedModel is a loaded model with its engine: a serve.LoadedModel and
@@ -114,7 +114,7 @@ func modelNames(list []serve.ModelStatus) []string {
 }
 
 // modelCatalog is the serve.ModelSource of `wgllm serve`: the default
-// model, models.list, and every *.gguf in models.dir (named by the file
+// model, models.list, and every *.gguf in models.serve_dir (named by the file
 // name without .gguf), described from their GGUF metadata.
 type modelCatalog struct {
 	a           *app
@@ -136,7 +136,7 @@ type cachedInfo struct {
 }
 
 func (a *app) newModelCatalog(defaultPath string) (*modelCatalog, error) {
-	c := &modelCatalog{a: a, defaultPath: defaultPath, dir: a.cfg.GetString("models.dir"),
+	c := &modelCatalog{a: a, defaultPath: defaultPath, dir: a.cfg.GetString("models.serve_dir"),
 		paths: map[string]string{}, infos: map[string]cachedInfo{}, digests: map[string]string{}, hashing: map[string]bool{}}
 	if err := a.cfg.UnmarshalKey("models.list", &c.extra); err != nil {
 		return nil, fmt.Errorf("config models.list: %w (want a list of {name, path})", err)
