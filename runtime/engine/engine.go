@@ -694,6 +694,10 @@ func (e *Engine) finish(j *job, reason string, err error) {
 		}
 	}
 	ev := Event{JobID: j.ID, Done: true, FinishReason: reason, Usage: j.usage, Timings: j.timings, Err: err}
+	// A finished job is kept only for Status: drop what decoding needed
+	// (the sampler holds vocabulary-sized buffers; a thousand kept jobs
+	// held about 160 MB of them).
+	j.sampler, j.dec, j.ids, j.fed = nil, nil, nil, nil
 	e.finished = append(e.finished, j.ID)
 	for len(e.finished) > e.opt.KeepFinished {
 		delete(e.jobs, e.finished[0])
