@@ -19,14 +19,17 @@ import (
 
 // Options choose the adapter. Adapter is an index into ListAdapters' order or
 // a case-insensitive substring of the adapter's name; empty picks the best.
+// Backend limits the choice to one backend (see ParseBackend); empty means
+// every primary backend of the platform.
 type Options struct {
 	Adapter       string
 	ForceFallback bool
+	Backend       string
 }
 
-// OptionsFromEnv reads WGLLM_ADAPTER and WGLLM_FORCE_FALLBACK.
+// OptionsFromEnv reads WGLLM_ADAPTER, WGLLM_FORCE_FALLBACK and WGLLM_BACKEND.
 func OptionsFromEnv() Options {
-	o := Options{Adapter: os.Getenv("WGLLM_ADAPTER")}
+	o := Options{Adapter: os.Getenv("WGLLM_ADAPTER"), Backend: os.Getenv("WGLLM_BACKEND")}
 	if v := os.Getenv("WGLLM_FORCE_FALLBACK"); v != "" && v != "0" && !strings.EqualFold(v, "false") {
 		o.ForceFallback = true
 	}
@@ -116,24 +119,10 @@ func rank(d AdapterDesc) int {
 
 func isSoftware(d AdapterDesc) bool { return rank(d) >= 30 }
 
-var (
-	instanceOnce sync.Once
-	instance     *wgpu.Instance
-)
-
-func getInstance() *wgpu.Instance {
-	instanceOnce.Do(func() {
-		// Mesa's window-system code complains on every adapter probe when
-		// XDG_RUNTIME_DIR is unset (headless CI); compute needs no display.
-		if os.Getenv("XDG_RUNTIME_DIR") == "" {
-			os.Setenv("XDG_RUNTIME_DIR", os.TempDir())
-		}
-		wgpu.SetLogLevel(wgpu.LogLevelError)
-		// Primary backends only: the GL backend adds nothing for compute and
-		// probes EGL noisily on headless machines.
-		instance = wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: wgpu.InstanceBackendPrimary})
-	})
-	return instance
+func setRuntimeDirIfUnset() {
+	if os.Getenv("XDG_RUNTIME_DIR") == "" {
+		os.Setenv("XDG_RUNTIME_DIR", os.TempDir())
+	}
 }
 
 type adapterEntry struct {
@@ -141,8 +130,21 @@ type adapterEntry struct {
 	raw  *wgpu.Adapter
 }
 
-func enumerate() []adapterEntry {
-	raws := getInstance().EnumerateAdapters(nil)
+// enumerate lists the adapters of the backend opts name (all primary ones
+// when none is named).
+func enumerate(opts Options) ([]adapterEntry, error) {
+	b, err := ParseBackend(opts.Backend)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBackend(b); err != nil {
+		return nil, err
+	}
+	inst, err := getInstance(b)
+	if err != nil {
+		return nil, err
+	}
+	raws := inst.EnumerateAdapters(nil)
 	out := make([]adapterEntry, 0, len(raws))
 	for _, a := range raws {
 		out = append(out, adapterEntry{desc: describe(0, a), raw: a})
@@ -152,12 +154,18 @@ func enumerate() []adapterEntry {
 	for i := range out {
 		out[i].desc.Index = i
 	}
-	return out
+	if len(out) == 0 && b != BackendAuto {
+		return nil, fmt.Errorf("no WebGPU adapter on the %s backend (see `wgllm devices` for the backends that have one, or unset WGLLM_BACKEND)", b)
+	}
+	return out, nil
 }
 
 // ListAdapters returns every adapter best-first and the index Options choose.
 func ListAdapters(opts Options) ([]AdapterDesc, int, error) {
-	ents := enumerate()
+	ents, err := enumerate(opts)
+	if err != nil {
+		return nil, -1, err
+	}
 	descs := make([]AdapterDesc, len(ents))
 	for i, e := range ents {
 		descs[i] = e.desc
@@ -232,7 +240,10 @@ type Context struct {
 // New opens the chosen adapter and creates a device with only the limits
 // this runtime needs, raised from the WebGPU defaults up to the adapter's.
 func New(opts Options) (*Context, error) {
-	ents := enumerate()
+	ents, err := enumerate(opts)
+	if err != nil {
+		return nil, err
+	}
 	descs := make([]AdapterDesc, len(ents))
 	for i, e := range ents {
 		descs[i] = e.desc

@@ -27,6 +27,21 @@ static void wgllm_device_cb(WGPURequestDeviceStatus status, WGPUDevice device, c
 
 static void wgllm_destroy_device(WGPUDevice dev) { wgpuDeviceDestroy(dev); }
 
+// The binding's CreateInstance leaves the extras' flags, GLES minor version
+// and DXIL/DXC paths as uninitialised malloc memory, which wgpu-native
+// rejects at random (a Rust panic, "Unknown gles3 minor version") once a
+// second instance reuses freed memory; this one zeroes them.
+static WGPUInstance wgllm_create_instance(uint32_t backends) {
+	WGPUInstanceExtras extras;
+	memset(&extras, 0, sizeof extras);
+	extras.chain.sType = (WGPUSType)WGPUSType_InstanceExtras;
+	extras.backends = backends;
+	WGPUInstanceDescriptor desc;
+	memset(&desc, 0, sizeof desc);
+	desc.nextInChain = (const WGPUChainedStruct *)&extras;
+	return wgpuCreateInstance(&desc);
+}
+
 typedef struct {
 	int f16;
 	uint64_t max_binding, max_buffer;
@@ -143,6 +158,15 @@ func requestDevice(a *wgpu.Adapter, lim wgpu.Limits, f16 bool, token uintptr) (*
 		return nil, errors.New("the adapter refused the device request")
 	}
 	return (*wgpu.Device)(unsafe.Pointer(&handle{ref: unsafe.Pointer(dev)})), nil
+}
+
+// createInstance makes a wgpu instance limited to the given backends.
+func createInstance(backends wgpu.InstanceBackend) (*wgpu.Instance, error) {
+	ref := C.wgllm_create_instance(C.uint32_t(backends))
+	if ref == nil {
+		return nil, fmt.Errorf("gpu: wgpu-native could not create an instance for backends %s", backends)
+	}
+	return (*wgpu.Instance)(unsafe.Pointer(&handle{ref: unsafe.Pointer(ref)})), nil
 }
 
 // InjectDeviceLoss destroys the device as a driver reset would, so tests can
