@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -174,8 +175,19 @@ func ListAdapters(opts Options) ([]AdapterDesc, int, error) {
 	return descs, chosen, err
 }
 
-// ErrNoAdapter is returned when no WebGPU adapter exists (no Vulkan driver).
-var ErrNoAdapter = errors.New("no WebGPU adapter found (is a Vulkan driver installed? on Debian: apt-get install libvulkan1 mesa-vulkan-drivers)")
+// ErrNoAdapter is returned when no WebGPU adapter exists (no GPU driver).
+var ErrNoAdapter = errors.New("no WebGPU adapter found (" + driverHint() + ")")
+
+// driverHint names what the OS needs for an adapter to exist.
+func driverHint() string {
+	switch runtime.GOOS {
+	case "windows":
+		return "is a D3D12 or Vulkan driver installed? the GPU vendor's driver provides them"
+	case "darwin":
+		return "Metal needs a Mac with a Metal-capable GPU"
+	}
+	return "is a Vulkan driver installed? on Debian: apt-get install libvulkan1 mesa-vulkan-drivers"
+}
 
 func choose(descs []AdapterDesc, opts Options) (int, error) {
 	if len(descs) == 0 {
