@@ -128,7 +128,11 @@ notices() {
 		echo "| module | version | licence files |"
 		echo "|---|---|---|"
 	} >"$n"
-	mods=$($GO version -m "$bin" | awk '$1 == "dep" { p = $2; v = $3 } $1 == "=>" { p = $2; v = $3 } $1 == "dep" || $1 == "=>" { print p, v }' | sort -u -k1,1)
+	# A "=>" line replaces the module of the "dep" line above it.
+	mods=$($GO version -m "$bin" | awk '
+		$1 == "dep" { if (p != "") print p, v; p = $2; v = $3 }
+		$1 == "=>" { p = $2; v = $3 }
+		END { if (p != "") print p, v }' | sort -u)
 	[ -n "$mods" ] || fail "$t: no module information in $bin"
 	while read -r path ver; do
 		d=$(moddir "$path" "$ver")
