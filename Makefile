@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin/wgllm
 GOTESTFLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all deps deps-test build test run bench vet clean fuzz-smoke fuzz
+.PHONY: all deps deps-test build test run bench vet clean fuzz-smoke fuzz release
 
 all: build
 
@@ -25,7 +25,9 @@ vet:
 # Packages that need no GPU also run under the race detector.
 RACE_PKGS := ./internal/config ./runtime/gguf ./runtime/quant ./runtime/half ./runtime/tokenizer ./runtime/sample ./runtime/chat ./serve/... ./internal/hub/... ./internal/modelstore
 
-test: deps-test vet
+# Building every release target in the tests makes a change that breaks
+# one platform fail CI (see scripts/release.sh).
+test: deps-test vet release
 	$(GO) test $(GOTESTFLAGS) ./...
 	$(GO) test -race $(GOTESTFLAGS) $(RACE_PKGS)
 	$(MAKE) --no-print-directory fuzz-smoke
@@ -47,5 +49,11 @@ run: build
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./ops/
 
+# dist/: wgllm for linux/amd64, linux/arm64 and windows/amd64, each binary
+# checked and archived with licences and SHA-256 sums (installs the cgo
+# cross compilers and what deps installs, when missing).
+release:
+	@./scripts/release.sh
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"runtime"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -12,20 +13,41 @@ import (
 func devicesCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "devices",
-		Short: "List WebGPU adapters and mark the one wgllm would use",
+		Short: "List WebGPU adapters and backends, and mark the adapter wgllm would use",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			descs, chosen, err := gpu.ListAdapters(a.gpuOptions())
-			if len(descs) == 0 {
-				return err
+			opts := a.gpuOptions()
+			descs, chosen, err := gpu.ListAdapters(opts)
+			if len(descs) > 0 {
+				printDevices(cmd.OutOrStdout(), descs, chosen)
+				fmt.Fprintln(cmd.OutOrStdout())
 			}
-			printDevices(cmd.OutOrStdout(), descs, chosen)
-			if err != nil {
-				return err
-			}
-			return nil
+			printBackends(cmd.OutOrStdout(), gpu.ProbeBackends(), opts.Backend)
+			return err
 		},
 	}
+}
+
+// printBackends shows every backend wgllm knows: whether this binary's
+// wgpu-native has it for this OS, and how many adapters it finds here.
+func printBackends(w io.Writer, backends []gpu.BackendStatus, selected string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "backend\tbuilt for %s\tadapters\n", runtime.GOOS)
+	for _, b := range backends {
+		switch {
+		case !b.Built:
+			fmt.Fprintf(tw, "%s\tno\t-\n", b.Backend)
+		case b.Err != nil:
+			fmt.Fprintf(tw, "%s\tyes\terror: %v\n", b.Backend, b.Err)
+		default:
+			fmt.Fprintf(tw, "%s\tyes\t%d\n", b.Backend, b.Adapters)
+		}
+	}
+	tw.Flush()
+	if selected == "" {
+		selected = "auto (vulkan, metal or dx12; gl only when named)"
+	}
+	fmt.Fprintf(w, "backend in use: %s; choose one with WGLLM_BACKEND, --backend or gpu.backend\n", selected)
 }
 
 func printDevices(w io.Writer, descs []gpu.AdapterDesc, chosen int) {

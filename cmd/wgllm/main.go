@@ -35,11 +35,13 @@ func main() {
 	pf.String("log-format", "", "log format: auto, console, json")
 	pf.String("adapter", "", "GPU adapter: index or name substring (see `wgllm devices`)")
 	pf.String("models-dir", "", "model store directory (default: models.dir, else <user cache dir>/wgllm/models)")
+	pf.String("backend", "", "GPU backend: vulkan, metal, dx12 or gl (default: the platform's primary ones)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		return a.setup(cmd.Flags())
 	}
 	root.AddCommand(devicesCmd(a), runCmd(a), tokenizeCmd(a), perplexityCmd(a), infoCmd(a), benchCmd(a), serveCmd(a))
 	root.AddCommand(pullCmd(a), listCmd(a), rmCmd(a), quantizeCmd(a))
+	root.AddCommand(versionCmd(a))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "wgllm:", err)
 		os.Exit(1)
@@ -49,7 +51,7 @@ func main() {
 func (a *app) setup(flags *pflag.FlagSet) error {
 	bind := map[string]*pflag.Flag{}
 	for key, name := range map[string]string{
-		"log.level": "log-level", "log.format": "log-format", "gpu.adapter": "adapter",
+		"log.level": "log-level", "log.format": "log-format", "gpu.adapter": "adapter", "gpu.backend": "backend",
 		"model.path": "model", "server.addr": "addr",
 		"models.dir": "models-dir", "hub.url": "hub-url",
 	} {
@@ -68,5 +70,6 @@ func (a *app) setup(flags *pflag.FlagSet) error {
 
 // gpuOptions is the adapter choice from config, environment and flags.
 func (a *app) gpuOptions() gpu.Options {
-	return gpu.Options{Adapter: a.cfg.GetString("gpu.adapter"), ForceFallback: a.cfg.GetBool("gpu.force_fallback")}
+	return gpu.Options{Adapter: a.cfg.GetString("gpu.adapter"), ForceFallback: a.cfg.GetBool("gpu.force_fallback"),
+		Backend: a.cfg.GetString("gpu.backend")}
 }

@@ -32,6 +32,7 @@ func Load(file string, flags map[string]*pflag.Flag) (*viper.Viper, error) {
 	// Short names kept for the GPU choice, as documented.
 	_ = v.BindEnv("gpu.adapter", "WGLLM_GPU_ADAPTER", "WGLLM_ADAPTER")
 	_ = v.BindEnv("gpu.force_fallback", "WGLLM_GPU_FORCE_FALLBACK", "WGLLM_FORCE_FALLBACK")
+	_ = v.BindEnv("gpu.backend", "WGLLM_GPU_BACKEND", "WGLLM_BACKEND")
 	for key, f := range flags {
 		if f != nil {
 			if err := v.BindPFlag(key, f); err != nil {

@@ -29,9 +29,10 @@ func TestLayering(t *testing.T) {
 	}
 	t.Setenv("WGLLM_SERVER_ADDR", "127.0.0.1:9100")
 	t.Setenv("WGLLM_ADAPTER", "nvidia")
+	t.Setenv("WGLLM_BACKEND", "dx12")
 	v, _ = Load(file, nil)
-	if v.GetString("server.addr") != "127.0.0.1:9100" || v.GetString("gpu.adapter") != "nvidia" {
-		t.Fatalf("environment layer: addr %q adapter %q", v.GetString("server.addr"), v.GetString("gpu.adapter"))
+	if v.GetString("server.addr") != "127.0.0.1:9100" || v.GetString("gpu.adapter") != "nvidia" || v.GetString("gpu.backend") != "dx12" {
+		t.Fatalf("environment layer: addr %q adapter %q backend %q", v.GetString("server.addr"), v.GetString("gpu.adapter"), v.GetString("gpu.backend"))
 	}
 	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
 	fs.String("addr", "", "")

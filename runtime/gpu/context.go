@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,17 +20,20 @@ import (
 
 // Options choose the adapter. Adapter is an index into ListAdapters' order or
 // a case-insensitive substring of the adapter's name; empty picks the best.
+// Backend limits the choice to one backend (see ParseBackend); empty means
+// every primary backend of the platform.
 type Options struct {
 	Adapter       string
 	ForceFallback bool
+	Backend       string
 	// Timestamps requests the timestamp-query feature (when the adapter has
 	// it) so that EnableProfiling can time each dispatch.
 	Timestamps bool
 }
 
-// OptionsFromEnv reads WGLLM_ADAPTER and WGLLM_FORCE_FALLBACK.
+// OptionsFromEnv reads WGLLM_ADAPTER, WGLLM_FORCE_FALLBACK and WGLLM_BACKEND.
 func OptionsFromEnv() Options {
-	o := Options{Adapter: os.Getenv("WGLLM_ADAPTER")}
+	o := Options{Adapter: os.Getenv("WGLLM_ADAPTER"), Backend: os.Getenv("WGLLM_BACKEND")}
 	if v := os.Getenv("WGLLM_FORCE_FALLBACK"); v != "" && v != "0" && !strings.EqualFold(v, "false") {
 		o.ForceFallback = true
 	}
@@ -119,24 +123,10 @@ func rank(d AdapterDesc) int {
 
 func isSoftware(d AdapterDesc) bool { return rank(d) >= 30 }
 
-var (
-	instanceOnce sync.Once
-	instance     *wgpu.Instance
-)
-
-func getInstance() *wgpu.Instance {
-	instanceOnce.Do(func() {
-		// Mesa's window-system code complains on every adapter probe when
-		// XDG_RUNTIME_DIR is unset (headless CI); compute needs no display.
-		if os.Getenv("XDG_RUNTIME_DIR") == "" {
-			os.Setenv("XDG_RUNTIME_DIR", os.TempDir())
-		}
-		wgpu.SetLogLevel(wgpu.LogLevelError)
-		// Primary backends only: the GL backend adds nothing for compute and
-		// probes EGL noisily on headless machines.
-		instance = wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: wgpu.InstanceBackendPrimary})
-	})
-	return instance
+func setRuntimeDirIfUnset() {
+	if os.Getenv("XDG_RUNTIME_DIR") == "" {
+		os.Setenv("XDG_RUNTIME_DIR", os.TempDir())
+	}
 }
 
 type adapterEntry struct {
@@ -144,8 +134,21 @@ type adapterEntry struct {
 	raw  *wgpu.Adapter
 }
 
-func enumerate() []adapterEntry {
-	raws := getInstance().EnumerateAdapters(nil)
+// enumerate lists the adapters of the backend opts name (all primary ones
+// when none is named).
+func enumerate(opts Options) ([]adapterEntry, error) {
+	b, err := ParseBackend(opts.Backend)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBackend(b); err != nil {
+		return nil, err
+	}
+	inst, err := getInstance(b)
+	if err != nil {
+		return nil, err
+	}
+	raws := inst.EnumerateAdapters(nil)
 	out := make([]adapterEntry, 0, len(raws))
 	for _, a := range raws {
 		out = append(out, adapterEntry{desc: describe(0, a), raw: a})
@@ -155,12 +158,18 @@ func enumerate() []adapterEntry {
 	for i := range out {
 		out[i].desc.Index = i
 	}
-	return out
+	if len(out) == 0 && b != BackendAuto {
+		return nil, fmt.Errorf("no WebGPU adapter on the %s backend (see `wgllm devices` for the backends that have one, or unset WGLLM_BACKEND)", b)
+	}
+	return out, nil
 }
 
 // ListAdapters returns every adapter best-first and the index Options choose.
 func ListAdapters(opts Options) ([]AdapterDesc, int, error) {
-	ents := enumerate()
+	ents, err := enumerate(opts)
+	if err != nil {
+		return nil, -1, err
+	}
 	descs := make([]AdapterDesc, len(ents))
 	for i, e := range ents {
 		descs[i] = e.desc
@@ -169,8 +178,19 @@ func ListAdapters(opts Options) ([]AdapterDesc, int, error) {
 	return descs, chosen, err
 }
 
-// ErrNoAdapter is returned when no WebGPU adapter exists (no Vulkan driver).
-var ErrNoAdapter = errors.New("no WebGPU adapter found (is a Vulkan driver installed? on Debian: apt-get install libvulkan1 mesa-vulkan-drivers)")
+// ErrNoAdapter is returned when no WebGPU adapter exists (no GPU driver).
+var ErrNoAdapter = errors.New("no WebGPU adapter found (" + driverHint() + ")")
+
+// driverHint names what the OS needs for an adapter to exist.
+func driverHint() string {
+	switch runtime.GOOS {
+	case "windows":
+		return "is a D3D12 or Vulkan driver installed? the GPU vendor's driver provides them"
+	case "darwin":
+		return "Metal needs a Mac with a Metal-capable GPU"
+	}
+	return "is a Vulkan driver installed? on Debian: apt-get install libvulkan1 mesa-vulkan-drivers"
+}
 
 func choose(descs []AdapterDesc, opts Options) (int, error) {
 	if len(descs) == 0 {
@@ -239,7 +259,10 @@ type Context struct {
 // New opens the chosen adapter and creates a device with only the limits
 // this runtime needs, raised from the WebGPU defaults up to the adapter's.
 func New(opts Options) (*Context, error) {
-	ents := enumerate()
+	ents, err := enumerate(opts)
+	if err != nil {
+		return nil, err
+	}
 	descs := make([]AdapterDesc, len(ents))
 	for i, e := range ents {
 		descs[i] = e.desc

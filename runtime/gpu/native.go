@@ -57,6 +57,21 @@ static void wgllm_on_work_done(WGPUQueue q, int32_t *status) {
 	wgpuQueueOnSubmittedWorkDone(q, wgllm_done_cb, status);
 }
 
+// The binding's CreateInstance leaves the extras' flags, GLES minor version
+// and DXIL/DXC paths as uninitialised malloc memory, which wgpu-native
+// rejects at random (a Rust panic, "Unknown gles3 minor version") once a
+// second instance reuses freed memory; this one zeroes them.
+static WGPUInstance wgllm_create_instance(uint32_t backends) {
+	WGPUInstanceExtras extras;
+	memset(&extras, 0, sizeof extras);
+	extras.chain.sType = (WGPUSType)WGPUSType_InstanceExtras;
+	extras.backends = backends;
+	WGPUInstanceDescriptor desc;
+	memset(&desc, 0, sizeof desc);
+	desc.nextInChain = (const WGPUChainedStruct *)&extras;
+	return wgpuCreateInstance(&desc);
+}
+
 typedef struct {
 	int f16, timestamps;
 	uint64_t max_binding, max_buffer;
@@ -220,6 +235,15 @@ func onWorkDone(q *wgpu.Queue) pendingStatus {
 	st := newPendingStatus()
 	C.wgllm_on_work_done(ref, st.p)
 	return st
+}
+
+// createInstance makes a wgpu instance limited to the given backends.
+func createInstance(backends wgpu.InstanceBackend) (*wgpu.Instance, error) {
+	ref := C.wgllm_create_instance(C.uint32_t(backends))
+	if ref == nil {
+		return nil, fmt.Errorf("gpu: wgpu-native could not create an instance for backends %s", backends)
+	}
+	return (*wgpu.Instance)(unsafe.Pointer(&handle{ref: unsafe.Pointer(ref)})), nil
 }
 
 // InjectDeviceLoss destroys the device as a driver reset would, so tests can
