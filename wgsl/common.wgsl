@@ -55,3 +55,34 @@ fn silu(x: f32) -> f32 {
   let s = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
   return x * s;
 }
+
+{{/* rope_angle is shared by the RoPE kernels (rope.wgsl, rope_store.wgsl):
+     the rotation of one pair, from the Params fields lo, hi, inv_2pi and
+     two_pi. It must match RoPEOpts.Angle on the host exactly. */}}
+{{define "rope_angle"}}fn angle(pos: u32, pair: u32) -> f32 {
+  let lo = pair & 15u;
+  let hi = pair >> 4u;
+  let inv_freq = p.lo[lo >> 2u][lo & 3u] * p.hi[hi >> 2u][hi & 3u];
+  return f32(pos) * inv_freq;
+}
+
+// Cody-Waite reduction to [-π, π], where sin and cos are specified (without
+// it, an H100's results missed the f32 tolerance at angles of 100 rad).
+// For k < 2^16 the products k*part are exact and so is the first
+// subtraction (Sterbenz), so the result is within a few ulp of π of
+// theta - 2πk whatever theta's size.
+fn reduce_angle(theta: f32) -> f32 {
+  let k = round(theta * p.inv_2pi);
+  return (((theta - k * p.two_pi.x) - k * p.two_pi.y) - k * p.two_pi.z) - k * p.two_pi.w;
+}
+
+// Pair (x0, x1) turned by pair's angle at pos. Angle 0 (position 0) is
+// exactly the identity, whatever cos and sin give.
+fn rotate_pair(x0: f32, x1: f32, pos: u32, pair: u32) -> vec2<f32> {
+  let theta = angle(pos, pair);
+  let r = reduce_angle(theta);
+  let c = cos(r);
+  let s = sin(r);
+  return select(vec2<f32>(x0 * c - x1 * s, x0 * s + x1 * c), vec2<f32>(x0, x1), theta == 0.0);
+}
+{{end}}

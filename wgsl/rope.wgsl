@@ -19,24 +19,7 @@ struct Params {
 
 const WG: u32 = {{.WG}}u;
 
-// Must match RoPEOpts.Angle on the host exactly: the same two products.
-fn angle(pos: u32, pair: u32) -> f32 {
-  let lo = pair & 15u;
-  let hi = pair >> 4u;
-  let inv_freq = p.lo[lo >> 2u][lo & 3u] * p.hi[hi >> 2u][hi & 3u];
-  return f32(pos) * inv_freq;
-}
-
-// Cody-Waite reduction to [-π, π], where sin and cos are specified (without
-// it, an H100's results missed the f32 tolerance at angles of 100 rad).
-// For k < 2^16 the products k*part are exact and so is the first
-// subtraction (Sterbenz), so the result is within a few ulp of π of
-// theta - 2πk whatever theta's size.
-fn reduce_angle(theta: f32) -> f32 {
-  let k = round(theta * p.inv_2pi);
-  return (((theta - k * p.two_pi.x) - k * p.two_pi.y) - k * p.two_pi.z) - k * p.two_pi.w;
-}
-
+{{template "rope_angle" .}}
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -64,14 +47,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let i0 = 2u * j;
   let i1 = i0 + 1u;
 {{- end}}
-  let x0 = x[xb + i0];
-  let x1 = x[xb + i1];
-  let theta = angle(pos, j);
-  let r = reduce_angle(theta);
-  let c = cos(r);
-  let s = sin(r);
-  // Angle 0 (position 0) is exactly the identity, whatever cos and sin give.
-  let id = theta == 0.0;
-  d[db + i0] = select(x0 * c - x1 * s, x0, id);
-  d[db + i1] = select(x0 * s + x1 * c, x1, id);
+  let r = rotate_pair(x[xb + i0], x[xb + i1], pos, j);
+  d[db + i0] = r.x;
+  d[db + i1] = r.y;
 }

@@ -29,18 +29,7 @@ struct Params {
 
 const WG: u32 = {{.WG}}u;
 
-fn angle(pos: u32, pair: u32) -> f32 {
-  let lo = pair & 15u;
-  let hi = pair >> 4u;
-  let inv_freq = p.lo[lo >> 2u][lo & 3u] * p.hi[hi >> 2u][hi & 3u];
-  return f32(pos) * inv_freq;
-}
-
-fn reduce_angle(theta: f32) -> f32 {
-  let k = round(theta * p.inv_2pi);
-  return (((theta - k * p.two_pi.x) - k * p.two_pi.y) - k * p.two_pi.z) - k * p.two_pi.w;
-}
-
+{{template "rope_angle" .}}
 // Element e of the head at xb after rotation at position pos.
 fn rotated(xb: u32, e: u32, pos: u32) -> f32 {
   if (e >= p.n_rot) { return x[xb + e]; }
@@ -55,14 +44,8 @@ fn rotated(xb: u32, e: u32, pos: u32) -> f32 {
   let i0 = 2u * pair;
   let i1 = i0 + 1u;
 {{- end}}
-  let x0 = x[xb + i0];
-  let x1 = x[xb + i1];
-  let theta = angle(pos, pair);
-  let r = reduce_angle(theta);
-  let c = cos(r);
-  let s = sin(r);
-  let v = select(x0 * s + x1 * c, x0 * c - x1 * s, first);
-  return select(v, x[xb + e], theta == 0.0);
+  let r = rotate_pair(x[xb + i0], x[xb + i1], pos, pair);
+  return select(r.y, r.x, first);
 }
 
 fn store(pool_is_k: bool, i: u32, a: f32, b: f32) {
@@ -102,15 +85,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i0 = 2u * j;
     let i1 = i0 + 1u;
 {{- end}}
-    let x0 = x[xb + i0];
-    let x1 = x[xb + i1];
-    let theta = angle(pos, j);
-    let r = reduce_angle(theta);
-    let c = cos(r);
-    let s = sin(r);
-    let id = theta == 0.0;
-    x[xb + i0] = select(x0 * c - x1 * s, x0, id);
-    x[xb + i1] = select(x0 * s + x1 * c, x1, id);
+    let r = rotate_pair(x[xb + i0], x[xb + i1], pos, j);
+    x[xb + i0] = r.x;
+    x[xb + i1] = r.y;
     return;
   }
   if (2u * j >= p.head_dim) { return; }

@@ -678,19 +678,8 @@ func (l *Layer) forward(m *Model, enc *gpu.Encoder, li int, s *state) error {
 			if err := m.matVecFused(enc, l.GateUp, s.x, ops.MatVecOpts{Pair: true, Norm: &l.FFNNorm, Eps: eps}, s.gate); err != nil {
 				return err
 			}
-		} else {
-			if err := ops.RMSNorm(enc, s.h, s.x, l.FFNNorm, eps); err != nil {
-				return err
-			}
-			if err := m.linear(enc, s.gate, s.h, l.Gate, s.decode); err != nil {
-				return err
-			}
-			if err := m.linear(enc, s.up, s.h, l.Up, s.decode); err != nil {
-				return err
-			}
-			if err := ops.SiluMul(enc, s.gate, s.gate, s.up); err != nil {
-				return err
-			}
+		} else if err := l.gateUp(m, enc, s, eps); err != nil {
+			return err
 		}
 		return m.matVecFused(enc, l.Down, s.gate, ops.MatVecOpts{Accumulate: true}, s.x)
 	}
@@ -702,6 +691,18 @@ func (l *Layer) forward(m *Model, enc *gpu.Encoder, li int, s *state) error {
 		return err
 	}
 	// x += (silu(h·Gateᵀ) * h·Upᵀ) · Downᵀ
+	if err := l.gateUp(m, enc, s, eps); err != nil {
+		return err
+	}
+	if err := m.linear(enc, s.tmp, s.gate, l.Down, s.decode); err != nil {
+		return err
+	}
+	return ops.Add(enc, s.x, s.x, s.tmp)
+}
+
+// gateUp records gate = silu(h·Gateᵀ) * h·Upᵀ with h = rmsnorm(x) · ffn_norm
+// as separate dispatches (prefill, and weights that could not be joined).
+func (l *Layer) gateUp(m *Model, enc *gpu.Encoder, s *state, eps float32) error {
 	if err := ops.RMSNorm(enc, s.h, s.x, l.FFNNorm, eps); err != nil {
 		return err
 	}
@@ -711,13 +712,7 @@ func (l *Layer) forward(m *Model, enc *gpu.Encoder, li int, s *state) error {
 	if err := m.linear(enc, s.up, s.h, l.Up, s.decode); err != nil {
 		return err
 	}
-	if err := ops.SiluMul(enc, s.gate, s.gate, s.up); err != nil {
-		return err
-	}
-	if err := m.linear(enc, s.tmp, s.gate, l.Down, s.decode); err != nil {
-		return err
-	}
-	return ops.Add(enc, s.x, s.x, s.tmp)
+	return ops.SiluMul(enc, s.gate, s.gate, s.up)
 }
 
 // matVecFused records ops.MatVecFused over the rows of x in groups of
