@@ -62,6 +62,12 @@ func matVecChunk(w DType) int {
 // gpu.ErrBindingTooLarge). Rows of x beyond 8 go in further dispatches of
 // up to 8. A row's result does not depend on M (fixed reduction order).
 func MatVec(enc *gpu.Encoder, dst, w, x Tensor) error {
+	if len(w.Shape) != 2 || len(x.Shape) != 2 || len(dst.Shape) != 2 {
+		return fmt.Errorf("ops.MatVec: want w [N, K], x [M, K], dst [M, N]; got w %s, x %s, dst %s", w, x, dst)
+	}
+	if n, k, m := w.Shape[0], w.Shape[1], x.Shape[0]; x.Shape[1] != k || dst.Shape[0] != m || dst.Shape[1] != n {
+		return fmt.Errorf("ops.MatVec: shapes disagree: w %s [N, K], x %s [M, K], dst %s [M, N]", w, x, dst)
+	}
 	return matVec(enc, w, x, MatVecOpts{}, []Tensor{dst})
 }
 
