@@ -95,7 +95,7 @@ func (b *Buffer) Write(offset uint64, data []byte) error {
 	const chunk = 64 << 20
 	for len(data) > 0 {
 		n := min(len(data), chunk)
-		if err := b.ctx.queue.WriteBuffer(b.raw, offset, data[:n]); err != nil {
+		if err := writeBuffer(b.ctx.queue, b.raw, offset, data[:n]); err != nil {
 			return fmt.Errorf("gpu: writing %q: %w", b.label, err)
 		}
 		data = data[n:]
@@ -134,7 +134,7 @@ func (b *Buffer) ReadInto(offset uint64, dst []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	const chunk = 64 << 20
-	if c.staging == nil || c.staging.GetSize() < min(size, chunk) {
+	if c.staging == nil || c.stagingN < min(size, chunk) {
 		if c.staging != nil {
 			c.staging.Destroy()
 			c.staging.Release()
@@ -148,10 +148,10 @@ func (b *Buffer) ReadInto(offset uint64, dst []byte) error {
 			c.staging = nil
 			return fmt.Errorf("gpu: creating readback buffer: %w", err)
 		}
-		c.staging = st
+		c.staging, c.stagingN = st, align(min(size, chunk), 4)
 	}
 	for done := uint64(0); done < size; {
-		n := min(size-done, c.staging.GetSize())
+		n := min(size-done, c.stagingN)
 		enc, err := c.device.CreateCommandEncoder(nil)
 		if err != nil {
 			return fmt.Errorf("gpu: readback encoder: %w", err)
@@ -168,12 +168,9 @@ func (b *Buffer) ReadInto(offset uint64, dst []byte) error {
 		c.queue.Submit(cmd)
 		cmd.Release()
 		pending := mapRead(c.staging, 0, n)
-		for !pending.done() {
-			c.device.Poll(true, nil)
-			if err := c.Err(); err != nil {
-				pending.free()
-				return err
-			}
+		if err := c.waitFor(pending); err != nil {
+			pending.free()
+			return err
 		}
 		status := wgpu.BufferMapAsyncStatus(pending.value())
 		pending.free()

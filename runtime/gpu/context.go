@@ -65,7 +65,7 @@ type AdapterDesc struct {
 const maxBufferCap = uint64(1) << 40
 
 func describe(i int, a *wgpu.Adapter) AdapterDesc {
-	info := a.GetInfo()
+	info := adapterInfo(a)
 	lim := a.GetLimits().Limits
 	// This wgpu-native reports vendor and device as hex ids and puts the
 	// human-readable name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)") in the
@@ -81,8 +81,8 @@ func describe(i int, a *wgpu.Adapter) AdapterDesc {
 		Driver:            info.DriverDescription,
 		Backend:           info.BackendType.String(),
 		Type:              info.AdapterType.String(),
-		ShaderF16:         a.HasFeature(wgpu.FeatureNameShaderF16),
-		Timestamps:        a.HasFeature(wgpu.FeatureNameTimestampQuery),
+		ShaderF16:         hasFeature(a, wgpu.FeatureNameShaderF16),
+		Timestamps:        hasFeature(a, wgpu.FeatureNameTimestampQuery),
 		MaxBinding:        lim.MaxStorageBufferBindingSize,
 		MaxBuffer:         min(lim.MaxBufferSize, maxBufferCap),
 		MaxWGStorage:      lim.MaxComputeWorkgroupStorageSize,
@@ -241,6 +241,7 @@ type Context struct {
 	bindCache map[bindKey]*wgpu.BindGroup
 	uniforms  []*wgpu.Buffer // free uniform chunks
 	staging   *wgpu.Buffer
+	stagingN  uint64 // the staging buffer's size
 	nextID    atomic.Uint64
 	lost      atomic.Pointer[error]
 	closing   atomic.Bool
@@ -283,8 +284,8 @@ func New(opts Options) (*Context, error) {
 	lim.MaxComputeWorkgroupSizeY = min(al.MaxComputeWorkgroupSizeY, 1024)
 	lim.MaxStorageBuffersPerShaderStage = min(al.MaxStorageBuffersPerShaderStage, 10)
 
-	hasF16 := ent.raw.HasFeature(wgpu.FeatureNameShaderF16)
-	timestamps := opts.Timestamps && ent.raw.HasFeature(wgpu.FeatureNameTimestampQuery)
+	hasF16 := hasFeature(ent.raw, wgpu.FeatureNameShaderF16)
+	timestamps := opts.Timestamps && hasFeature(ent.raw, wgpu.FeatureNameTimestampQuery)
 	c := &Context{
 		Adapter:       ent.desc,
 		HasF16:        hasF16,
@@ -349,11 +350,8 @@ func (c *Context) AllocatedBytes() int64 { return c.allocated.Load() }
 func (c *Context) Wait() error {
 	pending := onWorkDone(c.queue)
 	defer pending.free()
-	for !pending.done() {
-		c.device.Poll(true, nil)
-		if err := c.Err(); err != nil {
-			return err
-		}
+	if err := c.waitFor(pending); err != nil {
+		return err
 	}
 	if err := c.takeUncaptured(); err != nil {
 		return err
@@ -401,7 +399,7 @@ func (c *Context) Close() {
 		c.queue.Release()
 	}
 	if c.device != nil {
-		c.device.Release()
+		releaseDevice(c.device)
 	}
 	if c.adapter != nil {
 		c.adapter.Release()

@@ -226,7 +226,7 @@ func (e *Encoder) endPass() error {
 	if e.pass == nil {
 		return nil
 	}
-	err := e.pass.End()
+	err := endComputePass(e.pass)
 	e.pass.Release()
 	e.pass = nil
 	ops := e.passOps
@@ -295,7 +295,7 @@ func (e *Encoder) Submit() error {
 	// Uniforms go in through the queue, so they land after earlier
 	// submissions that used the same chunks and before this one.
 	for _, blk := range e.blocks {
-		if err := e.ctx.queue.WriteBuffer(blk.buf, 0, blk.host); err != nil {
+		if err := writeBuffer(e.ctx.queue, blk.buf, 0, blk.host); err != nil {
 			return fmt.Errorf("gpu: writing uniforms: %w", err)
 		}
 	}
@@ -324,7 +324,7 @@ func (e *Encoder) Release() { e.release() }
 
 func (e *Encoder) release() {
 	if e.pass != nil {
-		_ = e.pass.End()
+		_ = endComputePass(e.pass)
 		e.pass.Release()
 		e.pass = nil
 	}
@@ -421,11 +421,8 @@ func (r *Readback) Read(dst []byte) error {
 	}
 	pending := mapRead(r.buf, 0, r.n)
 	defer pending.free()
-	for !pending.done() {
-		c.device.Poll(true, nil)
-		if err := c.Err(); err != nil {
-			return err
-		}
+	if err := c.waitFor(pending); err != nil {
+		return err
 	}
 	if status := wgpu.BufferMapAsyncStatus(pending.value()); status != wgpu.BufferMapAsyncStatusSuccess {
 		return fmt.Errorf("gpu: mapping readback failed: %s", status)

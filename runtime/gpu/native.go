@@ -1,3 +1,5 @@
+//go:build !js
+
 package gpu
 
 // This file is a small cgo shim over wgpu-native, for what the Go binding
@@ -115,37 +117,10 @@ import "C"
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"unsafe"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
-
-var (
-	registryMu sync.Mutex
-	registry   = map[uintptr]*Context{}
-	nextToken  uintptr
-)
-
-func register(c *Context) uintptr {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	nextToken++
-	registry[nextToken] = c
-	return nextToken
-}
-
-func lookup(token uintptr) *Context {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	return registry[token]
-}
-
-func unregister(token uintptr) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	delete(registry, token)
-}
 
 //export wgllmDeviceLost
 func wgllmDeviceLost(reason C.WGPUDeviceLostReason, message *C.char, token C.uintptr_t) {

@@ -105,11 +105,7 @@ func (c *Context) Pipeline(key fmt.Stringer, build func() (PipelineSpec, error))
 		mod.Release()
 		return nil, fmt.Errorf("gpu: pipeline layout %s: %w", label, err)
 	}
-	pipe, err := c.device.CreateComputePipeline(&wgpu.ComputePipelineDescriptor{
-		Label:   label,
-		Layout:  layout,
-		Compute: wgpu.ProgrammableStageDescriptor{Module: mod, EntryPoint: spec.Entry},
-	})
+	pipe, err := createComputePipeline(c.device, label, layout, mod, spec.Entry)
 	if err != nil {
 		layout.Release()
 		bgl.Release()
