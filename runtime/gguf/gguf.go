@@ -6,6 +6,7 @@
 package gguf
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -118,6 +119,19 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	g.closer = f
+	return g, nil
+}
+
+// ParseBytes parses a file held in memory (in the browser: a model the page
+// downloaded or the user picked). Mmap and TensorBytes return b and slices
+// of it, never a copy, so a model costs its size once; b must not be
+// changed while the File is in use.
+func ParseBytes(b []byte) (*File, error) {
+	g, err := Parse(bytes.NewReader(b), uint64(len(b)))
+	if err != nil {
+		return nil, err
+	}
+	g.data = b
 	return g, nil
 }
 

@@ -82,6 +82,20 @@ func TestMmap(t *testing.T) {
 		t.Fatalf("Mmap of an in-memory file: err %v, equal %v, mapped %v", err, bytes.Equal(data, buf.Bytes()), m.Mapped())
 	}
 	checkTensorBytes(t, m)
+
+	// ParseBytes uses the caller's bytes without copying them.
+	p, err := gguf.ParseBytes(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pdata, err := p.Mmap()
+	if err != nil || &pdata[0] != &buf.Bytes()[0] || len(pdata) != buf.Len() {
+		t.Fatalf("Mmap of ParseBytes: err %v, aliases the input %v", err, err == nil && &pdata[0] == &buf.Bytes()[0])
+	}
+	checkTensorBytes(t, p)
+	if _, err := gguf.ParseBytes(buf.Bytes()[:buf.Len()/2]); err == nil {
+		t.Error("ParseBytes of half a file: no error")
+	}
 }
 
 func TestMmapKJV(t *testing.T) {
