@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin/wgllm
 GOTESTFLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all deps deps-test build test run bench vet clean fuzz-smoke fuzz release
+.PHONY: all deps deps-test build test run bench vet clean fuzz-smoke fuzz release wasm
 
 all: build
 
@@ -27,7 +27,7 @@ RACE_PKGS := ./internal/config ./runtime/gguf ./runtime/quant ./runtime/half ./r
 
 # Building every release target in the tests makes a change that breaks
 # one platform fail CI (see scripts/release.sh).
-test: deps-test vet release
+test: deps-test vet release wasm
 	$(GO) test $(GOTESTFLAGS) ./...
 	$(GO) test -race $(GOTESTFLAGS) $(RACE_PKGS)
 	$(MAKE) --no-print-directory fuzz-smoke
@@ -55,5 +55,13 @@ bench: build
 release:
 	@./scripts/release.sh
 
+# The runtime for a web page (cmd/wgllm-wasm, the browser's WebGPU) and
+# Go's loader for it, in web/wasm/dist/ (built, never committed).
+WASM_DIR := web/wasm/dist
+wasm:
+	@mkdir -p $(WASM_DIR)
+	GOOS=js GOARCH=wasm $(GO) build -trimpath -o $(WASM_DIR)/wgllm.wasm ./cmd/wgllm-wasm
+	cp "$$($(GO) env GOROOT)/lib/wasm/wasm_exec.js" $(WASM_DIR)/wasm_exec.js
+
 clean:
-	rm -rf bin dist
+	rm -rf bin dist $(WASM_DIR)
