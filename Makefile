@@ -42,8 +42,9 @@ fuzz:
 
 MODEL ?= models/kjv-30m-q4_k_m.gguf
 
-# The chat server on the bundled model; it prints the URL to open.
-run: build
+# The chat server on the bundled model; it prints the URL to open. The
+# page's "in this browser" mode needs the wasm build too.
+run: build wasm
 	./$(BIN) serve -m $(MODEL)
 
 bench: build

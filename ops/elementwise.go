@@ -38,11 +38,15 @@ func (o elemOp) String() string { return elemOpNames[o] }
 
 // elemKey specialises the shader. AliasA/AliasB mark an input that shares
 // dst's buffer: WebGPU rejects one buffer bound both read-only and writable
-// in a dispatch, so such an input is declared read_write.
+// in a dispatch, so such an input is declared read_write. SameA/SameB mark
+// an input that is dst's very view (in place): it is not bound at all and
+// the shader reads dst, since browsers (Dawn) reject two writable bindings
+// of overlapping ranges.
 type elemKey struct {
 	Op             elemOp
 	WG             int
 	AliasA, AliasB bool
+	SameA, SameB   bool
 }
 
 func (k elemKey) String() string {
@@ -52,6 +56,12 @@ func (k elemKey) String() string {
 	}
 	if k.AliasB {
 		s += "_aliasb"
+	}
+	if k.SameA {
+		s += "_samea"
+	}
+	if k.SameB {
+		s += "_sameb"
 	}
 	return s
 }
@@ -131,33 +141,54 @@ func elemDispatch(enc *gpu.Encoder, op elemOp, name string, dst, a Tensor, b *Te
 	if key.AliasA, err = aliasOf(name, dst, a, true); err != nil {
 		return err
 	}
-	ins := []Tensor{a}
+	key.SameA = key.AliasA && sameView(dst, a)
+	var ins []Tensor
+	if !key.SameA {
+		ins = append(ins, a)
+	}
 	if b != nil {
 		// The bias of AddRow is indexed by column, not by element, so it
 		// may not be the output's own view.
 		if key.AliasB, err = aliasOf(name, dst, *b, op != opAddRow); err != nil {
 			return err
 		}
-		ins = append(ins, *b)
+		key.SameB = key.AliasB && sameView(dst, *b)
+		if !key.SameB {
+			ins = append(ins, *b)
+		}
 	}
 	args, offs, err := binds(name, append(ins, dst)...)
 	if err != nil {
 		return err
 	}
 	p.N = uint32(dst.Len())
-	p.AOff = offs[0]
-	if b != nil {
-		p.BOff = offs[1]
-	}
 	p.DOff = offs[len(offs)-1]
+	p.AOff, p.BOff = p.DOff, p.DOff // an input that is dst is read through dst's binding
+	next := 0
+	if !key.SameA {
+		p.AOff, next = offs[0], 1
+	}
+	if b != nil && !key.SameB {
+		p.BOff = offs[next]
+	}
 	pipe, err := enc.Context().Pipeline(key, func() (gpu.PipelineSpec, error) {
-		src, err := wgsl.Render("elementwise.wgsl", map[string]any{
-			"Op": key.Op.String(), "WG": key.WG, "HasB": b != nil, "AliasA": key.AliasA, "AliasB": key.AliasB,
-		})
-		storage := []gpu.Access{access(key.AliasA)}
-		if b != nil {
+		// Bindings are numbered from 1 in order: the inputs that are
+		// bound, then dst.
+		bind := 1
+		bindA, bindB := 0, 0
+		var storage []gpu.Access
+		if !key.SameA {
+			bindA, bind = bind, bind+1
+			storage = append(storage, access(key.AliasA))
+		}
+		if b != nil && !key.SameB {
+			bindB, bind = bind, bind+1
 			storage = append(storage, access(key.AliasB))
 		}
+		src, err := wgsl.Render("elementwise.wgsl", map[string]any{
+			"Op": key.Op.String(), "WG": key.WG, "HasB": b != nil, "AliasA": key.AliasA, "AliasB": key.AliasB,
+			"SameA": key.SameA, "SameB": key.SameB, "BindA": bindA, "BindB": bindB, "BindD": bind,
+		})
 		return gpu.PipelineSpec{Source: src, Storage: append(storage, gpu.ReadWrite)}, err
 	})
 	if err != nil {
@@ -193,6 +224,12 @@ func aliasOf(op string, dst, src Tensor, sameOK bool) (bool, error) {
 			op, src, src.Off, dst, dst.Off, dst.Buf.Label())
 	}
 	return true, nil
+}
+
+// sameView reports whether src is exactly dst's view (same buffer, offset,
+// type and length).
+func sameView(dst, src Tensor) bool {
+	return src.Buf == dst.Buf && src.Off == dst.Off && src.DType == dst.DType && src.Len() == dst.Len()
 }
 
 // wordRange is the range of 4-byte words a view touches.

@@ -79,6 +79,15 @@ type Config struct {
 	// Static, if not nil, is served at / (index.html for /): the browser
 	// chat page.
 	Static fs.FS `mapstructure:"-"`
+	// WasmDir is the directory whose wgllm.wasm and wasm_exec.js (built by
+	// `make wasm`) are served at /wasm/, for the page's "in this browser"
+	// mode. Empty: /wasm/ answers 404.
+	WasmDir string `mapstructure:"wasm_dir"`
+	// ModelFile, if set, names the GGUF file that GET
+	// /v1/models/{model}/file sends ("" asks for the default model's);
+	// ok false: the model's file is not offered. Only files it returns are
+	// ever served.
+	ModelFile func(name string) (path string, ok bool) `mapstructure:"-"`
 }
 
 // DefaultConfig returns the configuration that the zero Config stands for.

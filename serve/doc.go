@@ -9,11 +9,14 @@
 //	GET    /health                503 {"status":"loading"} until SetBackend, then 200 {"status":"ok","model":…}
 //	                              (503 {"status":"unavailable","error":…} while a HealthReporter backend says so)
 //	GET    /metrics               Prometheus text format
+//	GET    /wasm/{file}           wgllm.wasm and wasm_exec.js from Config.WasmDir (make wasm)
 //	GET    /ws                    websocket (below)
 //	POST   /v1/chat/completions   OpenAI chat; "stream": true for server-sent events
 //	POST   /v1/completions        OpenAI completions; "stream": true likewise
 //	GET    /v1/models             {"object":"list","data":[{"id":…,"object":"model",…}]}
 //	GET    /v1/models/{model}     the model, or 404
+//	GET    /v1/models/{model}/file  the model's GGUF file, when Config.ModelFile offers it
+//	                              (the page's "in this browser" mode downloads it)
 //	POST   /v1/requests           a completions or chat body; 202 {"id":…,"status":"queued"}
 //	GET    /v1/requests/{id}      engine.Status: {"id","status","text",…}; 404 if unknown
 //	DELETE /v1/requests/{id}      cancel; answers the final engine.Status; 404 if unknown

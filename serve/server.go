@@ -562,6 +562,7 @@ func (s *Server) routes() http.Handler {
 	v1.Handle("/v1/completions", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleCompletions)}))
 	v1.Handle("/v1/models", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModels)}))
 	v1.Handle("/v1/models/{model...}", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModel)}))
+	v1.Handle("/v1/models/{model}/file", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModelFile)}))
 	v1.Handle("/v1/requests", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleRequestCreate)}))
 	v1.Handle("/v1/requests/{id}", methods(map[string]http.HandlerFunc{
 		http.MethodGet:    s.needBackend(s.handleRequestGet),
@@ -573,6 +574,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/v1/", s.withCORS(s.requireKey(false, v1)))
 	mux.Handle("/api/", withOllamaErrors(s.withCORS(s.requireKey(false, s.ollamaRoutes()))))
 
+	mux.Handle("/wasm/{file}", methods(map[string]http.HandlerFunc{http.MethodGet: s.handleWasm}))
 	mux.Handle("/", s.staticHandler())
 	return s.withRequestLog(mux)
 }

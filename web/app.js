@@ -1,6 +1,9 @@
 // The wgllm chat page: a websocket client for the server's /ws protocol (see
-// package web's doc comment). Model text is only ever put into the page as
-// text nodes (renderMarkdown builds elements; nothing here parses HTML).
+// package web's doc comment), or, in the "in this browser" mode, the same
+// runtime built for WebAssembly (wasm/wgllm.wasm, loaded on demand) running
+// the model on the browser's WebGPU. Model text is only ever put into the
+// page as text nodes (renderMarkdown builds elements; nothing here parses
+// HTML).
 'use strict';
 
 (function () {
@@ -29,6 +32,13 @@
     setAPIKey: $('set-api-key'),
     settingsError: $('settings-error'),
     settingsCancel: $('settings-cancel'),
+    mode: $('mode'),
+    localPanel: $('local-panel'),
+    localStatus: $('local-status'),
+    localProgress: $('local-progress'),
+    localActions: $('local-actions'),
+    localDownload: $('local-download'),
+    localFile: $('local-file'),
   };
 
   // ---- settings (localStorage) ----
@@ -94,7 +104,7 @@
   function setConnState(state) {
     ui.connDot.dataset.conn = state;
     document.body.dataset.conn = state;
-    if (state !== 'open' && !modelName) ui.modelName.textContent = state === 'connecting' ? 'connecting…' : 'not connected';
+    if (state !== 'open' && !modelName && mode === 'server') ui.modelName.textContent = state === 'connecting' ? 'connecting…' : 'not connected';
     updateControls();
   }
 
@@ -128,7 +138,7 @@
       const wasOpen = connected;
       socket = null;
       connected = false;
-      if (running) failRunning('connection_lost', 'The connection was lost before the reply finished.');
+      if (running && running.mode === 'server') failRunning('connection_lost', 'The connection was lost before the reply finished.');
       scheduleReconnect(wasOpen);
     };
   }
@@ -159,7 +169,7 @@
       socket = null;
       connected = false;
       old.close();
-      if (running) failRunning('connection_lost', 'The connection was restarted.');
+      if (running && running.mode === 'server') failRunning('connection_lost', 'The connection was restarted.');
     }
     failedAttempts = 0;
     connect();
@@ -186,7 +196,7 @@
     node.className = 'msg ' + role;
     const who = document.createElement('div');
     who.className = 'who';
-    who.textContent = role === 'user' ? 'You' : (modelName || 'Assistant');
+    who.textContent = role === 'user' ? 'You' : (currentModelName() || 'Assistant');
     const body = document.createElement('div');
     body.className = 'body';
     const meta = document.createElement('div');
@@ -250,9 +260,24 @@
     return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
   }
 
+  // history is the conversation as the model sees it, ending with text.
+  function history(text) {
+    const h = [];
+    if (settings.system.trim()) h.push({ role: 'system', content: settings.system });
+    for (const m of conversation) {
+      if (!m.excluded && m.content) h.push({ role: m.role, content: m.content });
+    }
+    h.push({ role: 'user', content: text });
+    return h;
+  }
+
   function sendPrompt() {
     const text = ui.prompt.value;
     if (!text.trim() || running) return;
+    if (mode === 'browser') {
+      if (local.ready && !local.busy) sendLocal(text);
+      return;
+    }
     if (!connected) {
       ui.banner.hidden = false;
       ui.banner.classList.remove('flash');
@@ -260,17 +285,11 @@
       ui.banner.classList.add('flash');
       return;
     }
-    const history = [];
-    if (settings.system.trim()) history.push({ role: 'system', content: settings.system });
-    for (const m of conversation) {
-      if (!m.excluded && m.content) history.push({ role: m.role, content: m.content });
-    }
-    history.push({ role: 'user', content: text });
     const id = 'r' + (++requestSeq);
     const sent = sendJSON({
       type: 'chat',
       id,
-      messages: history,
+      messages: history(text),
       temperature: settings.temperature,
       max_tokens: settings.maxTokens,
     });
@@ -279,7 +298,7 @@
     const reply = addMessage('assistant', '');
     reply.node.dataset.state = 'streaming';
     reply.node.setAttribute('aria-busy', 'true');
-    running = { id, user, reply, text: '', startedAt: performance.now(), firstTokenAt: 0, cancelTimer: 0 };
+    running = { id, mode: 'server', user, reply, text: '', startedAt: performance.now(), firstTokenAt: 0, cancelTimer: 0 };
     ui.prompt.value = '';
     autosize();
     scrollToBottom();
@@ -354,6 +373,12 @@
     running.cancelRequested = true;
     running.reply.node.dataset.state = 'cancelling';
     const r = running;
+    if (r.mode === 'browser') {
+      // The runtime stops before its next token; its promise ends the reply.
+      window.wgllm.cancel();
+      updateControls();
+      return;
+    }
     if (!sendJSON({ type: 'cancel', id: r.id })) {
       finishRunning({ finish_reason: 'cancelled' });
       return;
@@ -367,7 +392,8 @@
 
   function newChat() {
     if (running) {
-      sendJSON({ type: 'cancel', id: running.id });
+      if (running.mode === 'browser') window.wgllm.cancel();
+      else sendJSON({ type: 'cancel', id: running.id });
       endRunning();
     }
     conversation = [];
@@ -399,9 +425,7 @@
     switch (msg.type) {
       case 'hello':
         modelName = typeof msg.model === 'string' && msg.model ? msg.model : 'unknown model';
-        ui.modelName.textContent = modelName;
-        ui.modelName.title = modelName;
-        document.title = modelName + ' · wgllm chat';
+        if (mode === 'server') showModelName();
         break;
       case 'token':
         if (!mine || typeof msg.text !== 'string') return;
@@ -431,7 +455,9 @@
     ui.stop.hidden = !busy;
     ui.stop.disabled = busy && !!running.cancelRequested;
     ui.stop.textContent = busy && running.cancelRequested ? 'Stopping…' : 'Stop';
-    ui.send.disabled = !connected;
+    ui.send.disabled = mode === 'browser' ? !local.ready || local.busy : !connected;
+    ui.mode.disabled = busy || local.loading;
+    ui.localActions.hidden = local.loading || local.busy;
     ui.messages.setAttribute('aria-busy', busy ? 'true' : 'false');
   }
 
@@ -465,6 +491,225 @@
   ui.newChat.addEventListener('click', newChat);
   ui.retryNow.addEventListener('click', reconnectNow);
   window.addEventListener('online', () => { if (!socket) reconnectNow(); });
+
+  // ---- "in this browser" mode ----
+
+  // mode is where the model runs: 'server' (the websocket) or 'browser'
+  // (wasm/wgllm.wasm on this page's WebGPU). The socket stays connected
+  // in browser mode, so switching back is immediate.
+  let mode = 'server';
+  const local = {
+    runtime: null, // a promise of window.wgllm, once asked for
+    ready: false, // a model is loaded
+    loading: false,
+    busy: false, // a generation runs (until its promise settles)
+    modelName: '',
+    adapter: '',
+  };
+
+  function currentModelName() {
+    return mode === 'browser' ? local.modelName : modelName;
+  }
+
+  function showModelName() {
+    let name = currentModelName();
+    let title = name;
+    if (mode === 'browser') {
+      name = local.ready ? name + ' · in this browser' : 'in this browser';
+      title = local.ready ? local.modelName + ' on ' + local.adapter + ' (WebGPU in this browser)' : 'no model loaded in this browser';
+    } else if (!name) {
+      name = connected ? 'unknown model' : 'not connected';
+    }
+    ui.modelName.textContent = name;
+    ui.modelName.title = title;
+    document.title = (currentModelName() || 'wgllm') + ' · wgllm chat';
+  }
+
+  function setLocalStatus(text, progress) {
+    ui.localStatus.textContent = text;
+    ui.localProgress.hidden = progress === undefined;
+    if (progress !== undefined) ui.localProgress.value = Math.max(0, Math.min(1, progress));
+  }
+
+  function fmtMB(bytes) {
+    return (bytes / (1 << 20)).toFixed(1) + ' MB';
+  }
+
+  // errorMessage reads the server's JSON error, else the status line.
+  async function errorMessage(resp) {
+    try {
+      const body = await resp.json();
+      if (body && body.error && typeof body.error.message === 'string') return body.error.message;
+    } catch (e) { /* not JSON */ }
+    return resp.status + ' ' + resp.statusText;
+  }
+
+  function loadScript(src) {
+    return new Promise((resolve, reject) => {
+      const el = document.createElement('script');
+      el.src = src;
+      el.onload = resolve;
+      el.onerror = () => reject(new Error('cannot load ' + src));
+      document.head.append(el);
+    });
+  }
+
+  // startRuntime loads Go's loader and the runtime, once.
+  function startRuntime() {
+    if (local.runtime) return local.runtime;
+    local.runtime = (async () => {
+      if (!navigator.gpu) throw new Error('This browser has no WebGPU (navigator.gpu); try a recent Chrome, Edge or Safari, or use the server.');
+      const resp = await fetch('wasm/wgllm.wasm');
+      if (!resp.ok) throw new Error('The browser runtime is not available: ' + await errorMessage(resp));
+      await loadScript('wasm/wasm_exec.js');
+      const go = new window.Go();
+      const ready = new Promise((resolve) => { window.onWgllmReady = resolve; });
+      const { instance } = await WebAssembly.instantiateStreaming(resp, go.importObject);
+      go.run(instance).then(() => { local.runtime = null; local.ready = false; }); // the runtime never exits on its own
+      await ready;
+      const a = await window.wgllm.adapter();
+      local.adapter = a.name || a.vendor || 'WebGPU';
+      return window.wgllm;
+    })();
+    local.runtime.catch(() => { local.runtime = null; });
+    return local.runtime;
+  }
+
+  // download fetches url with progress, into one Uint8Array.
+  async function download(url, headers, label) {
+    const resp = await fetch(url, { headers });
+    if (!resp.ok) throw new Error('Downloading the model: ' + await errorMessage(resp));
+    const total = Number(resp.headers.get('Content-Length')) || 0;
+    const reader = resp.body.getReader();
+    const chunks = [];
+    let got = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      got += value.length;
+      setLocalStatus('Downloading ' + label + ': ' + fmtMB(got) + (total ? ' of ' + fmtMB(total) : ''), total ? got / total : undefined);
+    }
+    const bytes = new Uint8Array(got);
+    let off = 0;
+    for (const c of chunks) {
+      bytes.set(c, off);
+      off += c.length;
+    }
+    return bytes;
+  }
+
+  // loadLocal runs getBytes (the model file) and loads it in the runtime.
+  async function loadLocal(name, getBytes) {
+    if (local.loading || running) return;
+    local.loading = true;
+    local.ready = false;
+    showModelName();
+    updateControls();
+    try {
+      setLocalStatus('Loading the browser runtime…', undefined);
+      const wgllm = await startRuntime();
+      const bytes = await getBytes();
+      setLocalStatus('Loading ' + name + ' on ' + local.adapter + '…', 0);
+      const info = await wgllm.load(bytes, {
+        onProgress: (done, total) => setLocalStatus('Loading ' + name + ' on ' + local.adapter + '…', total ? done / total : 0),
+      });
+      local.modelName = name;
+      local.ready = true;
+      const template = info.chatTemplate === 'model' ? 'its chat template' : info.chatTemplate === 'chatml' ? 'ChatML (the file has no chat template)' : info.chatTemplate;
+      setLocalStatus(name + ' runs in this browser on ' + local.adapter + ' (' + info.layers + ' layers, context ' + info.ctxSize + ', ' + template + ').', undefined);
+    } catch (e) {
+      setLocalStatus(String(e && e.message || e), undefined);
+    } finally {
+      local.loading = false;
+      showModelName();
+      updateControls();
+    }
+  }
+
+  // serverModel is the name of the server's default model.
+  async function serverModel() {
+    if (modelName) return modelName;
+    const resp = await fetch('health');
+    const body = await resp.json().catch(() => ({}));
+    if (typeof body.model !== 'string' || !body.model) throw new Error('The server has no model loaded yet; try again shortly.');
+    return body.model;
+  }
+
+  function downloadServerModel() {
+    serverModel().then((name) => {
+      const headers = settings.apiKey ? { Authorization: 'Bearer ' + settings.apiKey } : {};
+      loadLocal(name, () => download('v1/models/' + encodeURIComponent(name) + '/file', headers, name));
+    }, (e) => setLocalStatus(String(e && e.message || e), undefined));
+  }
+
+  function openLocalFile() {
+    const file = ui.localFile.files && ui.localFile.files[0];
+    ui.localFile.value = '';
+    if (!file) return;
+    const name = file.name.replace(/\.gguf$/i, '');
+    loadLocal(name, async () => {
+      setLocalStatus('Reading ' + file.name + ' (' + fmtMB(file.size) + ')…', undefined);
+      return new Uint8Array(await file.arrayBuffer());
+    });
+  }
+
+  function sendLocal(text) {
+    const id = 'b' + (++requestSeq);
+    const req = { messages: history(text), temperature: settings.temperature, maxTokens: settings.maxTokens };
+    const user = addMessage('user', text);
+    const reply = addMessage('assistant', '');
+    reply.node.dataset.state = 'streaming';
+    reply.node.setAttribute('aria-busy', 'true');
+    const r = { id, mode: 'browser', user, reply, text: '', startedAt: performance.now(), firstTokenAt: 0, cancelTimer: 0 };
+    running = r;
+    local.busy = true;
+    ui.prompt.value = '';
+    autosize();
+    scrollToBottom();
+    updateControls();
+    window.wgllm.generate(req, (piece) => {
+      if (running !== r) return; // a new chat dropped this reply
+      if (!r.firstTokenAt) r.firstTokenAt = performance.now();
+      r.text += piece;
+      queueRender();
+    }).then((st) => {
+      if (running !== r) return;
+      const decodeS = st.decodeMs / 1000;
+      finishRunning({
+        finish_reason: st.finishReason,
+        usage: { prompt_tokens: st.promptTokens, completion_tokens: st.completionTokens },
+        timings: {
+          ttft_ms: r.firstTokenAt ? r.firstTokenAt - r.startedAt : undefined,
+          predicted_per_second: st.completionTokens && decodeS > 0 ? st.completionTokens / decodeS : undefined,
+        },
+      });
+    }, (e) => {
+      if (running === r) failRunning('', String(e && e.message || e));
+    }).finally(() => {
+      local.busy = false;
+      updateControls();
+    });
+  }
+
+  function setMode(next) {
+    if (running || local.loading) {
+      ui.mode.value = mode;
+      return;
+    }
+    mode = next === 'browser' ? 'browser' : 'server';
+    document.body.dataset.mode = mode;
+    ui.localPanel.hidden = mode !== 'browser';
+    if (mode === 'browser' && !local.ready) {
+      setLocalStatus(navigator.gpu ? 'Run a model on this browser\'s GPU: download the server\'s model or open a .gguf file.' : 'This browser has no WebGPU (navigator.gpu); use the server.', undefined);
+    }
+    showModelName();
+    updateControls();
+  }
+
+  ui.mode.addEventListener('change', () => setMode(ui.mode.value));
+  ui.localDownload.addEventListener('click', downloadServerModel);
+  ui.localFile.addEventListener('change', openLocalFile);
 
   // ---- settings dialog ----
 
@@ -506,6 +751,8 @@
   ui.settingsCancel.addEventListener('click', () => ui.dialog.close());
   ui.dialog.addEventListener('close', () => ui.openSettings.focus());
 
+  ui.mode.value = 'server';
+  document.body.dataset.mode = mode;
   updateControls();
   autosize();
   connect();

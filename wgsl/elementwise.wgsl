@@ -7,13 +7,15 @@ struct Params {
   scale: f32,  // scale: the factor
 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, {{if .AliasA}}read_write{{else}}read{{end}}> a: array<f32>;
-{{- if .HasB}}
-@group(0) @binding(2) var<storage, {{if .AliasB}}read_write{{else}}read{{end}}> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> d: array<f32>;
-{{- else}}
-@group(0) @binding(2) var<storage, read_write> d: array<f32>;
+// An input that is dst's own view (SameA/SameB, in place) is not bound: it
+// is read through d, as browsers reject overlapping writable bindings.
+{{- if not .SameA}}
+@group(0) @binding({{.BindA}}) var<storage, {{if .AliasA}}read_write{{else}}read{{end}}> a: array<f32>;
 {{- end}}
+{{- if and .HasB (not .SameB)}}
+@group(0) @binding({{.BindB}}) var<storage, {{if .AliasB}}read_write{{else}}read{{end}}> b: array<f32>;
+{{- end}}
+@group(0) @binding({{.BindD}}) var<storage, read_write> d: array<f32>;
 
 const WG: u32 = {{.WG}}u;
 
@@ -23,15 +25,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
   let i = (wid.y * nwg.x + wid.x) * WG + lid;
   if (i >= p.n) { return; }
-  let x = a[p.a_off + i];
+  let x = {{if .SameA}}d{{else}}a{{end}}[p.a_off + i];
 {{- if eq .Op "add"}}
-  d[p.d_off + i] = x + b[p.b_off + i];
+  d[p.d_off + i] = x + {{if .SameB}}d{{else}}b{{end}}[p.b_off + i];
 {{- else if eq .Op "mul"}}
-  d[p.d_off + i] = x * b[p.b_off + i];
+  d[p.d_off + i] = x * {{if .SameB}}d{{else}}b{{end}}[p.b_off + i];
 {{- else if eq .Op "silu_mul"}}
-  d[p.d_off + i] = silu(x) * b[p.b_off + i];
+  d[p.d_off + i] = silu(x) * {{if .SameB}}d{{else}}b{{end}}[p.b_off + i];
 {{- else if eq .Op "add_row"}}
-  d[p.d_off + i] = x + b[p.b_off + i % p.cols];
+  d[p.d_off + i] = x + {{if .SameB}}d{{else}}b{{end}}[p.b_off + i % p.cols];
 {{- else if eq .Op "scale"}}
   d[p.d_off + i] = x * p.scale;
 {{- end}}

@@ -7,13 +7,17 @@
 //
 //	wgllm.adapter()                      → Promise<{name, vendor, architecture, shaderF16, maxBinding, maxBuffer}>
 //	wgllm.load(bytes, {ctxSize, kvType, onProgress(done, total)})
-//	                                     → Promise<{arch, vocab, ctxSize, layers, adapter, weightsBytes, kvBytes}>
-//	wgllm.generate({prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed}, onText(text))
+//	                                     → Promise<{arch, vocab, ctxSize, layers, adapter, weightsBytes, kvBytes, chatTemplate}>
+//	wgllm.generate({prompt | messages, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed}, onText(text))
 //	                                     → Promise<{promptTokens, completionTokens, finishReason, prefillMs, decodeMs}>
 //	wgllm.cancel()                       stops the running generation (finishReason "cancelled")
 //	wgllm.unload()                       frees the model and the device
 //
-// bytes is an ArrayBuffer or Uint8Array holding a GGUF file. Calls run one
+// bytes is an ArrayBuffer or Uint8Array holding a GGUF file. messages,
+// [{role, content}, …], is a chat: it is rendered with the model's chat
+// template (chatTemplate "model"), or ChatML when the file has none
+// ("chatml", which then also stops at <|im_end|>), as `wgllm serve` does.
+// Calls run one
 // at a time; a call made while another runs is rejected. When the API is
 // ready, main calls globalThis.onWgllmReady() if the page defined it.
 package main
@@ -22,11 +26,13 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall/js"
 
 	"github.com/wgllm/wgllm/ops"
+	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
 	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/runtime/gpu"
@@ -37,15 +43,20 @@ import (
 
 // session is what one page has loaded.
 type session struct {
-	mu     sync.Mutex // held by the one running call
-	ctx    *gpu.Context
-	file   *gguf.File
-	m      *model.Model
-	gen    *engine.Generator
-	cancel atomic.Bool
+	mu      sync.Mutex // held by the one running call
+	ctx     *gpu.Context
+	file    *gguf.File
+	m       *model.Model
+	gen     *engine.Generator
+	tmpl    *chat.Template // nil when the file's template does not parse
+	tmplErr error
+	cancel  atomic.Bool
 }
 
-var errCancelled = errors.New("cancelled")
+var (
+	errCancelled  = errors.New("cancelled")
+	errStopString = errors.New("stop string")
+)
 
 func main() {
 	s := &session{}
@@ -233,6 +244,15 @@ func (s *session) load(b []byte, opts js.Value) (any, error) {
 	if s.gen, err = engine.New(s.m, tok); err != nil {
 		return nil, err
 	}
+	// A broken template fails chats only, not plain prompts.
+	s.tmpl, s.tmplErr = chat.FromGGUF(s.file)
+	tmplKind := "model"
+	switch {
+	case s.tmplErr != nil:
+		tmplKind = "error: " + s.tmplErr.Error()
+	case s.tmpl.IsFallback():
+		tmplKind = "chatml"
+	}
 	ok = true
 	w, k, _ := s.m.Memory()
 	return map[string]any{
@@ -243,6 +263,7 @@ func (s *session) load(b []byte, opts js.Value) (any, error) {
 		"adapter":      adapterJS(s.ctx.Adapter),
 		"weightsBytes": float64(w),
 		"kvBytes":      float64(k),
+		"chatTemplate": tmplKind,
 	}, nil
 }
 
@@ -253,11 +274,20 @@ func (s *session) generate(req, onText js.Value) (any, error) {
 	if req.Type() != js.TypeObject {
 		return nil, errors.New("wgllm.generate: want a request object {prompt, maxTokens, ...}")
 	}
-	prompt := opt(req, "prompt", js.ValueOf(""))
-	if prompt.Type() != js.TypeString {
-		return nil, errors.New("wgllm.generate: prompt must be a string")
+	r := engine.Request{Sampling: sample.DefaultParams()}
+	var stops []string
+	if msgs := opt(req, "messages", js.Undefined()); !msgs.IsUndefined() {
+		var err error
+		if r.Prompt, r.AddBOS, stops, err = s.renderChat(msgs); err != nil {
+			return nil, err
+		}
+	} else {
+		prompt := opt(req, "prompt", js.ValueOf(""))
+		if prompt.Type() != js.TypeString {
+			return nil, errors.New("wgllm.generate: prompt must be a string")
+		}
+		r.Prompt = prompt.String()
 	}
-	r := engine.Request{Prompt: prompt.String(), Sampling: sample.DefaultParams()}
 	var err error
 	if r.MaxTokens, err = optInt(req, "maxTokens", 128); err != nil {
 		return nil, err
@@ -286,17 +316,30 @@ func (s *session) generate(req, onText js.Value) (any, error) {
 		return nil, err
 	}
 	s.cancel.Store(false)
+	send := func(text string) {
+		if text != "" && onText.Type() == js.TypeFunction {
+			onText.Invoke(text)
+		}
+	}
+	cut := stopCutter{stops: stops}
 	st, err := s.gen.Generate(r, func(text string) error {
 		if s.cancel.Load() {
 			return errCancelled
 		}
-		if onText.Type() == js.TypeFunction {
-			onText.Invoke(text)
+		out, stopped := cut.push(text)
+		send(out)
+		if stopped {
+			return errStopString
 		}
 		return nil
 	})
-	if errors.Is(err, errCancelled) {
+	switch {
+	case errors.Is(err, errCancelled):
 		st.FinishReason, err = "cancelled", nil
+	case errors.Is(err, errStopString):
+		st.FinishReason, err = "stop", nil
+	case err == nil:
+		send(cut.flush())
 	}
 	if err != nil {
 		return nil, err
@@ -324,4 +367,88 @@ func (s *session) close() {
 		s.file.Close()
 		s.file = nil
 	}
+}
+
+// renderChat renders a messages array with the model's chat template, as
+// `wgllm serve` does: the generation prompt is added, a BOS the template
+// printed itself is not doubled, and ChatML (the fallback) also stops at
+// its turn markers (engine.Options.ChatStop in cmd/wgllm).
+func (s *session) renderChat(v js.Value) (prompt string, addBOS *bool, stops []string, err error) {
+	if !v.InstanceOf(js.Global().Get("Array")) {
+		return "", nil, nil, errors.New("wgllm.generate: messages must be an array of {role, content}")
+	}
+	if s.tmplErr != nil {
+		return "", nil, nil, fmt.Errorf("wgllm.generate: the model's chat template: %w", s.tmplErr)
+	}
+	n := v.Length()
+	if n == 0 {
+		return "", nil, nil, errors.New("wgllm.generate: messages is empty")
+	}
+	msgs := make([]chat.Message, n)
+	for i := range n {
+		m := v.Index(i)
+		role, content := opt(m, "role", js.Undefined()), opt(m, "content", js.Undefined())
+		if role.Type() != js.TypeString || content.Type() != js.TypeString {
+			return "", nil, nil, fmt.Errorf("wgllm.generate: messages[%d] must be {role: string, content: string}", i)
+		}
+		msgs[i] = chat.Message{Role: role.String(), Content: content.String()}
+	}
+	if prompt, err = s.tmpl.Render(msgs, true); err != nil {
+		return "", nil, nil, err
+	}
+	// engine.Engine drops the second of two leading BOS tokens; the
+	// Generator adds none when the rendered text starts with one.
+	tok := s.gen.Tok
+	add := tok.AddBOS()
+	if ids := tok.Encode(prompt, false); add && len(ids) > 0 && ids[0] == tok.BOS() {
+		add = false
+	}
+	if s.tmpl.IsFallback() {
+		stops = []string{"<|im_end|>", "<|im_start|>"}
+	}
+	return prompt, &add, stops, nil
+}
+
+// stopCutter passes text on until a stop string, holding back the end
+// that could be the start of one (as engine.Engine does for stop strings).
+type stopCutter struct {
+	stops []string
+	held  string
+}
+
+// push takes the next piece; it returns the text that is surely output
+// and whether a stop string was reached (the text before it is returned).
+func (c *stopCutter) push(text string) (string, bool) {
+	if len(c.stops) == 0 {
+		return text, false
+	}
+	all := c.held + text
+	cut := -1
+	for _, s := range c.stops {
+		if i := strings.Index(all, s); i >= 0 && (cut < 0 || i < cut) {
+			cut = i
+		}
+	}
+	if cut >= 0 {
+		c.held = ""
+		return all[:cut], true
+	}
+	keep := 0
+	for _, s := range c.stops {
+		for n := min(len(s)-1, len(all)); n > keep; n-- {
+			if strings.HasSuffix(all, s[:n]) {
+				keep = n
+				break
+			}
+		}
+	}
+	c.held = all[len(all)-keep:]
+	return all[:len(all)-keep], false
+}
+
+// flush returns the text held back at the end of the generation.
+func (c *stopCutter) flush() string {
+	out := c.held
+	c.held = ""
+	return out
 }

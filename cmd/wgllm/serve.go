@@ -36,6 +36,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   server.max_body_bytes   WGLLM_SERVER_MAX_BODY_BYTES   request body limit
   server.ws_max_connections WGLLM_SERVER_WS_MAX_CONNECTIONS  open websockets before 429
   server.shutdown_timeout WGLLM_SERVER_SHUTDOWN_TIMEOUT on SIGTERM, how long generations may finish (10s)
+  server.wasm_dir         WGLLM_SERVER_WASM_DIR         the browser runtime (make wasm) served at /wasm/ (web/wasm/dist)
   model.path              WGLLM_MODEL_PATH              GGUF model (default: the bundled kjv model)
   model.context_length    WGLLM_MODEL_CONTEXT_LENGTH    tokens per sequence (0: the model's)
   engine.max_batch        WGLLM_ENGINE_MAX_BATCH        sequences decoded together
@@ -59,6 +60,11 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
 			}
 			cfg := whole.Server
 			cfg.Static = web.FS()
+			// The page's "in this browser" mode downloads the default
+			// model's file; no other file is offered.
+			if path, err := a.modelPath(cmd); err == nil {
+				cfg.ModelFile = func(name string) (string, bool) { return path, name == "" }
+			}
 			cfg.DefaultMaxTokens = a.cfg.GetInt("sampling.max_tokens")
 			cfg.DefaultSampling = sample.DefaultParams()
 			cfg.DefaultSampling.Temperature = float32(a.cfg.GetFloat64("sampling.temperature"))

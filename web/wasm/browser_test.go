@@ -1,7 +1,9 @@
 // Package wasm_test runs the browser build of the runtime (cmd/wgllm-wasm)
 // in headless Chromium on the browser's own WebGPU (SwiftShader, a software
 // adapter), and checks that it writes the same greedy text as the native
-// runtime for the same model and prompt.
+// runtime for the same model and prompt; then, in the same browser, that
+// the chat page's "in this browser" mode downloads the model from the
+// server, streams the native runtime's greedy chat reply and stops on Stop.
 package wasm_test
 
 import (
@@ -19,20 +21,27 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/rs/zerolog"
 	"github.com/wgllm/wgllm/ops"
+	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
 	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/runtime/gpu"
 	"github.com/wgllm/wgllm/runtime/model"
 	"github.com/wgllm/wgllm/runtime/sample"
 	"github.com/wgllm/wgllm/runtime/tokenizer"
+	"github.com/wgllm/wgllm/serve"
+	"github.com/wgllm/wgllm/serve/servetest"
+	"github.com/wgllm/wgllm/web"
 )
 
 const (
 	modelPath = "../../models/kjv-30m-q4_k_m.gguf"
 	prompt    = "In the beginning God created"
 	maxTokens = 8 // SwiftShader decodes ~0.3 tok/s here: the test stays near a minute
-	ctxSize   = 128
+	// The page's chat: a few tokens, for the same reason.
+	chatMaxTokens = 3
+	ctxSize       = 128
 )
 
 func findChromium() string {
@@ -77,8 +86,10 @@ WebAssembly.instantiateStreaming(fetch("wgllm.wasm"), go.importObject)
 </script>`
 
 // nativeGreedy is the native runtime's text for the prompt, as `wgllm run
-// --temp 0` writes it.
-func nativeGreedy(t *testing.T) (string, engine.Stats) {
+// --temp 0` writes it, and for the prompt as the one message of a chat
+// (rendered as `wgllm serve` renders it, with the file's template or
+// ChatML) in chatMaxTokens tokens.
+func nativeGreedy(t *testing.T) (string, engine.Stats, string) {
 	t.Helper()
 	f, err := gguf.Open(modelPath)
 	if err != nil {
@@ -114,7 +125,35 @@ func nativeGreedy(t *testing.T) (string, engine.Stats) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return text.String(), st
+
+	tmpl, err := chat.FromGGUF(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := tmpl.Render([]chat.Message{{Role: "user", Content: prompt}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addBOS := tok.AddBOS()
+	if ids := tok.Encode(rendered, false); len(ids) > 0 && ids[0] == tok.BOS() {
+		addBOS = false // a BOS the template printed is not doubled
+	}
+	var reply strings.Builder
+	if _, err := gen.Generate(engine.Request{Prompt: rendered, MaxTokens: chatMaxTokens, Sampling: sample.Greedy(), AddBOS: &addBOS}, func(s string) error {
+		reply.WriteString(s)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	chatText := reply.String()
+	if tmpl.IsFallback() { // ChatML's turn markers end the reply, as in wgllm serve
+		for _, stop := range []string{"<|im_end|>", "<|im_start|>"} {
+			if i := strings.Index(chatText, stop); i >= 0 {
+				chatText = chatText[:i]
+			}
+		}
+	}
+	return text.String(), st, chatText
 }
 
 type browserResult struct {
@@ -135,10 +174,6 @@ type browserResult struct {
 		FinishReason                   string
 		PrefillMs, DecodeMs            float64
 	}
-	Cancelled struct {
-		CompletionTokens int
-		FinishReason     string
-	}
 }
 
 func TestBrowserGreedyMatchesNative(t *testing.T) {
@@ -146,7 +181,7 @@ func TestBrowserGreedyMatchesNative(t *testing.T) {
 	if bin == "" {
 		t.Skip("no Chromium binary found (looked for $WGLLM_CHROMIUM, /usr/bin/chromium, chromium, chromium-browser, google-chrome); install the Debian package chromium to run the browser tests")
 	}
-	want, nst := nativeGreedy(t)
+	want, nst, wantChat := nativeGreedy(t)
 	t.Logf("native (%d tokens, %.1f tok/s decode): %q", nst.CompletionTokens, float64(nst.CompletionTokens)/nst.Decode.Seconds(), want)
 
 	dir := t.TempDir()
@@ -213,8 +248,6 @@ func TestBrowserGreedyMatchesNative(t *testing.T) {
     out.text = "";
     out.times = [];
     out.stats = await wgllm.generate({prompt: %q, maxTokens: %d, temperature: 0}, s => { out.text += s; out.times.push(performance.now()); });
-    // cancel() from the first piece of text stops the generation early.
-    out.cancelled = await wgllm.generate({prompt: %[2]q, maxTokens: %[3]d, temperature: 0}, s => { wgllm.cancel(); });
     await wgllm.unload();
   } catch (e) { out.error = String(e && e.stack || e); }
   return out;
@@ -245,7 +278,118 @@ func TestBrowserGreedyMatchesNative(t *testing.T) {
 	if got.Text != want {
 		t.Errorf("greedy text differs:\nbrowser %q\nnative  %q", got.Text, want)
 	}
-	if got.Cancelled.FinishReason != "cancelled" || got.Cancelled.CompletionTokens >= got.Stats.CompletionTokens {
-		t.Errorf("cancel: finish %q after %d tokens (uncancelled: %d)", got.Cancelled.FinishReason, got.Cancelled.CompletionTokens, got.Stats.CompletionTokens)
+
+	chatPageInBrowser(t, ctx, dir, wantChat)
+}
+
+// chatPageInBrowser drives the chat page, served by the real server (with
+// a fake engine behind the websocket), in "in this browser" mode: it loads
+// the runtime from /wasm/, downloads kjv-30m from /v1/models/{model}/file,
+// checks the streamed greedy reply against the native one, then stops a
+// reply with the Stop button. Stop is wgllm.cancel, so this covers cancel.
+func chatPageInBrowser(t *testing.T, ctx context.Context, wasmDir, want string) {
+	fake := servetest.New(servetest.Options{Model: "kjv-30m"})
+	defer fake.Close()
+	srv := serve.New(serve.Config{
+		Static:    web.FS(),
+		WasmDir:   wasmDir,
+		ModelFile: func(name string) (string, bool) { return modelPath, name == "" },
+	}, zerolog.Nop())
+	srv.SetBackend(fake)
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+
+	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("chat page: %s: %v", what, err)
+		}
 	}
+	waitFor := func(what, cond string, timeout time.Duration) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingTimeout(timeout))); err != nil {
+			status, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('local-status').textContent`))
+			t.Fatalf("chat page: waiting for %s: %v (page says %q)", what, err, status)
+		}
+	}
+	settings := fmt.Sprintf(`localStorage.setItem('wgllm.chat.settings', JSON.stringify({temperature: 0, maxTokens: %d}))`, chatMaxTokens)
+	run("open the page", chromedp.Navigate(hs.URL+"/"), chromedp.Evaluate[chromedp.Void](settings), chromedp.Reload())
+	waitFor("the server's hello", `document.getElementById('model-name').textContent === 'kjv-30m'`, 20*time.Second)
+	run("switch to in this browser", chromedp.SetValue("#mode", "browser"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('mode').dispatchEvent(new Event('change'))`),
+		chromedp.Click("#local-download"))
+	waitFor("the model to load in the page", `!document.getElementById('send').disabled`, 2*time.Minute)
+	status := evalTo[string](t, ctx, `document.getElementById('local-status').textContent`)
+	shown := evalTo[string](t, ctx, `document.getElementById('model-name').textContent`)
+	t.Logf("page: %s", status)
+	if !strings.Contains(status, "runs in this browser on") || !strings.Contains(shown, "in this browser") {
+		t.Errorf("the page does not say the model runs in the browser on an adapter: status %q, model %q", status, shown)
+	}
+
+	// Record what the runtime streams to the page, and the reply's state
+	// as each piece arrives.
+	run("watch the stream", chromedp.Evaluate[chromedp.Void](`(() => {
+  const gen = wgllm.generate;
+  window.pieces = [];
+  wgllm.generate = (req, onText) => gen(req, s => {
+    const m = document.querySelectorAll('#messages .msg.assistant');
+    window.pieces.push({text: s, state: m[m.length - 1].dataset.state});
+    onText(s);
+  });
+})()`))
+	run("send a prompt", chromedp.SetValue("#prompt", prompt), chromedp.Click("#send"))
+	waitFor("the reply", `(() => { const m = document.querySelector('#messages .msg.assistant'); return m && m.dataset.state !== 'streaming'; })()`, 2*time.Minute)
+	type reply struct {
+		State, Body, Meta, Speed string
+		Pieces                   []struct{ Text, State string }
+	}
+	got := evalTo[reply](t, ctx, `(() => {
+  const m = document.querySelector('#messages .msg.assistant');
+  return {state: m.dataset.state, body: m.querySelector('.body').textContent, meta: m.querySelector('.meta').textContent,
+          speed: document.getElementById('stat-speed').textContent, pieces: window.pieces};
+})()`)
+	var streamed strings.Builder
+	for _, p := range got.Pieces {
+		streamed.WriteString(p.Text)
+		if p.State != "streaming" {
+			t.Errorf("a piece arrived while the reply was %q, not streaming", p.State)
+		}
+	}
+	t.Logf("page reply (%s): %q; %s; top bar %s", got.State, streamed.String(), got.Meta, got.Speed)
+	if got.State != "done" {
+		t.Fatalf("reply state %q (%s), want done", got.State, got.Body)
+	}
+	if streamed.String() != want {
+		t.Errorf("the page's greedy chat reply differs:\npage   %q\nnative %q", streamed.String(), want)
+	}
+	if !strings.Contains(got.Speed, "tok/s") || strings.HasPrefix(got.Speed, "–") {
+		t.Errorf("the top bar shows no speed: %q", got.Speed)
+	}
+
+	// New chat, the same prompt, Stop after the first piece.
+	run("new chat and send again", chromedp.Click("#new-chat"), chromedp.SetValue("#prompt", prompt), chromedp.Click("#send"))
+	waitFor("a first piece", `window.pieces.length > `+fmt.Sprint(len(got.Pieces)), 2*time.Minute)
+	run("press stop", chromedp.Click("#stop"))
+	waitFor("the reply to stop", `document.querySelector('#messages .msg.assistant').dataset.state === 'cancelled' && !document.getElementById('send').disabled`, time.Minute)
+	tag := evalTo[string](t, ctx, `document.querySelector('#messages .msg.assistant .meta').textContent`)
+	if !strings.Contains(tag, "Stopped") {
+		t.Errorf("the stopped reply's meta %q does not say Stopped", tag)
+	}
+	if n := len(fake.Jobs()); n != 0 {
+		t.Errorf("the server's engine got %d jobs; in browser mode the page must not use it", n)
+	}
+}
+
+// evalTo evaluates expr in the page and decodes its JSON value into T.
+func evalTo[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	var v T
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](expr))
+	if err != nil {
+		t.Fatalf("evaluating %.60q: %v", expr, err)
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatalf("decoding %s: %v", raw, err)
+	}
+	return v
 }
