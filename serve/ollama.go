@@ -629,29 +629,11 @@ func (s *Server) ollamaRun(w http.ResponseWriter, r *http.Request, b Backend, o 
 		s.ollamaStream(w, r, tj, q, o, log)
 		return
 	}
-	var text strings.Builder
-	for {
-		select {
-		case <-q.ready:
-		case <-r.Context().Done():
-			tj.backend.Cancel(tj.id)
-			log.Info().Msg("client disconnected; generation cancelled")
-			return
-		}
-		for _, ev := range q.take() {
-			text.WriteString(ev.Text)
-			if !ev.Done {
-				continue
-			}
-			if ev.Err != nil {
-				writeError(w, jobError(ev.Err))
-				return
-			}
-			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			writeJSON(w, http.StatusOK, o.line(text.String(), &ev))
-			return
-		}
+	text, ev, ok := s.awaitDone(w, r, tj, q, log)
+	if !ok {
+		return
 	}
+	writeJSON(w, http.StatusOK, o.line(text, &ev))
 }
 
 // ollamaStream writes the job's events as NDJSON: a line per piece of

@@ -179,30 +179,11 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request, b Backen
 		s.stream(w, r, tj, q, out, includeUsage, log)
 		return
 	}
-	var text strings.Builder
-	for {
-		select {
-		case <-q.ready:
-		case <-r.Context().Done():
-			// The client went away: stop generating for nobody.
-			tj.backend.Cancel(tj.id)
-			log.Info().Msg("client disconnected; generation cancelled")
-			return
-		}
-		for _, ev := range q.take() {
-			text.WriteString(ev.Text)
-			if !ev.Done {
-				continue
-			}
-			if ev.Err != nil {
-				writeError(w, jobError(ev.Err))
-				return
-			}
-			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			writeJSON(w, http.StatusOK, out.final(text.String(), ev))
-			return
-		}
+	text, ev, ok := s.awaitDone(w, r, tj, q, log)
+	if !ok {
+		return
 	}
+	writeJSON(w, http.StatusOK, out.final(text, ev))
 }
 
 // responder builds the OpenAI objects of one response.
@@ -337,6 +318,36 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, tj *trackedJob, 
 		}
 		if len(buf) > 0 && !flush() {
 			return
+		}
+	}
+}
+
+// awaitDone gathers a non-streamed job's text until its final event and
+// sets the write deadline for the reply. It returns false when the client
+// went away (the job is cancelled) or the job failed (the error is
+// written).
+func (s *Server) awaitDone(w http.ResponseWriter, r *http.Request, tj *trackedJob, q *eventQueue, log zerolog.Logger) (string, engine.Event, bool) {
+	var text strings.Builder
+	for {
+		select {
+		case <-q.ready:
+		case <-r.Context().Done():
+			// The client went away: stop generating for nobody.
+			tj.backend.Cancel(tj.id)
+			log.Info().Msg("client disconnected; generation cancelled")
+			return "", engine.Event{}, false
+		}
+		for _, ev := range q.take() {
+			text.WriteString(ev.Text)
+			if !ev.Done {
+				continue
+			}
+			if ev.Err != nil {
+				writeError(w, jobError(ev.Err))
+				return "", engine.Event{}, false
+			}
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+			return text.String(), ev, true
 		}
 	}
 }
