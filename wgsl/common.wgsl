@@ -56,6 +56,44 @@ fn silu(x: f32) -> f32 {
   return x * s;
 }
 
+// sigmoid(x) as silu computes it: from e = exp(-|x|), never inf/inf.
+fn sigmoid(x: f32) -> f32 {
+  let e = exp(-abs(x));
+  return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+}
+
+// tanh without overflow for any finite x (the builtin may compute
+// sinh/cosh and give NaN at large |x| on some drivers): a Taylor series to
+// x^11 below |x| = 1/4 (truncation < 3e-10 relative, where (1-e)/(1+e)
+// would cancel), else sign(x)(1-e)/(1+e) with e = exp(-2|x|) in (0, 0.61).
+fn tanh_stable(x: f32) -> f32 {
+  let a = abs(x);
+  if (a < 0.25) {
+    let z = x * x;
+    return x * (1.0 + z * (-0.33333333 + z * (0.13333333 + z * (-0.053968254 + z * (0.021869489 + z * -0.0088632355)))));
+  }
+  let e = exp(-2.0 * a);
+  return sign(x) * ((1.0 - e) / (1.0 + e));
+}
+
+// Gated FFN activations act(gate, up) (ops.Activation), shared by the
+// elementwise op and the fused Pair matvecs so both paths agree.
+fn act_silu(g: f32, u: f32) -> f32 { return silu(g) * u; }
+
+// gelu (tanh form) as x·sigmoid(2·sqrt(2/π)(x + 0.044715x³)), which equals
+// 0.5x(1 + tanh(sqrt(2/π)(x + 0.044715x³))).
+fn act_gelu(g: f32, u: f32) -> f32 {
+  let t = 1.5957691 * g * (1.0 + 0.044715 * g * g);
+  return g * sigmoid(t) * u;
+}
+
+// gpt-oss's clamped SwiGLU (ggml_swiglu_oai, alpha 1.702, limit 7).
+fn act_swiglu_oai(g: f32, u: f32) -> f32 {
+  let x = min(g, 7.0);
+  let y = clamp(u, -7.0, 7.0);
+  return x * sigmoid(1.702 * x) * (y + 1.0);
+}
+
 {{/* rope_angle is shared by the RoPE kernels (rope.wgsl, rope_store.wgsl):
      the rotation of one pair, from the Params fields lo, hi, inv_2pi and
      two_pi. It must match RoPEOpts.Angle on the host exactly. */}}
