@@ -100,7 +100,17 @@ fn act_swiglu_oai(g: f32, u: f32) -> f32 {
 {{define "rope_angle"}}fn angle(pos: u32, pair: u32) -> f32 {
   let lo = pair & 15u;
   let hi = pair >> 4u;
-  let inv_freq = p.lo[lo >> 2u][lo & 3u] * p.hi[hi >> 2u][hi & 3u];
+  var inv_freq = p.lo[lo >> 2u][lo & 3u] * p.hi[hi >> 2u][hi & 3u];
+{{- if .YaRN}}
+  // YaRN (ggml rope_yarn): mix interpolation (freq_scale) and extrapolation
+  // (1) by the ramp between the correction dims.
+  let y = (f32(pair) - p.corr_lo) * p.inv_span;
+  let r = (1.0 - clamp(y, 0.0, 1.0)) * p.ext_factor;
+  inv_freq = inv_freq * (p.freq_scale * (1.0 - r) + r);
+{{- end}}
+{{- if .Factors}}
+  inv_freq = inv_freq / freq_factors[p.ff_off + pair];
+{{- end}}
   return f32(pos) * inv_freq;
 }
 
@@ -114,13 +124,14 @@ fn reduce_angle(theta: f32) -> f32 {
   return (((theta - k * p.two_pi.x) - k * p.two_pi.y) - k * p.two_pi.z) - k * p.two_pi.w;
 }
 
-// Pair (x0, x1) turned by pair's angle at pos. Angle 0 (position 0) is
-// exactly the identity, whatever cos and sin give.
+// Pair (x0, x1) turned by pair's angle at pos, scaled by mscale (ggml's
+// cos·mscale and sin·mscale; 1 scales exactly). Angle 0 (position 0) is
+// exactly the identity (times mscale), whatever cos and sin give.
 fn rotate_pair(x0: f32, x1: f32, pos: u32, pair: u32) -> vec2<f32> {
   let theta = angle(pos, pair);
   let r = reduce_angle(theta);
-  let c = cos(r);
-  let s = sin(r);
-  return select(vec2<f32>(x0 * c - x1 * s, x0 * s + x1 * c), vec2<f32>(x0, x1), theta == 0.0);
+  let c = cos(r) * p.mscale;
+  let s = sin(r) * p.mscale;
+  return select(vec2<f32>(x0 * c - x1 * s, x0 * s + x1 * c), vec2<f32>(x0, x1) * p.mscale, theta == 0.0);
 }
 {{end}}
