@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/wgllm/wgllm/internal/gputest"
@@ -25,8 +26,12 @@ func tinyConfig(arch string) Config {
 		c.With = []string{"rope_freqs.weight"}
 	case "qwen2":
 		c.With = biases
-	case "qwen3", "gemma2", "gemma3":
+	case "qwen3":
 		c.Without = []string{"output.weight"}
+	case "gemma2", "gemma3": // a window of 8 the 15-token test passes, both layer kinds, both caps
+		c.Without = []string{"output.weight"}
+		c.Extra = []gguf.KV{archKV(arch, "attention.sliding_window", uint32(8)), archKV(arch, "attention.sliding_window_pattern", uint32(2)),
+			archKV(arch, "attn_logit_softcapping", float32(15)), archKV(arch, "final_logit_softcapping", float32(30))}
 	case "phi3":
 		c.With = []string{"attn_qkv.weight"}
 	case "glm4":
@@ -147,12 +152,17 @@ func TestForwardMatchesReference(t *testing.T) {
 // TestDecodeBatchIsBatchInvariant decodes three sequences at different
 // positions together and checks every logit is bit-identical to decoding
 // each alone: what lets batched serving return exactly the text a request
-// gets alone.
+// gets alone. gemma2 adds windowed, soft-capped attention past its window,
+// phi3 a fused QKV and gate-up from the file.
 func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	for _, typ := range []gguf.GGMLType{gguf.F16, gguf.Q4_K} {
-		t.Run(typ.String(), func(t *testing.T) {
-			path := writeRandomModel(t, "llama", typ, 77)
+	for _, c := range []struct {
+		arch string
+		typ  gguf.GGMLType
+	}{{"llama", gguf.F16}, {"llama", gguf.Q4_K}, {"gemma2", gguf.Q8_0}, {"phi3", gguf.Q4_0}} {
+		arch, typ := c.arch, c.typ
+		t.Run(arch+"/"+typ.String(), func(t *testing.T) {
+			path := writeRandomModel(t, arch, typ, 77)
 			f, err := gguf.Open(path)
 			if err != nil {
 				t.Fatal(err)
@@ -384,4 +394,111 @@ func TestShapes(t *testing.T) {
 	if a.local.Window != 4096 || a.global.SoftCap != 50 || a.finalSoftCap != 30 || a.global.Window != 0 {
 		t.Errorf("gemma2-2b configured as %+v", a)
 	}
+}
+
+// TestLoadRefusesBadFiles: a file of a known architecture with a tensor
+// missing, of the wrong shape or type, or with metadata out of range is
+// refused before any GPU upload, naming the tensor or key; an unknown
+// architecture lists the supported ones; and the next load works.
+func TestLoadRefusesBadFiles(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	base := func() ([]gguf.KV, []gguf.TensorToWrite) {
+		meta, tensors, err := RandomGGUF(tinyConfig("llama"), gguf.Q8_0, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return meta, tensors
+	}
+	setKV := func(meta []gguf.KV, key string, v any) []gguf.KV {
+		for i := range meta {
+			if meta[i].Key == key {
+				meta[i].Value = gguf.Val(v)
+				return meta
+			}
+		}
+		return append(meta, gguf.KV{Key: key, Value: gguf.Val(v)})
+	}
+	cases := []struct {
+		name, want string
+		edit       func([]gguf.KV, []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite)
+	}{
+		{"missing tensor", "blk.1.attn_q.weight is missing", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			var kept []gguf.TensorToWrite
+			for _, x := range ts {
+				if x.Name != "blk.1.attn_q.weight" {
+					kept = append(kept, x)
+				}
+			}
+			return m, kept
+		}},
+		{"wrong shape", "blk.0.ffn_up.weight has dims", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			for i := range ts {
+				if ts[i].Name == "blk.0.ffn_up.weight" {
+					ts[i].Dims = []uint64{ts[i].Dims[0], ts[i].Dims[1] / 2}
+					ts[i].Data = ts[i].Data[:len(ts[i].Data)/2]
+				}
+			}
+			return m, ts
+		}},
+		{"wrong type", "blk.0.attn_norm.weight is Q8_0", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			for i := range ts {
+				if ts[i].Name == "blk.0.attn_norm.weight" {
+					data, _ := quant.Quantize(gguf.Q8_0, make([]float32, 256))
+					ts[i].Type, ts[i].Data = gguf.Q8_0, data
+				}
+			}
+			return m, ts
+		}},
+		{"zero layers", "llama.block_count = 0 is out of range", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "llama.block_count", uint32(0)), ts
+		}},
+		{"kv heads", "4 heads are not a multiple of 3 kv heads", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "llama.attention.head_count_kv", uint32(3)), ts
+		}},
+		{"rope scaling", "rope.scaling.type \"warp\"", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "llama.rope.scaling.type", "warp"), ts
+		}},
+		{"nan epsilon", "layer_norm_rms_epsilon = NaN is out of range", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "llama.attention.layer_norm_rms_epsilon", float32(math.NaN())), ts
+		}},
+		{"unknown architecture", "unsupported architecture \"mamba\" (supported: [chatglm gemma2", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "general.architecture", "mamba"), ts
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			meta, tensors := c.edit(base())
+			path := filepath.Join(t.TempDir(), "bad.gguf")
+			if err := gguf.WriteFile(path, meta, tensors); err != nil {
+				t.Fatal(err)
+			}
+			f, err := gguf.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			before := ctx.AllocatedBytes()
+			m, err := Load(ctx, f, Options{CtxLen: 32, KVType: ops.F32})
+			if err == nil {
+				m.Close()
+				t.Fatalf("loaded; want an error containing %q", c.want)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q does not contain %q", err, c.want)
+			}
+			if after := ctx.AllocatedBytes(); after != before {
+				t.Errorf("GPU allocation went from %d to %d bytes: the refusal came after an upload", before, after)
+			}
+		})
+	}
+	f, err := gguf.Open(writeRandomModel(t, "llama", gguf.Q8_0, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := Load(ctx, f, Options{CtxLen: 32, KVType: ops.F32})
+	if err != nil {
+		t.Fatalf("a good model after the bad ones: %v", err)
+	}
+	m.Close()
 }
