@@ -10,6 +10,7 @@ import (
 	"github.com/wgllm/wgllm/internal/gputest"
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gguf"
+	"github.com/wgllm/wgllm/runtime/gpu"
 	"github.com/wgllm/wgllm/runtime/quant"
 )
 
@@ -82,69 +83,122 @@ func relErr(got []float32, want []float64) float64 {
 //     f16 or f32), ≤ 2e-3 for the block-quantised types.
 func TestForwardMatchesReference(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	prompt := []int32{1, 17, 300, 5, 42, 42, 7, 99, 250, 3, 11, 383}
 	for _, arch := range Supported() {
 		for _, typ := range quant.Types() {
 			t.Run(arch+"/"+typ.String(), func(t *testing.T) {
-				path := writeRandomModel(t, arch, typ, int64(len(arch))*100+int64(typ))
-				f, err := gguf.Open(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				ref, err := newReference(f, quant.Dequantize)
-				if err != nil {
-					t.Fatal(err)
-				}
-				m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 2, KVType: ops.F32})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer m.Close()
-				vocab := m.Cfg.Vocab
 				prefillTol := 2e-3
 				if typ == gguf.F32 || typ == gguf.F16 || typ == gguf.BF16 {
 					prefillTol = 1e-4
 				}
-				want := make([][]float64, 0, len(prompt)+3)
-				for _, tok := range append(append([]int32{}, prompt...), 8, 200, 64) {
-					w, err := ref.Forward(int(tok))
-					if err != nil {
-						t.Fatal(err)
-					}
-					want = append(want, w)
-				}
-
-				decode, _ := m.KV.Acquire()
-				one := make([]float32, vocab)
-				for i, tok := range prompt {
-					if _, err := m.Forward(decode, []int32{tok}, LastLogits, one); err != nil {
-						t.Fatal(err)
-					}
-					if e := relErr(one, want[i]); e > 1e-4 || math.IsNaN(e) {
-						t.Fatalf("decode path, position %d: relative error %.3g > 1e-4", i, e)
-					}
-				}
-
-				prefill, _ := m.KV.Acquire()
-				logits := make([]float32, len(prompt)*vocab)
-				if _, err := m.Forward(prefill, prompt, AllLogits, logits); err != nil {
-					t.Fatal(err)
-				}
-				for i := range prompt {
-					if e := relErr(logits[i*vocab:(i+1)*vocab], want[i]); e > prefillTol || math.IsNaN(e) {
-						t.Fatalf("prefill position %d: relative error %.3g > %.3g", i, e, prefillTol)
-					}
-				}
-				for step, tok := range []int32{8, 200, 64} {
-					if _, err := m.Forward(prefill, []int32{tok}, LastLogits, one); err != nil {
-						t.Fatal(err)
-					}
-					if e := relErr(one, want[len(prompt)+step]); e > prefillTol || math.IsNaN(e) {
-						t.Fatalf("decode step %d after prefill: relative error %.3g > %.3g", step, e, prefillTol)
-					}
-				}
+				path := writeRandomModel(t, arch, typ, int64(len(arch))*100+int64(typ))
+				checkAgainstReference(t, ctx, path, prefillTol)
 			})
+		}
+	}
+}
+
+// TestRopeScalingMatchesReference runs the RoPE scalings the metadata can
+// ask for against the float64 reference, with prompts past the original
+// context: linear (llama), YaRN (qwen2, qwen3), and LongRoPE's factors
+// with its attention factor (phi3).
+func TestRopeScalingMatchesReference(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, c := range []struct {
+		name  string
+		cfg   Config
+		extra []gguf.KV
+	}{
+		{"llama-linear", tinyConfig("llama"), []gguf.KV{archKV("llama", "rope.scaling.type", "linear"), archKV("llama", "rope.scaling.factor", float32(4))}},
+		{"qwen2-yarn", tinyConfig("qwen2"), []gguf.KV{archKV("qwen2", "rope.scaling.type", "yarn"), archKV("qwen2", "rope.scaling.factor", float32(4)),
+			archKV("qwen2", "rope.scaling.original_context_length", uint32(8))}},
+		{"qwen3-yarn", tinyConfig("qwen3"), []gguf.KV{archKV("qwen3", "rope.scaling.type", "yarn"), archKV("qwen3", "rope.scaling.factor", float32(8)),
+			archKV("qwen3", "rope.scaling.original_context_length", uint32(4)), archKV("qwen3", "rope.scaling.yarn_beta_fast", float32(16))}},
+		{"phi3-longrope", tinyConfig("phi3"), []gguf.KV{archKV("phi3", "rope.scaling.attn_factor", float32(1.19)),
+			archKV("phi3", "rope.scaling.original_context_length", uint32(8))}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := c.cfg
+			cfg.Extra = append(cfg.Extra, c.extra...)
+			if cfg.Arch == "phi3" {
+				cfg.With = append(cfg.With, "rope_factors_long.weight", "rope_factors_short.weight")
+			}
+			meta, tensors, err := RandomGGUF(cfg, gguf.F32, 11)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), c.name+".gguf")
+			if err := gguf.WriteFile(path, meta, tensors); err != nil {
+				t.Fatal(err)
+			}
+			checkAgainstReference(t, ctx, path, 1e-4)
+		})
+	}
+}
+
+// checkAgainstReference compares the GPU's logits for a model file with the
+// float64 reference's over the same dequantised weights, two ways:
+//
+//   - decode path: the prompt fed one token at a time (matvec reading the
+//     stored blocks exactly as the reference decodes them, so only f32
+//     arithmetic separates the two): relative L2 ≤ 1e-4 for every type;
+//   - prefill path: the prompt as one batch (the tiled matmul, with
+//     quantised weights dequantised to f16 first, as llama.cpp's GPU
+//     backends do: each weight rounds by up to 2^-11 relative), then three
+//     decode steps over that cache, within prefillTol.
+func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, prefillTol float64) {
+	t.Helper()
+	prompt := []int32{1, 17, 300, 5, 42, 42, 7, 99, 250, 3, 11, 383}
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ref, err := newReference(f, quant.Dequantize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 2, KVType: ops.F32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	vocab := m.Cfg.Vocab
+	want := make([][]float64, 0, len(prompt)+3)
+	for _, tok := range append(append([]int32{}, prompt...), 8, 200, 64) {
+		w, err := ref.Forward(int(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, append([]float64(nil), w...))
+	}
+
+	decode, _ := m.KV.Acquire()
+	one := make([]float32, vocab)
+	for i, tok := range prompt {
+		if _, err := m.Forward(decode, []int32{tok}, LastLogits, one); err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(one, want[i]); e > 1e-4 || math.IsNaN(e) {
+			t.Fatalf("decode path, position %d: relative error %.3g > 1e-4", i, e)
+		}
+	}
+
+	prefill, _ := m.KV.Acquire()
+	logits := make([]float32, len(prompt)*vocab)
+	if _, err := m.Forward(prefill, prompt, AllLogits, logits); err != nil {
+		t.Fatal(err)
+	}
+	for i := range prompt {
+		if e := relErr(logits[i*vocab:(i+1)*vocab], want[i]); e > prefillTol || math.IsNaN(e) {
+			t.Fatalf("prefill position %d: relative error %.3g > %.3g", i, e, prefillTol)
+		}
+	}
+	for step, tok := range []int32{8, 200, 64} {
+		if _, err := m.Forward(prefill, []int32{tok}, LastLogits, one); err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(one, want[len(prompt)+step]); e > prefillTol || math.IsNaN(e) {
+			t.Fatalf("decode step %d after prefill: relative error %.3g > %.3g", step, e, prefillTol)
 		}
 	}
 }
