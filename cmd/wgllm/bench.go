@@ -31,6 +31,8 @@ type benchResult struct {
 	StddevTS    float64   `json:"stddev_ts"`
 	AvgNS       float64   `json:"avg_ns"`
 	Samples     []float64 `json:"samples_ts"`
+	KVType      string    `json:"type_kv"`
+	KVBytes     uint64    `json:"kv_bytes_per_token"`
 }
 
 func benchCmd(a *app) *cobra.Command {
@@ -105,7 +107,8 @@ func benchCmd(a *app) *cobra.Command {
 			a.log.Info().Str("model", label).Dur("load", time.Since(t0)).Uint64("weights_bytes", w).
 				Uint64("kv_bytes", kvb).Uint64("scratch_bytes", s).Str("adapter", ctx.Adapter.Name).Msg("bench model ready")
 			var results []benchResult
-			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + ctx.Adapter.Backend}
+			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + ctx.Adapter.Backend,
+				KVType: kt.String(), KVBytes: m.KV.Config().TokenBytes()}
 			rng := rand.New(rand.NewSource(42))
 			tokens := make([]int32, max(nP, 1))
 			for i := range tokens {
@@ -179,7 +182,8 @@ func benchCmd(a *app) *cobra.Command {
 			tw.Flush()
 			fmt.Fprintf(os.Stdout, "adapter: %s (%s); decode reads %s of weights per token: %.1f GB/s at the tg rate\n",
 				ctx.Adapter.Name, ctx.Adapter.Backend, bytesHuman(w), float64(w)*lastTG(results)/1e9)
-			fmt.Fprintf(os.Stdout, "GPU memory: weights %s, KV cache %s, scratch %s\n", bytesHuman(w), bytesHuman(kvb), bytesHuman(s))
+			fmt.Fprintf(os.Stdout, "GPU memory: weights %s, KV cache %s (%s, %d bytes per token), scratch %s\n",
+				bytesHuman(w), bytesHuman(kvb), kt, m.KV.Config().TokenBytes(), bytesHuman(s))
 			for _, p := range profiles {
 				p.print(os.Stdout)
 			}

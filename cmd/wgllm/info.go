@@ -75,6 +75,7 @@ func infoCmd(a *app) *cobra.Command {
 				}
 				fmt.Fprintf(w, "gpu memory\t%s (weights %s, kv cache %s, scratch %s)\n", bytesHuman(est.Total()),
 					bytesHuman(est.Weights), bytesHuman(est.KV), bytesHuman(est.Scratch))
+				fmt.Fprintf(w, "kv cache\t%s, %d bytes per token\n", kt, est.KVTokenBytes)
 			}
 			return nil
 		},

@@ -259,6 +259,7 @@ func (c Config) Validate() error {
 // MemoryEstimate is what Load will allocate on the GPU, in bytes.
 type MemoryEstimate struct {
 	Weights, KV, Scratch uint64
+	KVTokenBytes         uint64 // KV cache bytes per token (K and V of every layer)
 }
 
 // Total is the sum.

@@ -18,7 +18,7 @@ type Options struct {
 	Seqs      int       // sequence slots in the KV cache; 0: 1
 	BlockSize int       // KV cache block size in tokens; 0: 16
 	KVTokens  int       // tokens the KV block pool holds for all sequences; 0: CtxLen × Seqs
-	KVType    ops.DType // ops.F32 or ops.F16
+	KVType    ops.DType // ops.F32, ops.F16 or ops.Q8_0 (ggml's Q8_0 blocks, 17/32 of f16's bytes)
 	Batch     int       // most tokens one step takes (prefill chunk); 0: 512
 	Progress  func(done, total uint64)
 }
@@ -134,8 +134,8 @@ func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
 }
 
 func checkKVType(t ops.DType) error {
-	if t != ops.F32 && t != ops.F16 {
-		return fmt.Errorf("model: KV cache type %s: want f32 or f16", t)
+	if !ops.IsKVPoolType(t) {
+		return fmt.Errorf("model: KV cache type %s: want f32, f16 or q8_0", t)
 	}
 	return nil
 }
@@ -148,15 +148,20 @@ func (m *Model) finish(opt Options) error {
 		return err
 	}
 	var err error
-	if m.KV, err = kv.NewPaged(m.ctx, kv.PagedConfig{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
-		BlockSize: opt.BlockSize, Blocks: (opt.KVTokens + opt.BlockSize - 1) / opt.BlockSize, Seqs: opt.Seqs,
-		MaxSeqLen: opt.CtxLen, DType: opt.KVType}); err != nil {
+	if m.KV, err = kv.NewPaged(m.ctx, kvConfig(c, opt)); err != nil {
 		return err
 	}
 	if m.step, err = m.KV.NewStep(opt.Seqs, m.batch); err != nil {
 		return err
 	}
 	return m.allocScratch()
+}
+
+// kvConfig sizes the KV cache of a model (opt with its defaults).
+func kvConfig(c Config, opt Options) kv.PagedConfig {
+	return kv.PagedConfig{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
+		BlockSize: opt.BlockSize, Blocks: (opt.KVTokens + opt.BlockSize - 1) / opt.BlockSize, Seqs: opt.Seqs,
+		MaxSeqLen: opt.CtxLen, DType: opt.KVType}
 }
 
 // prepareWeights walks the architecture's weights and lets each shared
@@ -321,6 +326,9 @@ func Estimate(f *gguf.File, opt Options) (MemoryEstimate, error) {
 	if err != nil {
 		return MemoryEstimate{}, err
 	}
+	if err := checkKVType(opt.KVType); err != nil {
+		return MemoryEstimate{}, err
+	}
 	opt = opt.withDefaults(c)
 	var e MemoryEstimate
 	seen := map[string]bool{}
@@ -335,12 +343,8 @@ func Estimate(f *gguf.File, opt Options) (MemoryEstimate, error) {
 			largestQuant = max(largestQuant, b.info.Elements())
 		}
 	}
-	kvSize := uint64(4)
-	if opt.KVType == ops.F16 {
-		kvSize = 2
-	}
-	blocks := (opt.KVTokens + opt.BlockSize - 1) / opt.BlockSize
-	e.KV = 2 * uint64(c.Layers*blocks*opt.BlockSize*c.KVHeads*c.HeadDim) * kvSize
+	kc := kvConfig(c, opt)
+	e.KV, e.KVTokenBytes = kc.PoolBytes(), kc.TokenBytes()
 	n := uint64(opt.Batch)
 	qDim, kvDim := uint64(c.Heads*c.HeadDim), uint64(c.KVHeads*c.HeadDim)
 	e.Scratch = 4 * n * (3*uint64(c.Dim) + 2*qDim + 2*kvDim + 2*uint64(c.FFN) + uint64(c.Vocab) + 3)
