@@ -334,4 +334,3 @@ func TestCopyRowsU32(t *testing.T) {
 		t.Error("a u32 to f32 copy was accepted")
 	}
 }
-

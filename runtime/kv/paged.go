@@ -20,10 +20,10 @@ type PagedConfig struct {
 	Layers    int
 	KVHeads   int
 	HeadDim   int
-	BlockSize int // tokens per block (16 or 32 are typical)
-	Blocks    int // blocks in the pool: the same block ids in every layer
-	Seqs      int // sequence slots (block table rows)
-	MaxSeqLen int // most tokens one sequence may hold: the table has ceil(MaxSeqLen/BlockSize) columns
+	BlockSize int       // tokens per block (16 or 32 are typical)
+	Blocks    int       // blocks in the pool: the same block ids in every layer
+	Seqs      int       // sequence slots (block table rows)
+	MaxSeqLen int       // most tokens one sequence may hold: the table has ceil(MaxSeqLen/BlockSize) columns
 	DType     ops.DType // ops.F32, ops.F16 or ops.Q8_0
 }
 
