@@ -273,6 +273,7 @@ var pagedCases = []pagedCase{
 	{name: "decode_q8_mqa_hd80", nq: 1, heads: 4, kvh: 2, hd: 80, bs: 16, kvLens: []int{333, 2}, causal: true, kv: ops.Q8_0},
 	{name: "prefill_q8_chunk_after_cache", nq: 41, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{141, 41}, causal: true, kv: ops.Q8_0, spareBlocks: 1},
 	{name: "verify_q8_all_mods", nq: 3, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{500, 3}, causal: true, kv: ops.Q8_0, window: 50, softCap: 10, sinks: true, qScale: 10},
+	{name: "prefill_q8_gemma2_tiny", nq: 12, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{12}, causal: true, kv: ops.Q8_0, window: 8, softCap: 15},
 	{name: "decode_gemma2_local", nq: 1, heads: 8, kvh: 4, hd: 128, bs: 16, kvLens: []int{900, 30}, causal: true, kv: ops.F16, window: 128, softCap: 50, qScale: 20},
 	{name: "prefill_gptoss_local", nq: 24, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{333, 24}, causal: true, kv: ops.F32, window: 128, sinks: true},
 	{name: "verify_all_mods", nq: 4, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{600, 4}, causal: true, kv: ops.F32, window: 50, softCap: 10, sinks: true, qScale: 10},
