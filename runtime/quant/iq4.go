@@ -100,7 +100,7 @@ func packIQ4(qs []byte, L []uint8) {
 }
 
 // bestIndexIQ4 is ggml's best_index_int8 over kvalues_iq4nl: the nearest
-// table entry, the lower one on a tie.
+// table entry (the upper one on a tie), compared as ggml compares.
 func bestIndexIQ4(x float32) uint8 {
 	val := &kvaluesIQ4NL
 	if x <= float32(val[0]) {
