@@ -385,3 +385,45 @@ func TestDecodeMatchesLayout(t *testing.T) {
 		}
 	}
 }
+
+// ggml's GGML_E8M0_TO_FP32_HALF: 2^(e-128), subnormal for e < 2, and 255
+// is 2^127 rather than NaN.
+func TestE8M0Half(t *testing.T) {
+	for e, want := range map[uint8]float32{0: 0x1p-128, 1: 0x1p-127, 2: 0x1p-126, 127: 0.5, 128: 1, 130: 4, 254: 0x1p126, 255: 0x1p127} {
+		if got := quant.E8M0Half(e); got != want {
+			t.Errorf("E8M0Half(%d) = %g, want %g", e, got, want)
+		}
+	}
+}
+
+// MXFP4's scale is a power of two, not an f16: values far beyond 65504
+// quantise, and the exponent puts the block's largest magnitude at 8 or 12
+// doubled E2M1 steps (floor(log2 max) - 2 + 127).
+func TestMXFP4Range(t *testing.T) {
+	x := make([]float32, 64)
+	for i := range x {
+		x[i] = float32(i%7-3) * 1e30
+	}
+	x[5] = -3.5e30 // the largest magnitude of block 0
+	q, err := quant.Quantize(gguf.MXFP4, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uint8(math.Floor(math.Log2(3.5e30)) - 2 + 127); q[0] != want {
+		t.Errorf("block 0 exponent %d, want %d", q[0], want)
+	}
+	y, err := quant.Dequantize(gguf.MXFP4, q, len(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := relRMS(y, x); e > 0.2 {
+		t.Errorf("relative RMS error %.3f on values near 1e30", e)
+	}
+	// Tiny values take the smallest exponent rather than wrapping to 255,
+	// which ggml's row validation would reject.
+	tiny := make([]float32, 32)
+	tiny[3] = 1e-39
+	if q, err = quant.Quantize(gguf.MXFP4, tiny); err != nil || q[0] != 0 {
+		t.Errorf("tiny block: exponent %d, error %v; want 0", q[0], err)
+	}
+}
