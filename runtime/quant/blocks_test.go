@@ -438,7 +438,7 @@ func TestBestIndexIQ4(t *testing.T) {
 		}
 	}
 	var around []float32
-	around = append(around, quant.IQ4Thresholds[:15]...)
+	around = append(around, quant.IQ4Thresholds[:]...)
 	for _, v := range iq4Table {
 		around = append(around, float32(v))
 	}

@@ -129,14 +129,13 @@ func bestIndexIQ4(x float32) uint8 {
 // iq4Thresholds[k] (k < 15) is the least float32 that best_index_int8 maps
 // past entry k: the search compares x - v[k] < v[k+1] - x in float32 after
 // bisecting to v[k] <= x < v[k+1], a test that is monotone in x, so its
-// answer changes at one value per pair, found here by bisection. The 16th
-// is +Inf, so that a four-step search counts the thresholds at or below x.
-var iq4Thresholds = func() (t [16]float32) {
-	t[15] = float32(math.Inf(1))
-	for k := range 15 {
+// answer changes at one value per pair, found here by bisection.
+var iq4Thresholds = func() (t [15]float32) {
+	for k := range t {
 		a, b := float32(kvaluesIQ4NL[k]), float32(kvaluesIQ4NL[k+1])
-		lower := func(x float32) bool { return x-a < b-x } // ggml keeps entry k
-		lo, hi := a, b // lower(lo), !lower(hi)
+		// lower(x): ggml keeps entry k. lower(a) holds and lower(b) does not.
+		lower := func(x float32) bool { return x-a < b-x }
+		lo, hi := a, b
 		for math.Nextafter32(lo, hi) != hi {
 			mid := float32((float64(lo) + float64(hi)) / 2)
 			if mid == lo || mid == hi {
@@ -152,31 +151,6 @@ var iq4Thresholds = func() (t [16]float32) {
 	}
 	return t
 }()
-
-// bestIndexIQ4Search is ggml's best_index_int8 written as ggml writes it;
-// the tests check bestIndexIQ4 against it.
-func bestIndexIQ4Search(x float32) uint8 {
-	val := &kvaluesIQ4NL
-	if x <= float32(val[0]) {
-		return 0
-	}
-	if x >= float32(val[15]) {
-		return 15
-	}
-	ml, mu := 0, 15
-	for mu-ml > 1 {
-		mav := (ml + mu) / 2
-		if x < float32(val[mav]) {
-			mu = mav
-		} else {
-			ml = mav
-		}
-	}
-	if x-float32(val[mu-1]) < float32(val[mu])-x {
-		return uint8(mu - 1)
-	}
-	return uint8(mu)
-}
 
 // iq4GroupScale is the per-32-element part of ggml's
 // quantize_row_iq4_nl_impl without an importance matrix (weights x²): a
