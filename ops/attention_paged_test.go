@@ -470,6 +470,7 @@ func TestAttentionPagedRejectsBadShapes(t *testing.T) {
 	table := mk(ops.U32, 4, 5)
 	info := mk(ops.U32, 3, ops.SeqInfoFields)
 	kh := mk(ops.F16, 11, 16, 2, 64)
+	kq := mk(ops.Q8_0, 11, 16, 2, 64) // one block more than the views
 	enc, err := ctx.NewEncoder()
 	must(t, err)
 	defer enc.Release()
@@ -500,6 +501,9 @@ func TestAttentionPagedRejectsBadShapes(t *testing.T) {
 		{"sinks per kv head", out, q, k, v, table, info, ops.PagedOptions{Sinks: ptr(mk(ops.F32, 2))}},
 		{"f16 sinks", out, q, k, v, table, info, ops.PagedOptions{Sinks: ptr(mk(ops.F16, 8))}},
 		{"sinks in out's buffer", out, q, k, v, table, info, ops.PagedOptions{Sinks: ptr(out.View(0, 8))}},
+		{"q8_0 pool not whole", out, q, kq.View(0, 10, 16, 2, 64), kq.View(0, 10, 16, 2, 64), table, info, ops.PagedOptions{}},
+		{"q8_0 pool view past its start", out, q, kq.View(2048, 10, 16, 2, 64), kq.View(2048, 10, 16, 2, 64), table, info, ops.PagedOptions{}},
+		{"q4_0 pools", out, q, mk(ops.Q4_0, 10, 16, 2, 64), mk(ops.Q4_0, 10, 16, 2, 64), table, info, ops.PagedOptions{}},
 	}
 	for _, b := range bad {
 		if err := ops.AttentionPaged(enc, b.out, b.q, b.k, b.v, b.table, b.info, b.opt); err == nil {

@@ -334,3 +334,38 @@ func TestCopyRowsU32(t *testing.T) {
 		t.Error("a u32 to f32 copy was accepted")
 	}
 }
+
+// q8_0 pools that are views, or whose rows are not whole blocks, are
+// refused by the writers with an error.
+func TestKVPoolQ8WritersRejectBadPools(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	mk := func(dt ops.DType, n int) ops.Tensor {
+		x, err := ops.New(ctx, "x", dt, n)
+		must(t, err)
+		t.Cleanup(x.Buf.Destroy)
+		return x
+	}
+	qkv := mk(ops.F32, 3*(4+2+2)*48)
+	q := qkv.View(0, 3, 4, 48)
+	k := qkv.View(3*4*48, 3, 2, 48)
+	v := qkv.View(3*6*48, 3, 2, 48)
+	slots := mk(ops.U32, 3)
+	pool := mk(ops.Q8_0, 10*96)
+	o := ops.RoPEOpts{Mode: ops.RoPENormal, NRot: 48, Base: 10000}
+	enc := newEncoder(t, ctx)
+	defer enc.Release()
+	for name, err := range map[string]error{
+		"rope_store q8_0 pool view": ops.RoPEStore(enc, q, k, v, pool.View(96, 9, 96), pool.View(96, 9, 96), slots, o),
+		"rope_store q8_0 k pool with an f32 v pool": ops.RoPEStore(enc, q, k, v, pool.View(0, 10, 96),
+			mk(ops.F32, 10*96).View(0, 10, 96), slots, o),
+		"scatter q8_0 rows of 48":  ops.ScatterRows(enc, mk(ops.Q8_0, 10*96).View(0, 20, 48), mk(ops.F32, 3*48).View(0, 3, 48), slots),
+		"scatter q8_0 pool view":   ops.ScatterRows(enc, pool.View(96, 9, 96), mk(ops.F32, 3*96).View(0, 3, 96), slots),
+		"scatter from q8_0 source": ops.ScatterRows(enc, mk(ops.F32, 10*96).View(0, 10, 96), pool.View(0, 10, 96).View(0, 3, 96), slots),
+	} {
+		if err == nil {
+			t.Errorf("%s accepted", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}
