@@ -31,7 +31,8 @@ type benchResult struct {
 	StddevTS    float64   `json:"stddev_ts"`
 	AvgNS       float64   `json:"avg_ns"`
 	Samples     []float64 `json:"samples_ts"`
-	KVType      string    `json:"type_kv"`
+	TypeK       string    `json:"type_k"` // the KV cache type, as llama-bench names it
+	TypeV       string    `json:"type_v"`
 	KVBytes     uint64    `json:"kv_bytes_per_token"`
 }
 
@@ -108,7 +109,7 @@ func benchCmd(a *app) *cobra.Command {
 				Uint64("kv_bytes", kvb).Uint64("scratch_bytes", s).Str("adapter", ctx.Adapter.Name).Msg("bench model ready")
 			var results []benchResult
 			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + ctx.Adapter.Backend,
-				KVType: kt.String(), KVBytes: m.KV.Config().TokenBytes()}
+				TypeK: kt.String(), TypeV: kt.String(), KVBytes: m.KV.Config().TokenBytes()}
 			rng := rand.New(rand.NewSource(42))
 			tokens := make([]int32, max(nP, 1))
 			for i := range tokens {
