@@ -35,7 +35,9 @@ fn q8_unpack(w: u32) -> vec4<f32> {
   return vec4<f32>(s >> vec4<u32>(24u));
 }
 
-// The scale of value i's block from its scale word (two f16 per word).
+// The scale of value i's block from its scale word (two f16 per word). A
+// device may flush a subnormal scale (a block whose largest value is below
+// 127·2^-14 ≈ 0.0078) to zero: an error below that value.
 fn q8_scale_of(w: u32, i: u32) -> f32 {
   let s = unpack2x16float(w);
   return select(s.x, s.y, ((i >> 5u) & 1u) == 1u);
