@@ -533,11 +533,14 @@ func BenchmarkAttentionPaged(b *testing.B) {
 	defer func() { ctx.Debug = debug }()
 	const nSeq, heads, kvh, hd = 8, 32, 8, 128
 	for _, kvLen := range []int{1024, 4096} {
-		for _, kv := range []ops.DType{ops.F16, ops.F32} {
+		for _, kv := range []ops.DType{ops.F16, ops.F32, ops.Q8_0} {
 			for _, mode := range []string{"contiguous", "paged_bs16", "paged_bs32", "paged_bs16_mixed"} {
 				b.Run(fmt.Sprintf("decode/%dx%d/%s/%s", nSeq, kvLen, kv, mode), func(b *testing.B) {
 					if kvLen > 1024 && skipBig {
 						b.Skip("big shape on a software adapter (set WGLLM_BENCH_FULL=1 to run)")
+					}
+					if kv == ops.Q8_0 && mode == "contiguous" {
+						b.Skip("q8_0 is a paged-cache type only")
 					}
 					rng := rand.New(rand.NewSource(1))
 					mk := benchTensors(b, ctx, rng)
@@ -567,7 +570,7 @@ func BenchmarkAttentionPaged(b *testing.B) {
 						k, v, tab, inf := benchPool(b, ctx, rng, mk, kv, lens, kvLen, bs, kvh, hd)
 						opt := ops.PagedOptions{Causal: true, MaxKVLen: kvLen}
 						op = func(enc *gpu.Encoder) error { return ops.AttentionPaged(enc, out, q, k, v, tab, inf, opt) }
-						b.SetBytes(int64(2 * total * kvh * hd * kv.Size()))
+						b.SetBytes(kvBytes(kv, 2*total*kvh*hd))
 					}
 					benchOps(b, ctx, software, op)
 				})
@@ -583,12 +586,20 @@ func benchTensors(b *testing.B, ctx *gpu.Context, rng *rand.Rand) func(string, o
 		for _, s := range shape {
 			n *= s
 		}
+		if dt == ops.Q8_0 {
+			x := newKVPool(b, ctx, label, dt, gputest.Rand(rng, n, 2), shape...)
+			b.Cleanup(x.Buf.Destroy)
+			return x
+		}
 		x, err := ops.FromFloat32(ctx, label, dt, gputest.Rand(rng, n, 2), shape...)
 		must(b, err)
 		b.Cleanup(x.Buf.Destroy)
 		return x
 	}
 }
+
+// kvBytes is the storage of n values of a KV type.
+func kvBytes(dt ops.DType, n int) int64 { return int64(n / dt.BlockSize() * dt.BlockBytes()) }
 
 // benchPool makes a paged pool for decode sequences of the given lengths
 // (one query each, at the end), its blocks handed out in shuffled order.
