@@ -404,4 +404,3 @@ func (m *Matcher) sameStack(a, b int32) bool {
 	}
 	return true
 }
-
