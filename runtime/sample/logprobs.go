@@ -58,4 +58,3 @@ func LogProbs(logits []float32, id int32, top int, dst []TokenLogprob) (float32,
 	}
 	return lp(logits[id]), dst, nil
 }
-
