@@ -20,7 +20,7 @@ const benchText = `{"name": "Abraham son of Terah", "age": 175, ` +
 	`"address": {"street": "the plain of Mamre", "city": "Hebron"}, "active": false, "email": "abraham@ur.example"}`
 
 // tokenVocab loads a tokenizer from the shared files and its Vocab.
-func tokenVocab(b *testing.B, path string) (*tokenizer.Tokenizer, *Vocab) {
+func tokenVocab(b testing.TB, path string) (*tokenizer.Tokenizer, *Vocab) {
 	f, err := gguf.Open(sharedfiles.File(b, path))
 	if err != nil {
 		b.Fatal(err)

@@ -358,3 +358,44 @@ func TestVocabTrie(t *testing.T) {
 		t.Error("an end token outside the vocabulary was accepted")
 	}
 }
+
+// A budget too small from the start still leaves tokens, those closest to
+// the end, so the output ends as soon as it can.
+func TestBudgetTooSmallHeadsForTheEnd(t *testing.T) {
+	v, eos := byteVocab(t)
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, tc := range schemaCases {
+		g, err := FromJSONSchema([]byte(tc.schema))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := NewMatcher(g, v)
+		allowed := make([]bool, v.Size())
+		var out []byte
+		for steps := 0; !m.Complete(); steps++ {
+			if steps > g.MinLength() {
+				t.Fatalf("%s: not done after %d tokens (shortest text: %d bytes): %q", tc.name, steps, g.MinLength(), out)
+			}
+			m.SetRemaining(1)
+			m.Mask(allowed)
+			var ids []int32
+			for id, ok := range allowed {
+				if ok {
+					ids = append(ids, int32(id))
+				}
+			}
+			if len(ids) == 0 {
+				t.Fatalf("%s: empty mask after %q", tc.name, out)
+			}
+			id := ids[rng.IntN(len(ids))]
+			if err := m.Accept(id); err != nil {
+				t.Fatal(err)
+			}
+			if id == eos {
+				break
+			}
+			out = append(out, v.pieces[id]...)
+		}
+		assertValid(t, compileValidator(t, tc.schema), string(out))
+	}
+}

@@ -216,10 +216,18 @@ func (m *Matcher) stateKey(dst []byte) []byte {
 }
 
 // compute walks the vocabulary trie from the current state. remaining > 0
-// allows only tokens that leave a completion of at most remaining-1 bytes.
+// allows only tokens that leave a completion of at most remaining-1 bytes;
+// when no token can (the budget was too small from the start), those that
+// leave the shortest completion, so the output ends as soon as it can.
 func (m *Matcher) compute(remaining int) *maskEntry {
 	v := m.v
-	e := &maskEntry{bits: make([]uint64, (len(v.pieces)+63)/64)}
+	words := (len(v.pieces) + 63) / 64
+	e := &maskEntry{bits: make([]uint64, words)}
+	var closest []uint64 // with a budget: the tokens leaving the least
+	closestRem := infinite
+	if remaining > 0 {
+		closest = make([]uint64, words)
+	}
 	for _, s := range m.stacks {
 		e.complete = e.complete || s < 0
 	}
@@ -239,17 +247,41 @@ func (m *Matcher) compute(remaining int) *maskEntry {
 		m.marks[d] = len(m.frames)
 		if nd.tokStart < nd.tokEnd {
 			r := m.minRem(m.sets[d])
+			toks := v.tokens[nd.tokStart:nd.tokEnd]
 			if remaining <= 0 || r <= int32(remaining-1) {
-				for _, id := range v.tokens[nd.tokStart:nd.tokEnd] {
-					e.bits[id/64] |= 1 << (id % 64)
-				}
+				setBits(e.bits, toks)
 				e.maxRem = max(e.maxRem, r)
+			}
+			if closest != nil && r <= closestRem {
+				if r < closestRem {
+					clear(closest)
+					closestRem = r
+				}
+				setBits(closest, toks)
 			}
 		}
 		i++
 	}
 	m.frames = m.frames[:base]
+	if closest != nil && !e.complete && isZero(e.bits) {
+		e.bits, e.maxRem = closest, closestRem
+	}
 	return e
+}
+
+func setBits(bits []uint64, ids []int32) {
+	for _, id := range ids {
+		bits[id/64] |= 1 << (id % 64)
+	}
+}
+
+func isZero(bits []uint64) bool {
+	for _, w := range bits {
+		if w != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Accept advances the state by token id. A token the grammar does not
