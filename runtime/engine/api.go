@@ -92,11 +92,11 @@ type Timings struct {
 // callback must return quickly (hand the event to a buffered channel) and
 // must not call back into the engine.
 type Event struct {
-	JobID        string
-	Text         string // a piece of generated text (complete UTF-8)
+	JobID string
+	Text  string // a piece of generated text (complete UTF-8)
 	// Logprobs of the tokens generated since the previous event (with
 	// Job.Logprobs); their text is in this event's Text or an earlier one.
-	Logprobs []TokenLogprob
+	Logprobs     []TokenLogprob
 	Done         bool
 	FinishReason string // with Done: "stop", "length", "cancelled"; empty on error
 	Usage        Usage

@@ -87,10 +87,10 @@ type job struct {
 
 	// Loop goroutine only.
 	seq       int
-	ids       []int32 // prompt
-	fed       []int32 // tokens whose KV is in the cache
-	next      int32   // token to feed at the next step
-	sampler   *sample.Sampler // nil: greedy on the GPU's argmax
+	ids       []int32          // prompt
+	fed       []int32          // tokens whose KV is in the cache
+	next      int32            // token to feed at the next step
+	sampler   *sample.Sampler  // nil: greedy on the GPU's argmax
 	matcher   *grammar.Matcher // with Job.Grammar
 	allowed   []bool           // the matcher's mask, per step
 	logprobs  []TokenLogprob   // generated since the last event
