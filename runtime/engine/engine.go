@@ -44,6 +44,7 @@ type Engine struct {
 
 	mu       sync.Mutex
 	queue    []*job
+	embeds   []*embedWork // embedding requests, run between steps
 	jobs     map[string]*job
 	finished []string // ids in finishing order, for pruning
 	active   []*job   // owned by the loop goroutine
@@ -278,7 +279,7 @@ func (e *Engine) loop() {
 	for {
 		e.mu.Lock()
 		closed := e.closed
-		idle := len(e.queue) == 0 && len(e.active) == 0
+		idle := len(e.queue) == 0 && len(e.active) == 0 && len(e.embeds) == 0
 		e.mu.Unlock()
 		if closed {
 			e.drain()
@@ -293,6 +294,7 @@ func (e *Engine) loop() {
 		}
 		e.reap()
 		e.admit()
+		e.embedStep()
 		e.step()
 		used := 0
 		for _, j := range e.active {
@@ -313,6 +315,11 @@ func (e *Engine) drain() {
 	reason := "cancelled"
 	if err != nil {
 		reason = ""
+	}
+	if err == nil {
+		e.failEmbeds(ErrClosed)
+	} else {
+		e.failEmbeds(err)
 	}
 	for _, j := range e.active {
 		e.finish(j, reason, err)
