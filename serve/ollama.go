@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/wgllm/wgllm/runtime/engine"
 )
 
@@ -298,27 +297,25 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request, b 
 		writeError(w, aerr)
 		return
 	}
-	greq, aerr := s.ollamaOptions(r, req.Options)
+	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	kind := kindCompletion
 	switch {
 	case req.Prompt == "":
 		s.ollamaLoad(w, r, b, req.Model, req.KeepAlive, false)
 		return
 	case req.Raw:
-		greq.Prompt, _ = json.Marshal(req.Prompt)
+		g.prompt = req.Prompt
 	default: // Ollama applies the model's template to the prompt
-		kind = kindChat
+		g.kind = kindChat
 		if req.System != "" {
-			greq.Messages = append(greq.Messages, chatMessageIn{Role: "system", Content: jsonString(req.System)})
+			g.messages = append(g.messages, engine.ChatMessage{Role: "system", Content: req.System})
 		}
-		greq.Messages = append(greq.Messages, chatMessageIn{Role: "user", Content: jsonString(req.Prompt)})
+		g.messages = append(g.messages, engine.ChatMessage{Role: "user", Content: req.Prompt})
 	}
-	s.ollamaRun(w, r, b, ollamaRun{model: req.Model, req: greq, kind: kind, chat: false,
-		stream: req.Stream == nil || *req.Stream, start: start})
+	s.run(w, r, b, g, ollamaProtocol(g, false, start))
 }
 
 func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Backend) {
@@ -342,7 +339,7 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 		writeError(w, aerr)
 		return
 	}
-	greq, aerr := s.ollamaOptions(r, req.Options)
+	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
@@ -351,6 +348,11 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 		s.ollamaLoad(w, r, b, req.Model, req.KeepAlive, true)
 		return
 	}
+	if len(req.Messages) > maxMessages {
+		writeError(w, invalidParam("messages", "at most %d messages", maxMessages))
+		return
+	}
+	g.kind = kindChat
 	for i, m := range req.Messages {
 		param := fmt.Sprintf("messages[%d]", i)
 		if len(m.Images) > 0 {
@@ -363,15 +365,28 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 				Param: param, Message: "tool calls are not supported"})
 			return
 		}
-		greq.Messages = append(greq.Messages, chatMessageIn{Role: m.Role, Content: jsonString(m.Content)})
+		msg, aerr := chatMessage(param, m.Role, m.Content)
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		g.messages = append(g.messages, msg)
 	}
-	s.ollamaRun(w, r, b, ollamaRun{model: req.Model, req: greq, kind: kindChat, chat: true,
-		stream: req.Stream == nil || *req.Stream, start: start})
+	s.run(w, r, b, g, ollamaProtocol(g, true, start))
 }
 
-func jsonString(s string) json.RawMessage {
-	b, _ := json.Marshal(s)
-	return b
+// ollamaGeneration starts a generation from Ollama's fields: its options
+// validated as the settings.
+func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string]json.RawMessage, stream *bool) (*generation, *apiError) {
+	fields, aerr := s.ollamaOptions(r, opts)
+	if aerr != nil {
+		return nil, aerr
+	}
+	settings, aerr := s.samplingJob(&fields)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return &generation{model: model, settings: settings, stream: stream == nil || *stream}, nil
 }
 
 // checkOllamaExtras refuses what this server cannot honour: JSON mode or
@@ -403,8 +418,8 @@ var ollamaIgnoredOptions = map[string]bool{
 // ignored with a warning, as Ollama does, and so are the samplers this
 // server lacks (typical_p, tfs_z, mirostat); a value of the wrong type is
 // an error.
-func (s *Server) ollamaOptions(r *http.Request, opts map[string]json.RawMessage) (genRequest, *apiError) {
-	var req genRequest
+func (s *Server) ollamaOptions(r *http.Request, opts map[string]json.RawMessage) (samplingFields, *apiError) {
+	var req samplingFields
 	for key, raw := range opts {
 		if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 			continue
@@ -563,18 +578,52 @@ func (s *Server) ollamaLoad(w http.ResponseWriter, r *http.Request, b Backend, m
 	writeJSON(w, http.StatusOK, ollamaGenerateResponse{Model: model, CreatedAt: now, Done: true, DoneReason: reason})
 }
 
-// ollamaRun is one generation of /api/generate or /api/chat.
-type ollamaRun struct {
+// ollamaProtocol is /api/chat's (chat) or /api/generate's protocol.
+func ollamaProtocol(g *generation, chat bool, start time.Time) protocol {
+	p := protocol{endpoint: "ollama_generate", idPrefix: "ollama-", echoRequested: true}
+	if chat {
+		p.endpoint = "ollama_chat"
+	}
+	p.framer = func(m responseMeta) framer {
+		return &ollamaFramer{model: m.model, chat: chat, start: start, loaded: m.loaded}
+	}
+	return p
+}
+
+// ollamaFramer makes the Ollama objects of one response: NDJSON lines, or
+// the one final object.
+type ollamaFramer struct {
 	model  string // as the request named it; echoed in every line
-	req    genRequest
-	kind   requestKind
-	chat   bool // /api/chat's shapes
-	stream bool
+	chat   bool   // /api/chat's shapes
 	start  time.Time
 	loaded time.Duration
 }
 
-func (o ollamaRun) line(text string, done *engine.Event) any {
+func (o *ollamaFramer) contentType() string { return "application/x-ndjson" }
+
+func (o *ollamaFramer) opening() []any { return nil }
+
+func (o *ollamaFramer) piece(d delta) []any { return []any{o.line(d.Content, nil)} }
+
+func (o *ollamaFramer) closing(out *outcome) []any { return []any{o.line("", out)} }
+
+func (o *ollamaFramer) failure(e *apiError) any { return ollamaErrorBody{Error: e.Message} }
+
+func (o *ollamaFramer) frame(buf []byte, v any) []byte {
+	body, err := json.Marshal(v)
+	if err != nil {
+		body = []byte(`{"error":"encoding a line failed"}`)
+	}
+	return append(append(buf, body...), '\n')
+}
+
+func (o *ollamaFramer) terminator() string { return "" }
+
+func (o *ollamaFramer) whole(out *outcome) any { return o.line(out.Content, out) }
+
+// line is one line of the stream: a piece of text, or with done the final
+// line with its statistics.
+func (o *ollamaFramer) line(text string, done *outcome) any {
 	now := time.Now().UTC()
 	var metrics *ollamaMetrics
 	reason := ""
@@ -596,108 +645,6 @@ func (o ollamaRun) line(text string, done *engine.Event) any {
 	}
 	return ollamaGenerateResponse{Model: o.model, CreatedAt: now, Response: text, Done: done != nil,
 		DoneReason: reason, ollamaMetrics: metrics}
-}
-
-func (s *Server) ollamaRun(w http.ResponseWriter, r *http.Request, b Backend, o ollamaRun) {
-	b, release, loaded, aerr := s.modelBackend(r.Context(), b, o.model)
-	if aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	o.loaded = loaded
-	job, aerr := s.buildJob(b, &o.req, o.kind)
-	if aerr != nil {
-		release()
-		reqLog(r).Info().Str("code", aerr.Code).Str("param", aerr.Param).Msg(aerr.Message)
-		writeError(w, aerr)
-		return
-	}
-	endpoint := "ollama_generate"
-	if o.chat {
-		endpoint = "ollama_chat"
-	}
-	job.ID = "ollama-" + requestID(r)
-	log := reqLog(r).With().Str("job_id", job.ID).Str("endpoint", endpoint).Logger()
-	q := newEventQueue()
-	tj, aerr := s.submit(b, job, endpoint, log, releaseOnDone(q.push, release))
-	if aerr != nil {
-		release()
-		writeError(w, aerr)
-		return
-	}
-	if o.stream {
-		s.ollamaStream(w, r, tj, q, o, log)
-		return
-	}
-	text, ev, ok := s.awaitDone(w, r, tj, q, log)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, o.line(text, &ev))
-}
-
-// ollamaStream writes the job's events as NDJSON: a line per piece of
-// text, then the line with "done": true and the statistics (or
-// {"error":"…"} if the job failed). Every write has its own deadline; a
-// failed write or a client that goes away cancels the job.
-func (s *Server) ollamaStream(w http.ResponseWriter, r *http.Request, tj *trackedJob, q *eventQueue, o ollamaRun, log zerolog.Logger) {
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	var buf []byte
-	send := func(v any) {
-		body, err := json.Marshal(v)
-		if err != nil {
-			body = []byte(`{"error":"encoding a line failed"}`)
-		}
-		buf = append(append(buf, body...), '\n')
-	}
-	flush := func() bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		_, err := w.Write(buf)
-		buf = buf[:0]
-		if err == nil {
-			err = rc.Flush()
-		}
-		if err != nil {
-			tj.backend.Cancel(tj.id)
-			log.Info().Err(err).Msg("stream write failed; generation cancelled")
-			return false
-		}
-		return true
-	}
-	if !flush() { // the headers: clients see the stream open at once
-		return
-	}
-	for {
-		select {
-		case <-q.ready:
-		case <-r.Context().Done():
-			tj.backend.Cancel(tj.id)
-			log.Info().Msg("client disconnected mid-stream; generation cancelled")
-			return
-		}
-		for _, ev := range q.take() {
-			if ev.Text != "" {
-				send(o.line(ev.Text, nil))
-			}
-			if !ev.Done {
-				continue
-			}
-			if ev.Err != nil {
-				send(ollamaErrorBody{Error: jobError(ev.Err).Message})
-			} else {
-				send(o.line("", &ev))
-			}
-			flush()
-			return
-		}
-		if len(buf) > 0 && !flush() {
-			return
-		}
-	}
 }
 
 // ollamaRoutes serves /api/*; the server mounts it behind the API key and

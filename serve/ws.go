@@ -302,7 +302,7 @@ func (c *wsConn) enqueueJSON(v any) {
 }
 
 func (c *wsConn) sendError(id string, e *apiError) {
-	c.enqueueJSON(wsError{Type: "error", ID: id, Error: wsErrorBody{Code: e.Code, Message: e.Message, Param: e.Param}})
+	c.enqueueJSON((&wsFramer{id: id}).failure(e))
 }
 
 func (c *wsConn) handleMessage(data []byte) {
@@ -344,7 +344,11 @@ func (c *wsConn) start(msg *wsRequest, kind requestKind) {
 		c.sendError(msg.ID, errShuttingDown)
 		return
 	}
-	job, aerr := c.s.buildJob(c.b, &msg.genRequest, kind)
+	g, aerr := c.s.openAIGeneration(&msg.genRequest, kind)
+	var job engine.Job
+	if aerr == nil {
+		job, aerr = c.s.buildJob(c.b, g)
+	}
 	if aerr != nil {
 		c.log.Info().Str("client_id", msg.ID).Str("code", aerr.Code).Str("param", aerr.Param).Msg(aerr.Message)
 		c.sendError(msg.ID, aerr)
@@ -371,29 +375,52 @@ func (c *wsConn) start(msg *wsRequest, kind requestKind) {
 
 	job.ID = jobID
 	log := c.log.With().Str("request_id", jobID).Str("client_id", clientID).Str("endpoint", "ws").Logger()
-	if _, aerr := c.s.submit(c.b, job, "ws", log, func(ev engine.Event) { c.onEvent(clientID, jobID, ev) }); aerr != nil {
+	f, acc := &wsFramer{id: clientID}, newAccumulator()
+	if _, aerr := c.s.submit(c.b, job, "ws", log, func(ev engine.Event) { c.onEvent(clientID, jobID, f, acc, ev) }); aerr != nil {
 		c.forget(clientID, jobID)
 		c.sendError(clientID, aerr)
 	}
 }
 
 // onEvent runs on the engine's goroutine: it only encodes and queues.
-func (c *wsConn) onEvent(clientID, jobID string, ev engine.Event) {
-	if !ev.Done {
-		c.enqueueJSON(wsToken{Type: "token", ID: clientID, Text: ev.Text})
-		return
+func (c *wsConn) onEvent(clientID, jobID string, f *wsFramer, acc *accumulator, ev engine.Event) {
+	send := func(vs ...any) {
+		for _, v := range vs {
+			c.enqueueJSON(v)
+		}
 	}
-	// Forgotten first, so that the client may reuse the id as soon as it
-	// reads the end.
-	c.forget(clientID, jobID)
-	if ev.Text != "" {
-		c.enqueueJSON(wsToken{Type: "token", ID: clientID, Text: ev.Text})
+	if ev.Done {
+		// Forgotten first, so that the client may reuse the id as soon as
+		// it reads the end.
+		c.forget(clientID, jobID)
 	}
-	if ev.Err != nil {
-		c.sendError(clientID, jobError(ev.Err))
-		return
+	for _, d := range acc.feed(ev.Text) {
+		send(f.piece(d)...)
 	}
-	c.enqueueJSON(wsDone{Type: "done", ID: clientID, FinishReason: ev.FinishReason, Usage: ev.Usage, Timings: ev.Timings})
+	switch {
+	case !ev.Done:
+	case ev.Err != nil:
+		send(f.failure(jobError(ev.Err)))
+	default:
+		send(f.closing(acc.finish(ev))...)
+	}
+}
+
+// wsFramer makes the websocket's messages of one request.
+type wsFramer struct{ id string }
+
+var _ pieceFramer = (*wsFramer)(nil)
+
+func (f *wsFramer) piece(d delta) []any {
+	return []any{wsToken{Type: "token", ID: f.id, Text: d.Content}}
+}
+
+func (f *wsFramer) closing(o *outcome) []any {
+	return []any{wsDone{Type: "done", ID: f.id, FinishReason: o.FinishReason, Usage: o.Usage, Timings: o.Timings}}
+}
+
+func (f *wsFramer) failure(e *apiError) any {
+	return wsError{Type: "error", ID: f.id, Error: wsErrorBody{Code: e.Code, Message: e.Message, Param: e.Param}}
 }
 
 func (c *wsConn) forget(clientID, jobID string) {
