@@ -91,13 +91,13 @@ func (s *Server) buildJob(b Backend, g *generation) (engine.Job, *apiError) {
 		if total > s.cfg.MaxPromptBytes {
 			return job, promptTooLarge(total, s.cfg.MaxPromptBytes)
 		}
-		prompt, err := b.RenderChat(g.messages)
+		rendered, err := b.RenderChat(engine.Chat{Messages: g.messages})
 		if err != nil {
 			ae := submitError(err)
 			ae.Message = "rendering the chat template: " + ae.Message
 			return job, ae
 		}
-		job.Prompt = prompt
+		job.Prompt = rendered.Prompt
 		job.Chat = true
 	default:
 		job.Prompt = g.prompt
