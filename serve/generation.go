@@ -3,8 +3,11 @@ package serve
 import (
 	"bytes"
 	"net/http"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 
+	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
 )
 
@@ -27,8 +30,20 @@ type generation struct {
 	messages     []engine.ChatMessage // kindChat, validated
 	settings     engine.Job           // validated sampling, max tokens and stops; no prompt
 	stream       bool
-	includeUsage bool // OpenAI's stream_options.include_usage
+	includeUsage bool      // OpenAI's stream_options.include_usage
+	tools        *toolSpec // kindChat: the tools offered; nil: none
+	think        *bool     // the template's enable_thinking; nil: its default
+	reasoning    reasoningMode
 }
+
+// reasoningMode is what becomes of a reasoning model's <think> text.
+type reasoningMode int
+
+const (
+	reasoningSplit reasoningMode = iota // apart from the answer (reasoning_content, thinking)
+	reasoningKeep                       // left in the answer's text (Ollama without think)
+	reasoningDrop                       // left out (Ollama's think: false)
+)
 
 // generation validates an OpenAI body of the given kind, in the order a
 // client would fix it: what the server does not do, the settings, then
@@ -49,6 +64,9 @@ func (s *Server) openAIGeneration(req *genRequest, kind requestKind) (*generatio
 	if name := req.unsupportedField(); name != "" {
 		return nil, unsupported(name, name+" is not supported by this server")
 	}
+	if kind != kindChat && (!isNull(req.Tools) || !isNull(req.ToolChoice)) {
+		return nil, unsupported("tools", "tools are for chat requests")
+	}
 	settings, aerr := s.samplingJob(&req.samplingFields)
 	if aerr != nil {
 		return nil, aerr
@@ -62,6 +80,15 @@ func (s *Server) openAIGeneration(req *genRequest, kind requestKind) (*generatio
 		}
 		if g.messages, aerr = chatMessages(req.Messages); aerr != nil {
 			return nil, aerr
+		}
+		if g.tools, aerr = parseTools(req.Tools); aerr != nil {
+			return nil, aerr
+		}
+		if aerr = g.tools.parseToolChoice(req.ToolChoice); aerr != nil {
+			return nil, aerr
+		}
+		if req.ParallelToolCalls != nil {
+			g.tools.parallel = *req.ParallelToolCalls
 		}
 	default:
 		if req.Messages != nil {
@@ -77,11 +104,23 @@ func (s *Server) openAIGeneration(req *genRequest, kind requestKind) (*generatio
 	return g, nil
 }
 
+// outputPlan is how to read a job's output: the template's format, the
+// tools offered, and where the output starts.
+type outputPlan struct {
+	format    chat.Format
+	tools     *toolSpec // nil: calls are not looked for
+	inThink   bool      // the prompt opened <think>
+	prefill   string    // the prompt ends with this start of the answer
+	reasoning reasoningMode
+}
+
 // buildJob turns a generation into a Job for b: its settings and the
-// prompt (a chat rendered with b's template), within the prompt limit.
-func (s *Server) buildJob(b Backend, g *generation) (engine.Job, *apiError) {
+// prompt (a chat rendered with b's template, and how to read the
+// answer), within the prompt limit.
+func (s *Server) buildJob(b Backend, g *generation) (engine.Job, *outputPlan, *apiError) {
 	job := g.settings
 	job.Stop = append([]string(nil), g.settings.Stop...)
+	var plan *outputPlan
 	switch g.kind {
 	case kindChat:
 		total := 0
@@ -89,21 +128,58 @@ func (s *Server) buildJob(b Backend, g *generation) (engine.Job, *apiError) {
 			total += len(m.Content)
 		}
 		if total > s.cfg.MaxPromptBytes {
-			return job, promptTooLarge(total, s.cfg.MaxPromptBytes)
+			return job, nil, promptTooLarge(total, s.cfg.MaxPromptBytes)
 		}
-		rendered, err := b.RenderChat(engine.Chat{Messages: g.messages})
+		conv := engine.Chat{Messages: g.messages, Thinking: g.think}
+		if g.tools.offered() {
+			conv.Tools = g.tools.defs
+		}
+		rendered, err := b.RenderChat(conv)
 		if err != nil {
 			ae := submitError(err)
 			ae.Message = "rendering the chat template: " + ae.Message
-			return job, ae
+			return job, nil, ae
 		}
-		job.Prompt = rendered.Prompt
+		plan, ae := chatPlan(g, rendered)
+		if ae != nil {
+			return job, nil, ae
+		}
+		job.Prompt = rendered.Prompt + plan.prefill
 		job.Chat = true
+		if len(job.Prompt) > s.cfg.MaxPromptBytes {
+			return job, nil, promptTooLarge(len(job.Prompt), s.cfg.MaxPromptBytes)
+		}
+		return job, plan, nil
 	default:
 		job.Prompt = g.prompt
 	}
 	if len(job.Prompt) > s.cfg.MaxPromptBytes {
-		return job, promptTooLarge(len(job.Prompt), s.cfg.MaxPromptBytes)
+		return job, nil, promptTooLarge(len(job.Prompt), s.cfg.MaxPromptBytes)
 	}
-	return job, nil
+	return job, plan, nil
+}
+
+// chatPlan is how to read the answer to a rendered chat.
+func chatPlan(g *generation, rendered engine.RenderedChat) (*outputPlan, *apiError) {
+	plan := &outputPlan{format: rendered.Format, reasoning: g.reasoning}
+	if g.tools.offered() {
+		if plan.format.Tools == chat.NoTools {
+			return nil, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+				Param: "tools", Message: "the model's chat template does not support tools"}
+		}
+		plan.tools = g.tools
+		if g.tools.mode == toolsRequired || g.tools.mode == toolsNamed {
+			plan.prefill = toolPrefill(plan.format.Tools, g.tools)
+		}
+	}
+	if g.think != nil && *g.think && !plan.format.Thinking && g.reasoning == reasoningSplit {
+		return nil, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: "think", Message: "the model's chat template does not support thinking"}
+	}
+	if g.reasoning == reasoningKeep {
+		plan.format.Thinking = false
+	}
+	plan.inThink = plan.format.Thinking && plan.prefill == "" &&
+		strings.HasSuffix(strings.TrimRightFunc(rendered.Prompt, unicode.IsSpace), "<think>")
+	return plan, nil
 }

@@ -66,7 +66,7 @@ type ollamaGenerateRequest struct {
 type ollamaChatRequest struct {
 	Model     string                     `json:"model"`
 	Messages  []ollamaMessageIn          `json:"messages"`
-	Tools     []json.RawMessage          `json:"tools"`
+	Tools     json.RawMessage            `json:"tools"`
 	Format    json.RawMessage            `json:"format"`
 	Options   map[string]json.RawMessage `json:"options"`
 	Stream    *bool                      `json:"stream"`
@@ -75,10 +75,21 @@ type ollamaChatRequest struct {
 }
 
 type ollamaMessageIn struct {
-	Role      string            `json:"role"`
-	Content   string            `json:"content"`
-	Images    []string          `json:"images"`
-	ToolCalls []json.RawMessage `json:"tool_calls"`
+	Role      string           `json:"role"`
+	Content   string           `json:"content"`
+	Thinking  string           `json:"thinking"`
+	Images    []string         `json:"images"`
+	ToolCalls []ollamaToolCall `json:"tool_calls"`
+	ToolName  string           `json:"tool_name"` // a tool message's function
+}
+
+// ollamaToolCall is a call in Ollama's shape: arguments an object, no id.
+type ollamaToolCall struct {
+	Function struct {
+		Index     *int            `json:"index,omitempty"`
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
+	} `json:"function"`
 }
 
 type ollamaShowRequest struct {
@@ -103,14 +114,17 @@ type ollamaGenerateResponse struct {
 	Model      string    `json:"model"`
 	CreatedAt  time.Time `json:"created_at"`
 	Response   string    `json:"response"`
+	Thinking   string    `json:"thinking,omitempty"`
 	Done       bool      `json:"done"`
 	DoneReason string    `json:"done_reason,omitempty"`
 	*ollamaMetrics
 }
 
 type ollamaMessageOut struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role      string           `json:"role"`
+	Content   string           `json:"content"`
+	Thinking  string           `json:"thinking,omitempty"`
+	ToolCalls []ollamaToolCall `json:"tool_calls,omitempty"`
 }
 
 type ollamaChatResponse struct {
@@ -291,13 +305,13 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request, b 
 		aerr = unsupported("context", "context (send the conversation to /api/chat instead)")
 	}
 	if aerr == nil {
-		aerr = checkOllamaExtras(req.Format, req.Think)
+		aerr = checkOllamaFormat(req.Format)
 	}
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream)
+	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream, req.Think)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
@@ -329,18 +343,19 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 	switch {
 	case req.Model == "":
 		aerr = invalidParam("model", "model is required")
-	case len(req.Tools) > 0:
-		aerr = &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-			Param: "tools", Message: "tools are not supported"}
 	default:
-		aerr = checkOllamaExtras(req.Format, req.Think)
+		aerr = checkOllamaFormat(req.Format)
 	}
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream)
+	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream, req.Think)
 	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if g.tools, aerr = parseTools(req.Tools); aerr != nil {
 		writeError(w, aerr)
 		return
 	}
@@ -360,24 +375,32 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 				Param: param + ".images", Message: "images are not supported"})
 			return
 		}
-		if len(m.ToolCalls) > 0 || m.Role == "tool" {
-			writeError(w, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-				Param: param, Message: "tool calls are not supported"})
-			return
-		}
 		msg, aerr := chatMessage(param, m.Role, m.Content)
 		if aerr != nil {
 			writeError(w, aerr)
 			return
 		}
+		for j, c := range m.ToolCalls {
+			// Ollama's calls have no ids; the template gets positional ones.
+			call, aerr := historyCall(fmt.Sprintf("%s.tool_calls[%d]", param, j), fmt.Sprintf("call_%d_%d", i, j), c.Function.Name, c.Function.Arguments)
+			if aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+			msg.ToolCalls = append(msg.ToolCalls, call)
+		}
+		msg.Name = m.ToolName
 		g.messages = append(g.messages, msg)
 	}
 	s.run(w, r, b, g, ollamaProtocol(g, true, start))
 }
 
 // ollamaGeneration starts a generation from Ollama's fields: its options
-// validated as the settings.
-func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string]json.RawMessage, stream *bool) (*generation, *apiError) {
+// validated as the settings, and think: true (or a level, "high"…) splits
+// a reasoning model's thinking from the answer, false asks the template
+// not to think and drops what thinking there is, absent leaves it in the
+// answer.
+func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string]json.RawMessage, stream *bool, think json.RawMessage) (*generation, *apiError) {
 	fields, aerr := s.ollamaOptions(r, opts)
 	if aerr != nil {
 		return nil, aerr
@@ -386,19 +409,32 @@ func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string
 	if aerr != nil {
 		return nil, aerr
 	}
-	return &generation{model: model, settings: settings, stream: stream == nil || *stream}, nil
+	g := &generation{model: model, settings: settings, stream: stream == nil || *stream, reasoning: reasoningKeep}
+	if !isNull(think) {
+		var on bool
+		var level string
+		switch {
+		case json.Unmarshal(think, &on) == nil:
+		case json.Unmarshal(think, &level) == nil && (level == "high" || level == "medium" || level == "low"):
+			on = true
+		default:
+			return nil, invalidParam("think", "think must be true, false, \"high\", \"medium\" or \"low\"")
+		}
+		g.think = &on
+		g.reasoning = reasoningDrop
+		if on {
+			g.reasoning = reasoningSplit
+		}
+	}
+	return g, nil
 }
 
-// checkOllamaExtras refuses what this server cannot honour: JSON mode or
-// a schema in "format", and thinking.
-func checkOllamaExtras(format, think json.RawMessage) *apiError {
+// checkOllamaFormat refuses what this server cannot honour: JSON mode or
+// a schema in "format".
+func checkOllamaFormat(format json.RawMessage) *apiError {
 	if f := bytes.TrimSpace(format); len(f) > 0 && !bytes.Equal(f, []byte("null")) && !bytes.Equal(f, []byte(`""`)) {
 		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
 			Param: "format", Message: "format (JSON mode and structured outputs) is not supported"}
-	}
-	if t := bytes.TrimSpace(think); len(t) > 0 && !bytes.Equal(t, []byte("null")) && !bytes.Equal(t, []byte("false")) {
-		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-			Param: "think", Message: "think is not supported"}
 	}
 	return nil
 }
@@ -603,9 +639,15 @@ func (o *ollamaFramer) contentType() string { return "application/x-ndjson" }
 
 func (o *ollamaFramer) opening() []any { return nil }
 
-func (o *ollamaFramer) piece(d delta) []any { return []any{o.line(d.Content, nil)} }
+func (o *ollamaFramer) piece(d delta) []any {
+	var calls []toolCallOut
+	if d.Call != nil {
+		calls = []toolCallOut{*d.Call}
+	}
+	return []any{o.line(d.Content, d.Reasoning, calls, nil)}
+}
 
-func (o *ollamaFramer) closing(out *outcome) []any { return []any{o.line("", out)} }
+func (o *ollamaFramer) closing(out *outcome) []any { return []any{o.line("", "", nil, out)} }
 
 func (o *ollamaFramer) failure(e *apiError) any { return ollamaErrorBody{Error: e.Message} }
 
@@ -619,11 +661,13 @@ func (o *ollamaFramer) frame(buf []byte, v any) []byte {
 
 func (o *ollamaFramer) terminator() string { return "" }
 
-func (o *ollamaFramer) whole(out *outcome) any { return o.line(out.Content, out) }
+func (o *ollamaFramer) whole(out *outcome) any {
+	return o.line(out.Content, out.Reasoning, out.ToolCalls, out)
+}
 
-// line is one line of the stream: a piece of text, or with done the final
-// line with its statistics.
-func (o *ollamaFramer) line(text string, done *outcome) any {
+// line is one line of the stream: a piece of text, thinking or calls, or
+// with done the final line with its statistics.
+func (o *ollamaFramer) line(text, thinking string, calls []toolCallOut, done *outcome) any {
 	now := time.Now().UTC()
 	var metrics *ollamaMetrics
 	reason := ""
@@ -638,12 +682,22 @@ func (o *ollamaFramer) line(text string, done *outcome) any {
 			EvalDuration:       ns(done.Timings.DecodeMS),
 		}
 		reason = done.FinishReason
+		if reason == "tool_calls" { // Ollama ends a turn of calls with "stop"
+			reason = "stop"
+		}
 	}
 	if o.chat {
-		return ollamaChatResponse{Model: o.model, CreatedAt: now, Message: ollamaMessageOut{Role: "assistant", Content: text},
+		msg := ollamaMessageOut{Role: "assistant", Content: text, Thinking: thinking}
+		for _, c := range calls {
+			var tc ollamaToolCall
+			i := c.Index
+			tc.Function.Index, tc.Function.Name, tc.Function.Arguments = &i, c.Name, c.Arguments
+			msg.ToolCalls = append(msg.ToolCalls, tc)
+		}
+		return ollamaChatResponse{Model: o.model, CreatedAt: now, Message: msg,
 			Done: done != nil, DoneReason: reason, ollamaMetrics: metrics}
 	}
-	return ollamaGenerateResponse{Model: o.model, CreatedAt: now, Response: text, Done: done != nil,
+	return ollamaGenerateResponse{Model: o.model, CreatedAt: now, Response: text, Thinking: thinking, Done: done != nil,
 		DoneReason: reason, ollamaMetrics: metrics}
 }
 

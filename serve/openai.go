@@ -25,8 +25,25 @@ func openAIUsage(u engine.Usage) *usageOut {
 }
 
 type chatMessageOut struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role             string           `json:"role"`
+	Content          *string          `json:"content"` // null when the answer is tool calls only
+	ReasoningContent string           `json:"reasoning_content,omitempty"`
+	ToolCalls        []openAIToolCall `json:"tool_calls,omitempty"`
+}
+
+// openAIToolCall is a call in a response; in a streamed delta, Index
+// names it, the first delta of a call carries ID, Type and the name, and
+// later ones fragments of the arguments.
+type openAIToolCall struct {
+	Index    *int               `json:"index,omitempty"`
+	ID       string             `json:"id,omitempty"`
+	Type     string             `json:"type,omitempty"`
+	Function openAIFunctionCall `json:"function"`
+}
+
+type openAIFunctionCall struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"` // JSON text of the arguments
 }
 
 type chatChoice struct {
@@ -48,8 +65,10 @@ type chatCompletion struct {
 }
 
 type chatDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role             string           `json:"role,omitempty"`
+	Content          *string          `json:"content,omitempty"`
+	ReasoningContent *string          `json:"reasoning_content,omitempty"`
+	ToolCalls        []openAIToolCall `json:"tool_calls,omitempty"`
 }
 
 type chatChunkChoice struct {
@@ -185,12 +204,26 @@ func (o *openAIFramer) opening() []any {
 	return []any{o.chunk(chatDelta{Role: "assistant", Content: &empty}, "", nil)}
 }
 
+// piece is a chunk of text or reasoning, or for a tool call two chunks in
+// OpenAI's shape: the call's index, id, type and name (arguments ""),
+// then its arguments.
 func (o *openAIFramer) piece(d delta) []any {
-	if o.chat {
-		text := d.Content
-		return []any{o.chunk(chatDelta{Content: &text}, "", nil)}
+	if !o.chat {
+		return []any{o.chunk(chatDelta{}, d.Content, nil)}
 	}
-	return []any{o.chunk(chatDelta{}, d.Content, nil)}
+	switch {
+	case d.Call != nil:
+		i := d.Call.Index
+		head := openAIToolCall{Index: &i, ID: d.Call.ID, Type: "function", Function: openAIFunctionCall{Name: d.Call.Name}}
+		args := openAIToolCall{Index: &i, Function: openAIFunctionCall{Arguments: string(d.Call.Arguments)}}
+		return []any{o.chunk(chatDelta{ToolCalls: []openAIToolCall{head}}, "", nil),
+			o.chunk(chatDelta{ToolCalls: []openAIToolCall{args}}, "", nil)}
+	case d.Reasoning != "":
+		text := d.Reasoning
+		return []any{o.chunk(chatDelta{ReasoningContent: &text}, "", nil)}
+	}
+	text := d.Content
+	return []any{o.chunk(chatDelta{Content: &text}, "", nil)}
 }
 
 // closing is the chunk carrying the finish reason (and timings), then
@@ -220,10 +253,17 @@ func (o *openAIFramer) terminator() string { return "data: [DONE]\n\n" }
 func (o *openAIFramer) whole(out *outcome) any {
 	timings := out.Timings
 	if o.chat {
+		msg := chatMessageOut{Role: "assistant", ReasoningContent: out.Reasoning}
+		if out.Content != "" || len(out.ToolCalls) == 0 {
+			msg.Content = &out.Content
+		}
+		for _, c := range out.ToolCalls {
+			msg.ToolCalls = append(msg.ToolCalls, openAIToolCall{ID: c.ID, Type: "function",
+				Function: openAIFunctionCall{Name: c.Name, Arguments: string(c.Arguments)}})
+		}
 		return chatCompletion{ID: o.id, Object: "chat.completion", Created: o.created, Model: o.model,
-			Choices: []chatChoice{{Message: chatMessageOut{Role: "assistant", Content: out.Content},
-				Logprobs: jsonNull, FinishReason: out.FinishReason}},
-			Usage: openAIUsage(out.Usage), Timings: &timings}
+			Choices: []chatChoice{{Message: msg, Logprobs: jsonNull, FinishReason: out.FinishReason}},
+			Usage:   openAIUsage(out.Usage), Timings: &timings}
 	}
 	reason := out.FinishReason
 	return completion{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model,

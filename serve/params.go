@@ -40,12 +40,15 @@ type genRequest struct {
 	Echo   bool `json:"echo"`
 	samplingFields
 
+	// Tool calling (chat only; see tools.go).
+	Tools             json.RawMessage `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+
 	// OpenAI fields this server does not implement. Other unknown fields
 	// are ignored, as OpenAI clients send many (user, store, metadata…),
 	// but ignoring one of these would silently change the answer, so a
 	// value other than its neutral one is refused.
-	Tools          json.RawMessage `json:"tools"`
-	ToolChoice     json.RawMessage `json:"tool_choice"`
 	Functions      json.RawMessage `json:"functions"`
 	FunctionCall   json.RawMessage `json:"function_call"`
 	ResponseFormat json.RawMessage `json:"response_format"`
@@ -94,7 +97,6 @@ func (req *genRequest) unsupportedField() string {
 		raw  json.RawMessage
 		also []string
 	}{
-		{"tools", req.Tools, nil}, {"tool_choice", req.ToolChoice, []string{`"none"`, `"auto"`}},
 		{"functions", req.Functions, nil}, {"function_call", req.FunctionCall, []string{`"none"`, `"auto"`}},
 		{"response_format", req.ResponseFormat, []string{`{"type":"text"}`}},
 		{"logit_bias", req.LogitBias, nil}, {"logprobs", req.Logprobs, nil},
@@ -143,8 +145,11 @@ func (s *stopList) UnmarshalJSON(b []byte) error {
 // chatMessageIn is one message of a chat request. Content is a string or
 // an array of {"type":"text","text":…} parts (null for an assistant turn).
 type chatMessageIn struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"`
+	Role       string             `json:"role"`
+	Content    json.RawMessage    `json:"content"`
+	ToolCalls  []openAIToolCallIn `json:"tool_calls"`
+	ToolCallID string             `json:"tool_call_id"`
+	Name       string             `json:"name"`
 }
 
 // decodeBody reads a JSON request body into v, answering 413 beyond the
@@ -254,7 +259,25 @@ func chatMessages(in []chatMessageIn) ([]engine.ChatMessage, *apiError) {
 		if aerr != nil {
 			return nil, aerr
 		}
+		for j, c := range m.ToolCalls {
+			cp := fmt.Sprintf("%s.tool_calls[%d]", param, j)
+			if m.Role != "assistant" {
+				return nil, invalidParam(cp, "%s: only assistant messages make tool calls", cp)
+			}
+			if c.ID == "" {
+				return nil, invalidParam(cp+".id", "%s.id is required", cp)
+			}
+			call, aerr := historyCall(cp, c.ID, c.Function.Name, c.Function.Arguments)
+			if aerr != nil {
+				return nil, aerr
+			}
+			msg.ToolCalls = append(msg.ToolCalls, call)
+		}
+		msg.ToolCallID, msg.Name = m.ToolCallID, m.Name
 		out[i] = msg
+	}
+	if aerr := checkToolAnswers(out); aerr != nil {
+		return nil, aerr
 	}
 	return out, nil
 }
@@ -263,12 +286,12 @@ func chatMessages(in []chatMessageIn) ([]engine.ChatMessage, *apiError) {
 // system.
 func chatRole(param, role string) (string, *apiError) {
 	switch role {
-	case "system", "user", "assistant":
+	case "system", "user", "assistant", "tool":
 		return role, nil
 	case "developer": // OpenAI's newer name for system
 		return "system", nil
 	}
-	return "", invalidParam(param+".role", "%s.role %q: want system, developer, user or assistant", param, role)
+	return "", invalidParam(param+".role", "%s.role %q: want system, developer, user, assistant or tool", param, role)
 }
 
 // chatMessage validates one message of a chat (param names it).

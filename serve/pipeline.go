@@ -1,12 +1,15 @@
 package serve
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
 )
 
@@ -16,16 +19,32 @@ import (
 // onEvent) or whole (awaitDone), in the protocol's shapes, which a framer
 // makes.
 
-// delta is one piece of a generation's output.
+// delta is one piece of a generation's output: text, reasoning, or one
+// whole tool call.
 type delta struct {
-	Content string
+	Content   string
+	Reasoning string
+	Call      *toolCallOut
 }
 
-// outcome is a finished generation: the engine's final event and the
-// whole output.
+// toolCallOut is a tool call the model made.
+type toolCallOut struct {
+	Index     int
+	ID        string
+	Name      string
+	Arguments json.RawMessage // compact JSON of an object
+}
+
+// outcome is a finished generation: the engine's final event (its finish
+// reason "tool_calls" when the answer is calls) and the whole output.
 type outcome struct {
 	engine.Event
-	Content string
+	Content   string
+	Reasoning string
+	ToolCalls []toolCallOut
+	// Invalid is set when the request required a call and the output is
+	// none: the answer is this error.
+	Invalid *apiError
 }
 
 // pieceFramer makes one protocol's streamed objects for one request.
@@ -76,6 +95,7 @@ type running struct {
 	tj   *trackedJob
 	meta responseMeta
 	log  zerolog.Logger
+	plan *outputPlan // nil: the output is text as it comes
 }
 
 // start finds g's model, builds its job and submits it; emit gets its
@@ -86,7 +106,7 @@ func (s *Server) start(r *http.Request, b Backend, g *generation, p protocol, em
 	if aerr != nil {
 		return nil, aerr
 	}
-	job, aerr := s.buildJob(b, g)
+	job, plan, aerr := s.buildJob(b, g)
 	if aerr != nil {
 		release()
 		reqLog(r).Info().Str("code", aerr.Code).Str("param", aerr.Param).Msg(aerr.Message)
@@ -103,7 +123,7 @@ func (s *Server) start(r *http.Request, b Backend, g *generation, p protocol, em
 	if p.echoRequested {
 		meta.model = g.model
 	}
-	return &running{tj: tj, meta: meta, log: log}, nil
+	return &running{tj: tj, meta: meta, log: log, plan: plan}, nil
 }
 
 // run serves g over HTTP in p's shapes: streamed or whole.
@@ -164,7 +184,7 @@ func (s *Server) streamHTTP(w http.ResponseWriter, r *http.Request, job *running
 	if !flush() {
 		return
 	}
-	acc := newAccumulator()
+	acc := newAccumulator(job.plan)
 	for {
 		select {
 		case <-q.ready:
@@ -174,16 +194,12 @@ func (s *Server) streamHTTP(w http.ResponseWriter, r *http.Request, job *running
 			return
 		}
 		for _, ev := range q.take() {
-			for _, d := range acc.feed(ev.Text) {
-				send(f.piece(d)...)
-			}
+			frames, succeeded := eventFrames(acc, f, ev)
+			send(frames...)
 			if !ev.Done {
 				continue
 			}
-			if ev.Err != nil {
-				send(f.failure(jobError(ev.Err)))
-			} else {
-				send(f.closing(acc.finish(ev))...)
+			if succeeded {
 				buf = append(buf, f.terminator()...)
 			}
 			flush()
@@ -195,12 +211,37 @@ func (s *Server) streamHTTP(w http.ResponseWriter, r *http.Request, job *running
 	}
 }
 
+// eventFrames is what f sends for one event: its pieces and, after the
+// last, the closing objects (succeeded) or the failure.
+func eventFrames(acc *accumulator, f pieceFramer, ev engine.Event) (frames []any, succeeded bool) {
+	var deltas []delta
+	var o *outcome
+	if ev.Done && ev.Err == nil {
+		deltas, o = acc.finish(ev)
+	} else {
+		deltas = acc.feed(ev.Text)
+	}
+	for _, d := range deltas {
+		frames = append(frames, f.piece(d)...)
+	}
+	switch {
+	case !ev.Done:
+	case ev.Err != nil:
+		frames = append(frames, f.failure(jobError(ev.Err)))
+	case o.Invalid != nil:
+		frames = append(frames, f.failure(o.Invalid))
+	default:
+		return append(frames, f.closing(o)...), true
+	}
+	return frames, false
+}
+
 // awaitDone gathers a non-streamed job's output until its final event and
 // sets the write deadline for the reply. It returns false when the client
 // went away (the job is cancelled) or the job failed (the error is
 // written).
 func (s *Server) awaitDone(w http.ResponseWriter, r *http.Request, job *running, q *eventQueue) (*outcome, bool) {
-	acc := newAccumulator()
+	acc := newAccumulator(job.plan)
 	for {
 		select {
 		case <-q.ready:
@@ -211,39 +252,113 @@ func (s *Server) awaitDone(w http.ResponseWriter, r *http.Request, job *running,
 			return nil, false
 		}
 		for _, ev := range q.take() {
-			acc.feed(ev.Text)
 			if !ev.Done {
+				acc.feed(ev.Text)
 				continue
 			}
 			if ev.Err != nil {
 				writeError(w, jobError(ev.Err))
 				return nil, false
 			}
+			_, o := acc.finish(ev)
+			if o.Invalid != nil {
+				writeError(w, o.Invalid)
+				return nil, false
+			}
 			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			return acc.finish(ev), true
+			return o, true
 		}
 	}
 }
 
-// accumulator turns a job's text into deltas and keeps the whole output.
+// accumulator turns a job's text into deltas (through the plan's
+// output parser, if it needs one) and keeps the whole output.
 type accumulator struct {
-	content strings.Builder
+	plan      *outputPlan
+	parser    *chat.OutputParser // nil: all text is content
+	content   strings.Builder
+	reasoning strings.Builder
+	calls     []toolCallOut
 }
 
-func newAccumulator() *accumulator { return &accumulator{} }
+func newAccumulator(plan *outputPlan) *accumulator {
+	a := &accumulator{plan: plan}
+	if plan == nil {
+		return a
+	}
+	p := chat.NewOutputParser(plan.format, plan.tools != nil, plan.inThink)
+	if !p.Passthrough() || plan.prefill != "" {
+		a.parser = p
+		// The prompt's start of the answer is the output's start.
+		a.parser.Feed(plan.prefill)
+	}
+	return a
+}
 
 // feed takes a piece of the engine's text.
 func (a *accumulator) feed(text string) []delta {
-	if text == "" {
-		return nil
+	if a.parser == nil {
+		if text == "" {
+			return nil
+		}
+		a.content.WriteString(text)
+		return []delta{{Content: text}}
 	}
-	a.content.WriteString(text)
-	return []delta{{Content: text}}
+	return a.deltas(a.parser.Feed(text))
 }
 
-// finish is the outcome, given the job's final event.
-func (a *accumulator) finish(ev engine.Event) *outcome {
-	return &outcome{Event: ev, Content: a.content.String()}
+func (a *accumulator) deltas(parts []chat.Part) []delta {
+	var out []delta
+	for _, p := range parts {
+		switch {
+		case p.Call != nil:
+			if !a.plan.tools.parallel && len(a.calls) > 0 {
+				continue // parallel_tool_calls false: the first call only
+			}
+			c := toolCallOut{Index: len(a.calls), ID: newID("call_"), Name: p.Call.Name, Arguments: p.Call.Arguments}
+			a.calls = append(a.calls, c)
+			out = append(out, delta{Call: &c})
+		case p.Reasoning != "":
+			if a.plan.reasoning == reasoningDrop {
+				continue
+			}
+			a.reasoning.WriteString(p.Reasoning)
+			out = append(out, delta{Reasoning: p.Reasoning})
+		case p.Content != "":
+			a.content.WriteString(p.Content)
+			out = append(out, delta{Content: p.Content})
+		}
+	}
+	return out
+}
+
+// finish takes the job's final event: the last deltas and the outcome.
+func (a *accumulator) finish(ev engine.Event) ([]delta, *outcome) {
+	rest := a.feed(ev.Text)
+	if a.parser != nil {
+		rest = append(rest, a.deltas(a.parser.Finish())...)
+	}
+	o := &outcome{Event: ev, Content: a.content.String(), Reasoning: a.reasoning.String(), ToolCalls: a.calls}
+	if len(a.calls) > 0 && ev.FinishReason == "stop" {
+		o.FinishReason = "tool_calls"
+	}
+	if t := a.plan.requiredTools(); t != nil && len(a.calls) == 0 {
+		want := "a call of one of the tools"
+		if t.mode == toolsNamed {
+			want = "a call of " + t.name
+		}
+		o.Invalid = &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: codeInvalidToolCall,
+			Message: fmt.Sprintf("tool_choice asked for %s, and the model's output is not one (finish_reason %s)", want, ev.FinishReason)}
+	}
+	return rest, o
+}
+
+// requiredTools is the tools when the request requires a call.
+func (p *outputPlan) requiredTools() *toolSpec {
+	if p == nil || p.tools == nil || (p.tools.mode != toolsRequired && p.tools.mode != toolsNamed) {
+		return nil
+	}
+	return p.tools
 }
 
 // eventQueue hands a job's events from the engine's goroutine to a

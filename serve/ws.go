@@ -43,9 +43,19 @@ type (
 		Model string `json:"model"`
 	}
 	wsToken struct {
-		Type string `json:"type"` // token
+		Type string `json:"type"` // token, or reasoning (a reasoning model's thinking)
 		ID   string `json:"id"`
 		Text string `json:"text"`
+	}
+	wsToolCall struct {
+		Type string `json:"type"` // tool_call
+		ID   string `json:"id"`
+		Call wsCall `json:"call"`
+	}
+	wsCall struct {
+		ID        string          `json:"id"`
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
 	}
 	wsDone struct {
 		Type         string         `json:"type"` // done
@@ -346,8 +356,9 @@ func (c *wsConn) start(msg *wsRequest, kind requestKind) {
 	}
 	g, aerr := c.s.openAIGeneration(&msg.genRequest, kind)
 	var job engine.Job
+	var plan *outputPlan
 	if aerr == nil {
-		job, aerr = c.s.buildJob(c.b, g)
+		job, plan, aerr = c.s.buildJob(c.b, g)
 	}
 	if aerr != nil {
 		c.log.Info().Str("client_id", msg.ID).Str("code", aerr.Code).Str("param", aerr.Param).Msg(aerr.Message)
@@ -375,7 +386,7 @@ func (c *wsConn) start(msg *wsRequest, kind requestKind) {
 
 	job.ID = jobID
 	log := c.log.With().Str("request_id", jobID).Str("client_id", clientID).Str("endpoint", "ws").Logger()
-	f, acc := &wsFramer{id: clientID}, newAccumulator()
+	f, acc := &wsFramer{id: clientID}, newAccumulator(plan)
 	if _, aerr := c.s.submit(c.b, job, "ws", log, func(ev engine.Event) { c.onEvent(clientID, jobID, f, acc, ev) }); aerr != nil {
 		c.forget(clientID, jobID)
 		c.sendError(clientID, aerr)
@@ -384,25 +395,14 @@ func (c *wsConn) start(msg *wsRequest, kind requestKind) {
 
 // onEvent runs on the engine's goroutine: it only encodes and queues.
 func (c *wsConn) onEvent(clientID, jobID string, f *wsFramer, acc *accumulator, ev engine.Event) {
-	send := func(vs ...any) {
-		for _, v := range vs {
-			c.enqueueJSON(v)
-		}
-	}
 	if ev.Done {
 		// Forgotten first, so that the client may reuse the id as soon as
 		// it reads the end.
 		c.forget(clientID, jobID)
 	}
-	for _, d := range acc.feed(ev.Text) {
-		send(f.piece(d)...)
-	}
-	switch {
-	case !ev.Done:
-	case ev.Err != nil:
-		send(f.failure(jobError(ev.Err)))
-	default:
-		send(f.closing(acc.finish(ev))...)
+	frames, _ := eventFrames(acc, f, ev)
+	for _, v := range frames {
+		c.enqueueJSON(v)
 	}
 }
 
