@@ -31,7 +31,7 @@ type Backend interface {
 	Cancel(id string) bool
 	Status(id string) (engine.Status, bool)
 	// RenderChat applies the model's chat template.
-	RenderChat(msgs []engine.ChatMessage) (string, error)
+	RenderChat(c engine.Chat) (engine.RenderedChat, error)
 	ModelName() string
 	Metrics() engine.Metrics
 }

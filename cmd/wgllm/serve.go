@@ -142,13 +142,7 @@ func (a *app) startEngineAt(path, name string) (*loaded, *engine.Engine, error) 
 		DefaultMaxTokens: a.cfg.GetInt("sampling.max_tokens"),
 		Name:             name,
 		Log:              a.log,
-		RenderChat: func(msgs []engine.ChatMessage) (string, error) {
-			cm := make([]chat.Message, len(msgs))
-			for i, m := range msgs {
-				cm[i] = chat.Message{Role: m.Role, Content: m.Content}
-			}
-			return tmpl.Render(cm, true)
-		},
+		RenderChat:       engine.TemplateRenderer(tmpl),
 	})
 	if err != nil {
 		l.Close()

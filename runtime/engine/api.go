@@ -4,6 +4,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/grammar"
 	"github.com/wgllm/wgllm/runtime/sample"
 )
@@ -11,10 +12,22 @@ import (
 // The serving API: what serve/ uses. The engine knows nothing of HTTP: it
 // takes requests and calls back with events.
 
-// ChatMessage is one turn of a chat.
-type ChatMessage struct {
-	Role    string `json:"role"` // system, user, assistant
-	Content string `json:"content"`
+// ChatMessage is one turn of a chat (with an assistant's tool calls, or
+// a tool's answer).
+type ChatMessage = chat.Message
+
+// ToolCall is a function call of an assistant message.
+type ToolCall = chat.ToolCall
+
+// Chat is a conversation to render: messages, the tools offered, and
+// whether a reasoning model should think.
+type Chat = chat.Conversation
+
+// RenderedChat is a chat rendered with the model's template: the prompt,
+// and how the template's model writes reasoning and tool calls.
+type RenderedChat struct {
+	Prompt string
+	Format chat.Format
 }
 
 // Job is one generation request handed to Engine.Submit.
@@ -135,3 +148,13 @@ var (
 	ErrClosed   = errors.New("engine: shut down")
 	ErrBadJob   = errors.New("engine: invalid request")
 )
+
+// TemplateRenderer is Options.RenderChat for a chat template: the
+// conversation with an open assistant turn, and the template's format.
+func TemplateRenderer(t *chat.Template) func(Chat) (RenderedChat, error) {
+	format := t.Format()
+	return func(c Chat) (RenderedChat, error) {
+		prompt, err := t.RenderConversation(c, true)
+		return RenderedChat{Prompt: prompt, Format: format}, err
+	}
+}

@@ -25,8 +25,8 @@ type Options struct {
 	DefaultMaxTokens int // when a job gives none; 0: the rest of the context
 	KeepFinished     int // finished jobs kept for Status; 0: 1024
 	Name             string
-	// RenderChat renders chat messages with the model's template.
-	RenderChat func([]ChatMessage) (string, error)
+	// RenderChat renders a chat with the model's template.
+	RenderChat func(Chat) (RenderedChat, error)
 	// ChatStop ends chat jobs at these strings as well (the end-of-turn
 	// marker of a fallback template the model has no token for).
 	ChatStop []string
@@ -136,12 +136,12 @@ func NewEngine(m *model.Model, tok *tokenizer.Tokenizer, opt Options) (*Engine, 
 // ModelName is the model's name for clients.
 func (e *Engine) ModelName() string { return e.opt.Name }
 
-// RenderChat renders messages with the model's chat template.
-func (e *Engine) RenderChat(msgs []ChatMessage) (string, error) {
+// RenderChat renders a chat with the model's chat template.
+func (e *Engine) RenderChat(c Chat) (RenderedChat, error) {
 	if e.opt.RenderChat == nil {
-		return "", fmt.Errorf("%w: the model has no chat template", ErrBadJob)
+		return RenderedChat{}, fmt.Errorf("%w: the model has no chat template", ErrBadJob)
 	}
-	return e.opt.RenderChat(msgs)
+	return e.opt.RenderChat(c)
 }
 
 // Submit queues a job; emit gets its events. It fails at once with ErrBusy

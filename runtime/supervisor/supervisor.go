@@ -202,12 +202,12 @@ func (s *Supervisor) Status(id string) (engine.Status, bool) {
 }
 
 // RenderChat renders with the model's template.
-func (s *Supervisor) RenderChat(msgs []engine.ChatMessage) (string, error) {
+func (s *Supervisor) RenderChat(c engine.Chat) (engine.RenderedChat, error) {
 	in := s.current()
 	if in == nil {
-		return "", engine.ErrNotReady
+		return engine.RenderedChat{}, engine.ErrNotReady
 	}
-	return in.Engine.RenderChat(msgs)
+	return in.Engine.RenderChat(c)
 }
 
 // ModelName is the model's name, also while recovering.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
 )
 
@@ -33,6 +34,9 @@ type Options struct {
 	// FailOn makes a job whose prompt contains it fail after its first
 	// piece (Done with Err).
 	FailOn string
+	// ChatFormat is what RenderChat reports of the model's output (none by
+	// default); with chat.Hermes, Piece can write calls as a Qwen would.
+	ChatFormat chat.Format
 	// KVBlocksTotal is reported in Metrics; each sequence uses one block
 	// per 16 tokens. Default 256.
 	KVBlocksTotal int
@@ -172,20 +176,37 @@ func (b *Backend) Status(id string) (engine.Status, bool) {
 	return j.status, true
 }
 
-// RenderChat renders "<|role|>\ncontent\n" per message and an open
-// assistant turn.
-func (b *Backend) RenderChat(msgs []engine.ChatMessage) (string, error) {
+// RenderChat renders "<|role|>\ncontent\n" per message (an assistant's
+// tool calls as Hermes <tool_call> blocks, a tool's answer with its call
+// id), the tools as "<|tools|>\n" and one JSON line each, and an open
+// assistant turn. Its format is Options.ChatFormat.
+func (b *Backend) RenderChat(c engine.Chat) (engine.RenderedChat, error) {
 	var sb strings.Builder
-	for _, m := range msgs {
+	if len(c.Tools) > 0 {
+		sb.WriteString("<|tools|>\n")
+		for _, t := range c.Tools {
+			fmt.Fprintf(&sb, "%s\n", t)
+		}
+	}
+	for _, m := range c.Messages {
 		switch m.Role {
 		case "system", "user", "assistant":
+		case "tool":
+			fmt.Fprintf(&sb, "<|tool|> %s\n%s\n", m.ToolCallID, m.Content)
+			continue
 		default:
-			return "", fmt.Errorf("%w: role %q", engine.ErrBadJob, m.Role)
+			return engine.RenderedChat{}, fmt.Errorf("%w: role %q", engine.ErrBadJob, m.Role)
 		}
 		fmt.Fprintf(&sb, "<|%s|>\n%s\n", m.Role, m.Content)
+		for _, tc := range m.ToolCalls {
+			fmt.Fprintf(&sb, "<tool_call>{\"name\": %q, \"arguments\": %s}</tool_call>\n", tc.Name, tc.Arguments)
+		}
+	}
+	if c.Thinking != nil {
+		fmt.Fprintf(&sb, "<|thinking|> %v\n", *c.Thinking)
 	}
 	sb.WriteString("<|assistant|>\n")
-	return sb.String(), nil
+	return engine.RenderedChat{Prompt: sb.String(), Format: b.opts.ChatFormat}, nil
 }
 
 // ModelName returns Options.Model.
