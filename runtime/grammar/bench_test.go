@@ -48,35 +48,58 @@ var benchVocabs = []struct{ name, path string }{
 }
 
 // BenchmarkStep is the grammar's cost per generated token: Mask then
-// Accept, replaying a typical output from a fresh matcher (so the first
-// visit of each state walks the trie, as in real generation). Compare
-// with a decode step (wgllm bench): the target is at most 10% of it.
+// Accept, replaying a typical output. cold: a newly compiled grammar, so
+// the first visit of each state walks the trie, as a new schema's first
+// request does; warm: the same grammar again, its masks cached (the next
+// requests with that schema). Compare with a decode step (wgllm bench):
+// the target is at most 10% of it.
 func BenchmarkStep(b *testing.B) {
 	for _, bv := range benchVocabs {
-		b.Run(bv.name, func(b *testing.B) {
-			tok, v := tokenVocab(b, bv.path)
-			ids := longestMatch(v, benchText)
-			g, err := FromJSONSchema([]byte(benchSchema))
-			if err != nil {
-				b.Fatal(err)
+		for _, warm := range []bool{false, true} {
+			name := bv.name + "/cold"
+			if warm {
+				name = bv.name + "/warm"
 			}
-			allowed := make([]bool, v.Size())
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				m := NewMatcher(g, v)
-				for n, id := range ids {
-					m.SetRemaining(512 - n)
-					m.Mask(allowed)
-					if !allowed[id] {
-						b.Fatalf("token %d (%q) of the text not allowed", n, tok.Piece(id))
-					}
-					if err := m.Accept(id); err != nil {
+			b.Run(name, func(b *testing.B) {
+				tok, v := tokenVocab(b, bv.path)
+				ids := longestMatch(v, benchText)
+				compile := func() *Grammar {
+					g, err := FromJSONSchema([]byte(benchSchema))
+					if err != nil {
 						b.Fatal(err)
 					}
+					return g
 				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(ids))/1e6, "ms/token")
-		})
+				allowed := make([]bool, v.Size())
+				replay := func(g *Grammar) {
+					m := NewMatcher(g, v)
+					for n, id := range ids {
+						m.SetRemaining(512 - n)
+						m.Mask(allowed)
+						if !allowed[id] {
+							b.Fatalf("token %d (%q) of the text not allowed", n, tok.Piece(id))
+						}
+						if err := m.Accept(id); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				g := compile()
+				if warm {
+					replay(g)
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if !warm {
+						b.StopTimer()
+						g = compile()
+						b.StartTimer()
+					}
+					replay(g)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(ids))/1e6, "ms/token")
+			})
+		}
 	}
 }
 

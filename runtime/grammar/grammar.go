@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // Grammar is a compiled context-free grammar over bytes. It is immutable
@@ -39,6 +40,7 @@ type Grammar struct {
 	restLen []int32
 	names   []string // rule names, for String
 	root    int32
+	caches  sync.Map // *Vocab → *maskCache: masks by state, shared by matchers
 }
 
 type elemKind uint8

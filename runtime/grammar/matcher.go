@@ -11,12 +11,14 @@ import (
 // anyOf branches) keeps one stack per live reading.
 const maxStacks = 1024
 
-// maxCachedMasks bounds the masks a matcher remembers, in bytes.
-const maxCachedMaskBytes = 32 << 20
+// maxCachedMaskBytes bounds the masks remembered for one grammar and
+// vocabulary.
+const maxCachedMaskBytes = 8 << 20
 
 // Matcher follows one sequence through a grammar. It is not safe for
-// concurrent use; Clone gives an independent copy (for forked sequences)
-// that shares the cache of masks.
+// concurrent use; Clone gives an independent copy (for forked sequences).
+// Matchers of one grammar and vocabulary share its cache of masks, so a
+// schema used again starts warm.
 type Matcher struct {
 	g *Grammar
 	v *Vocab
@@ -63,7 +65,8 @@ type maskEntry struct {
 
 // NewMatcher starts matching g from its start, over vocabulary v.
 func NewMatcher(g *Grammar, v *Vocab) *Matcher {
-	m := &Matcher{g: g, v: v, cache: &maskCache{entries: map[string]*maskEntry{}}}
+	c, _ := g.caches.LoadOrStore(v, &maskCache{entries: map[string]*maskEntry{}})
+	m := &Matcher{g: g, v: v, cache: c.(*maskCache)}
 	m.sets = make([][]int32, v.maxDepth+1)
 	m.marks = make([]int, v.maxDepth+1)
 	var out []int32
