@@ -71,6 +71,15 @@ func (s *Server) openAIGeneration(req *genRequest, kind requestKind) (*generatio
 	if aerr != nil {
 		return nil, aerr
 	}
+	if settings.Grammar, aerr = responseFormatGrammar(req.ResponseFormat); aerr != nil {
+		return nil, aerr
+	}
+	if aerr = openAILogprobs(kind, req.Logprobs, req.TopLogprobs, &settings); aerr != nil {
+		return nil, aerr
+	}
+	if settings.LogitBias, aerr = logitBias(req.LogitBias); aerr != nil {
+		return nil, aerr
+	}
 	g := &generation{model: req.Model, kind: kind, settings: settings, stream: req.Stream,
 		includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage}
 	switch kind {
@@ -89,6 +98,9 @@ func (s *Server) openAIGeneration(req *genRequest, kind requestKind) (*generatio
 		}
 		if req.ParallelToolCalls != nil {
 			g.tools.parallel = *req.ParallelToolCalls
+		}
+		if g.tools.offered() && settings.Grammar != nil {
+			return nil, unsupported("response_format", "response_format json_object or json_schema with tools is not supported: the answer is either a tool call or the format")
 		}
 	default:
 		if req.Messages != nil {

@@ -25,6 +25,9 @@ type delta struct {
 	Content   string
 	Reasoning string
 	Call      *toolCallOut
+	// Logprobs of the tokens generated since the previous delta (with
+	// logprobs asked for); a delta may carry only these.
+	Logprobs []engine.TokenLogprob
 }
 
 // toolCallOut is a tool call the model made.
@@ -42,6 +45,7 @@ type outcome struct {
 	Content   string
 	Reasoning string
 	ToolCalls []toolCallOut
+	Logprobs  []engine.TokenLogprob // every token's, with logprobs asked for
 	// Invalid is set when the request required a call and the output is
 	// none: the answer is this error.
 	Invalid *apiError
@@ -219,7 +223,7 @@ func eventFrames(acc *accumulator, f pieceFramer, ev engine.Event) (frames []any
 	if ev.Done && ev.Err == nil {
 		deltas, o = acc.finish(ev)
 	} else {
-		deltas = acc.feed(ev.Text)
+		deltas = acc.event(ev)
 	}
 	for _, d := range deltas {
 		frames = append(frames, f.piece(d)...)
@@ -253,7 +257,7 @@ func (s *Server) awaitDone(w http.ResponseWriter, r *http.Request, job *running,
 		}
 		for _, ev := range q.take() {
 			if !ev.Done {
-				acc.feed(ev.Text)
+				acc.event(ev)
 				continue
 			}
 			if ev.Err != nil {
@@ -279,6 +283,7 @@ type accumulator struct {
 	content   strings.Builder
 	reasoning strings.Builder
 	calls     []toolCallOut
+	logprobs  []engine.TokenLogprob
 }
 
 func newAccumulator(plan *outputPlan) *accumulator {
@@ -293,6 +298,21 @@ func newAccumulator(plan *outputPlan) *accumulator {
 		a.parser.Feed(plan.prefill)
 	}
 	return a
+}
+
+// event takes an event's text and logprobs: the logprobs go with the
+// first delta (or alone, when the text gave none yet).
+func (a *accumulator) event(ev engine.Event) []delta {
+	deltas := a.feed(ev.Text)
+	if len(ev.Logprobs) == 0 {
+		return deltas
+	}
+	a.logprobs = append(a.logprobs, ev.Logprobs...)
+	if len(deltas) == 0 {
+		return []delta{{Logprobs: ev.Logprobs}}
+	}
+	deltas[0].Logprobs = ev.Logprobs
+	return deltas
 }
 
 // feed takes a piece of the engine's text.
@@ -334,11 +354,12 @@ func (a *accumulator) deltas(parts []chat.Part) []delta {
 
 // finish takes the job's final event: the last deltas and the outcome.
 func (a *accumulator) finish(ev engine.Event) ([]delta, *outcome) {
-	rest := a.feed(ev.Text)
+	rest := a.event(ev)
 	if a.parser != nil {
 		rest = append(rest, a.deltas(a.parser.Finish())...)
 	}
-	o := &outcome{Event: ev, Content: a.content.String(), Reasoning: a.reasoning.String(), ToolCalls: a.calls}
+	o := &outcome{Event: ev, Content: a.content.String(), Reasoning: a.reasoning.String(), ToolCalls: a.calls,
+		Logprobs: a.logprobs}
 	if len(a.calls) > 0 && ev.FinishReason == "stop" {
 		o.FinishReason = "tool_calls"
 	}

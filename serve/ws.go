@@ -43,9 +43,10 @@ type (
 		Model string `json:"model"`
 	}
 	wsToken struct {
-		Type string `json:"type"` // token, or reasoning (a reasoning model's thinking)
-		ID   string `json:"id"`
-		Text string `json:"text"`
+		Type     string       `json:"type"` // token, or reasoning (a reasoning model's thinking)
+		ID       string       `json:"id"`
+		Text     string       `json:"text"`
+		Logprobs []logprobOut `json:"logprobs,omitempty"` // with logprobs: true
 	}
 	wsToolCall struct {
 		Type string `json:"type"` // tool_call
@@ -412,7 +413,7 @@ type wsFramer struct{ id string }
 var _ pieceFramer = (*wsFramer)(nil)
 
 func (f *wsFramer) piece(d delta) []any {
-	return []any{wsToken{Type: "token", ID: f.id, Text: d.Content}}
+	return []any{wsToken{Type: "token", ID: f.id, Text: d.Content, Logprobs: lineLogprobs(true, d.Logprobs)}}
 }
 
 func (f *wsFramer) closing(o *outcome) []any {
