@@ -77,7 +77,8 @@ type job struct {
 	submitted time.Time
 	started   time.Time
 	firstAt   time.Time
-	prompt    int // prompt tokens
+	prompt    int                   // prompt tokens
+	logprobs  []engine.TokenLogprob // with spec.Logprobs: not yet emitted
 }
 
 // New starts a fake engine; Close stops it.
@@ -354,6 +355,9 @@ func (b *Backend) step() []pending {
 	active = b.active[:0]
 	for _, j := range b.active {
 		piece := b.opts.Piece(j.spec, j.pieces)
+		if j.spec.Logprobs {
+			j.logprobs = append(j.logprobs, FakeLogprob(j.pieces, piece, j.spec.TopLogprobs))
+		}
 		j.pieces++
 		b.counters.TokensGenerated++
 		if j.firstAt.IsZero() {
@@ -398,9 +402,32 @@ func (b *Backend) step() []pending {
 // emitText queues the text of j not yet emitted, up to end.
 func (b *Backend) emitText(j *job, out *[]pending, end int) {
 	if end > j.emitted {
-		*out = append(*out, pending{j.emit, engine.Event{JobID: j.spec.ID, Text: j.status.Text[j.emitted:end]}})
+		*out = append(*out, pending{j.emit, engine.Event{JobID: j.spec.ID, Text: j.status.Text[j.emitted:end],
+			Logprobs: j.takeLogprobs()}})
 		j.emitted = end
 	}
+}
+
+func (j *job) takeLogprobs() []engine.TokenLogprob {
+	lps := j.logprobs
+	j.logprobs = nil
+	return lps
+}
+
+// FakeLogprob is the fake engine's logprob of its i-th piece: the piece as
+// token i, logprob -i/8, and top alternatives best first (the piece
+// itself, then "alt1", "alt2"… each 1 lower).
+func FakeLogprob(i int, piece string, top int) engine.TokenLogprob {
+	lp := float32(-i) / 8
+	t := engine.TokenLogprob{Token: engine.Token{ID: int32(i), Bytes: []byte(piece)}, Logprob: lp}
+	for k := 0; k < top; k++ {
+		alt := t.Token
+		if k > 0 {
+			alt = engine.Token{ID: int32(100000 + k), Bytes: []byte(fmt.Sprintf("alt%d", k))}
+		}
+		t.Top = append(t.Top, engine.TopLogprob{Token: alt, Logprob: lp - float32(k)})
+	}
+	return t
 }
 
 // heldBack is the length of the longest tail of text that begins some
@@ -452,7 +479,7 @@ func (b *Backend) finish(j *job, now time.Time, reason string, err error) pendin
 	}
 	b.counters.RequestsFinished++
 	return pending{j.emit, engine.Event{JobID: j.spec.ID, Done: true, FinishReason: reason,
-		Usage: st.Usage, Timings: *t, Err: err}}
+		Usage: st.Usage, Timings: *t, Err: err, Logprobs: j.takeLogprobs()}}
 }
 
 // failAll ends every job with ErrClosed when the engine stops.
