@@ -121,7 +121,7 @@ func TestHostileRequests(t *testing.T) {
 		{"non-UTF-8 queued request", "POST", "/v1/requests", "{\"prompt\":\"\xc3\"}", 400, "invalid_json", ""},
 		{"unknown request id (GET)", "GET", "/v1/requests/req-doesnotexist", "", 404, "not_found", ""},
 		{"unknown request id (DELETE)", "DELETE", "/v1/requests/req-doesnotexist", "", 404, "not_found", ""},
-		{"unknown endpoint", "POST", "/v1/embeddings", `{"input":"x"}`, 404, "not_found", ""},
+		{"unknown endpoint", "POST", "/v1/audio/speech", `{"input":"x"}`, 404, "not_found", ""},
 		{"wrong method", "PUT", "/v1/chat/completions", `{}`, 405, "method_not_allowed", ""},
 	}
 	for _, tc := range cases {

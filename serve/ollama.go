@@ -712,6 +712,8 @@ func (s *Server) ollamaRoutes() http.Handler {
 	api := http.NewServeMux()
 	api.Handle("/api/generate", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaGenerate)}))
 	api.Handle("/api/chat", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaChat)}))
+	api.Handle("/api/embed", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaEmbed)}))
+	api.Handle("/api/embeddings", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaEmbeddings)}))
 	api.Handle("/api/tags", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleOllamaTags)}))
 	api.Handle("/api/ps", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleOllamaPs)}))
 	api.Handle("/api/show", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaShow)}))

@@ -3,7 +3,9 @@
 package servetest
 
 import (
+	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -495,4 +497,60 @@ func (b *Backend) failAll() {
 	for _, p := range out {
 		p.emit(p.ev)
 	}
+}
+
+// FakeContext is the fake engine's context in tokens, for embeddings (a
+// text has one token per word, plus one).
+const FakeContext = 64
+
+// Embed returns FakeEmbedding of each input, with the engine's errors for
+// an input over FakeContext (unless req.Truncate) or an empty one.
+func (b *Backend) Embed(ctx context.Context, req engine.EmbedRequest) (engine.EmbedResult, error) {
+	var res engine.EmbedResult
+	if len(req.Inputs) == 0 {
+		return res, fmt.Errorf("%w: no input", engine.ErrBadJob)
+	}
+	for i, in := range req.Inputs {
+		n, key := len(in.Tokens), fmt.Sprint(in.Tokens)
+		if in.Tokens == nil {
+			n, key = len(strings.Fields(in.Text))+1, in.Text
+		}
+		if n == 0 {
+			return engine.EmbedResult{}, &engine.InputError{Index: i, Err: fmt.Errorf("%w: empty input", engine.ErrBadJob)}
+		}
+		if n > FakeContext {
+			if !req.Truncate {
+				return engine.EmbedResult{}, &engine.InputError{Index: i, Err: fmt.Errorf("%w: %w: %d tokens, the context holds %d",
+					engine.ErrBadJob, engine.ErrPromptTooLong, n, FakeContext)}
+			}
+			n = FakeContext
+		}
+		res.Vectors = append(res.Vectors, FakeEmbedding(key, req.Normalize))
+		res.PromptTokens += n
+	}
+	return res, ctx.Err()
+}
+
+// FakeEmbedding is the fake engine's 8-dimensional embedding of key (the
+// text, or the token ids as fmt.Sprint prints them).
+func FakeEmbedding(key string, normalize bool) []float32 {
+	v := make([]float32, 8)
+	h := uint32(2166136261)
+	for d := range v {
+		for i := 0; i < len(key); i++ {
+			h = (h ^ uint32(key[i])) * 16777619
+		}
+		h = (h ^ uint32(d)) * 16777619
+		v[d] = float32(h%2001)/1000 - 1
+	}
+	if normalize {
+		n := 0.0
+		for _, x := range v {
+			n += float64(x) * float64(x)
+		}
+		for d := range v {
+			v[d] = float32(float64(v[d]) / math.Sqrt(n))
+		}
+	}
+	return v
 }
