@@ -56,8 +56,6 @@ func (s *Server) embed(r *http.Request, b Backend, model, param string, req engi
 	return res, loaded, nil
 }
 
-// codeContextLength is OpenAI's code for an input over the context.
-const codeContextLength = "context_length_exceeded"
 
 // embedInputs reads OpenAI's input: a string, an array of strings, an
 // array of token ids, or an array of such arrays.
@@ -193,8 +191,8 @@ func (s *Server) handleOllamaEmbed(w http.ResponseWriter, r *http.Request, b Bac
 		writeError(w, aerr)
 		return
 	}
-	if req.Model == "" {
-		writeError(w, invalidParam("model", "model is required"))
+	if aerr := knownModel(b, req.Model); aerr != nil {
+		writeError(w, aerr)
 		return
 	}
 	inputs, aerr := embedInputs(req.Input, "input")
@@ -225,8 +223,8 @@ func (s *Server) handleOllamaEmbeddings(w http.ResponseWriter, r *http.Request, 
 		writeError(w, aerr)
 		return
 	}
-	if req.Model == "" {
-		writeError(w, invalidParam("model", "model is required"))
+	if aerr := knownModel(b, req.Model); aerr != nil {
+		writeError(w, aerr)
 		return
 	}
 	if req.Prompt == nil || *req.Prompt == "" {

@@ -74,7 +74,7 @@ func TestEmbeddingsEndpoints(t *testing.T) {
 
 	// Ollama: /api/embed (normalised; truncates unless told not to) and
 	// /api/embeddings (one prompt, as the model gives it).
-	r = ts.do("POST", "/api/embed", `{"model":"m","input":["a b","`+long+`"]}`, nil)
+	r = ts.do("POST", "/api/embed", `{"model":"fake-model","input":["a b","`+long+`"]}`, nil)
 	var embed struct {
 		Model           string      `json:"model"`
 		Embeddings      [][]float64 `json:"embeddings"`
@@ -85,11 +85,11 @@ func TestEmbeddingsEndpoints(t *testing.T) {
 	}
 	r.Body.Close()
 	if len(embed.Embeddings) != 2 || !sameVector(embed.Embeddings[0], servetest.FakeEmbedding("a b", true)) ||
-		embed.PromptEvalCount != 3+servetest.FakeContext || embed.Model != "m" {
+		embed.PromptEvalCount != 3+servetest.FakeContext || embed.Model != "fake-model" {
 		t.Errorf("/api/embed: %+v", embed)
 	}
-	expectOllamaError(t, ts.do("POST", "/api/embed", `{"model":"m","input":"`+long+`","truncate":false}`, nil), 400, "input[0]")
-	r = ts.do("POST", "/api/embeddings", `{"model":"m","prompt":"a b"}`, nil)
+	expectOllamaError(t, ts.do("POST", "/api/embed", `{"model":"fake-model","input":"`+long+`","truncate":false}`, nil), 400, "input[0]")
+	r = ts.do("POST", "/api/embeddings", `{"model":"fake-model","prompt":"a b"}`, nil)
 	var legacy struct {
 		Embedding []float64 `json:"embedding"`
 	}

@@ -186,6 +186,21 @@ type ollamaShowResponse struct {
 	ModifiedAt   time.Time      `json:"modified_at"`
 }
 
+// knownModel checks a request's model name for Ollama's endpoints, whose
+// clients probe whether a model exists: required, and with one model
+// served, its name (":latest" may be added). A Router checks its names
+// itself.
+func knownModel(b Backend, name string) *apiError {
+	if name == "" {
+		return invalidParam("model", "model is required")
+	}
+	if _, ok := b.(Router); ok || name == b.ModelName() || name == ollamaName(b.ModelName()) {
+		return nil
+	}
+	return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: codeModelNotFound, Param: "model",
+		Message: fmt.Sprintf("model %q not found; this server serves %q", name, b.ModelName())}
+}
+
 // ollamaName is the name Ollama lists a model under: with a tag
 // (":latest" when it has none), as Ollama's tools expect.
 func ollamaName(name string) string {
@@ -243,8 +258,8 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request, b Back
 	if req.Model == "" {
 		req.Model = req.Name
 	}
-	if req.Model == "" {
-		writeError(w, invalidParam("model", "model is required"))
+	if aerr := knownModel(b, req.Model); aerr != nil {
+		writeError(w, aerr)
 		return
 	}
 	m, aerr := describe(b, req.Model)
@@ -303,10 +318,9 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request, b 
 		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
 			Param: field, Message: what + " is not supported"}
 	}
-	var aerr *apiError
+	aerr := knownModel(b, req.Model)
 	switch {
-	case req.Model == "":
-		aerr = invalidParam("model", "model is required")
+	case aerr != nil:
 	case req.Suffix != "":
 		aerr = unsupported("suffix", "suffix (fill in the middle)")
 	case len(req.Images) > 0:
@@ -348,12 +362,7 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 		writeError(w, aerr)
 		return
 	}
-	var aerr *apiError
-	switch {
-	case req.Model == "":
-		aerr = invalidParam("model", "model is required")
-	}
-	if aerr != nil {
+	if aerr := knownModel(b, req.Model); aerr != nil {
 		writeError(w, aerr)
 		return
 	}

@@ -121,6 +121,9 @@ func (s *Server) start(r *http.Request, b Backend, g *generation, p protocol, em
 	tj, aerr := s.submit(b, job, p.endpoint, log, releaseOnDone(emit, release))
 	if aerr != nil {
 		release()
+		if aerr.Code == codeContextLength && g.kind == kindCompletion {
+			aerr.Param = "prompt"
+		}
 		return nil, aerr
 	}
 	meta := responseMeta{id: tj.id, model: b.ModelName(), created: arrived, loaded: loaded}

@@ -54,8 +54,8 @@ func TestStructuredOutputReachesTheJob(t *testing.T) {
 		t.Errorf("json_object: job grammar %v, want JSON mode", job.Grammar)
 	}
 	for _, body := range []string{
-		`{"model":"m","prompt":"ollama json","format":"json","stream":false,"options":{"num_predict":2}}`,
-		`{"model":"m","prompt":"ollama schema","format":{"type":"array","items":{"type":"boolean"}},"stream":false,"options":{"num_predict":2}}`,
+		`{"model":"fake-model","prompt":"ollama json","format":"json","stream":false,"options":{"num_predict":2}}`,
+		`{"model":"fake-model","prompt":"ollama schema","format":{"type":"array","items":{"type":"boolean"}},"stream":false,"options":{"num_predict":2}}`,
 	} {
 		resp := ts.do("POST", "/api/generate", body, nil)
 		resp.Body.Close()
@@ -154,7 +154,7 @@ func TestLogprobsShapes(t *testing.T) {
 // Ollama's logprobs: on every streamed line with tokens, and whole.
 func TestOllamaLogprobs(t *testing.T) {
 	ts := start(t, serve.Config{}, &servetest.Options{})
-	resp := ts.do("POST", "/api/generate", `{"model":"m","prompt":"x","raw":true,"logprobs":true,"top_logprobs":1,"options":{"num_predict":3}}`, nil)
+	resp := ts.do("POST", "/api/generate", `{"model":"fake-model","prompt":"x","raw":true,"logprobs":true,"top_logprobs":1,"options":{"num_predict":3}}`, nil)
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	var tokens []string
@@ -184,7 +184,7 @@ func TestOllamaLogprobs(t *testing.T) {
 	if len(tokens) != 3 || strings.Join(tokens, "") != text.String() {
 		t.Errorf("tokens %q, text %q", tokens, text.String())
 	}
-	whole := ts.do("POST", "/api/chat", `{"model":"m","messages":[{"role":"user","content":"x"}],"stream":false,"logprobs":true,"options":{"num_predict":2}}`, nil)
+	whole := ts.do("POST", "/api/chat", `{"model":"fake-model","messages":[{"role":"user","content":"x"}],"stream":false,"logprobs":true,"options":{"num_predict":2}}`, nil)
 	defer whole.Body.Close()
 	var out struct {
 		Message  struct{ Content string } `json:"message"`

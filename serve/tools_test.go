@@ -216,7 +216,7 @@ func TestToolHistory(t *testing.T) {
 // Ollama's chat: tools, calls with object arguments, think.
 func TestOllamaToolsAndThinking(t *testing.T) {
 	ts := start(t, serve.Config{}, scripted(weatherCall...))
-	body := map[string]any{"model": "m", "stream": false, "think": true,
+	body := map[string]any{"model": "fake-model", "stream": false, "think": true,
 		"messages": []map[string]any{{"role": "user", "content": "Weather in Paris?"}},
 		"tools":    []map[string]any{{"type": "function", "function": map[string]any{"name": "get_weather"}}, {"type": "function", "function": map[string]any{"name": "get_time"}}}}
 	var res struct {
@@ -266,4 +266,14 @@ func TestOllamaToolsAndThinking(t *testing.T) {
 	if !strings.HasPrefix(res.Message.Content, "<think>Paris is a city.</think>") || res.Message.Thinking != "" {
 		t.Errorf("without think: %+v", res.Message)
 	}
+}
+
+// A prompt over the context is OpenAI's context_length_exceeded, on the
+// field that holds it.
+func TestContextLengthExceeded(t *testing.T) {
+	ts := start(t, serve.Config{}, &servetest.Options{ContextLength: 8})
+	long := strings.Repeat("word ", 10)
+	expectError(t, ts.do("POST", "/v1/chat/completions", map[string]any{"messages": []map[string]any{{"role": "user", "content": long}}}, nil),
+		400, "context_length_exceeded", "messages")
+	expectError(t, ts.do("POST", "/v1/completions", map[string]any{"prompt": long}, nil), 400, "context_length_exceeded", "prompt")
 }

@@ -175,7 +175,7 @@ func (e *Engine) Submit(j Job, emit func(Event)) (string, error) {
 	}
 	capacity := e.m.KV.Config().MaxSeqLen
 	if len(ids) >= capacity {
-		return "", fmt.Errorf("%w: %v: %d tokens, the context holds %d", ErrBadJob, ErrPromptTooLong, len(ids), capacity)
+		return "", fmt.Errorf("%w: %w: %d tokens, the context holds %d", ErrBadJob, ErrPromptTooLong, len(ids), capacity)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -39,6 +39,9 @@ type Options struct {
 	// ChatFormat is what RenderChat reports of the model's output (none by
 	// default); with chat.Hermes, Piece can write calls as a Qwen would.
 	ChatFormat chat.Format
+	// ContextLength, when > 0, refuses a prompt of that many tokens or
+	// more (a token a word, plus one) as the engine does.
+	ContextLength int
 	// KVBlocksTotal is reported in Metrics; each sequence uses one block
 	// per 16 tokens. Default 256.
 	KVBlocksTotal int
@@ -143,8 +146,12 @@ func (b *Backend) Submit(j engine.Job, emit func(engine.Event)) (string, error) 
 	if j.MaxTokens == 0 {
 		j.MaxTokens = b.opts.DefaultMaxTokens
 	}
+	tokens := len(strings.Fields(j.Prompt)) + 1
+	if b.opts.ContextLength > 0 && tokens >= b.opts.ContextLength {
+		return "", fmt.Errorf("%w: %w: %d tokens, the context holds %d", engine.ErrBadJob, engine.ErrPromptTooLong, tokens, b.opts.ContextLength)
+	}
 	now := time.Now()
-	q := &job{spec: j, emit: emit, submitted: now, prompt: len(strings.Fields(j.Prompt)) + 1,
+	q := &job{spec: j, emit: emit, submitted: now, prompt: tokens,
 		status: engine.Status{ID: j.ID, State: engine.Queued, Created: now}}
 	q.status.Usage.PromptTokens = q.prompt
 	b.byID[j.ID] = q
