@@ -56,7 +56,6 @@ func (s *Server) embed(r *http.Request, b Backend, model, param string, req engi
 	return res, loaded, nil
 }
 
-
 // embedInputs reads OpenAI's input: a string, an array of strings, an
 // array of token ids, or an array of such arrays.
 func embedInputs(raw json.RawMessage, param string) ([]engine.EmbedInput, *apiError) {
