@@ -179,7 +179,7 @@ func openAIProtocol(g *generation) protocol {
 	}
 	p.framer = func(m responseMeta) framer {
 		return &openAIFramer{id: m.id, model: m.model, created: m.created.Unix(), chat: g.kind == kindChat,
-			includeUsage: g.includeUsage, logprobs: g.settings.Logprobs}
+			includeUsage: g.includeUsage, logprobs: g.settings.Logprobs, index: m.choice, several: m.choices > 1}
 	}
 	return p
 }
@@ -193,6 +193,7 @@ type openAIFramer struct {
 	includeUsage bool
 	logprobs     bool // asked for: pieces carry them
 	index        int  // the choice (n > 1)
+	several      bool // one of n > 1 choices: the usage comes once, in summary
 	offset       int  // completions: bytes of text streamed, for text_offset
 }
 
@@ -236,7 +237,7 @@ func (o *openAIFramer) piece(d delta) []any {
 // with stream_options.include_usage a chunk with no choices and the usage.
 func (o *openAIFramer) closing(out *outcome) []any {
 	frames := []any{o.chunk(chatDelta{}, "", out, nil)}
-	if o.includeUsage {
+	if o.includeUsage && !o.several {
 		frames = append(frames, o.usageChunk(out.Usage))
 	}
 	return frames
@@ -264,6 +265,41 @@ func (o *openAIFramer) whole(out *outcome) any {
 	}
 	return completion{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model,
 		Choices: []completionChoice{o.completionChoice(out)}, Usage: openAIUsage(out.Usage), Timings: &timings}
+}
+
+// wholeChoices is the response of n > 1 choices: the usage counts the
+// prompt once and every choice's completion.
+func (o *openAIFramer) wholeChoices(outs []*outcome) any {
+	usages := make([]engine.Usage, len(outs))
+	for i, out := range outs {
+		usages[i] = out.Usage
+	}
+	usage := openAIUsage(totalUsage(usages))
+	timings := outs[0].Timings
+	f := *o
+	if o.chat {
+		resp := chatCompletion{ID: o.id, Object: "chat.completion", Created: o.created, Model: o.model, Usage: usage, Timings: &timings}
+		for i, out := range outs {
+			f.index = i
+			resp.Choices = append(resp.Choices, f.chatChoice(out))
+		}
+		return resp
+	}
+	resp := completion{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model, Usage: usage, Timings: &timings}
+	for i, out := range outs {
+		f.index = i
+		resp.Choices = append(resp.Choices, f.completionChoice(out))
+	}
+	return resp
+}
+
+// summary ends a stream of n > 1 choices: with include_usage, the chunk
+// of their usage.
+func (o *openAIFramer) summary(total engine.Usage) []any {
+	if !o.includeUsage {
+		return nil
+	}
+	return []any{o.usageChunk(total)}
 }
 
 // chatChoice is a whole chat answer as a choice.

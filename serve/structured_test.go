@@ -208,3 +208,73 @@ func intsBytes(v []int64) []byte {
 	}
 	return b
 }
+
+// n > 1: n jobs with consecutive seeds, one response whose choices are
+// indexed, whole and streamed (through the official client), usage
+// counting the prompt once.
+func TestSeveralChoices(t *testing.T) {
+	ts := start(t, serve.Config{}, &servetest.Options{})
+	client := ts.openAI("")
+	ctx := context.Background()
+	params := openai.ChatCompletionNewParams{
+		Model:     "m",
+		Messages:  []openai.ChatCompletionMessageParamUnion{openai.UserMessage("three please")},
+		MaxTokens: openai.Int(4),
+		N:         openai.Int(3),
+		Seed:      openai.Int(10),
+	}
+	resp, err := client.Chat.Completions.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Choices) != 3 || resp.Usage.CompletionTokens != 12 {
+		t.Fatalf("%d choices, usage %+v", len(resp.Choices), resp.Usage)
+	}
+	for i, c := range resp.Choices {
+		if c.Index != int64(i) || c.Message.Content != wantText(4) {
+			t.Errorf("choice %d: %+v", i, c)
+		}
+	}
+	seeds := map[uint64]bool{}
+	for _, j := range ts.backend.Jobs() {
+		if strings.Contains(j.Prompt, "three please") {
+			seeds[j.Sampling.Seed] = true
+		}
+	}
+	if len(seeds) != 3 || !seeds[10] || !seeds[11] || !seeds[12] {
+		t.Errorf("seeds %v, want 10, 11, 12", seeds)
+	}
+	params.StreamOptions.IncludeUsage = openai.Bool(true)
+	stream := client.Chat.Completions.NewStreaming(ctx, params)
+	acc := openai.ChatCompletionAccumulator{}
+	usageChunks := 0
+	var ids []string
+	for stream.Next() {
+		c := stream.Current()
+		acc.AddChunk(c)
+		ids = append(ids, c.ID)
+		if c.Usage.TotalTokens > 0 {
+			usageChunks++
+			if c.Usage.CompletionTokens != 12 {
+				t.Errorf("streamed usage %+v", c.Usage)
+			}
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(acc.Choices) != 3 || usageChunks != 1 {
+		t.Fatalf("streamed %d choices, %d usage chunks", len(acc.Choices), usageChunks)
+	}
+	for i, c := range acc.Choices {
+		if c.Message.Content != wantText(4) || c.FinishReason != "length" {
+			t.Errorf("streamed choice %d: %q %q", i, c.Message.Content, c.FinishReason)
+		}
+	}
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("chunks of one response carry ids %q and %q", ids[0], id)
+		}
+	}
+	expectError(t, ts.do("POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"n":9}`, nil), 400, "invalid_parameter", "n")
+}

@@ -356,6 +356,10 @@ func (c *wsConn) start(msg *wsRequest, kind requestKind) {
 		return
 	}
 	g, aerr := c.s.openAIGeneration(&msg.genRequest, kind)
+	if aerr == nil && g.n > 1 {
+		aerr = &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: "n", Message: "n > 1 is for the HTTP API; send one websocket request per choice"}
+	}
 	var job engine.Job
 	var plan *outputPlan
 	if aerr == nil {
