@@ -43,10 +43,10 @@ type Grammar struct {
 	// a byte only enters the alternatives that can start with it.
 	first    []byteSet
 	nullable []bool
-	ruleNull []bool // rules that can match the empty text
-	names   []string // rule names, for String
-	root    int32
-	caches  sync.Map // *Vocab → *maskCache: masks by state, shared by matchers
+	ruleNull []bool   // rules that can match the empty text
+	names    []string // rule names, for String
+	root     int32
+	caches   sync.Map // *Vocab → *maskCache: masks by state, shared by matchers
 }
 
 type elemKind uint8
@@ -72,7 +72,7 @@ func (s *byteSet) union(t *byteSet) {
 	}
 }
 func (s *byteSet) empty() bool { return s[0]|s[1]|s[2]|s[3] == 0 }
-func (s *byteSet) add(b byte)      { s[b>>6] |= 1 << (b & 63) }
+func (s *byteSet) add(b byte)  { s[b>>6] |= 1 << (b & 63) }
 func (s *byteSet) addRange(lo, hi byte) {
 	for c := int(lo); c <= int(hi); c++ {
 		s.add(byte(c))
