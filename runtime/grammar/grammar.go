@@ -12,10 +12,11 @@
 // state however long the string grows).
 //
 // Matching is llama.cpp's: the state is a set of stacks of grammar
-// positions (a pushdown automaton with the nondeterminism kept as a set),
-// each stack's top a byte class; a byte keeps the stacks whose top accepts
-// it, advanced and expanded until their tops are byte classes again. Rules
-// must not be left-recursive; the compiler never makes such rules.
+// positions (a pushdown automaton with the nondeterminism kept as a set).
+// A byte keeps the stacks that can take it, advanced past it; a rule
+// reference on top is expanded only into the alternatives whose first
+// bytes include it, so a JSON string's body stays one stack. Rules must
+// not be left-recursive; the compiler never makes such rules.
 package grammar
 
 import (
