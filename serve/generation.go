@@ -30,11 +30,15 @@ type generation struct {
 	messages     []engine.ChatMessage // kindChat, validated
 	settings     engine.Job           // validated sampling, max tokens and stops; no prompt
 	stream       bool
+	n            int       // choices (OpenAI's n); 0 or 1: one
 	includeUsage bool      // OpenAI's stream_options.include_usage
 	tools        *toolSpec // kindChat: the tools offered; nil: none
 	think        *bool     // the template's enable_thinking; nil: its default
 	reasoning    reasoningMode
 }
+
+// maxChoices bounds OpenAI's n: each choice is a sequence of its own.
+const maxChoices = 8
 
 // reasoningMode is what becomes of a reasoning model's <think> text.
 type reasoningMode int
@@ -54,8 +58,8 @@ func (s *Server) openAIGeneration(req *genRequest, kind requestKind) (*generatio
 			Param: param, Message: msg}
 	}
 	switch {
-	case req.N != nil && *req.N != 1:
-		return nil, unsupported("n", "only n=1 is supported")
+	case req.N != nil && (*req.N < 1 || *req.N > maxChoices):
+		return nil, invalidParam("n", "n %d must be in [1, %d]", *req.N, maxChoices)
 	case req.BestOf != nil && *req.BestOf != 1:
 		return nil, unsupported("best_of", "only best_of=1 is supported")
 	case req.Echo:
@@ -71,8 +75,20 @@ func (s *Server) openAIGeneration(req *genRequest, kind requestKind) (*generatio
 	if aerr != nil {
 		return nil, aerr
 	}
+	if settings.Grammar, aerr = responseFormatGrammar(req.ResponseFormat); aerr != nil {
+		return nil, aerr
+	}
+	if aerr = openAILogprobs(kind, req.Logprobs, req.TopLogprobs, &settings); aerr != nil {
+		return nil, aerr
+	}
+	if settings.LogitBias, aerr = logitBias(req.LogitBias); aerr != nil {
+		return nil, aerr
+	}
 	g := &generation{model: req.Model, kind: kind, settings: settings, stream: req.Stream,
 		includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage}
+	if req.N != nil {
+		g.n = *req.N
+	}
 	switch kind {
 	case kindChat:
 		if len(req.Prompt) > 0 && !bytes.Equal(bytes.TrimSpace(req.Prompt), []byte("null")) {
@@ -89,6 +105,9 @@ func (s *Server) openAIGeneration(req *genRequest, kind requestKind) (*generatio
 		}
 		if req.ParallelToolCalls != nil {
 			g.tools.parallel = *req.ParallelToolCalls
+		}
+		if g.tools.offered() && settings.Grammar != nil {
+			return nil, unsupported("response_format", "response_format json_object or json_schema with tools is not supported: the answer is either a tool call or the format")
 		}
 	default:
 		if req.Messages != nil {

@@ -95,7 +95,12 @@ func TestHostileRequests(t *testing.T) {
 		{"tool answer without its call", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"},{"role":"tool","tool_call_id":"c1","content":"1"}]}`, 400, "invalid_parameter", "messages[1].tool_call_id"},
 		{"tool_choice naming no tool", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}}`, 400, "invalid_parameter", "tool_choice.function.name"},
 		{"tools on a template without them", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, 400, "unsupported_parameter", "tools"},
-		{"unsupported field: logit_bias", "POST", "/v1/completions", `{"prompt":"x","logit_bias":{"50256":-100}}`, 400, "unsupported_parameter", "logit_bias"},
+		{"unsupported field: suffix", "POST", "/v1/completions", `{"prompt":"x","suffix":"y"}`, 400, "unsupported_parameter", "suffix"},
+		{"logit_bias not a token id", "POST", "/v1/completions", `{"prompt":"x","logit_bias":{"a":-100}}`, 400, "invalid_parameter", "logit_bias"},
+		{"logit_bias out of range", "POST", "/v1/completions", `{"prompt":"x","logit_bias":{"5":-101}}`, 400, "invalid_parameter", "logit_bias"},
+		{"schema that does not compile", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object","properties":{"a":{"type":"string","pattern":"^a"}}}}}}`, 400, "invalid_parameter", "response_format.json_schema.schema"},
+		{"response_format unknown type", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}`, 400, "invalid_parameter", "response_format.type"},
+		{"top_logprobs without logprobs", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"top_logprobs":3}`, 400, "invalid_parameter", "top_logprobs"},
 		{"neutral unsupported fields pass", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"max_tokens":2,"tools":[],"tool_choice":"none","logprobs":false,"response_format":{"type":"text"}}`, 200, "", ""},
 		{"wrong type: max_tokens string", "POST", "/v1/completions", `{"prompt":"x","max_tokens":"ten"}`, 400, "invalid_parameter", "max_tokens"},
 		{"wrong type: temperature string", "POST", "/v1/completions", `{"prompt":"x","temperature":"hot"}`, 400, "invalid_parameter", "temperature"},
@@ -116,7 +121,7 @@ func TestHostileRequests(t *testing.T) {
 		{"non-UTF-8 queued request", "POST", "/v1/requests", "{\"prompt\":\"\xc3\"}", 400, "invalid_json", ""},
 		{"unknown request id (GET)", "GET", "/v1/requests/req-doesnotexist", "", 404, "not_found", ""},
 		{"unknown request id (DELETE)", "DELETE", "/v1/requests/req-doesnotexist", "", 404, "not_found", ""},
-		{"unknown endpoint", "POST", "/v1/embeddings", `{"input":"x"}`, 404, "not_found", ""},
+		{"unknown endpoint", "POST", "/v1/audio/speech", `{"input":"x"}`, 404, "not_found", ""},
 		{"wrong method", "PUT", "/v1/chat/completions", `{}`, 405, "method_not_allowed", ""},
 	}
 	for _, tc := range cases {

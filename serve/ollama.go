@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wgllm/wgllm/runtime/engine"
+	"github.com/wgllm/wgllm/runtime/sample"
 )
 
 // Ollama's native API (/api/*), so that tools written for Ollama work
@@ -61,6 +62,14 @@ type ollamaGenerateRequest struct {
 	Raw       bool                       `json:"raw"`
 	KeepAlive json.RawMessage            `json:"keep_alive"`
 	Think     json.RawMessage            `json:"think"`
+	ollamaLogprobsFields
+}
+
+// ollamaLogprobsFields are the logprobs settings of /api/generate and
+// /api/chat.
+type ollamaLogprobsFields struct {
+	Logprobs    bool `json:"logprobs"`
+	TopLogprobs int  `json:"top_logprobs"`
 }
 
 type ollamaChatRequest struct {
@@ -72,6 +81,7 @@ type ollamaChatRequest struct {
 	Stream    *bool                      `json:"stream"`
 	KeepAlive json.RawMessage            `json:"keep_alive"`
 	Think     json.RawMessage            `json:"think"`
+	ollamaLogprobsFields
 }
 
 type ollamaMessageIn struct {
@@ -111,12 +121,13 @@ type ollamaMetrics struct {
 }
 
 type ollamaGenerateResponse struct {
-	Model      string    `json:"model"`
-	CreatedAt  time.Time `json:"created_at"`
-	Response   string    `json:"response"`
-	Thinking   string    `json:"thinking,omitempty"`
-	Done       bool      `json:"done"`
-	DoneReason string    `json:"done_reason,omitempty"`
+	Model      string       `json:"model"`
+	CreatedAt  time.Time    `json:"created_at"`
+	Response   string       `json:"response"`
+	Thinking   string       `json:"thinking,omitempty"`
+	Done       bool         `json:"done"`
+	DoneReason string       `json:"done_reason,omitempty"`
+	Logprobs   []logprobOut `json:"logprobs,omitempty"`
 	*ollamaMetrics
 }
 
@@ -133,6 +144,7 @@ type ollamaChatResponse struct {
 	Message    ollamaMessageOut `json:"message"`
 	Done       bool             `json:"done"`
 	DoneReason string           `json:"done_reason,omitempty"`
+	Logprobs   []logprobOut     `json:"logprobs,omitempty"`
 	*ollamaMetrics
 }
 
@@ -318,14 +330,11 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request, b 
 	case len(req.Context) > 0:
 		aerr = unsupported("context", "context (send the conversation to /api/chat instead)")
 	}
-	if aerr == nil {
-		aerr = checkOllamaFormat(req.Format)
-	}
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream, req.Think)
+	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream, req.Think, req.Format, req.ollamaLogprobsFields)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
@@ -353,15 +362,11 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 		writeError(w, aerr)
 		return
 	}
-	aerr := knownModel(b, req.Model)
-	if aerr == nil {
-		aerr = checkOllamaFormat(req.Format)
-	}
-	if aerr != nil {
+	if aerr := knownModel(b, req.Model); aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream, req.Think)
+	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream, req.Think, req.Format, req.ollamaLogprobsFields)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
@@ -410,8 +415,8 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 // validated as the settings, and think: true (or a level, "high"…) splits
 // a reasoning model's thinking from the answer, false asks the template
 // not to think and drops what thinking there is, absent leaves it in the
-// answer.
-func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string]json.RawMessage, stream *bool, think json.RawMessage) (*generation, *apiError) {
+// answer; format ("json" or a schema) constrains the output.
+func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string]json.RawMessage, stream *bool, think, format json.RawMessage, lp ollamaLogprobsFields) (*generation, *apiError) {
 	fields, aerr := s.ollamaOptions(r, opts)
 	if aerr != nil {
 		return nil, aerr
@@ -420,6 +425,13 @@ func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string
 	if aerr != nil {
 		return nil, aerr
 	}
+	if settings.Grammar, aerr = ollamaFormatGrammar(format); aerr != nil {
+		return nil, aerr
+	}
+	if lp.TopLogprobs < 0 || lp.TopLogprobs > sample.MaxTopLogprobs {
+		return nil, invalidParam("top_logprobs", "top_logprobs must be in [0, %d]", sample.MaxTopLogprobs)
+	}
+	settings.Logprobs, settings.TopLogprobs = lp.Logprobs || lp.TopLogprobs > 0, lp.TopLogprobs
 	g := &generation{model: model, settings: settings, stream: stream == nil || *stream, reasoning: reasoningKeep}
 	if !isNull(think) {
 		var on bool
@@ -438,16 +450,6 @@ func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string
 		}
 	}
 	return g, nil
-}
-
-// checkOllamaFormat refuses what this server cannot honour: JSON mode or
-// a schema in "format".
-func checkOllamaFormat(format json.RawMessage) *apiError {
-	if f := bytes.TrimSpace(format); len(f) > 0 && !bytes.Equal(f, []byte("null")) && !bytes.Equal(f, []byte(`""`)) {
-		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-			Param: "format", Message: "format (JSON mode and structured outputs) is not supported"}
-	}
-	return nil
 }
 
 // ollamaIgnoredOptions are Ollama options that configure how Ollama loads
@@ -632,7 +634,7 @@ func ollamaProtocol(g *generation, chat bool, start time.Time) protocol {
 		p.endpoint = "ollama_chat"
 	}
 	p.framer = func(m responseMeta) framer {
-		return &ollamaFramer{model: m.model, chat: chat, start: start, loaded: m.loaded}
+		return &ollamaFramer{model: m.model, chat: chat, start: start, loaded: m.loaded, logprobs: g.settings.Logprobs}
 	}
 	return p
 }
@@ -640,10 +642,11 @@ func ollamaProtocol(g *generation, chat bool, start time.Time) protocol {
 // ollamaFramer makes the Ollama objects of one response: NDJSON lines, or
 // the one final object.
 type ollamaFramer struct {
-	model  string // as the request named it; echoed in every line
-	chat   bool   // /api/chat's shapes
-	start  time.Time
-	loaded time.Duration
+	model    string // as the request named it; echoed in every line
+	chat     bool   // /api/chat's shapes
+	start    time.Time
+	loaded   time.Duration
+	logprobs bool // asked for: lines carry them
 }
 
 func (o *ollamaFramer) contentType() string { return "application/x-ndjson" }
@@ -655,10 +658,10 @@ func (o *ollamaFramer) piece(d delta) []any {
 	if d.Call != nil {
 		calls = []toolCallOut{*d.Call}
 	}
-	return []any{o.line(d.Content, d.Reasoning, calls, nil)}
+	return []any{o.line(d.Content, d.Reasoning, calls, d.Logprobs, nil)}
 }
 
-func (o *ollamaFramer) closing(out *outcome) []any { return []any{o.line("", "", nil, out)} }
+func (o *ollamaFramer) closing(out *outcome) []any { return []any{o.line("", "", nil, nil, out)} }
 
 func (o *ollamaFramer) failure(e *apiError) any { return ollamaErrorBody{Error: e.Message} }
 
@@ -673,12 +676,12 @@ func (o *ollamaFramer) frame(buf []byte, v any) []byte {
 func (o *ollamaFramer) terminator() string { return "" }
 
 func (o *ollamaFramer) whole(out *outcome) any {
-	return o.line(out.Content, out.Reasoning, out.ToolCalls, out)
+	return o.line(out.Content, out.Reasoning, out.ToolCalls, out.Logprobs, out)
 }
 
 // line is one line of the stream: a piece of text, thinking or calls, or
 // with done the final line with its statistics.
-func (o *ollamaFramer) line(text, thinking string, calls []toolCallOut, done *outcome) any {
+func (o *ollamaFramer) line(text, thinking string, calls []toolCallOut, lps []engine.TokenLogprob, done *outcome) any {
 	now := time.Now().UTC()
 	var metrics *ollamaMetrics
 	reason := ""
@@ -706,10 +709,10 @@ func (o *ollamaFramer) line(text, thinking string, calls []toolCallOut, done *ou
 			msg.ToolCalls = append(msg.ToolCalls, tc)
 		}
 		return ollamaChatResponse{Model: o.model, CreatedAt: now, Message: msg,
-			Done: done != nil, DoneReason: reason, ollamaMetrics: metrics}
+			Done: done != nil, DoneReason: reason, Logprobs: lineLogprobs(o.logprobs, lps), ollamaMetrics: metrics}
 	}
 	return ollamaGenerateResponse{Model: o.model, CreatedAt: now, Response: text, Thinking: thinking, Done: done != nil,
-		DoneReason: reason, ollamaMetrics: metrics}
+		DoneReason: reason, Logprobs: lineLogprobs(o.logprobs, lps), ollamaMetrics: metrics}
 }
 
 // ollamaRoutes serves /api/*; the server mounts it behind the API key and
@@ -718,6 +721,8 @@ func (s *Server) ollamaRoutes() http.Handler {
 	api := http.NewServeMux()
 	api.Handle("/api/generate", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaGenerate)}))
 	api.Handle("/api/chat", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaChat)}))
+	api.Handle("/api/embed", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaEmbed)}))
+	api.Handle("/api/embeddings", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaEmbeddings)}))
 	api.Handle("/api/tags", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleOllamaTags)}))
 	api.Handle("/api/ps", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleOllamaPs)}))
 	api.Handle("/api/show", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaShow)}))

@@ -179,7 +179,7 @@ func openAIProtocol(g *generation) protocol {
 	}
 	p.framer = func(m responseMeta) framer {
 		return &openAIFramer{id: m.id, model: m.model, created: m.created.Unix(), chat: g.kind == kindChat,
-			includeUsage: g.includeUsage}
+			includeUsage: g.includeUsage, logprobs: g.settings.Logprobs, index: m.choice, several: m.choices > 1}
 	}
 	return p
 }
@@ -191,6 +191,10 @@ type openAIFramer struct {
 	created      int64
 	chat         bool
 	includeUsage bool
+	logprobs     bool // asked for: pieces carry them
+	index        int  // the choice (n > 1)
+	several      bool // one of n > 1 choices: the usage comes once, in summary
+	offset       int  // completions: bytes of text streamed, for text_offset
 }
 
 func (o *openAIFramer) contentType() string { return "text/event-stream" }
@@ -201,7 +205,7 @@ func (o *openAIFramer) opening() []any {
 		return nil
 	}
 	empty := ""
-	return []any{o.chunk(chatDelta{Role: "assistant", Content: &empty}, "", nil)}
+	return []any{o.chunk(chatDelta{Role: "assistant", Content: &empty}, "", nil, nil)}
 }
 
 // piece is a chunk of text or reasoning, or for a tool call two chunks in
@@ -209,28 +213,31 @@ func (o *openAIFramer) opening() []any {
 // then its arguments.
 func (o *openAIFramer) piece(d delta) []any {
 	if !o.chat {
-		return []any{o.chunk(chatDelta{}, d.Content, nil)}
+		lp := completionLogprobsJSON(o.logprobs, d.Logprobs, o.offset)
+		o.offset += tokensBytes(d.Logprobs)
+		return []any{o.chunk(chatDelta{}, d.Content, nil, lp)}
 	}
+	lp := chatLogprobsJSON(o.logprobs, d.Logprobs)
 	switch {
 	case d.Call != nil:
 		i := d.Call.Index
 		head := openAIToolCall{Index: &i, ID: d.Call.ID, Type: "function", Function: openAIFunctionCall{Name: d.Call.Name}}
 		args := openAIToolCall{Index: &i, Function: openAIFunctionCall{Arguments: string(d.Call.Arguments)}}
-		return []any{o.chunk(chatDelta{ToolCalls: []openAIToolCall{head}}, "", nil),
-			o.chunk(chatDelta{ToolCalls: []openAIToolCall{args}}, "", nil)}
+		return []any{o.chunk(chatDelta{ToolCalls: []openAIToolCall{head}}, "", nil, lp),
+			o.chunk(chatDelta{ToolCalls: []openAIToolCall{args}}, "", nil, nil)}
 	case d.Reasoning != "":
 		text := d.Reasoning
-		return []any{o.chunk(chatDelta{ReasoningContent: &text}, "", nil)}
+		return []any{o.chunk(chatDelta{ReasoningContent: &text}, "", nil, lp)}
 	}
 	text := d.Content
-	return []any{o.chunk(chatDelta{Content: &text}, "", nil)}
+	return []any{o.chunk(chatDelta{Content: &text}, "", nil, lp)}
 }
 
 // closing is the chunk carrying the finish reason (and timings), then
 // with stream_options.include_usage a chunk with no choices and the usage.
 func (o *openAIFramer) closing(out *outcome) []any {
-	frames := []any{o.chunk(chatDelta{}, "", out)}
-	if o.includeUsage {
+	frames := []any{o.chunk(chatDelta{}, "", out, nil)}
+	if o.includeUsage && !o.several {
 		frames = append(frames, o.usageChunk(out.Usage))
 	}
 	return frames
@@ -253,39 +260,88 @@ func (o *openAIFramer) terminator() string { return "data: [DONE]\n\n" }
 func (o *openAIFramer) whole(out *outcome) any {
 	timings := out.Timings
 	if o.chat {
-		msg := chatMessageOut{Role: "assistant", ReasoningContent: out.Reasoning}
-		if out.Content != "" || len(out.ToolCalls) == 0 {
-			msg.Content = &out.Content
-		}
-		for _, c := range out.ToolCalls {
-			msg.ToolCalls = append(msg.ToolCalls, openAIToolCall{ID: c.ID, Type: "function",
-				Function: openAIFunctionCall{Name: c.Name, Arguments: string(c.Arguments)}})
-		}
 		return chatCompletion{ID: o.id, Object: "chat.completion", Created: o.created, Model: o.model,
-			Choices: []chatChoice{{Message: msg, Logprobs: jsonNull, FinishReason: out.FinishReason}},
-			Usage:   openAIUsage(out.Usage), Timings: &timings}
+			Choices: []chatChoice{o.chatChoice(out)}, Usage: openAIUsage(out.Usage), Timings: &timings}
 	}
-	reason := out.FinishReason
 	return completion{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model,
-		Choices: []completionChoice{{Text: out.Content, Logprobs: jsonNull, FinishReason: &reason}},
-		Usage:   openAIUsage(out.Usage), Timings: &timings}
+		Choices: []completionChoice{o.completionChoice(out)}, Usage: openAIUsage(out.Usage), Timings: &timings}
 }
 
-// chunk is one streamed chunk: a chat delta or a completion's text; with
-// done, the closing chunk carrying the finish reason (and timings).
-func (o *openAIFramer) chunk(d chatDelta, text string, done *outcome) any {
+// wholeChoices is the response of n > 1 choices: the usage counts the
+// prompt once and every choice's completion.
+func (o *openAIFramer) wholeChoices(outs []*outcome) any {
+	usages := make([]engine.Usage, len(outs))
+	for i, out := range outs {
+		usages[i] = out.Usage
+	}
+	usage := openAIUsage(totalUsage(usages))
+	timings := outs[0].Timings
+	f := *o
+	if o.chat {
+		resp := chatCompletion{ID: o.id, Object: "chat.completion", Created: o.created, Model: o.model, Usage: usage, Timings: &timings}
+		for i, out := range outs {
+			f.index = i
+			resp.Choices = append(resp.Choices, f.chatChoice(out))
+		}
+		return resp
+	}
+	resp := completion{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model, Usage: usage, Timings: &timings}
+	for i, out := range outs {
+		f.index = i
+		resp.Choices = append(resp.Choices, f.completionChoice(out))
+	}
+	return resp
+}
+
+// summary ends a stream of n > 1 choices: with include_usage, the chunk
+// of their usage.
+func (o *openAIFramer) summary(total engine.Usage) []any {
+	if !o.includeUsage {
+		return nil
+	}
+	return []any{o.usageChunk(total)}
+}
+
+// chatChoice is a whole chat answer as a choice.
+func (o *openAIFramer) chatChoice(out *outcome) chatChoice {
+	msg := chatMessageOut{Role: "assistant", ReasoningContent: out.Reasoning}
+	if out.Content != "" || len(out.ToolCalls) == 0 {
+		msg.Content = &out.Content
+	}
+	for _, c := range out.ToolCalls {
+		msg.ToolCalls = append(msg.ToolCalls, openAIToolCall{ID: c.ID, Type: "function",
+			Function: openAIFunctionCall{Name: c.Name, Arguments: string(c.Arguments)}})
+	}
+	return chatChoice{Index: o.index, Message: msg, Logprobs: chatLogprobsJSON(o.logprobs, out.Logprobs),
+		FinishReason: out.FinishReason}
+}
+
+// completionChoice is a whole completion as a choice.
+func (o *openAIFramer) completionChoice(out *outcome) completionChoice {
+	reason := out.FinishReason
+	return completionChoice{Text: out.Content, Index: o.index, Logprobs: completionLogprobsJSON(o.logprobs, out.Logprobs, 0),
+		FinishReason: &reason}
+}
+
+// chunk is one streamed chunk: a chat delta or a completion's text, with
+// its logprobs (nil: null); with done, the closing chunk carrying the
+// finish reason (and timings).
+func (o *openAIFramer) chunk(d chatDelta, text string, done *outcome, logprobs json.RawMessage) any {
 	var reason *string
 	var timings *engine.Timings
 	if done != nil {
 		r, t := done.FinishReason, done.Timings
 		reason, timings = &r, &t
 	}
+	if logprobs == nil {
+		logprobs = jsonNull
+	}
 	if o.chat {
 		return chatChunk{ID: o.id, Object: "chat.completion.chunk", Created: o.created, Model: o.model,
-			Choices: []chatChunkChoice{{Delta: d, Logprobs: jsonNull, FinishReason: reason}}, Timings: timings}
+			Choices: []chatChunkChoice{{Index: o.index, Delta: d, Logprobs: logprobs, FinishReason: reason}}, Timings: timings}
 	}
 	return completion{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model,
-		Choices: []completionChoice{{Text: text, Logprobs: jsonNull, FinishReason: reason}}, Timings: timings}
+		Choices: []completionChoice{{Text: text, Index: o.index, Logprobs: logprobs, FinishReason: reason}}, Timings: timings}
 }
 
 // usageChunk is stream_options.include_usage's last chunk: no choices,

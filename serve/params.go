@@ -49,13 +49,15 @@ type genRequest struct {
 	// are ignored, as OpenAI clients send many (user, store, metadata…),
 	// but ignoring one of these would silently change the answer, so a
 	// value other than its neutral one is refused.
-	Functions      json.RawMessage `json:"functions"`
-	FunctionCall   json.RawMessage `json:"function_call"`
+	Functions    json.RawMessage `json:"functions"`
+	FunctionCall json.RawMessage `json:"function_call"`
+	Suffix       json.RawMessage `json:"suffix"`
+
+	// Structured output, logprobs and biases (structured.go, logprobs.go).
 	ResponseFormat json.RawMessage `json:"response_format"`
 	LogitBias      json.RawMessage `json:"logit_bias"`
 	Logprobs       json.RawMessage `json:"logprobs"`
 	TopLogprobs    json.RawMessage `json:"top_logprobs"`
-	Suffix         json.RawMessage `json:"suffix"`
 }
 
 // samplingFields are the generation settings every protocol has, under
@@ -98,9 +100,7 @@ func (req *genRequest) unsupportedField() string {
 		also []string
 	}{
 		{"functions", req.Functions, nil}, {"function_call", req.FunctionCall, []string{`"none"`, `"auto"`}},
-		{"response_format", req.ResponseFormat, []string{`{"type":"text"}`}},
-		{"logit_bias", req.LogitBias, nil}, {"logprobs", req.Logprobs, nil},
-		{"top_logprobs", req.TopLogprobs, nil}, {"suffix", req.Suffix, nil},
+		{"suffix", req.Suffix, nil},
 	} {
 		if !neutral(f.raw, f.also...) {
 			return f.name

@@ -25,6 +25,9 @@ type delta struct {
 	Content   string
 	Reasoning string
 	Call      *toolCallOut
+	// Logprobs of the tokens generated since the previous delta (with
+	// logprobs asked for); a delta may carry only these.
+	Logprobs []engine.TokenLogprob
 }
 
 // toolCallOut is a tool call the model made.
@@ -42,6 +45,7 @@ type outcome struct {
 	Content   string
 	Reasoning string
 	ToolCalls []toolCallOut
+	Logprobs  []engine.TokenLogprob // every token's, with logprobs asked for
 	// Invalid is set when the request required a call and the output is
 	// none: the answer is this error.
 	Invalid *apiError
@@ -78,6 +82,8 @@ type responseMeta struct {
 	model   string    // the name to echo
 	created time.Time // when the request arrived
 	loaded  time.Duration
+	// choice is this job's index among the request's choices (n).
+	choice, choices int
 }
 
 // protocol names an endpoint's generations and makes their framers.
@@ -129,40 +135,97 @@ func (s *Server) start(r *http.Request, b Backend, g *generation, p protocol, em
 	return &running{tj: tj, meta: meta, log: log, plan: plan}, nil
 }
 
-// run serves g over HTTP in p's shapes: streamed or whole.
+// run serves g over HTTP in p's shapes: streamed or whole. With n > 1
+// choices (OpenAI's n) it submits n jobs of the same prompt at once, with
+// seeds seed, seed+1, …: the engine prefills the prompt once and the
+// others fork its KV blocks.
 func (s *Server) run(w http.ResponseWriter, r *http.Request, b Backend, g *generation, p protocol) {
-	q := newEventQueue()
-	job, aerr := s.start(r, b, g, p, q.push)
-	if aerr != nil {
-		writeError(w, aerr)
-		return
+	n := max(g.n, 1)
+	shared := newEventQueue() // streamed: every choice's events, told apart by job id
+	jobs := make([]*running, 0, n)
+	queues := make([]*eventQueue, 0, n)
+	framers := make([]framer, 0, n)
+	for i := 0; i < n; i++ {
+		gi, pi, q := *g, p, shared
+		gi.settings.Sampling.Seed += uint64(i)
+		if i > 0 {
+			pi.idPrefix = fmt.Sprintf("%s%d-", p.idPrefix, i)
+		}
+		if !g.stream {
+			q = newEventQueue()
+		}
+		job, aerr := s.start(r, b, &gi, pi, q.push)
+		if aerr != nil {
+			cancelAll(jobs)
+			writeError(w, aerr)
+			return
+		}
+		meta := job.meta
+		if i > 0 {
+			meta.id = jobs[0].meta.id // one response
+		}
+		meta.choice, meta.choices = i, n
+		jobs, queues, framers = append(jobs, job), append(queues, q), append(framers, p.framer(meta))
 	}
-	f := p.framer(job.meta)
 	if g.stream {
-		s.streamHTTP(w, r, job, q, f)
+		s.streamHTTP(w, r, jobs, shared, framers)
 		return
 	}
-	o, ok := s.awaitDone(w, r, job, q)
-	if !ok {
+	outs := make([]*outcome, n)
+	for i, job := range jobs {
+		o, ok := s.awaitDone(w, r, job, queues[i])
+		if !ok {
+			cancelAll(jobs)
+			return
+		}
+		outs[i] = o
+	}
+	if n == 1 {
+		writeJSON(w, http.StatusOK, framers[0].whole(outs[0]))
 		return
 	}
-	writeJSON(w, http.StatusOK, f.whole(o))
+	writeJSON(w, http.StatusOK, framers[0].(choicesFramer).wholeChoices(outs))
 }
 
-// streamHTTP writes the job's events as f's frames: the opening, a frame
-// per piece, the closing (or the failure) and the terminator. Every write
-// has its own deadline; a failed write or a client that goes away cancels
-// the job.
-func (s *Server) streamHTTP(w http.ResponseWriter, r *http.Request, job *running, q *eventQueue, f framer) {
-	tj, log := job.tj, job.log
+// choicesFramer is a framer of a protocol with n > 1 choices (OpenAI's).
+type choicesFramer interface {
+	// wholeChoices is the non-streamed response of every choice.
+	wholeChoices(outs []*outcome) any
+	// summary ends a stream of several choices (the usage of them all).
+	summary(total engine.Usage) []any
+}
+
+func cancelAll(jobs []*running) {
+	for _, j := range jobs {
+		j.tj.backend.Cancel(j.tj.id)
+	}
+}
+
+// totalUsage is the usage of several choices of one prompt: the prompt
+// once, every choice's completion.
+func totalUsage(us []engine.Usage) engine.Usage {
+	t := us[0]
+	for _, u := range us[1:] {
+		t.CompletionTokens += u.CompletionTokens
+	}
+	return t
+}
+
+// streamHTTP writes the jobs' events (one job, or the n choices of one
+// request) as their framers' frames: the openings, a frame per piece, the
+// closings (or the first failure) and the terminator. Every write has its
+// own deadline; a failed write or a client that goes away cancels the
+// jobs, and so does a choice that fails.
+func (s *Server) streamHTTP(w http.ResponseWriter, r *http.Request, jobs []*running, q *eventQueue, fs []framer) {
+	log := jobs[0].log
 	rc := http.NewResponseController(w)
 	h := w.Header()
-	h.Set("Content-Type", f.contentType())
+	h.Set("Content-Type", fs[0].contentType())
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // tell proxies not to buffer the stream
 	w.WriteHeader(http.StatusOK)
 	var buf []byte
-	send := func(vs ...any) {
+	send := func(f framer, vs ...any) {
 		for _, v := range vs {
 			buf = f.frame(buf, v)
 		}
@@ -175,7 +238,7 @@ func (s *Server) streamHTTP(w http.ResponseWriter, r *http.Request, job *running
 			err = rc.Flush()
 		}
 		if err != nil {
-			tj.backend.Cancel(tj.id)
+			cancelAll(jobs)
 			log.Info().Err(err).Msg("stream write failed; generation cancelled")
 			return false
 		}
@@ -183,28 +246,46 @@ func (s *Server) streamHTTP(w http.ResponseWriter, r *http.Request, job *running
 	}
 	// The headers (and what the protocol sends first) go out at once, so
 	// clients see the stream open before the prompt is processed.
-	send(f.opening()...)
+	index := map[string]int{}
+	accs := make([]*accumulator, len(jobs))
+	usage := make([]engine.Usage, len(jobs))
+	for i, job := range jobs {
+		send(fs[i], fs[i].opening()...)
+		index[job.tj.id] = i
+		accs[i] = newAccumulator(job.plan)
+	}
 	if !flush() {
 		return
 	}
-	acc := newAccumulator(job.plan)
+	left := len(jobs)
 	for {
 		select {
 		case <-q.ready:
 		case <-r.Context().Done():
-			tj.backend.Cancel(tj.id)
+			cancelAll(jobs)
 			log.Info().Msg("client disconnected mid-stream; generation cancelled")
 			return
 		}
 		for _, ev := range q.take() {
-			frames, succeeded := eventFrames(acc, f, ev)
-			send(frames...)
+			i := index[ev.JobID]
+			frames, succeeded := eventFrames(accs[i], fs[i], ev)
+			send(fs[i], frames...)
 			if !ev.Done {
 				continue
 			}
-			if succeeded {
-				buf = append(buf, f.terminator()...)
+			if !succeeded {
+				cancelAll(jobs)
+				flush()
+				return
 			}
+			usage[i], left = ev.Usage, left-1
+			if left > 0 {
+				continue
+			}
+			if len(jobs) > 1 {
+				send(fs[0], fs[0].(choicesFramer).summary(totalUsage(usage))...)
+			}
+			buf = append(buf, fs[0].terminator()...)
 			flush()
 			return
 		}
@@ -222,7 +303,7 @@ func eventFrames(acc *accumulator, f pieceFramer, ev engine.Event) (frames []any
 	if ev.Done && ev.Err == nil {
 		deltas, o = acc.finish(ev)
 	} else {
-		deltas = acc.feed(ev.Text)
+		deltas = acc.event(ev)
 	}
 	for _, d := range deltas {
 		frames = append(frames, f.piece(d)...)
@@ -256,7 +337,7 @@ func (s *Server) awaitDone(w http.ResponseWriter, r *http.Request, job *running,
 		}
 		for _, ev := range q.take() {
 			if !ev.Done {
-				acc.feed(ev.Text)
+				acc.event(ev)
 				continue
 			}
 			if ev.Err != nil {
@@ -282,6 +363,7 @@ type accumulator struct {
 	content   strings.Builder
 	reasoning strings.Builder
 	calls     []toolCallOut
+	logprobs  []engine.TokenLogprob
 }
 
 func newAccumulator(plan *outputPlan) *accumulator {
@@ -296,6 +378,21 @@ func newAccumulator(plan *outputPlan) *accumulator {
 		a.parser.Feed(plan.prefill)
 	}
 	return a
+}
+
+// event takes an event's text and logprobs: the logprobs go with the
+// first delta (or alone, when the text gave none yet).
+func (a *accumulator) event(ev engine.Event) []delta {
+	deltas := a.feed(ev.Text)
+	if len(ev.Logprobs) == 0 {
+		return deltas
+	}
+	a.logprobs = append(a.logprobs, ev.Logprobs...)
+	if len(deltas) == 0 {
+		return []delta{{Logprobs: ev.Logprobs}}
+	}
+	deltas[0].Logprobs = ev.Logprobs
+	return deltas
 }
 
 // feed takes a piece of the engine's text.
@@ -337,11 +434,12 @@ func (a *accumulator) deltas(parts []chat.Part) []delta {
 
 // finish takes the job's final event: the last deltas and the outcome.
 func (a *accumulator) finish(ev engine.Event) ([]delta, *outcome) {
-	rest := a.feed(ev.Text)
+	rest := a.event(ev)
 	if a.parser != nil {
 		rest = append(rest, a.deltas(a.parser.Finish())...)
 	}
-	o := &outcome{Event: ev, Content: a.content.String(), Reasoning: a.reasoning.String(), ToolCalls: a.calls}
+	o := &outcome{Event: ev, Content: a.content.String(), Reasoning: a.reasoning.String(), ToolCalls: a.calls,
+		Logprobs: a.logprobs}
 	if len(a.calls) > 0 && ev.FinishReason == "stop" {
 		o.FinishReason = "tool_calls"
 	}

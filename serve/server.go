@@ -560,6 +560,7 @@ func (s *Server) routes() http.Handler {
 	v1 := http.NewServeMux()
 	v1.Handle("/v1/chat/completions", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleChatCompletions)}))
 	v1.Handle("/v1/completions", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleCompletions)}))
+	v1.Handle("/v1/embeddings", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleEmbeddings)}))
 	v1.Handle("/v1/models", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModels)}))
 	v1.Handle("/v1/models/{model...}", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModel)}))
 	v1.Handle("/v1/models/{model}/file", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModelFile)}))

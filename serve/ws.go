@@ -43,9 +43,10 @@ type (
 		Model string `json:"model"`
 	}
 	wsToken struct {
-		Type string `json:"type"` // token, or reasoning (a reasoning model's thinking)
-		ID   string `json:"id"`
-		Text string `json:"text"`
+		Type     string       `json:"type"` // token, or reasoning (a reasoning model's thinking)
+		ID       string       `json:"id"`
+		Text     string       `json:"text"`
+		Logprobs []logprobOut `json:"logprobs,omitempty"` // with logprobs: true
 	}
 	wsToolCall struct {
 		Type string `json:"type"` // tool_call
@@ -355,6 +356,10 @@ func (c *wsConn) start(msg *wsRequest, kind requestKind) {
 		return
 	}
 	g, aerr := c.s.openAIGeneration(&msg.genRequest, kind)
+	if aerr == nil && g.n > 1 {
+		aerr = &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: "n", Message: "n > 1 is for the HTTP API; send one websocket request per choice"}
+	}
 	var job engine.Job
 	var plan *outputPlan
 	if aerr == nil {
@@ -412,7 +417,7 @@ type wsFramer struct{ id string }
 var _ pieceFramer = (*wsFramer)(nil)
 
 func (f *wsFramer) piece(d delta) []any {
-	return []any{wsToken{Type: "token", ID: f.id, Text: d.Content}}
+	return []any{wsToken{Type: "token", ID: f.id, Text: d.Content, Logprobs: lineLogprobs(true, d.Logprobs)}}
 }
 
 func (f *wsFramer) closing(o *outcome) []any {

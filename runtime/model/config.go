@@ -42,9 +42,10 @@ type Config struct {
 	RopeScale  float64 // freq_scale = 1/linear scaling factor
 	RopeDims   int     // rotated dims per head
 	RopeMode   RopeMode
-	QKVBias    bool // qwen2
-	QKNorm     bool // qwen3: per-head RMSNorm of q and k
-	TiedOutput bool // no output.weight: reuse token_embd
+	QKVBias    bool    // qwen2
+	QKNorm     bool    // qwen3: per-head RMSNorm of q and k
+	TiedOutput bool    // no output.weight: reuse token_embd
+	Pooling    Pooling // how embeddings pool the hidden states
 }
 
 // Supported lists the architectures this package runs.
@@ -133,6 +134,9 @@ func ConfigFromGGUF(f *gguf.File) (Config, error) {
 	}
 	_, hasOut := f.Tensor("output.weight")
 	c.TiedOutput = !hasOut
+	if c.Pooling, err = poolingFromGGUF(f); err != nil {
+		return c, err
+	}
 	return c, c.Validate()
 }
 

@@ -338,6 +338,9 @@ const (
 	LastLogits
 	// AllLogits: the logits after every position (perplexity).
 	AllLogits
+	// Hidden: every position's hidden state after the final norm
+	// (output_norm), before the output projection, [n*dim] (embeddings).
+	Hidden
 )
 
 // span is a run of consecutive rows of one sequence at consecutive positions.
@@ -494,6 +497,9 @@ func (m *Model) forward(spans []span, tokens [][]int32, want Step, logits []floa
 		}
 	}
 
+	if want == Hidden {
+		return m.hiddenOut(enc, st, logits)
+	}
 	// Only the rows whose logits are wanted go through the output matrix:
 	// every row for AllLogits, else each sequence's last row.
 	var out []int // rows of x, in order
@@ -566,6 +572,26 @@ func (m *Model) forward(spans []span, tokens [][]int32, want Step, logits []floa
 		copy(logits, all)
 		return nil
 	}
+}
+
+// hiddenOut reads every row's final-normed hidden state into out[:n*dim].
+func (m *Model) hiddenOut(enc *gpu.Encoder, st *state, out []float32) error {
+	c := m.Cfg
+	if len(out) < st.n*c.Dim {
+		return fmt.Errorf("model: hidden-state buffer of %d for %d×%d", len(out), st.n, c.Dim)
+	}
+	if err := ops.RMSNorm(enc, st.h, st.x, m.Norm, float32(c.NormEps)); err != nil {
+		return err
+	}
+	if err := enc.Submit(); err != nil {
+		return err
+	}
+	h, err := st.h.Read()
+	if err != nil {
+		return err
+	}
+	copy(out, h[:st.n*c.Dim])
+	return nil
 }
 
 // normedOutput records logits = (rmsnorm(x[out]) · norm) · Outputᵀ as

@@ -138,6 +138,16 @@ func (r *Reference) Pos() int {
 
 // Forward appends one token and returns the logits after it.
 func (r *Reference) Forward(token int) ([]float64, error) {
+	h, err := r.Hidden(token)
+	if err != nil {
+		return nil, err
+	}
+	return matVec(r.out, h, r.Cfg.Vocab, r.Cfg.Dim), nil
+}
+
+// Hidden appends one token and returns its hidden state after the final
+// norm, before the output projection.
+func (r *Reference) Hidden(token int) ([]float64, error) {
 	c := r.Cfg
 	if token < 0 || token >= c.Vocab {
 		return nil, fmt.Errorf("model: token %d outside vocabulary of %d", token, c.Vocab)
@@ -217,7 +227,7 @@ func (r *Reference) Forward(token int) ([]float64, error) {
 		addTo(x, matVec(l.down, g, c.Dim, c.FFN))
 	}
 	RefRMSNorm(h, x, r.norm, c.NormEps)
-	return matVec(r.out, h, c.Vocab, c.Dim), nil
+	return h, nil
 }
 
 // RefRMSNorm: dst = x / sqrt(mean(x^2) + eps) * w (dst may alias x).

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wgllm/wgllm/internal/gputest"
 	"github.com/wgllm/wgllm/internal/sharedfiles"
+	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/runtime/half"
 )
@@ -115,4 +117,55 @@ func TestReferenceKJV(t *testing.T) {
 	if got != want {
 		t.Fatalf("got  %q\nwant %q", got, want)
 	}
+}
+
+// The Hidden step gives every position's final-normed hidden state, as the
+// float64 reference computes it, on the kjv-30m f16 model.
+func TestHiddenMatchesReference(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	f, err := gguf.Open(sharedModel(t, "kjv-30m-f16.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ref, err := NewReference(f, floatDequant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(ctx, f, Options{CtxLen: 64, Batch: 16, Seqs: 1, KVType: ops.F32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	prompt := []int32{1, 450, 23, 1001, 7, 7, 3000, 88, 12, 4095, 2}
+	dim := m.Cfg.Dim
+	out := make([]float32, (len(prompt)+1)*dim)
+	for i := range out {
+		out[i] = float32(math.NaN())
+	}
+	seq, _ := m.KV.Acquire()
+	if _, err := m.Forward(seq, prompt, Hidden, out); err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for i, tok := range prompt {
+		want, err := ref.Hidden(int(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := relErr(out[i*dim:(i+1)*dim], want)
+		if e > 1e-4 || math.IsNaN(e) {
+			t.Fatalf("position %d: relative error %.3g > 1e-4", i, e)
+		}
+		worst = max(worst, e)
+	}
+	for i := len(prompt) * dim; i < len(out); i++ {
+		if !math.IsNaN(float64(out[i])) {
+			t.Fatalf("out[%d] past n*dim was written", i)
+		}
+	}
+	if got := m.KV.Len(seq); got != len(prompt) {
+		t.Errorf("the cache holds %d positions after a Hidden forward of %d", got, len(prompt))
+	}
+	t.Logf("worst relative error %.3g over %d positions", worst, len(prompt))
 }

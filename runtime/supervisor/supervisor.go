@@ -201,6 +201,16 @@ func (s *Supervisor) Status(id string) (engine.Status, bool) {
 	return engine.Status{}, false
 }
 
+// Embed computes embeddings on the current engine; engine.ErrNotReady
+// while recovering.
+func (s *Supervisor) Embed(ctx context.Context, req engine.EmbedRequest) (engine.EmbedResult, error) {
+	in := s.current()
+	if in == nil {
+		return engine.EmbedResult{}, engine.ErrNotReady
+	}
+	return in.Engine.Embed(ctx, req)
+}
+
 // RenderChat renders with the model's template.
 func (s *Supervisor) RenderChat(c engine.Chat) (engine.RenderedChat, error) {
 	in := s.current()

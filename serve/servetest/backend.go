@@ -3,7 +3,9 @@
 package servetest
 
 import (
+	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -80,7 +82,8 @@ type job struct {
 	submitted time.Time
 	started   time.Time
 	firstAt   time.Time
-	prompt    int // prompt tokens
+	prompt    int                   // prompt tokens
+	logprobs  []engine.TokenLogprob // with spec.Logprobs: not yet emitted
 }
 
 // New starts a fake engine; Close stops it.
@@ -400,6 +403,9 @@ func (b *Backend) step() []pending {
 	active = b.active[:0]
 	for _, j := range b.active {
 		piece := b.opts.Piece(j.spec, j.pieces)
+		if j.spec.Logprobs {
+			j.logprobs = append(j.logprobs, FakeLogprob(j.pieces, piece, j.spec.TopLogprobs))
+		}
 		j.pieces++
 		b.counters.TokensGenerated++
 		if j.firstAt.IsZero() {
@@ -444,9 +450,32 @@ func (b *Backend) step() []pending {
 // emitText queues the text of j not yet emitted, up to end.
 func (b *Backend) emitText(j *job, out *[]pending, end int) {
 	if end > j.emitted {
-		*out = append(*out, pending{j.emit, engine.Event{JobID: j.spec.ID, Text: j.status.Text[j.emitted:end]}})
+		*out = append(*out, pending{j.emit, engine.Event{JobID: j.spec.ID, Text: j.status.Text[j.emitted:end],
+			Logprobs: j.takeLogprobs()}})
 		j.emitted = end
 	}
+}
+
+func (j *job) takeLogprobs() []engine.TokenLogprob {
+	lps := j.logprobs
+	j.logprobs = nil
+	return lps
+}
+
+// FakeLogprob is the fake engine's logprob of its i-th piece: the piece as
+// token i, logprob -i/8, and top alternatives best first (the piece
+// itself, then "alt1", "alt2"… each 1 lower).
+func FakeLogprob(i int, piece string, top int) engine.TokenLogprob {
+	lp := float32(-i) / 8
+	t := engine.TokenLogprob{Token: engine.Token{ID: int32(i), Bytes: []byte(piece)}, Logprob: lp}
+	for k := 0; k < top; k++ {
+		alt := t.Token
+		if k > 0 {
+			alt = engine.Token{ID: int32(100000 + k), Bytes: []byte(fmt.Sprintf("alt%d", k))}
+		}
+		t.Top = append(t.Top, engine.TopLogprob{Token: alt, Logprob: lp - float32(k)})
+	}
+	return t
 }
 
 // heldBack is the length of the longest tail of text that begins some
@@ -498,7 +527,7 @@ func (b *Backend) finish(j *job, now time.Time, reason string, err error) pendin
 	}
 	b.counters.RequestsFinished++
 	return pending{j.emit, engine.Event{JobID: j.spec.ID, Done: true, FinishReason: reason,
-		Usage: st.Usage, Timings: *t, Err: err}}
+		Usage: st.Usage, Timings: *t, Err: err, Logprobs: j.takeLogprobs()}}
 }
 
 // failAll ends every job with ErrClosed when the engine stops.
@@ -514,4 +543,60 @@ func (b *Backend) failAll() {
 	for _, p := range out {
 		p.emit(p.ev)
 	}
+}
+
+// FakeContext is the fake engine's context in tokens, for embeddings (a
+// text has one token per word, plus one).
+const FakeContext = 64
+
+// Embed returns FakeEmbedding of each input, with the engine's errors for
+// an input over FakeContext (unless req.Truncate) or an empty one.
+func (b *Backend) Embed(ctx context.Context, req engine.EmbedRequest) (engine.EmbedResult, error) {
+	var res engine.EmbedResult
+	if len(req.Inputs) == 0 {
+		return res, fmt.Errorf("%w: no input", engine.ErrBadJob)
+	}
+	for i, in := range req.Inputs {
+		n, key := len(in.Tokens), fmt.Sprint(in.Tokens)
+		if in.Tokens == nil {
+			n, key = len(strings.Fields(in.Text))+1, in.Text
+		}
+		if n == 0 {
+			return engine.EmbedResult{}, &engine.InputError{Index: i, Err: fmt.Errorf("%w: empty input", engine.ErrBadJob)}
+		}
+		if n > FakeContext {
+			if !req.Truncate {
+				return engine.EmbedResult{}, &engine.InputError{Index: i, Err: fmt.Errorf("%w: %w: %d tokens, the context holds %d",
+					engine.ErrBadJob, engine.ErrPromptTooLong, n, FakeContext)}
+			}
+			n = FakeContext
+		}
+		res.Vectors = append(res.Vectors, FakeEmbedding(key, req.Normalize))
+		res.PromptTokens += n
+	}
+	return res, ctx.Err()
+}
+
+// FakeEmbedding is the fake engine's 8-dimensional embedding of key (the
+// text, or the token ids as fmt.Sprint prints them).
+func FakeEmbedding(key string, normalize bool) []float32 {
+	v := make([]float32, 8)
+	h := uint32(2166136261)
+	for d := range v {
+		for i := 0; i < len(key); i++ {
+			h = (h ^ uint32(key[i])) * 16777619
+		}
+		h = (h ^ uint32(d)) * 16777619
+		v[d] = float32(h%2001)/1000 - 1
+	}
+	if normalize {
+		n := 0.0
+		for _, x := range v {
+			n += float64(x) * float64(x)
+		}
+		for d := range v {
+			v[d] = float32(float64(v[d]) / math.Sqrt(n))
+		}
+	}
+	return v
 }
