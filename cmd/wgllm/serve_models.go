@@ -200,6 +200,12 @@ func (c *modelCatalog) Catalog() ([]serve.ModelInfo, error) {
 	for _, m := range c.extra {
 		add(m.Name, m.Path)
 	}
+	// The model store (wgllm pull, Ollama's /api/pull), by store name.
+	if stored, err := c.a.store().List(); err == nil {
+		for _, m := range stored {
+			add(m.Name, m.Path)
+		}
+	}
 	if c.dir != "" {
 		files, err := filepath.Glob(filepath.Join(c.dir, "*.gguf"))
 		if err != nil {
