@@ -13,6 +13,7 @@
 //	GET    /ws                    websocket (below)
 //	POST   /v1/chat/completions   OpenAI chat; "stream": true for server-sent events
 //	POST   /v1/completions        OpenAI completions; "stream": true likewise
+//	POST   /v1/embeddings         OpenAI embeddings (below)
 //	GET    /v1/models             {"object":"list","data":[{"id":…,"object":"model",…}]}
 //	GET    /v1/models/{model}     the model, or 404
 //	GET    /v1/models/{model}/file  the model's GGUF file, when Config.ModelFile offers it
@@ -22,6 +23,8 @@
 //	DELETE /v1/requests/{id}      cancel; answers the final engine.Status; 404 if unknown
 //	POST   /api/generate          Ollama: a prompt (templated unless "raw"); NDJSON stream unless "stream": false
 //	POST   /api/chat              Ollama: messages; NDJSON stream unless "stream": false
+//	POST   /api/embed             Ollama: embeddings of "input" (a string or strings), unit vectors
+//	POST   /api/embeddings        Ollama's older endpoint: the embedding of "prompt", not normalised
 //	GET    /api/tags              Ollama: the models that can be served
 //	GET    /api/ps                Ollama: the models loaded now
 //	POST   /api/show              Ollama: a model's details, metadata, template and default parameters
@@ -68,8 +71,9 @@
 // absent leaves it in the text. tools and message.tool_calls (arguments
 // objects) work as OpenAI's below; calls come back in message.tool_calls.
 // With one model served, a name other than its own is 404 (Ollama's
-// clients probe with it). Refused with 400: images, suffix, context,
-// template. The API key and CORS settings of /v1 apply to /api.
+// clients probe with it). format ("json" or a JSON schema) and
+// logprobs/top_logprobs work as below. Refused with 400: images, suffix,
+// context, template. The API key and CORS settings of /v1 apply to /api.
 //
 // # Tool calling and reasoning
 //
@@ -104,12 +108,47 @@
 // or -1: random), stop (string or up to 16 strings), presence_penalty and
 // frequency_penalty [-2, 2], repeat_penalty (0, 10], repeat_last_n. Absent
 // fields take Config.DefaultSampling and Config.DefaultMaxTokens. The
-// request's "model" picks the model (see Several models). best_of
-// other than 1 and echo are refused (400), and so are functions,
-// function_call and suffix unless neutral (null, false, empty,
-// "none"/"auto"): ignoring them would silently change the answer. Other unknown fields are ignored, as OpenAI clients send
+// request's "model" picks the model (see Several models). best_of other
+// than 1 and echo are refused (400), and so are functions, function_call
+// and suffix unless neutral (null, false, empty, "none"/"auto"): ignoring
+// them would silently change the answer. Other unknown fields are ignored, as OpenAI clients send
 // many. A body (or websocket message) that is not valid UTF-8 is refused
 // (400 invalid_json) rather than read with replacement characters.
+//
+// # Structured output, logprobs, choices, embeddings
+//
+// response_format {"type":"json_object"} and {"type":"json_schema",
+// "json_schema":{"schema":…}} (chat, completions, the websocket) and
+// Ollama's format ("json" or a schema) compile into a grammar
+// (runtime/grammar) that constrains sampling, greedy too: the answer
+// always parses, and validates against the schema, also within a tight
+// max_tokens (the grammar steers towards its end as the budget runs out).
+// A schema that cannot be compiled, or uses a keyword whose constraint
+// the grammar cannot express (pattern, numeric bounds other than minimum
+// 0, uniqueItems, …), is a 400 naming the field
+// (response_format.json_schema.schema, format) and the place in the
+// schema. json_object or json_schema with tools is refused.
+//
+// logprobs: chat takes logprobs: true and top_logprobs 0..20 and answers
+// choices[].logprobs.content [{token, logprob, bytes, top_logprobs}] (in
+// every streamed chunk for its tokens); completions take logprobs N and
+// answer tokens, token_logprobs, top_logprobs and text_offset; Ollama
+// takes logprobs and top_logprobs and answers "logprobs" on each line.
+// They are the model's own distribution (softmax of the raw logits).
+// logit_bias maps token ids (strings) to -100..100, added to the logits.
+//
+// n (1..8) gives n choices of one prompt, seeds seed, seed+1, …; they are
+// submitted together, so the engine prefills the prompt once and forks its
+// KV blocks for the others; usage counts the prompt once. The websocket
+// takes one choice per request.
+//
+// Embeddings (/v1/embeddings, /api/embed, /api/embeddings) pool the
+// model's final hidden states as its GGUF pooling_type says (last when
+// absent, as llama.cpp); input is a string, strings, token ids or arrays
+// of token ids (OpenAI), up to 2048 inputs; encoding_format float or
+// base64. An input over the context is a 400 naming input
+// (context_length_exceeded), except that Ollama's /api/embed truncates
+// unless "truncate": false.
 //
 // # Websocket protocol
 //

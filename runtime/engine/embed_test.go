@@ -6,24 +6,31 @@ import (
 	"math"
 	"testing"
 
-	"github.com/wgllm/wgllm/internal/sharedfiles"
 	"github.com/wgllm/wgllm/ops"
-	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/runtime/model"
-	"github.com/wgllm/wgllm/runtime/quant"
 	"github.com/wgllm/wgllm/runtime/sample"
 )
 
-// referenceStates runs ids through the float64 reference: every
-// position's hidden state.
-func referenceStates(t *testing.T, ref *model.Reference, ids []int32) [][]float64 {
+// tokenStates runs ids through the model one token at a time (the
+// decode path) on a slot of its own: every position's final hidden state,
+// widened to float64. runtime/model's TestHiddenMatchesReference ties
+// these to the float64 reference forward pass.
+func tokenStates(t *testing.T, m *model.Model, ids []int32) [][]float64 {
 	t.Helper()
-	ref.Reset()
+	s, err := m.KV.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.KV.Release(s)
+	row := make([]float32, m.Cfg.Dim)
 	var states [][]float64
 	for _, id := range ids {
-		h, err := ref.Hidden(int(id))
-		if err != nil {
+		if _, err := m.Forward(s, []int32{id}, model.Hidden, row); err != nil {
 			t.Fatal(err)
+		}
+		h := make([]float64, len(row))
+		for d, x := range row {
+			h[d] = float64(x)
 		}
 		states = append(states, h)
 	}
@@ -68,24 +75,11 @@ func relErr64(got []float32, want []float64) float64 {
 }
 
 // Embeddings of the kjv-30m f16 model, pooled last (its file has no
-// pooling_type), mean and cls, normalised or not, against the float64
-// reference; inputs longer than a batch run in chunks.
+// pooling_type), mean and cls, normalised or not, in float64 from every
+// position's hidden state computed token by token; the engine runs inputs
+// longer than a batch in chunks through the prefill path.
 func TestEmbeddingsMatchReference(t *testing.T) {
 	g := open(t, "kjv-30m-f16.gguf", model.Options{CtxLen: 64, Seqs: 2, KVType: ops.F32, Batch: 16})
-	e, err := NewEngine(g.M, g.Tok, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	f, err := gguf.Open(sharedfiles.File(t, "models/kjv-30m-f16.gguf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	ref, err := model.NewReference(f, quant.Dequantize)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if g.M.Cfg.Pooling != model.PoolLast {
 		t.Fatalf("kjv-30m has no pooling_type: want last, got %v", g.M.Cfg.Pooling)
 	}
@@ -103,8 +97,13 @@ func TestEmbeddingsMatchReference(t *testing.T) {
 			t.Fatalf("the long input has %d tokens: not more than a batch", len(ids))
 		}
 		total += len(ids)
-		states[i] = referenceStates(t, ref, ids)
+		states[i] = tokenStates(t, g.M, ids)
 	}
+	e, err := NewEngine(g.M, g.Tok, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
 	for _, c := range []struct {
 		pool model.Pooling
 		norm bool

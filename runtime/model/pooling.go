@@ -1,45 +1,50 @@
 package model
 
-import (
-	"fmt"
-
-	"github.com/wgllm/wgllm/runtime/gguf"
-)
+import "fmt"
 
 // Pooling is how an embedding is made of a sequence's hidden states, as
-// the GGUF key <arch>.pooling_type says (llama.cpp's values).
+// the GGUF key <arch>.pooling_type says. The zero value is PoolLast,
+// llama.cpp's choice for a decoder language model without the key.
 type Pooling int
 
 const (
-	PoolNone Pooling = 0 // one embedding per token
-	PoolMean Pooling = 1
-	PoolCLS  Pooling = 2 // the first token's
-	PoolLast Pooling = 3 // the last token's
+	PoolLast Pooling = iota // the last token's state
+	PoolMean                // the mean of every token's
+	PoolCLS                 // the first token's
+	PoolNone                // one embedding per token
 )
 
 func (p Pooling) String() string {
 	switch p {
-	case PoolNone:
-		return "none"
+	case PoolLast:
+		return "last"
 	case PoolMean:
 		return "mean"
 	case PoolCLS:
 		return "cls"
-	case PoolLast:
-		return "last"
+	case PoolNone:
+		return "none"
 	}
 	return fmt.Sprintf("pooling(%d)", int(p))
 }
 
-// poolingFromGGUF reads <arch>.pooling_type; a decoder language model
-// without the key pools the last token's state, as llama.cpp does.
-func poolingFromGGUF(f *gguf.File) (Pooling, error) {
-	v, ok := f.ArchUint("pooling_type")
+// readPooling reads <arch>.pooling_type in llama.cpp's numbering (0 none,
+// 1 mean, 2 cls, 3 last); absent: last.
+func readPooling(m *Meta) Pooling {
+	v, ok := m.f.ArchUint("pooling_type")
 	if !ok {
-		return PoolLast, nil
+		return PoolLast
 	}
-	if v > uint64(PoolLast) {
-		return 0, fmt.Errorf("model: %s.pooling_type = %d is not one this runtime pools by (0 none, 1 mean, 2 cls, 3 last)", f.Architecture(), v)
+	switch v {
+	case 0:
+		return PoolNone
+	case 1:
+		return PoolMean
+	case 2:
+		return PoolCLS
+	case 3:
+		return PoolLast
 	}
-	return Pooling(v), nil
+	m.fail("%s.pooling_type = %d is not one this runtime pools by (0 none, 1 mean, 2 cls, 3 last)", m.arch, v)
+	return PoolLast
 }
