@@ -29,6 +29,11 @@
 //	GET    /api/ps                Ollama: the models loaded now
 //	POST   /api/show              Ollama: a model's details, metadata, template and default parameters
 //	GET    /api/version           Ollama: {"version":…}, the Ollama API release these endpoints follow
+//	POST   /api/pull              Ollama: download REPO[:FILE|:TAG] into the model store (Config.Manager); NDJSON progress
+//	DELETE /api/delete            Ollama: remove a model from the store (not the default)
+//	POST   /tokenize              llama.cpp: {"content","add_special","with_pieces"} → {"tokens":[…]}
+//	POST   /detokenize            llama.cpp: {"tokens":[…]} → {"content":…}
+//	GET    /props                 the model, its context (n_ctx) and max_tokens_limit (the chat page reads it)
 //
 // # Several models
 //
@@ -60,9 +65,36 @@
 // unknown options. Absent options take the server's defaults, not
 // Ollama's. An empty prompt (or no messages) loads the model
 // (done_reason "load"); with keep_alive 0 it unloads it if it is idle and
-// not the default ("unload"). format ("json" or a JSON schema) and
+// not the default ("unload"). think: true splits a reasoning model's
+// <think> text into "thinking" (400 where the template has no thinking),
+// false asks the template not to think and drops what thinking comes,
+// absent leaves it in the text. tools and message.tool_calls (arguments
+// objects) work as OpenAI's below; calls come back in message.tool_calls.
+// With one model served, a name other than its own is 404 (Ollama's
+// clients probe with it). format ("json" or a JSON schema) and
 // logprobs/top_logprobs work as below. Refused with 400: images, suffix,
 // context, template. The API key and CORS settings of /v1 apply to /api.
+//
+// # Tool calling and reasoning
+//
+// tools (function definitions whose parameters must be a JSON schema),
+// tool_choice (auto, none, required, {"type":"function","function":
+// {"name":…}}) and parallel_tool_calls reach the model's own chat
+// template (tools, and each message's tool_calls, tool_call_id, name);
+// the template tells the family's call format (chat.Format: Hermes/Qwen
+// <tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS]), and the output is
+// parsed as it streams (chat.OutputParser): calls come back as
+// message.tool_calls, streamed as OpenAI does (a delta with index, id,
+// type and name, then one with the arguments), finish_reason
+// "tool_calls". With required or a named function the answer starts with
+// the format's opening of a call and a grammar of the call's JSON
+// (runtime/grammar) constrains the rest, so it is always a valid call;
+// a tool schema the grammar cannot enforce falls back to checking after
+// the fact (500 invalid_tool_call when the output is no call). A tool
+// message must answer an earlier call's id. A template without tool
+// support refuses tools (400). <think>…</think> (or a prompt the
+// template left inside <think>) becomes reasoning_content. A prompt
+// over the model's context is 400 context_length_exceeded.
 //
 // Errors are OpenAI's shape, {"error":{"message","type","param","code"}},
 // with 400 (invalid request or parameter), 401 (missing or wrong API

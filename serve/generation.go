@@ -9,6 +9,7 @@ import (
 
 	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
+	"github.com/wgllm/wgllm/runtime/grammar"
 )
 
 // requestKind says which prompt field a request must carry.
@@ -127,9 +128,10 @@ func (s *Server) openAIGeneration(req *genRequest, kind requestKind) (*generatio
 // tools offered, and where the output starts.
 type outputPlan struct {
 	format    chat.Format
-	tools     *toolSpec // nil: calls are not looked for
-	inThink   bool      // the prompt opened <think>
-	prefill   string    // the prompt ends with this start of the answer
+	tools     *toolSpec        // nil: calls are not looked for
+	inThink   bool             // the prompt opened <think>
+	prefill   string           // the prompt ends with this start of the answer
+	grammar   *grammar.Grammar // what follows the prefill (a required call)
 	reasoning reasoningMode
 }
 
@@ -165,6 +167,9 @@ func (s *Server) buildJob(b Backend, g *generation) (engine.Job, *outputPlan, *a
 		}
 		job.Prompt = rendered.Prompt + plan.prefill
 		job.Chat = true
+		if plan.grammar != nil {
+			job.Grammar = plan.grammar
+		}
 		if len(job.Prompt) > s.cfg.MaxPromptBytes {
 			return job, nil, promptTooLarge(len(job.Prompt), s.cfg.MaxPromptBytes)
 		}
@@ -188,7 +193,7 @@ func chatPlan(g *generation, rendered engine.RenderedChat) (*outputPlan, *apiErr
 		}
 		plan.tools = g.tools
 		if g.tools.mode == toolsRequired || g.tools.mode == toolsNamed {
-			plan.prefill = toolPrefill(plan.format.Tools, g.tools)
+			plan.prefill, plan.grammar = toolConstraint(plan.format.Tools, g.tools)
 		}
 	}
 	if g.think != nil && *g.think && !plan.format.Thinking && g.reasoning == reasoningSplit {

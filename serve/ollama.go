@@ -727,6 +727,8 @@ func (s *Server) ollamaRoutes() http.Handler {
 	api.Handle("/api/ps", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleOllamaPs)}))
 	api.Handle("/api/show", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaShow)}))
 	api.Handle("/api/version", methods(map[string]http.HandlerFunc{http.MethodGet: s.handleOllamaVersion}))
+	api.Handle("/api/pull", methods(map[string]http.HandlerFunc{http.MethodPost: s.handleOllamaPull}))
+	api.Handle("/api/delete", methods(map[string]http.HandlerFunc{http.MethodDelete: s.needBackend(s.handleOllamaDelete)}))
 	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

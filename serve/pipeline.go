@@ -440,7 +440,9 @@ func (a *accumulator) finish(ev engine.Event) ([]delta, *outcome) {
 	}
 	o := &outcome{Event: ev, Content: a.content.String(), Reasoning: a.reasoning.String(), ToolCalls: a.calls,
 		Logprobs: a.logprobs}
-	if len(a.calls) > 0 && ev.FinishReason == "stop" {
+	if len(a.calls) > 0 && (ev.FinishReason == "stop" || ev.FinishReason == "length") {
+		// The calls parsed are whole: the answer is calls (a grammar
+		// ends a required one at the limit at the latest).
 		o.FinishReason = "tool_calls"
 	}
 	if t := a.plan.requiredTools(); t != nil && len(a.calls) == 0 {

@@ -573,6 +573,13 @@ func (s *Server) routes() http.Handler {
 		writeError(w, notFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	mux.Handle("/v1/", s.withCORS(s.requireKey(false, v1)))
+	// llama.cpp server's paths, under the API key and CORS of /v1.
+	for path, h := range map[string]http.HandlerFunc{
+		"/tokenize": s.needBackend(s.handleTokenize), "/detokenize": s.needBackend(s.handleDetokenize),
+	} {
+		mux.Handle(path, s.withCORS(s.requireKey(false, methods(map[string]http.HandlerFunc{http.MethodPost: h}))))
+	}
+	mux.Handle("/props", s.withCORS(s.requireKey(false, methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleProps)}))))
 	mux.Handle("/api/", withOllamaErrors(s.withCORS(s.requireKey(false, s.ollamaRoutes()))))
 
 	mux.Handle("/wasm/{file}", methods(map[string]http.HandlerFunc{http.MethodGet: s.handleWasm}))

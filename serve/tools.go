@@ -8,6 +8,7 @@ import (
 
 	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
+	"github.com/wgllm/wgllm/runtime/grammar"
 )
 
 // Tool calling: the tools a request offers and how the model may use them
@@ -29,6 +30,8 @@ const (
 type toolSpec struct {
 	defs     []json.RawMessage // as sent (validated), for the template
 	names    map[string]bool
+	order    []string                   // the names as defined
+	params   map[string]json.RawMessage // name → parameters schema ("" for none)
 	mode     toolMode
 	name     string // toolsNamed: the function
 	parallel bool   // more than one call allowed
@@ -53,7 +56,7 @@ type toolDef struct {
 // parseTools validates "tools": function definitions with a name and a
 // JSON schema (an object schema, or none) for parameters.
 func parseTools(raw json.RawMessage) (*toolSpec, *apiError) {
-	spec := &toolSpec{names: map[string]bool{}, parallel: true}
+	spec := &toolSpec{names: map[string]bool{}, params: map[string]json.RawMessage{}, parallel: true}
 	if isNull(raw) {
 		return spec, nil
 	}
@@ -87,6 +90,8 @@ func parseTools(raw json.RawMessage) (*toolSpec, *apiError) {
 			}
 		}
 		spec.names[d.Function.Name] = true
+		spec.order = append(spec.order, d.Function.Name)
+		spec.params[d.Function.Name] = d.Function.Parameters
 		spec.defs = append(spec.defs, canonicalTool(one))
 	}
 	return spec, nil
@@ -294,6 +299,86 @@ func checkToolAnswers(msgs []engine.ChatMessage) *apiError {
 	return nil
 }
 
+// toolConstraint is how a required (or named) call is made sure of: the
+// format's opening of a call as the start of the answer, then a grammar
+// of the call's JSON (its name one of the tools, its arguments what the
+// tool's parameters schema accepts), so the output is always a call. When
+// a schema cannot be compiled (a keyword the grammar cannot enforce), the
+// prefill carries the opening and the name, and the output is checked
+// after the fact (accumulator.finish).
+func toolConstraint(f chat.ToolFormat, t *toolSpec) (string, *grammar.Grammar) {
+	argKey := "arguments"
+	if f == chat.Llama3 {
+		argKey = "parameters"
+	}
+	names := t.order
+	if t.mode == toolsNamed {
+		names = []string{t.name}
+	}
+	calls := make([]any, len(names))
+	for i, name := range names {
+		params := t.params[name]
+		if isNull(params) {
+			params = json.RawMessage(`{"type": "object"}`)
+		}
+		calls[i] = map[string]any{"type": "object", "additionalProperties": false, "required": []string{"name", argKey},
+			"properties": orderedProps{{"name", map[string]any{"const": name}}, {argKey, params}}}
+	}
+	var schema any = map[string]any{"anyOf": calls}
+	if len(calls) == 1 {
+		schema = calls[0]
+	}
+	prefill := ""
+	switch f {
+	case chat.Hermes:
+		prefill = hermesCallOpen
+	case chat.Mistral:
+		prefill = "[TOOL_CALLS]"
+		list := map[string]any{"type": "array", "items": schema, "minItems": 1}
+		if !t.parallel {
+			list["maxItems"] = 1
+		}
+		schema = list
+	}
+	raw, err := json.Marshal(schema)
+	if err == nil {
+		if g, aerr := compileSchema("tools", raw); aerr == nil {
+			return prefill, g
+		}
+	}
+	return toolPrefill(f, t), nil
+}
+
+const hermesCallOpen = "<tool_call>\n"
+
+// orderedProps is a JSON object whose members keep their order: the
+// grammar generates properties in the order written, and the call's name
+// comes first.
+type orderedProps []struct {
+	key   string
+	value any
+}
+
+func (o orderedProps) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, kv := range o {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(kv.key)
+		v, err := json.Marshal(kv.value)
+		if err != nil {
+			return nil, err
+		}
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
 // toolPrefill is how the assistant's turn starts when the request
 // requires a call: the format's opening of a call (with the function's
 // name for a named one), so that the model writes the rest of one.
@@ -305,9 +390,9 @@ func toolPrefill(f chat.ToolFormat, t *toolSpec) string {
 	switch f {
 	case chat.Hermes:
 		if name != "" {
-			return `<tool_call>` + "\n" + `{"name": "` + name + `", "arguments": `
+			return hermesCallOpen + `{"name": "` + name + `", "arguments": `
 		}
-		return `<tool_call>` + "\n" + `{"name": "`
+		return hermesCallOpen + `{"name": "`
 	case chat.Llama3:
 		if name != "" {
 			return `{"name": "` + name + `", "parameters": `

@@ -158,11 +158,12 @@ func TestOpenAIToolCallDeltaShape(t *testing.T) {
 	}
 }
 
-// A named tool_choice starts the answer with the call (the model writes
-// the arguments); a required call that does not come is an error, not a
-// text answer.
+// A named tool_choice opens the call in the prompt and constrains the
+// rest by the call's grammar (the fake engine writes a call as the
+// grammar would let it); a required call that does not come is an error,
+// not a text answer.
 func TestRequiredAndNamedToolChoice(t *testing.T) {
-	ts := start(t, serve.Config{}, scripted(`{"city": "Oslo"}}`, "\n</tool_call>"))
+	ts := start(t, serve.Config{}, scripted(`{"name": "get_weather", "arguments": {"city": "Oslo"}}`))
 	client := ts.openAI("")
 	ctx := context.Background()
 	params := openai.ChatCompletionNewParams{Model: "m", Tools: weatherTools(),
@@ -175,8 +176,9 @@ func TestRequiredAndNamedToolChoice(t *testing.T) {
 	if calls := res.Choices[0].Message.ToolCalls; len(calls) != 1 || calls[0].Function.Name != "get_weather" || calls[0].Function.Arguments != `{"city":"Oslo"}` {
 		t.Fatalf("named call: %+v", res.Choices[0].Message)
 	}
-	if p := ts.backend.Jobs()[0].Prompt; !strings.HasSuffix(p, "<|assistant|>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ") {
-		t.Errorf("prompt does not open the call: %q", p)
+	job := ts.backend.Jobs()[0]
+	if !strings.HasSuffix(job.Prompt, "<|assistant|>\n<tool_call>\n") || job.Grammar == nil {
+		t.Errorf("the call is not opened and constrained: prompt %q, grammar %v", job.Prompt, job.Grammar)
 	}
 
 	ts2 := start(t, serve.Config{}, scripted("I will not call anything."))

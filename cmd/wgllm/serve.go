@@ -65,6 +65,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
 			if path, err := a.modelPath(cmd); err == nil {
 				cfg.ModelFile = func(name string) (string, bool) { return path, name == "" }
 			}
+			cfg.Manager = storeManager{a}
 			cfg.DefaultMaxTokens = a.cfg.GetInt("sampling.max_tokens")
 			cfg.DefaultSampling = sample.DefaultParams()
 			cfg.DefaultSampling.Temperature = float32(a.cfg.GetFloat64("sampling.temperature"))

@@ -219,6 +219,45 @@ func (b *Backend) RenderChat(c engine.Chat) (engine.RenderedChat, error) {
 	return engine.RenderedChat{Prompt: sb.String(), Format: b.opts.ChatFormat}, nil
 }
 
+// Tokenize is the fake's tokenizer: a token per byte (its value), and 256
+// for BOS with addSpecial.
+func (b *Backend) Tokenize(text string, addSpecial bool) ([]int32, error) {
+	ids := make([]int32, 0, len(text)+1)
+	if addSpecial {
+		ids = append(ids, 256)
+	}
+	for i := 0; i < len(text); i++ {
+		ids = append(ids, int32(text[i]))
+	}
+	return ids, nil
+}
+
+// TokenPiece is a token's byte ("" for BOS).
+func (b *Backend) TokenPiece(id int32) string {
+	if id >= 0 && id < 256 {
+		return string([]byte{byte(id)})
+	}
+	return ""
+}
+
+// Detokenize decodes the fake's tokens; ids above 256 are an error.
+func (b *Backend) Detokenize(ids []int32) (string, error) {
+	out := make([]byte, 0, len(ids))
+	for i, id := range ids {
+		switch {
+		case id == 256:
+		case id >= 0 && id < 256:
+			out = append(out, byte(id))
+		default:
+			return "", fmt.Errorf("%w: tokens[%d] = %d is outside the vocabulary of 257 tokens", engine.ErrBadJob, i, id)
+		}
+	}
+	return string(out), nil
+}
+
+// ContextLength is Options.ContextLength.
+func (b *Backend) ContextLength() int { return b.opts.ContextLength }
+
 // ModelName returns Options.Model.
 func (b *Backend) ModelName() string { return b.opts.Model }
 

@@ -84,3 +84,37 @@ test('a prompt over the context is context_length_exceeded', async () => {
     (err) => err instanceof OpenAI.BadRequestError && err.code === 'context_length_exceeded',
   );
 });
+
+test('a named tool_choice always gets a valid call (constrained by grammar), whole and streamed', async () => {
+  const params = {
+    model, messages: [{ role: 'user', content: 'Weather in Paris?' }], tools: [weather],
+    tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 40,
+  };
+  const res = await client.chat.completions.create(params);
+  const choice = res.choices[0];
+  assert.equal(choice.finish_reason, 'tool_calls');
+  const call = choice.message.tool_calls[0];
+  assert.equal(call.type, 'function');
+  assert.match(call.id, /^call_/);
+  assert.equal(call.function.name, 'get_weather');
+  assert.equal(typeof JSON.parse(call.function.arguments).city, 'string');
+
+  // The SDK's stream helper assembles the tool_calls deltas (index, id,
+  // name, then argument fragments) and fails on a malformed one.
+  const stream = client.chat.completions.stream(params);
+  const final = await stream.finalChatCompletion();
+  const scall = final.choices[0].message.tool_calls[0];
+  assert.equal(final.choices[0].finish_reason, 'tool_calls');
+  assert.equal(scall.function.name, 'get_weather');
+  assert.equal(typeof JSON.parse(scall.function.arguments).city, 'string');
+});
+
+test('tool_choice required gets a call of one of the tools', async () => {
+  const time = { type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: {} } } };
+  const res = await client.chat.completions.create({
+    model, messages: [{ role: 'user', content: 'Now?' }], tools: [weather, time], tool_choice: 'required', max_tokens: 40,
+  });
+  const call = res.choices[0].message.tool_calls[0];
+  assert.ok(['get_weather', 'get_time'].includes(call.function.name));
+  assert.equal(typeof JSON.parse(call.function.arguments), 'object');
+});
