@@ -160,7 +160,7 @@ func TestMatVecQuantBatchInvariant(t *testing.T) {
 // multiple of 4 (scalar x loads), and dst inside a bigger buffer.
 func TestMatVecQuantViews(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	for ti, dt := range []ops.DType{ops.Q4_0, ops.Q5_0, ops.Q3_K, ops.Q6_K} {
+	for ti, dt := range []ops.DType{ops.Q4_0, ops.Q5_0, ops.Q3_K, ops.Q6_K, ops.IQ4_XS, ops.MXFP4} {
 		t.Run(dt.String(), func(t *testing.T) {
 			seed := int64(3100 + ti)
 			rng := rand.New(rand.NewSource(seed))
