@@ -62,6 +62,7 @@ type Model struct {
 	positions    ops.Tensor // [batch] u32 (rows of several sequences)
 	next         ops.Tensor // [batch] u32 (argmax)
 	wdeq         ops.Tensor // f16 [largest weight] for prefill of quantised weights
+	moe          moeScratch // MoE layers' routing and expert outputs
 	step         *kv.Step   // per-step sequence info and KV write slots
 	rbTok, rbLog *gpu.Readback
 	rbLogSize    uint64
@@ -215,8 +216,10 @@ func (m *Model) allocScratch() error {
 	m.k = qkv.View(n*qDim, n, kvDim)
 	m.v = qkv.View(n*(qDim+kvDim), n, kvDim)
 	alloc(&m.att, "att", ops.F32, n, qDim)
-	alloc(&m.gate, "gate", ops.F32, n, c.FFN)
-	alloc(&m.up, "up", ops.F32, n, c.FFN)
+	// gate and up also hold a shared expert's (qwen2moe) activations.
+	alloc(&m.gate, "gate", ops.F32, n, max(c.FFN, c.SharedFFN))
+	alloc(&m.up, "up", ops.F32, n, max(c.FFN, c.SharedFFN))
+	m.allocMoE(alloc)
 	alloc(&m.logits, "logits", ops.F32, n, c.Vocab)
 	alloc(&m.ids, "ids", ops.U32, n)
 	alloc(&m.positions, "positions", ops.U32, n)
@@ -343,7 +346,8 @@ func Estimate(f *gguf.File, opt Options) (MemoryEstimate, error) {
 	e.KV = 2 * uint64(c.Layers*blocks*opt.BlockSize*c.KVHeads*c.HeadDim) * kvSize
 	n := uint64(opt.Batch)
 	qDim, kvDim := uint64(c.Heads*c.HeadDim), uint64(c.KVHeads*c.HeadDim)
-	e.Scratch = 4 * n * (3*uint64(c.Dim) + 2*qDim + 2*kvDim + 2*uint64(c.FFN) + uint64(c.Vocab) + 3)
+	e.Scratch = 4*n*(3*uint64(c.Dim)+2*qDim+2*kvDim+2*uint64(max(c.FFN, c.SharedFFN))+uint64(c.Vocab)+3) +
+		moeScratchBytes(c, int(n))
 	if n > matVecMaxRows {
 		e.Scratch += 2 * largestQuant
 	}

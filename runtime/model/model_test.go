@@ -39,9 +39,28 @@ func tinyConfig(arch string) Config {
 		c.With, c.RopeDims = biases, 32
 	case "chatglm":
 		c.With, c.RopeDims = []string{"attn_qkv.weight", "attn_qkv.bias"}, 32
+	case "qwen3moe": // 4 experts, top 2: tied head, q/k norms
+		c.Experts, c.ExpertsUsed, c.ExpertFFN = 4, 2, 256
+		c.Without = []string{"output.weight"}
+	case "qwen2moe": // and the shared expert with its sigmoid gate
+		c.Experts, c.ExpertsUsed, c.ExpertFFN, c.SharedFFN = 4, 2, 256, 512
+		c.With = biases
+	case "llama-moe": // Mixtral: llama with experts
+		c.Arch = "llama"
+		c.Experts, c.ExpertsUsed = 4, 2
+		c.FFN = 256
+	case "gpt-oss": // sinks, a window of 8 the test passes, YaRN, every bias
+		c.Experts, c.ExpertsUsed, c.ExpertFFN = 4, 2, 256
+		c.With = append(biases, "ffn_gate_inp.bias", "ffn_gate_exps.bias", "ffn_up_exps.bias", "ffn_down_exps.bias")
+		c.Extra = []gguf.KV{archKV(arch, "attention.sliding_window", uint32(8)), archKV(arch, "rope.scaling.type", "yarn"),
+			archKV(arch, "rope.scaling.factor", float32(4)), archKV(arch, "rope.scaling.original_context_length", uint32(8))}
 	}
 	return c
 }
+
+// testArchs are the architectures of tinyConfig: every registered one, and
+// llama with experts.
+func testArchs() []string { return append(Supported(), "llama-moe") }
 
 // writeRandomModel writes a GGUF model of arch with random weights; every
 // matrix is stored as typ (norms and biases stay F32, as llama.cpp does).
@@ -83,7 +102,7 @@ func relErr(got []float32, want []float64) float64 {
 //     f16 or f32), ≤ 2e-3 for the block-quantised types.
 func TestForwardMatchesReference(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	for _, arch := range Supported() {
+	for _, arch := range testArchs() {
 		for _, typ := range quant.Types() {
 			t.Run(arch+"/"+typ.String(), func(t *testing.T) {
 				prefillTol := 2e-3
@@ -207,13 +226,15 @@ func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, prefillT
 // positions together and checks every logit is bit-identical to decoding
 // each alone: what lets batched serving return exactly the text a request
 // gets alone. gemma2 adds windowed, soft-capped attention past its window,
-// phi3 a fused QKV and gate-up from the file.
+// phi3 a fused QKV and gate-up from the file, the MoE architectures their
+// routing (each token's experts and weights) and the grouped expert matvecs.
 func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	for _, c := range []struct {
 		arch string
 		typ  gguf.GGMLType
-	}{{"llama", gguf.F16}, {"llama", gguf.Q4_K}, {"gemma2", gguf.Q8_0}, {"phi3", gguf.Q4_0}} {
+	}{{"llama", gguf.F16}, {"llama", gguf.Q4_K}, {"gemma2", gguf.Q8_0}, {"phi3", gguf.Q4_0},
+		{"qwen3moe", gguf.Q4_K}, {"qwen2moe", gguf.Q8_0}, {"gpt-oss", gguf.MXFP4}, {"llama-moe", gguf.F16}} {
 		arch, typ := c.arch, c.typ
 		t.Run(arch+"/"+typ.String(), func(t *testing.T) {
 			path := writeRandomModel(t, arch, typ, 77)

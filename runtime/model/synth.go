@@ -147,20 +147,38 @@ func synthPlan(ss []slot, c Config) ([]synthSlot, error) {
 
 // typeFor is the stored type of a synthesised tensor: vectors stay F32 (as
 // llama.cpp keeps norms and biases), matrices typ or the Q4_K_M mix.
-func typeFor(s synthSlot, typ gguf.GGMLType, layers int) gguf.GGMLType {
-	if len(s.shape) < 2 {
+//
+// With experts, as llama-quantize: the router (ffn_gate_inp) and biases stay
+// F32, MXFP4 (MXFP4_MOE) is for the stacked experts with Q8_0 for the other
+// matrices, and Q4_K_M treats ffn_down_exps as ffn_down.
+func typeFor(s synthSlot, typ gguf.GGMLType, c Config) gguf.GGMLType {
+	short := layerPrefix.ReplaceAllString(s.name, "")
+	if len(s.shape) < 2 || strings.HasSuffix(short, ".bias") || short == "ffn_gate_inp.weight" {
 		return gguf.F32
 	}
+	cols := s.shape[len(s.shape)-1]
+	if typ == gguf.MXFP4 && c.Experts > 0 && !strings.Contains(short, "_exps.") {
+		return fitType(gguf.Q8_0, cols)
+	}
 	if typ != MixQ4KM {
-		return fitType(typ, s.shape[1])
+		return fitType(typ, cols)
 	}
-	short := layerPrefix.ReplaceAllString(s.name, "")
 	big := short == "output.weight" ||
-		((short == "attn_v.weight" || short == "ffn_down.weight") && moreBits(s.layer, layers))
+		((short == "attn_v.weight" || short == "ffn_down.weight" || short == "ffn_down_exps.weight") && moreBits(s.layer, c.Layers))
 	if big {
-		return fitType(gguf.Q6_K, s.shape[1])
+		return fitType(gguf.Q6_K, cols)
 	}
-	return fitType(gguf.Q4_K, s.shape[1])
+	return fitType(gguf.Q4_K, cols)
+}
+
+// matrixRows is a synthesised tensor's rows: every dimension but the last
+// (a stack of experts is experts × rows).
+func matrixRows(shape []int) int {
+	n := 1
+	for _, d := range shape[:len(shape)-1] {
+		n *= d
+	}
+	return n
 }
 
 // fitType is t, or Q8_0 when rows of cols values are not whole blocks of t
@@ -221,7 +239,8 @@ func Synthesize(ctx *gpu.Context, cfg Config, typ gguf.GGMLType, opt Options, se
 			if len(s.shape) < 2 {
 				t, err = ops.FromFloat32(ctx, s.name, ops.F32, vectorValues(rng, s.name, s.shape[0]), s.shape...)
 			} else {
-				t, err = randomMatrix(ctx, rng, s.name, typeFor(s, typ, cfg.Layers), s.shape[0], s.shape[1])
+				t, err = randomMatrix(ctx, rng, s.name, typeFor(s, typ, cfg), matrixRows(s.shape), s.shape[len(s.shape)-1])
+				t.Shape = s.shape
 			}
 			if err != nil {
 				return nil, err
@@ -311,11 +330,11 @@ func RandomGGUF(cfg Config, typ gguf.GGMLType, seed int64) ([]gguf.KV, []gguf.Te
 			dims[len(s.shape)-1-i] = uint64(d) // GGUF lists the innermost first
 		}
 		var v []float32
-		t := typeFor(s, typ, cfg.Layers)
+		t := typeFor(s, typ, cfg)
 		if len(s.shape) < 2 {
 			v = vectorValues(rng, s.name, n)
 		} else {
-			scale := 1.7 / math.Sqrt(float64(s.shape[1]))
+			scale := 1.7 / math.Sqrt(float64(s.shape[len(s.shape)-1]))
 			if s.name == "token_embd.weight" {
 				scale = 1
 			}
@@ -398,6 +417,16 @@ func shapeMeta(cfg Config) []gguf.KV {
 		{Key: a + ".vocab_size", Value: gguf.Val(uint32(cfg.Vocab))},
 		{Key: a + ".rope.freq_base", Value: gguf.Val(float32(cfg.RopeBase))},
 		{Key: a + ".attention.layer_norm_rms_epsilon", Value: gguf.Val(float32(cfg.NormEps))},
+	}
+	if cfg.Experts > 0 {
+		meta = append(meta, gguf.KV{Key: a + ".expert_count", Value: gguf.Val(uint32(cfg.Experts))},
+			gguf.KV{Key: a + ".expert_used_count", Value: gguf.Val(uint32(cfg.ExpertsUsed))})
+		if cfg.ExpertFFN > 0 {
+			meta = append(meta, gguf.KV{Key: a + ".expert_feed_forward_length", Value: gguf.Val(uint32(cfg.ExpertFFN))})
+		}
+		if cfg.SharedFFN > 0 {
+			meta = append(meta, gguf.KV{Key: a + ".expert_shared_feed_forward_length", Value: gguf.Val(uint32(cfg.SharedFFN))})
+		}
 	}
 	if cfg.RopeScale != 1 && !slices.ContainsFunc(cfg.Extra, func(kv gguf.KV) bool { return kv.Key == a+".rope.scaling.type" }) {
 		meta = append(meta, gguf.KV{Key: a + ".rope.scaling.type", Value: gguf.Val("linear")},
