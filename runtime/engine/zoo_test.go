@@ -57,9 +57,10 @@ func TestZoo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"llama3-gqa", "llama-mqa", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "glm4", "chatglm"} {
+	for _, name := range []string{"llama3-gqa", "llama-mqa", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "glm4", "chatglm",
+		"qwen3moe", "qwen2moe", "llama-moe", "gpt-oss-f32", "gpt-oss-mxfp4"} {
 		t.Run(name, func(t *testing.T) {
-			raw, err := os.ReadFile(sharedfiles.File(t, "models/zoo/refs/"+name+".json"))
+			raw, err := os.ReadFile(sharedfiles.File(t, "models/zoo/refs/"+zooRefOf(name)+".json"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,4 +155,21 @@ func equalTokens(a, b []int32) bool {
 		}
 	}
 	return true
+}
+
+// zooRefOf is the references a zoo model is compared with: its own, except
+// gpt-oss-mxfp4, which holds exactly gpt-oss-f32's values (the zoo README:
+// llama-quantize reproduces its experts bit for bit from the F32 file) and
+// which wgllm computes exactly as it does the F32 file (f32 activations,
+// the blocks decoded bit-exact). llama.cpp's own MXFP4 references differ
+// from its F32 ones (top-1 agreement 0.95, top-10 logits by up to 9.6)
+// because its CPU MXFP4 kernel rounds the activations to Q8_0; so wgllm's
+// MXFP4 result is held to the F32 references at the F32 tolerance, and
+// TestZooMXFP4AgainstLlamaCppMXFP4 compares it with the MXFP4 references
+// loosely.
+func zooRefOf(name string) string {
+	if name == "gpt-oss-mxfp4" {
+		return "gpt-oss-f32"
+	}
+	return name
 }
