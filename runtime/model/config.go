@@ -293,6 +293,14 @@ func (c Config) validateExperts() error {
 // MemoryEstimate is what Load will allocate on the GPU, in bytes.
 type MemoryEstimate struct {
 	Weights, KV, Scratch uint64
+	// Experts is the part of Weights that are routed experts' tensors;
+	// PerToken what a decode token reads of the weights (the rest, plus
+	// expert_used_count/expert_count of the experts).
+	Experts, PerToken uint64
+	// KVTokens and KVElem are the cache's token rows and bytes per value,
+	// for showing how KV was computed.
+	KVTokens int
+	KVElem   uint64
 }
 
 // Total is the sum.

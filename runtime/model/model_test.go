@@ -430,7 +430,8 @@ func TestHiddenMatchesReference(t *testing.T) {
 // (within 3%: the published counts are rounded).
 func TestShapes(t *testing.T) {
 	wantParams := map[string]float64{"tinyllama-1.1b": 1.10e9, "llama2-7b": 6.74e9, "llama3-8b": 8.03e9, "qwen2.5-0.5b": 0.494e9,
-		"qwen3-8b": 8.19e9, "gemma2-2b": 2.61e9, "gemma3-4b": 3.88e9, "phi4-mini": 3.84e9, "glm4-9b": 9.4e9}
+		"qwen3-8b": 8.19e9, "gemma2-2b": 2.61e9, "gemma3-4b": 3.88e9, "phi4-mini": 3.84e9, "glm4-9b": 9.4e9,
+		"qwen3-30b-a3b": 30.5e9, "gpt-oss-20b": 20.9e9}
 	for _, name := range ShapeNames() {
 		c, arch, err := shapeConfig(Shapes[name])
 		if err != nil {
@@ -540,30 +541,86 @@ func TestLoadRefusesBadFiles(t *testing.T) {
 			return setKV(m, "general.architecture", "mamba"), ts
 		}},
 	}
+	refused := func(t *testing.T, meta []gguf.KV, tensors []gguf.TensorToWrite, want string) {
+		path := filepath.Join(t.TempDir(), "bad.gguf")
+		if err := gguf.WriteFile(path, meta, tensors); err != nil {
+			t.Fatal(err)
+		}
+		f, err := gguf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		before := ctx.AllocatedBytes()
+		m, err := Load(ctx, f, Options{CtxLen: 32, KVType: ops.F32})
+		if err == nil {
+			m.Close()
+			t.Fatalf("loaded; want an error containing %q", want)
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %q does not contain %q", err, want)
+		}
+		if after := ctx.AllocatedBytes(); after != before {
+			t.Errorf("GPU allocation went from %d to %d bytes: the refusal came after an upload", before, after)
+		}
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			meta, tensors := c.edit(base())
-			path := filepath.Join(t.TempDir(), "bad.gguf")
-			if err := gguf.WriteFile(path, meta, tensors); err != nil {
-				t.Fatal(err)
+			refused(t, meta, tensors, c.want)
+		})
+	}
+	// MoE: the expert metadata against the tensors and itself.
+	moe := func() ([]gguf.KV, []gguf.TensorToWrite) {
+		meta, tensors, err := RandomGGUF(tinyConfig("qwen3moe"), gguf.Q8_0, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return meta, tensors
+	}
+	moeCases := []struct {
+		name, want string
+		edit       func([]gguf.KV, []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite)
+	}{
+		{"expert count", "blk.0.ffn_gate_inp.weight has dims [256 4] (innermost first), want shape [6 256] (the metadata's expert_count is 6)",
+			func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+				return setKV(m, "qwen3moe.expert_count", uint32(6)), ts
+			}},
+		{"experts used", "qwen3moe.expert_used_count = 5 is above qwen3moe.expert_count = 4", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "qwen3moe.expert_used_count", uint32(5)), ts
+		}},
+		{"router shape", "blk.1.ffn_gate_inp.weight has dims", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			for i := range ts {
+				if ts[i].Name == "blk.1.ffn_gate_inp.weight" {
+					ts[i].Dims = []uint64{ts[i].Dims[0] / 2, ts[i].Dims[1]}
+					ts[i].Data = ts[i].Data[:len(ts[i].Data)/2]
+				}
 			}
-			f, err := gguf.Open(path)
-			if err != nil {
-				t.Fatal(err)
+			return m, ts
+		}},
+		{"expert stack", "blk.0.ffn_down_exps.weight has dims", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			for i := range ts {
+				if ts[i].Name == "blk.0.ffn_down_exps.weight" {
+					ts[i].Dims = []uint64{ts[i].Dims[0], ts[i].Dims[1], ts[i].Dims[2] - 1}
+					ts[i].Data = ts[i].Data[:len(ts[i].Data)/4*3]
+				}
 			}
-			defer f.Close()
-			before := ctx.AllocatedBytes()
-			m, err := Load(ctx, f, Options{CtxLen: 32, KVType: ops.F32})
-			if err == nil {
-				m.Close()
-				t.Fatalf("loaded; want an error containing %q", c.want)
+			return m, ts
+		}},
+		{"no expert count", "qwen3moe.expert_count is missing", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			var kept []gguf.KV
+			for _, kv := range m {
+				if kv.Key != "qwen3moe.expert_count" {
+					kept = append(kept, kv)
+				}
 			}
-			if !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("error %q does not contain %q", err, c.want)
-			}
-			if after := ctx.AllocatedBytes(); after != before {
-				t.Errorf("GPU allocation went from %d to %d bytes: the refusal came after an upload", before, after)
-			}
+			return kept, ts
+		}},
+	}
+	for _, c := range moeCases {
+		t.Run(c.name, func(t *testing.T) {
+			meta, tensors := c.edit(moe())
+			refused(t, meta, tensors, c.want)
 		})
 	}
 	f, err := gguf.Open(writeRandomModel(t, "llama", gguf.Q8_0, 3))

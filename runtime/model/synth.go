@@ -37,6 +37,13 @@ var Shapes = map[string]Config{
 	"phi4-mini": {Arch: "phi3", Dim: 3072, Layers: 32, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 8192, Vocab: 200064, CtxLen: 131072,
 		RopeDims: 96, With: []string{"attn_qkv.weight", "rope_factors_long.weight", "rope_factors_short.weight"}, Without: []string{"output.weight"},
 		Extra: []gguf.KV{archKV("phi3", "rope.scaling.original_context_length", uint32(4096)), archKV("phi3", "rope.scaling.attn_factor", float32(1.1902))}},
+	"qwen3-30b-a3b": {Arch: "qwen3moe", Dim: 2048, Layers: 48, Heads: 32, KVHeads: 4, HeadDim: 128, FFN: 6144, Vocab: 151936, CtxLen: 40960,
+		RopeBase: 1000000, NormEps: 1e-6, Experts: 128, ExpertsUsed: 8, ExpertFFN: 768},
+	"gpt-oss-20b": {Arch: "gpt-oss", Dim: 2880, Layers: 24, Heads: 64, KVHeads: 8, HeadDim: 64, FFN: 2880, Vocab: 201088, CtxLen: 131072,
+		RopeBase: 150000, Experts: 32, ExpertsUsed: 4, ExpertFFN: 2880,
+		With: []string{"attn_q.bias", "attn_k.bias", "attn_v.bias", "ffn_gate_inp.bias", "ffn_gate_exps.bias", "ffn_up_exps.bias", "ffn_down_exps.bias"},
+		Extra: []gguf.KV{archKV("gpt-oss", "attention.sliding_window", uint32(128)), archKV("gpt-oss", "rope.scaling.type", "yarn"),
+			archKV("gpt-oss", "rope.scaling.factor", float32(32)), archKV("gpt-oss", "rope.scaling.original_context_length", uint32(4096))}},
 	"glm4-9b": {Arch: "glm4", Dim: 4096, Layers: 40, Heads: 32, KVHeads: 2, HeadDim: 128, FFN: 13696, Vocab: 151552, CtxLen: 32768,
 		RopeDims: 64, With: []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}},
 }
@@ -249,6 +256,9 @@ func Synthesize(ctx *gpu.Context, cfg Config, typ gguf.GGMLType, opt Options, se
 			m.buffers = append(m.buffers, t)
 			m.weights = append(m.weights, t)
 			m.weightBytes += t.Bytes()
+			if isExperts(s.name) {
+				m.expertBytes += t.Bytes()
+			}
 		}
 		*s.w = Weight{Tensor: t, Name: s.name}
 	}
