@@ -165,6 +165,9 @@ func TestMatVecQuantViews(t *testing.T) {
 			seed := int64(3100 + ti)
 			rng := rand.New(rand.NewSource(seed))
 			n, k, m, r0, nv := 40, 256, 3, 7, 23
+			if dt == ops.MXFP4 {
+				k = 96 // 51-byte rows: the view starts at byte 357, inside a word
+			}
 			raw := randomBlocks(rng, dt, n*k)
 			wf := hostDecode(t, dt, raw, n*k)
 			w, err := ops.FromBytes(ctx, "w", dt, raw, n, k)

@@ -5,9 +5,10 @@
 //   embed  : dst[t, :] = decode(table[ids[t], :])   (token embeddings)
 //
 // The weight binding is array<u32>; blocks sit at arbitrary even byte offsets
-// (18, 22, 34, 110, 210-byte blocks; any byte offset for mxfp4's 17), so every
-// block read assembles its bytes from whole words. A block is cut into PPB "pieces" (one lane's work: 32 or
-// 64 elements, or 8 bf16 values). Each type defines
+// (18, 22, 34, 110, 210-byte blocks; any byte offset for mxfp4's 17), so
+// every block read assembles its bytes from whole words. A block is cut into
+// PPB "pieces" (one lane's work: 32 or 64 elements, or 8 bf16 values). Each
+// type defines
 //   St                  what one piece's loads leave in registers,
 //   load(o, sub) -> St  the loads of piece sub of the block at W byte o,
 //   grp(st, sub, j)     the four weights of group j < G of the piece,

@@ -427,3 +427,34 @@ func TestMXFP4Range(t *testing.T) {
 		t.Errorf("tiny block: exponent %d, error %v; want 0", q[0], err)
 	}
 }
+
+// The quantisers' table search by thresholds gives ggml's best_index_int8
+// for every float32 near a threshold or a table entry, for random values
+// of every magnitude, and for ±0, ±Inf and NaN.
+func TestBestIndexIQ4(t *testing.T) {
+	check := func(x float32) {
+		if got, want := quant.BestIndexIQ4(x), quant.BestIndexIQ4Search(x); got != want {
+			t.Fatalf("best index of %v (%#08x): %d, ggml's search %d", x, math.Float32bits(x), got, want)
+		}
+	}
+	var around []float32
+	around = append(around, quant.IQ4Thresholds[:]...)
+	for _, v := range iq4Table {
+		around = append(around, float32(v))
+	}
+	for _, c := range around {
+		up, down := c, c
+		for i := 0; i < 1<<12; i++ {
+			check(up)
+			check(down)
+			up, down = math.Nextafter32(up, float32(math.Inf(1))), math.Nextafter32(down, float32(math.Inf(-1)))
+		}
+	}
+	rng := rand.New(rand.NewSource(5))
+	for i := 0; i < 1<<20; i++ {
+		check(float32(rng.NormFloat64() * math.Exp(rng.NormFloat64()*4)))
+	}
+	for _, x := range []float64{0, math.Copysign(0, -1), math.Inf(1), math.Inf(-1), math.NaN(), 1e38, -1e38} {
+		check(float32(x))
+	}
+}

@@ -1,5 +1,7 @@
 package quant
 
+import "math"
+
 // IQ4_NL and IQ4_XS: 4-bit indices into ggml's fixed non-linear table
 // kvalues_iq4nl, with one f16 scale per 32 elements (IQ4_NL) or an f16
 // super-block scale and 6-bit sub-block scales per 256 (IQ4_XS).
@@ -100,29 +102,55 @@ func packIQ4(qs []byte, L []uint8) {
 }
 
 // bestIndexIQ4 is ggml's best_index_int8 over kvalues_iq4nl: the nearest
-// table entry (the upper one on a tie), compared as ggml compares.
+// table entry (the upper one on a tie, NaN the last), found as the count of
+// thresholds at or below x (four compares, no subtraction): it is the inner
+// loop of the IQ4 quantisers.
 func bestIndexIQ4(x float32) uint8 {
-	val := &kvaluesIQ4NL
-	if x <= float32(val[0]) {
-		return 0
-	}
-	if x >= float32(val[15]) {
+	if x != x {
 		return 15
 	}
-	ml, mu := 0, 15
-	for mu-ml > 1 {
-		mav := (ml + mu) / 2
-		if x < float32(val[mav]) {
-			mu = mav
-		} else {
-			ml = mav
-		}
+	t := &iq4Thresholds
+	n := 0
+	if x >= t[7] {
+		n = 8
 	}
-	if x-float32(val[mu-1]) < float32(val[mu])-x {
-		return uint8(mu - 1)
+	if x >= t[n+3] {
+		n += 4
 	}
-	return uint8(mu)
+	if x >= t[n+1] {
+		n += 2
+	}
+	if x >= t[n] {
+		n++
+	}
+	return uint8(n)
 }
+
+// iq4Thresholds[k] (k < 15) is the least float32 that best_index_int8 maps
+// past entry k: the search compares x - v[k] < v[k+1] - x in float32 after
+// bisecting to v[k] <= x < v[k+1], a test that is monotone in x, so its
+// answer changes at one value per pair, found here by bisection.
+var iq4Thresholds = func() (t [15]float32) {
+	for k := range t {
+		a, b := float32(kvaluesIQ4NL[k]), float32(kvaluesIQ4NL[k+1])
+		// lower(x): ggml keeps entry k. lower(a) holds and lower(b) does not.
+		lower := func(x float32) bool { return x-a < b-x }
+		lo, hi := a, b
+		for math.Nextafter32(lo, hi) != hi {
+			mid := float32((float64(lo) + float64(hi)) / 2)
+			if mid == lo || mid == hi {
+				mid = math.Nextafter32(lo, hi)
+			}
+			if lower(mid) {
+				lo = mid
+			} else {
+				hi = mid
+			}
+		}
+		t[k] = hi
+	}
+	return t
+}()
 
 // iq4GroupScale is the per-32-element part of ggml's
 // quantize_row_iq4_nl_impl without an importance matrix (weights x²): a
