@@ -1,6 +1,9 @@
 package model
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // gpt-oss: gpt-oss-20b and -120b (llama.cpp src/models/openai-moe.cpp).
 // Attention with biases and a learned sink logit per head, sliding-window
@@ -62,4 +65,13 @@ func (a *gptoss) Forward(b Block) {
 		b.MoE(l.FFNNorm, &l.MoE, MoEOpts{Gating: GateSoftmaxTopK, Act: ActSwiGLUOAI})
 	}
 	b.Head(a.Norm, a.Output, 0)
+}
+
+func (a *gptoss) describe() []string {
+	return []string{
+		fmt.Sprintf("layers: %d of each %d sliding-window, the rest full", max(a.swaPeriod-1, 0), a.swaPeriod),
+		describeAttn("local attention", a.local), describeAttn("global attention", a.global),
+		"attention: a sink logit per head (attn_sinks), biases on q, k, v and the output",
+		"experts: softmax over the chosen experts' router logits, biased experts, clamped SwiGLU (alpha 1.702, limit 7)",
+	}
 }
