@@ -323,4 +323,3 @@ func TestMoERouteRefusesBadShapes(t *testing.T) {
 		}
 	}
 }
-

@@ -16,7 +16,7 @@ type llama struct {
 type llamaLayer struct {
 	AttnNorm Weight `gguf:"attn_norm.weight" shape:"dim"`
 	Attn     AttnWeights
-	FFNNorm  Weight `gguf:"ffn_norm.weight" shape:"dim"`
+	FFNNorm  Weight        `gguf:"ffn_norm.weight" shape:"dim"`
 	FFN      GatedFFN      `gguf:",dense"`
 	MoE      ExpertWeights `gguf:",experts"` // Mixtral
 }
