@@ -12,12 +12,17 @@ type expertKey struct {
 	T    DType
 	WG   int
 	Bias bool
+	Pair bool
+	Act  Activation
 }
 
 func (k expertKey) String() string {
 	s := fmt.Sprintf("experts_%s_wg%d", k.T, k.WG)
 	if k.Bias {
 		s += "_bias"
+	}
+	if k.Pair {
+		s += "_pair_" + k.Act.String()
 	}
 	return s
 }
@@ -62,10 +67,29 @@ func expertLayout(dt DType, k int) (bs, bb, ppb, rowUnits, np int, ok bool) {
 // order that depends on nothing else in the batch. The whole of w must fit
 // one storage binding.
 func MatVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer int) error {
-	if len(w.Shape) != 3 {
-		return fmt.Errorf("ops.MatVecExperts: weight %s must be [experts, N, K]", w)
+	return matVecExperts(enc, dst, w, x, route, bias, xPer, false, 0)
+}
+
+// MatVecExpertsGated is MatVecExperts for a gated FFN's first half in one
+// dispatch: w [E, 2N, K] holds each expert's N gate rows then its N up rows
+// (bias [E, 2N] likewise), and dst[s] = act(gate + bias, up + bias) [N]:
+// the same values as two MatVecExperts and a GatedAct, with x read once.
+func MatVecExpertsGated(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer int, act Activation) error {
+	if !act.valid() {
+		return fmt.Errorf("ops.MatVecExpertsGated: unknown activation %s", act)
+	}
+	return matVecExperts(enc, dst, w, x, route, bias, xPer, true, act)
+}
+
+func matVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer int, pair bool, act Activation) error {
+	if len(w.Shape) != 3 || (pair && w.Shape[1]%2 != 0) {
+		return fmt.Errorf("ops.MatVecExperts: weight %s must be [experts, N, K] (gated: [experts, 2N, K])", w)
 	}
 	experts, n, k := w.Shape[0], w.Shape[1], w.Shape[2]
+	pairs := 1
+	if pair {
+		pairs, n = 2, n/2
+	}
 	bs, bb, ppb, rowUnits, np, ok := expertLayout(w.DType, k)
 	if !ok {
 		return fmt.Errorf("ops.MatVecExperts: weight %s: type not supported or rows not whole blocks", w)
@@ -80,8 +104,8 @@ func MatVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 	if route.DType != U32 || route.Len() != RouteLen(experts, slots) {
 		return fmt.Errorf("ops.MatVecExperts: route %s must be u32 of %d (%d experts, %d slots)", route, RouteLen(experts, slots), experts, slots)
 	}
-	if bias != nil && (bias.DType != F32 || bias.Len() != experts*n) {
-		return fmt.Errorf("ops.MatVecExperts: bias %s must be f32 [%d, %d]", bias, experts, n)
+	if bias != nil && (bias.DType != F32 || bias.Len() != experts*pairs*n) {
+		return fmt.Errorf("ops.MatVecExperts: bias %s must be f32 [%d, %d]", bias, experts, pairs*n)
 	}
 	ctx := enc.Context()
 	if w.Bytes() > ctx.MaxBinding() {
@@ -108,10 +132,10 @@ func MatVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 	if uint32(n) > maxDim || uint32(used) > maxDim {
 		return fmt.Errorf("ops.MatVecExperts: %d rows × %d experts exceed %d workgroups per dimension", n, used, maxDim)
 	}
-	key := expertKey{T: w.DType, WG: matVecExpertsWG, Bias: bias != nil}
+	key := expertKey{T: w.DType, WG: matVecExpertsWG, Bias: bias != nil, Pair: pair, Act: act}
 	pipe, err := ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
 		src, err := wgsl.Render("dequant.wgsl", map[string]any{"Kernel": "experts", "T": key.T.String(),
-			"WG": key.WG, "Bias": key.Bias, "BS": bs, "BB": bb, "PPB": ppb})
+			"WG": key.WG, "Bias": key.Bias, "Pair": key.Pair, "Act": key.Act.String(), "BS": bs, "BB": bb, "PPB": ppb})
 		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite, gpu.ReadOnly}
 		if key.Bias {
 			storage = append(storage, gpu.ReadOnly)
@@ -123,7 +147,7 @@ func MatVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 	}
 	prm := quantParams{Rows: uint32(n), K: uint32(k), NP: uint32(np), WOff: offs[0], WRow: uint32(rowUnits),
 		XOff: offs[1], XStride: uint32(k), DOff: offs[2], DStride: uint32(n),
-		expertParams: expertParams{EStride: uint32(n * rowUnits), XPer: uint32(xPer), ROff: offs[3], NExp: uint32(experts)}}
+		expertParams: expertParams{EStride: uint32(pairs * n * rowUnits), XPer: uint32(xPer), ROff: offs[3], NExp: uint32(experts)}}
 	if bias != nil {
 		prm.BOff = offs[4]
 	}

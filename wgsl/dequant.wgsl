@@ -693,8 +693,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // and meeting in a fixed tree. The weight row is read from memory once for
 // all of the expert's slots in the batch, and a slot's value depends only on
 // its expert and x row: not on the other slots, nor on how they are grouped.
+// Pair: W holds each expert's gate rows then its up rows ([E, 2N, K]) and
+// the output is act(gate, up), biases added first.
 const WG: u32 = {{.WG}}u;
+const PAIRS: u32 = {{if .Pair}}2u{{else}}1u{{end}};
 var<workgroup> red: array<vec4<f32>, WG>;
+{{- if .Pair}}
+var<workgroup> redu: array<vec4<f32>, WG>;
+{{- end}}
 var<workgroup> head: vec4<u32>;
 var<workgroup> tile: vec4<u32>;
 
@@ -724,29 +730,55 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     let sl = workgroupUniformLoad(&tile);
     var acc = vec4<f32>(0.0);
+{{- if .Pair}}
+    var accu = vec4<f32>(0.0);
+{{- end}}
     for (var pc = lid.x; pc < p.np; pc += WG) {
       let blk = pc / PPB;
       let sub = pc % PPB;
       let st = load(wb + blk * BB, sub);
+{{- if .Pair}}
+      let su = load(wb + p.rows * p.w_row + blk * BB, sub);
+{{- end}}
       for (var j = 0u; j < G; j++) {
         let e = blk * BS + gel(sub, j);
         if (e < p.k) {
+          let x0 = xe(sl.x, e); let x1 = xe(sl.y, e); let x2 = xe(sl.z, e); let x3 = xe(sl.w, e);
           let w = grp(st, sub, j);
-          acc += vec4<f32>(dot(w, xe(sl.x, e)), dot(w, xe(sl.y, e)), dot(w, xe(sl.z, e)), dot(w, xe(sl.w, e)));
+          acc += vec4<f32>(dot(w, x0), dot(w, x1), dot(w, x2), dot(w, x3));
+{{- if .Pair}}
+          let wu = grp(su, sub, j);
+          accu += vec4<f32>(dot(wu, x0), dot(wu, x1), dot(wu, x2), dot(wu, x3));
+{{- end}}
         }
       }
     }
     red[lid.x] = acc;
+{{- if .Pair}}
+    redu[lid.x] = accu;
+{{- end}}
     workgroupBarrier();
     for (var k = WG / 2u; k > 0u; k >>= 1u) {
-      if (lid.x < k) { red[lid.x] = red[lid.x] + red[lid.x + k]; }
+      if (lid.x < k) {
+        red[lid.x] = red[lid.x] + red[lid.x + k];
+{{- if .Pair}}
+        redu[lid.x] = redu[lid.x] + redu[lid.x + k];
+{{- end}}
+      }
       workgroupBarrier();
     }
     if (lid.x < 4u && t + lid.x < h.w) {
       let s = sl[lid.x];
       var v = red[0][lid.x];
 {{- if .Bias}}
-      v += bias[p.b_off + h.y * p.rows + row];
+      v += bias[p.b_off + h.y * PAIRS * p.rows + row];
+{{- end}}
+{{- if .Pair}}
+      var vu = redu[0][lid.x];
+{{- if .Bias}}
+      vu += bias[p.b_off + h.y * PAIRS * p.rows + p.rows + row];
+{{- end}}
+      v = act_{{.Act}}(v, vu);
 {{- end}}
       d[p.d_off + s * p.d_stride + row] = v;
     }

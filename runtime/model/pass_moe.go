@@ -50,8 +50,9 @@ func biasOf(w Weight) *ops.Tensor {
 // MoE on the GPU, for every row of the step at once: the router's logits
 // (a matvec for decode rows, the matmul for prefill chunks), the top-K and
 // the grouping of the step's slots by expert (ops.MoERoute, no readback),
-// then each used expert's gate, up and down matrices read once for all the
-// slots routed to it (ops.MatVecExperts), the activation, and the weighted
+// then each used expert's gate and up matrices (joined at load: one
+// dispatch with the activation) and down matrix, each read once for all
+// the slots routed to it (ops.MatVecExperts), and the weighted
 // sum into x (ops.MoECombine). Every kernel computes a row or a slot alone,
 // in a fixed order, so a decode row's result does not depend on the rest
 // of the step.
@@ -78,12 +79,22 @@ func (p *pass) MoE(norm Weight, e *ExpertWeights, o MoEOpts) {
 	}
 	gate, up := s.gate.View(0, n*k, c.ExpertFFN), s.up.View(0, n*k, c.ExpertFFN)
 	down := s.down.View(0, n*k, c.Dim)
-	for _, st := range []func() error{
+	steps := []func() error{
+		// gate = act(h·Gate_eᵀ + bg, h·Up_eᵀ + bu) for each slot's expert e
 		func() error { return ops.MatVecExperts(p.enc, gate, e.Gate.Tensor, h, route, biasOf(e.GateB), k) },
 		func() error { return ops.MatVecExperts(p.enc, up, e.Up.Tensor, h, route, biasOf(e.UpB), k) },
 		func() error { return ops.GatedAct(p.enc, gate, gate, up, o.Act) },
-		func() error { return ops.MatVecExperts(p.enc, down, e.Down.Tensor, gate, route, biasOf(e.DownB), 1) },
-	} {
+	}
+	if e.gateUp.Buf != nil { // the same in one dispatch (joined at load)
+		var b *ops.Tensor
+		if e.gateUpB.Buf != nil {
+			b = &e.gateUpB
+		}
+		steps = []func() error{func() error { return ops.MatVecExpertsGated(p.enc, gate, e.gateUp, h, route, b, k, o.Act) }}
+	}
+	// down [n·K, dim] = gate · Down_eᵀ + bd
+	steps = append(steps, func() error { return ops.MatVecExperts(p.enc, down, e.Down.Tensor, gate, route, biasOf(e.DownB), 1) })
+	for _, st := range steps {
 		if p.err == nil {
 			p.fail(st())
 		}
