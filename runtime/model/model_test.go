@@ -634,3 +634,56 @@ func TestLoadRefusesBadFiles(t *testing.T) {
 	}
 	m.Close()
 }
+
+// TestSynthesizeMoE builds random-weight MoE models in GPU memory as bench
+// --shape does (gpt-oss with MXFP4 experts and Q8_0 elsewhere, as
+// llama-quantize's MXFP4_MOE; qwen3moe as Q4_K_M), runs a few greedy
+// steps, and checks the memory report: the experts apart, what a token
+// reads, and EstimateShape's arithmetic equal to what was allocated (the
+// KV pool also holds the block table, a few bytes).
+func TestSynthesizeMoE(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, c := range []struct {
+		arch string
+		typ  gguf.GGMLType
+	}{{"gpt-oss", gguf.MXFP4}, {"qwen3moe", MixQ4KM}} {
+		t.Run(c.arch, func(t *testing.T) {
+			cfg := tinyConfig(c.arch)
+			opt := Options{CtxLen: 32, Batch: 16, KVType: ops.F16}
+			m, err := Synthesize(ctx, cfg, c.typ, opt, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			s, _ := m.KV.Acquire()
+			next, err := m.Forward(s, []int32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, NextGreedy, nil)
+			for i := 0; i < 3 && err == nil; i++ {
+				if next < 0 || int(next) >= m.Cfg.Vocab {
+					t.Fatalf("next token %d", next)
+				}
+				next, err = m.Forward(s, []int32{next}, NextGreedy, nil)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			weights, kvBytes, scratch := m.Memory()
+			experts, perToken := m.ExpertBytes()
+			_, est, err := EstimateShape(cfg, c.typ, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("weights %d (experts %d), read per token %d; estimate %+v", weights, experts, perToken, est)
+			if experts == 0 || experts >= weights || perToken != weights-experts+experts*2/4 {
+				t.Errorf("experts %d of %d bytes, %d read per token (want dense + 2/4 of the experts)", experts, weights, perToken)
+			}
+			if est.Weights != weights || est.Experts != experts || est.PerToken != perToken || est.KV > kvBytes || kvBytes > est.KV+4096 || est.Scratch < scratch {
+				t.Errorf("EstimateShape %+v, allocated weights %d experts %d per token %d kv %d scratch %d", est, weights, experts, perToken, kvBytes, scratch)
+			}
+			for _, w := range m.Tensors() {
+				if strings.Contains(w.Buf.Label(), "_exps.weight") && c.typ == gguf.MXFP4 && w.DType != ops.MXFP4 {
+					t.Errorf("%s is %s, want MXFP4", w.Buf.Label(), w.DType)
+				}
+			}
+		})
+	}
+}
