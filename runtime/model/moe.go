@@ -60,9 +60,9 @@ type MoEOpts struct {
 // stack, so decode and prefill compute act(gate, up) in one dispatch that
 // reads x once. Memory does not grow: the parts are freed once copied.
 func (e *ExpertWeights) prepare(m *Model, layer string) error {
-	if !joinableExperts(e.Gate.Tensor, e.Up.Tensor) || e.GateB.Has() != e.UpB.Has() ||
+	if !joinableExperts(e.Gate.Tensor, e.Up.Tensor) || 2*e.Gate.Bytes() > m.ctx.MaxBinding() || e.GateB.Has() != e.UpB.Has() ||
 		(e.GateB.Has() && !joinableExperts(e.GateB.Tensor, e.UpB.Tensor)) {
-		return nil // mixed types or layouts: the separate matvecs
+		return nil // mixed types or layouts, or too big for one binding together: the separate matvecs
 	}
 	var err error
 	if e.gateUp, err = m.joinExperts(layer+".ffn_gate_up_exps.weight", &e.Gate.Tensor, &e.Up.Tensor); err != nil {
