@@ -42,7 +42,8 @@ type RouteOpts struct {
 	Scale float32
 }
 
-// Router limits: the top-K kernel keeps its picks and weights in registers.
+// Router limits: the top-K kernel's lanes hold MaxExperts/64 experts each
+// and its picks fit a bit mask.
 const (
 	MaxExperts     = 512
 	MaxExpertsUsed = 32
@@ -119,7 +120,7 @@ func MoERoute(enc *gpu.Encoder, ids, weights, route, logits Tensor, o RouteOpts)
 		key := moeRouteKey{Kernel: kernel}
 		return ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
 			src, err := wgsl.Render("moe_route.wgsl", map[string]any{"Kernel": kernel,
-				"MaxK": MaxExpertsUsed, "MaskWords": MaxExperts / 32, "MaxE": MaxExperts})
+				"MaxK": MaxExpertsUsed, "MaxE": MaxExperts})
 			return gpu.PipelineSpec{Source: src, Storage: storage}, err
 		})
 	}
@@ -127,7 +128,7 @@ func MoERoute(enc *gpu.Encoder, ids, weights, route, logits Tensor, o RouteOpts)
 	if err != nil {
 		return err
 	}
-	gx, gy := ctx.Grid(uint32(ceilDiv(rows, 64)))
+	gx, gy := ctx.Grid(uint32(rows))
 	if err := enc.Dispatch(topk, prm, args[:3], gx, gy, 1); err != nil {
 		return err
 	}

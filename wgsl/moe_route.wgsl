@@ -1,6 +1,6 @@
 // Mixture-of-experts routing (ops/moe_route.go), two kernels:
-//   topk : per token row r of the router logits L [rows, E]: the K experts of
-//          highest probability (ties: the lower id) into ids [rows, K], and
+//   topk : per token row r of the router logits L [rows, E] (a workgroup
+//          each): the K experts of highest probability (ties: the lower id) into ids [rows, K], and
 //          their weights into wts [rows, K] (llama.cpp build_moe_ffn);
 //   group: the table R that groups the rows·K slots by expert, for the
 //          experts matvec: R[0] = experts used, R[1 + u] the u-th used expert
@@ -21,7 +21,12 @@ struct Params {
 
 const WG: u32 = 64u;
 const MAXK: u32 = {{.MaxK}}u;
-const MASKW: u32 = {{.MaskWords}}u;
+const PER: u32 = {{.MaxE}}u / WG; // experts per lane at most
+const NONE: u32 = 0xffffffffu;
+var<workgroup> rv: array<f32, WG>;
+var<workgroup> ri: array<u32, WG>;
+var<workgroup> pv: array<f32, MAXK>;
+var<workgroup> pi: array<u32, MAXK>;
 
 // The gating function of one logit given the row's max m and the sum s of
 // exp(l - m) (softmax), without overflow.
@@ -34,37 +39,85 @@ fn prob(l: f32, m: f32, s: f32) -> f32 {
   return l;
 }
 
-// One thread per row: the rows are independent, so a token's experts and
-// weights do not depend on its batch-mates.
+// (v, i) beats (w, j): larger value, else lower id; NONE loses.
+fn beats(v: f32, i: u32, w: f32, j: u32) -> bool {
+  return i != NONE && (j == NONE || v > w || (v == w && i < j));
+}
+
+// Fixed trees over the lanes (the same order for every row, whatever the
+// batch): max and sum into rv[0], argmax into (rv[0], ri[0]).
+fn tree_max(lid: u32) {
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lid < k) { rv[lid] = max(rv[lid], rv[lid + k]); }
+    workgroupBarrier();
+  }
+}
+fn tree_sum(lid: u32) {
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lid < k) { rv[lid] = rv[lid] + rv[lid + k]; }
+    workgroupBarrier();
+  }
+}
+fn tree_best(lid: u32) {
+  for (var k = WG / 2u; k > 0u; k >>= 1u) {
+    if (lid < k && beats(rv[lid + k], ri[lid + k], rv[lid], ri[lid])) {
+      rv[lid] = rv[lid + k];
+      ri[lid] = ri[lid + k];
+    }
+    workgroupBarrier();
+  }
+}
+
+// One workgroup per token row; its lanes hold experts lid, lid + WG, ...
+// Rows are independent, so a token's experts and weights do not depend on
+// its batch-mates.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let r = (wid.y * nwg.x + wid.x) * WG + lid;
-  if (r >= p.rows) { return; }
+  let r = wid.y * nwg.x + wid.x;
+  if (r >= p.rows) { return; }  // uniform per workgroup
   let lb = p.l_off + r * p.experts;
-  var m = L[lb];
-  for (var e = 1u; e < p.experts; e++) { m = max(m, L[lb + e]); }
+  var lv: array<f32, PER>;
+  var mx = bitcast<f32>(0xff800000u);
+  for (var i = 0u; lid + i * WG < p.experts; i++) {
+    lv[i] = L[lb + lid + i * WG];
+    mx = max(mx, lv[i]);
+  }
+  rv[lid] = mx;
+  workgroupBarrier();
+  tree_max(lid);
+  let m = rv[0];
+  workgroupBarrier();
   var s = 0.0;
-  if (p.gating == 0u) {
-    for (var e = 0u; e < p.experts; e++) { s += exp(L[lb + e] - m); }
-  }
-  var taken: array<u32, MASKW>;
-  var w: array<f32, MAXK>;
+  for (var i = 0u; lid + i * WG < p.experts; i++) { s += exp(lv[i] - m); }
+  rv[lid] = s;
+  workgroupBarrier();
+  tree_sum(lid);
+  s = rv[0];
+  workgroupBarrier();
+  for (var i = 0u; lid + i * WG < p.experts; i++) { lv[i] = prob(lv[i], m, s); }
+  var taken = 0u; // bit i: expert lid + i·WG chosen
   for (var j = 0u; j < p.k; j++) {
-    var best = 0u;
     var bv = 0.0;
-    var found = false;
-    for (var e = 0u; e < p.experts; e++) {
-      if ((taken[e >> 5u] & (1u << (e & 31u))) != 0u) { continue; }
-      let v = prob(L[lb + e], m, s);
-      if (!found || v > bv) { best = e; bv = v; found = true; }
+    var bi = NONE;
+    for (var i = 0u; lid + i * WG < p.experts; i++) {
+      let e = lid + i * WG;
+      if ((taken & (1u << i)) == 0u && beats(lv[i], e, bv, bi)) { bv = lv[i]; bi = e; }
     }
-    taken[best >> 5u] |= 1u << (best & 31u);
-    ids[p.i_off + r * p.k + j] = best;
-    w[j] = bv;
+    rv[lid] = bv;
+    ri[lid] = bi;
+    workgroupBarrier();
+    tree_best(lid);
+    let win = ri[0];
+    if (win % WG == lid) { taken |= 1u << (win / WG); }
+    if (lid == 0u) { pv[j] = rv[0]; pi[j] = win; }
+    workgroupBarrier();
   }
+  if (lid != 0u) { return; }
+  var w: array<f32, MAXK>;
+  for (var j = 0u; j < p.k; j++) { w[j] = pv[j]; }
   if (p.gating == 2u) {
-    // softmax over the selected logits; w[0] is their max
+    // softmax over the chosen logits; w[0] is their max
     let top = w[0];
     var t = 0.0;
     for (var j = 0u; j < p.k; j++) { w[j] = exp(w[j] - top); t += w[j]; }
@@ -77,6 +130,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var j = 0u; j < p.k; j++) { w[j] = w[j] / t; }
   }
   for (var j = 0u; j < p.k; j++) {
+    ids[p.i_off + r * p.k + j] = pi[j];
     wts[p.w_off + r * p.k + j] = w[j] * p.scale;
   }
 }
