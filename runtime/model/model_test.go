@@ -311,9 +311,17 @@ func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 // work done alone: the decode rows bit for bit (batch invariance), the
 // chunk's last logits too (its rows take the same kernels as alone), and
 // the results come back in the caller's span order.
+// qwen3moe's decode rows share the experts kernels with the chunk's rows
+// (grouped by expert together), still bit for bit as alone.
 func TestStepMixesDecodeAndPrefill(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	path := writeRandomModel(t, "llama", gguf.Q8_0, 91)
+	for _, arch := range []string{"llama", "qwen3moe"} {
+		t.Run(arch, func(t *testing.T) { checkStepMixes(t, ctx, arch) })
+	}
+}
+
+func checkStepMixes(t *testing.T, ctx *gpu.Context, arch string) {
+	path := writeRandomModel(t, arch, gguf.Q8_0, 91)
 	f, err := gguf.Open(path)
 	if err != nil {
 		t.Fatal(err)
