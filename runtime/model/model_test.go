@@ -695,3 +695,29 @@ func TestSynthesizeMoE(t *testing.T) {
 		})
 	}
 }
+
+// TestRandomGGUFTilesLargeTensors: past tileAbove values a tensor is 61
+// quantised random rows repeated (bench --write of 30B shapes in seconds);
+// smaller tensors are drawn whole.
+func TestRandomGGUFTilesLargeTensors(t *testing.T) {
+	cfg := tinyConfig("llama")
+	cfg.Vocab = tileAbove/cfg.Dim + 7 // token_embd and output just past the limit
+	_, tensors, err := RandomGGUF(cfg, gguf.Q8_0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tw := range tensors {
+		rows, cols := 1, int(tw.Dims[0])
+		for _, d := range tw.Dims[1:] {
+			rows *= int(d)
+		}
+		rowBytes := len(tw.Data) / rows
+		if len(tw.Data) != rows*cols/32*34 && len(tw.Dims) > 1 {
+			t.Fatalf("%s: %d bytes for %d×%d Q8_0", tw.Name, len(tw.Data), rows, cols)
+		}
+		same := rows > 61 && string(tw.Data[:rowBytes]) == string(tw.Data[61*rowBytes:62*rowBytes])
+		if big := rows*cols > tileAbove; big != same {
+			t.Errorf("%s (%d values): row 61 repeats row 0: %v", tw.Name, rows*cols, same)
+		}
+	}
+}
