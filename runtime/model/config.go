@@ -55,6 +55,8 @@ type Config struct {
 	YarnExtFactor, YarnAttnFactor, YarnBetaFast, YarnBetaSlow float64
 
 	TiedOutput bool // no output.weight: the head reuses token_embd
+	// Pooling is how embeddings pool the hidden states (pooling_type).
+	Pooling Pooling
 
 	// Mixture of experts (0 when dense): experts per layer, experts each
 	// token uses, an expert's FFN length, the shared expert's FFN length.
@@ -190,6 +192,7 @@ func configure(f *gguf.File) (Config, Arch, error) {
 	}
 	_, hasOut := f.Tensor("output.weight")
 	c.TiedOutput = !hasOut
+	c.Pooling = readPooling(m)
 	if err := m.Err(); err != nil {
 		return c, nil, err
 	}
