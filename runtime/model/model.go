@@ -5,6 +5,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
 
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gguf"
@@ -62,10 +63,12 @@ type Model struct {
 	positions    ops.Tensor // [batch] u32 (rows of several sequences)
 	next         ops.Tensor // [batch] u32 (argmax)
 	wdeq         ops.Tensor // f16 [largest weight] for prefill of quantised weights
+	moe          moeScratch // MoE layers' routing and expert outputs
 	step         *kv.Step   // per-step sequence info and KV write slots
 	rbTok, rbLog *gpu.Readback
 	rbLogSize    uint64
 	weightBytes  uint64
+	expertBytes  uint64 // of weightBytes, the routed experts'
 	scratchBytes uint64
 	weights      []ops.Tensor // every bound tensor, once
 	buffers      []ops.Tensor // everything to free on Close
@@ -119,6 +122,9 @@ func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
 			m.buffers = append(m.buffers, t)
 			m.weights = append(m.weights, t)
 			m.weightBytes += b.info.Size
+			if isExperts(b.info.Name) {
+				m.expertBytes += b.info.Size
+			}
 			done += b.info.Size
 			if opt.Progress != nil {
 				opt.Progress(done, total)
@@ -220,8 +226,10 @@ func (m *Model) allocScratch() error {
 	m.k = qkv.View(n*qDim, n, kvDim)
 	m.v = qkv.View(n*(qDim+kvDim), n, kvDim)
 	alloc(&m.att, "att", ops.F32, n, qDim)
-	alloc(&m.gate, "gate", ops.F32, n, c.FFN)
-	alloc(&m.up, "up", ops.F32, n, c.FFN)
+	// gate and up also hold a shared expert's (qwen2moe) activations.
+	alloc(&m.gate, "gate", ops.F32, n, max(c.FFN, c.SharedFFN))
+	alloc(&m.up, "up", ops.F32, n, max(c.FFN, c.SharedFFN))
+	m.allocMoE(alloc)
 	alloc(&m.logits, "logits", ops.F32, n, c.Vocab)
 	alloc(&m.ids, "ids", ops.U32, n)
 	alloc(&m.positions, "positions", ops.U32, n)
@@ -262,6 +270,17 @@ func (m *Model) Memory() (weights, kvCache, scratch uint64) {
 		k = m.KV.Bytes()
 	}
 	return m.weightBytes, k, m.scratchBytes
+}
+
+// ExpertBytes is the part of the weights that are routed experts' stacked
+// matrices and biases, and PerTokenBytes what one decode token reads of the
+// weights: the rest, plus expert_used_count/expert_count of the experts.
+func (m *Model) ExpertBytes() (experts, perToken uint64) {
+	perToken = m.weightBytes - m.expertBytes
+	if m.Cfg.Experts > 0 {
+		perToken += m.expertBytes * uint64(m.Cfg.ExpertsUsed) / uint64(m.Cfg.Experts)
+	}
+	return m.expertBytes, perToken
 }
 
 // Batch is the most tokens one step takes.
@@ -329,27 +348,86 @@ func Estimate(f *gguf.File, opt Options) (MemoryEstimate, error) {
 	if err := checkKVType(opt.KVType); err != nil {
 		return MemoryEstimate{}, err
 	}
+	var ts []sizedTensor
+	for _, b := range bound {
+		ts = append(ts, sizedTensor{b.info.Name, b.info.Size, b.info.Elements(), b.dt})
+	}
+	return estimate(c, ts, opt), nil
+}
+
+// EstimateShape is Estimate for a model of shape cfg (Shapes) with weights
+// of type typ (or MixQ4KM), as Synthesize and RandomGGUF would store them.
+func EstimateShape(cfg Config, typ gguf.GGMLType, opt Options) (Config, MemoryEstimate, error) {
+	c, arch, err := shapeConfig(cfg)
+	if err != nil {
+		return c, MemoryEstimate{}, err
+	}
+	ss, err := slots(arch, c)
+	if err != nil {
+		return c, MemoryEstimate{}, err
+	}
+	plan, err := synthPlan(ss, c)
+	if err != nil {
+		return c, MemoryEstimate{}, err
+	}
+	var ts []sizedTensor
+	for _, s := range plan {
+		dt, err := DTypeOf(typeFor(s, typ, c))
+		if err != nil {
+			return c, MemoryEstimate{}, err
+		}
+		n := uint64(1)
+		for _, d := range s.shape {
+			n *= uint64(d)
+		}
+		ts = append(ts, sizedTensor{s.name, n / uint64(dt.BlockSize()) * uint64(dt.BlockBytes()), n, dt})
+	}
+	return c, estimate(c, ts, opt), nil
+}
+
+type sizedTensor struct {
+	name     string
+	size     uint64
+	elements uint64
+	dt       ops.DType
+}
+
+// isExperts reports whether a tensor is a stack of routed experts'
+// matrices or biases (ffn_{gate,up,down}_exps).
+func isExperts(name string) bool { return strings.Contains(name, "_exps.") }
+
+func estimate(c Config, ts []sizedTensor, opt Options) MemoryEstimate {
 	opt = opt.withDefaults(c)
 	var e MemoryEstimate
 	seen := map[string]bool{}
 	largestQuant := uint64(0)
-	for _, b := range bound {
-		if seen[b.info.Name] {
+	for _, t := range ts {
+		if seen[t.name] {
 			continue
 		}
-		seen[b.info.Name] = true
-		e.Weights += b.info.Size
-		if b.dt.Quantized() || b.dt == ops.BF16 {
-			largestQuant = max(largestQuant, b.info.Elements())
+		seen[t.name] = true
+		e.Weights += t.size
+		if isExperts(t.name) {
+			e.Experts += t.size
 		}
+		if (t.dt.Quantized() || t.dt == ops.BF16) && !isExperts(t.name) {
+			largestQuant = max(largestQuant, t.elements)
+		}
+	}
+	if c.Experts > 0 {
+		e.PerToken = e.Weights - e.Experts + e.Experts*uint64(c.ExpertsUsed)/uint64(c.Experts)
+	} else {
+		e.PerToken = e.Weights
 	}
 	kc := kvConfig(c, opt)
 	e.KV, e.KVTokenBytes = kc.PoolBytes(), kc.TokenBytes()
+	e.KVTokens = kc.Blocks * kc.BlockSize
 	n := uint64(opt.Batch)
 	qDim, kvDim := uint64(c.Heads*c.HeadDim), uint64(c.KVHeads*c.HeadDim)
-	e.Scratch = 4 * n * (3*uint64(c.Dim) + 2*qDim + 2*kvDim + 2*uint64(c.FFN) + uint64(c.Vocab) + 3)
+	e.Scratch = 4*n*(3*uint64(c.Dim)+2*qDim+2*kvDim+2*uint64(max(c.FFN, c.SharedFFN))+uint64(c.Vocab)+3) +
+		moeScratchBytes(c, int(n))
 	if n > matVecMaxRows {
 		e.Scratch += 2 * largestQuant
 	}
-	return e, nil
+	return e
 }
