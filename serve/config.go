@@ -24,9 +24,19 @@ type Config struct {
 	// ?api_key= or a "bearer.<key>" subprotocol: browsers cannot set
 	// headers on a websocket). /health, /metrics and the page stay open.
 	APIKey string `mapstructure:"api_key"`
-	// AllowedOrigins are the websocket origins accepted besides the
-	// server's own ("https://app.example:8443"; "*" accepts any). A request
-	// without an Origin header (not a browser) is always accepted.
+	// AllowedHosts are the Host names the server answers to besides
+	// loopback names and addresses and the address it listens on (when
+	// that is 0.0.0.0 or ::, also any IP literal and the machine's host
+	// name): "chat.example.org", ".example.org" for every subdomain, "*"
+	// for any (e.g. behind a proxy that checks Host). Other Host headers
+	// get 403 (host_not_allowed), which stops DNS rebinding. /health and
+	// /metrics are not checked.
+	AllowedHosts []string `mapstructure:"allowed_hosts"`
+	// AllowedOrigins are the page origins accepted besides the server's
+	// own and loopback pages, on every endpoint and the websocket
+	// ("https://app.example:8443"; "*" accepts any); others get 403
+	// (origin_not_allowed). A request without an Origin header (curl, an
+	// SDK: not a page) is always accepted.
 	AllowedOrigins []string `mapstructure:"allowed_origins"`
 	// CORSOrigins are the origins whose pages may call /v1 from a browser
 	// ("*" for any). Empty (the default): no CORS headers at all.
@@ -195,6 +205,11 @@ func (c Config) Validate() error {
 			if _, ok := normalizeOrigin(o); !ok {
 				errs = append(errs, fmt.Errorf("origin %q: want scheme://host[:port] or *", o))
 			}
+		}
+	}
+	for _, h := range c.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, "/@ ") {
+			errs = append(errs, fmt.Errorf("allowed_hosts entry %q: want a host name, an address, .domain or *", h))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -47,6 +47,7 @@ type Server struct {
 	backend  atomic.Pointer[backendBox]
 	draining atomic.Bool
 	wsOpen   atomic.Int64 // websockets open or upgrading, for WSMaxConnections
+	hosts    atomic.Pointer[hostPolicy]
 
 	jobs     jobTracker
 	conns    connSet
@@ -63,6 +64,7 @@ type backendBox struct{ Backend }
 func New(cfg Config, log zerolog.Logger) *Server {
 	s := &Server{cfg: cfg.withDefaults(), log: log, started: time.Now()}
 	s.keyDigest = sha256.Sum256([]byte(s.cfg.APIKey))
+	s.hosts.Store(newHostPolicy(s.cfg, s.cfg.Addr))
 	s.jobs.jobs = map[string]*trackedJob{}
 	s.conns.m = map[*wsConn]struct{}{}
 	s.metrics = newMetrics(s)
@@ -128,6 +130,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return err
 	}
+	// The Host check knows the address actually listened on (a port of
+	// 0, an --addr flag).
+	s.hosts.Store(newHostPolicy(s.cfg, ln.Addr().String()))
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
@@ -576,7 +581,7 @@ func (s *Server) routes() http.Handler {
 
 	mux.Handle("/wasm/{file}", methods(map[string]http.HandlerFunc{http.MethodGet: s.handleWasm}))
 	mux.Handle("/", s.staticHandler())
-	return s.withRequestLog(mux)
+	return s.withRequestLog(s.withHostCheck(mux))
 }
 
 func (s *Server) staticHandler() http.Handler {

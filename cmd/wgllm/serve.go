@@ -31,7 +31,8 @@ default model loads) and /metrics (Prometheus). With models.serve_dir or models.
 Configuration (configs/default.yaml, then --config FILE, then environment, then flags):
   server.addr             WGLLM_SERVER_ADDR             listen address (default 127.0.0.1:8080)
   server.api_key          WGLLM_SERVER_API_KEY          require "Authorization: Bearer KEY" on /v1 and /ws
-  server.allowed_origins  WGLLM_SERVER_ALLOWED_ORIGINS  extra websocket origins (same origin always allowed)
+  server.allowed_hosts    WGLLM_SERVER_ALLOWED_HOSTS    Host names served besides loopback and the listen address (403 otherwise)
+  server.allowed_origins  WGLLM_SERVER_ALLOWED_ORIGINS  page origins allowed besides the server's own and loopback (403 otherwise)
   server.cors_origins     WGLLM_SERVER_CORS_ORIGINS     origins allowed to call /v1 from a browser
   server.max_body_bytes   WGLLM_SERVER_MAX_BODY_BYTES   request body limit
   server.ws_max_connections WGLLM_SERVER_WS_MAX_CONNECTIONS  open websockets before 429
