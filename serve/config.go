@@ -82,6 +82,19 @@ type Config struct {
 	// WSMaxConnections bounds the open websockets; an upgrade beyond it
 	// gets 429 (too_many_connections, Retry-After). Default 256.
 	WSMaxConnections int `mapstructure:"ws_max_connections"`
+	// WSMaxConnectionsPerClient bounds the open websockets of one client
+	// address; beyond it the upgrade gets 429 too_many_connections.
+	// Default 32.
+	WSMaxConnectionsPerClient int `mapstructure:"ws_max_connections_per_client"`
+	// MaxConnections bounds the open HTTP connections (websockets
+	// included); keep it below the process's file descriptor limit. A few
+	// slots beyond it stay for /health and /metrics. Default 1024.
+	MaxConnections int `mapstructure:"max_connections"`
+	// MaxConnectionsPerClient bounds the open connections of one client
+	// address (raise it behind a proxy, whose address all clients share).
+	// A connection beyond either cap is closed, or answers only /health
+	// and /metrics (429 too_many_connections otherwise). Default 128.
+	MaxConnectionsPerClient int `mapstructure:"max_connections_per_client"`
 	// WSPingInterval is how often the server pings a websocket; a client
 	// that has not answered (pong or any message) within twice this is
 	// dropped. Default 30s.
@@ -152,6 +165,15 @@ func (c Config) withDefaults() Config {
 	if c.WSMaxConnections <= 0 {
 		c.WSMaxConnections = 256
 	}
+	if c.WSMaxConnectionsPerClient <= 0 {
+		c.WSMaxConnectionsPerClient = 32
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 1024
+	}
+	if c.MaxConnectionsPerClient <= 0 {
+		c.MaxConnectionsPerClient = 128
+	}
 	if c.WSPingInterval <= 0 {
 		c.WSPingInterval = 30 * time.Second
 	}
@@ -170,7 +192,8 @@ func (c Config) Validate() error {
 		{"max_body_bytes", c.MaxBodyBytes}, {"max_prompt_bytes", int64(c.MaxPromptBytes)},
 		{"default_max_tokens", int64(c.DefaultMaxTokens)}, {"max_tokens_limit", int64(c.MaxTokensLimit)},
 		{"ws_read_limit", c.WSReadLimit}, {"ws_send_queue", int64(c.WSSendQueue)}, {"ws_max_in_flight", int64(c.WSMaxInFlight)},
-		{"ws_max_connections", int64(c.WSMaxConnections)},
+		{"ws_max_connections", int64(c.WSMaxConnections)}, {"ws_max_connections_per_client", int64(c.WSMaxConnectionsPerClient)},
+		{"max_connections", int64(c.MaxConnections)}, {"max_connections_per_client", int64(c.MaxConnectionsPerClient)},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d must be positive (0: the default)", f.name, f.v))

@@ -113,6 +113,11 @@ func (s *Server) handleWebsocket(w http.ResponseWriter, r *http.Request, b Backe
 		return
 	}
 	defer s.wsOpen.Add(-1)
+	release, ok := s.wsClientLimit(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered

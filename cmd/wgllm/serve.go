@@ -36,6 +36,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   server.cors_origins     WGLLM_SERVER_CORS_ORIGINS     origins allowed to call /v1 from a browser
   server.max_body_bytes   WGLLM_SERVER_MAX_BODY_BYTES   request body limit
   server.ws_max_connections WGLLM_SERVER_WS_MAX_CONNECTIONS  open websockets before 429
+  server.max_connections  WGLLM_SERVER_MAX_CONNECTIONS  open HTTP connections (also _PER_CLIENT; WS_MAX_CONNECTIONS_PER_CLIENT)
   server.shutdown_timeout WGLLM_SERVER_SHUTDOWN_TIMEOUT on SIGTERM, how long generations may finish (10s)
   server.wasm_dir         WGLLM_SERVER_WASM_DIR         the browser runtime (make wasm) served at /wasm/ (web/wasm/dist)
   model.path              WGLLM_MODEL_PATH              GGUF model (default: the bundled kjv model)
