@@ -214,3 +214,33 @@ func (sb *servedBinary) getStatus(t *testing.T, path string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestRunGreedyOnNaNModelFails: a model whose output norm is NaN makes every
+// logit NaN. `wgllm run --temp 0` printed empty text and exited 0 (the GPU
+// argmax still returned an index); now it exits 1 naming the cause, with
+// sampling as before.
+func TestRunGreedyOnNaNModelFails(t *testing.T) {
+	needGPU(t)
+	good, err := gguf.Open(sharedfiles.File(t, "models/stories260K.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	dir := t.TempDir()
+	writeHostile(t, good, dir, hostileModel{name: "nan", mutate: editTensor("output_norm.weight", func(t *gguf.TensorToWrite) {
+		nan := []byte{0x00, 0x00, 0xc0, 0x7f} // f32 NaN, little-endian
+		for i := 0; i+4 <= len(t.Data); i += 4 {
+			copy(t.Data[i:], nan)
+		}
+	})})
+	for _, temp := range []string{"0", "0.8"} {
+		out, errOut, err := wgllm(t, "", "run", "-m", filepath.Join(dir, "nan.gguf"), "-p", "Once", "-n", "4", "--temp", temp)
+		if err == nil {
+			t.Errorf("--temp %s: exit 0, stdout %q", temp, out)
+			continue
+		}
+		if temp == "0" && !strings.Contains(errOut, "non-finite logits") {
+			t.Errorf("--temp 0: stderr does not name the cause: %s", lastLines(errOut, 5))
+		}
+	}
+}

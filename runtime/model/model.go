@@ -538,10 +538,8 @@ func (m *Model) forward(spans []span, tokens [][]int32, want Step, logits []floa
 		if err := m.rbTok.Read(raw); err != nil {
 			return err
 		}
-		for i := range out {
-			next[i] = int32(binary.LittleEndian.Uint32(raw[4*i:]))
-		}
-		return nil
+		// A *ops.NonFiniteError names the sequences without a token.
+		return ops.ArgmaxResults(raw, next[:len(out)])
 	default:
 		size := len(out) * c.Vocab
 		if len(logits) < size {
