@@ -138,12 +138,15 @@ func (a *app) startEngineAt(path, name string) (*loaded, *engine.Engine, error) 
 		chatStop = []string{"<|im_end|>", "<|im_start|>"}
 	}
 	eng, err := engine.NewEngine(l.m, l.tok, engine.Options{
-		ChatStop:         chatStop,
-		MaxBatch:         seqs,
-		QueueLimit:       a.cfg.GetInt("engine.queue_limit"),
-		DefaultMaxTokens: a.cfg.GetInt("sampling.max_tokens"),
-		Name:             name,
-		Log:              a.log,
+		ChatStop:     chatStop,
+		MaxBatch:     seqs,
+		QueueLimit:   a.cfg.GetInt("engine.queue_limit"),
+		KeepFinished: a.cfg.GetInt("engine.keep_finished"),
+		// Capped at 1 GiB, so the int conversion cannot overflow.
+		KeepFinishedBytes: int(min(a.cfg.GetSizeInBytes("engine.keep_finished_bytes"), 1<<30)),
+		DefaultMaxTokens:  a.cfg.GetInt("sampling.max_tokens"),
+		Name:              name,
+		Log:               a.log,
 		RenderChat: func(msgs []engine.ChatMessage) (string, error) {
 			cm := make([]chat.Message, len(msgs))
 			for i, m := range msgs {
