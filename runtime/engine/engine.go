@@ -27,7 +27,7 @@ type Options struct {
 	// KeepFinishedBytes bounds the text those jobs keep, in bytes, oldest
 	// dropped first (their prompts are not kept); 0: 32 MiB.
 	KeepFinishedBytes int
-	Name             string
+	Name              string
 	// RenderChat renders chat messages with the model's template.
 	RenderChat func([]ChatMessage) (string, error)
 	// ChatStop ends chat jobs at these strings as well (the end-of-turn
