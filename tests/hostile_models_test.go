@@ -52,9 +52,10 @@ func setMeta(key string, v any) func([]gguf.KV, []gguf.TensorToWrite) ([]gguf.KV
 		for i := range out {
 			if out[i].Key == key {
 				out[i].Value = gguf.Val(v)
+				return out, ts
 			}
 		}
-		return out, ts
+		return append(out, gguf.KV{Key: key, Value: gguf.Val(v)}), ts
 	}
 }
 
@@ -62,7 +63,8 @@ func setMeta(key string, v any) func([]gguf.KV, []gguf.TensorToWrite) ([]gguf.KV
 // vocabulary 4096) in the ways a bad conversion or a hostile file would:
 // a missing tensor early, in the middle and last, wrong shapes, types the
 // loader cannot use, metadata out of range or inconsistent with the
-// tensors, and truncation.
+// tensors, a chat template that fails after the weights are uploaded,
+// and truncation.
 var hostileModels = []hostileModel{
 	{name: "missing-first", mutate: dropTensor("token_embd.weight")},
 	{name: "missing-middle", mutate: dropTensor("blk.3.attn_q.weight")},
@@ -86,6 +88,10 @@ var hostileModels = []hostileModel{
 	{name: "meta-heads-zero", mutate: setMeta("llama.attention.head_count", uint32(0))},
 	{name: "meta-dim-mismatch", mutate: setMeta("llama.embedding_length", uint32(1024))},
 	{name: "meta-context-huge", mutate: setMeta("llama.context_length", uint32(1<<30))},
+	// Refused only once the weights are on the GPU (the chat template is
+	// read after the model loads): the load's cleanup runs.
+	{name: "template-not-string", mutate: setMeta("tokenizer.chat_template", uint32(7))},
+	{name: "template-syntax", mutate: setMeta("tokenizer.chat_template", "{% if %}{{ messages")},
 	{name: "truncated-data", cut: 0.6},
 	{name: "truncated-header", cut: 0.0001},
 }
@@ -132,7 +138,11 @@ func writeHostile(t *testing.T, f *gguf.File, dir string, m hostileModel) {
 // then give its greedy text. Before gpu.Context.Close flushed pending
 // writes, a load that failed after uploading tensors aborted the whole
 // process at the next load ("Attempt to use a resource with a different
-// device").
+// device"): with the loader of then, which checked each tensor as it
+// uploaded it, at the first good load after missing-middle. The loader now
+// checks every tensor before uploading any, so most files stop at the
+// catalog; runtime/gpu's TestCloseAfterUnsubmittedWrites reproduces the
+// abort itself.
 func TestServeSurvivesHostileModelFiles(t *testing.T) {
 	needGPU(t)
 	goodPath := sharedfiles.File(t, "models/kjv-30m-f16.gguf")
@@ -196,7 +206,7 @@ func TestServeSurvivesHostileModelFiles(t *testing.T) {
 		}
 	}
 	t.Logf("outcomes: %v", outcomes)
-	if outcomes["load failed"] < 5 {
+	if outcomes["load failed"] < 2 {
 		t.Errorf("only %d files reached a failing load: the test no longer exercises cleanup after a failed load", outcomes["load failed"])
 	}
 	if code, _ := sb.getStatus(t, "/health"); code != http.StatusOK {
