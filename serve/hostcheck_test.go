@@ -148,8 +148,8 @@ func TestCrossSitePostRefused(t *testing.T) {
 		"/v1/completions":      `{"prompt":"x","max_tokens":2}`,
 		"/v1/chat/completions": `{"messages":[{"role":"user","content":"x"}],"max_tokens":2}`,
 		"/v1/requests":         `{"prompt":"x","max_tokens":2}`,
-		"/api/generate":        `{"model":"m","prompt":"x","stream":false,"options":{"num_predict":2}}`,
-		"/api/chat":            `{"model":"m","messages":[{"role":"user","content":"x"}],"stream":false,"options":{"num_predict":2}}`,
+		"/api/generate":        `{"model":"fake-model","prompt":"x","stream":false,"options":{"num_predict":2}}`,
+		"/api/chat":            `{"model":"fake-model","messages":[{"role":"user","content":"x"}],"stream":false,"options":{"num_predict":2}}`,
 	}
 	for path, body := range bodies {
 		for _, origin := range []string{"http://evil.example", "https://evil.example:8443", "null", "http://127.0.0.1.evil.example"} {
