@@ -18,8 +18,13 @@ import (
 
 func open(t testing.TB, name string, opt model.Options) *Generator {
 	t.Helper()
+	return openPath(t, sharedfiles.File(t, "models/"+name), opt)
+}
+
+func openPath(t testing.TB, path string, opt model.Options) *Generator {
+	t.Helper()
 	ctx := gputest.Ctx(t)
-	f, err := gguf.Open(sharedfiles.File(t, "models/"+name))
+	f, err := gguf.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
