@@ -12,10 +12,11 @@
 // state however long the string grows).
 //
 // Matching is llama.cpp's: the state is a set of stacks of grammar
-// positions (a pushdown automaton with the nondeterminism kept as a set),
-// each stack's top a byte class; a byte keeps the stacks whose top accepts
-// it, advanced and expanded until their tops are byte classes again. Rules
-// must not be left-recursive; the compiler never makes such rules.
+// positions (a pushdown automaton with the nondeterminism kept as a set).
+// A byte keeps the stacks that can take it, advanced past it; a rule
+// reference on top is expanded only into the alternatives whose first
+// bytes include it, so a JSON string's body stays one stack. Rules must
+// not be left-recursive; the compiler never makes such rules.
 package grammar
 
 import (
@@ -38,9 +39,15 @@ type Grammar struct {
 	// restLen[p] is the fewest bytes that match elems[p:] up to the end of
 	// its sequence: how far a stack whose top is p is from popping.
 	restLen []int32
-	names   []string // rule names, for String
-	root    int32
-	caches  sync.Map // *Vocab → *maskCache: masks by state, shared by matchers
+	// first[p] holds the bytes that can begin a match of elems[p:] up to
+	// the end of its sequence, and nullable[p] whether that can be empty:
+	// a byte only enters the alternatives that can start with it.
+	first    []byteSet
+	nullable []bool
+	ruleNull []bool   // rules that can match the empty text
+	names    []string // rule names, for String
+	root     int32
+	caches   sync.Map // *Vocab → *maskCache: masks by state, shared by matchers
 }
 
 type elemKind uint8
@@ -60,7 +67,13 @@ type elem struct {
 type byteSet [4]uint64
 
 func (s *byteSet) has(b byte) bool { return s[b>>6]>>(b&63)&1 != 0 }
-func (s *byteSet) add(b byte)      { s[b>>6] |= 1 << (b & 63) }
+func (s *byteSet) union(t *byteSet) {
+	for i := range s {
+		s[i] |= t[i]
+	}
+}
+func (s *byteSet) empty() bool { return s[0]|s[1]|s[2]|s[3] == 0 }
+func (s *byteSet) add(b byte)  { s[b>>6] |= 1 << (b & 63) }
 func (s *byteSet) addRange(lo, hi byte) {
 	for c := int(lo); c <= int(hi); c++ {
 		s.add(byte(c))
@@ -258,6 +271,7 @@ func (b *builder) finish(root expr) (*Grammar, error) {
 	if err := g.checkLeftRecursion(); err != nil {
 		return nil, err
 	}
+	g.computeFirst()
 	return g, nil
 }
 
@@ -315,9 +329,8 @@ func (g *Grammar) computeLengths() error {
 	return nil
 }
 
-// checkLeftRecursion refuses a rule that can reach itself without
-// consuming a byte, which would make expansion loop.
-func (g *Grammar) checkLeftRecursion() error {
+// ruleNullable reports which rules can match the empty text.
+func (g *Grammar) ruleNullable() []bool {
 	nullable := make([]bool, len(g.alts))
 	for changed := true; changed; {
 		changed = false
@@ -338,6 +351,63 @@ func (g *Grammar) checkLeftRecursion() error {
 			}
 		}
 	}
+	return nullable
+}
+
+// computeFirst fills first and nullable: the rules' first bytes by a
+// fixpoint, then each position's from the end of its sequence back.
+func (g *Grammar) computeFirst() {
+	ruleNull := g.ruleNullable()
+	g.ruleNull = ruleNull
+	ruleFirst := make([]byteSet, len(g.alts))
+	seqFirst := func(p int32) byteSet {
+		var set byteSet
+		for ; g.elems[p].kind != elemEnd; p++ {
+			e := g.elems[p]
+			if e.kind == elemSet {
+				set.union(&g.sets[e.arg])
+				return set
+			}
+			set.union(&ruleFirst[e.arg])
+			if !ruleNull[e.arg] {
+				return set
+			}
+		}
+		return set
+	}
+	for changed := true; changed; {
+		changed = false
+		for r, alts := range g.alts {
+			for _, a := range alts {
+				f := seqFirst(a)
+				before := ruleFirst[r]
+				ruleFirst[r].union(&f)
+				changed = changed || ruleFirst[r] != before
+			}
+		}
+	}
+	g.first = make([]byteSet, len(g.elems))
+	g.nullable = make([]bool, len(g.elems))
+	for i := len(g.elems) - 1; i >= 0; i-- {
+		switch e := g.elems[i]; e.kind {
+		case elemEnd:
+			g.nullable[i] = true
+		case elemSet:
+			g.first[i] = g.sets[e.arg]
+		case elemRule:
+			g.first[i] = ruleFirst[e.arg]
+			if ruleNull[e.arg] {
+				g.first[i].union(&g.first[i+1])
+				g.nullable[i] = g.nullable[i+1]
+			}
+		}
+	}
+}
+
+// checkLeftRecursion refuses a rule that can reach itself without
+// consuming a byte, which would make matching loop.
+func (g *Grammar) checkLeftRecursion() error {
+	nullable := g.ruleNullable()
 	// state: 0 unvisited, 1 on the path, 2 done.
 	state := make([]uint8, len(g.alts))
 	var visit func(r int32) error

@@ -72,9 +72,9 @@ func NewMatcher(g *Grammar, v *Vocab) *Matcher {
 	var out []int32
 	for _, a := range g.alts[g.root] {
 		if g.elems[a].kind == elemEnd {
-			out = m.expand(-1, out)
+			out = m.addStack(out, -1)
 		} else {
-			out = m.expand(m.push(a, -1), out)
+			out = m.addStack(out, m.push(a, -1))
 		}
 	}
 	m.commit(out)
@@ -103,12 +103,7 @@ func (m *Matcher) SetRemaining(tokens int) { m.remaining = tokens }
 // Complete reports whether the output so far is a whole sentence of the
 // grammar (an end-of-generation token may end it).
 func (m *Matcher) Complete() bool {
-	for _, s := range m.stacks {
-		if s < 0 {
-			return true
-		}
-	}
-	return m.ended
+	return m.ended || m.minRem(m.stacks) == 0
 }
 
 // Done reports whether the output is complete and nothing can follow.
@@ -116,12 +111,21 @@ func (m *Matcher) Done() bool {
 	if m.ended {
 		return true
 	}
+	if !m.Complete() {
+		return false
+	}
 	for _, s := range m.stacks {
-		if s >= 0 {
-			return false
+		for ; s >= 0; s = m.frames[s].parent {
+			p := m.frames[s].pos
+			if !m.g.first[p].empty() {
+				return false
+			}
+			if !m.g.nullable[p] {
+				break
+			}
 		}
 	}
-	return len(m.stacks) > 0
+	return true
 }
 
 // MinRemaining is the fewest bytes that complete the output.
@@ -231,9 +235,7 @@ func (m *Matcher) compute(remaining int) *maskEntry {
 	if remaining > 0 {
 		closest = make([]uint64, words)
 	}
-	for _, s := range m.stacks {
-		e.complete = e.complete || s < 0
-	}
+	e.complete = m.minRem(m.stacks) == 0
 	base := len(m.frames)
 	m.sets[0] = m.stacks
 	m.marks[0] = base
@@ -381,41 +383,40 @@ func (m *Matcher) pop(s int32) int32 {
 }
 
 // advance appends to out the stacks of in that accept byte b, advanced
-// past it and expanded.
+// past it. A stack's top may be a rule reference: it is expanded only
+// into the alternatives that can begin with b.
 func (m *Matcher) advance(in []int32, b byte, out []int32) []int32 {
-	g := m.g
 	for _, s := range in {
-		if s < 0 {
-			continue
-		}
-		e := g.elems[m.frames[s].pos]
-		if !g.sets[e.arg].has(b) {
-			continue
-		}
-		out = m.expand(m.pop(s), out)
+		out = m.consume(s, b, out)
 	}
 	return out
 }
 
-// expand appends to out the stacks that stack s becomes once every rule
-// reference on top is replaced by its alternatives: each has a byte class
-// on top, or is empty (-1).
-func (m *Matcher) expand(s int32, out []int32) []int32 {
+// consume appends the stacks that stack s becomes by matching byte b.
+func (m *Matcher) consume(s int32, b byte, out []int32) []int32 {
 	if s < 0 {
-		return m.addStack(out, -1)
+		return out
 	}
 	g := m.g
-	e := g.elems[m.frames[s].pos]
+	p := m.frames[s].pos
+	if !g.first[p].has(b) {
+		if g.nullable[p] { // the rest of this sequence matches nothing: b is the parent's
+			return m.consume(m.frames[s].parent, b, out)
+		}
+		return out
+	}
+	e := g.elems[p]
 	if e.kind == elemSet {
-		return m.addStack(out, s)
+		return m.addStack(out, m.pop(s))
 	}
 	rest := m.pop(s)
 	for _, a := range g.alts[e.arg] {
-		if g.elems[a].kind == elemEnd {
-			out = m.expand(rest, out)
-		} else {
-			out = m.expand(m.push(a, rest), out)
+		if g.elems[a].kind != elemEnd && g.first[a].has(b) {
+			out = m.consume(m.push(a, rest), b, out)
 		}
+	}
+	if g.ruleNull[e.arg] { // the rule matches nothing: b is what follows it
+		out = m.consume(rest, b, out)
 	}
 	return out
 }
