@@ -311,3 +311,17 @@ func TestWebsocketToolCalls(t *testing.T) {
 		}
 	}
 }
+
+// /api/show lists tools and thinking among the capabilities where the
+// template supports them (Ollama's clients check before sending tools).
+func TestOllamaShowCapabilities(t *testing.T) {
+	ts := start(t, serve.Config{}, nil)
+	ts.backend = servetest.New(servetest.Options{})
+	info := serve.ModelInfo{Name: "fake-model", Template: "{% if tools %}<tool_call>{% endif %}<think>"}
+	ts.srv.SetBackend(describedBackend{ts.backend, info})
+	var show struct{ Capabilities []string }
+	decode(t, ts.do("POST", "/api/show", `{"model":"fake-model"}`, nil), &show)
+	if strings.Join(show.Capabilities, ",") != "completion,tools,thinking" {
+		t.Errorf("capabilities %v", show.Capabilities)
+	}
+}
