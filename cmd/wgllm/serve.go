@@ -42,7 +42,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   model.context_length    WGLLM_MODEL_CONTEXT_LENGTH    tokens per sequence (0: the model's)
   engine.max_batch        WGLLM_ENGINE_MAX_BATCH        sequences decoded together
   engine.queue_limit      WGLLM_ENGINE_QUEUE_LIMIT      waiting requests before 429
-  kv.dtype                WGLLM_KV_DTYPE                f16 or f32 KV cache
+  kv.dtype                WGLLM_KV_DTYPE                f16, f32 or q8_0 KV cache
   models.serve_dir        WGLLM_MODELS_SERVE_DIR        also serve every *.gguf here, by file name, loaded on demand
   models.list             (config file)                 also serve these: [{name: NAME, path: FILE.gguf}]
   models.gpu_memory_budget WGLLM_MODELS_GPU_MEMORY_BUDGET GPU memory for all loaded models (e.g. 20GB); 0: no limit
