@@ -1,0 +1,17 @@
+//go:build js
+
+package gpu
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/wgllm/wgllm/runtime/gpu/internal/hal"
+)
+
+// dawnAdapters: this build has no Dawn loader (the browser's WebGPU is
+// used through the wgpu binding; other builds need cgo on Linux or macOS).
+func dawnAdapters(Options, Backend) ([]hal.Adapter, error) {
+	return nil, fmt.Errorf("gpu: the Dawn implementation is not available in this build (%s/%s, cgo needed on linux or darwin)", runtime.GOOS, runtime.GOARCH)
+}
+
