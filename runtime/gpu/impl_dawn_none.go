@@ -1,4 +1,4 @@
-//go:build js
+//go:build js || !cgo || !(linux || darwin)
 
 package gpu
 
@@ -15,3 +15,9 @@ func dawnAdapters(Options, Backend) ([]hal.Adapter, error) {
 	return nil, fmt.Errorf("gpu: the Dawn implementation is not available in this build (%s/%s, cgo needed on linux or darwin)", runtime.GOOS, runtime.GOARCH)
 }
 
+
+// DawnLibrary says why this build has no Dawn.
+func DawnLibrary(opts Options) (string, error) {
+	_, err := dawnAdapters(opts, BackendAuto)
+	return "", err
+}

@@ -22,7 +22,8 @@ type profiler struct {
 	untimed  int // dispatches past cap
 }
 
-const profileCap = 4096
+// WebGPU caps a query set at 4096 queries: two per timed dispatch.
+const profileCap = 2048
 
 // EnableProfiling starts timing every dispatch (see OpTime); the device
 // must have timestamp queries (Options.Timestamps; not in the browser).
