@@ -102,7 +102,7 @@ func benchCmd(a *app) *cobra.Command {
 			a.log.Info().Str("model", label).Dur("load", time.Since(t0)).Uint64("weights_bytes", w).
 				Uint64("kv_bytes", kvb).Uint64("scratch_bytes", s).Str("adapter", ctx.Adapter.Name).Msg("bench model ready")
 			var results []benchResult
-			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + ctx.Adapter.Backend}
+			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + string(ctx.Adapter.Impl) + "/" + ctx.Adapter.Backend}
 			rng := rand.New(rand.NewSource(42))
 			tokens := make([]int32, max(nP, 1))
 			for i := range tokens {
@@ -174,8 +174,8 @@ func benchCmd(a *app) *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%.2f B\t%s\t%s\t%.2f ± %.2f\t\n", r.Model, bytesHuman(r.ModelSize), float64(r.ModelParams)/1e9, r.Backend, test, r.AvgTS, r.StddevTS)
 			}
 			tw.Flush()
-			fmt.Fprintf(os.Stdout, "adapter: %s (%s); decode reads %s of weights per token: %.1f GB/s at the tg rate\n",
-				ctx.Adapter.Name, ctx.Adapter.Backend, bytesHuman(w), float64(w)*lastTG(results)/1e9)
+			fmt.Fprintf(os.Stdout, "adapter: %s (%s, %s); decode reads %s of weights per token: %.1f GB/s at the tg rate\n",
+				ctx.Adapter.Name, ctx.Adapter.Impl, ctx.Adapter.Backend, bytesHuman(w), float64(w)*lastTG(results)/1e9)
 			fmt.Fprintf(os.Stdout, "GPU memory: weights %s, KV cache %s, scratch %s\n", bytesHuman(w), bytesHuman(kvb), bytesHuman(s))
 			for _, p := range profiles {
 				p.print(os.Stdout)

@@ -22,6 +22,10 @@ const (
 	ImplDawn Impl = "dawn"
 )
 
+// ErrDawnAbsent is wrapped by errors that say Dawn's library is not
+// installed (or this build cannot load one): a test run for Dawn skips on it.
+var ErrDawnAbsent = hal.ErrDawnAbsent
+
 // Limits are a device's limits, by their WebGPU names.
 type Limits = hal.Limits
 
@@ -53,6 +57,9 @@ func implAdapters(opts Options, b Backend) (Impl, []hal.Adapter, error) {
 		as, err := dawnAdapters(opts, b)
 		if err != nil {
 			return "", nil, err
+		}
+		if len(as) == 0 {
+			return "", nil, fmt.Errorf("%w: Dawn finds none (it rejects old drivers, e.g. lavapipe before Mesa 25; wgpu-native may still work: --gpu-impl wgpu)", ErrNoAdapter)
 		}
 		return ImplDawn, as, nil
 	case ImplAuto:

@@ -12,7 +12,7 @@ import (
 // dawnAdapters: this build has no Dawn loader (the browser's WebGPU is
 // used through the wgpu binding; other builds need cgo on Linux or macOS).
 func dawnAdapters(Options, Backend) ([]hal.Adapter, error) {
-	return nil, fmt.Errorf("gpu: the Dawn implementation is not available in this build (%s/%s, cgo needed on linux or darwin)", runtime.GOOS, runtime.GOARCH)
+	return nil, fmt.Errorf("gpu: %w in this build (%s/%s; it needs cgo on linux or darwin)", hal.ErrDawnAbsent, runtime.GOOS, runtime.GOARCH)
 }
 
 

@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -73,10 +75,14 @@ func Load(explicit string) (string, error) {
 		if inst == nil {
 			return "", fmt.Errorf("gpu: Dawn (%s) could not create an instance", p)
 		}
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
 		instance, loaded = inst, p
 		return p, nil
 	}
-	return "", fmt.Errorf("gpu: Dawn's %s not found (tried %v); set WGLLM_DAWN_LIB or gpu.dawn_lib, or run `make` to fetch it into third_party/dawn/", LibName, tried)
+	return "", fmt.Errorf("gpu: %w: %s not found (tried %s); set WGLLM_DAWN_LIB or gpu.dawn_lib, or run `make` to fetch it into third_party/dawn/",
+		hal.ErrDawnAbsent, LibName, strings.Join(tried, ", "))
 }
 
 // waitNS bounds each wait, so that a wait notices device loss.
@@ -106,12 +112,19 @@ func message(r *C.wgllm_result) string {
 	return C.GoString(r.message)
 }
 
-// Adapters asks Dawn for its adapter on a backend ("" for Dawn's choice:
-// Vulkan on Linux, Metal on macOS); Dawn's C API returns one.
+// Adapters asks Dawn for its adapter on a backend ("" for the platform's
+// primary one: Vulkan on Linux, Metal on macOS); Dawn's C API returns one.
+// Dawn's Null backend (no GPU at all, what Dawn offers when the driver is
+// too old) is never an adapter.
 func Adapters(backend string, fallback bool) ([]hal.Adapter, error) {
-	bt := C.WGPUBackendType_Undefined
+	if backend == "" {
+		backend = "vulkan"
+		if runtime.GOOS == "darwin" {
+			backend = "metal"
+		}
+	}
+	var bt C.WGPUBackendType
 	switch backend {
-	case "":
 	case "vulkan":
 		bt = C.WGPUBackendType_Vulkan
 	case "metal":
@@ -129,7 +142,7 @@ func Adapters(backend string, fallback bool) ([]hal.Adapter, error) {
 	if fallback {
 		fb = 1
 	}
-	f := C.wgllm_request_adapter(instance, C.WGPUBackendType(bt), fb, r)
+	f := C.wgllm_request_adapter(instance, bt, fb, r)
 	if err := wait(f, r, nil); err != nil {
 		return nil, err
 	}
@@ -137,17 +150,23 @@ func Adapters(backend string, fallback bool) ([]hal.Adapter, error) {
 		// "No supported adapters" is no adapter, not a failure.
 		return nil, nil
 	}
-	return []hal.Adapter{&adapter{raw: C.WGPUAdapter(r.object)}}, nil
+	a := &adapter{raw: C.WGPUAdapter(r.object)}
+	if a.Info().Backend == backendNames[C.WGPUBackendType_Null] {
+		a.Release()
+		return nil, nil
+	}
+	return []hal.Adapter{a}, nil
 }
 
 type adapter struct{ raw C.WGPUAdapter }
 
 func (a *adapter) Release() { C.wgllm_AdapterRelease(a.raw) }
 
+// backendNames spell backends as the wgpu binding does.
 var backendNames = map[C.int]string{
-	C.WGPUBackendType_Null: "Null", C.WGPUBackendType_WebGPU: "WebGPU", C.WGPUBackendType_D3D11: "D3D11",
-	C.WGPUBackendType_D3D12: "D3D12", C.WGPUBackendType_Metal: "Metal", C.WGPUBackendType_Vulkan: "Vulkan",
-	C.WGPUBackendType_OpenGL: "OpenGL", C.WGPUBackendType_OpenGLES: "OpenGLES",
+	C.WGPUBackendType_Null: "null", C.WGPUBackendType_WebGPU: "web-gpu", C.WGPUBackendType_D3D11: "d3d11",
+	C.WGPUBackendType_D3D12: "d3d12", C.WGPUBackendType_Metal: "metal", C.WGPUBackendType_Vulkan: "vulkan",
+	C.WGPUBackendType_OpenGL: "open-gl", C.WGPUBackendType_OpenGLES: "open-gles",
 }
 
 func (a *adapter) Info() hal.AdapterInfo {

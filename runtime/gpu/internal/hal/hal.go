@@ -8,6 +8,12 @@
 // errors; device loss and errors raised outside a call reach Events.
 package hal
 
+import "errors"
+
+// ErrDawnAbsent is wrapped by the error of a Dawn that is not installed
+// (no library where it was looked for) or not available in this build.
+var ErrDawnAbsent = errors.New("Dawn is not available")
+
 // Usage is a buffer's set of WebGPU usages.
 type Usage uint32
 
@@ -79,7 +85,7 @@ type AdapterInfo struct {
 	Name        string
 	Vendor      string
 	Driver      string
-	Backend     string // "Vulkan", "Metal", "D3D12", "OpenGL", "WebGPU", ...
+	Backend     string // as the wgpu binding spells it: "vulkan", "metal", "d3d12", "open-gl", ...
 	Type        AdapterType
 	Limits      Limits
 	Features    Features
