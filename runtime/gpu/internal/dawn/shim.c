@@ -148,8 +148,17 @@ WGPUFuture wgllm_request_device(WGPUAdapter a, wgllm_device_req r, uintptr_t tok
 	if (r.subgroups) features[nf++] = WGPUFeatureName_Subgroups;
 	if (r.timestamps) features[nf++] = WGPUFeatureName_TimestampQuery;
 
+	// Profiling wants timestamps as the GPU wrote them, not rounded.
+	static const char *disabled[] = {"timestamp_quantization"};
+	WGPUDawnTogglesDescriptor toggles;
+	memset(&toggles, 0, sizeof toggles);
+	toggles.chain.sType = WGPUSType_DawnTogglesDescriptor;
+	toggles.disabledToggleCount = 1;
+	toggles.disabledToggles = disabled;
+
 	WGPUDeviceDescriptor d;
 	memset(&d, 0, sizeof d);
+	d.nextInChain = &toggles.chain;
 	d.label = sv("wgllm");
 	d.requiredLimits = &lim;
 	d.requiredFeatureCount = nf;
