@@ -319,6 +319,10 @@ func New(opts Options) (*Context, error) {
 	}
 	c.device = dev
 	c.Limits = dev.Limits()
+	if err := c.confirmSubgroups(); err != nil {
+		c.Close()
+		return nil, err
+	}
 	return c, nil
 }
 
