@@ -3,93 +3,53 @@ package model
 import (
 	"fmt"
 	"math"
-	"math/rand"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/wgllm/wgllm/internal/gputest"
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gguf"
+	"github.com/wgllm/wgllm/runtime/gpu"
 	"github.com/wgllm/wgllm/runtime/quant"
 )
 
-// tinyShape is small enough for lavapipe and keeps every matrix row a whole
-// number of 256-element K-quant blocks.
-type tinyShape struct {
-	dim, layers, heads, kvHeads, ffn, vocab int
+// tinyConfig is a shape of arch small enough for lavapipe whose matrix
+// rows are whole 256-element K-quant blocks. Each architecture exercises
+// its optional tensors and layouts: biases (qwen2, glm4), a tied head
+// (qwen3, gemma), rope_freqs (llama), fused QKV (phi3, chatglm), partial
+// rotary (glm4, chatglm).
+func tinyConfig(arch string) Config {
+	c := Config{Arch: arch, Dim: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, FFN: 512, Vocab: 384, CtxLen: 64}
+	biases := []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}
+	switch arch {
+	case "llama":
+		c.With = []string{"rope_freqs.weight"}
+	case "qwen2":
+		c.With = biases
+	case "qwen3":
+		c.Without = []string{"output.weight"}
+	case "gemma2", "gemma3": // a window of 8 the 15-token test passes, both layer kinds, both caps
+		c.Without = []string{"output.weight"}
+		c.Extra = []gguf.KV{archKV(arch, "attention.sliding_window", uint32(8)), archKV(arch, "attention.sliding_window_pattern", uint32(2)),
+			archKV(arch, "attn_logit_softcapping", float32(15)), archKV(arch, "final_logit_softcapping", float32(30))}
+	case "phi3":
+		c.With = []string{"attn_qkv.weight"}
+	case "glm4":
+		c.With, c.RopeDims = biases, 32
+	case "chatglm":
+		c.With, c.RopeDims = []string{"attn_qkv.weight", "attn_qkv.bias"}, 32
+	}
+	return c
 }
-
-var tiny = tinyShape{dim: 256, layers: 2, heads: 4, kvHeads: 2, ffn: 512, vocab: 384}
 
 // writeRandomModel writes a GGUF model of arch with random weights; every
 // matrix is stored as typ (norms and biases stay F32, as llama.cpp does).
-func writeRandomModel(t *testing.T, arch string, typ gguf.GGMLType, s tinyShape, seed int64) string {
+func writeRandomModel(t *testing.T, arch string, typ gguf.GGMLType, seed int64) string {
 	t.Helper()
-	rng := rand.New(rand.NewSource(seed))
-	headDim := s.dim / s.heads
-	meta := []gguf.KV{
-		{Key: "general.architecture", Value: gguf.Val(arch)},
-		{Key: arch + ".embedding_length", Value: gguf.Val(uint32(s.dim))},
-		{Key: arch + ".block_count", Value: gguf.Val(uint32(s.layers))},
-		{Key: arch + ".attention.head_count", Value: gguf.Val(uint32(s.heads))},
-		{Key: arch + ".attention.head_count_kv", Value: gguf.Val(uint32(s.kvHeads))},
-		{Key: arch + ".feed_forward_length", Value: gguf.Val(uint32(s.ffn))},
-		{Key: arch + ".context_length", Value: gguf.Val(uint32(64))},
-		{Key: arch + ".rope.freq_base", Value: gguf.Val(float32(10000))},
-		{Key: arch + ".attention.layer_norm_rms_epsilon", Value: gguf.Val(float32(1e-5))},
-	}
-	var tensors []gguf.TensorToWrite
-	add := func(name string, typ gguf.GGMLType, scale float64, dims ...int) {
-		n := 1
-		ud := make([]uint64, len(dims))
-		for i, d := range dims {
-			n *= d
-			ud[len(dims)-1-i] = uint64(d) // GGUF lists the innermost first
-		}
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32((rng.Float64()*2 - 1) * scale)
-		}
-		data, err := quant.Quantize(typ, v)
-		if err != nil {
-			t.Fatalf("quantise %s as %s: %v", name, typ, err)
-		}
-		tensors = append(tensors, gguf.TensorToWrite{Name: name, Dims: ud, Type: typ, Data: data})
-	}
-	norm := func(name string, n int) {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32(1 + 0.2*(rng.Float64()*2-1))
-		}
-		data, _ := quant.Quantize(gguf.F32, v)
-		tensors = append(tensors, gguf.TensorToWrite{Name: name, Dims: []uint64{uint64(n)}, Type: gguf.F32, Data: data})
-	}
-	qDim, kvDim := s.heads*headDim, s.kvHeads*headDim
-	w := func(in int) float64 { return 1.7 / math.Sqrt(float64(in)) }
-	add("token_embd.weight", typ, 1, s.vocab, s.dim)
-	norm("output_norm.weight", s.dim)
-	if arch != "qwen3" { // qwen3 here also exercises tied output
-		add("output.weight", typ, w(s.dim), s.vocab, s.dim)
-	}
-	for i := 0; i < s.layers; i++ {
-		norm(blk(i, "attn_norm"), s.dim)
-		norm(blk(i, "ffn_norm"), s.dim)
-		add(blk(i, "attn_q"), typ, w(s.dim), qDim, s.dim)
-		add(blk(i, "attn_k"), typ, w(s.dim), kvDim, s.dim)
-		add(blk(i, "attn_v"), typ, w(s.dim), kvDim, s.dim)
-		add(blk(i, "attn_output"), typ, w(qDim), s.dim, qDim)
-		add(blk(i, "ffn_gate"), typ, w(s.dim), s.ffn, s.dim)
-		add(blk(i, "ffn_up"), typ, w(s.dim), s.ffn, s.dim)
-		add(blk(i, "ffn_down"), typ, w(s.ffn), s.dim, s.ffn)
-		if arch == "qwen2" {
-			add(blkBias(i, "attn_q"), gguf.F32, 0.5, qDim)
-			add(blkBias(i, "attn_k"), gguf.F32, 0.5, kvDim)
-			add(blkBias(i, "attn_v"), gguf.F32, 0.5, kvDim)
-		}
-		if arch == "qwen3" {
-			norm(blk(i, "attn_q_norm"), headDim)
-			norm(blk(i, "attn_k_norm"), headDim)
-		}
+	meta, tensors, err := RandomGGUF(tinyConfig(arch), typ, seed)
+	if err != nil {
+		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), fmt.Sprintf("%s-%s.gguf", arch, typ))
 	if err := gguf.WriteFile(path, meta, tensors); err != nil {
@@ -123,69 +83,122 @@ func relErr(got []float32, want []float64) float64 {
 //     f16 or f32), ≤ 2e-3 for the block-quantised types.
 func TestForwardMatchesReference(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	prompt := []int32{1, 17, 300, 5, 42, 42, 7, 99, 250, 3, 11, 383}
-	for _, arch := range Supported {
+	for _, arch := range Supported() {
 		for _, typ := range quant.Types() {
 			t.Run(arch+"/"+typ.String(), func(t *testing.T) {
-				path := writeRandomModel(t, arch, typ, tiny, int64(len(arch))*100+int64(typ))
-				f, err := gguf.Open(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				ref, err := NewReference(f, quant.Dequantize)
-				if err != nil {
-					t.Fatal(err)
-				}
-				m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 2, KVType: ops.F32})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer m.Close()
-				vocab := m.Cfg.Vocab
 				prefillTol := 2e-3
 				if typ == gguf.F32 || typ == gguf.F16 || typ == gguf.BF16 {
 					prefillTol = 1e-4
 				}
-				want := make([][]float64, 0, len(prompt)+3)
-				for _, tok := range append(append([]int32{}, prompt...), 8, 200, 64) {
-					w, err := ref.Forward(int(tok))
-					if err != nil {
-						t.Fatal(err)
-					}
-					want = append(want, w)
-				}
-
-				decode, _ := m.KV.Acquire()
-				one := make([]float32, vocab)
-				for i, tok := range prompt {
-					if _, err := m.Forward(decode, []int32{tok}, LastLogits, one); err != nil {
-						t.Fatal(err)
-					}
-					if e := relErr(one, want[i]); e > 1e-4 || math.IsNaN(e) {
-						t.Fatalf("decode path, position %d: relative error %.3g > 1e-4", i, e)
-					}
-				}
-
-				prefill, _ := m.KV.Acquire()
-				logits := make([]float32, len(prompt)*vocab)
-				if _, err := m.Forward(prefill, prompt, AllLogits, logits); err != nil {
-					t.Fatal(err)
-				}
-				for i := range prompt {
-					if e := relErr(logits[i*vocab:(i+1)*vocab], want[i]); e > prefillTol || math.IsNaN(e) {
-						t.Fatalf("prefill position %d: relative error %.3g > %.3g", i, e, prefillTol)
-					}
-				}
-				for step, tok := range []int32{8, 200, 64} {
-					if _, err := m.Forward(prefill, []int32{tok}, LastLogits, one); err != nil {
-						t.Fatal(err)
-					}
-					if e := relErr(one, want[len(prompt)+step]); e > prefillTol || math.IsNaN(e) {
-						t.Fatalf("decode step %d after prefill: relative error %.3g > %.3g", step, e, prefillTol)
-					}
-				}
+				path := writeRandomModel(t, arch, typ, int64(len(arch))*100+int64(typ))
+				checkAgainstReference(t, ctx, path, prefillTol)
 			})
+		}
+	}
+}
+
+// TestRopeScalingMatchesReference runs the RoPE scalings the metadata can
+// ask for against the float64 reference, with prompts past the original
+// context: linear (llama), YaRN (qwen2, qwen3), and LongRoPE's factors
+// with its attention factor (phi3).
+func TestRopeScalingMatchesReference(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, c := range []struct {
+		name  string
+		cfg   Config
+		extra []gguf.KV
+	}{
+		{"llama-linear", tinyConfig("llama"), []gguf.KV{archKV("llama", "rope.scaling.type", "linear"), archKV("llama", "rope.scaling.factor", float32(4))}},
+		{"qwen2-yarn", tinyConfig("qwen2"), []gguf.KV{archKV("qwen2", "rope.scaling.type", "yarn"), archKV("qwen2", "rope.scaling.factor", float32(4)),
+			archKV("qwen2", "rope.scaling.original_context_length", uint32(8))}},
+		{"qwen3-yarn", tinyConfig("qwen3"), []gguf.KV{archKV("qwen3", "rope.scaling.type", "yarn"), archKV("qwen3", "rope.scaling.factor", float32(8)),
+			archKV("qwen3", "rope.scaling.original_context_length", uint32(4)), archKV("qwen3", "rope.scaling.yarn_beta_fast", float32(16))}},
+		{"phi3-longrope", tinyConfig("phi3"), []gguf.KV{archKV("phi3", "rope.scaling.attn_factor", float32(1.19)),
+			archKV("phi3", "rope.scaling.original_context_length", uint32(8))}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := c.cfg
+			cfg.Extra = append(cfg.Extra, c.extra...)
+			if cfg.Arch == "phi3" {
+				cfg.With = append(cfg.With, "rope_factors_long.weight", "rope_factors_short.weight")
+			}
+			meta, tensors, err := RandomGGUF(cfg, gguf.F32, 11)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), c.name+".gguf")
+			if err := gguf.WriteFile(path, meta, tensors); err != nil {
+				t.Fatal(err)
+			}
+			checkAgainstReference(t, ctx, path, 1e-4)
+		})
+	}
+}
+
+// checkAgainstReference compares the GPU's logits for a model file with the
+// float64 reference's over the same dequantised weights, two ways:
+//
+//   - decode path: the prompt fed one token at a time (matvec reading the
+//     stored blocks exactly as the reference decodes them, so only f32
+//     arithmetic separates the two): relative L2 ≤ 1e-4 for every type;
+//   - prefill path: the prompt as one batch (the tiled matmul, with
+//     quantised weights dequantised to f16 first, as llama.cpp's GPU
+//     backends do: each weight rounds by up to 2^-11 relative), then three
+//     decode steps over that cache, within prefillTol.
+func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, prefillTol float64) {
+	t.Helper()
+	prompt := []int32{1, 17, 300, 5, 42, 42, 7, 99, 250, 3, 11, 383}
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ref, err := newReference(f, quant.Dequantize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 2, KVType: ops.F32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	vocab := m.Cfg.Vocab
+	want := make([][]float64, 0, len(prompt)+3)
+	for _, tok := range append(append([]int32{}, prompt...), 8, 200, 64) {
+		w, err := ref.Forward(int(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, append([]float64(nil), w...))
+	}
+
+	decode, _ := m.KV.Acquire()
+	one := make([]float32, vocab)
+	for i, tok := range prompt {
+		if _, err := m.Forward(decode, []int32{tok}, LastLogits, one); err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(one, want[i]); e > 1e-4 || math.IsNaN(e) {
+			t.Fatalf("decode path, position %d: relative error %.3g > 1e-4", i, e)
+		}
+	}
+
+	prefill, _ := m.KV.Acquire()
+	logits := make([]float32, len(prompt)*vocab)
+	if _, err := m.Forward(prefill, prompt, AllLogits, logits); err != nil {
+		t.Fatal(err)
+	}
+	for i := range prompt {
+		if e := relErr(logits[i*vocab:(i+1)*vocab], want[i]); e > prefillTol || math.IsNaN(e) {
+			t.Fatalf("prefill position %d: relative error %.3g > %.3g", i, e, prefillTol)
+		}
+	}
+	for step, tok := range []int32{8, 200, 64} {
+		if _, err := m.Forward(prefill, []int32{tok}, LastLogits, one); err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(one, want[len(prompt)+step]); e > prefillTol || math.IsNaN(e) {
+			t.Fatalf("decode step %d after prefill: relative error %.3g > %.3g", step, e, prefillTol)
 		}
 	}
 }
@@ -193,12 +206,17 @@ func TestForwardMatchesReference(t *testing.T) {
 // TestDecodeBatchIsBatchInvariant decodes three sequences at different
 // positions together and checks every logit is bit-identical to decoding
 // each alone: what lets batched serving return exactly the text a request
-// gets alone.
+// gets alone. gemma2 adds windowed, soft-capped attention past its window,
+// phi3 a fused QKV and gate-up from the file.
 func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	for _, typ := range []gguf.GGMLType{gguf.F16, gguf.Q4_K} {
-		t.Run(typ.String(), func(t *testing.T) {
-			path := writeRandomModel(t, "llama", typ, tiny, 77)
+	for _, c := range []struct {
+		arch string
+		typ  gguf.GGMLType
+	}{{"llama", gguf.F16}, {"llama", gguf.Q4_K}, {"gemma2", gguf.Q8_0}, {"phi3", gguf.Q4_0}} {
+		arch, typ := c.arch, c.typ
+		t.Run(arch+"/"+typ.String(), func(t *testing.T) {
+			path := writeRandomModel(t, arch, typ, 77)
 			f, err := gguf.Open(path)
 			if err != nil {
 				t.Fatal(err)
@@ -265,4 +283,276 @@ func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStepMixesDecodeAndPrefill runs decode tokens of two sequences and a
+// prompt chunk of a third in one Step and checks each against the same
+// work done alone: the decode rows bit for bit (batch invariance), the
+// chunk's last logits too (its rows take the same kernels as alone), and
+// the results come back in the caller's span order.
+func TestStepMixesDecodeAndPrefill(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	path := writeRandomModel(t, "llama", gguf.Q8_0, 91)
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := Load(ctx, f, Options{CtxLen: 48, Batch: 32, Seqs: 6, KVType: ops.F16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	vocab := m.Cfg.Vocab
+	prefix := [][]int32{{1, 5, 9}, {1, 7}}
+	chunk := []int32{1, 200, 201, 202, 203, 7, 7, 9, 10, 11, 12}
+	decodeTok := []int32{42, 17}
+	// Alone: each sequence's step by itself.
+	alone := make([][]float32, 3)
+	for i, p := range prefix {
+		s, _ := m.KV.Acquire()
+		if _, err := m.Forward(s, p, LastLogits, make([]float32, vocab)); err != nil {
+			t.Fatal(err)
+		}
+		alone[i] = make([]float32, vocab)
+		if _, err := m.Forward(s, decodeTok[i:i+1], LastLogits, alone[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _ := m.KV.Acquire()
+	alone[2] = make([]float32, vocab)
+	if _, err := m.Forward(s, chunk, LastLogits, alone[2]); err != nil {
+		t.Fatal(err)
+	}
+	// Together: the chunk first in the caller's order, decode spans around it.
+	var seqs []int
+	for _, p := range prefix {
+		s, _ := m.KV.Acquire()
+		if _, err := m.Forward(s, p, LastLogits, make([]float32, vocab)); err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, s)
+	}
+	sc, _ := m.KV.Acquire()
+	spans := []Span{{Seq: seqs[0], Tokens: decodeTok[:1]}, {Seq: sc, Tokens: chunk}, {Seq: seqs[1], Tokens: decodeTok[1:]}}
+	got := make([]float32, 3*vocab)
+	if err := m.Step(spans, LastLogits, got, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][]float32{alone[0], alone[2], alone[1]} {
+		for j := range want {
+			if got[i*vocab+j] != want[j] {
+				t.Fatalf("span %d logit %d: in a mixed step %v, alone %v", i, j, got[i*vocab+j], want[j])
+			}
+		}
+	}
+	if m.KV.Len(sc) != len(chunk) || m.KV.Len(seqs[0]) != 4 || m.KV.Len(seqs[1]) != 3 {
+		t.Errorf("cache lengths %d, %d, %d after the step", m.KV.Len(sc), m.KV.Len(seqs[0]), m.KV.Len(seqs[1]))
+	}
+	next := make([]int32, 3)
+	more := []Span{{Seq: seqs[0], Tokens: []int32{3}}, {Seq: sc, Tokens: []int32{4, 5}}, {Seq: seqs[1], Tokens: []int32{6}}}
+	if err := m.Step(more, NextGreedy, nil, next); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range next {
+		if id < 0 || int(id) >= vocab {
+			t.Errorf("span %d: next token %d outside the vocabulary", i, id)
+		}
+	}
+	if err := m.Step([]Span{{Seq: sc, Tokens: []int32{1}}, {Seq: sc, Tokens: []int32{2}}}, NextGreedy, nil, next); err == nil {
+		t.Error("a step with one sequence twice was accepted")
+	}
+}
+
+// TestHiddenMatchesReference checks Hidden (embeddings' input): every
+// position's hidden state after the final norm, against the float64
+// reference, for a prompt in one step.
+func TestHiddenMatchesReference(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	path := writeRandomModel(t, "qwen2", gguf.F32, 5)
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := newReference(f, quant.Dequantize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, KVType: ops.F32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	prompt := []int32{1, 17, 300, 5, 42, 42, 7, 99, 250, 3, 11}
+	dim := m.Cfg.Dim
+	got := make([]float32, len(prompt)*dim)
+	for i := range got {
+		got[i] = float32(math.NaN())
+	}
+	s, _ := m.KV.Acquire()
+	if _, err := m.Forward(s, prompt, Hidden, got); err != nil {
+		t.Fatal(err)
+	}
+	for i, tok := range prompt {
+		if _, err := r.Forward(int(tok)); err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(got[i*dim:(i+1)*dim], r.hidden); e > 1e-4 || math.IsNaN(e) {
+			t.Fatalf("position %d: hidden state relative error %.3g > 1e-4", i, e)
+		}
+	}
+}
+
+// TestShapes checks that every benchmark shape configures through its
+// architecture and synthesises the parameter count of the real model
+// (within 3%: the published counts are rounded).
+func TestShapes(t *testing.T) {
+	wantParams := map[string]float64{"tinyllama-1.1b": 1.10e9, "llama2-7b": 6.74e9, "llama3-8b": 8.03e9, "qwen2.5-0.5b": 0.494e9,
+		"qwen3-8b": 8.19e9, "gemma2-2b": 2.61e9, "gemma3-4b": 3.88e9, "phi4-mini": 3.84e9, "glm4-9b": 9.4e9}
+	for _, name := range ShapeNames() {
+		c, arch, err := shapeConfig(Shapes[name])
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		ss, err := slots(arch, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := synthPlan(ss, c)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		params := 0.0
+		for _, s := range plan {
+			if !s.alias {
+				n := 1
+				for _, d := range s.shape {
+					n *= d
+				}
+				params += float64(n)
+			}
+		}
+		t.Logf("%s: %.3g parameters in %d tensors", name, params, len(plan))
+		if want, ok := wantParams[name]; ok && math.Abs(params-want)/want > 0.03 {
+			t.Errorf("%s: %.4g parameters, the real model has %.4g", name, params, want)
+		}
+	}
+	g, _, _ := shapeConfig(Shapes["gemma2-2b"])
+	a := &gemma2{}
+	f := &gguf.File{Metadata: map[string]gguf.Value{}}
+	for _, kv := range shapeMeta(g) {
+		f.Metadata[kv.Key] = kv.Value
+	}
+	a.Configure(&Meta{f: f, arch: "gemma2"}, &g)
+	if a.local.Window != 4096 || a.global.SoftCap != 50 || a.finalSoftCap != 30 || a.global.Window != 0 {
+		t.Errorf("gemma2-2b configured as %+v", a)
+	}
+}
+
+// TestLoadRefusesBadFiles: a file of a known architecture with a tensor
+// missing, of the wrong shape or type, or with metadata out of range is
+// refused before any GPU upload, naming the tensor or key; an unknown
+// architecture lists the supported ones; and the next load works.
+func TestLoadRefusesBadFiles(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	base := func() ([]gguf.KV, []gguf.TensorToWrite) {
+		meta, tensors, err := RandomGGUF(tinyConfig("llama"), gguf.Q8_0, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return meta, tensors
+	}
+	setKV := func(meta []gguf.KV, key string, v any) []gguf.KV {
+		for i := range meta {
+			if meta[i].Key == key {
+				meta[i].Value = gguf.Val(v)
+				return meta
+			}
+		}
+		return append(meta, gguf.KV{Key: key, Value: gguf.Val(v)})
+	}
+	cases := []struct {
+		name, want string
+		edit       func([]gguf.KV, []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite)
+	}{
+		{"missing tensor", "blk.1.attn_q.weight is missing", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			var kept []gguf.TensorToWrite
+			for _, x := range ts {
+				if x.Name != "blk.1.attn_q.weight" {
+					kept = append(kept, x)
+				}
+			}
+			return m, kept
+		}},
+		{"wrong shape", "blk.0.ffn_up.weight has dims", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			for i := range ts {
+				if ts[i].Name == "blk.0.ffn_up.weight" {
+					ts[i].Dims = []uint64{ts[i].Dims[0], ts[i].Dims[1] / 2}
+					ts[i].Data = ts[i].Data[:len(ts[i].Data)/2]
+				}
+			}
+			return m, ts
+		}},
+		{"wrong type", "blk.0.attn_norm.weight is Q8_0", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			for i := range ts {
+				if ts[i].Name == "blk.0.attn_norm.weight" {
+					data, _ := quant.Quantize(gguf.Q8_0, make([]float32, 256))
+					ts[i].Type, ts[i].Data = gguf.Q8_0, data
+				}
+			}
+			return m, ts
+		}},
+		{"zero layers", "llama.block_count = 0 is out of range", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "llama.block_count", uint32(0)), ts
+		}},
+		{"kv heads", "4 heads are not a multiple of 3 kv heads", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "llama.attention.head_count_kv", uint32(3)), ts
+		}},
+		{"rope scaling", "rope.scaling.type \"warp\"", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "llama.rope.scaling.type", "warp"), ts
+		}},
+		{"nan epsilon", "layer_norm_rms_epsilon = NaN is out of range", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "llama.attention.layer_norm_rms_epsilon", float32(math.NaN())), ts
+		}},
+		{"unknown architecture", "unsupported architecture \"mamba\" (supported: [chatglm gemma2", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "general.architecture", "mamba"), ts
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			meta, tensors := c.edit(base())
+			path := filepath.Join(t.TempDir(), "bad.gguf")
+			if err := gguf.WriteFile(path, meta, tensors); err != nil {
+				t.Fatal(err)
+			}
+			f, err := gguf.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			before := ctx.AllocatedBytes()
+			m, err := Load(ctx, f, Options{CtxLen: 32, KVType: ops.F32})
+			if err == nil {
+				m.Close()
+				t.Fatalf("loaded; want an error containing %q", c.want)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q does not contain %q", err, c.want)
+			}
+			if after := ctx.AllocatedBytes(); after != before {
+				t.Errorf("GPU allocation went from %d to %d bytes: the refusal came after an upload", before, after)
+			}
+		})
+	}
+	f, err := gguf.Open(writeRandomModel(t, "llama", gguf.Q8_0, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := Load(ctx, f, Options{CtxLen: 32, KVType: ops.F32})
+	if err != nil {
+		t.Fatalf("a good model after the bad ones: %v", err)
+	}
+	m.Close()
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -18,9 +20,29 @@ import (
 var Shapes = map[string]Config{
 	"tinyllama-1.1b": {Arch: "llama", Dim: 2048, Layers: 22, Heads: 32, KVHeads: 4, HeadDim: 64, FFN: 5632, Vocab: 32000, CtxLen: 2048},
 	"llama2-7b":      {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 32, HeadDim: 128, FFN: 11008, Vocab: 32000, CtxLen: 4096},
-	"llama3-8b":      {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 128256, CtxLen: 8192, RopeBase: 500000},
-	"qwen2.5-0.5b":   {Arch: "qwen2", Dim: 896, Layers: 24, Heads: 14, KVHeads: 2, HeadDim: 64, FFN: 4864, Vocab: 151936, CtxLen: 32768, RopeBase: 1000000, RopeMode: RopeNeox, QKVBias: true, TiedOutput: true},
-	"kjv-30m":        {Arch: "llama", Dim: 512, Layers: 8, Heads: 8, KVHeads: 4, HeadDim: 64, FFN: 1536, Vocab: 4096, CtxLen: 512},
+	"llama3-8b": {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 128256, CtxLen: 8192, RopeBase: 500000,
+		With: []string{"rope_freqs.weight"}},
+	"qwen2.5-0.5b": {Arch: "qwen2", Dim: 896, Layers: 24, Heads: 14, KVHeads: 2, HeadDim: 64, FFN: 4864, Vocab: 151936, CtxLen: 32768, RopeBase: 1000000,
+		With: []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}, Without: []string{"output.weight"}},
+	"kjv-30m": {Arch: "llama", Dim: 512, Layers: 8, Heads: 8, KVHeads: 4, HeadDim: 64, FFN: 1536, Vocab: 4096, CtxLen: 512},
+	"qwen3-8b": {Arch: "qwen3", Dim: 4096, Layers: 36, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 12288, Vocab: 151936, CtxLen: 40960,
+		RopeBase: 1000000, NormEps: 1e-6},
+	"gemma2-2b": {Arch: "gemma2", Dim: 2304, Layers: 26, Heads: 8, KVHeads: 4, HeadDim: 256, FFN: 9216, Vocab: 256000, CtxLen: 8192,
+		NormEps: 1e-6, Without: []string{"output.weight"},
+		Extra: []gguf.KV{archKV("gemma2", "attention.sliding_window", uint32(4096)),
+			archKV("gemma2", "attn_logit_softcapping", float32(50)), archKV("gemma2", "final_logit_softcapping", float32(30))}},
+	"gemma3-4b": {Arch: "gemma3", Dim: 2560, Layers: 34, Heads: 8, KVHeads: 4, HeadDim: 256, FFN: 10240, Vocab: 262144, CtxLen: 131072,
+		NormEps: 1e-6, RopeBase: 1000000, RopeScale: 0.125, Without: []string{"output.weight"},
+		Extra: []gguf.KV{archKV("gemma3", "attention.sliding_window", uint32(1024)), archKV("gemma3", "rope.freq_base_swa", float32(10000))}},
+	"phi4-mini": {Arch: "phi3", Dim: 3072, Layers: 32, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 8192, Vocab: 200064, CtxLen: 131072,
+		RopeDims: 96, With: []string{"attn_qkv.weight", "rope_factors_long.weight", "rope_factors_short.weight"}, Without: []string{"output.weight"},
+		Extra: []gguf.KV{archKV("phi3", "rope.scaling.original_context_length", uint32(4096)), archKV("phi3", "rope.scaling.attn_factor", float32(1.1902))}},
+	"glm4-9b": {Arch: "glm4", Dim: 4096, Layers: 40, Heads: 32, KVHeads: 2, HeadDim: 128, FFN: 13696, Vocab: 151552, CtxLen: 32768,
+		RopeDims: 64, With: []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}},
+}
+
+func archKV(arch, key string, v any) gguf.KV {
+	return gguf.KV{Key: arch + "." + key, Value: gguf.Val(v)}
 }
 
 // ShapeNames lists Shapes in order.
@@ -54,27 +76,137 @@ func moreBits(layer, n int) bool {
 	return layer < n/8 || layer >= 7*n/8 || (layer-n/8)%3 == 2
 }
 
+// withDefaults fills the hyper-parameters a shape may leave out.
+func (c Config) withDefaults() Config {
+	if c.NormEps == 0 {
+		c.NormEps = 1e-5
+	}
+	if c.RopeBase == 0 {
+		c.RopeBase = 10000
+	}
+	if c.RopeScale == 0 {
+		c.RopeScale = 1
+	}
+	if c.RopeDims == 0 {
+		c.RopeDims = c.HeadDim
+	}
+	if c.CtxLen == 0 {
+		c.CtxLen = 2048
+	}
+	if c.YarnAttnFactor == 0 {
+		c.YarnAttnFactor = 1
+	}
+	c.TiedOutput = slices.Contains(c.Without, "output.weight")
+	return c
+}
+
+var layerPrefix = regexp.MustCompile(`^blk\.(\d+)\.`)
+
+// synthPlan picks the tensors a random-weight model of c has: every
+// required slot's first name unless c.Without drops it (then its
+// alternative, which must exist: a tied head), optional slots that c.With
+// names, and no slot made optional by an alternative that c.With names.
+// alias maps a slot to the name of another tensor it shares.
+type synthSlot struct {
+	slot
+	name  string
+	alias bool // bound to a tensor made for an earlier slot
+	layer int  // -1 outside the layers
+}
+
+func synthPlan(ss []slot, c Config) ([]synthSlot, error) {
+	short := func(name string) string { return layerPrefix.ReplaceAllString(name, "") }
+	made := map[string]bool{}
+	var plan []synthSlot
+	for _, s := range ss {
+		if s.unless != "" && slices.Contains(c.With, short(s.unless)) {
+			continue
+		}
+		if s.opt && !slices.Contains(c.With, short(s.names[0])) {
+			continue
+		}
+		name := ""
+		for _, n := range s.names {
+			if !slices.Contains(c.Without, short(n)) {
+				name = n
+				break
+			}
+		}
+		if name == "" {
+			return nil, fmt.Errorf("model: shape leaves out every name of %v", s.names)
+		}
+		layer := -1
+		if m := layerPrefix.FindStringSubmatch(name); m != nil {
+			fmt.Sscan(m[1], &layer)
+		}
+		plan = append(plan, synthSlot{slot: s, name: name, alias: made[name], layer: layer})
+		made[name] = true
+	}
+	return plan, nil
+}
+
+// typeFor is the stored type of a synthesised tensor: vectors stay F32 (as
+// llama.cpp keeps norms and biases), matrices typ or the Q4_K_M mix.
+func typeFor(s synthSlot, typ gguf.GGMLType, layers int) gguf.GGMLType {
+	if len(s.shape) < 2 {
+		return gguf.F32
+	}
+	if typ != MixQ4KM {
+		return fitType(typ, s.shape[1])
+	}
+	short := layerPrefix.ReplaceAllString(s.name, "")
+	big := short == "output.weight" ||
+		((short == "attn_v.weight" || short == "ffn_down.weight") && moreBits(s.layer, layers))
+	if big {
+		return fitType(gguf.Q6_K, s.shape[1])
+	}
+	return fitType(gguf.Q4_K, s.shape[1])
+}
+
+// fitType is t, or Q8_0 when rows of cols values are not whole blocks of t
+// (llama.cpp falls back likewise, e.g. GLM-4's ffn_down of 13696).
+func fitType(t gguf.GGMLType, cols int) gguf.GGMLType {
+	if dt, err := DTypeOf(t); err == nil && cols%dt.BlockSize() != 0 {
+		return gguf.Q8_0
+	}
+	return t
+}
+
+// vectorValues are the values of a synthesised vector: norm gains and rope
+// factors near one, biases near zero.
+func vectorValues(rng *rand.Rand, name string, n int) []float32 {
+	v := make([]float32, n)
+	center := 1.0
+	if strings.HasSuffix(name, ".bias") || strings.Contains(name, "sinks") {
+		center = 0
+	}
+	for i := range v {
+		v[i] = float32(center + 0.2*(rng.Float64()*2-1))
+	}
+	return v
+}
+
 // Synthesize builds a model of the given shape with random weights of type
 // typ directly in GPU memory. A pool of random rows is quantised on the host
 // and tiled over each matrix, so even multi-gigabyte models appear in seconds.
 func Synthesize(ctx *gpu.Context, cfg Config, typ gguf.GGMLType, opt Options, seed int64) (*Model, error) {
-	if cfg.NormEps == 0 {
-		cfg.NormEps = 1e-5
+	cfg, arch, err := shapeConfig(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.RopeBase == 0 {
-		cfg.RopeBase = 10000
+	ss, err := slots(arch, cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.RopeScale == 0 {
-		cfg.RopeScale = 1
+	plan, err := synthPlan(ss, cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.RopeDims == 0 {
-		cfg.RopeDims = cfg.HeadDim
-	}
-	if err := cfg.Validate(); err != nil {
+	if err := checkKVType(opt.KVType); err != nil {
 		return nil, err
 	}
 	opt = opt.withDefaults(cfg)
-	m := &Model{Cfg: cfg, ctx: ctx, batch: opt.Batch}
+	m := &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch}
 	ok := false
 	defer func() {
 		if !ok {
@@ -82,70 +214,24 @@ func Synthesize(ctx *gpu.Context, cfg Config, typ gguf.GGMLType, opt Options, se
 		}
 	}()
 	rng := rand.New(rand.NewSource(seed))
-	c := cfg
-	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	var err error
-	matrix := func(dst *ops.Tensor, name string, t gguf.GGMLType, rows, cols int) {
-		if err != nil {
-			return
+	made := map[string]ops.Tensor{}
+	for _, s := range plan {
+		t, seen := made[s.name]
+		if !seen {
+			if len(s.shape) < 2 {
+				t, err = ops.FromFloat32(ctx, s.name, ops.F32, vectorValues(rng, s.name, s.shape[0]), s.shape...)
+			} else {
+				t, err = randomMatrix(ctx, rng, s.name, typeFor(s, typ, cfg.Layers), s.shape[0], s.shape[1])
+			}
+			if err != nil {
+				return nil, err
+			}
+			made[s.name] = t
+			m.buffers = append(m.buffers, t)
+			m.weights = append(m.weights, t)
+			m.weightBytes += t.Bytes()
 		}
-		*dst, err = randomMatrix(ctx, rng, name, t, rows, cols)
-		if err == nil {
-			m.buffers = append(m.buffers, *dst)
-			m.weightBytes += dst.Bytes()
-		}
-	}
-	vector := func(dst *ops.Tensor, name string, n int, center float64) {
-		if err != nil {
-			return
-		}
-		*dst, err = randomMatrix(ctx, rng, name, gguf.F32, 1, n)
-		if err == nil {
-			*dst = dst.View(0, n)
-			m.buffers = append(m.buffers, *dst)
-			m.weightBytes += dst.Bytes()
-		}
-	}
-	pick := func(layer int, big bool) gguf.GGMLType {
-		if typ != MixQ4KM {
-			return typ
-		}
-		if big && (layer < 0 || moreBits(layer, c.Layers)) {
-			return gguf.Q6_K
-		}
-		return gguf.Q4_K
-	}
-	matrix(&m.Embd, "token_embd.weight", pick(0, false), c.Vocab, c.Dim)
-	vector(&m.Norm, "output_norm.weight", c.Dim, 1)
-	if c.TiedOutput {
-		m.Output = m.Embd
-	} else {
-		matrix(&m.Output, "output.weight", pick(-1, true), c.Vocab, c.Dim)
-	}
-	m.Layers = make([]Layer, c.Layers)
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		vector(&l.AttnNorm, blk(i, "attn_norm"), c.Dim, 1)
-		vector(&l.FFNNorm, blk(i, "ffn_norm"), c.Dim, 1)
-		matrix(&l.Q, blk(i, "attn_q"), pick(i, false), qDim, c.Dim)
-		matrix(&l.K, blk(i, "attn_k"), pick(i, false), kvDim, c.Dim)
-		matrix(&l.V, blk(i, "attn_v"), pick(i, true), kvDim, c.Dim)
-		matrix(&l.O, blk(i, "attn_output"), pick(i, false), c.Dim, qDim)
-		matrix(&l.Gate, blk(i, "ffn_gate"), pick(i, false), c.FFN, c.Dim)
-		matrix(&l.Up, blk(i, "ffn_up"), pick(i, false), c.FFN, c.Dim)
-		matrix(&l.Down, blk(i, "ffn_down"), pick(i, true), c.Dim, c.FFN)
-		if c.QKVBias {
-			vector(&l.BQ, blkBias(i, "attn_q"), qDim, 0)
-			vector(&l.BK, blkBias(i, "attn_k"), kvDim, 0)
-			vector(&l.BV, blkBias(i, "attn_v"), kvDim, 0)
-		}
-		if c.QKNorm {
-			vector(&l.QNorm, blk(i, "attn_q_norm"), c.HeadDim, 1)
-			vector(&l.KNorm, blk(i, "attn_k_norm"), c.HeadDim, 1)
-		}
-	}
-	if err != nil {
-		return nil, err
+		*s.w = Weight{Tensor: t, Name: s.name}
 	}
 	if err := m.finish(opt); err != nil {
 		return nil, err
@@ -166,11 +252,6 @@ func randomMatrix(ctx *gpu.Context, rng *rand.Rand, name string, t gguf.GGMLType
 	scale := 1 / math.Sqrt(float64(cols))
 	for i := range v {
 		v[i] = float32((rng.Float64()*2 - 1) * scale * 1.7)
-	}
-	if rows == 1 { // norm weights and biases: near one
-		for i := range v {
-			v[i] = 1 + v[i]
-		}
 	}
 	raw, err := quant.Quantize(t, v)
 	if err != nil {
@@ -196,4 +277,131 @@ func randomMatrix(ctx *gpu.Context, rng *rand.Rand, name string, t gguf.GGMLType
 		}
 	}
 	return tensor, nil
+}
+
+// RandomGGUF returns the metadata and tensors of a GGUF file of shape cfg
+// with random weights (matrices of type typ), derived from the
+// architecture's tagged weights like Load and Synthesize: for tests and
+// test-model files. extra adds architecture keys (soft-caps, windows).
+func RandomGGUF(cfg Config, typ gguf.GGMLType, seed int64) ([]gguf.KV, []gguf.TensorToWrite, error) {
+	cfg, arch, err := shapeConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ss, err := slots(arch, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := synthPlan(ss, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	meta := shapeMeta(cfg)
+	rng := rand.New(rand.NewSource(seed))
+	pool := randomPool(rng)
+	var tensors []gguf.TensorToWrite
+	for _, s := range plan {
+		if s.alias {
+			continue
+		}
+		n := 1
+		dims := make([]uint64, len(s.shape))
+		for i, d := range s.shape {
+			n *= d
+			dims[len(s.shape)-1-i] = uint64(d) // GGUF lists the innermost first
+		}
+		var v []float32
+		t := typeFor(s, typ, cfg.Layers)
+		if len(s.shape) < 2 {
+			v = vectorValues(rng, s.name, n)
+		} else {
+			scale := 1.7 / math.Sqrt(float64(s.shape[1]))
+			if s.name == "token_embd.weight" {
+				scale = 1
+			}
+			v = randomValues(rng, pool, n, scale)
+		}
+		data, err := quant.Quantize(t, v)
+		if err != nil {
+			return nil, nil, fmt.Errorf("model: quantising %s as %s: %w", s.name, t, err)
+		}
+		tensors = append(tensors, gguf.TensorToWrite{Name: s.name, Dims: dims, Type: t, Data: data})
+	}
+	return meta, tensors, nil
+}
+
+// randomPool is a block of uniform values in [-1, 1) that large tensors are
+// cut from (real-size models appear in seconds; speed does not depend on
+// the values).
+func randomPool(rng *rand.Rand) []float32 {
+	pool := make([]float32, 1<<22)
+	for i := range pool {
+		pool[i] = float32(rng.Float64()*2 - 1)
+	}
+	return pool
+}
+
+// randomValues: n values times scale, each drawn (small tensors, test
+// models) or, past 1<<20, runs of the pool from random offsets.
+func randomValues(rng *rand.Rand, pool []float32, n int, scale float64) []float32 {
+	v := make([]float32, n)
+	if n <= 1<<20 {
+		for i := range v {
+			v[i] = float32((rng.Float64()*2 - 1) * scale)
+		}
+		return v
+	}
+	for i := 0; i < n; {
+		off := rng.Intn(len(pool) / 2)
+		k := copy(v[i:], pool[off:])
+		for j := i; j < i+k; j++ {
+			v[j] *= float32(scale)
+		}
+		i += k
+	}
+	return v
+}
+
+// shapeConfig completes a shape and runs its architecture's Configure on
+// the metadata a file of that shape would carry, as Load does.
+func shapeConfig(cfg Config) (Config, Arch, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return cfg, nil, err
+	}
+	f := &gguf.File{Metadata: map[string]gguf.Value{}}
+	for _, kv := range shapeMeta(cfg) {
+		f.Metadata[kv.Key] = kv.Value
+	}
+	c, arch, err := configure(f)
+	if err != nil {
+		return cfg, nil, err
+	}
+	c.With, c.Without, c.Extra, c.TiedOutput = cfg.With, cfg.Without, cfg.Extra, cfg.TiedOutput
+	return c, arch, nil
+}
+
+// shapeMeta is the metadata of a file of shape cfg.
+func shapeMeta(cfg Config) []gguf.KV {
+	a := cfg.Arch
+	meta := []gguf.KV{
+		{Key: "general.architecture", Value: gguf.Val(a)},
+		{Key: a + ".embedding_length", Value: gguf.Val(uint32(cfg.Dim))},
+		{Key: a + ".block_count", Value: gguf.Val(uint32(cfg.Layers))},
+		{Key: a + ".attention.head_count", Value: gguf.Val(uint32(cfg.Heads))},
+		{Key: a + ".attention.head_count_kv", Value: gguf.Val(uint32(cfg.KVHeads))},
+		{Key: a + ".attention.key_length", Value: gguf.Val(uint32(cfg.HeadDim))},
+		{Key: a + ".attention.value_length", Value: gguf.Val(uint32(cfg.HeadDim))},
+		{Key: a + ".rope.dimension_count", Value: gguf.Val(uint32(cfg.RopeDims))},
+		{Key: a + ".feed_forward_length", Value: gguf.Val(uint32(cfg.FFN))},
+		{Key: a + ".context_length", Value: gguf.Val(uint32(cfg.CtxLen))},
+		{Key: a + ".vocab_size", Value: gguf.Val(uint32(cfg.Vocab))},
+		{Key: a + ".rope.freq_base", Value: gguf.Val(float32(cfg.RopeBase))},
+		{Key: a + ".attention.layer_norm_rms_epsilon", Value: gguf.Val(float32(cfg.NormEps))},
+	}
+	if cfg.RopeScale != 1 && !slices.ContainsFunc(cfg.Extra, func(kv gguf.KV) bool { return kv.Key == a+".rope.scaling.type" }) {
+		meta = append(meta, gguf.KV{Key: a + ".rope.scaling.type", Value: gguf.Val("linear")},
+			gguf.KV{Key: a + ".rope.scaling.factor", Value: gguf.Val(float32(1 / cfg.RopeScale))})
+	}
+	return append(meta, cfg.Extra...)
 }
