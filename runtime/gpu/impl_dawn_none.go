@@ -15,7 +15,6 @@ func dawnAdapters(Options, Backend) ([]hal.Adapter, error) {
 	return nil, fmt.Errorf("gpu: %w in this build (%s/%s; it needs cgo on linux or darwin)", hal.ErrDawnAbsent, runtime.GOOS, runtime.GOARCH)
 }
 
-
 // DawnLibrary says why this build has no Dawn.
 func DawnLibrary(opts Options) (string, error) {
 	_, err := dawnAdapters(opts, BackendAuto)

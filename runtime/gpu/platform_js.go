@@ -267,10 +267,14 @@ const timestampsSupported = false
 
 var errNoProfiling = errors.New("gpu: profiling is not supported in the browser build (no timestamp queries in the js binding)")
 
-func (d *wgpuDevice) CreateTimestampQuerySet(uint32) (hal.QuerySet, error) { return nil, errNoProfiling }
+func (d *wgpuDevice) CreateTimestampQuerySet(uint32) (hal.QuerySet, error) {
+	return nil, errNoProfiling
+}
 
 func (e *wgpuEncoder) beginTimedPass(hal.QuerySet, uint32) (hal.Pass, error) {
 	return nil, errNoProfiling
 }
 
-func (e *wgpuEncoder) ResolveTimestamps(hal.QuerySet, uint32, hal.Buffer) error { return errNoProfiling }
+func (e *wgpuEncoder) ResolveTimestamps(hal.QuerySet, uint32, hal.Buffer) error {
+	return errNoProfiling
+}
