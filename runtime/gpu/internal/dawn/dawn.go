@@ -85,14 +85,22 @@ func Load(explicit string) (string, error) {
 		hal.ErrDawnAbsent, LibName, strings.Join(tried, ", "))
 }
 
-// waitNS bounds each wait, so that a wait notices device loss.
-const waitNS = 100_000_000
+// Each WaitAny is bounded, starting at minWaitNS and doubling up to
+// maxWaitNS: this Dawn's timed wait does not always return when a map
+// completes (on lavapipe it sleeps out the timeout, seen as ~0.5 s per decode
+// step with 100 ms waits), so short timeouts bound the added latency, and
+// the doubling keeps long waits (prefill) from spinning.
+const (
+	minWaitNS = 10_000
+	maxWaitNS = 1_000_000
+)
 
 // wait blocks until r's callback ran. lost, when not nil, ends the wait
 // early once it reports an error.
 func wait(f C.WGPUFuture, r *C.wgllm_result, lost func() error) error {
+	timeout := C.uint64_t(minWaitNS)
 	for r.done == 0 {
-		st := C.wgllm_wait(instance, f, waitNS)
+		st := C.wgllm_wait(instance, f, timeout)
 		if st == C.WGPUWaitStatus_Error {
 			return errors.New("gpu: Dawn: waiting on a future failed")
 		}
@@ -101,6 +109,7 @@ func wait(f C.WGPUFuture, r *C.wgllm_result, lost func() error) error {
 				return err
 			}
 		}
+		timeout = min(2*timeout, maxWaitNS)
 	}
 	return nil
 }
