@@ -45,9 +45,10 @@ func (o elemOp) String() string { return elemOpNames[o] }
 // elemKey specialises the shader. AliasA/AliasB mark an input that shares
 // dst's buffer: WebGPU rejects one buffer bound both read-only and writable
 // in a dispatch, so such an input is declared read_write. SameA/SameB mark
-// an input that is dst's very view (in place): it is not bound at all and
-// the shader reads dst, since browsers (Dawn) reject two writable bindings
-// of overlapping ranges.
+// an input in dst's binding window (dst's very view in place, or a disjoint
+// view of the buffer): it is not bound at all and the shader reads it
+// through dst's binding, since Dawn (natively and in browsers) rejects two
+// writable bindings of overlapping ranges.
 type elemKey struct {
 	Op             elemOp
 	WG             int
@@ -148,7 +149,10 @@ func elemDispatch(enc *gpu.Encoder, op elemOp, name string, dst, a Tensor, b *Te
 	if key.AliasA, err = aliasOf(name, dst, a, true); err != nil {
 		return err
 	}
-	key.SameA = key.AliasA && sameView(dst, a)
+	var aOff, bOff uint32
+	if key.AliasA {
+		key.SameA, aOff = inWindowOf(dst, a)
+	}
 	var ins []Tensor
 	if !key.SameA {
 		ins = append(ins, a)
@@ -159,7 +163,9 @@ func elemDispatch(enc *gpu.Encoder, op elemOp, name string, dst, a Tensor, b *Te
 		if key.AliasB, err = aliasOf(name, dst, *b, op != opAddRow); err != nil {
 			return err
 		}
-		key.SameB = key.AliasB && sameView(dst, *b)
+		if key.AliasB {
+			key.SameB, bOff = inWindowOf(dst, *b)
+		}
 		if !key.SameB {
 			ins = append(ins, *b)
 		}
@@ -170,7 +176,7 @@ func elemDispatch(enc *gpu.Encoder, op elemOp, name string, dst, a Tensor, b *Te
 	}
 	p.N = uint32(dst.Len())
 	p.DOff = offs[len(offs)-1]
-	p.AOff, p.BOff = p.DOff, p.DOff // an input that is dst is read through dst's binding
+	p.AOff, p.BOff = aOff, bOff // an input in dst's window is read through dst's binding
 	next := 0
 	if !key.SameA {
 		p.AOff, next = offs[0], 1
@@ -231,6 +237,21 @@ func aliasOf(op string, dst, src Tensor, sameOK bool) (bool, error) {
 			op, src, src.Off, dst, dst.Off, dst.Buf.Label())
 	}
 	return true, nil
+}
+
+// inWindowOf reports whether src binds to exactly dst's binding window (the
+// whole buffer, when it fits one binding), and then src's element offset in
+// it, so a shader can read src through dst's binding. Both must be f32.
+func inWindowOf(dst, src Tensor) (bool, uint32) {
+	if src.Buf != dst.Buf || src.DType != dst.DType {
+		return false, 0
+	}
+	sa, so, err1 := src.bind()
+	da, _, err2 := dst.bind()
+	if err1 != nil || err2 != nil || sa != da {
+		return false, 0
+	}
+	return true, so
 }
 
 // sameView reports whether src is exactly dst's view (same buffer, offset,
