@@ -241,7 +241,7 @@ func aliasOf(op string, dst, src Tensor, sameOK bool) (bool, error) {
 
 // inWindowOf reports whether src binds to exactly dst's binding window (the
 // whole buffer, when it fits one binding), and then src's element offset in
-// it, so a shader can read src through dst's binding. Both must be f32.
+// it, so a shader can read src through dst's binding (same dtype only).
 func inWindowOf(dst, src Tensor) (bool, uint32) {
 	if src.Buf != dst.Buf || src.DType != dst.DType {
 		return false, 0
@@ -269,12 +269,17 @@ func wordRange(t Tensor) (lo, hi uint64) {
 type copyKey struct {
 	Src, Dst DType
 	AliasSrc bool // src shares dst's buffer (disjoint ranges; bound read_write)
-	WG       int
+	// SameSrc: src is in dst's binding window with dst's dtype: not bound,
+	// read through dst's binding (Dawn rejects overlapping writable bindings).
+	SameSrc bool
+	WG      int
 }
 
 func (k copyKey) String() string {
 	s := fmt.Sprintf("copy_rows_%s_to_%s_wg%d", k.Src, k.Dst, k.WG)
-	if k.AliasSrc {
+	if k.SameSrc {
+		s += "_samesrc"
+	} else if k.AliasSrc {
 		s += "_aliassrc"
 	}
 	return s
@@ -329,9 +334,20 @@ func CopyRows(enc *gpu.Encoder, dst, src Tensor, rows, cols, dstStride, srcStrid
 	if key.AliasSrc, err = aliasOf("CopyRows", dst, src, false); err != nil {
 		return err
 	}
-	args, offs, err := binds("CopyRows", src, dst)
+	var srcOff uint32
+	if key.AliasSrc {
+		key.SameSrc, srcOff = inWindowOf(dst, src)
+	}
+	bound := []Tensor{src, dst}
+	if key.SameSrc {
+		bound = bound[1:]
+	}
+	args, offs, err := binds("CopyRows", bound...)
 	if err != nil {
 		return err
+	}
+	if key.SameSrc {
+		offs = []uint32{srcOff, offs[0]}
 	}
 	perRow := cols
 	if key.Dst == F16 {
@@ -343,9 +359,13 @@ func CopyRows(enc *gpu.Encoder, dst, src Tensor, rows, cols, dstStride, srcStrid
 	}
 	pipe, err := enc.Context().Pipeline(key, func() (gpu.PipelineSpec, error) {
 		src, err := wgsl.Render("copy_rows.wgsl", map[string]any{
-			"Src": key.Src.String(), "Dst": key.Dst.String(), "AliasSrc": key.AliasSrc, "WG": key.WG,
+			"Src": key.Src.String(), "Dst": key.Dst.String(), "AliasSrc": key.AliasSrc, "SameSrc": key.SameSrc, "WG": key.WG,
 		})
-		return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{access(key.AliasSrc), gpu.ReadWrite}}, err
+		storage := []gpu.Access{access(key.AliasSrc), gpu.ReadWrite}
+		if key.SameSrc {
+			storage = storage[1:]
+		}
+		return gpu.PipelineSpec{Source: src, Storage: storage}, err
 	})
 	if err != nil {
 		return err
