@@ -239,11 +239,21 @@ func aliasOf(op string, dst, src Tensor, sameOK bool) (bool, error) {
 	return true, nil
 }
 
-// inWindowOf reports whether src binds to exactly dst's binding window (the
-// whole buffer, when it fits one binding), and then src's element offset in
-// it, so a shader can read src through dst's binding (same dtype only).
+// inWindowOf reports whether src (of dst's dtype) binds to exactly dst's
+// binding window (the whole buffer, when it fits one binding), and then
+// src's element offset in it, so a shader can read src through dst's
+// binding.
 func inWindowOf(dst, src Tensor) (bool, uint32) {
-	if src.Buf != dst.Buf || src.DType != dst.DType {
+	if src.DType != dst.DType {
+		return false, 0
+	}
+	return windowOf(dst, src)
+}
+
+// windowOf is inWindowOf for a src of any dtype: the offset is in src's
+// elements (a shader reads them as words of dst's binding).
+func windowOf(dst, src Tensor) (bool, uint32) {
+	if src.Buf != dst.Buf {
 		return false, 0
 	}
 	sa, so, err1 := src.bind()
