@@ -142,8 +142,12 @@ WGPUFuture wgllm_request_device(WGPUAdapter a, wgllm_device_req r, uintptr_t tok
 	lim.maxComputeWorkgroupSizeY = r.wg_y;
 	lim.maxStorageBuffersPerShaderStage = r.storage_buffers;
 
-	WGPUFeatureName features[3];
+	WGPUFeatureName features[4];
 	size_t nf = 0;
+	// Calls from several goroutines (threads) then serialise inside Dawn, as
+	// they do in wgpu-native; without it a Dawn device is single-threaded.
+	if (wgllm_dawn.AdapterHasFeature(a, WGPUFeatureName_ImplicitDeviceSynchronization))
+		features[nf++] = WGPUFeatureName_ImplicitDeviceSynchronization;
 	if (r.f16) features[nf++] = WGPUFeatureName_ShaderF16;
 	if (r.subgroups) features[nf++] = WGPUFeatureName_Subgroups;
 	if (r.timestamps) features[nf++] = WGPUFeatureName_TimestampQuery;
