@@ -46,7 +46,7 @@ test: deps-test vet release wasm
 # Debian 12 it is unpacked into third_party/mesa25/ for these runs only.
 DAWN_PKGS ?= ./runtime/gpu ./ops
 test-dawn: dawn
-	@./scripts/lavapipe25.sh
+	@./scripts/lavapipe25.sh || echo "test-dawn: Mesa 25 lavapipe not installed; Dawn finds no adapter on older Mesa and its tests skip"
 	env $$(cat third_party/mesa25/env 2>/dev/null) WGLLM_GPU_IMPL=dawn WGLLM_DAWN_LIB=$(CURDIR)/$(DAWN_LIB) \
 		$(GO) test $(GOTESTFLAGS) $(DAWN_PKGS)
 

@@ -32,7 +32,8 @@ trap 'rm -rf "$tmp"' EXIT
 echo "dawn: fetching $PKG@$VER from the npm registry"
 (cd "$tmp" && npm pack --silent "$PKG@$VER" >/dev/null)
 tgz="$tmp/$PKG-$VER.tgz"
-got="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
+# npm needs node, so node computes the digest (no openssl needed).
+got="sha512-$(node -e 'process.stdout.write(require("crypto").createHash("sha512").update(require("fs").readFileSync(process.argv[1])).digest("base64"))' "$tgz")"
 if [ "$got" != "$INTEGRITY" ]; then
 	echo "dawn: $PKG@$VER has integrity $got, want $INTEGRITY: refusing it" >&2
 	exit 1
