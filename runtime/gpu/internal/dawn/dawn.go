@@ -85,21 +85,25 @@ func Load(explicit string) (string, error) {
 		hal.ErrDawnAbsent, LibName, strings.Join(tried, ", "))
 }
 
-// Each WaitAny is bounded, starting at minWaitNS and doubling up to
-// maxWaitNS: this Dawn's timed wait does not always return when a map
-// completes (on lavapipe it sleeps out the timeout, seen as ~0.5 s per decode
-// step with 100 ms waits), so short timeouts bound the added latency, and
-// the doubling keeps long waits (prefill) from spinning.
+// Waiting on a map or on work done: Dawn may hold commands of its own
+// (the map's transitions, queued writes) unsubmitted until the device
+// ticks, and its timed WaitAny then sleeps out the whole timeout (seen on
+// lavapipe as ~0.5 s per decode step). So device waits tick first and again
+// after each timeout, and the timeouts start short and double.
 const (
-	minWaitNS = 10_000
-	maxWaitNS = 1_000_000
+	minWaitNS = 1_000_000
+	maxWaitNS = 100_000_000
 )
 
-// wait blocks until r's callback ran. lost, when not nil, ends the wait
-// early once it reports an error.
-func wait(f C.WGPUFuture, r *C.wgllm_result, lost func() error) error {
+// wait blocks until r's callback ran, ticking dev (when not nil) before
+// each WaitAny. lost, when not nil, ends the wait early once it reports an
+// error.
+func wait(f C.WGPUFuture, r *C.wgllm_result, dev C.WGPUDevice, lost func() error) error {
 	timeout := C.uint64_t(minWaitNS)
 	for r.done == 0 {
+		if dev != nil {
+			C.wgllm_DeviceTick(dev)
+		}
 		st := C.wgllm_wait(instance, f, timeout)
 		if st == C.WGPUWaitStatus_Error {
 			return errors.New("gpu: Dawn: waiting on a future failed")
@@ -152,7 +156,7 @@ func Adapters(backend string, fallback bool) ([]hal.Adapter, error) {
 		fb = 1
 	}
 	f := C.wgllm_request_adapter(instance, bt, fb, r)
-	if err := wait(f, r, nil); err != nil {
+	if err := wait(f, r, nil, nil); err != nil {
 		return nil, err
 	}
 	if r.status != C.WGPURequestAdapterStatus_Success || r.object == nil {
@@ -292,7 +296,7 @@ func (a *adapter) RequestDevice(req hal.DeviceRequest, ev hal.Events) (hal.Devic
 	res := C.wgllm_result_new()
 	defer C.wgllm_result_free(res)
 	f := C.wgllm_request_device(a.raw, r, C.uintptr_t(token), res)
-	err := wait(f, res, nil)
+	err := wait(f, res, nil, nil)
 	if err == nil && (res.status != C.WGPURequestDeviceStatus_Success || res.object == nil) {
 		err = fmt.Errorf("the adapter refused the device request: %s", message(res))
 	}

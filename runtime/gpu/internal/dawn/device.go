@@ -68,7 +68,7 @@ func (d *device) scoped(f func()) error {
 	for i := 0; i < 2; i++ {
 		r := C.wgllm_result_new()
 		fut := C.wgllm_pop_error_scope(d.raw, r)
-		err := wait(fut, r, d.ev.Err)
+		err := wait(fut, r, nil, d.ev.Err)
 		if err == nil && r.status == C.WGPUPopErrorScopeStatus_Success && r._type != C.WGPUErrorType_NoError {
 			err = fmt.Errorf("%s error: %s", errorTypes[C.int(r._type)], message(r))
 		}
@@ -232,7 +232,7 @@ func (d *device) ReadMapped(b hal.Buffer, offset uint64, dst []byte) error {
 	r := C.wgllm_result_new()
 	defer C.wgllm_result_free(r)
 	f := C.wgllm_map_read(raw, C.size_t(offset), C.size_t(n), r)
-	if err := wait(f, r, d.ev.Err); err != nil {
+	if err := wait(f, r, d.raw, d.ev.Err); err != nil {
 		return err
 	}
 	if r.status != C.WGPUMapAsyncStatus_Success {
@@ -252,7 +252,7 @@ func (d *device) WaitIdle() error {
 	r := C.wgllm_result_new()
 	defer C.wgllm_result_free(r)
 	f := C.wgllm_work_done(d.queue, r)
-	if err := wait(f, r, d.ev.Err); err != nil {
+	if err := wait(f, r, d.raw, d.ev.Err); err != nil {
 		return err
 	}
 	if r.status != C.WGPUQueueWorkDoneStatus_Success {

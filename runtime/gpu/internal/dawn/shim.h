@@ -18,7 +18,7 @@
 	X(DeviceGetLimits) X(DeviceGetQueue) X(DeviceCreateBuffer) X(DeviceCreateShaderModule) \
 	X(DeviceCreateBindGroupLayout) X(DeviceCreatePipelineLayout) X(DeviceCreateComputePipeline) \
 	X(DeviceCreateBindGroup) X(DeviceCreateCommandEncoder) X(DeviceCreateQuerySet) \
-	X(DevicePushErrorScope) X(DevicePopErrorScope) X(DeviceDestroy) X(DeviceRelease) \
+	X(DevicePushErrorScope) X(DevicePopErrorScope) X(DeviceDestroy) X(DeviceRelease) X(DeviceTick) \
 	X(QueueSubmit) X(QueueWriteBuffer) X(QueueOnSubmittedWorkDone) X(QueueRelease) \
 	X(BufferMapAsync) X(BufferGetConstMappedRange) X(BufferUnmap) X(BufferDestroy) X(BufferRelease) \
 	X(ShaderModuleRelease) X(BindGroupLayoutRelease) X(PipelineLayoutRelease) \
@@ -114,6 +114,7 @@ static inline WGPUStatus wgllm_DeviceGetLimits(WGPUDevice device, WGPULimits * l
 static inline WGPUQueue wgllm_DeviceGetQueue(WGPUDevice device) { return wgllm_dawn.DeviceGetQueue(device); }
 static inline void wgllm_DevicePushErrorScope(WGPUDevice device, WGPUErrorFilter filter) { wgllm_dawn.DevicePushErrorScope(device, filter); }
 static inline void wgllm_DeviceRelease(WGPUDevice device) { wgllm_dawn.DeviceRelease(device); }
+static inline void wgllm_DeviceTick(WGPUDevice device) { wgllm_dawn.DeviceTick(device); }
 static inline void wgllm_PipelineLayoutRelease(WGPUPipelineLayout pipelineLayout) { wgllm_dawn.PipelineLayoutRelease(pipelineLayout); }
 static inline void wgllm_QuerySetDestroy(WGPUQuerySet querySet) { wgllm_dawn.QuerySetDestroy(querySet); }
 static inline void wgllm_QuerySetRelease(WGPUQuerySet querySet) { wgllm_dawn.QuerySetRelease(querySet); }
