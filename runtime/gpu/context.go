@@ -310,9 +310,12 @@ func New(opts Options) (*Context, error) {
 		bindCache:     map[bindKey]hal.BindGroup{},
 		Debug:         os.Getenv("WGLLM_GPU_DEBUG") == "1",
 	}
+	// Subgroup matrices are not requested (Dawn wants allow_unsafe_apis for
+	// them, and no kernel uses them yet): the adapter's AdapterDesc says
+	// whether it has them. dot4I8Packed is a language feature: nothing to
+	// request.
 	c.Features = Features{ShaderF16: req.ShaderF16, Subgroups: req.Subgroups, Timestamps: req.Timestamps,
-		SubgroupMatrix: al.SubgroupMatrix, DotI8Packed: al.DotI8Packed,
-		SubgroupMinSize: al.SubgroupMinSize, SubgroupMaxSize: al.SubgroupMaxSize}
+		DotI8Packed: al.DotI8Packed, SubgroupMinSize: al.SubgroupMinSize, SubgroupMaxSize: al.SubgroupMaxSize}
 	dev, err := ent.raw.RequestDevice(req, ctxEvents{c})
 	if err != nil {
 		return nil, fmt.Errorf("gpu: creating device on %q (%s, %s): %w", ent.desc.Name, ent.desc.Backend, ent.desc.Impl, err)
