@@ -15,6 +15,7 @@ type rmsNormKey struct {
 	// binding, as WebGPU forbids two writable bindings of overlapping
 	// ranges (Dawn checks; wgpu-native does not).
 	SameX bool
+	Add   bool // dst += the normalised row (RMSNormAdd)
 }
 
 func (k rmsNormKey) String() string {
@@ -23,6 +24,9 @@ func (k rmsNormKey) String() string {
 		s += "_inplace"
 	} else if k.AliasX {
 		s += "_aliasx"
+	}
+	if k.Add {
+		s += "_add"
 	}
 	return s
 }
@@ -38,6 +42,20 @@ type rmsNormParams struct {
 // RMSNorm normalises each row of x ([..., cols], f32) by its root mean
 // square and scales by w ([cols], f32 or f16) into dst (x's shape, f32).
 func RMSNorm(enc *gpu.Encoder, dst, x, w Tensor, eps float32) error {
+	return rmsNorm(enc, dst, x, w, eps, false)
+}
+
+// RMSNormAdd adds the RMS-normalised rows of x, scaled by w, to dst:
+// dst += x / rms(x) * w. One dispatch for a post-norm residual (gemma2/3,
+// glm4: x += norm(attention output)). dst may not share x's buffer.
+func RMSNormAdd(enc *gpu.Encoder, dst, x, w Tensor, eps float32) error {
+	if dst.Buf == x.Buf && dst.Buf != nil {
+		return fmt.Errorf("ops.RMSNormAdd: dst %s shares x's buffer", dst)
+	}
+	return rmsNorm(enc, dst, x, w, eps, true)
+}
+
+func rmsNorm(enc *gpu.Encoder, dst, x, w Tensor, eps float32, add bool) error {
 	rows, cols, err := rowsCols("RMSNorm", x)
 	if err != nil {
 		return err
@@ -51,7 +69,7 @@ func RMSNorm(enc *gpu.Encoder, dst, x, w Tensor, eps float32) error {
 	if dst.Len() != x.Len() {
 		return fmt.Errorf("ops.RMSNorm: dst %s does not match x %s", dst, x)
 	}
-	key := rmsNormKey{WG: 256, W: w.DType}
+	key := rmsNormKey{WG: 256, W: w.DType, Add: add}
 	// In place is safe: each thread rereads only the elements it writes.
 	if key.AliasX, err = aliasOf("RMSNorm", dst, x, true); err != nil {
 		return err
@@ -69,7 +87,7 @@ func RMSNorm(enc *gpu.Encoder, dst, x, w Tensor, eps float32) error {
 		offs = append([]uint32{offs[1]}, offs...) // x's offset is dst's
 	}
 	pipe, err := enc.Context().Pipeline(key, func() (gpu.PipelineSpec, error) {
-		src, err := wgsl.Render("rmsnorm.wgsl", map[string]any{"WG": key.WG, "W": key.W.String(), "AliasX": key.AliasX, "SameX": key.SameX})
+		src, err := wgsl.Render("rmsnorm.wgsl", map[string]any{"WG": key.WG, "W": key.W.String(), "AliasX": key.AliasX, "SameX": key.SameX, "Add": key.Add})
 		storage := []gpu.Access{access(key.AliasX), gpu.ReadOnly, gpu.ReadWrite}
 		if key.SameX {
 			storage = storage[1:]

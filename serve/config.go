@@ -88,6 +88,9 @@ type Config struct {
 	// ok false: the model's file is not offered. Only files it returns are
 	// ever served.
 	ModelFile func(name string) (path string, ok bool) `mapstructure:"-"`
+	// Manager, if set, serves Ollama's /api/pull and /api/delete (the
+	// model store); without one they answer 501.
+	Manager ModelManager `mapstructure:"-"`
 }
 
 // DefaultConfig returns the configuration that the zero Config stands for.

@@ -31,7 +31,7 @@ type Backend interface {
 	Cancel(id string) bool
 	Status(id string) (engine.Status, bool)
 	// RenderChat applies the model's chat template.
-	RenderChat(msgs []engine.ChatMessage) (string, error)
+	RenderChat(c engine.Chat) (engine.RenderedChat, error)
 	ModelName() string
 	Metrics() engine.Metrics
 }
@@ -560,6 +560,7 @@ func (s *Server) routes() http.Handler {
 	v1 := http.NewServeMux()
 	v1.Handle("/v1/chat/completions", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleChatCompletions)}))
 	v1.Handle("/v1/completions", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleCompletions)}))
+	v1.Handle("/v1/embeddings", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleEmbeddings)}))
 	v1.Handle("/v1/models", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModels)}))
 	v1.Handle("/v1/models/{model...}", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModel)}))
 	v1.Handle("/v1/models/{model}/file", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModelFile)}))
@@ -572,6 +573,13 @@ func (s *Server) routes() http.Handler {
 		writeError(w, notFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	mux.Handle("/v1/", s.withCORS(s.requireKey(false, v1)))
+	// llama.cpp server's paths, under the API key and CORS of /v1.
+	for path, h := range map[string]http.HandlerFunc{
+		"/tokenize": s.needBackend(s.handleTokenize), "/detokenize": s.needBackend(s.handleDetokenize),
+	} {
+		mux.Handle(path, s.withCORS(s.requireKey(false, methods(map[string]http.HandlerFunc{http.MethodPost: h}))))
+	}
+	mux.Handle("/props", s.withCORS(s.requireKey(false, methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleProps)}))))
 	mux.Handle("/api/", withOllamaErrors(s.withCORS(s.requireKey(false, s.ollamaRoutes()))))
 
 	mux.Handle("/wasm/{file}", methods(map[string]http.HandlerFunc{http.MethodGet: s.handleWasm}))

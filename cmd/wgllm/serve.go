@@ -65,6 +65,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
 			if path, err := a.modelPath(cmd); err == nil {
 				cfg.ModelFile = func(name string) (string, bool) { return path, name == "" }
 			}
+			cfg.Manager = storeManager{a}
 			cfg.DefaultMaxTokens = a.cfg.GetInt("sampling.max_tokens")
 			cfg.DefaultSampling = sample.DefaultParams()
 			cfg.DefaultSampling.Temperature = float32(a.cfg.GetFloat64("sampling.temperature"))
@@ -142,13 +143,7 @@ func (a *app) startEngineAt(path, name string) (*loaded, *engine.Engine, error) 
 		DefaultMaxTokens: a.cfg.GetInt("sampling.max_tokens"),
 		Name:             name,
 		Log:              a.log,
-		RenderChat: func(msgs []engine.ChatMessage) (string, error) {
-			cm := make([]chat.Message, len(msgs))
-			for i, m := range msgs {
-				cm[i] = chat.Message{Role: m.Role, Content: m.Content}
-			}
-			return tmpl.Render(cm, true)
-		},
+		RenderChat:       engine.TemplateRenderer(tmpl),
 	})
 	if err != nil {
 		l.Close()

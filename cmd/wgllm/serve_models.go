@@ -55,6 +55,23 @@ func (m *servedModel) Close() {
 	m.l.Close()
 }
 
+// describedSupervisor is the one model of `serve -m`: a serve.Describer,
+// so that /api/tags, /api/ps and /api/show give its file's size, digest,
+// time, details and metadata as they do for a catalog's models.
+type describedSupervisor struct {
+	*supervisor.Supervisor
+	cat *modelCatalog
+}
+
+func (d describedSupervisor) Describe() serve.ModelInfo {
+	info, err := d.cat.describe(d.cat.defaultName, d.cat.defaultPath)
+	if err != nil {
+		d.cat.a.log.Warn().Err(err).Msg("describing the model")
+		return serve.ModelInfo{Name: d.cat.defaultName}
+	}
+	return info
+}
+
 // namedModel is an entry of models.list.
 type namedModel struct {
 	Name string `mapstructure:"name"`
@@ -85,7 +102,7 @@ func (a *app) startBackend(cmd *cobra.Command) (serve.Backend, func(), error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		return sup, sup.Close, nil
+		return describedSupervisor{sup, cat}, sup.Close, nil
 	}
 	reg, err := serve.NewRegistry(cat, serve.RegistryOptions{
 		Default:      cat.defaultName,
@@ -182,6 +199,12 @@ func (c *modelCatalog) Catalog() ([]serve.ModelInfo, error) {
 	}
 	for _, m := range c.extra {
 		add(m.Name, m.Path)
+	}
+	// The model store (wgllm pull, Ollama's /api/pull), by store name.
+	if stored, err := c.a.store().List(); err == nil {
+		for _, m := range stored {
+			add(m.Name, m.Path)
+		}
 	}
 	if c.dir != "" {
 		files, err := filepath.Glob(filepath.Join(c.dir, "*.gguf"))
@@ -304,7 +327,8 @@ func (c *modelCatalog) hash(key, path string) {
 // fileTypeNames are llama.cpp's names for general.file_type.
 var fileTypeNames = map[uint64]string{
 	0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
-	12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16",
+	12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 25: "IQ4_NL",
+	30: "IQ4_XS", 32: "BF16", 38: "MXFP4_MOE",
 }
 
 // maxListedArray is the longest metadata array /api/show lists; longer

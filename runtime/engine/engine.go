@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/wgllm/wgllm/runtime/grammar"
 	"github.com/wgllm/wgllm/runtime/kv"
 	"github.com/wgllm/wgllm/runtime/model"
 	"github.com/wgllm/wgllm/runtime/sample"
@@ -24,8 +25,8 @@ type Options struct {
 	DefaultMaxTokens int // when a job gives none; 0: the rest of the context
 	KeepFinished     int // finished jobs kept for Status; 0: 1024
 	Name             string
-	// RenderChat renders chat messages with the model's template.
-	RenderChat func([]ChatMessage) (string, error)
+	// RenderChat renders a chat with the model's template.
+	RenderChat func(Chat) (RenderedChat, error)
 	// ChatStop ends chat jobs at these strings as well (the end-of-turn
 	// marker of a fallback template the model has no token for).
 	ChatStop []string
@@ -43,6 +44,7 @@ type Engine struct {
 
 	mu       sync.Mutex
 	queue    []*job
+	embeds   []*embedWork // embedding requests, run between steps
 	jobs     map[string]*job
 	finished []string // ids in finishing order, for pruning
 	active   []*job   // owned by the loop goroutine
@@ -52,6 +54,10 @@ type Engine struct {
 	wake     chan struct{}
 	done     chan struct{}
 	nextID   atomic.Uint64
+
+	vocabOnce sync.Once // builds vocab on the first job with a grammar
+	vocab     *grammar.Vocab
+	vocabErr  error
 
 	tokensGenerated, promptTokens, requestsFinished atomic.Uint64
 	activeCount                                     atomic.Int64
@@ -82,11 +88,14 @@ type job struct {
 
 	// Loop goroutine only.
 	seq       int
-	ids       []int32 // prompt
-	fed       []int32 // tokens whose KV is in the cache
-	next      int32   // token to feed at the next step
-	sampler   *sample.Sampler
-	greedy    bool
+	ids       []int32          // prompt
+	fed       []int32          // tokens whose KV is in the cache
+	next      int32            // token to feed at the next step
+	sampler   *sample.Sampler  // nil: greedy on the GPU's argmax
+	matcher   *grammar.Matcher // with Job.Grammar
+	allowed   []bool           // the matcher's mask, per step
+	logprobs  []TokenLogprob   // generated since the last event
+	tops      []sample.TokenLogprob
 	dec       *tokenizer.Decoder
 	pending   string // decoded text held back: it may start a stop string
 	maxTokens int
@@ -127,12 +136,12 @@ func NewEngine(m *model.Model, tok *tokenizer.Tokenizer, opt Options) (*Engine, 
 // ModelName is the model's name for clients.
 func (e *Engine) ModelName() string { return e.opt.Name }
 
-// RenderChat renders messages with the model's chat template.
-func (e *Engine) RenderChat(msgs []ChatMessage) (string, error) {
+// RenderChat renders a chat with the model's chat template.
+func (e *Engine) RenderChat(c Chat) (RenderedChat, error) {
 	if e.opt.RenderChat == nil {
-		return "", fmt.Errorf("%w: the model has no chat template", ErrBadJob)
+		return RenderedChat{}, fmt.Errorf("%w: the model has no chat template", ErrBadJob)
 	}
-	return e.opt.RenderChat(msgs)
+	return e.opt.RenderChat(c)
 }
 
 // Submit queues a job; emit gets its events. It fails at once with ErrBusy
@@ -143,6 +152,17 @@ func (e *Engine) Submit(j Job, emit func(Event)) (string, error) {
 	}
 	if err := j.Sampling.Validate(); err != nil && j.Sampling.Temperature != 0 {
 		return "", fmt.Errorf("%w: %v", ErrBadJob, err)
+	}
+	if j.TopLogprobs < 0 || j.TopLogprobs > sample.MaxTopLogprobs {
+		return "", fmt.Errorf("%w: top_logprobs %d must be in [0, %d]", ErrBadJob, j.TopLogprobs, sample.MaxTopLogprobs)
+	}
+	for id, b := range j.LogitBias {
+		if id < 0 || int(id) >= e.m.Cfg.Vocab {
+			return "", fmt.Errorf("%w: logit_bias: token %d is outside the vocabulary [0, %d)", ErrBadJob, id, e.m.Cfg.Vocab)
+		}
+		if math.IsNaN(float64(b)) || b < -sample.MaxLogitBias || b > sample.MaxLogitBias {
+			return "", fmt.Errorf("%w: logit_bias: %v for token %d must be in [-%d, %d]", ErrBadJob, b, id, sample.MaxLogitBias, sample.MaxLogitBias)
+		}
 	}
 	ids := e.tok.Encode(j.Prompt, e.tok.AddBOS())
 	// Chat templates that print the BOS text themselves would otherwise
@@ -155,7 +175,7 @@ func (e *Engine) Submit(j Job, emit func(Event)) (string, error) {
 	}
 	capacity := e.m.KV.Config().MaxSeqLen
 	if len(ids) >= capacity {
-		return "", fmt.Errorf("%w: %v: %d tokens, the context holds %d", ErrBadJob, ErrPromptTooLong, len(ids), capacity)
+		return "", fmt.Errorf("%w: %w: %d tokens, the context holds %d", ErrBadJob, ErrPromptTooLong, len(ids), capacity)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -259,7 +279,7 @@ func (e *Engine) loop() {
 	for {
 		e.mu.Lock()
 		closed := e.closed
-		idle := len(e.queue) == 0 && len(e.active) == 0
+		idle := len(e.queue) == 0 && len(e.active) == 0 && len(e.embeds) == 0
 		e.mu.Unlock()
 		if closed {
 			e.drain()
@@ -274,6 +294,7 @@ func (e *Engine) loop() {
 		}
 		e.reap()
 		e.admit()
+		e.embedStep()
 		e.step()
 		used := 0
 		for _, j := range e.active {
@@ -294,6 +315,11 @@ func (e *Engine) drain() {
 	reason := "cancelled"
 	if err != nil {
 		reason = ""
+	}
+	if err == nil {
+		e.failEmbeds(ErrClosed)
+	} else {
+		e.failEmbeds(err)
 	}
 	for _, j := range e.active {
 		e.finish(j, reason, err)
@@ -442,15 +468,8 @@ func (e *Engine) start(j *job) error {
 	sl.tokens = sl.tokens[:reuse]
 	j.fed = append(j.fed[:0], j.ids[:reuse]...)
 	j.usage.CachedTokens = reuse
-	j.greedy = j.Sampling.Temperature == 0
-	if !j.greedy {
-		var err error
-		if j.sampler, err = sample.New(j.Sampling, e.m.Cfg.Vocab); err != nil {
-			return err
-		}
-		if err := j.sampler.Accept(j.ids...); err != nil {
-			return err
-		}
+	if err := e.setupSampling(j); err != nil {
+		return err
 	}
 	j.maxTokens = j.MaxTokens
 	if j.maxTokens <= 0 {
@@ -462,7 +481,7 @@ func (e *Engine) start(j *job) error {
 	j.dec = e.tok.NewDecoder()
 	want := model.NextGreedy
 	logits := []float32(nil)
-	if !j.greedy {
+	if j.sampler != nil {
 		want = model.LastLogits
 		logits = make([]float32, e.m.Cfg.Vocab)
 	}
@@ -483,9 +502,9 @@ func (e *Engine) start(j *job) error {
 			return nil
 		}
 	}
-	if !j.greedy {
+	if j.sampler != nil {
 		var err error
-		if next, err = j.sampler.Sample(logits); err != nil {
+		if next, err = e.pick(j, logits); err != nil {
 			return err
 		}
 	}
@@ -530,12 +549,92 @@ func (e *Engine) accept(j *job) bool {
 		e.send(j, text[:len(text)-keep])
 		j.pending = text[len(text)-keep:]
 	}
+	if j.matcher != nil && j.matcher.Done() {
+		e.finish(j, "stop", nil) // the grammar takes nothing more
+		return false
+	}
 	if n >= j.maxTokens {
 		e.finish(j, "length", nil)
 		return false
 	}
 	return true
 }
+
+// setupSampling gives a job that needs the logits (sampling, a grammar, a
+// logit bias, logprobs) its sampler, and its grammar matcher.
+func (e *Engine) setupSampling(j *job) error {
+	greedy := j.Sampling.Temperature == 0
+	if greedy && j.Grammar == nil && len(j.LogitBias) == 0 && !j.Logprobs {
+		return nil // the GPU's argmax
+	}
+	p := j.Sampling
+	if greedy {
+		p = sample.Greedy()
+	}
+	var err error
+	if j.sampler, err = sample.New(p, e.m.Cfg.Vocab); err != nil {
+		return err
+	}
+	if err := j.sampler.SetLogitBias(j.LogitBias); err != nil {
+		return err
+	}
+	if err := j.sampler.Accept(j.ids...); err != nil {
+		return err
+	}
+	if j.Grammar != nil {
+		e.vocabOnce.Do(func() {
+			pieces := make([]string, e.tok.VocabSize())
+			for id := range pieces {
+				pieces[id] = e.tok.Piece(int32(id))
+			}
+			e.vocab, e.vocabErr = grammar.NewVocab(pieces, e.tok.EOGTokens())
+		})
+		if e.vocabErr != nil {
+			return e.vocabErr
+		}
+		j.matcher = grammar.NewMatcher(j.Grammar, e.vocab)
+		j.allowed = make([]bool, e.m.Cfg.Vocab)
+	}
+	return nil
+}
+
+// pick chooses a job's next token from its logits row: the grammar's mask,
+// the bias and the sampler; it records the token's logprobs if asked.
+func (e *Engine) pick(j *job, row []float32) (int32, error) {
+	var allowed []bool
+	if j.matcher != nil {
+		j.matcher.SetRemaining(j.maxTokens - j.usage.CompletionTokens)
+		j.matcher.Mask(j.allowed)
+		allowed = j.allowed
+	}
+	id, err := j.sampler.SampleMasked(row, allowed)
+	if err != nil {
+		if allowed != nil {
+			return 0, fmt.Errorf("engine: no token the grammar allows can come next: %w", err)
+		}
+		return 0, err
+	}
+	if j.matcher != nil {
+		if err := j.matcher.Accept(id); err != nil {
+			return 0, err
+		}
+	}
+	if j.Logprobs && !e.tok.IsEOG(id) {
+		lp, tops, err := sample.LogProbs(row, id, j.TopLogprobs, j.tops[:0])
+		if err != nil {
+			return 0, err
+		}
+		j.tops = tops
+		t := TokenLogprob{Token: e.token(id), Logprob: lp, Top: make([]TopLogprob, len(tops))}
+		for i, c := range tops {
+			t.Top[i] = TopLogprob{Token: e.token(c.ID), Logprob: c.Logprob}
+		}
+		j.logprobs = append(j.logprobs, t)
+	}
+	return id, nil
+}
+
+func (e *Engine) token(id int32) Token { return Token{ID: id, Bytes: []byte(e.tok.Piece(id))} }
 
 // step advances every active job by one token in one batched submission.
 func (e *Engine) step() {
@@ -547,7 +646,7 @@ func (e *Engine) step() {
 	greedy := true
 	for i, j := range e.active {
 		seqs[i], toks[i] = j.seq, j.next
-		greedy = greedy && j.greedy
+		greedy = greedy && j.sampler == nil
 	}
 	next := make([]int32, len(e.active))
 	var logits []float32
@@ -583,11 +682,11 @@ func (e *Engine) step() {
 		j.fed = append(j.fed, toks[i])
 		if !greedy {
 			row := logits[i*vocab : (i+1)*vocab]
-			if j.greedy {
+			if j.sampler == nil {
 				next[i] = argmax(row)
 			} else {
 				var err error
-				if next[i], err = j.sampler.Sample(row); err != nil {
+				if next[i], err = e.pick(j, row); err != nil {
 					e.finish(j, "", err)
 					continue
 				}
@@ -647,7 +746,7 @@ func (e *Engine) send(j *job, text string) {
 	j.text.WriteString(text)
 	e.mu.Unlock()
 	if j.emit != nil {
-		j.emit(Event{JobID: j.ID, Text: text})
+		j.emit(Event{JobID: j.ID, Text: text, Logprobs: j.takeLogprobs()})
 	}
 }
 
@@ -693,11 +792,13 @@ func (e *Engine) finish(j *job, reason string, err error) {
 			j.timings.TokensPerSecond = float64(n) / d.Seconds()
 		}
 	}
-	ev := Event{JobID: j.ID, Done: true, FinishReason: reason, Usage: j.usage, Timings: j.timings, Err: err}
+	ev := Event{JobID: j.ID, Done: true, FinishReason: reason, Usage: j.usage, Timings: j.timings, Err: err,
+		Logprobs: j.takeLogprobs()}
 	// A finished job is kept only for Status: drop what decoding needed
 	// (the sampler holds vocabulary-sized buffers; a thousand kept jobs
 	// held about 160 MB of them).
 	j.sampler, j.dec, j.ids, j.fed = nil, nil, nil, nil
+	j.matcher, j.allowed, j.tops = nil, nil, nil
 	e.finished = append(e.finished, j.ID)
 	for len(e.finished) > e.opt.KeepFinished {
 		delete(e.jobs, e.finished[0])
@@ -744,4 +845,11 @@ func holdBack(text string, stops []string) int {
 		}
 	}
 	return keep
+}
+
+// takeLogprobs hands over the logprobs gathered since the last event.
+func (j *job) takeLogprobs() []TokenLogprob {
+	lps := j.logprobs
+	j.logprobs = nil
+	return lps
 }

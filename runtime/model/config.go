@@ -54,6 +54,8 @@ type Config struct {
 	YarnExtFactor, YarnAttnFactor, YarnBetaFast, YarnBetaSlow float64
 
 	TiedOutput bool // no output.weight: the head reuses token_embd
+	// Pooling is how embeddings pool the hidden states (pooling_type).
+	Pooling Pooling
 
 	// With and Without adjust random-weight synthesis (bench --shape,
 	// test models): optional tensors to include ("attn_q.bias",
@@ -180,6 +182,7 @@ func configure(f *gguf.File) (Config, Arch, error) {
 	}
 	_, hasOut := f.Tensor("output.weight")
 	c.TiedOutput = !hasOut
+	c.Pooling = readPooling(m)
 	if err := m.Err(); err != nil {
 		return c, nil, err
 	}

@@ -273,17 +273,21 @@ func (p *pass) Residual(in Act, w Weight, postNorm Weight) {
 	}
 	for _, g := range p.groups {
 		x, ing := rows(m.x, g.row, g.n), rows(in.t, g.row, g.n)
-		if g.fused && !postNorm.Has() {
+		switch {
+		case g.fused && !postNorm.Has():
 			// x += in · wᵀ as the matvec stores
 			p.fail(p.matVecFused(w.Tensor, ing, ops.MatVecOpts{Accumulate: true}, x))
-			continue
+		case postNorm.Has():
+			// x += rmsnorm(in · wᵀ) · post_norm: the norm needs whole rows,
+			// so the product goes to tmp and one dispatch adds its norm
+			tmp := rows(m.tmp, g.row, g.n)
+			p.fail(p.linear(g, tmp, ing, w.Tensor))
+			p.fail(ops.RMSNormAdd(p.enc, x, tmp, postNorm.Tensor, p.eps()))
+		default:
+			tmp := rows(m.tmp, g.row, g.n)
+			p.fail(p.linear(g, tmp, ing, w.Tensor))
+			p.fail(ops.Add(p.enc, x, x, tmp))
 		}
-		tmp := rows(m.tmp, g.row, g.n)
-		p.fail(p.linear(g, tmp, ing, w.Tensor))
-		if postNorm.Has() {
-			p.fail(ops.RMSNorm(p.enc, tmp, tmp, postNorm.Tensor, p.eps()))
-		}
-		p.fail(ops.Add(p.enc, x, x, tmp))
 	}
 }
 
