@@ -42,6 +42,7 @@ const (
 	codeGeneration       = "generation_failed"
 	codeInternal         = "internal_error"
 	codeForbidden        = "origin_not_allowed"
+	codeHostNotAllowed   = "host_not_allowed"
 	codeInvalidToolCall  = "invalid_tool_call"
 	codeContextLength    = "context_length_exceeded"
 )

@@ -596,6 +596,7 @@ func FuzzOllamaRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body string) {
 		for _, path := range []string{"/api/generate", "/api/chat", "/api/show"} {
 			req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+			req.Host = "localhost" // httptest names example.com, which the Host check refuses
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
 			if !allowed[rec.Code] {

@@ -47,6 +47,8 @@ type Server struct {
 	backend  atomic.Pointer[backendBox]
 	draining atomic.Bool
 	wsOpen   atomic.Int64 // websockets open or upgrading, for WSMaxConnections
+	hosts    atomic.Pointer[hostPolicy]
+	limiter  *connLimiter
 
 	jobs     jobTracker
 	conns    connSet
@@ -63,9 +65,12 @@ type backendBox struct{ Backend }
 func New(cfg Config, log zerolog.Logger) *Server {
 	s := &Server{cfg: cfg.withDefaults(), log: log, started: time.Now()}
 	s.keyDigest = sha256.Sum256([]byte(s.cfg.APIKey))
+	s.hosts.Store(newHostPolicy(s.cfg, s.cfg.Addr))
+	s.limiter = newConnLimiter(s.cfg)
 	s.jobs.jobs = map[string]*trackedJob{}
 	s.conns.m = map[*wsConn]struct{}{}
 	s.metrics = newMetrics(s)
+	s.limiter.refused = s.metrics.refused.Inc
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: s.cfg.WriteTimeout,
 		ReadBufferSize:   4096,
@@ -128,8 +133,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return err
 	}
+	// The Host check knows the address actually listened on (a port of
+	// 0, an --addr flag).
+	s.hosts.Store(newHostPolicy(s.cfg, ln.Addr().String()))
+	ln = &limitedListener{Listener: ln, l: s.limiter}
 	srv := &http.Server{
 		Handler:           s.handler,
+		ConnContext:       connContext,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ReadTimeout:       s.cfg.ReadTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
@@ -584,7 +594,7 @@ func (s *Server) routes() http.Handler {
 
 	mux.Handle("/wasm/{file}", methods(map[string]http.HandlerFunc{http.MethodGet: s.handleWasm}))
 	mux.Handle("/", s.staticHandler())
-	return s.withRequestLog(mux)
+	return s.withRequestLog(s.withConnLimit(s.withHostCheck(mux)))
 }
 
 func (s *Server) staticHandler() http.Handler {

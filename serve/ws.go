@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -78,20 +76,14 @@ type (
 )
 
 // checkOrigin accepts requests without Origin (not from a browser), from
-// the server's own origin, and from Config.AllowedOrigins.
+// the server's own origin (its Host being an allowed host), loopback
+// pages and Config.AllowedOrigins; withHostCheck already refused others,
+// this is the upgrader's own check of the same rule.
 func (s *Server) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
+	if s.hosts.Load().originAllowed(r) {
 		return true
 	}
-	if originAllowed(s.cfg.AllowedOrigins, origin) {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err == nil && strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	reqLog(r).Warn().Str("origin", origin).Str("host", r.Host).Msg("websocket origin refused")
+	reqLog(r).Warn().Str("origin", r.Header.Get("Origin")).Str("host", r.Host).Msg("websocket origin refused")
 	return false
 }
 
@@ -132,6 +124,11 @@ func (s *Server) handleWebsocket(w http.ResponseWriter, r *http.Request, b Backe
 		return
 	}
 	defer s.wsOpen.Add(-1)
+	release, ok := s.wsClientLimit(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered

@@ -33,7 +33,10 @@ before it appears in the store.
   wgllm run -m Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q8_0 -p "Hello"
 
 The hub is hub.url (WGLLM_HUB_URL, --hub-url; default https://huggingface.co);
-gated or private repos need hub.token or HF_TOKEN. The model's store name
+gated or private repos need hub.token or HF_TOKEN. A transfer slower than
+hub.min_rate (4KB/s) over hub.rate_window (60s) is resumed, then given up;
+hub.deadline bounds a whole pull. A .gguf is checked to be GGUF before it is
+called verified. The model's store name
 is printed on stdout.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -79,10 +82,13 @@ func (a *app) pullModel(ctx context.Context, ref, revision string, retries int, 
 		token = os.Getenv("HF_TOKEN")
 	}
 	c := &hub.Client{
-		BaseURL:   a.cfg.GetString("hub.url"),
-		Token:     token,
-		UserAgent: "wgllm",
-		Retries:   retries,
+		BaseURL:    a.cfg.GetString("hub.url"),
+		Token:      token,
+		UserAgent:  "wgllm",
+		Retries:    retries,
+		MinRate:    minRate(a.cfg.GetSizeInBytes("hub.min_rate")),
+		RateWindow: a.cfg.GetDuration("hub.rate_window"),
+		Deadline:   a.cfg.GetDuration("hub.deadline"),
 		OnRetry: func(n int, err error, wait time.Duration) {
 			a.log.Warn().Err(err).Int("attempt", n).Dur("wait", wait).Msg("download broke off; resuming")
 		},
@@ -198,4 +204,13 @@ func (p *pullProgress) finish(ok bool) {
 	if ok && p.start >= 0 {
 		p.logLine("downloaded")
 	}
+}
+
+// minRate is hub.min_rate as hub.Client wants it: 0 in the config turns
+// the floor off.
+func minRate(n uint) int64 {
+	if n == 0 {
+		return -1
+	}
+	return int64(n)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/grammar"
 	"github.com/wgllm/wgllm/runtime/kv"
 	"github.com/wgllm/wgllm/runtime/model"
@@ -24,7 +25,10 @@ type Options struct {
 	QueueLimit       int // waiting jobs beyond which Submit answers ErrBusy; 0: 64
 	DefaultMaxTokens int // when a job gives none; 0: the rest of the context
 	KeepFinished     int // finished jobs kept for Status; 0: 1024
-	Name             string
+	// KeepFinishedBytes bounds the text those jobs keep, in bytes, oldest
+	// dropped first (their prompts are not kept); 0: 32 MiB.
+	KeepFinishedBytes int
+	Name              string
 	// RenderChat renders a chat with the model's template.
 	RenderChat func(Chat) (RenderedChat, error)
 	// ChatStop ends chat jobs at these strings as well (the end-of-turn
@@ -47,6 +51,7 @@ type Engine struct {
 	embeds   []*embedWork // embedding requests, run between steps
 	jobs     map[string]*job
 	finished []string // ids in finishing order, for pruning
+	keptText int      // bytes of text the finished jobs hold
 	active   []*job   // owned by the loop goroutine
 	slots    []slot   // per KV sequence slot; owned by the loop goroutine
 	closed   bool
@@ -119,6 +124,9 @@ func NewEngine(m *model.Model, tok *tokenizer.Tokenizer, opt Options) (*Engine, 
 	}
 	if opt.KeepFinished <= 0 {
 		opt.KeepFinished = 1024
+	}
+	if opt.KeepFinishedBytes <= 0 {
+		opt.KeepFinishedBytes = 32 << 20
 	}
 	e := &Engine{m: m, tok: tok, opt: opt, jobs: map[string]*job{}, slots: make([]slot, seqs),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
@@ -289,6 +297,7 @@ func (e *Engine) loop() {
 		}
 		if idle {
 			e.kvUsed.Store(0)
+			e.activeCount.Store(0)
 			<-e.wake
 			continue
 		}
@@ -342,6 +351,7 @@ func (e *Engine) reap() {
 		}
 	}
 	e.active = kept
+	e.activeCount.Store(int64(len(e.active)))
 	e.mu.Lock()
 	var cancelled []*job
 	q := e.queue[:0]
@@ -668,6 +678,13 @@ func (e *Engine) step() {
 		e.finish(last, "", fmt.Errorf("engine: %w: no room to continue this request alongside the others", err))
 		return
 	}
+	var nonFinite *ops.NonFiniteError
+	if errors.As(err, &nonFinite) {
+		// The step was rolled back for every sequence: the ones without a
+		// token fail, the others run it again next time (bit-identical).
+		e.dropRows(nonFinite.Rows, fmt.Errorf("engine: %w", ops.ErrNonFinite))
+		return
+	}
 	if err != nil {
 		for _, j := range e.active {
 			e.finish(j, "", err)
@@ -683,7 +700,11 @@ func (e *Engine) step() {
 		if !greedy {
 			row := logits[i*vocab : (i+1)*vocab]
 			if j.sampler == nil {
-				next[i] = argmax(row)
+				var err error
+				if next[i], err = argmax(row); err != nil {
+					e.finish(j, "", err)
+					continue
+				}
 			} else {
 				var err error
 				if next[i], err = e.pick(j, row); err != nil {
@@ -728,14 +749,40 @@ func (e *Engine) evictIdle() bool {
 	return freed
 }
 
-func argmax(row []float32) int32 {
+// dropRows fails the active jobs at the given indices with err.
+func (e *Engine) dropRows(rows []int, err error) {
+	drop := make(map[int]bool, len(rows))
+	for _, r := range rows {
+		drop[r] = true
+	}
+	kept := e.active[:0]
+	for i, j := range e.active {
+		if drop[i] {
+			e.finish(j, "", err)
+			continue
+		}
+		kept = append(kept, j)
+	}
+	e.active = kept
+	e.activeCount.Store(int64(len(e.active)))
+}
+
+// argmax is the greedy token of a logits row on the CPU, with the GPU
+// argmax's rule: a NaN or +Inf, or only -Inf, is an error.
+func argmax(row []float32) (int32, error) {
 	best := 0
 	for i, v := range row {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 1) {
+			return 0, fmt.Errorf("engine: %w (logit of token %d is %v)", ops.ErrNonFinite, i, v)
+		}
 		if v > row[best] {
 			best = i
 		}
 	}
-	return int32(best)
+	if math.IsInf(float64(row[best]), -1) {
+		return 0, fmt.Errorf("engine: %w", ops.ErrNonFinite)
+	}
+	return int32(best), nil
 }
 
 func (e *Engine) send(j *job, text string) {
@@ -797,10 +844,16 @@ func (e *Engine) finish(j *job, reason string, err error) {
 	// A finished job is kept only for Status: drop what decoding needed
 	// (the sampler holds vocabulary-sized buffers; a thousand kept jobs
 	// held about 160 MB of them).
+	// Status shows no prompt: a thousand 256 KiB prompts were 256 MB.
 	j.sampler, j.dec, j.ids, j.fed = nil, nil, nil, nil
+	j.Prompt, j.Stop = "", nil
 	j.matcher, j.allowed, j.tops = nil, nil, nil
 	e.finished = append(e.finished, j.ID)
-	for len(e.finished) > e.opt.KeepFinished {
+	e.keptText += j.text.Len()
+	for len(e.finished) > e.opt.KeepFinished || (e.keptText > e.opt.KeepFinishedBytes && len(e.finished) > 0) {
+		if old := e.jobs[e.finished[0]]; old != nil {
+			e.keptText -= old.text.Len()
+		}
 		delete(e.jobs, e.finished[0])
 		e.finished = e.finished[1:]
 	}

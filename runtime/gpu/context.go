@@ -391,9 +391,19 @@ func (c *Context) Wait() error {
 // After a device loss it releases nothing of the device's own (pipelines,
 // bind groups, uniform and staging buffers, queue, device): with
 // wgpu-native, releasing them after wgpuDeviceDestroy corrupts handles
-// that a device created later reuses. What a lost device holds is left to
-// the driver; a recovery costs that leak once.
+// that a device created later reuses ("resource with a different
+// device" at its next submission, which aborts the process). What a lost
+// device holds is left to the driver; a recovery costs that leak once.
+//
+// Otherwise it first submits the queue's pending writes and waits for
+// them: a device released with writes never submitted (a model load that
+// failed after uploading some tensors) leaves wgpu-native's queue state
+// behind, and the next device's first submission aborts the process with
+// "Attempt to use a resource with a different device".
 func (c *Context) Close() {
+	if c.Err() == nil && c.device != nil && !c.closing.Load() {
+		c.flushPendingWrites()
+	}
 	c.closing.Store(true)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -430,6 +440,14 @@ func (c *Context) Close() {
 // InjectDeviceLoss destroys the device as a driver reset would, so tests can
 // check that loss is reported as an error everywhere.
 func (c *Context) InjectDeviceLoss() { c.device.Destroy() }
+
+// flushPendingWrites submits an empty command list, which sends the
+// queue's pending buffer writes, and waits for the queue to drain. Its
+// error is of no use: the device is being released either way.
+func (c *Context) flushPendingWrites() {
+	c.device.SubmitPending()
+	_ = c.Wait()
+}
 
 // Software reports a CPU adapter (lavapipe, llvmpipe, WARP): kernels may pick
 // other shapes there, and heavy benchmarks skip.

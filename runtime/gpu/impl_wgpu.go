@@ -219,6 +219,8 @@ func (d *wgpuDevice) CreateBindGroup(p hal.Pipeline, uniform hal.Buffer, uniform
 
 func (d *wgpuDevice) Submit(cmd hal.CommandBuffer) { d.queue.Submit(cmd.(wgpuCommands).raw) }
 
+func (d *wgpuDevice) SubmitPending() { d.queue.Submit() }
+
 func (d *wgpuDevice) CreateEncoder() (hal.Encoder, error) {
 	enc, err := d.dev.CreateCommandEncoder(nil)
 	if err != nil {

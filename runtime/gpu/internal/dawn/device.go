@@ -226,6 +226,8 @@ func (d *device) Submit(cmd hal.CommandBuffer) {
 	C.wgllm_QueueSubmit(d.queue, 1, &raw)
 }
 
+func (d *device) SubmitPending() { C.wgllm_QueueSubmit(d.queue, 0, nil) }
+
 func (d *device) ReadMapped(b hal.Buffer, offset uint64, dst []byte) error {
 	raw := b.(buffer).raw
 	n := len(dst)

@@ -174,6 +174,9 @@ type Device interface {
 	CreateEncoder() (Encoder, error)
 	CreateTimestampQuerySet(count uint32) (QuerySet, error)
 	Submit(cmd CommandBuffer)
+	// SubmitPending submits no commands, which sends the queue's pending
+	// buffer writes.
+	SubmitPending()
 	// ReadMapped maps b[offset:offset+len(dst)] for reading once the work
 	// before it is done, copies it into dst and unmaps.
 	ReadMapped(b Buffer, offset uint64, dst []byte) error
