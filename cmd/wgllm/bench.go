@@ -108,7 +108,7 @@ func benchCmd(a *app) *cobra.Command {
 			a.log.Info().Str("model", label).Dur("load", time.Since(t0)).Uint64("weights_bytes", w).Uint64("expert_bytes", func() uint64 { e, _ := m.ExpertBytes(); return e }()).
 				Uint64("kv_bytes", kvb).Uint64("scratch_bytes", s).Str("adapter", ctx.Adapter.Name).Msg("bench model ready")
 			var results []benchResult
-			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + ctx.Adapter.Backend,
+			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + string(ctx.Adapter.Impl) + "/" + ctx.Adapter.Backend,
 				TypeK: kt.String(), TypeV: kt.String(), KVBytes: m.KV.Config().TokenBytes()}
 			rng := rand.New(rand.NewSource(42))
 			tokens := make([]int32, max(nP, 1))
@@ -182,8 +182,8 @@ func benchCmd(a *app) *cobra.Command {
 			}
 			tw.Flush()
 			experts, perToken := m.ExpertBytes()
-			fmt.Fprintf(os.Stdout, "adapter: %s (%s); decode reads %s of weights per token: %.1f GB/s at the tg rate\n",
-				ctx.Adapter.Name, ctx.Adapter.Backend, bytesHuman(perToken), float64(perToken)*lastTG(results)/1e9)
+			fmt.Fprintf(os.Stdout, "adapter: %s (%s, %s); decode reads %s of weights per token: %.1f GB/s at the tg rate\n",
+				ctx.Adapter.Name, ctx.Adapter.Impl, ctx.Adapter.Backend, bytesHuman(perToken), float64(perToken)*lastTG(results)/1e9)
 			if experts > 0 {
 				fmt.Fprintf(os.Stdout, "experts: %s of the weights, %d of %d per token: %s dense + %s experts read per token\n",
 					bytesHuman(experts), m.Cfg.ExpertsUsed, m.Cfg.Experts, bytesHuman(w-experts), bytesHuman(perToken-(w-experts)))
