@@ -15,6 +15,8 @@ import (
 //	Scale(enc, dst, x, s)      dst[i] = x[i] * s
 //	SiluMul(enc, dst, g, u)    dst[i] = silu(g[i]) * u[i] (SwiGLU; silu(x) = x/(1+exp(-x)))
 //	AddRow(enc, dst, x, bias)  dst[r, c] = x[r, c] + bias[c] (x [rows, n], bias [n])
+//	GatedAct(enc, dst, g, u, a) dst[i] = act(g[i], u[i]) (activation.go)
+//	SoftCap(enc, dst, x, cap)  dst[i] = cap*tanh(x[i]/cap) (activation.go)
 //
 // Operands are matched by element count (shapes are views; only AddRow
 // reads a row length, from the last dimension of x). dst may be the very
@@ -30,9 +32,13 @@ const (
 	opScale
 	opSiluMul
 	opAddRow
+	opGeluMul
+	opSwiGLUOAI
+	opSoftCap
 )
 
-var elemOpNames = [...]string{opAdd: "add", opMul: "mul", opScale: "scale", opSiluMul: "silu_mul", opAddRow: "add_row"}
+var elemOpNames = [...]string{opAdd: "add", opMul: "mul", opScale: "scale", opSiluMul: "silu_mul", opAddRow: "add_row",
+	opGeluMul: "gelu_mul", opSwiGLUOAI: "swiglu_oai_mul", opSoftCap: "softcap"}
 
 func (o elemOp) String() string { return elemOpNames[o] }
 
@@ -69,8 +75,9 @@ func (k elemKey) String() string {
 type elemParams struct {
 	N                uint32 // output elements
 	AOff, BOff, DOff uint32
-	Cols             uint32 // AddRow: bias length
-	Scale            float32
+	Cols             uint32  // AddRow: bias length
+	Scale            float32 // Scale: the factor; SoftCap: the cap
+	Inv              float32 // SoftCap: 1/cap, rounded once on the host
 }
 
 const elemWG = 256

@@ -121,7 +121,7 @@ func matVec(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) error {
 					"W": key.W.String(), "M": key.M, "R": key.R, "WG": key.WG, "V": v, "Vec": key.Vec,
 					"Ms": matSeq(key.M), "Rs": matSeq(key.R),
 					"RedSize": key.R * key.M * key.WG, "Red2Size": key.R * key.M * 16,
-					"Acc": key.Acc, "Pair": key.Pair, "Segs": key.Segs, "Norm": key.Norm,
+					"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm,
 				})
 				return gpu.PipelineSpec{Source: src, Storage: fu.storage()}, err
 			})

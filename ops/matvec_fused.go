@@ -14,9 +14,14 @@ type MatVecOpts struct {
 	// Accumulate adds the product to dst instead of storing it (the residual
 	// add after the attention output and FFN down projections).
 	Accumulate bool
-	// Pair: w is [2N, K], the gate rows then the up rows of a SwiGLU FFN;
-	// dst [M, N] gets silu(gate_n·x_m) * (up_n·x_m).
+	// Pair: w is [2N, K], the gate rows then the up rows of a gated FFN;
+	// dst [M, N] gets Act(gate_n·x_m, up_n·x_m), silu(g)·u by default.
 	Pair bool
+	// Act is the Pair's activation (ActSiLU, the zero value: llama, qwen;
+	// ActGELU: gemma2/3's GeGLU; ActSwiGLUOAI: gpt-oss), the same WGSL as
+	// GatedAct so the fused decode and unfused prefill paths agree. Only
+	// with Pair.
+	Act Activation
 	// Norm, when set, RMS-normalises each row of x and scales it by Norm
 	// (f32 [K]) before the product: dst = w·(x / rms(x) * Norm), with
 	// rms(x) = sqrt(mean(x²) + Eps).
@@ -40,6 +45,7 @@ func MatVecFused(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dst ...Tensor) err
 // fusion selects the fused variants of the matvec shaders.
 type fusion struct {
 	Acc, Pair, Segs, Norm bool
+	Act                   Activation // Pair's activation
 }
 
 func (f fusion) String() string {
@@ -51,6 +57,9 @@ func (f fusion) String() string {
 		if v.on {
 			s += v.name
 		}
+	}
+	if f.Act != ActSiLU {
+		s += "_" + f.Act.String()
 	}
 	return s
 }
@@ -116,7 +125,7 @@ func (o MatVecOpts) plan(op string, w Tensor, m int, dsts []Tensor) (*fusedPlan,
 		return fail("%d destinations; 1 to 3 are supported", len(dsts))
 	}
 	n, k := w.Shape[0], w.Shape[1]
-	p := &fusedPlan{fusion: fusion{Acc: o.Accumulate, Pair: o.Pair, Segs: len(dsts) > 1, Norm: o.Norm != nil}}
+	p := &fusedPlan{fusion: fusion{Acc: o.Accumulate, Pair: o.Pair, Segs: len(dsts) > 1, Norm: o.Norm != nil, Act: o.Act}}
 	total := 0
 	for i, d := range dsts {
 		if d.DType != F32 || len(d.Shape) != 2 || d.Shape[0] != m {
@@ -128,6 +137,10 @@ func (o MatVecOpts) plan(op string, w Tensor, m int, dsts []Tensor) (*fusedPlan,
 		total += d.Shape[1]
 	}
 	switch {
+	case !o.Act.valid():
+		return fail("unknown activation %s", o.Act)
+	case o.Act != ActSiLU && !p.Pair:
+		return fail("activation %s needs Pair", o.Act)
 	case p.Pair && p.Segs:
 		return fail("Pair takes one destination")
 	case p.Pair && (n%2 != 0 || dsts[0].Shape[1] != n/2):

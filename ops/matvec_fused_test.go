@@ -56,6 +56,7 @@ func TestMatVecFused(t *testing.T) {
 		pair    bool
 		acc     bool
 		norm    bool
+		act     ops.Activation
 		comment string
 	}
 	var cases []fcase
@@ -70,6 +71,8 @@ func TestMatVecFused(t *testing.T) {
 			fcase{dt: dt, m: 2, k: k, segs: []int{24, 9, 9}, norm: true, comment: "RMSNorm then fused QKV"},
 			fcase{dt: dt, m: 1, k: k, segs: []int{19}, pair: true, norm: true, comment: "RMSNorm then gate/up"},
 			fcase{dt: dt, m: 6, k: k, segs: []int{13, 5}, acc: true, comment: "two segments, accumulate, M past 4"},
+			fcase{dt: dt, m: 2, k: k, segs: []int{21}, pair: true, norm: true, act: ops.ActGELU, comment: "RMSNorm then GeGLU"},
+			fcase{dt: dt, m: 3, k: k, segs: []int{17}, pair: true, acc: true, act: ops.ActSwiGLUOAI, comment: "clamped SwiGLU, accumulate"},
 		)
 	}
 	cases = append(cases,
@@ -86,7 +89,7 @@ func TestMatVecFused(t *testing.T) {
 		for _, f := range []struct {
 			on bool
 			s  string
-		}{{c.pair, "pair"}, {c.acc, "acc"}, {c.norm, "norm"}} {
+		}{{c.pair, "pair"}, {c.acc, "acc"}, {c.norm, "norm"}, {c.act != ops.ActSiLU, c.act.String()}} {
 			if f.on {
 				name += "_" + f.s
 			}
@@ -137,7 +140,7 @@ func TestMatVecFused(t *testing.T) {
 				off += c.m*s + gap
 			}
 			var o ops.MatVecOpts
-			o.Pair, o.Accumulate = c.pair, c.acc
+			o.Pair, o.Accumulate, o.Act = c.pair, c.acc, c.act
 			xs := make([]float64, c.m*c.k)
 			for i, v := range xv {
 				xs[i] = float64(v)
@@ -170,7 +173,7 @@ func TestMatVecFused(t *testing.T) {
 					for j := 0; j < c.segs[si]; j++ {
 						var v float64
 						if c.pair {
-							v = ref.Silu(dot(j, m)) * dot(cols+j, m)
+							v = actRef[c.act](dot(j, m), dot(cols+j, m))
 						} else {
 							v = dot(row0+j, m)
 						}

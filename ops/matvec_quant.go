@@ -131,7 +131,7 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 		cv := stageVec4(key.T, key.TPR) * max(key.U, 1)
 		src, err := wgsl.Render("dequant.wgsl", map[string]any{
 			"StageX": key.StageX, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
-			"Acc": key.Acc, "Pair": key.Pair, "Segs": key.Segs, "Norm": key.Norm, "Pairs": pairs,
+			"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm, "Pairs": pairs,
 			"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
 			"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "NAcc": key.M * rpt,
 			"Ms": seq(key.M), "Rs": seq(rpt), "Accs": seq(key.M * rpt), "RMs": rms, "UnrollJ": key.UnrollJ, "JExprs": jexprs,

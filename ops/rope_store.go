@@ -12,6 +12,8 @@ type ropeStoreKey struct {
 	Mode      RoPEMode
 	Pool      DType
 	Positions bool
+	Factors   bool // FreqFactors tensor bound
+	YaRN      bool // YaRN's per-pair ramp
 	WG        int
 }
 
@@ -20,7 +22,7 @@ func (k ropeStoreKey) String() string {
 	if k.Positions {
 		s += "_pos"
 	}
-	return s
+	return s + ropeVariant(k.Factors, k.YaRN)
 }
 
 // ropeStoreParams mirrors the shader's Params (vec4 members at 16-byte offsets).
@@ -31,8 +33,9 @@ type ropeStoreParams struct {
 	PoolRows, SOff, PosOff, PosBase uint32
 	Inv2Pi                          float32
 	_                               [3]uint32
-	TwoPi                           [4]float32
-	Lo, Hi                          [16]float32
+	ropeScaleParams
+	TwoPi  [4]float32
+	Lo, Hi [16]float32
 }
 
 // RoPEStore is one step's RoPE and KV-cache write in one dispatch: q [n,
@@ -72,20 +75,14 @@ func RoPEStore(enc *gpu.Encoder, q, k, v, kPool, vPool, slots Tensor, o RoPEOpts
 	case kPool.DType == F16 && (kPool.Off%2 != 0 || vPool.Off%2 != 0):
 		return fail("f16 pools must start at an even element")
 	}
-	if o.Mode != RoPENormal && o.Mode != RoPENeox {
-		return fail("unknown mode %s", o.Mode)
-	}
-	if o.NRot < 2 || o.NRot%2 != 0 || o.NRot > hd || o.NRot > MaxRoPENRot {
-		return fail("NRot %d must be even, at least 2 and at most headDim %d (and %d)", o.NRot, hd, MaxRoPENRot)
-	}
-	if !(o.Base > 0) || math.IsInf(o.Base, 0) || !(o.FreqScale >= 0) || math.IsInf(o.FreqScale, 0) {
-		return fail("frequency base %g and scale %g must be finite (base > 0)", o.Base, o.FreqScale)
+	if err := o.validate(hd); err != nil {
+		return fail("%v", err)
 	}
 	// One binding spans q, k and v.
 	lo := min(q.Off, k.Off, v.Off)
 	hi := max(q.Off+q.Len(), k.Off+k.Len(), v.Off+v.Len())
 	ts := []Tensor{{Buf: q.Buf, Off: lo, DType: F32, Shape: []int{hi - lo}}, kPool, vPool, slots}
-	key := ropeStoreKey{Mode: o.Mode, Pool: kPool.DType, WG: 256}
+	key := ropeStoreKey{Mode: o.Mode, Pool: kPool.DType, WG: 256, YaRN: o.yarn()}
 	if o.Positions != nil {
 		pt := *o.Positions
 		if pt.DType != U32 || pt.Len() != n {
@@ -98,6 +95,13 @@ func RoPEStore(enc *gpu.Encoder, q, k, v, kPool, vPool, slots Tensor, o RoPEOpts
 		ts = append(ts, pt)
 	} else if uint64(o.PosOffset)+uint64(n) > MaxRoPEPosition {
 		return fail("positions %d..%d exceed %d, the last exact in f32", o.PosOffset, uint64(o.PosOffset)+uint64(n)-1, MaxRoPEPosition)
+	}
+	if o.FreqFactors != nil {
+		if f := o.FreqFactors.Buf; f == q.Buf || f == kPool.Buf || f == vPool.Buf {
+			return fail("FreqFactors %s must not share the q/k/v or pool buffers", *o.FreqFactors)
+		}
+		key.Factors = true
+		ts = append(ts, *o.FreqFactors)
 	}
 	perRow := hd / 2
 	if uint64(n)*uint64(heads+2*kvh)*uint64(perRow) >= 1<<32 {
@@ -119,13 +123,22 @@ func RoPEStore(enc *gpu.Encoder, q, k, v, kPool, vPool, slots Tensor, o RoPEOpts
 	if key.Positions {
 		p.PosOff = offs[4]
 	}
+	if key.Factors {
+		p.ropeScaleParams = o.scaleParams(offs[len(offs)-1])
+	} else {
+		p.ropeScaleParams = o.scaleParams(0)
+	}
 	ctx := enc.Context()
 	pipe, err := ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
-		src, err := wgsl.Render("rope_store.wgsl", map[string]any{
-			"Mode": key.Mode.String(), "Pool": key.Pool.String(), "WG": key.WG, "Positions": key.Positions,
-		})
 		storage := []gpu.Access{gpu.ReadWrite, gpu.ReadWrite, gpu.ReadWrite, gpu.ReadOnly}
 		if key.Positions {
+			storage = append(storage, gpu.ReadOnly)
+		}
+		src, err := wgsl.Render("rope_store.wgsl", map[string]any{
+			"Mode": key.Mode.String(), "Pool": key.Pool.String(), "WG": key.WG, "Positions": key.Positions,
+			"Factors": key.Factors, "YaRN": key.YaRN, "BindFF": len(storage) + 1,
+		})
+		if key.Factors {
 			storage = append(storage, gpu.ReadOnly)
 		}
 		return gpu.PipelineSpec{Source: src, Storage: storage}, err

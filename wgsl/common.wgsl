@@ -56,13 +56,61 @@ fn silu(x: f32) -> f32 {
   return x * s;
 }
 
+// sigmoid(x) as silu computes it: from e = exp(-|x|), never inf/inf.
+fn sigmoid(x: f32) -> f32 {
+  let e = exp(-abs(x));
+  return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+}
+
+// tanh without overflow for any finite x (the builtin may compute
+// sinh/cosh and give NaN at large |x| on some drivers): a Taylor series to
+// x^11 below |x| = 1/4 (truncation < 3e-10 relative, where (1-e)/(1+e)
+// would cancel), else sign(x)(1-e)/(1+e) with e = exp(-2|x|) in (0, 0.61).
+fn tanh_stable(x: f32) -> f32 {
+  let a = abs(x);
+  if (a < 0.25) {
+    let z = x * x;
+    return x * (1.0 + z * (-0.33333333 + z * (0.13333333 + z * (-0.053968254 + z * (0.021869489 + z * -0.0088632355)))));
+  }
+  let e = exp(-2.0 * a);
+  return sign(x) * ((1.0 - e) / (1.0 + e));
+}
+
+// Gated FFN activations act(gate, up) (ops.Activation), shared by the
+// elementwise op and the fused Pair matvecs so both paths agree.
+fn act_silu(g: f32, u: f32) -> f32 { return silu(g) * u; }
+
+// gelu (tanh form) as x·sigmoid(2·sqrt(2/π)(x + 0.044715x³)), which equals
+// 0.5x(1 + tanh(sqrt(2/π)(x + 0.044715x³))).
+fn act_gelu(g: f32, u: f32) -> f32 {
+  let t = 1.5957691 * g * (1.0 + 0.044715 * g * g);
+  return g * sigmoid(t) * u;
+}
+
+// gpt-oss's clamped SwiGLU (ggml_swiglu_oai, alpha 1.702, limit 7).
+fn act_swiglu_oai(g: f32, u: f32) -> f32 {
+  let x = min(g, 7.0);
+  let y = clamp(u, -7.0, 7.0);
+  return x * sigmoid(1.702 * x) * (y + 1.0);
+}
+
 {{/* rope_angle is shared by the RoPE kernels (rope.wgsl, rope_store.wgsl):
      the rotation of one pair, from the Params fields lo, hi, inv_2pi and
      two_pi. It must match RoPEOpts.Angle on the host exactly. */}}
 {{define "rope_angle"}}fn angle(pos: u32, pair: u32) -> f32 {
   let lo = pair & 15u;
   let hi = pair >> 4u;
-  let inv_freq = p.lo[lo >> 2u][lo & 3u] * p.hi[hi >> 2u][hi & 3u];
+  var inv_freq = p.lo[lo >> 2u][lo & 3u] * p.hi[hi >> 2u][hi & 3u];
+{{- if .YaRN}}
+  // YaRN (ggml rope_yarn): mix interpolation (freq_scale) and extrapolation
+  // (1) by the ramp between the correction dims.
+  let y = (f32(pair) - p.corr_lo) * p.inv_span;
+  let r = (1.0 - clamp(y, 0.0, 1.0)) * p.ext_factor;
+  inv_freq = inv_freq * (p.freq_scale * (1.0 - r) + r);
+{{- end}}
+{{- if .Factors}}
+  inv_freq = inv_freq / freq_factors[p.ff_off + pair];
+{{- end}}
   return f32(pos) * inv_freq;
 }
 
@@ -76,13 +124,14 @@ fn reduce_angle(theta: f32) -> f32 {
   return (((theta - k * p.two_pi.x) - k * p.two_pi.y) - k * p.two_pi.z) - k * p.two_pi.w;
 }
 
-// Pair (x0, x1) turned by pair's angle at pos. Angle 0 (position 0) is
-// exactly the identity, whatever cos and sin give.
+// Pair (x0, x1) turned by pair's angle at pos, scaled by mscale (ggml's
+// cos·mscale and sin·mscale; 1 scales exactly). Angle 0 (position 0) is
+// exactly the identity (times mscale), whatever cos and sin give.
 fn rotate_pair(x0: f32, x1: f32, pos: u32, pair: u32) -> vec2<f32> {
   let theta = angle(pos, pair);
   let r = reduce_angle(theta);
-  let c = cos(r);
-  let s = sin(r);
-  return select(vec2<f32>(x0 * c - x1 * s, x0 * s + x1 * c), vec2<f32>(x0, x1), theta == 0.0);
+  let c = cos(r) * p.mscale;
+  let s = sin(r) * p.mscale;
+  return select(vec2<f32>(x0 * c - x1 * s, x0 * s + x1 * c), vec2<f32>(x0, x1) * p.mscale, theta == 0.0);
 }
 {{end}}

@@ -553,7 +553,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let i = p.d_off + {{.M}}u * p.d_stride + row0 + {{$r}}u;
         let gs = red[{{.G}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
         let us = red[{{.U}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
-        d[i] = {{if $.Acc}}d[i] + {{end}}silu(gs) * us;
+        d[i] = {{if $.Acc}}d[i] + {{end}}act_{{$.Act}}(gs, us);
       }
 {{- end}}
     }

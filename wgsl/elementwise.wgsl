@@ -4,7 +4,8 @@ struct Params {
   n: u32,
   a_off: u32, b_off: u32, d_off: u32,
   cols: u32,   // add_row: bias length
-  scale: f32,  // scale: the factor
+  scale: f32,  // scale: the factor; softcap: the cap
+  inv: f32,    // softcap: 1/cap
 }
 @group(0) @binding(0) var<uniform> p: Params;
 // An input that is dst's own view (SameA/SameB, in place) is not bound: it
@@ -31,7 +32,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- else if eq .Op "mul"}}
   d[p.d_off + i] = x * {{if .SameB}}d{{else}}b{{end}}[p.b_off + i];
 {{- else if eq .Op "silu_mul"}}
-  d[p.d_off + i] = silu(x) * {{if .SameB}}d{{else}}b{{end}}[p.b_off + i];
+  d[p.d_off + i] = act_silu(x, {{if .SameB}}d{{else}}b{{end}}[p.b_off + i]);
+{{- else if eq .Op "gelu_mul"}}
+  d[p.d_off + i] = act_gelu(x, {{if .SameB}}d{{else}}b{{end}}[p.b_off + i]);
+{{- else if eq .Op "swiglu_oai_mul"}}
+  d[p.d_off + i] = act_swiglu_oai(x, {{if .SameB}}d{{else}}b{{end}}[p.b_off + i]);
+{{- else if eq .Op "softcap"}}
+  d[p.d_off + i] = p.scale * tanh_stable(x * p.inv);
 {{- else if eq .Op "add_row"}}
   d[p.d_off + i] = x + {{if .SameB}}d{{else}}b{{end}}[p.b_off + i % p.cols];
 {{- else if eq .Op "scale"}}

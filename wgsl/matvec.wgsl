@@ -10,7 +10,7 @@
 // Fusions (each a template switch, see ops.MatVecOpts):
 //   Acc : d += result (a residual add after the projection);
 //   Pair: the weight holds [gate; up] (pair_off rows apart): output n is
-//         silu(gate_n . x) * (up_n . x), each dot summed as above;
+//         act(gate_n . x, up_n . x) (silu(g)*u by default), each dot summed as above;
 //   Segs: output rows [0, seg1), [seg1, seg2), [seg2, n) go to three
 //         destinations (q, k, v of one fused QKV weight);
 //   Norm: x is RMS-normalised and scaled by g first; the dot runs on x * g
@@ -236,7 +236,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       us *= nscale[m];
 {{- end}}
       let i = p.d_off + m * p.d_rs + row;
-      d[i] = {{if .Acc}}d[i] + {{end}}silu(gs) * us;
+      d[i] = {{if .Acc}}d[i] + {{end}}act_{{.Act}}(gs, us);
     }
   }
 {{- else}}

@@ -6,6 +6,8 @@ struct Params {
   half_rot: u32, per_row: u32, total: u32, x_off: u32,
   d_off: u32, pos_off: u32, pos_base: u32,
   inv_2pi: f32,
+  mscale: f32, ff_off: u32, ext_factor: f32, freq_scale: f32,  // see ops.ropeScaleParams
+  corr_lo: f32, inv_span: f32, pad_s0: u32, pad_s1: u32,
   two_pi: vec4<f32>,            // 2π in parts: k*part exact for k < 2^16
   lo: array<vec4<f32>, 4>,      // base^(-2j/n_rot), j = 0..15
   hi: array<vec4<f32>, 4>,      // freq_scale * base^(-32j/n_rot), j = 0..15
@@ -15,6 +17,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> d: array<f32>;
 {{- if .Positions}}
 @group(0) @binding(3) var<storage, {{if .AliasPos}}read_write{{else}}read{{end}}> positions: array<u32>;
+{{- end}}
+{{- if .Factors}}
+@group(0) @binding({{.BindFF}}) var<storage, read> freq_factors: array<f32>;
 {{- end}}
 
 const WG: u32 = {{.WG}}u;

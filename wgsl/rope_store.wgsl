@@ -14,6 +14,8 @@ struct Params {
   k_off: u32, v_off: u32, kp_off: u32, vp_off: u32,
   pool_rows: u32, s_off: u32, pos_off: u32, pos_base: u32,
   inv_2pi: f32, pad0: u32, pad1: u32, pad2: u32,
+  mscale: f32, ff_off: u32, ext_factor: f32, freq_scale: f32,  // see ops.ropeScaleParams
+  corr_lo: f32, inv_span: f32, pad_s0: u32, pad_s1: u32,
   two_pi: vec4<f32>,
   lo: array<vec4<f32>, 4>,
   hi: array<vec4<f32>, 4>,
@@ -25,6 +27,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read> slots: array<u32>;
 {{- if .Positions}}
 @group(0) @binding(5) var<storage, read> positions: array<u32>;
+{{- end}}
+{{- if .Factors}}
+@group(0) @binding({{.BindFF}}) var<storage, read> freq_factors: array<f32>;
 {{- end}}
 
 const WG: u32 = {{.WG}}u;

@@ -259,7 +259,7 @@ func (s *session) load(b []byte, opts js.Value) (any, error) {
 		"arch":         s.m.Cfg.Arch,
 		"vocab":        s.m.Cfg.Vocab,
 		"ctxSize":      s.m.KV.Config().MaxSeqLen,
-		"layers":       len(s.m.Layers),
+		"layers":       s.m.Cfg.Layers,
 		"adapter":      adapterJS(s.ctx.Adapter),
 		"weightsBytes": float64(w),
 		"kvBytes":      float64(k),

@@ -51,3 +51,39 @@ func CopyRows(dst, src []float64, rows, cols, dstStride, srcStride int) {
 		}
 	}
 }
+
+// GeluTanh is ggml_gelu's tanh approximation,
+// 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x³))).
+func GeluTanh(x float64) float64 {
+	return 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))
+}
+
+// SwiGLUOAI is gpt-oss's clamped SwiGLU (ggml_swiglu_oai, alpha 1.702,
+// limit 7): g = min(gate, 7), u = clamp(up, -7, 7), g·sigmoid(1.702g)·(u+1).
+func SwiGLUOAI(gate, up float64) float64 {
+	const alpha, limit = 1.702, 7.0
+	g := math.Min(gate, limit)
+	u := math.Max(-limit, math.Min(up, limit))
+	return g / (1 + math.Exp(-alpha*g)) * (u + 1)
+}
+
+// GeluMul: dst[i] = GeluTanh(gate[i]) * up[i] (GeGLU).
+func GeluMul(dst, gate, up []float64) {
+	for i := range dst {
+		dst[i] = GeluTanh(gate[i]) * up[i]
+	}
+}
+
+// SwiGLUOAIMul: dst[i] = SwiGLUOAI(gate[i], up[i]).
+func SwiGLUOAIMul(dst, gate, up []float64) {
+	for i := range dst {
+		dst[i] = SwiGLUOAI(gate[i], up[i])
+	}
+}
+
+// SoftCap: dst[i] = cap * tanh(x[i] / cap).
+func SoftCap(dst, x []float64, cap float64) {
+	for i := range dst {
+		dst[i] = cap * math.Tanh(x[i]/cap)
+	}
+}

@@ -1,13 +1,14 @@
-// Package model holds the transformer architectures wgllm runs (llama,
-// qwen2, qwen3): their hyper-parameters read from GGUF metadata, their
-// weights on the GPU, and the forward pass.
+// Package model runs transformer architectures on the GPU. Each
+// architecture is one file (llama.go, gemma2.go, ...): its weights as a
+// tagged struct bound to GGUF tensors (bind.go), its hyper-parameters, and
+// its forward pass written once against the shared builders of Block
+// (pass.go), which choose fused or unfused kernels for decode and prefill.
 package model
 
 import (
 	"fmt"
 	"math"
 
-	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gguf"
 )
 
@@ -15,8 +16,8 @@ import (
 type RopeMode int
 
 const (
-	RopeNormal RopeMode = iota // adjacent pairs (2i, 2i+1): llama GGUF files
-	RopeNeox                   // halves (i, i+n/2): qwen2, qwen3
+	RopeNormal RopeMode = iota // adjacent pairs (2i, 2i+1): llama, glm4, chatglm
+	RopeNeox                   // halves (i, i+n/2): qwen2/3, gemma, phi3
 )
 
 func (m RopeMode) String() string {
@@ -26,114 +27,209 @@ func (m RopeMode) String() string {
 	return "normal"
 }
 
-// Config is an architecture's hyper-parameters.
+// Config is an architecture's hyper-parameters: the common ones, read
+// alike for every architecture (as llama.cpp's load_hparams does), and the
+// RoPE scaling they ask for.
 type Config struct {
-	Arch       string
-	Dim        int // embedding length
-	Layers     int
-	Heads      int
-	KVHeads    int
-	HeadDim    int
-	FFN        int // feed-forward hidden size
-	Vocab      int
-	CtxLen     int // trained context length
-	NormEps    float64
-	RopeBase   float64
-	RopeScale  float64 // freq_scale = 1/linear scaling factor
-	RopeDims   int     // rotated dims per head
-	RopeMode   RopeMode
-	QKVBias    bool // qwen2
-	QKNorm     bool // qwen3: per-head RMSNorm of q and k
-	TiedOutput bool // no output.weight: reuse token_embd
+	Arch    string
+	Dim     int // embedding length
+	Layers  int
+	Heads   int
+	KVHeads int
+	HeadDim int
+	FFN     int // feed-forward hidden size
+	Vocab   int
+	CtxLen  int // trained context length
+	NormEps float64
+
+	RopeBase  float64
+	RopeScale float64 // freq_scale = 1/linear scaling factor
+	RopeDims  int     // rotated dims per head
+	RopeMode  RopeMode
+	// RopeScaling is the file's rope.scaling.type: "", "none", "linear",
+	// "yarn" or "longrope".
+	RopeScaling string
+	RopeOrigCtx int // rope.scaling.original_context_length (YaRN, LongRoPE)
+	// YaRN (ggml's rope_yarn), as llama.cpp derives them from the file.
+	YarnExtFactor, YarnAttnFactor, YarnBetaFast, YarnBetaSlow float64
+
+	TiedOutput bool // no output.weight: the head reuses token_embd
+
+	// With and Without adjust random-weight synthesis (bench --shape,
+	// test models): optional tensors to include ("attn_q.bias",
+	// "attn_qkv.weight", "rope_freqs.weight") and required ones to leave
+	// out ("output.weight" for a tied head).
+	With, Without []string
 }
 
-// Supported lists the architectures this package runs.
-var Supported = []string{"llama", "qwen2", "qwen3"}
+// dims are the symbols of the shape tags.
+func (c Config) dims() map[string]int {
+	q, kv := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	return map[string]int{
+		"dim": c.Dim, "vocab": c.Vocab, "ffn": c.FFN, "2ffn": 2 * c.FFN, "hd": c.HeadDim,
+		"q": q, "kv": kv, "qkv": q + 2*kv, "rot2": c.RopeDims / 2, "heads": c.Heads,
+	}
+}
+
+// Meta reads an architecture's metadata keys ("<arch>.KEY") and remembers
+// the first missing or out-of-range one, so Configure reads plainly.
+type Meta struct {
+	f    *gguf.File
+	arch string
+	err  error
+}
+
+func (m *Meta) fail(format string, args ...any) {
+	if m.err == nil {
+		m.err = fmt.Errorf("model: "+format, args...)
+	}
+}
+
+// Has reports whether "<arch>.key" is present.
+func (m *Meta) Has(key string) bool {
+	_, ok := m.f.Metadata[m.arch+"."+key]
+	return ok
+}
+
+// Uint reads a required positive integer key, at most 1<<24.
+func (m *Meta) Uint(key string) int {
+	v, ok := m.f.ArchUint(key)
+	if !ok {
+		m.fail("%s.%s is missing", m.arch, key)
+		return 0
+	}
+	if v == 0 || v > 1<<24 {
+		m.fail("%s.%s = %d is out of range", m.arch, key, v)
+		return 0
+	}
+	return int(v)
+}
+
+// UintOr reads an optional integer key in [lo, 1<<24], def when absent.
+func (m *Meta) UintOr(key string, def, lo int) int {
+	v, ok := m.f.ArchUint(key)
+	if !ok {
+		return def
+	}
+	if v < uint64(lo) || v > 1<<24 {
+		m.fail("%s.%s = %d is out of range", m.arch, key, v)
+		return def
+	}
+	return int(v)
+}
+
+// FloatOr reads an optional finite number key, def when absent; the value
+// must be positive when positive is set.
+func (m *Meta) FloatOr(key string, def float64, positive bool) float64 {
+	v, ok := m.f.ArchFloat(key)
+	if !ok {
+		return def
+	}
+	if math.IsNaN(v) || math.IsInf(v, 0) || (positive && v <= 0) {
+		m.fail("%s.%s = %v is out of range", m.arch, key, v)
+		return def
+	}
+	return v
+}
+
+// String reads an optional string key.
+func (m *Meta) String(key string) string {
+	s, _ := m.f.String(m.arch + "." + key)
+	return s
+}
+
+// Err is the first bad key read.
+func (m *Meta) Err() error { return m.err }
 
 // ConfigFromGGUF reads and checks the hyper-parameters.
 func ConfigFromGGUF(f *gguf.File) (Config, error) {
+	c, _, err := configure(f)
+	return c, err
+}
+
+// configure reads the common hyper-parameters, then the architecture's.
+func configure(f *gguf.File) (Config, Arch, error) {
 	arch := f.Architecture()
+	a, err := newArch(arch)
+	if err != nil {
+		return Config{Arch: arch}, nil, err
+	}
+	m := &Meta{f: f, arch: arch}
 	c := Config{Arch: arch}
-	switch arch {
-	case "llama":
-		c.RopeMode = RopeNormal
-	case "qwen2":
-		c.RopeMode, c.QKVBias = RopeNeox, true
-	case "qwen3":
-		c.RopeMode, c.QKNorm = RopeNeox, true
-	case "":
-		return c, fmt.Errorf("model: general.architecture is missing")
-	default:
-		return c, fmt.Errorf("model: unsupported architecture %q (supported: %v)", arch, Supported)
-	}
-	req := func(key string) (int, error) {
-		v, ok := f.ArchUint(key)
-		if !ok {
-			return 0, fmt.Errorf("model: %s.%s is missing", arch, key)
-		}
-		if v == 0 || v > 1<<24 {
-			return 0, fmt.Errorf("model: %s.%s = %d is out of range", arch, key, v)
-		}
-		return int(v), nil
-	}
-	var err error
-	if c.Dim, err = req("embedding_length"); err != nil {
-		return c, err
-	}
-	if c.Layers, err = req("block_count"); err != nil {
-		return c, err
-	}
-	if c.Heads, err = req("attention.head_count"); err != nil {
-		return c, err
-	}
-	if c.FFN, err = req("feed_forward_length"); err != nil {
-		return c, err
-	}
-	c.KVHeads = c.Heads
-	if v, ok := f.ArchUint("attention.head_count_kv"); ok {
-		c.KVHeads = int(v)
-	}
-	c.HeadDim = c.Dim / c.Heads
-	if v, ok := f.ArchUint("attention.key_length"); ok {
-		c.HeadDim = int(v)
-	}
-	c.CtxLen = 2048
-	if v, ok := f.ArchUint("context_length"); ok {
-		c.CtxLen = int(v)
-	}
-	c.NormEps = 1e-5
-	if v, ok := f.ArchFloat("attention.layer_norm_rms_epsilon"); ok {
-		c.NormEps = v
-	}
-	c.RopeBase = 10000
-	if v, ok := f.ArchFloat("rope.freq_base"); ok {
-		c.RopeBase = v
-	}
-	c.RopeScale = 1
-	if v, ok := f.ArchFloat("rope.scale_linear"); ok && v > 0 {
-		c.RopeScale = 1 / v
-	}
-	if t, _ := f.String(arch + ".rope.scaling.type"); t == "linear" {
-		if v, ok := f.ArchFloat("rope.scaling.factor"); ok && v > 0 {
-			c.RopeScale = 1 / v
-		}
-	}
-	c.RopeDims = c.HeadDim
-	if v, ok := f.ArchUint("rope.dimension_count"); ok {
-		c.RopeDims = int(v)
-	}
+	c.Dim = m.Uint("embedding_length")
+	c.Layers = m.Uint("block_count")
+	c.Heads = m.Uint("attention.head_count")
+	c.FFN = m.Uint("feed_forward_length")
+	c.KVHeads = m.UintOr("attention.head_count_kv", c.Heads, 1)
+	c.HeadDim = c.Dim / max(c.Heads, 1)
+	c.HeadDim = m.UintOr("attention.key_length", c.HeadDim, 1)
+	c.CtxLen = m.UintOr("context_length", 2048, 1)
+	c.NormEps = m.FloatOr("attention.layer_norm_rms_epsilon", 1e-5, true)
+	c.RopeBase = m.FloatOr("rope.freq_base", 10000, true)
+	c.RopeDims = m.UintOr("rope.dimension_count", c.HeadDim, 2)
+	readRopeScaling(m, &c)
 	if tok, ok := f.Strings("tokenizer.ggml.tokens"); ok {
 		c.Vocab = len(tok)
 	}
-	if v, ok := f.ArchUint("vocab_size"); ok {
-		c.Vocab = int(v)
-	}
+	c.Vocab = m.UintOr("vocab_size", c.Vocab, 1)
 	if emb, ok := f.Tensor("token_embd.weight"); ok && len(emb.Dims) == 2 {
 		c.Vocab = int(emb.Dims[1])
 	}
 	_, hasOut := f.Tensor("output.weight")
 	c.TiedOutput = !hasOut
-	return c, c.Validate()
+	if err := m.Err(); err != nil {
+		return c, nil, err
+	}
+	a.Configure(m, &c)
+	if err := m.Err(); err != nil {
+		return c, nil, err
+	}
+	return c, a, c.Validate()
+}
+
+// readRopeScaling follows llama.cpp (llama-model.cpp load_hparams and
+// llama-context.cpp): scaling.factor (or the old scale_linear) gives
+// freq_scale unless the type is "none"; YaRN's ext_factor is 1 for "yarn",
+// and its attention factor is get_mscale(factor) cancelled by the
+// 1+0.1·ln(factor) that ggml's rope_yarn multiplies in, times the file's
+// attn_factor.
+func readRopeScaling(m *Meta, c *Config) {
+	c.RopeScaling = m.String("rope.scaling.type")
+	switch c.RopeScaling {
+	case "", "none", "linear", "yarn", "longrope":
+	default:
+		m.fail("%s.rope.scaling.type %q is not one of none, linear, yarn, longrope", c.Arch, c.RopeScaling)
+	}
+	factor := m.FloatOr("rope.scaling.factor", 0, false)
+	if factor == 0 {
+		factor = m.FloatOr("rope.scale_linear", 0, false)
+	}
+	if factor < 0 {
+		m.fail("%s.rope.scaling.factor = %v is out of range", c.Arch, factor)
+	}
+	c.RopeScale = 1
+	if factor > 0 && c.RopeScaling != "none" {
+		c.RopeScale = 1 / factor
+	}
+	c.RopeOrigCtx = m.UintOr("rope.scaling.original_context_length", m.UintOr("context_length", 2048, 1), 1)
+	c.YarnBetaFast = m.FloatOr("rope.scaling.yarn_beta_fast", 32, false)
+	c.YarnBetaSlow = m.FloatOr("rope.scaling.yarn_beta_slow", 1, false)
+	c.YarnAttnFactor = 1
+	if c.RopeScaling == "yarn" {
+		c.YarnExtFactor = m.FloatOr("rope.scaling.yarn_ext_factor", 1, false)
+		if c.YarnExtFactor != 0 {
+			f := 1 / c.RopeScale
+			mscale := 1.0
+			if f > 1 {
+				mscale = 0.1*math.Log(f) + 1
+			}
+			if logMul := m.FloatOr("rope.scaling.yarn_log_multiplier", 0, false); logMul != 0 && f > 1 {
+				mscale /= 0.1*logMul*math.Log(f) + 1
+			}
+			c.YarnAttnFactor = mscale / (1 + 0.1*math.Log(f))
+		}
+	}
+	c.YarnAttnFactor *= m.FloatOr("rope.scaling.attn_factor", 1, true)
 }
 
 // Validate checks the relations between hyper-parameters.
@@ -143,21 +239,19 @@ func (c Config) Validate() error {
 		return fmt.Errorf("model: non-positive dimension in %+v", c)
 	case c.Heads%c.KVHeads != 0:
 		return fmt.Errorf("model: %d heads are not a multiple of %d kv heads", c.Heads, c.KVHeads)
+	case c.HeadDim%4 != 0 || c.HeadDim > 256:
+		return fmt.Errorf("model: head dim %d: want a multiple of 4, at most 256", c.HeadDim)
 	case c.Vocab <= 0:
 		return fmt.Errorf("model: vocabulary size unknown")
 	case c.RopeDims <= 0 || c.RopeDims > c.HeadDim || c.RopeDims%2 != 0:
 		return fmt.Errorf("model: rope dimension count %d invalid for head dim %d", c.RopeDims, c.HeadDim)
 	case c.NormEps <= 0 || math.IsNaN(c.NormEps):
 		return fmt.Errorf("model: rms epsilon %v invalid", c.NormEps)
-	case c.RopeBase <= 0:
+	case c.RopeBase <= 0 || math.IsNaN(c.RopeBase):
 		return fmt.Errorf("model: rope base %v invalid", c.RopeBase)
 	}
 	return nil
 }
-
-// Tensor names, as llama.cpp writes them.
-func blk(i int, name string) string     { return fmt.Sprintf("blk.%d.%s.weight", i, name) }
-func blkBias(i int, name string) string { return fmt.Sprintf("blk.%d.%s.bias", i, name) }
 
 // MemoryEstimate is what Load will allocate on the GPU, in bytes.
 type MemoryEstimate struct {
@@ -166,33 +260,3 @@ type MemoryEstimate struct {
 
 // Total is the sum.
 func (e MemoryEstimate) Total() uint64 { return e.Weights + e.KV + e.Scratch }
-
-// Estimate computes Load's GPU allocations without touching the GPU.
-func Estimate(f *gguf.File, opt Options) (MemoryEstimate, error) {
-	c, err := ConfigFromGGUF(f)
-	if err != nil {
-		return MemoryEstimate{}, err
-	}
-	opt = opt.withDefaults(c)
-	var e MemoryEstimate
-	largestQuant := uint64(0)
-	for _, t := range f.Tensors {
-		e.Weights += t.Size
-		if t.Type != gguf.F32 && t.Type != gguf.F16 {
-			largestQuant = max(largestQuant, t.Elements())
-		}
-	}
-	kvSize := uint64(4)
-	if opt.KVType == ops.F16 {
-		kvSize = 2
-	}
-	blocks := (opt.KVTokens + opt.BlockSize - 1) / opt.BlockSize
-	e.KV = 2 * uint64(c.Layers*blocks*opt.BlockSize*c.KVHeads*c.HeadDim) * kvSize
-	n := uint64(opt.Batch)
-	qDim, kvDim := uint64(c.Heads*c.HeadDim), uint64(c.KVHeads*c.HeadDim)
-	e.Scratch = 4 * n * (3*uint64(c.Dim) + 2*qDim + 2*kvDim + 2*uint64(c.FFN) + uint64(c.Vocab) + 2)
-	if n > matVecMaxRows {
-		e.Scratch += 2 * largestQuant
-	}
-	return e, nil
-}

@@ -7,23 +7,43 @@ import (
 	"github.com/wgllm/wgllm/runtime/gpu"
 )
 
-// fuseLayers joins each layer's Q, K and V weights into one matrix and its
-// gate and up weights into another, where they share a type: decode then
-// reads each group in one dispatch (ops.MatVecFused), and a dispatch costs a
-// few µs whatever its size. The separate tensors stay, as views into the
-// joined matrix, for prefill. Memory does not grow: each original buffer is
-// freed once copied.
-func (m *Model) fuseLayers() error {
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		var err error
-		if l.QKV, err = m.join(fmt.Sprintf("blk.%d.attn_qkv", i), &l.Q, &l.K, &l.V); err != nil {
-			return err
+// Decode reads each group of matrices that multiply the same input in one
+// dispatch (ops.MatVecFused), and a dispatch costs a few µs whatever its
+// size. So at load Q, K and V are joined into one matrix, and gate and up
+// into another, where they share a type; the separate tensors stay, as
+// views into the joined matrix, for prefill. A file's own fused matrices
+// (attn_qkv, a 2·ffn ffn_up) get the same views. Memory does not grow:
+// each original buffer is freed once copied.
+
+func (a *AttnWeights) prepare(m *Model, layer string) error {
+	c := m.Cfg
+	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	if a.QKV.Has() { // the file's fused matrix: views for the unfused path
+		a.Q.Tensor = a.QKV.View(0, qDim, c.Dim)
+		a.K.Tensor = a.QKV.View(qDim*c.Dim, kvDim, c.Dim)
+		a.V.Tensor = a.QKV.View((qDim+kvDim)*c.Dim, kvDim, c.Dim)
+		if a.QKVB.Has() {
+			a.BQ.Tensor = a.QKVB.View(0, qDim)
+			a.BK.Tensor = a.QKVB.View(qDim, kvDim)
+			a.BV.Tensor = a.QKVB.View(qDim+kvDim, kvDim)
 		}
-		if l.GateUp, err = m.join(fmt.Sprintf("blk.%d.ffn_gate_up", i), &l.Gate, &l.Up); err != nil {
-			return err
-		}
+		return nil
 	}
+	joined, err := m.join(layer+".attn_qkv", &a.Q.Tensor, &a.K.Tensor, &a.V.Tensor)
+	a.QKV.Tensor = joined
+	return err
+}
+
+func (f *GatedFFN) prepare(m *Model, layer string) error {
+	joined, err := m.join(layer+".ffn_gate_up", &f.Gate.Tensor, &f.Up.Tensor)
+	f.joined.GateUp.Tensor = joined
+	return err
+}
+
+func (f *FusedFFN) prepare(m *Model, _ string) error {
+	ffn, dim := m.Cfg.FFN, m.Cfg.Dim
+	f.split.Gate.Tensor = f.GateUp.View(0, ffn, dim)
+	f.split.Up.Tensor = f.GateUp.View(ffn*dim, ffn, dim)
 	return nil
 }
 
@@ -63,26 +83,31 @@ func (m *Model) join(name string, parts ...*ops.Tensor) (ops.Tensor, error) {
 		joined.Buf.Destroy()
 		return ops.Tensor{}, fmt.Errorf("model: joining %s: %w", name, err)
 	}
+	m.buffers = append(m.buffers, joined)
 	row := 0
 	for _, p := range parts {
 		old := p.Buf
 		*p = joined.View(row*cols, p.Shape[0], cols)
 		row += p.Shape[0]
-		m.dropBuffer(old)
+		m.replaceBuffer(old, *p)
 	}
-	m.buffers = append(m.buffers, joined)
 	return joined, nil
 }
 
-// dropBuffer frees a buffer the model owns and forgets it.
-func (m *Model) dropBuffer(b *gpu.Buffer) {
+// replaceBuffer frees a buffer the model owns; its entry in the weight
+// list becomes the view that replaced it.
+func (m *Model) replaceBuffer(b *gpu.Buffer, view ops.Tensor) {
 	kept := m.buffers[:0]
 	for _, t := range m.buffers {
-		if t.Buf == b {
-			continue
+		if t.Buf != b {
+			kept = append(kept, t)
 		}
-		kept = append(kept, t)
 	}
 	m.buffers = kept
+	for i, w := range m.weights {
+		if w.Buf == b {
+			m.weights[i] = view
+		}
+	}
 	b.Destroy()
 }

@@ -1,11 +1,9 @@
 package model
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"math"
 	"os"
+	"reflect"
 	"strconv"
 
 	"github.com/wgllm/wgllm/ops"
@@ -21,7 +19,7 @@ type Options struct {
 	BlockSize int       // KV cache block size in tokens; 0: 16
 	KVTokens  int       // tokens the KV block pool holds for all sequences; 0: CtxLen × Seqs
 	KVType    ops.DType // ops.F32 or ops.F16
-	Batch     int       // most tokens one Forward takes (prefill chunk); 0: 512
+	Batch     int       // most tokens one step takes (prefill chunk); 0: 512
 	Progress  func(done, total uint64)
 }
 
@@ -45,36 +43,19 @@ func (o Options) withDefaults(c Config) Options {
 	return o
 }
 
-// Layer is one transformer block's weights. Shapes are [out, in] (GGUF
-// row-major: row n is output n).
-type Layer struct {
-	AttnNorm, FFNNorm ops.Tensor // [dim]
-	Q, K, V, O        ops.Tensor // [qDim, dim], [kvDim, dim] ×2, [dim, qDim]
-	BQ, BK, BV        ops.Tensor // qwen2 biases [qDim], [kvDim] ×2
-	QNorm, KNorm      ops.Tensor // qwen3 per-head norms [headDim]
-	Gate, Up, Down    ops.Tensor // [ffn, dim] ×2, [dim, ffn]
-	// Q, K, V joined ([qDim+2·kvDim, dim]) and Gate, Up joined ([2·ffn,
-	// dim]) when each group shares a type; Q, K, V, Gate, Up are then views
-	// into them. Zero tensors otherwise.
-	QKV, GateUp ops.Tensor
-}
-
 // Model is a transformer on the GPU with its KV cache and every scratch
 // buffer a forward pass needs, allocated once at load.
 type Model struct {
-	Cfg    Config
-	ctx    *gpu.Context
-	Embd   ops.Tensor // [vocab, dim]
-	Norm   ops.Tensor // [dim]
-	Output ops.Tensor // [vocab, dim] (Embd when tied)
-	Layers []Layer
-	KV     *kv.Paged
+	Cfg  Config
+	arch Arch
+	ctx  *gpu.Context
+	KV   *kv.Paged
 
 	batch int
 	// Scratch, all [batch, ...] f32 unless noted.
 	x, h, tmp    ops.Tensor // [batch, dim]
-	q, att       ops.Tensor // [batch, qDim]
-	k, v         ops.Tensor // [batch, kvDim]
+	q, k, v      ops.Tensor // [batch, qDim], [batch, kvDim] ×2: views of one buffer
+	att          ops.Tensor // [batch, qDim]
 	gate, up     ops.Tensor // [batch, ffn]
 	logits       ops.Tensor // [batch, vocab]
 	ids          ops.Tensor // [batch] u32
@@ -86,71 +67,65 @@ type Model struct {
 	rbLogSize    uint64
 	weightBytes  uint64
 	scratchBytes uint64
+	weights      []ops.Tensor // every bound tensor, once
 	buffers      []ops.Tensor // everything to free on Close
 }
 
-// Load reads a GGUF model onto the GPU.
+// Load reads a GGUF model onto the GPU. Every tensor's presence, shape
+// and type is checked before the first upload, so a bad file is refused
+// naming the tensor and leaves nothing on the GPU.
 func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
-	cfg, err := ConfigFromGGUF(f)
+	cfg, arch, err := configure(f)
 	if err != nil {
 		return nil, err
 	}
+	ss, err := slots(arch, cfg)
+	if err != nil {
+		return nil, err
+	}
+	bound, err := match(f, ss)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKVType(opt.KVType); err != nil {
+		return nil, err
+	}
 	opt = opt.withDefaults(cfg)
-	m := &Model{Cfg: cfg, ctx: ctx, batch: opt.Batch}
+	m := &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch}
 	ok := false
 	defer func() {
 		if !ok {
 			m.Close()
 		}
 	}()
-	u := &uploader{ctx: ctx, f: f, progress: opt.Progress}
-	for _, t := range f.Tensors {
-		u.total += t.Size
+	var total, done uint64
+	for _, b := range bound {
+		total += b.info.Size
 	}
-	c := cfg
-	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	load := func(dst *ops.Tensor, name string, shape ...int) {
-		if err != nil {
-			return
+	uploaded := map[string]ops.Tensor{} // a tied head binds token_embd twice
+	for _, b := range bound {
+		t, seen := uploaded[b.info.Name]
+		if !seen {
+			// From the memory-mapped file: pages stream to the GPU without a
+			// copy on the Go heap, so host memory stays near the file size.
+			raw, err := f.TensorBytes(b.info)
+			if err != nil {
+				return nil, err
+			}
+			if t, err = ops.FromBytes(ctx, b.info.Name, b.dt, raw, b.shape...); err != nil {
+				return nil, fmt.Errorf("model: uploading %s: %w", b.info.Name, err)
+			}
+			uploaded[b.info.Name] = t
+			m.buffers = append(m.buffers, t)
+			m.weights = append(m.weights, t)
+			m.weightBytes += b.info.Size
+			done += b.info.Size
+			if opt.Progress != nil {
+				opt.Progress(done, total)
+			}
 		}
-		*dst, err = u.load(name, shape...)
-		if err == nil {
-			m.buffers = append(m.buffers, *dst)
-		}
+		*b.w = Weight{Tensor: t, Name: b.info.Name}
 	}
-	load(&m.Embd, "token_embd.weight", c.Vocab, c.Dim)
-	load(&m.Norm, "output_norm.weight", c.Dim)
-	if c.TiedOutput {
-		m.Output = m.Embd
-	} else {
-		load(&m.Output, "output.weight", c.Vocab, c.Dim)
-	}
-	m.Layers = make([]Layer, c.Layers)
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		load(&l.AttnNorm, blk(i, "attn_norm"), c.Dim)
-		load(&l.FFNNorm, blk(i, "ffn_norm"), c.Dim)
-		load(&l.Q, blk(i, "attn_q"), qDim, c.Dim)
-		load(&l.K, blk(i, "attn_k"), kvDim, c.Dim)
-		load(&l.V, blk(i, "attn_v"), kvDim, c.Dim)
-		load(&l.O, blk(i, "attn_output"), c.Dim, qDim)
-		load(&l.Gate, blk(i, "ffn_gate"), c.FFN, c.Dim)
-		load(&l.Up, blk(i, "ffn_up"), c.FFN, c.Dim)
-		load(&l.Down, blk(i, "ffn_down"), c.Dim, c.FFN)
-		if c.QKVBias {
-			load(&l.BQ, blkBias(i, "attn_q"), qDim)
-			load(&l.BK, blkBias(i, "attn_k"), kvDim)
-			load(&l.BV, blkBias(i, "attn_v"), kvDim)
-		}
-		if c.QKNorm {
-			load(&l.QNorm, blk(i, "attn_q_norm"), c.HeadDim)
-			load(&l.KNorm, blk(i, "attn_k_norm"), c.HeadDim)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	m.weightBytes = u.bytes
 	if err := m.finish(opt); err != nil {
 		return nil, err
 	}
@@ -158,13 +133,18 @@ func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
 	return m, nil
 }
 
-// finish allocates the KV cache and scratch once the weights are in place.
+func checkKVType(t ops.DType) error {
+	if t != ops.F32 && t != ops.F16 {
+		return fmt.Errorf("model: KV cache type %s: want f32 or f16", t)
+	}
+	return nil
+}
+
+// finish joins weights for the fused kernels, then allocates the KV cache
+// and scratch once the weights are in place.
 func (m *Model) finish(opt Options) error {
 	c := m.Cfg
-	if opt.KVType != ops.F32 && opt.KVType != ops.F16 {
-		return fmt.Errorf("model: KV cache type %s: want f32 or f16", opt.KVType)
-	}
-	if err := m.fuseLayers(); err != nil {
+	if err := m.prepareWeights(); err != nil {
 		return err
 	}
 	var err error
@@ -177,6 +157,38 @@ func (m *Model) finish(opt Options) error {
 		return err
 	}
 	return m.allocScratch()
+}
+
+// prepareWeights walks the architecture's weights and lets each shared
+// piece (AttnWeights, GatedFFN, FusedFFN) join or split its matrices.
+func (m *Model) prepareWeights() error {
+	type preparer interface {
+		prepare(m *Model, name string) error
+	}
+	var walk func(rv reflect.Value, name string) error
+	walk = func(rv reflect.Value, name string) error {
+		if p, ok := rv.Addr().Interface().(preparer); ok {
+			return p.prepare(m, name)
+		}
+		for i := 0; i < rv.NumField(); i++ {
+			f := rv.Field(i)
+			switch {
+			case !rv.Type().Field(i).IsExported():
+			case f.Kind() == reflect.Struct && f.Type() != reflect.TypeOf(Weight{}):
+				if err := walk(f, name); err != nil {
+					return err
+				}
+			case f.Kind() == reflect.Slice:
+				for l := 0; l < f.Len(); l++ {
+					if err := walk(f.Index(l), fmt.Sprintf("blk.%d", l)); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	}
+	return walk(reflect.ValueOf(m.arch).Elem(), "")
 }
 
 func (m *Model) allocScratch() error {
@@ -210,13 +222,7 @@ func (m *Model) allocScratch() error {
 	alloc(&m.positions, "positions", ops.U32, n)
 	alloc(&m.next, "next", ops.U32, n)
 	// Prefill dequantises one quantised weight at a time into f16.
-	largest := 0
-	for _, w := range m.weights() {
-		if w.DType.Quantized() || w.DType == ops.BF16 {
-			largest = max(largest, w.Len())
-		}
-	}
-	if largest > 0 && n > matVecMaxRows {
+	if largest := largestDequantised(m.weights); largest > 0 && n > matVecMaxRows {
 		alloc(&m.wdeq, "wdeq", ops.F16, largest)
 	}
 	if err != nil {
@@ -227,18 +233,21 @@ func (m *Model) allocScratch() error {
 	}
 	// Logits of up to a decode batch's rows come back with their submission;
 	// more (perplexity) are read separately.
-	m.rbLogSize = uint64(4 * c.Vocab * min(n, 64))
+	m.rbLogSize = uint64(4 * max(c.Vocab, c.Dim) * min(n, 64))
 	m.rbLog, err = m.ctx.NewReadback(m.rbLogSize)
 	return err
 }
 
-// weights lists every matrix a forward pass multiplies by.
-func (m *Model) weights() []ops.Tensor {
-	ws := []ops.Tensor{m.Output}
-	for _, l := range m.Layers {
-		ws = append(ws, l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down)
+// largestDequantised is the most elements of a matrix that prefill
+// dequantises to f16 before the tiled matmul.
+func largestDequantised(ws []ops.Tensor) int {
+	largest := 0
+	for _, w := range ws {
+		if len(w.Shape) == 2 && (w.DType.Quantized() || w.DType == ops.BF16) {
+			largest = max(largest, w.Len())
+		}
 	}
-	return ws
+	return largest
 }
 
 // Memory reports the GPU bytes held: weights, KV cache, scratch.
@@ -250,11 +259,14 @@ func (m *Model) Memory() (weights, kvCache, scratch uint64) {
 	return m.weightBytes, k, m.scratchBytes
 }
 
-// Batch is the most tokens one Forward takes.
+// Batch is the most tokens one step takes.
 func (m *Model) Batch() int { return m.batch }
 
 // Context is the GPU the model lives on.
 func (m *Model) Context() *gpu.Context { return m.ctx }
+
+// Tensors lists the weights, each once (a tied head is token_embd).
+func (m *Model) Tensors() []ops.Tensor { return m.weights }
 
 // Close frees every GPU buffer.
 func (m *Model) Close() {
@@ -264,15 +276,19 @@ func (m *Model) Close() {
 	m.buffers = nil
 	if m.step != nil {
 		m.step.Close()
+		m.step = nil
 	}
 	if m.KV != nil {
 		m.KV.Close()
+		m.KV = nil
 	}
 	if m.rbTok != nil {
 		m.rbTok.Release()
+		m.rbTok = nil
 	}
 	if m.rbLog != nil {
 		m.rbLog.Release()
+		m.rbLog = nil
 	}
 }
 
@@ -291,462 +307,45 @@ func envInt(name string, def int) int {
 // once; larger prefill batches use the tiled matmul.
 const matVecMaxRows = 8
 
-// linear records dst[n, out] = x[n, in] · wᵀ for a weight w [out, in] of any
-// stored type. decode rows always take the matvec kernels, in groups of
-// matVecMaxRows: their per-row results do not depend on how many rows share
-// the call, so a sequence decodes the same alone or in a batch.
-func (m *Model) linear(enc *gpu.Encoder, dst, x, w ops.Tensor, decode bool) error {
-	n := x.Shape[0]
-	if decode || n <= matVecMaxRows {
-		in, out := x.Shape[1], dst.Shape[1]
-		for r := 0; r < n; r += matVecMaxRows {
-			k := min(matVecMaxRows, n-r)
-			xs, ds := x.View(r*in, k, in), dst.View(r*out, k, out)
-			var err error
-			if w.DType.Quantized() || w.DType == ops.BF16 {
-				err = ops.MatVecQuant(enc, ds, w, xs)
-			} else {
-				err = ops.MatVec(enc, ds, w, xs)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if w.DType.Quantized() || w.DType == ops.BF16 {
-		deq := m.wdeq.View(0, w.Shape...)
-		if err := ops.Dequantize(enc, deq, w); err != nil {
-			return err
-		}
-		w = deq
-	}
-	return ops.MatMul(enc, dst, x, w, true)
-}
-
-// rows is the first n rows of a [batch, cols] scratch tensor.
-func rows(t ops.Tensor, n int) ops.Tensor { return t.View(0, n, t.Shape[len(t.Shape)-1]) }
-
-// Step describes what a forward call returns.
-type Step int
-
-const (
-	// NextGreedy: the argmax token after each sequence's last position (a
-	// u32 per sequence read back).
-	NextGreedy Step = iota
-	// LastLogits: the logits after each sequence's last position.
-	LastLogits
-	// AllLogits: the logits after every position (perplexity).
-	AllLogits
-)
-
-// span is a run of consecutive rows of one sequence at consecutive positions.
-type span struct{ seq, row, n, pos int }
-
-// Forward runs tokens through the model at the sequence's next positions in
-// one GPU submission, appending their keys and values to the cache. With
-// NextGreedy it returns the greedy next token; with LastLogits the last
-// row's logits into logits[:vocab]; with AllLogits every row's, [n*vocab].
-func (m *Model) Forward(seq int, tokens []int32, want Step, logits []float32) (int32, error) {
-	var next [1]int32
-	if err := m.run([]int{seq}, [][]int32{tokens}, want, logits, next[:], false); err != nil {
-		return 0, err
-	}
-	return next[0], nil
-}
-
-// DecodeBatch advances several sequences by one token each in one GPU
-// submission: tokens[i] is appended to seqs[i]. With NextGreedy next[i] gets
-// each sequence's greedy token; with LastLogits logits gets one row of
-// logits per sequence ([len(seqs)*vocab]). Each sequence's result is
-// bit-identical to decoding it alone.
-func (m *Model) DecodeBatch(seqs []int, tokens []int32, want Step, logits []float32, next []int32) error {
-	if len(seqs) != len(tokens) {
-		return fmt.Errorf("model: %d sequences, %d tokens", len(seqs), len(tokens))
-	}
-	if want == AllLogits {
-		want = LastLogits // one row per sequence either way
-	}
-	per := make([][]int32, len(tokens))
-	for i := range tokens {
-		per[i] = tokens[i : i+1]
-	}
-	return m.run(seqs, per, want, logits, next, true)
-}
-
-func (m *Model) run(seqs []int, tokens [][]int32, want Step, logits []float32, next []int32, decode bool) error {
-	c := m.Cfg
-	n := 0
-	for i, ts := range tokens {
-		if len(ts) == 0 {
-			return fmt.Errorf("model: no tokens for sequence %d", seqs[i])
-		}
-		n += len(ts)
-		for _, t := range ts {
-			if t < 0 || int(t) >= c.Vocab {
-				return fmt.Errorf("model: token id %d outside the vocabulary of %d", t, c.Vocab)
-			}
-		}
-	}
-	if n == 0 || n > m.batch {
-		return fmt.Errorf("model: forward of %d tokens (1..%d per call)", n, m.batch)
-	}
-	if want != AllLogits && len(next) < len(seqs) && want == NextGreedy {
-		return fmt.Errorf("model: room for %d next tokens, %d sequences", len(next), len(seqs))
-	}
-	// Attention reads the batch as [sequences, queries per sequence]: one
-	// sequence's tokens (prefill), or one token of each sequence (decode).
-	if len(seqs) > 1 && n != len(seqs) {
-		return fmt.Errorf("model: a batch of several sequences takes one token each")
-	}
-	spans := make([]span, len(seqs))
-	batch := make([]kv.StepSeq, len(seqs))
-	row := 0
-	for i, s := range seqs {
-		pos, err := m.KV.Reserve(s, len(tokens[i]))
-		if err != nil {
-			for _, done := range spans[:i] {
-				_ = m.KV.Truncate(done.seq, done.pos)
-			}
-			return err
-		}
-		spans[i] = span{seq: s, row: row, n: len(tokens[i]), pos: pos}
-		batch[i] = kv.StepSeq{Seq: s, New: len(tokens[i])}
-		row += len(tokens[i])
-	}
-	err := m.step.Set(m.KV, batch)
-	if err == nil {
-		err = m.forward(spans, tokens, want, logits, next, decode)
-	}
+// Estimate computes Load's GPU allocations without touching the GPU.
+func Estimate(f *gguf.File, opt Options) (MemoryEstimate, error) {
+	c, arch, err := configure(f)
 	if err != nil {
-		for _, sp := range spans { // the reserved rows hold nothing valid
-			_ = m.KV.Truncate(sp.seq, sp.pos)
-		}
+		return MemoryEstimate{}, err
 	}
-	return err
-}
-
-func (m *Model) forward(spans []span, tokens [][]int32, want Step, logits []float32, next []int32, decode bool) error {
-	c := m.Cfg
-	last := spans[len(spans)-1]
-	n := last.row + last.n
-	ids := make([]uint32, 0, n)
-	pos := make([]uint32, 0, n)
-	for i, sp := range spans {
-		for j, t := range tokens[i] {
-			ids = append(ids, uint32(t))
-			pos = append(pos, uint32(sp.pos+j))
-		}
-	}
-	if err := m.ids.View(0, n).WriteUint32(ids); err != nil {
-		return err
-	}
-	rope := ops.RoPEOpts{Mode: ops.RoPENormal, NRot: c.RopeDims, Base: c.RopeBase, FreqScale: c.RopeScale}
-	if c.RopeMode == RopeNeox {
-		rope.Mode = ops.RoPENeox
-	}
-	if len(spans) == 1 {
-		rope.PosOffset = uint32(spans[0].pos)
-	} else {
-		p := m.positions.View(0, n)
-		if err := p.WriteUint32(pos); err != nil {
-			return err
-		}
-		rope.Positions = &p
-	}
-	enc, err := m.ctx.NewEncoder()
+	ss, err := slots(arch, c)
 	if err != nil {
-		return err
+		return MemoryEstimate{}, err
 	}
-	defer func() { enc.Release() }()
-	// Copy-on-write block copies and the block table go first.
-	if err := m.KV.Sync(enc); err != nil {
-		return err
-	}
-
-	st := &state{x: rows(m.x, n), h: rows(m.h, n), tmp: rows(m.tmp, n), q: rows(m.q, n), k: rows(m.k, n),
-		v: rows(m.v, n), att: rows(m.att, n), gate: rows(m.gate, n), up: rows(m.up, n),
-		spans: spans, n: n, rope: rope, decode: decode}
-
-	// x [n, dim] = token embeddings
-	if m.Embd.DType.Quantized() || m.Embd.DType == ops.BF16 {
-		err = ops.EmbedQuant(enc, st.x, m.Embd, m.ids.View(0, n))
-	} else {
-		err = ops.Embed(enc, st.x, m.Embd, m.ids.View(0, n))
-	}
+	bound, err := match(f, ss)
 	if err != nil {
-		return err
+		return MemoryEstimate{}, err
 	}
-	for li := range m.Layers {
-		if err := m.Layers[li].forward(m, enc, li, st); err != nil {
-			return fmt.Errorf("model: layer %d: %w", li, err)
+	opt = opt.withDefaults(c)
+	var e MemoryEstimate
+	seen := map[string]bool{}
+	largestQuant := uint64(0)
+	for _, b := range bound {
+		if seen[b.info.Name] {
+			continue
 		}
-		// The GPU starts on the first layers while the CPU records the
-		// rest: recording a layer costs about as much CPU time as the GPU
-		// takes to run it, so one submission at the end would serialise them.
-		if (li+1)%layersPerSubmit == 0 && li+1 < len(m.Layers) {
-			if err := enc.Submit(); err != nil {
-				return err
-			}
-			if enc, err = m.ctx.NewEncoder(); err != nil {
-				return err
-			}
+		seen[b.info.Name] = true
+		e.Weights += b.info.Size
+		if b.dt.Quantized() || b.dt == ops.BF16 {
+			largestQuant = max(largestQuant, b.info.Elements())
 		}
 	}
-
-	// Only the rows whose logits are wanted go through the output matrix:
-	// every row for AllLogits, else each sequence's last row.
-	var out []int // rows of x, in order
-	for _, sp := range spans {
-		if want == AllLogits {
-			for r := sp.row; r < sp.row+sp.n; r++ {
-				out = append(out, r)
-			}
-		} else {
-			out = append(out, sp.row+sp.n-1)
-		}
+	kvSize := uint64(4)
+	if opt.KVType == ops.F16 {
+		kvSize = 2
 	}
-	lg := rows(m.logits, len(out))
-	fusedOut := false
-	if (decode || len(out) <= matVecMaxRows) && m.Norm.DType == ops.F32 && (len(out) == n || len(out) == 1) {
-		// logits = (rmsnorm(x) · norm) · Outputᵀ in one dispatch per 8 rows
-		xs := st.x.View(out[0]*c.Dim, len(out), c.Dim)
-		err := m.matVecFused(enc, m.Output, xs, ops.MatVecOpts{Norm: &m.Norm, Eps: float32(c.NormEps)}, lg)
-		if err != nil && !errors.Is(err, gpu.ErrBindingTooLarge) {
-			return fmt.Errorf("model: output: %w", err)
-		}
-		fusedOut = err == nil
+	blocks := (opt.KVTokens + opt.BlockSize - 1) / opt.BlockSize
+	e.KV = 2 * uint64(c.Layers*blocks*opt.BlockSize*c.KVHeads*c.HeadDim) * kvSize
+	n := uint64(opt.Batch)
+	qDim, kvDim := uint64(c.Heads*c.HeadDim), uint64(c.KVHeads*c.HeadDim)
+	e.Scratch = 4 * n * (3*uint64(c.Dim) + 2*qDim + 2*kvDim + 2*uint64(c.FFN) + uint64(c.Vocab) + 3)
+	if n > matVecMaxRows {
+		e.Scratch += 2 * largestQuant
 	}
-	if !fusedOut {
-		if err := m.normedOutput(enc, st, out, lg, decode); err != nil {
-			return err
-		}
-	}
-	switch want {
-	case NextGreedy:
-		nx := m.next.View(0, len(out))
-		if err := ops.Argmax(enc, nx, lg); err != nil {
-			return err
-		}
-		if err := enc.CopyToHost(m.rbTok, nx.Buf, 0, uint64(4*len(out))); err != nil {
-			return err
-		}
-		if err := enc.Submit(); err != nil {
-			return err
-		}
-		raw := make([]byte, 4*len(out))
-		if err := m.rbTok.Read(raw); err != nil {
-			return err
-		}
-		for i := range out {
-			next[i] = int32(binary.LittleEndian.Uint32(raw[4*i:]))
-		}
-		return nil
-	default:
-		size := len(out) * c.Vocab
-		if len(logits) < size {
-			return fmt.Errorf("model: logits buffer of %d for %d×%d", len(logits), len(out), c.Vocab)
-		}
-		if uint64(4*size) <= m.rbLogSize {
-			if err := enc.CopyToHost(m.rbLog, lg.Buf, 0, uint64(4*size)); err != nil {
-				return err
-			}
-			if err := enc.Submit(); err != nil {
-				return err
-			}
-			return readFloats(m.rbLog, logits[:size])
-		}
-		if err := enc.Submit(); err != nil {
-			return err
-		}
-		all, err := lg.Read()
-		if err != nil {
-			return err
-		}
-		copy(logits, all)
-		return nil
-	}
-}
-
-// normedOutput records logits = (rmsnorm(x[out]) · norm) · Outputᵀ as
-// separate norm and projection dispatches.
-func (m *Model) normedOutput(enc *gpu.Encoder, st *state, out []int, lg ops.Tensor, decode bool) error {
-	c := m.Cfg
-	n := st.n
-	hs := rows(m.h, len(out))
-	if len(out) == n { // every row, already in place
-		if err := ops.RMSNorm(enc, hs, st.x, m.Norm, float32(c.NormEps)); err != nil {
-			return err
-		}
-	} else {
-		for i, r := range out {
-			if err := ops.RMSNorm(enc, hs.View(i*c.Dim, 1, c.Dim), st.x.View(r*c.Dim, 1, c.Dim), m.Norm, float32(c.NormEps)); err != nil {
-				return err
-			}
-		}
-	}
-	if err := m.linear(enc, lg, hs, m.Output, decode); err != nil {
-		return fmt.Errorf("model: output: %w", err)
-	}
-	return nil
-}
-
-func readFloats(rb *gpu.Readback, dst []float32) error {
-	raw := make([]byte, 4*len(dst))
-	if err := rb.Read(raw); err != nil {
-		return err
-	}
-	for i := range dst {
-		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
-	return nil
-}
-
-// state is one forward pass's views of the scratch buffers, [n, ...] each.
-type state struct {
-	x, h, tmp, q, k, v, att, gate, up ops.Tensor
-	spans                             []span
-	n                                 int
-	rope                              ops.RoPEOpts
-	decode                            bool
-}
-
-// forward records one block: attention then the SwiGLU MLP, each added to
-// the residual stream x.
-func (l *Layer) forward(m *Model, enc *gpu.Encoder, li int, s *state) error {
-	c := m.Cfg
-	eps := float32(c.NormEps)
-	n := s.n
-	fused := s.decode || n <= matVecMaxRows
-	if fused && l.QKV.Buf != nil && l.AttnNorm.DType == ops.F32 {
-		// q, k, v = (rmsnorm(x) · attn_norm) · QKVᵀ in one dispatch
-		if err := m.matVecFused(enc, l.QKV, s.x, ops.MatVecOpts{Norm: &l.AttnNorm, Eps: eps}, s.q, s.k, s.v); err != nil {
-			return err
-		}
-	} else {
-		// h = rmsnorm(x) · attn_norm
-		if err := ops.RMSNorm(enc, s.h, s.x, l.AttnNorm, eps); err != nil {
-			return err
-		}
-		// q [n, heads·hd], k, v [n, kvHeads·hd]
-		for _, p := range []struct{ dst, w ops.Tensor }{{s.q, l.Q}, {s.k, l.K}, {s.v, l.V}} {
-			if err := m.linear(enc, p.dst, s.h, p.w, s.decode); err != nil {
-				return err
-			}
-		}
-	}
-	for _, p := range []struct{ dst, b ops.Tensor }{{s.q, l.BQ}, {s.k, l.BK}, {s.v, l.BV}} {
-		if p.b.Buf != nil {
-			if err := ops.AddRow(enc, p.dst, p.dst, p.b); err != nil {
-				return err
-			}
-		}
-	}
-	if c.QKNorm { // qwen3: RMSNorm over each head's vector
-		qh := s.q.View(0, n*c.Heads, c.HeadDim)
-		kh := s.k.View(0, n*c.KVHeads, c.HeadDim)
-		if err := ops.RMSNorm(enc, qh, qh, l.QNorm, eps); err != nil {
-			return err
-		}
-		if err := ops.RMSNorm(enc, kh, kh, l.KNorm, eps); err != nil {
-			return err
-		}
-	}
-	// RoPE on q and k, and the new K/V rows to their cache slots, in one
-	// dispatch; attention reads every sequence's cache through the block
-	// table in one more.
-	q3 := s.q.View(0, n, c.Heads, c.HeadDim)
-	k3 := s.k.View(0, n, c.KVHeads, c.HeadDim)
-	v3 := s.v.View(0, n, c.KVHeads, c.HeadDim)
-	if err := m.KV.WriteRotated(enc, li, q3, k3, v3, m.step.Slots, s.rope); err != nil {
-		return err
-	}
-	nSeq := len(s.spans)
-	nq := n / nSeq
-	if err := ops.AttentionPaged(enc, s.att.View(0, nSeq, nq, c.Heads, c.HeadDim), s.q.View(0, nSeq, nq, c.Heads, c.HeadDim),
-		m.KV.Keys(li), m.KV.Values(li), m.KV.BlockTable(), m.step.Info,
-		ops.PagedOptions{Causal: true, MaxKVLen: m.KV.Config().MaxSeqLen}); err != nil {
-		return err
-	}
-	if fused {
-		// x += att · Oᵀ
-		if err := m.matVecFused(enc, l.O, s.att, ops.MatVecOpts{Accumulate: true}, s.x); err != nil {
-			return err
-		}
-		// x += (silu(h·Gateᵀ) * h·Upᵀ) · Downᵀ with h = rmsnorm(x) · ffn_norm
-		if l.GateUp.Buf != nil && l.FFNNorm.DType == ops.F32 {
-			if err := m.matVecFused(enc, l.GateUp, s.x, ops.MatVecOpts{Pair: true, Norm: &l.FFNNorm, Eps: eps}, s.gate); err != nil {
-				return err
-			}
-		} else if err := l.gateUp(m, enc, s, eps); err != nil {
-			return err
-		}
-		return m.matVecFused(enc, l.Down, s.gate, ops.MatVecOpts{Accumulate: true}, s.x)
-	}
-	// x += att · Oᵀ
-	if err := m.linear(enc, s.tmp, s.att, l.O, s.decode); err != nil {
-		return err
-	}
-	if err := ops.Add(enc, s.x, s.x, s.tmp); err != nil {
-		return err
-	}
-	// x += (silu(h·Gateᵀ) * h·Upᵀ) · Downᵀ
-	if err := l.gateUp(m, enc, s, eps); err != nil {
-		return err
-	}
-	if err := m.linear(enc, s.tmp, s.gate, l.Down, s.decode); err != nil {
-		return err
-	}
-	return ops.Add(enc, s.x, s.x, s.tmp)
-}
-
-// gateUp records gate = silu(h·Gateᵀ) * h·Upᵀ with h = rmsnorm(x) · ffn_norm
-// as separate dispatches (prefill, and weights that could not be joined).
-func (l *Layer) gateUp(m *Model, enc *gpu.Encoder, s *state, eps float32) error {
-	if err := ops.RMSNorm(enc, s.h, s.x, l.FFNNorm, eps); err != nil {
-		return err
-	}
-	if err := m.linear(enc, s.gate, s.h, l.Gate, s.decode); err != nil {
-		return err
-	}
-	if err := m.linear(enc, s.up, s.h, l.Up, s.decode); err != nil {
-		return err
-	}
-	return ops.SiluMul(enc, s.gate, s.gate, s.up)
-}
-
-// matVecFused records ops.MatVecFused over the rows of x in groups of
-// matVecMaxRows (the most one quantised matvec takes); dsts are [n, ...]
-// like x.
-func (m *Model) matVecFused(enc *gpu.Encoder, w, x ops.Tensor, o ops.MatVecOpts, dsts ...ops.Tensor) error {
-	n := x.Shape[0]
-	part := make([]ops.Tensor, len(dsts))
-	for r := 0; r < n; r += matVecMaxRows {
-		k := min(matVecMaxRows, n-r)
-		for i, d := range dsts {
-			cols := d.Shape[len(d.Shape)-1]
-			part[i] = d.View(r*cols, k, cols)
-		}
-		in := x.Shape[1]
-		if err := ops.MatVecFused(enc, w, x.View(r*in, k, in), o, part...); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// Tensors lists the weights (each once, also when the output is tied).
-func (m *Model) Tensors() []ops.Tensor {
-	ts := []ops.Tensor{m.Embd, m.Norm}
-	if !m.Cfg.TiedOutput {
-		ts = append(ts, m.Output)
-	}
-	for _, l := range m.Layers {
-		for _, t := range []ops.Tensor{l.AttnNorm, l.FFNNorm, l.Q, l.K, l.V, l.O, l.BQ, l.BK, l.BV, l.QNorm, l.KNorm, l.Gate, l.Up, l.Down} {
-			if t.Buf != nil {
-				ts = append(ts, t)
-			}
-		}
-	}
-	return ts
+	return e, nil
 }

@@ -3,7 +3,6 @@ package model
 import (
 	"fmt"
 	"math"
-	"math/rand"
 	"path/filepath"
 	"testing"
 
@@ -13,83 +12,27 @@ import (
 	"github.com/wgllm/wgllm/runtime/quant"
 )
 
-// tinyShape is small enough for lavapipe and keeps every matrix row a whole
-// number of 256-element K-quant blocks.
-type tinyShape struct {
-	dim, layers, heads, kvHeads, ffn, vocab int
+// tinyConfig is a shape of arch small enough for lavapipe whose matrix
+// rows are whole 256-element K-quant blocks. Each architecture exercises
+// its optional tensors: qwen2 biases, qwen3 a tied head.
+func tinyConfig(arch string) Config {
+	c := Config{Arch: arch, Dim: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, FFN: 512, Vocab: 384, CtxLen: 64}
+	switch arch {
+	case "qwen2":
+		c.With = []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}
+	case "qwen3":
+		c.Without = []string{"output.weight"}
+	}
+	return c
 }
-
-var tiny = tinyShape{dim: 256, layers: 2, heads: 4, kvHeads: 2, ffn: 512, vocab: 384}
 
 // writeRandomModel writes a GGUF model of arch with random weights; every
 // matrix is stored as typ (norms and biases stay F32, as llama.cpp does).
-func writeRandomModel(t *testing.T, arch string, typ gguf.GGMLType, s tinyShape, seed int64) string {
+func writeRandomModel(t *testing.T, arch string, typ gguf.GGMLType, seed int64) string {
 	t.Helper()
-	rng := rand.New(rand.NewSource(seed))
-	headDim := s.dim / s.heads
-	meta := []gguf.KV{
-		{Key: "general.architecture", Value: gguf.Val(arch)},
-		{Key: arch + ".embedding_length", Value: gguf.Val(uint32(s.dim))},
-		{Key: arch + ".block_count", Value: gguf.Val(uint32(s.layers))},
-		{Key: arch + ".attention.head_count", Value: gguf.Val(uint32(s.heads))},
-		{Key: arch + ".attention.head_count_kv", Value: gguf.Val(uint32(s.kvHeads))},
-		{Key: arch + ".feed_forward_length", Value: gguf.Val(uint32(s.ffn))},
-		{Key: arch + ".context_length", Value: gguf.Val(uint32(64))},
-		{Key: arch + ".rope.freq_base", Value: gguf.Val(float32(10000))},
-		{Key: arch + ".attention.layer_norm_rms_epsilon", Value: gguf.Val(float32(1e-5))},
-	}
-	var tensors []gguf.TensorToWrite
-	add := func(name string, typ gguf.GGMLType, scale float64, dims ...int) {
-		n := 1
-		ud := make([]uint64, len(dims))
-		for i, d := range dims {
-			n *= d
-			ud[len(dims)-1-i] = uint64(d) // GGUF lists the innermost first
-		}
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32((rng.Float64()*2 - 1) * scale)
-		}
-		data, err := quant.Quantize(typ, v)
-		if err != nil {
-			t.Fatalf("quantise %s as %s: %v", name, typ, err)
-		}
-		tensors = append(tensors, gguf.TensorToWrite{Name: name, Dims: ud, Type: typ, Data: data})
-	}
-	norm := func(name string, n int) {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32(1 + 0.2*(rng.Float64()*2-1))
-		}
-		data, _ := quant.Quantize(gguf.F32, v)
-		tensors = append(tensors, gguf.TensorToWrite{Name: name, Dims: []uint64{uint64(n)}, Type: gguf.F32, Data: data})
-	}
-	qDim, kvDim := s.heads*headDim, s.kvHeads*headDim
-	w := func(in int) float64 { return 1.7 / math.Sqrt(float64(in)) }
-	add("token_embd.weight", typ, 1, s.vocab, s.dim)
-	norm("output_norm.weight", s.dim)
-	if arch != "qwen3" { // qwen3 here also exercises tied output
-		add("output.weight", typ, w(s.dim), s.vocab, s.dim)
-	}
-	for i := 0; i < s.layers; i++ {
-		norm(blk(i, "attn_norm"), s.dim)
-		norm(blk(i, "ffn_norm"), s.dim)
-		add(blk(i, "attn_q"), typ, w(s.dim), qDim, s.dim)
-		add(blk(i, "attn_k"), typ, w(s.dim), kvDim, s.dim)
-		add(blk(i, "attn_v"), typ, w(s.dim), kvDim, s.dim)
-		add(blk(i, "attn_output"), typ, w(qDim), s.dim, qDim)
-		add(blk(i, "ffn_gate"), typ, w(s.dim), s.ffn, s.dim)
-		add(blk(i, "ffn_up"), typ, w(s.dim), s.ffn, s.dim)
-		add(blk(i, "ffn_down"), typ, w(s.ffn), s.dim, s.ffn)
-		if arch == "qwen2" {
-			add(blkBias(i, "attn_q"), gguf.F32, 0.5, qDim)
-			add(blkBias(i, "attn_k"), gguf.F32, 0.5, kvDim)
-			add(blkBias(i, "attn_v"), gguf.F32, 0.5, kvDim)
-		}
-		if arch == "qwen3" {
-			norm(blk(i, "attn_q_norm"), headDim)
-			norm(blk(i, "attn_k_norm"), headDim)
-		}
+	meta, tensors, err := RandomGGUF(tinyConfig(arch), typ, seed)
+	if err != nil {
+		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), fmt.Sprintf("%s-%s.gguf", arch, typ))
 	if err := gguf.WriteFile(path, meta, tensors); err != nil {
@@ -124,16 +67,16 @@ func relErr(got []float32, want []float64) float64 {
 func TestForwardMatchesReference(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	prompt := []int32{1, 17, 300, 5, 42, 42, 7, 99, 250, 3, 11, 383}
-	for _, arch := range Supported {
+	for _, arch := range Supported() {
 		for _, typ := range quant.Types() {
 			t.Run(arch+"/"+typ.String(), func(t *testing.T) {
-				path := writeRandomModel(t, arch, typ, tiny, int64(len(arch))*100+int64(typ))
+				path := writeRandomModel(t, arch, typ, int64(len(arch))*100+int64(typ))
 				f, err := gguf.Open(path)
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer f.Close()
-				ref, err := NewReference(f, quant.Dequantize)
+				ref, err := newReference(f, quant.Dequantize)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -198,7 +141,7 @@ func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	for _, typ := range []gguf.GGMLType{gguf.F16, gguf.Q4_K} {
 		t.Run(typ.String(), func(t *testing.T) {
-			path := writeRandomModel(t, "llama", typ, tiny, 77)
+			path := writeRandomModel(t, "llama", typ, 77)
 			f, err := gguf.Open(path)
 			if err != nil {
 				t.Fatal(err)
@@ -264,5 +207,124 @@ func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStepMixesDecodeAndPrefill runs decode tokens of two sequences and a
+// prompt chunk of a third in one Step and checks each against the same
+// work done alone: the decode rows bit for bit (batch invariance), the
+// chunk's last logits too (its rows take the same kernels as alone), and
+// the results come back in the caller's span order.
+func TestStepMixesDecodeAndPrefill(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	path := writeRandomModel(t, "llama", gguf.Q8_0, 91)
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := Load(ctx, f, Options{CtxLen: 48, Batch: 32, Seqs: 6, KVType: ops.F16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	vocab := m.Cfg.Vocab
+	prefix := [][]int32{{1, 5, 9}, {1, 7}}
+	chunk := []int32{1, 200, 201, 202, 203, 7, 7, 9, 10, 11, 12}
+	decodeTok := []int32{42, 17}
+	// Alone: each sequence's step by itself.
+	alone := make([][]float32, 3)
+	for i, p := range prefix {
+		s, _ := m.KV.Acquire()
+		if _, err := m.Forward(s, p, LastLogits, make([]float32, vocab)); err != nil {
+			t.Fatal(err)
+		}
+		alone[i] = make([]float32, vocab)
+		if _, err := m.Forward(s, decodeTok[i:i+1], LastLogits, alone[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _ := m.KV.Acquire()
+	alone[2] = make([]float32, vocab)
+	if _, err := m.Forward(s, chunk, LastLogits, alone[2]); err != nil {
+		t.Fatal(err)
+	}
+	// Together: the chunk first in the caller's order, decode spans around it.
+	var seqs []int
+	for _, p := range prefix {
+		s, _ := m.KV.Acquire()
+		if _, err := m.Forward(s, p, LastLogits, make([]float32, vocab)); err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, s)
+	}
+	sc, _ := m.KV.Acquire()
+	spans := []Span{{Seq: seqs[0], Tokens: decodeTok[:1]}, {Seq: sc, Tokens: chunk}, {Seq: seqs[1], Tokens: decodeTok[1:]}}
+	got := make([]float32, 3*vocab)
+	if err := m.Step(spans, LastLogits, got, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][]float32{alone[0], alone[2], alone[1]} {
+		for j := range want {
+			if got[i*vocab+j] != want[j] {
+				t.Fatalf("span %d logit %d: in a mixed step %v, alone %v", i, j, got[i*vocab+j], want[j])
+			}
+		}
+	}
+	if m.KV.Len(sc) != len(chunk) || m.KV.Len(seqs[0]) != 4 || m.KV.Len(seqs[1]) != 3 {
+		t.Errorf("cache lengths %d, %d, %d after the step", m.KV.Len(sc), m.KV.Len(seqs[0]), m.KV.Len(seqs[1]))
+	}
+	next := make([]int32, 3)
+	more := []Span{{Seq: seqs[0], Tokens: []int32{3}}, {Seq: sc, Tokens: []int32{4, 5}}, {Seq: seqs[1], Tokens: []int32{6}}}
+	if err := m.Step(more, NextGreedy, nil, next); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range next {
+		if id < 0 || int(id) >= vocab {
+			t.Errorf("span %d: next token %d outside the vocabulary", i, id)
+		}
+	}
+	if err := m.Step([]Span{{Seq: sc, Tokens: []int32{1}}, {Seq: sc, Tokens: []int32{2}}}, NextGreedy, nil, next); err == nil {
+		t.Error("a step with one sequence twice was accepted")
+	}
+}
+
+// TestHiddenMatchesReference checks Hidden (embeddings' input): every
+// position's hidden state after the final norm, against the float64
+// reference, for a prompt in one step.
+func TestHiddenMatchesReference(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	path := writeRandomModel(t, "qwen2", gguf.F32, 5)
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := newReference(f, quant.Dequantize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, KVType: ops.F32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	prompt := []int32{1, 17, 300, 5, 42, 42, 7, 99, 250, 3, 11}
+	dim := m.Cfg.Dim
+	got := make([]float32, len(prompt)*dim)
+	for i := range got {
+		got[i] = float32(math.NaN())
+	}
+	s, _ := m.KV.Acquire()
+	if _, err := m.Forward(s, prompt, Hidden, got); err != nil {
+		t.Fatal(err)
+	}
+	for i, tok := range prompt {
+		if _, err := r.Forward(int(tok)); err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(got[i*dim:(i+1)*dim], r.hidden); e > 1e-4 || math.IsNaN(e) {
+			t.Fatalf("position %d: hidden state relative error %.3g > 1e-4", i, e)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -18,9 +20,11 @@ import (
 var Shapes = map[string]Config{
 	"tinyllama-1.1b": {Arch: "llama", Dim: 2048, Layers: 22, Heads: 32, KVHeads: 4, HeadDim: 64, FFN: 5632, Vocab: 32000, CtxLen: 2048},
 	"llama2-7b":      {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 32, HeadDim: 128, FFN: 11008, Vocab: 32000, CtxLen: 4096},
-	"llama3-8b":      {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 128256, CtxLen: 8192, RopeBase: 500000},
-	"qwen2.5-0.5b":   {Arch: "qwen2", Dim: 896, Layers: 24, Heads: 14, KVHeads: 2, HeadDim: 64, FFN: 4864, Vocab: 151936, CtxLen: 32768, RopeBase: 1000000, RopeMode: RopeNeox, QKVBias: true, TiedOutput: true},
-	"kjv-30m":        {Arch: "llama", Dim: 512, Layers: 8, Heads: 8, KVHeads: 4, HeadDim: 64, FFN: 1536, Vocab: 4096, CtxLen: 512},
+	"llama3-8b": {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 128256, CtxLen: 8192, RopeBase: 500000,
+		With: []string{"rope_freqs.weight"}},
+	"qwen2.5-0.5b": {Arch: "qwen2", Dim: 896, Layers: 24, Heads: 14, KVHeads: 2, HeadDim: 64, FFN: 4864, Vocab: 151936, CtxLen: 32768, RopeBase: 1000000,
+		RopeMode: RopeNeox, With: []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}, Without: []string{"output.weight"}},
+	"kjv-30m": {Arch: "llama", Dim: 512, Layers: 8, Heads: 8, KVHeads: 4, HeadDim: 64, FFN: 1536, Vocab: 4096, CtxLen: 512},
 }
 
 // ShapeNames lists Shapes in order.
@@ -54,27 +58,132 @@ func moreBits(layer, n int) bool {
 	return layer < n/8 || layer >= 7*n/8 || (layer-n/8)%3 == 2
 }
 
+// withDefaults fills the hyper-parameters a shape may leave out.
+func (c Config) withDefaults() Config {
+	if c.NormEps == 0 {
+		c.NormEps = 1e-5
+	}
+	if c.RopeBase == 0 {
+		c.RopeBase = 10000
+	}
+	if c.RopeScale == 0 {
+		c.RopeScale = 1
+	}
+	if c.RopeDims == 0 {
+		c.RopeDims = c.HeadDim
+	}
+	if c.CtxLen == 0 {
+		c.CtxLen = 2048
+	}
+	if c.YarnAttnFactor == 0 {
+		c.YarnAttnFactor = 1
+	}
+	c.TiedOutput = slices.Contains(c.Without, "output.weight")
+	return c
+}
+
+var layerPrefix = regexp.MustCompile(`^blk\.(\d+)\.`)
+
+// synthPlan picks the tensors a random-weight model of c has: every
+// required slot's first name unless c.Without drops it (then its
+// alternative, which must exist: a tied head), optional slots that c.With
+// names, and no slot made optional by an alternative that c.With names.
+// alias maps a slot to the name of another tensor it shares.
+type synthSlot struct {
+	slot
+	name  string
+	alias bool // bound to a tensor made for an earlier slot
+	layer int  // -1 outside the layers
+}
+
+func synthPlan(ss []slot, c Config) ([]synthSlot, error) {
+	short := func(name string) string { return layerPrefix.ReplaceAllString(name, "") }
+	made := map[string]bool{}
+	var plan []synthSlot
+	for _, s := range ss {
+		if s.unless != "" && slices.Contains(c.With, short(s.unless)) {
+			continue
+		}
+		if s.opt && !slices.Contains(c.With, short(s.names[0])) {
+			continue
+		}
+		name := ""
+		for _, n := range s.names {
+			if !slices.Contains(c.Without, short(n)) {
+				name = n
+				break
+			}
+		}
+		if name == "" {
+			return nil, fmt.Errorf("model: shape leaves out every name of %v", s.names)
+		}
+		layer := -1
+		if m := layerPrefix.FindStringSubmatch(name); m != nil {
+			fmt.Sscan(m[1], &layer)
+		}
+		plan = append(plan, synthSlot{slot: s, name: name, alias: made[name], layer: layer})
+		made[name] = true
+	}
+	return plan, nil
+}
+
+// typeFor is the stored type of a synthesised tensor: vectors stay F32 (as
+// llama.cpp keeps norms and biases), matrices typ or the Q4_K_M mix.
+func typeFor(s synthSlot, typ gguf.GGMLType, layers int) gguf.GGMLType {
+	if len(s.shape) < 2 {
+		return gguf.F32
+	}
+	if typ != MixQ4KM {
+		return typ
+	}
+	short := layerPrefix.ReplaceAllString(s.name, "")
+	big := short == "output.weight" ||
+		((short == "attn_v.weight" || short == "ffn_down.weight") && moreBits(s.layer, layers))
+	if big {
+		return gguf.Q6_K
+	}
+	return gguf.Q4_K
+}
+
+// vectorValues are the values of a synthesised vector: norm gains and rope
+// factors near one, biases near zero.
+func vectorValues(rng *rand.Rand, name string, n int) []float32 {
+	v := make([]float32, n)
+	center := 1.0
+	if strings.HasSuffix(name, ".bias") || strings.Contains(name, "sinks") {
+		center = 0
+	}
+	for i := range v {
+		v[i] = float32(center + 0.2*(rng.Float64()*2-1))
+	}
+	return v
+}
+
 // Synthesize builds a model of the given shape with random weights of type
 // typ directly in GPU memory. A pool of random rows is quantised on the host
 // and tiled over each matrix, so even multi-gigabyte models appear in seconds.
 func Synthesize(ctx *gpu.Context, cfg Config, typ gguf.GGMLType, opt Options, seed int64) (*Model, error) {
-	if cfg.NormEps == 0 {
-		cfg.NormEps = 1e-5
-	}
-	if cfg.RopeBase == 0 {
-		cfg.RopeBase = 10000
-	}
-	if cfg.RopeScale == 0 {
-		cfg.RopeScale = 1
-	}
-	if cfg.RopeDims == 0 {
-		cfg.RopeDims = cfg.HeadDim
-	}
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	arch, err := newArch(cfg.Arch)
+	if err != nil {
+		return nil, err
+	}
+	ss, err := slots(arch, cfg)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := synthPlan(ss, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKVType(opt.KVType); err != nil {
+		return nil, err
+	}
 	opt = opt.withDefaults(cfg)
-	m := &Model{Cfg: cfg, ctx: ctx, batch: opt.Batch}
+	m := &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch}
 	ok := false
 	defer func() {
 		if !ok {
@@ -82,70 +191,24 @@ func Synthesize(ctx *gpu.Context, cfg Config, typ gguf.GGMLType, opt Options, se
 		}
 	}()
 	rng := rand.New(rand.NewSource(seed))
-	c := cfg
-	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	var err error
-	matrix := func(dst *ops.Tensor, name string, t gguf.GGMLType, rows, cols int) {
-		if err != nil {
-			return
+	made := map[string]ops.Tensor{}
+	for _, s := range plan {
+		t, seen := made[s.name]
+		if !seen {
+			if len(s.shape) < 2 {
+				t, err = ops.FromFloat32(ctx, s.name, ops.F32, vectorValues(rng, s.name, s.shape[0]), s.shape...)
+			} else {
+				t, err = randomMatrix(ctx, rng, s.name, typeFor(s, typ, cfg.Layers), s.shape[0], s.shape[1])
+			}
+			if err != nil {
+				return nil, err
+			}
+			made[s.name] = t
+			m.buffers = append(m.buffers, t)
+			m.weights = append(m.weights, t)
+			m.weightBytes += t.Bytes()
 		}
-		*dst, err = randomMatrix(ctx, rng, name, t, rows, cols)
-		if err == nil {
-			m.buffers = append(m.buffers, *dst)
-			m.weightBytes += dst.Bytes()
-		}
-	}
-	vector := func(dst *ops.Tensor, name string, n int, center float64) {
-		if err != nil {
-			return
-		}
-		*dst, err = randomMatrix(ctx, rng, name, gguf.F32, 1, n)
-		if err == nil {
-			*dst = dst.View(0, n)
-			m.buffers = append(m.buffers, *dst)
-			m.weightBytes += dst.Bytes()
-		}
-	}
-	pick := func(layer int, big bool) gguf.GGMLType {
-		if typ != MixQ4KM {
-			return typ
-		}
-		if big && (layer < 0 || moreBits(layer, c.Layers)) {
-			return gguf.Q6_K
-		}
-		return gguf.Q4_K
-	}
-	matrix(&m.Embd, "token_embd.weight", pick(0, false), c.Vocab, c.Dim)
-	vector(&m.Norm, "output_norm.weight", c.Dim, 1)
-	if c.TiedOutput {
-		m.Output = m.Embd
-	} else {
-		matrix(&m.Output, "output.weight", pick(-1, true), c.Vocab, c.Dim)
-	}
-	m.Layers = make([]Layer, c.Layers)
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		vector(&l.AttnNorm, blk(i, "attn_norm"), c.Dim, 1)
-		vector(&l.FFNNorm, blk(i, "ffn_norm"), c.Dim, 1)
-		matrix(&l.Q, blk(i, "attn_q"), pick(i, false), qDim, c.Dim)
-		matrix(&l.K, blk(i, "attn_k"), pick(i, false), kvDim, c.Dim)
-		matrix(&l.V, blk(i, "attn_v"), pick(i, true), kvDim, c.Dim)
-		matrix(&l.O, blk(i, "attn_output"), pick(i, false), c.Dim, qDim)
-		matrix(&l.Gate, blk(i, "ffn_gate"), pick(i, false), c.FFN, c.Dim)
-		matrix(&l.Up, blk(i, "ffn_up"), pick(i, false), c.FFN, c.Dim)
-		matrix(&l.Down, blk(i, "ffn_down"), pick(i, true), c.Dim, c.FFN)
-		if c.QKVBias {
-			vector(&l.BQ, blkBias(i, "attn_q"), qDim, 0)
-			vector(&l.BK, blkBias(i, "attn_k"), kvDim, 0)
-			vector(&l.BV, blkBias(i, "attn_v"), kvDim, 0)
-		}
-		if c.QKNorm {
-			vector(&l.QNorm, blk(i, "attn_q_norm"), c.HeadDim, 1)
-			vector(&l.KNorm, blk(i, "attn_k_norm"), c.HeadDim, 1)
-		}
-	}
-	if err != nil {
-		return nil, err
+		*s.w = Weight{Tensor: t, Name: s.name}
 	}
 	if err := m.finish(opt); err != nil {
 		return nil, err
@@ -166,11 +229,6 @@ func randomMatrix(ctx *gpu.Context, rng *rand.Rand, name string, t gguf.GGMLType
 	scale := 1 / math.Sqrt(float64(cols))
 	for i := range v {
 		v[i] = float32((rng.Float64()*2 - 1) * scale * 1.7)
-	}
-	if rows == 1 { // norm weights and biases: near one
-		for i := range v {
-			v[i] = 1 + v[i]
-		}
 	}
 	raw, err := quant.Quantize(t, v)
 	if err != nil {
@@ -196,4 +254,77 @@ func randomMatrix(ctx *gpu.Context, rng *rand.Rand, name string, t gguf.GGMLType
 		}
 	}
 	return tensor, nil
+}
+
+// RandomGGUF returns the metadata and tensors of a GGUF file of shape cfg
+// with random weights (matrices of type typ), derived from the
+// architecture's tagged weights like Load and Synthesize: for tests and
+// test-model files. extra adds architecture keys (soft-caps, windows).
+func RandomGGUF(cfg Config, typ gguf.GGMLType, seed int64, extra ...gguf.KV) ([]gguf.KV, []gguf.TensorToWrite, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	arch, err := newArch(cfg.Arch)
+	if err != nil {
+		return nil, nil, err
+	}
+	ss, err := slots(arch, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := synthPlan(ss, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	a := cfg.Arch
+	meta := []gguf.KV{
+		{Key: "general.architecture", Value: gguf.Val(a)},
+		{Key: a + ".embedding_length", Value: gguf.Val(uint32(cfg.Dim))},
+		{Key: a + ".block_count", Value: gguf.Val(uint32(cfg.Layers))},
+		{Key: a + ".attention.head_count", Value: gguf.Val(uint32(cfg.Heads))},
+		{Key: a + ".attention.head_count_kv", Value: gguf.Val(uint32(cfg.KVHeads))},
+		{Key: a + ".attention.key_length", Value: gguf.Val(uint32(cfg.HeadDim))},
+		{Key: a + ".attention.value_length", Value: gguf.Val(uint32(cfg.HeadDim))},
+		{Key: a + ".rope.dimension_count", Value: gguf.Val(uint32(cfg.RopeDims))},
+		{Key: a + ".feed_forward_length", Value: gguf.Val(uint32(cfg.FFN))},
+		{Key: a + ".context_length", Value: gguf.Val(uint32(cfg.CtxLen))},
+		{Key: a + ".vocab_size", Value: gguf.Val(uint32(cfg.Vocab))},
+		{Key: a + ".rope.freq_base", Value: gguf.Val(float32(cfg.RopeBase))},
+		{Key: a + ".attention.layer_norm_rms_epsilon", Value: gguf.Val(float32(cfg.NormEps))},
+	}
+	meta = append(meta, extra...)
+	rng := rand.New(rand.NewSource(seed))
+	var tensors []gguf.TensorToWrite
+	for _, s := range plan {
+		if s.alias {
+			continue
+		}
+		n := 1
+		dims := make([]uint64, len(s.shape))
+		for i, d := range s.shape {
+			n *= d
+			dims[len(s.shape)-1-i] = uint64(d) // GGUF lists the innermost first
+		}
+		var v []float32
+		t := typeFor(s, typ, cfg.Layers)
+		if len(s.shape) < 2 {
+			v = vectorValues(rng, s.name, n)
+		} else {
+			v = make([]float32, n)
+			scale := 1.7 / math.Sqrt(float64(s.shape[1]))
+			if s.name == "token_embd.weight" {
+				scale = 1
+			}
+			for i := range v {
+				v[i] = float32((rng.Float64()*2 - 1) * scale)
+			}
+		}
+		data, err := quant.Quantize(t, v)
+		if err != nil {
+			return nil, nil, fmt.Errorf("model: quantising %s as %s: %w", s.name, t, err)
+		}
+		tensors = append(tensors, gguf.TensorToWrite{Name: s.name, Dims: dims, Type: t, Data: data})
+	}
+	return meta, tensors, nil
 }

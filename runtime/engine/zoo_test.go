@@ -1,0 +1,155 @@
+package engine
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"testing"
+
+	"github.com/wgllm/wgllm/internal/sharedfiles"
+	"github.com/wgllm/wgllm/ops"
+	"github.com/wgllm/wgllm/runtime/model"
+)
+
+// zooRef is what the zoo tests read of a refs/<model>.json: llama.cpp's
+// outputs for one random-weight model (see shared/models/zoo/README.md).
+type zooRef struct {
+	Greedy []struct {
+		Prompt       string  `json:"prompt"`
+		PromptTokens []int32 `json:"prompt_tokens"`
+		Tokens       []int32 `json:"zoo_logits_greedy_tokens"`
+	} `json:"greedy"`
+	Perplexity struct {
+		LnPPL float64 `json:"ln_ppl"`
+	} `json:"perplexity"`
+	TopLogits struct {
+		Tokens    []int32 `json:"tokens"`
+		Positions []struct {
+			Top [][2]float64 `json:"top"`
+		} `json:"positions"`
+	} `json:"top_logits"`
+}
+
+// zooTolerance is the largest difference allowed between a top-10 logit
+// of ours and llama.cpp's. Both compute in f32 with f32 KV; llama.cpp's
+// own summation-order noise is at most 2e-4 on these models (README "noise
+// floor"), and our tiled-matmul prefill sums in another order, so 5e-3
+// leaves a margin while staying 400× below the smallest architectural
+// change (2.0). Gemma's references use llama.cpp's f16 GELU table, which
+// moves logits by up to ~0.05 from an exact GELU.
+func zooTolerance(name string) float64 {
+	switch name {
+	case "gemma2", "gemma3":
+		return 0.08
+	}
+	return 5e-3
+}
+
+// TestZoo runs each architecture of shared/models/zoo and compares with
+// llama.cpp: greedy continuations of 4 prompts (at least 3 equal, as the
+// issue asks; all 4 are expected), ln PPL of kjv-eval at context 128
+// within 0.01, and the top-10 logits of a 96-token sequence in one batch
+// within zooTolerance, top-1 equal at every position.
+func TestZoo(t *testing.T) {
+	text, err := os.ReadFile(sharedfiles.File(t, "testdata/eval/kjv-eval.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"llama-mqa", "qwen2", "qwen3"} {
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(sharedfiles.File(t, "models/zoo/refs/"+name+".json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ref zooRef
+			if err := json.Unmarshal(raw, &ref); err != nil {
+				t.Fatal(err)
+			}
+			g := open(t, "zoo/models/"+name+".gguf", model.Options{KVType: ops.F32, CtxLen: 256, Batch: 128})
+			m := g.M
+			vocab := m.Cfg.Vocab
+
+			// Greedy: token ids, one decode step at a time after the prompt.
+			same := 0
+			for _, gr := range ref.Greedy {
+				seq, err := m.KV.Acquire()
+				if err != nil {
+					t.Fatal(err)
+				}
+				next, err := m.Forward(seq, gr.PromptTokens, model.NextGreedy, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []int32
+				for len(got) < len(gr.Tokens) {
+					got = append(got, next)
+					if next, err = m.Forward(seq, []int32{next}, model.NextGreedy, nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+				m.KV.Release(seq)
+				if equalTokens(got, gr.Tokens) {
+					same++
+				} else {
+					t.Logf("%q: got %v\nwant %v", gr.Prompt, got, gr.Tokens)
+				}
+			}
+			if same < 3 {
+				t.Errorf("greedy: %d of %d prompts match llama.cpp (want at least 3)", same, len(ref.Greedy))
+			}
+
+			// Top-10 logits at each of 96 positions, one batch.
+			toks := ref.TopLogits.Tokens
+			seq, _ := m.KV.Acquire()
+			logits := make([]float32, len(toks)*vocab)
+			for s := 0; s < len(toks); s += m.Batch() {
+				e := min(s+m.Batch(), len(toks))
+				if _, err := m.Forward(seq, toks[s:e], model.AllLogits, logits[s*vocab:]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m.KV.Release(seq)
+			worst, top1 := 0.0, 0
+			for p, pos := range ref.TopLogits.Positions {
+				row := logits[p*vocab : (p+1)*vocab]
+				for _, pair := range pos.Top {
+					worst = math.Max(worst, math.Abs(float64(row[int(pair[0])])-pair[1]))
+				}
+				if int(argmax(row)) == int(pos.Top[0][0]) {
+					top1++
+				}
+			}
+			tol := zooTolerance(name)
+			t.Logf("top-10 logits: max |Δ| %.2g (tolerance %.2g), top-1 equal at %d/%d positions", worst, tol, top1, len(ref.TopLogits.Positions))
+			if worst > tol || math.IsNaN(worst) {
+				t.Errorf("top-10 logits differ from llama.cpp's by up to %.3g (tolerance %.3g)", worst, tol)
+			}
+			if top1 != len(ref.TopLogits.Positions) {
+				t.Errorf("top-1 differs at %d positions", len(ref.TopLogits.Positions)-top1)
+			}
+
+			// Perplexity as llama-perplexity -c 128 computes it.
+			res, err := g.Perplexity(string(text), 128, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln := math.Log(res.PPL)
+			t.Logf("ln PPL %.5f, llama.cpp %.5f", ln, ref.Perplexity.LnPPL)
+			if math.Abs(ln-ref.Perplexity.LnPPL) > 0.01 {
+				t.Errorf("ln PPL %.5f, llama.cpp %.5f (limit 0.01)", ln, ref.Perplexity.LnPPL)
+			}
+		})
+	}
+}
+
+func equalTokens(a, b []int32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
