@@ -183,7 +183,15 @@ type AttentionOptions struct {
 	// use, to pick smaller tiles; 0 or more than the device allows means
 	// the device limit.
 	MaxWorkgroupStorage int
+
+	// SoftCap, Window and Sinks are as in PagedOptions; with Window and
+	// without Causal, query i still sits at position QOffset+i.
+	SoftCap float32
+	Window  int
+	Sinks   *Tensor
 }
+
+func (o AttentionOptions) mods() attnMods { return attnMods{o.SoftCap, o.Window, o.Sinks} }
 
 // Largest head dim: tiles of Q, K and V rows must fit workgroup memory.
 const maxAttentionHeadDim = 256
@@ -213,7 +221,12 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 	if opt.MaxWorkgroupStorage > 0 && opt.MaxWorkgroupStorage < smem {
 		smem = opt.MaxWorkgroupStorage
 	}
-	args, offs, err := binds("Attention", q, k, v, out)
+	mods := opt.mods()
+	ts := []Tensor{q, k, v, out}
+	if mods.Sinks != nil {
+		ts = append(ts, *mods.Sinks)
+	}
+	args, offs, err := binds("Attention", ts...)
 	if err != nil {
 		return err
 	}
@@ -226,15 +239,20 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 		QBStride: uint32(d.nq * d.heads * d.hd), QTStride: uint32(d.heads * d.hd),
 		KVBStride: uint32(d.cap * d.kvHeads * d.hd), KVTStride: uint32(d.kvHeads * d.hd),
 		NKVH: uint32(d.kvHeads), Batch: uint32(d.batch),
-		Scale: opt.Scale * math.Log2E,
 	}
+	var sinkOff uint32
+	if mods.Sinks != nil {
+		sinkOff = offs[4]
+	}
+	mods.setParams(&prm, opt.Scale, sinkOff)
+	feat := mods.features()
 	variant := pickAttentionVariant(opt.Variant, d.nq, d.group)
 	if variant == AttentionPrefill {
 		tiles, err := choosePrefillTiles(d.hd, smem)
 		if err != nil {
 			return err
 		}
-		key := attnPrefillKey{D: d.hd, KV: k.DType, Causal: opt.Causal, T: tiles}
+		key := attnPrefillKey{D: d.hd, KV: k.DType, Causal: opt.Causal, T: tiles, attnFeatures: feat}
 		pipe, err := ctx.Pipeline(key, key.build)
 		if err != nil {
 			return err
@@ -242,16 +260,19 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 		rowTiles := ceilDiv(d.nq*d.group, tiles.BQ)
 		prm.RowTiles = uint32(rowTiles)
 		gx, gy := ctx.Grid(uint32(rowTiles))
-		return enc.Dispatch(pipe, prm, args[:4], gx, gy, uint32(d.batch*d.kvHeads))
+		return enc.Dispatch(pipe, prm, args, gx, gy, uint32(d.batch*d.kvHeads))
 	}
 
 	tiles, err := chooseSplitTiles(d.hd, d.nq*d.group, smem)
 	if err != nil {
 		return err
 	}
-	nTiles := ceilDiv(opt.KVLen, tiles.BK)
+	// The chunks cover the keys from the first query's window start on
+	// (the shader derives the same start from pos0).
+	span := opt.KVLen - min(opt.KVLen, windowStart(opt.QOffset, opt.Window))
+	nTiles := ceilDiv(span, tiles.BK)
 	splitLen := ceilDiv(nTiles, maxAttentionSplits) * tiles.BK
-	nSplit := ceilDiv(opt.KVLen, splitLen)
+	nSplit := max(1, ceilDiv(span, splitLen))
 	partials := d.batch * d.nq * d.heads * nSplit // one per (sequence, row, split)
 	scratchArg, err := splitScratch(ctx, "Attention", partials, d.hd)
 	if err != nil {
@@ -262,12 +283,12 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 	rowTiles := ceilDiv(d.nq*d.group, tiles.RT)
 	prm.RowTiles = uint32(rowTiles)
 
-	skey := attnSplitKey{D: d.hd, KV: k.DType, Causal: opt.Causal, T: tiles}
+	skey := attnSplitKey{D: d.hd, KV: k.DType, Causal: opt.Causal, T: tiles, attnFeatures: feat.split()}
 	spipe, err := ctx.Pipeline(skey, skey.build)
 	if err != nil {
 		return err
 	}
-	ckey := attnCombineKey{D: d.hd, WG: 64}
+	ckey := attnCombineKey{D: d.hd, WG: 64, Sinks: feat.Sinks}
 	cpipe, err := ctx.Pipeline(ckey, ckey.build)
 	if err != nil {
 		return err
@@ -277,7 +298,13 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 		return err
 	}
 	gx, gy := ctx.Grid(uint32(ceilDiv(d.batch*d.nq*d.heads*d.hd, ckey.WG)))
-	return enc.Dispatch(cpipe, prm, []gpu.Arg{scratchArg, args[3]}, gx, gy, 1)
+	return enc.Dispatch(cpipe, prm, combineArgs(scratchArg, args[3], args[4:]), gx, gy, 1)
+}
+
+// combineArgs binds the combine kernel: scratch, out, then the sinks if
+// bound (sinks holds them or is empty).
+func combineArgs(scratch, out gpu.Arg, sinks []gpu.Arg) []gpu.Arg {
+	return append([]gpu.Arg{scratch, out}, sinks...)
 }
 
 // The split count depends only on kvLen (batch invariance): at most this
@@ -344,7 +371,10 @@ func attentionDims(out, q, k, v Tensor, opt *AttentionOptions) (attnDims, error)
 	if opt.QOffset < 0 || (opt.Causal && opt.QOffset+d.nq > opt.KVLen) {
 		return fail("qOffset %d with %d queries does not fit %d keys", opt.QOffset, d.nq, opt.KVLen)
 	}
-	if !opt.Causal {
+	if err := opt.mods().check(d.heads, out); err != nil {
+		return fail("%v", err)
+	}
+	if !opt.Causal && opt.Window == 0 {
 		opt.QOffset = 0
 	}
 	if opt.Scale == 0 {
@@ -390,6 +420,10 @@ type attnParams struct {
 	// the split cap the per-sequence split length is derived from.
 	NBlocks, TblOff, TblStride, TblRows uint32
 	InfoOff, MaxSplit                   uint32
+	// Score modifications (attnMods): cap·log2(e), the window, and the
+	// sinks' offset.
+	SoftCap         float32
+	Window, SinkOff uint32
 }
 
 // prefillTiles is the prefill kernel's blocking: BQ rows × BK keys per
@@ -402,6 +436,7 @@ type attnPrefillKey struct {
 	KV     DType
 	Causal bool
 	T      prefillTiles
+	attnFeatures
 }
 
 func (k attnPrefillKey) String() string {
@@ -409,8 +444,8 @@ func (k attnPrefillKey) String() string {
 	if k.Causal {
 		c = "_causal"
 	}
-	return fmt.Sprintf("attention_prefill_d%d_kv%s%s_bq%d_bk%d_wg%d_s%dx%d_o%dx%d",
-		k.D, k.KV, c, k.T.BQ, k.T.BK, k.T.WG, k.T.TQ, k.T.TK, k.T.OQ, k.T.OV)
+	return fmt.Sprintf("attention_prefill_d%d_kv%s%s_bq%d_bk%d_wg%d_s%dx%d_o%dx%d%s",
+		k.D, k.KV, c, k.T.BQ, k.T.BK, k.T.WG, k.T.TQ, k.T.TK, k.T.OQ, k.T.OV, k.attnFeatures)
 }
 
 func (k attnPrefillKey) build() (gpu.PipelineSpec, error) { return k.render(0) }
@@ -419,15 +454,19 @@ func (k attnPrefillKey) build() (gpu.PipelineSpec, error) { return k.render(0) }
 // variant (two more storage bindings: block table and sequence info).
 func (k attnPrefillKey) render(bs int) (gpu.PipelineSpec, error) {
 	t, d4 := k.T, k.D/4
-	src, err := wgsl.Render("attention_prefill.wgsl", map[string]any{
+	storage := attnStorage(bs)
+	src, err := wgsl.Render("attention_prefill.wgsl", k.template(map[string]any{
 		"BQ": t.BQ, "BK": t.BK, "D": k.D, "D4": d4, "RS4": d4 + 1, "SS": t.BK + 1, "WG": t.WG,
 		"TQ": t.TQ, "TK": t.TK, "SQN": t.BQ / t.TQ, "SKN": t.BK / t.TK, "TQK": t.TQ * t.TK,
 		"OQ": t.OQ, "OV": t.OV, "OQN": t.BQ / t.OQ, "OCN": d4 / t.OV, "OQV": t.OQ * t.OV,
 		"QSLen": t.BQ * (d4 + 1), "KVLen": t.BK * (d4 + 1), "SSLen": t.BQ * (t.BK + 1),
 		"RP": t.rowThreads(), "RedLen": t.BQ * t.rowThreads(),
 		"KV": k.KV.String(), "Causal": k.Causal, "Paged": bs > 0, "BS": bs,
-	})
-	return gpu.PipelineSpec{Source: src, Storage: attnStorage(bs)}, err
+	}, len(storage)+1))
+	if k.Sinks {
+		storage = append(storage, gpu.ReadOnly)
+	}
+	return gpu.PipelineSpec{Source: src, Storage: storage}, err
 }
 
 // attnStorage lists the storage bindings of the prefill and split-K
@@ -500,10 +539,11 @@ func microTile(rows, cols, wg, maxPer int) (tr, tc int, ok bool) {
 type splitTiles struct{ RT, BK, WG, DS, KL int }
 
 type attnSplitKey struct {
-	D      int
-	KV     DType
-	Causal bool
-	T      splitTiles
+	D            int
+	KV           DType
+	Causal       bool
+	T            splitTiles
+	attnFeatures // SoftCap and Window only: the combine kernel adds the sinks
 }
 
 func (k attnSplitKey) String() string {
@@ -511,8 +551,8 @@ func (k attnSplitKey) String() string {
 	if k.Causal {
 		c = "_causal"
 	}
-	return fmt.Sprintf("attention_splitk_d%d_kv%s%s_rt%d_bk%d_wg%d_ds%d_kl%d",
-		k.D, k.KV, c, k.T.RT, k.T.BK, k.T.WG, k.T.DS, k.T.KL)
+	return fmt.Sprintf("attention_splitk_d%d_kv%s%s_rt%d_bk%d_wg%d_ds%d_kl%d%s",
+		k.D, k.KV, c, k.T.RT, k.T.BK, k.T.WG, k.T.DS, k.T.KL, k.attnFeatures)
 }
 
 func (k attnSplitKey) build() (gpu.PipelineSpec, error) { return k.render(0) }
@@ -521,12 +561,12 @@ func (k attnSplitKey) build() (gpu.PipelineSpec, error) { return k.render(0) }
 // variant.
 func (k attnSplitKey) render(bs int) (gpu.PipelineSpec, error) {
 	t, d4 := k.T, k.D/4
-	src, err := wgsl.Render("attention_split.wgsl", map[string]any{
+	src, err := wgsl.Render("attention_split.wgsl", k.template(map[string]any{
 		"RT": t.RT, "BK": t.BK, "D": k.D, "D4": d4, "RS4": d4 + 1, "SS": t.BK + 1, "WG": t.WG,
 		"DS": t.DS, "DC": d4 / t.DS, "KL": t.KL, "KPL": ceilDiv(t.BK, t.KL),
 		"QSLen": t.RT * (d4 + 1), "SMLen": splitSmem4(d4, t), "SSLen": t.DS * t.RT * (t.BK + 1),
 		"KV": k.KV.String(), "Causal": k.Causal, "Paged": bs > 0, "BS": bs,
-	})
+	}, 0))
 	return gpu.PipelineSpec{Source: src, Storage: attnStorage(bs)}, err
 }
 
@@ -564,15 +604,26 @@ func chooseSplitTiles(d, rows, smem int) (splitTiles, error) {
 	return splitTiles{}, fmt.Errorf("ops.Attention: no split-K tile for head dim %d fits %d bytes of workgroup memory", d, smem)
 }
 
-type attnCombineKey struct{ D, WG int }
+type attnCombineKey struct {
+	D, WG int
+	Sinks bool // adds the attention sinks to each row's denominator
+}
 
 func (k attnCombineKey) String() string {
-	return fmt.Sprintf("attention_combine_d%d_wg%d", k.D, k.WG)
+	s := fmt.Sprintf("attention_combine_d%d_wg%d", k.D, k.WG)
+	if k.Sinks {
+		s += "_sinks"
+	}
+	return s
 }
 
 func (k attnCombineKey) build() (gpu.PipelineSpec, error) {
-	src, err := wgsl.Render("attention_combine.wgsl", map[string]any{"D": k.D, "WG": k.WG})
-	return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}}, err
+	src, err := wgsl.Render("attention_combine.wgsl", map[string]any{"D": k.D, "WG": k.WG, "Sinks": k.Sinks})
+	storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
+	if k.Sinks {
+		storage = append(storage, gpu.ReadOnly)
+	}
+	return gpu.PipelineSpec{Source: src, Storage: storage}, err
 }
 
 // The split-K partials live in one scratch buffer per context. It only

@@ -27,7 +27,31 @@ type PagedOptions struct {
 	// MaxWorkgroupStorage caps the workgroup memory (bytes), as in
 	// AttentionOptions.
 	MaxWorkgroupStorage int
+
+	// SoftCap, when > 0, caps every score after Scale and before the mask
+	// and softmax: s = SoftCap·tanh(s/SoftCap). Gemma 2's
+	// attn_logit_softcapping (50); llama.cpp's build_attn_mha
+	// (hparams.attn_soft_cap), which scales Q by the query pre-attention
+	// scale first and passes kq_scale 1: pass that scale as Scale. 0 is
+	// off.
+	SoftCap float32
+	// Window, when > 0, is sliding-window attention: a query at absolute
+	// position p sees key j only when p-j < Window (llama.cpp
+	// LLAMA_SWA_TYPE_STANDARD, masked if p1-p0 >= n_swa; the local layers
+	// of Gemma 2/3, sliding_window). Also without Causal, with query i at
+	// qOffset+i. The decode kernel cuts only the keys from the first
+	// query's window start into chunks, and both kernels skip the key
+	// tiles before a row tile's window. 0 is off.
+	Window int
+	// Sinks, when set, is f32 [heads]: gpt-oss's attention sinks. Head h's
+	// softmax denominator gains exp(Sinks[h] - max), with max taken over
+	// the scaled scores and the sink; the sink adds no value
+	// (ggml_soft_max_add_sinks, ggml_flash_attn_ext_add_sinks). A row that
+	// sees no key still gets zeros. It must not share out's buffer.
+	Sinks *Tensor
 }
+
+func (o PagedOptions) mods() attnMods { return attnMods{o.SoftCap, o.Window, o.Sinks} }
 
 // SeqInfoFields is the number of u32 per sequence in AttentionPaged's
 // seqInfo tensor: kvLen, qOffset, block table row.
@@ -76,7 +100,12 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 	if opt.MaxWorkgroupStorage > 0 && opt.MaxWorkgroupStorage < smem {
 		smem = opt.MaxWorkgroupStorage
 	}
-	args, offs, err := binds("AttentionPaged", q, kPool, vPool, out, blockTable, seqInfo)
+	mods := opt.mods()
+	ts := []Tensor{q, kPool, vPool, out, blockTable, seqInfo}
+	if mods.Sinks != nil {
+		ts = append(ts, *mods.Sinks)
+	}
+	args, offs, err := binds("AttentionPaged", ts...)
 	if err != nil {
 		return err
 	}
@@ -89,17 +118,22 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 		QBStride: uint32(d.nq * d.heads * d.hd), QTStride: uint32(d.heads * d.hd),
 		KVTStride: uint32(d.kvHeads * d.hd),
 		NKVH:      uint32(d.kvHeads), Batch: uint32(d.batch),
-		Scale:   opt.Scale * math.Log2E,
 		NBlocks: uint32(d.blocks), TblOff: offs[4], TblStride: uint32(d.tableWidth), TblRows: uint32(d.tableRows),
 		InfoOff: offs[5], MaxSplit: maxAttentionSplits,
 	}
+	var sinkOff uint32
+	if mods.Sinks != nil {
+		sinkOff = offs[6]
+	}
+	mods.setParams(&prm, opt.Scale, sinkOff)
+	feat := mods.features()
 	variant := pickAttentionVariant(opt.Variant, d.nq, d.group)
 	if variant == AttentionPrefill {
 		tiles, err := choosePrefillTiles(d.hd, smem)
 		if err != nil {
 			return fmt.Errorf("ops.AttentionPaged: %w", err)
 		}
-		key := attnPagedPrefillKey{attnPrefillKey{D: d.hd, KV: kPool.DType, Causal: opt.Causal, T: tiles}, d.blockSize}
+		key := attnPagedPrefillKey{attnPrefillKey{D: d.hd, KV: kPool.DType, Causal: opt.Causal, T: tiles, attnFeatures: feat}, d.blockSize}
 		pipe, err := ctx.Pipeline(key, key.build)
 		if err != nil {
 			return err
@@ -117,7 +151,13 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 	// The grid has room for the most chunks any sequence of at most
 	// MaxKVLen keys uses; each sequence derives its own chunking from its
 	// kvLen in the shader, and chunks past its end record "no key seen".
-	nSplit := min(maxAttentionSplits, ceilDiv(opt.MaxKVLen, tiles.BK))
+	// With a causal window a sequence's chunks span at most Window+nq-1
+	// keys (from its first query's window start to its last query).
+	span := opt.MaxKVLen
+	if opt.Window > 0 && opt.Causal {
+		span = min(span, opt.Window+d.nq-1)
+	}
+	nSplit := min(maxAttentionSplits, ceilDiv(span, tiles.BK))
 	partials := d.batch * d.nq * d.heads * nSplit
 	scratchArg, err := splitScratch(ctx, "AttentionPaged", partials, d.hd)
 	if err != nil {
@@ -128,12 +168,12 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 	rowTiles := ceilDiv(d.nq*d.group, tiles.RT)
 	prm.RowTiles = uint32(rowTiles)
 
-	skey := attnPagedSplitKey{attnSplitKey{D: d.hd, KV: kPool.DType, Causal: opt.Causal, T: tiles}, d.blockSize}
+	skey := attnPagedSplitKey{attnSplitKey{D: d.hd, KV: kPool.DType, Causal: opt.Causal, T: tiles, attnFeatures: feat.split()}, d.blockSize}
 	spipe, err := ctx.Pipeline(skey, skey.build)
 	if err != nil {
 		return err
 	}
-	ckey := attnCombineKey{D: d.hd, WG: 64}
+	ckey := attnCombineKey{D: d.hd, WG: 64, Sinks: feat.Sinks}
 	cpipe, err := ctx.Pipeline(ckey, ckey.build)
 	if err != nil {
 		return err
@@ -143,7 +183,7 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 		return err
 	}
 	gx, gy := ctx.Grid(uint32(ceilDiv(d.batch*d.nq*d.heads*d.hd, ckey.WG)))
-	return enc.Dispatch(cpipe, prm, []gpu.Arg{scratchArg, args[3]}, gx, gy, 1)
+	return enc.Dispatch(cpipe, prm, combineArgs(scratchArg, args[3], args[6:]), gx, gy, 1)
 }
 
 // attnPagedPrefillKey and attnPagedSplitKey are the paged builds of the
@@ -239,6 +279,9 @@ func checkPaged(out, q, k, v, table, info Tensor, opt *PagedOptions) (pagedShape
 	}
 	if opt.Variant > AttentionSplitK {
 		return fail("unknown variant %v", opt.Variant)
+	}
+	if err := opt.mods().check(d.heads, out); err != nil {
+		return fail("%v", err)
 	}
 	return d, nil
 }

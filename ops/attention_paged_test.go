@@ -29,6 +29,19 @@ type pagedCase struct {
 	maxKVLen          int // PagedOptions.MaxKVLen
 	spareBlocks       int // NaN-filled pool blocks no sequence owns
 	spareTableEntries int // NaN-block entries past each sequence's last block
+	softCap           float32
+	window            int
+	sinks             bool // testSinks(heads) as PagedOptions.Sinks
+}
+
+// testSinks are per-head sink logits of either sign, some far above the
+// scores (a sink that takes most of the weight) and some far below.
+func testSinks(heads int) []float32 {
+	s := make([]float32, heads)
+	for h := range s {
+		s[h] = float32(6 * math.Sin(1.7*float64(h)+0.3))
+	}
+	return s
 }
 
 func (c pagedCase) qOffset(s int) int {
@@ -53,6 +66,7 @@ type pagedInputs struct {
 	width, nPool int
 	q, k, v      ops.Tensor
 	table, info  ops.Tensor
+	sinks        ops.Tensor // unset without c.sinks
 }
 
 func newPagedInputs(t *testing.T, ctx *gpu.Context, c pagedCase, seed int64) *pagedInputs {
@@ -120,6 +134,10 @@ func newPagedInputs(t *testing.T, ctx *gpu.Context, c pagedCase, seed int64) *pa
 	must(t, err)
 	in.info, err = ops.FromUint32(ctx, "info", info, nSeq, ops.SeqInfoFields)
 	must(t, err)
+	if c.sinks {
+		in.sinks, err = ops.FromFloat32(ctx, "sinks", ops.F32, testSinks(c.heads), c.heads)
+		must(t, err)
+	}
 	in.kq, err = in.k.Read()
 	must(t, err)
 	in.vq, err = in.v.Read()
@@ -130,6 +148,9 @@ func newPagedInputs(t *testing.T, ctx *gpu.Context, c pagedCase, seed int64) *pa
 func (in *pagedInputs) destroy() {
 	for _, x := range []ops.Tensor{in.q, in.k, in.v, in.table, in.info} {
 		x.Buf.Destroy()
+	}
+	if in.sinks.Buf != nil {
+		in.sinks.Buf.Destroy()
 	}
 }
 
@@ -155,13 +176,22 @@ func (in *pagedInputs) reference(c pagedCase, s int, kPool, vPool []float32) []f
 		ref.AttentionShape{
 			Batch: 1, Queries: c.nq, Heads: c.heads, KVHeads: c.kvh, HeadDim: c.hd,
 			KVCap: c.kvLens[s], KVLen: c.kvLens[s], Causal: c.causal, QOffset: c.qOffset(s),
-			Scale: 1 / math.Sqrt(float64(c.hd)),
+			Scale: 1 / math.Sqrt(float64(c.hd)), SoftCap: float64(c.softCap), Window: c.window, Sinks: c.refSinks(),
 		})
 	return want
 }
 
+func (c pagedCase) refSinks() []float64 {
+	if !c.sinks {
+		return nil
+	}
+	return gputest.F64(testSinks(c.heads))
+}
+
+// options are the case's PagedOptions; runPaged adds the sinks tensor.
 func (c pagedCase) options(variant ops.AttentionVariant) ops.PagedOptions {
-	return ops.PagedOptions{Causal: c.causal, MaxKVLen: c.maxKVLen, Variant: variant, MaxWorkgroupStorage: c.maxSmem}
+	return ops.PagedOptions{Causal: c.causal, MaxKVLen: c.maxKVLen, Variant: variant, MaxWorkgroupStorage: c.maxSmem,
+		SoftCap: c.softCap, Window: c.window}
 }
 
 // runPaged dispatches AttentionPaged into a poisoned output and reads it.
@@ -171,6 +201,9 @@ func runPaged(t *testing.T, ctx *gpu.Context, in *pagedInputs, opt ops.PagedOpti
 	must(t, err)
 	defer out.Buf.Destroy()
 	gputest.Poison(t, out)
+	if in.sinks.Buf != nil {
+		opt.Sinks = &in.sinks
+	}
 	enc, err := ctx.NewEncoder()
 	must(t, err)
 	must(t, ops.AttentionPaged(enc, out, in.q, in.k, in.v, in.table, in.info, opt))
@@ -202,6 +235,25 @@ var pagedCases = []pagedCase{
 	{name: "prefill_padded_queries", nq: 12, heads: 4, kvh: 1, hd: 64, bs: 16, kvLens: []int{50, 30}, qOffsets: []int{38, 25}, causal: true, kv: ops.F32},
 	{name: "prefill_hd256", nq: 21, heads: 2, kvh: 1, hd: 256, bs: 16, kvLens: []int{40}, causal: true, kv: ops.F32},
 	{name: "small_tiles_8KiB", nq: 3, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{333, 50}, causal: true, kv: ops.F16, maxSmem: 8 << 10},
+
+	// Sliding windows (gemma2/3 local layers, gpt-oss), also with kv far past the window.
+	{name: "decode_swa", nq: 1, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{1001, 17, 300, 1, 64, 65}, causal: true, kv: ops.F32, window: 64, spareTableEntries: 1},
+	{name: "decode_swa_f16_w1", nq: 1, heads: 4, kvh: 2, hd: 128, bs: 16, kvLens: []int{90, 1, 2}, causal: true, kv: ops.F16, window: 1},
+	{name: "decode_swa_odd_maxkvlen", nq: 1, heads: 6, kvh: 3, hd: 48, bs: 7, kvLens: []int{2100, 33, 250}, causal: true, kv: ops.F32, window: 237, maxKVLen: 2100},
+	{name: "verify_swa_nq3", nq: 3, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{400, 3, 41}, causal: true, kv: ops.F32, window: 40},
+	{name: "prefill_swa_chunk_after_cache", nq: 57, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{300}, causal: true, kv: ops.F16, window: 45},
+	{name: "prefill_swa_two_seqs", nq: 19, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{90, 19}, causal: true, kv: ops.F32, window: 16},
+	{name: "noncausal_swa", nq: 5, heads: 4, kvh: 2, hd: 64, bs: 32, kvLens: []int{257, 64}, qOffsets: []int{200, 3}, kv: ops.F32, window: 30},
+	// Soft-capped scores (gemma2): peaky queries so that the cap matters.
+	{name: "decode_softcap", nq: 1, heads: 8, kvh: 4, hd: 128, bs: 16, kvLens: []int{500, 7, 1}, causal: true, kv: ops.F32, qScale: 40, softCap: 5},
+	{name: "prefill_softcap", nq: 33, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{70}, causal: true, kv: ops.F32, qScale: 40, softCap: 50},
+	// Attention sinks (gpt-oss), with an empty sequence (zeros, not the sink).
+	{name: "decode_sinks", nq: 1, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{700, 0, 5, 1}, qOffsets: []int{699, 0, 4, 0}, causal: true, kv: ops.F32, sinks: true},
+	{name: "prefill_sinks", nq: 40, heads: 8, kvh: 1, hd: 64, bs: 16, kvLens: []int{100}, causal: true, kv: ops.F32, sinks: true},
+	// Everything at once: gemma2's local layer and gpt-oss's.
+	{name: "decode_gemma2_local", nq: 1, heads: 8, kvh: 4, hd: 128, bs: 16, kvLens: []int{900, 30}, causal: true, kv: ops.F16, window: 128, softCap: 50, qScale: 20},
+	{name: "prefill_gptoss_local", nq: 24, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{333, 24}, causal: true, kv: ops.F32, window: 128, sinks: true},
+	{name: "verify_all_mods", nq: 4, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{600, 4}, causal: true, kv: ops.F32, window: 50, softCap: 10, sinks: true, qScale: 10},
 }
 
 // TestAttentionPaged runs every case through both kernels (and the
@@ -244,21 +296,28 @@ func TestAttentionPaged(t *testing.T) {
 // A sequence's output is bit-identical whether it is computed alone, with
 // other sequences, with its blocks elsewhere in the pool, with a grid sized
 // for longer sequences, or by Attention over the same keys stored
-// contiguously.
+// contiguously; also with a sliding window, a soft-cap and sinks.
 func TestAttentionPagedBatchInvariant(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	for _, tc := range []struct {
 		variant ops.AttentionVariant
 		nq      int
 		kv      ops.DType
+		window  int
+		softCap float32
+		sinks   bool
 	}{
-		{ops.AttentionSplitK, 1, ops.F32},
-		{ops.AttentionSplitK, 1, ops.F16},
-		{ops.AttentionSplitK, 4, ops.F32},
-		{ops.AttentionPrefill, 6, ops.F32},
+		{variant: ops.AttentionSplitK, nq: 1, kv: ops.F32},
+		{variant: ops.AttentionSplitK, nq: 1, kv: ops.F16},
+		{variant: ops.AttentionSplitK, nq: 4, kv: ops.F32},
+		{variant: ops.AttentionPrefill, nq: 6, kv: ops.F32},
+		{variant: ops.AttentionSplitK, nq: 1, kv: ops.F16, window: 100, softCap: 20, sinks: true},
+		{variant: ops.AttentionSplitK, nq: 4, kv: ops.F32, window: 61, sinks: true},
+		{variant: ops.AttentionPrefill, nq: 6, kv: ops.F32, window: 33, softCap: 7},
 	} {
-		c := pagedCase{nq: tc.nq, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{300, 1001, 17, 64, 6}, causal: true, kv: tc.kv, spareBlocks: 5}
-		t.Run(fmt.Sprintf("%s/nq%d/%s", tc.variant, tc.nq, tc.kv), func(t *testing.T) {
+		c := pagedCase{nq: tc.nq, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{300, 1001, 17, 64, 6}, causal: true, kv: tc.kv, spareBlocks: 5,
+			window: tc.window, softCap: tc.softCap, sinks: tc.sinks}
+		t.Run(fmt.Sprintf("%s/nq%d/%s/w%d_cap%g_sinks%v", tc.variant, tc.nq, tc.kv, tc.window, tc.softCap, tc.sinks), func(t *testing.T) {
 			in := newPagedInputs(t, ctx, c, 31)
 			defer in.destroy()
 			all := runPaged(t, ctx, in, c.options(tc.variant))
@@ -296,9 +355,14 @@ func TestAttentionPagedBatchInvariant(t *testing.T) {
 				gputest.Poison(t, out)
 				enc, err := ctx.NewEncoder()
 				must(t, err)
-				must(t, ops.Attention(enc, out, q, k, v, ops.AttentionOptions{
+				aopt := ops.AttentionOptions{
 					Causal: true, QOffset: c.qOffset(s), KVLen: c.kvLens[s], Variant: tc.variant,
-				}))
+					SoftCap: c.softCap, Window: c.window,
+				}
+				if c.sinks {
+					aopt.Sinks = &in.sinks
+				}
+				must(t, ops.Attention(enc, out, q, k, v, aopt))
 				must(t, enc.SubmitAndWait())
 				got, err := out.Read()
 				must(t, err)
@@ -351,6 +415,8 @@ func TestAttentionPagedFirstQuerySeesOnlyFirstKey(t *testing.T) {
 	}
 }
 
+func ptr[T any](v T) *T { return &v }
+
 func TestAttentionPagedRejectsBadShapes(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	mk := func(dt ops.DType, shape ...int) ops.Tensor {
@@ -390,6 +456,12 @@ func TestAttentionPagedRejectsBadShapes(t *testing.T) {
 		{"f16 pool at an odd element", out, q, kh.View(1, 10, 16, 2, 64), kh.View(1, 10, 16, 2, 64), table, info, ops.PagedOptions{}},
 		{"nan scale", out, q, k, v, table, info, ops.PagedOptions{Scale: float32(math.NaN())}},
 		{"unknown variant", out, q, k, v, table, info, ops.PagedOptions{Variant: 7}},
+		{"negative soft-cap", out, q, k, v, table, info, ops.PagedOptions{SoftCap: -1}},
+		{"infinite soft-cap", out, q, k, v, table, info, ops.PagedOptions{SoftCap: float32(math.Inf(1))}},
+		{"negative window", out, q, k, v, table, info, ops.PagedOptions{Window: -3}},
+		{"sinks per kv head", out, q, k, v, table, info, ops.PagedOptions{Sinks: ptr(mk(ops.F32, 2))}},
+		{"f16 sinks", out, q, k, v, table, info, ops.PagedOptions{Sinks: ptr(mk(ops.F16, 8))}},
+		{"sinks in out's buffer", out, q, k, v, table, info, ops.PagedOptions{Sinks: ptr(out.View(0, 8))}},
 	}
 	for _, b := range bad {
 		if err := ops.AttentionPaged(enc, b.out, b.q, b.k, b.v, b.table, b.info, b.opt); err == nil {
@@ -426,16 +498,7 @@ func BenchmarkAttentionPaged(b *testing.B) {
 						b.Skip("big shape on a software adapter (set WGLLM_BENCH_FULL=1 to run)")
 					}
 					rng := rand.New(rand.NewSource(1))
-					mk := func(label string, dt ops.DType, shape ...int) ops.Tensor {
-						n := 1
-						for _, s := range shape {
-							n *= s
-						}
-						x, err := ops.FromFloat32(ctx, label, dt, gputest.Rand(rng, n, 2), shape...)
-						must(b, err)
-						b.Cleanup(x.Buf.Destroy)
-						return x
-					}
+					mk := benchTensors(b, ctx, rng)
 					q := mk("q", ops.F32, nSeq, 1, heads, hd)
 					out := mk("out", ops.F32, nSeq, 1, heads, hd)
 					var op func(enc *gpu.Encoder) error
@@ -459,25 +522,7 @@ func BenchmarkAttentionPaged(b *testing.B) {
 							}
 							total += lens[s]
 						}
-						width := ceilDivInt(kvLen, bs)
-						nBlocks := nSeq * width
-						k := mk("kpool", kv, nBlocks, bs, kvh, hd)
-						v := mk("vpool", kv, nBlocks, bs, kvh, hd)
-						perm := rng.Perm(nBlocks)
-						table := make([]uint32, nSeq*width)
-						for i := range table {
-							table[i] = uint32(perm[i])
-						}
-						info := make([]uint32, 0, nSeq*ops.SeqInfoFields)
-						for s, n := range lens {
-							info = append(info, uint32(n), uint32(n-1), uint32(s))
-						}
-						tab, err := ops.FromUint32(ctx, "table", table, nSeq, width)
-						must(b, err)
-						b.Cleanup(tab.Buf.Destroy)
-						inf, err := ops.FromUint32(ctx, "info", info, nSeq, ops.SeqInfoFields)
-						must(b, err)
-						b.Cleanup(inf.Buf.Destroy)
+						k, v, tab, inf := benchPool(b, ctx, rng, mk, kv, lens, kvLen, bs, kvh, hd)
 						opt := ops.PagedOptions{Causal: true, MaxKVLen: kvLen}
 						op = func(enc *gpu.Encoder) error { return ops.AttentionPaged(enc, out, q, k, v, tab, inf, opt) }
 						b.SetBytes(int64(2 * total * kvh * hd * kv.Size()))
@@ -486,6 +531,90 @@ func BenchmarkAttentionPaged(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// benchTensors returns a maker of random tensors freed with the benchmark.
+func benchTensors(b *testing.B, ctx *gpu.Context, rng *rand.Rand) func(string, ops.DType, ...int) ops.Tensor {
+	return func(label string, dt ops.DType, shape ...int) ops.Tensor {
+		n := 1
+		for _, s := range shape {
+			n *= s
+		}
+		x, err := ops.FromFloat32(ctx, label, dt, gputest.Rand(rng, n, 2), shape...)
+		must(b, err)
+		b.Cleanup(x.Buf.Destroy)
+		return x
+	}
+}
+
+// benchPool makes a paged pool for decode sequences of the given lengths
+// (one query each, at the end), its blocks handed out in shuffled order.
+func benchPool(b *testing.B, ctx *gpu.Context, rng *rand.Rand, mk func(string, ops.DType, ...int) ops.Tensor,
+	kv ops.DType, lens []int, maxLen, bs, kvh, hd int) (k, v, table, info ops.Tensor) {
+	nSeq := len(lens)
+	width := ceilDivInt(maxLen, bs)
+	nBlocks := nSeq * width
+	k = mk("kpool", kv, nBlocks, bs, kvh, hd)
+	v = mk("vpool", kv, nBlocks, bs, kvh, hd)
+	perm := rng.Perm(nBlocks)
+	tab := make([]uint32, nSeq*width)
+	for i := range tab {
+		tab[i] = uint32(perm[i])
+	}
+	inf := make([]uint32, 0, nSeq*ops.SeqInfoFields)
+	for s, n := range lens {
+		inf = append(inf, uint32(n), uint32(n-1), uint32(s))
+	}
+	var err error
+	table, err = ops.FromUint32(ctx, "table", tab, nSeq, width)
+	must(b, err)
+	b.Cleanup(table.Buf.Destroy)
+	info, err = ops.FromUint32(ctx, "info", inf, nSeq, ops.SeqInfoFields)
+	must(b, err)
+	b.Cleanup(info.Buf.Destroy)
+	return k, v, table, info
+}
+
+// BenchmarkAttentionPagedWindow: a decode step of 8 sequences (GQA 32/8,
+// head dim 128, f16 pool) at kvLen 4096, full attention against sliding
+// windows of 512 and 128 (gemma2/3 and gpt-oss local layers), where only
+// the window's keys are cut into split-K chunks. SetBytes is the K/V bytes
+// each variant must read (the window's), so MB/s compares bandwidth and
+// ns/op the step's time. On a software adapter kvLen is 1024 unless
+// WGLLM_BENCH_FULL is set.
+//
+//	go test ./ops/ -run '^$' -bench AttentionPagedWindow -benchtime 50x
+func BenchmarkAttentionPagedWindow(b *testing.B) {
+	ctx := gputest.Ctx(b)
+	software := ctx.Software()
+	debug := ctx.Debug
+	ctx.Debug = false
+	defer func() { ctx.Debug = debug }()
+	const nSeq, heads, kvh, hd, bs = 8, 32, 8, 128, 16
+	kvLen := 4096
+	if software && os.Getenv("WGLLM_BENCH_FULL") == "" {
+		kvLen = 1024
+	}
+	for _, window := range []int{0, 512, 128} {
+		b.Run(fmt.Sprintf("decode/%dx%d/f16/window%d", nSeq, kvLen, window), func(b *testing.B) {
+			rng := rand.New(rand.NewSource(1))
+			mk := benchTensors(b, ctx, rng)
+			q := mk("q", ops.F32, nSeq, 1, heads, hd)
+			out := mk("out", ops.F32, nSeq, 1, heads, hd)
+			lens := make([]int, nSeq)
+			for s := range lens {
+				lens[s] = kvLen
+			}
+			k, v, tab, inf := benchPool(b, ctx, rng, mk, ops.F16, lens, kvLen, bs, kvh, hd)
+			opt := ops.PagedOptions{Causal: true, MaxKVLen: kvLen, Window: window}
+			seen := kvLen
+			if window > 0 {
+				seen = min(kvLen, window)
+			}
+			b.SetBytes(int64(2 * nSeq * seen * kvh * hd * ops.F16.Size()))
+			benchOps(b, ctx, software, func(enc *gpu.Encoder) error { return ops.AttentionPaged(enc, out, q, k, v, tab, inf, opt) })
+		})
 	}
 }
 

@@ -92,6 +92,9 @@ type attnCase struct {
 	qScale                float64 // input range of q (k is in [-2, 2]): larger means peakier softmax
 	threeD                bool    // pass q/k/v/out as 3-D (batch 1)
 	maxSmem               int     // AttentionOptions.MaxWorkgroupStorage
+	softCap               float32
+	window                int
+	sinks                 bool // testSinks(heads)
 }
 
 // attnInputs holds one case's host data and GPU tensors.
@@ -150,11 +153,19 @@ func runAttention(t *testing.T, ctx *gpu.Context, c attnCase, in *attnInputs, va
 	must(t, err)
 	defer out.Buf.Destroy()
 	gputest.Poison(t, out)
+	opt := ops.AttentionOptions{
+		Causal: c.causal, QOffset: c.qOffset, KVLen: c.kvLen, Variant: variant, MaxWorkgroupStorage: c.maxSmem,
+		SoftCap: c.softCap, Window: c.window,
+	}
+	if c.sinks {
+		sinks, err := ops.FromFloat32(ctx, "sinks", ops.F32, testSinks(c.heads), c.heads)
+		must(t, err)
+		defer sinks.Buf.Destroy()
+		opt.Sinks = &sinks
+	}
 	enc, err := ctx.NewEncoder()
 	must(t, err)
-	must(t, ops.Attention(enc, out, in.q, in.k, in.v, ops.AttentionOptions{
-		Causal: c.causal, QOffset: c.qOffset, KVLen: c.kvLen, Variant: variant, MaxWorkgroupStorage: c.maxSmem,
-	}))
+	must(t, ops.Attention(enc, out, in.q, in.k, in.v, opt))
 	must(t, enc.SubmitAndWait())
 	got, err := out.Read()
 	must(t, err)
@@ -169,7 +180,8 @@ func attnReference(c attnCase, in *attnInputs, b int, k, v []float32) []float64 
 		ref.AttentionShape{
 			Batch: 1, Queries: c.nq, Heads: c.heads, KVHeads: c.kvh, HeadDim: c.hd,
 			KVCap: c.cap, KVLen: c.kvLen, Causal: c.causal, QOffset: c.qOffset,
-			Scale: 1 / math.Sqrt(float64(c.hd)),
+			Scale: 1 / math.Sqrt(float64(c.hd)), SoftCap: float64(c.softCap), Window: c.window,
+			Sinks: pagedCase{heads: c.heads, sinks: c.sinks}.refSinks(),
 		})
 	return want
 }
@@ -199,6 +211,12 @@ var attnCases = []attnCase{
 	{name: "peaky_scores", batch: 1, nq: 24, heads: 2, kvh: 2, hd: 64, cap: 300, kvLen: 300, causal: true, qOffset: 276, kv: ops.F32, qScale: 40},
 	{name: "small_tiles_16KiB", batch: 1, nq: 50, heads: 4, kvh: 2, hd: 128, cap: 200, kvLen: 190, causal: true, qOffset: 140, kv: ops.F32, maxSmem: 16 << 10},
 	{name: "small_tiles_8KiB_f16", batch: 1, nq: 3, heads: 8, kvh: 2, hd: 64, cap: 500, kvLen: 333, causal: true, qOffset: 330, kv: ops.F16, maxSmem: 8 << 10},
+	// Score modifications (more in the paged tests, which share the kernels).
+	{name: "swa_decode_batch2", batch: 2, nq: 1, heads: 8, kvh: 2, hd: 64, cap: 2048, kvLen: 1500, causal: true, qOffset: 1499, kv: ops.F16, window: 300},
+	{name: "swa_prefill_past_window", batch: 2, nq: 45, heads: 4, kvh: 2, hd: 64, cap: 120, kvLen: 111, causal: true, qOffset: 66, kv: ops.F32, window: 20},
+	{name: "swa_noncausal_offset", batch: 1, nq: 7, heads: 4, kvh: 4, hd: 64, cap: 300, kvLen: 257, qOffset: 150, kv: ops.F32, window: 64, threeD: true},
+	{name: "softcap_sinks_prefill", batch: 1, nq: 50, heads: 4, kvh: 1, hd: 128, cap: 64, kvLen: 60, causal: true, qOffset: 10, kv: ops.F32, qScale: 30, softCap: 30, sinks: true},
+	{name: "softcap_sinks_decode", batch: 3, nq: 1, heads: 8, kvh: 8, hd: 32, cap: 900, kvLen: 899, causal: true, qOffset: 898, kv: ops.F32, qScale: 30, softCap: 8, sinks: true},
 }
 
 // TestAttention runs every case through both kernels (and the automatic

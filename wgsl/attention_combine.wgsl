@@ -11,14 +11,21 @@ struct Params {
   scale: f32,
   n_split: u32, split_len: u32, part_off: u32, ml_off: u32,
   batch: u32,
+  n_blocks: u32, tbl_off: u32, tbl_stride: u32, tbl_rows: u32,
+  info_off: u32, max_split: u32,
+  softcap: f32, window: u32, sink_off: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> scratch: array<f32>;
 @group(0) @binding(2) var<storage, read_write> o: array<f32>;
+{{- if .Sinks}}
+@group(0) @binding(3) var<storage, read> sinks: array<f32>;  // per head, natural-log units
+{{- end}}
 
 const WG: u32 = {{.WG}}u;
 const D: u32 = {{.D}}u;
 const LOW: f32 = -3.0e38;
+const LOG2E: f32 = 1.4426950408889634;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -37,6 +44,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       mx = max(mx, scratch[p.ml_off + (base + s) * 2u]);
     }
   }
+{{- if .Sinks}}
+  // gpt-oss's sink joins the max and the denominator, with no value.
+  let sink = sinks[p.sink_off + kvh * p.group + R % p.group] * LOG2E;
+  mx = max(mx, sink);
+{{- end}}
   var l = 0.0;
   var acc = 0.0;
   for (var s = 0u; s < p.n_split; s++) {
@@ -47,6 +59,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       acc += w * scratch[p.part_off + (base + s) * D + d];
     }
   }
+{{- if .Sinks}}
+  l += exp2(sink - mx);
+{{- end}}
   var y = 0.0;
   if (l > 0.0) {
     y = acc / l;

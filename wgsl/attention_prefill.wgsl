@@ -29,6 +29,7 @@ struct Params {
   batch: u32,
   n_blocks: u32, tbl_off: u32, tbl_stride: u32, tbl_rows: u32,
   info_off: u32, max_split: u32,
+  softcap: f32, window: u32, sink_off: u32,  // ops.attnMods
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -39,6 +40,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read> tbl: array<u32>;
 @group(0) @binding(6) var<storage, read> info: array<u32>;
 const BS: u32 = {{.BS}}u;    // tokens per pool block
+{{- end}}
+{{- if .Sinks}}
+@group(0) @binding({{.BindSinks}}) var<storage, read> sinks: array<f32>;
 {{- end}}
 
 const BQ: u32 = {{.BQ}}u;
@@ -59,6 +63,7 @@ const OCN: u32 = {{.OCN}}u;  // D4 / OV
 const RP: u32 = {{.RP}}u;    // threads per row in the softmax update
 // "Nothing seen yet": finite, so m_old - m_new is never NaN.
 const LOW: f32 = -3.0e38;
+const LOG2E: f32 = 1.4426950408889634;
 
 var<workgroup> qs: array<vec4<f32>, {{.QSLen}}>;
 var<workgroup> kvs: array<vec4<f32>, {{.KVLen}}>;
@@ -115,11 +120,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let sp = t % RP;
   var m_run = LOW;
   var l_run = 0.0;
-  var lim = 0u;  // row sr sees keys [0, lim)
+  var lim = 0u;  // row sr sees keys [w_lo, lim)
+  var w_lo = 0u;
   if (t < BQ * RP) {
     lim = kv_len;
 {{- if .Causal}}
     lim = min(lim, pos0 + (row0 + sr) / p.group + 1u);
+{{- end}}
+{{- if .Window}}
+    w_lo = win_lo(pos0 + (row0 + sr) / p.group);
 {{- end}}
   }
   let sq = t / SKN;
@@ -129,7 +138,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var acc: array<vec4<f32>, {{.OQV}}>;
 
   let n_tiles = (k_end + BK - 1u) / BK;
-  for (var kt = 0u; kt < n_tiles; kt++) {
+  var kt0 = 0u;  // key tiles before every row's window are skipped (exact no-ops)
+{{- if .Window}}
+  kt0 = win_lo(pos0 + row0 / p.group) / BK;
+{{- end}}
+  for (var kt = kt0; kt < n_tiles; kt++) {
     let key0 = kt * BK;
     workgroupBarrier();  // Q staged; the previous tile's V reads are done
     for (var e = t; e < BK * D4; e += WG) {
@@ -163,7 +176,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
       for (var a = 0u; a < TQ; a++) {
         for (var bb = 0u; bb < TK; bb++) {
-          ss[(sq + a * SQN) * SS + sk + bb * SKN] = s[a * TK + bb];
+          ss[(sq + a * SQN) * SS + sk + bb * SKN] = {{if .SoftCap}}cap_score(s[a * TK + bb]){{else}}s[a * TK + bb]{{end}};
         }
       }
     }
@@ -184,7 +197,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (t < BQ * RP) {
       for (var i = 0u; i < BK / RP; i++) {
         let j = sp + i * RP;
-        if (key0 + j < lim) {
+        if (key0 + j < lim && key0 + j >= w_lo) {
           mx = max(mx, ss[sr * SS + j]);
         }
       }
@@ -199,7 +212,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       for (var i = 0u; i < BK / RP; i++) {
         let j = sp + i * RP;
         var pj = 0.0;
-        if (key0 + j < lim) {
+        if (key0 + j < lim && key0 + j >= w_lo) {
           pj = exp2(ss[sr * SS + j] - mx);
         }
         ss[sr * SS + j] = pj;
@@ -240,7 +253,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   workgroupBarrier();
   if (t < BQ * RP && sp == 0u) {
+{{- if .Sinks}}
+    // The sink joins the softmax: M = max(m, sink), denominator
+    // l·2^(m-M) + 2^(sink-M); the output's factor 2^(m-M) goes to red_m.
+    var sink = LOW;
+    if (row0 + sr < p.n_rows) {
+      sink = sinks[p.sink_off + kvh * p.group + (row0 + sr) % p.group] * LOG2E;
+    }
+    let mx = max(m_run, sink);
+    let f = exp2(m_run - mx);
+    red_m[sr] = f;
+    row_scale[sr] = l_run * f + exp2(sink - mx);
+{{- else}}
     row_scale[sr] = l_run;
+{{- end}}
   }
   workgroupBarrier();
   if (t < OQN * OCN) {
@@ -253,7 +279,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var w = 0u; w < OV; w++) {
           var val = vec4<f32>(0.0);
           if (l > 0.0) {
-            val = acc[a * OV + w] / l;
+            val = {{if .Sinks}}acc[a * OV + w] * red_m[r] / l{{else}}acc[a * OV + w] / l{{end}};
           }
           let i = ob + (oc + w * OCN) * 4u;
           o[i] = val.x;

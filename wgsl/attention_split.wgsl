@@ -30,6 +30,7 @@ struct Params {
   batch: u32,
   n_blocks: u32, tbl_off: u32, tbl_stride: u32, tbl_rows: u32,
   info_off: u32, max_split: u32,
+  softcap: f32, window: u32, sink_off: u32,  // ops.attnMods
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -78,7 +79,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // Chunks of whole key tiles, at most max_split of them: the same formula
   // as the contiguous kernel's host code. The second term only matters when
   // kv_len exceeds the bound the grid was sized for.
-  let n_tiles = (kv_len + BK - 1u) / BK;
+  var s0 = 0u;  // chunks cover [s0, kv_len): s0 is the first query's window start
+{{- if .Window}}
+  s0 = min(win_lo(pos0), kv_len);
+{{- end}}
+  let n_tiles = (kv_len - s0 + BK - 1u) / BK;
   let split_len = max((n_tiles + p.max_split - 1u) / p.max_split, (n_tiles + p.n_split - 1u) / p.n_split) * BK;
   let k_base = p.k_off + kvh * D;
   let v_base = p.v_off + kvh * D;
@@ -87,10 +92,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let pos0 = p.pos0;
   let tb = 0u;
   let split_len = p.split_len;
+  var s0 = 0u;
+{{- if .Window}}
+  s0 = min(win_lo(pos0), kv_len);
+{{- end}}
   let k_base = p.k_off + b * p.kv_bstride + kvh * D;
   let v_base = p.v_off + b * p.kv_bstride + kvh * D;
 {{- end}}
-  let ks0 = split * split_len;
+  let ks0 = s0 + split * split_len;
   var ks1 = min(kv_len, ks0 + split_len);
 {{- if .Causal}}
   ks1 = min(ks1, pos0 + (row0 + rows_here - 1u) / p.group + 1u);
@@ -111,11 +120,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
   var m_run = LOW;
   var l_run = 0.0;
-  var lim = 0u;  // row t sees keys [ks0, lim)
+  var lim = 0u;  // row t sees keys [max(ks0, w_lo), lim)
+  var w_lo = 0u;
   if (t < RT) {
     lim = ks1;
 {{- if .Causal}}
     lim = min(lim, pos0 + (row0 + t) / p.group + 1u);
+{{- end}}
+{{- if .Window}}
+    w_lo = win_lo(pos0 + (row0 + t) / p.group);
 {{- end}}
   }
   let lane = t / D4;
@@ -152,15 +165,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var part = 1u; part < DS; part++) {
           s += ss[(part * RT + t) * SS + j];
         }
+{{- if .SoftCap}}
+        s = cap_score(s);
+{{- end}}
         ss[t * SS + j] = s;
-        if (key0 + j < lim) {
+        if (key0 + j < lim && key0 + j >= w_lo) {
           mx = max(mx, s);
         }
       }
       var sum = 0.0;
       for (var j = 0u; j < BK; j++) {
         var pj = 0.0;
-        if (key0 + j < lim) {
+        if (key0 + j < lim && key0 + j >= w_lo) {
           pj = exp2(ss[t * SS + j] - mx);
         }
         ss[t * SS + j] = pj;

@@ -46,6 +46,18 @@ fn kv_row(tb: u32, j: u32) -> u32 {
 {{- else}}
 fn kv_row(tb: u32, j: u32) -> u32 { return j; }
 {{- end}}
+{{- if .Window}}
+
+// First key a query at pos sees in a sliding window: key j is masked when
+// pos - j >= window (llama.cpp LLAMA_SWA_TYPE_STANDARD).
+fn win_lo(pos: u32) -> u32 { return select(0u, pos + 1u - p.window, pos >= p.window); }
+{{- end}}
+{{- if .SoftCap}}
+
+// The soft-capped score in log2 units: q was scaled by scale/cap, so
+// s = cap·log2(e)·tanh(q·k).
+fn cap_score(s: f32) -> f32 { return p.softcap * tanh_stable(s); }
+{{- end}}
 {{end}}
 
 // silu(x) = x * sigmoid(x), with sigmoid from e = exp(-|x|) in (0, 1]: no

@@ -43,6 +43,9 @@ func benchCmd(a *app) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f := cmd.Flags()
+			if out, _ := f.GetString("write"); out != "" {
+				return writeShape(cmd, out)
+			}
 			nP, _ := f.GetInt("n-prompt")
 			nG, _ := f.GetInt("n-gen")
 			reps, _ := f.GetInt("repetitions")
@@ -171,6 +174,8 @@ func benchCmd(a *app) *cobra.Command {
 	cmd.Flags().IntP("repetitions", "r", 3, "repetitions of each test")
 	cmd.Flags().Bool("json", false, "print a JSON array with llama-bench's field names")
 	cmd.Flags().String("parallel", "", "comma-separated sequence counts (1,4,16,64): prefill N prompts of -p tokens, then -n decode steps of all N at once, like llama-batched-bench")
+	cmd.Flags().String("write", "", "with --shape: write the random-weight model to this GGUF file instead of benchmarking (for the peers)")
+	cmd.Flags().String("vocab", "", "with --write: copy the tokenizer of this GGUF, padded to the shape's vocabulary")
 	cmd.Flags().Bool("profile", false, "also print GPU time per op per token from timestamp queries (when the adapter has them)")
 	return cmd
 }

@@ -70,13 +70,22 @@ type AttentionShape struct {
 	Batch, Queries, Heads, KVHeads, HeadDim int
 	KVCap, KVLen                            int
 	Causal                                  bool
-	QOffset                                 int     // absolute position of query 0 (causal)
+	QOffset                                 int     // absolute position of query 0 (causal, or with Window)
 	Scale                                   float64 // applied to q·k
+	// SoftCap > 0 caps each scaled score: SoftCap·tanh(s/SoftCap).
+	SoftCap float64
+	// Window > 0 masks key j for the query at position p when p-j >= Window.
+	Window int
+	// Sinks, when set, holds one logit per head that joins each softmax's
+	// max and denominator with no value (gpt-oss).
+	Sinks []float64
 }
 
 // Attention is softmax(q·kᵀ·scale + mask)·v computed the plain way: the
 // full score row per query, then the masked softmax, then the weighted sum.
 // Head h reads kv head h/(Heads/KVHeads). A query that sees no key gets 0.
+// SoftCap, Window and Sinks modify the scores and the softmax as
+// llama.cpp's build_attn_mha does (see AttentionShape).
 func Attention(out, q, k, v []float64, s AttentionShape) {
 	group := s.Heads / s.KVHeads
 	D := s.HeadDim
@@ -94,11 +103,21 @@ func Attention(out, q, k, v []float64, s AttentionShape) {
 						dot += qrow[d] * krow[d]
 					}
 					scores[j] = dot * s.Scale
+					if s.SoftCap > 0 {
+						scores[j] = s.SoftCap * math.Tanh(scores[j]/s.SoftCap)
+					}
+					if s.Window > 0 && s.QOffset+i-j >= s.Window {
+						scores[j] = math.Inf(-1)
+					}
 				}
 				if s.Causal {
 					CausalMask(scores, 1, 1, s.KVLen, s.KVLen, s.KVLen, s.QOffset+i)
 				}
-				Softmax(probs, scores, 1, s.KVLen, s.KVLen, s.KVLen)
+				if s.Sinks != nil {
+					SoftmaxSink(probs, scores, s.Sinks[h])
+				} else {
+					Softmax(probs, scores, 1, s.KVLen, s.KVLen, s.KVLen)
+				}
 				orow := out[((b*s.Queries+i)*s.Heads+h)*D:][:D]
 				for d := range orow {
 					acc := 0.0
@@ -109,5 +128,24 @@ func Attention(out, q, k, v []float64, s AttentionShape) {
 				}
 			}
 		}
+	}
+}
+
+// SoftmaxSink is the softmax of one row whose denominator also counts
+// exp(sink) (ggml_soft_max_add_sinks): with m = max(max_c x[c], sink),
+// dst[c] = exp(x[c]-m) / (Σ_c exp(x[c]-m) + exp(sink-m)). -inf entries
+// get 0; a row entirely -inf is zeros.
+func SoftmaxSink(dst, x []float64, sink float64) {
+	m := sink
+	for _, v := range x {
+		m = math.Max(m, v)
+	}
+	sum := math.Exp(sink - m)
+	for c, v := range x {
+		dst[c] = math.Exp(v - m)
+		sum += dst[c]
+	}
+	for c := range dst {
+		dst[c] /= sum
 	}
 }

@@ -55,7 +55,7 @@ func TestZoo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"llama-mqa", "qwen2", "qwen3"} {
+	for _, name := range []string{"llama3-gqa", "llama-mqa", "qwen2", "qwen3", "phi3", "glm4", "chatglm"} {
 		t.Run(name, func(t *testing.T) {
 			raw, err := os.ReadFile(sharedfiles.File(t, "models/zoo/refs/"+name+".json"))
 			if err != nil {

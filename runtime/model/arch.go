@@ -56,12 +56,13 @@ type Act struct {
 	host [][]float64
 }
 
-// Activation is the nonlinearity of a gated FFN.
-type Activation int
+// Activation is the nonlinearity of a gated FFN (ops.Activation).
+type Activation = ops.Activation
 
 const (
-	ActSiLU Activation = iota // SwiGLU: llama, qwen, phi3, glm
-	ActGELU                   // GELU (tanh approximation): gemma
+	ActSiLU      = ops.ActSiLU      // SwiGLU: llama, qwen, phi3, glm
+	ActGELU      = ops.ActGELU      // GELU, tanh approximation: gemma
+	ActSwiGLUOAI = ops.ActSwiGLUOAI // gpt-oss's clamped SwiGLU
 )
 
 // AttnOpts are one layer's attention settings beyond the common ones.

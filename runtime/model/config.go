@@ -60,6 +60,9 @@ type Config struct {
 	// "attn_qkv.weight", "rope_freqs.weight") and required ones to leave
 	// out ("output.weight" for a tied head).
 	With, Without []string
+	// Extra are architecture keys of a synthesised model beyond the common
+	// ones (soft-caps, windows), as a GGUF file would carry them.
+	Extra []gguf.KV
 }
 
 // dims are the symbols of the shape tags.

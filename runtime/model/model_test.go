@@ -14,14 +14,25 @@ import (
 
 // tinyConfig is a shape of arch small enough for lavapipe whose matrix
 // rows are whole 256-element K-quant blocks. Each architecture exercises
-// its optional tensors: qwen2 biases, qwen3 a tied head.
+// its optional tensors and layouts: biases (qwen2, glm4), a tied head
+// (qwen3, gemma), rope_freqs (llama), fused QKV (phi3, chatglm), partial
+// rotary (glm4, chatglm).
 func tinyConfig(arch string) Config {
 	c := Config{Arch: arch, Dim: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, FFN: 512, Vocab: 384, CtxLen: 64}
+	biases := []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}
 	switch arch {
+	case "llama":
+		c.With = []string{"rope_freqs.weight"}
 	case "qwen2":
-		c.With = []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}
-	case "qwen3":
+		c.With = biases
+	case "qwen3", "gemma2", "gemma3":
 		c.Without = []string{"output.weight"}
+	case "phi3":
+		c.With = []string{"attn_qkv.weight"}
+	case "glm4":
+		c.With, c.RopeDims = biases, 32
+	case "chatglm":
+		c.With, c.RopeDims = []string{"attn_qkv.weight", "attn_qkv.bias"}, 32
 	}
 	return c
 }
@@ -326,5 +337,51 @@ func TestHiddenMatchesReference(t *testing.T) {
 		if e := relErr(got[i*dim:(i+1)*dim], r.hidden); e > 1e-4 || math.IsNaN(e) {
 			t.Fatalf("position %d: hidden state relative error %.3g > 1e-4", i, e)
 		}
+	}
+}
+
+// TestShapes checks that every benchmark shape configures through its
+// architecture and synthesises the parameter count of the real model
+// (within 3%: the published counts are rounded).
+func TestShapes(t *testing.T) {
+	wantParams := map[string]float64{"tinyllama-1.1b": 1.10e9, "llama2-7b": 6.74e9, "llama3-8b": 8.03e9, "qwen2.5-0.5b": 0.494e9,
+		"qwen3-8b": 8.19e9, "gemma2-2b": 2.61e9, "gemma3-4b": 3.88e9, "phi4-mini": 3.84e9, "glm4-9b": 9.4e9}
+	for _, name := range ShapeNames() {
+		c, arch, err := shapeConfig(Shapes[name])
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		ss, err := slots(arch, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := synthPlan(ss, c)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		params := 0.0
+		for _, s := range plan {
+			if !s.alias {
+				n := 1
+				for _, d := range s.shape {
+					n *= d
+				}
+				params += float64(n)
+			}
+		}
+		t.Logf("%s: %.3g parameters in %d tensors", name, params, len(plan))
+		if want, ok := wantParams[name]; ok && math.Abs(params-want)/want > 0.03 {
+			t.Errorf("%s: %.4g parameters, the real model has %.4g", name, params, want)
+		}
+	}
+	g, _, _ := shapeConfig(Shapes["gemma2-2b"])
+	a := &gemma2{}
+	f := &gguf.File{Metadata: map[string]gguf.Value{}}
+	for _, kv := range shapeMeta(g) {
+		f.Metadata[kv.Key] = kv.Value
+	}
+	a.Configure(&Meta{f: f, arch: "gemma2"}, &g)
+	if a.local.Window != 4096 || a.global.SoftCap != 50 || a.finalSoftCap != 30 || a.global.Window != 0 {
+		t.Errorf("gemma2-2b configured as %+v", a)
 	}
 }

@@ -75,7 +75,9 @@ func (m *Model) newPass(runs []run, want Want) (*pass, error) {
 	if err := m.ids.View(0, p.n).WriteUint32(ids); err != nil {
 		return nil, err
 	}
-	p.rope = ops.RoPEOpts{Mode: ops.RoPENormal, NRot: c.RopeDims, Base: c.RopeBase, FreqScale: c.RopeScale}
+	p.rope = ops.RoPEOpts{Mode: ops.RoPENormal, NRot: c.RopeDims, Base: c.RopeBase, FreqScale: c.RopeScale,
+		ExtFactor: c.YarnExtFactor, AttnFactor: c.YarnAttnFactor, BetaFast: c.YarnBetaFast, BetaSlow: c.YarnBetaSlow,
+		OrigCtx: c.RopeOrigCtx}
 	if c.RopeMode == RopeNeox {
 		p.rope.Mode = ops.RoPENeox
 	}
@@ -228,7 +230,10 @@ func (p *pass) Attention(li int, q, k, v Act, o AttnOpts) Act {
 	if o.Rope.FreqScale != 0 {
 		rope.FreqScale = o.Rope.FreqScale
 	}
-	if o.Rope.Factors.Has() || o.Window > 0 || o.SoftCap != 0 || o.Sinks.Has() {
+	if o.Rope.Factors.Has() {
+		rope.FreqFactors = &o.Rope.Factors.Tensor
+	}
+	if o.Window > 0 || o.SoftCap != 0 || o.Sinks.Has() {
 		p.fail(fmt.Errorf("model: layer %d needs attention options this build lacks", li))
 		return att
 	}
@@ -289,23 +294,19 @@ func (p *pass) FFN(norm Weight, f FFN, act Activation) Act {
 	if p.err != nil {
 		return gate
 	}
-	if act != ActSiLU {
-		p.fail(fmt.Errorf("model: activation %d needs kernels this build lacks", act))
-		return gate
-	}
 	w := f.parts()
 	for _, g := range p.groups {
 		x, gg := rows(m.x, g.row, g.n), rows(m.gate, g.row, g.n)
 		if g.fused && w.GateUp.Buf != nil && norm.DType == ops.F32 {
 			// gate = act(h·Gateᵀ) * (h·Upᵀ) with h = rmsnorm(x) · ffn_norm
-			p.fail(p.matVecFused(w.GateUp.Tensor, x, ops.MatVecOpts{Pair: true, Norm: &norm.Tensor, Eps: p.eps()}, gg))
+			p.fail(p.matVecFused(w.GateUp.Tensor, x, ops.MatVecOpts{Pair: true, Act: act, Norm: &norm.Tensor, Eps: p.eps()}, gg))
 			continue
 		}
 		h, ug := rows(m.h, g.row, g.n), rows(m.up, g.row, g.n)
 		p.fail(ops.RMSNorm(p.enc, h, x, norm.Tensor, p.eps()))
 		p.fail(p.linear(g, gg, h, w.Gate.Tensor))
 		p.fail(p.linear(g, ug, h, w.Up.Tensor))
-		p.fail(ops.SiluMul(p.enc, gg, gg, ug))
+		p.fail(ops.GatedAct(p.enc, gg, gg, ug, act))
 	}
 	return gate
 }
@@ -313,10 +314,6 @@ func (p *pass) FFN(norm Weight, f FFN, act Activation) Act {
 func (p *pass) Head(norm, out Weight, softCap float32) {
 	m := p.m
 	if p.err != nil {
-		return
-	}
-	if softCap != 0 {
-		p.fail(fmt.Errorf("model: a final logit soft-cap needs kernels this build lacks"))
 		return
 	}
 	// Only the rows whose results are wanted go through the head: every
@@ -346,6 +343,10 @@ func (p *pass) Head(norm, out Weight, softCap float32) {
 		at += len(want)
 	}
 	p.result = rows(dst, 0, at)
+	if softCap != 0 && p.want != Hidden && p.err == nil {
+		// logits = cap·tanh(logits/cap), before the argmax
+		p.fail(ops.SoftCap(p.enc, p.result, p.result, softCap))
+	}
 	if p.want == NextGreedy && p.err == nil {
 		p.nextIDs = m.next.View(0, at)
 		p.fail(ops.Argmax(p.enc, p.nextIDs, p.result))

@@ -162,28 +162,30 @@ func (r *reference) HeadNorm(t Act, w Weight) {
 func (r *reference) Attention(li int, q, k, v Act, o AttnOpts) Act {
 	c := r.Cfg
 	pos := len(r.kc[li]) / (c.KVHeads * c.HeadDim)
-	base, scale := c.RopeBase, c.RopeScale
+	y := ref.YaRN{FreqScale: c.RopeScale, ExtFactor: c.YarnExtFactor, AttnFactor: c.YarnAttnFactor,
+		BetaFast: c.YarnBetaFast, BetaSlow: c.YarnBetaSlow, OrigCtx: c.RopeOrigCtx}
+	base := c.RopeBase
 	if o.Rope.Base != 0 {
 		base = o.Rope.Base
 	}
 	if o.Rope.FreqScale != 0 {
-		scale = o.Rope.FreqScale
+		y.FreqScale = o.Rope.FreqScale
 	}
 	var factors []float64
 	if o.Rope.Factors.Has() {
 		factors = r.weight(o.Rope.Factors)
 	}
 	angle := func(_, i int) float64 {
-		th := ref.RoPEAngle(float64(pos), i, c.RopeDims, base, scale)
+		ff := 1.0
 		if factors != nil {
-			th /= factors[i]
+			ff = factors[i]
 		}
-		return th
+		return y.Angle(float64(pos), i, c.RopeDims, base, ff)
 	}
 	neox := c.RopeMode == RopeNeox
 	qv, kv := row(q), row(k)
-	ref.RoPE(qv, qv, 1, c.Heads, c.HeadDim, c.RopeDims, neox, angle)
-	ref.RoPE(kv, kv, 1, c.KVHeads, c.HeadDim, c.RopeDims, neox, angle)
+	ref.RoPEScaled(qv, qv, 1, c.Heads, c.HeadDim, c.RopeDims, neox, angle, y.MScale())
+	ref.RoPEScaled(kv, kv, 1, c.KVHeads, c.HeadDim, c.RopeDims, neox, angle, y.MScale())
 	r.kc[li] = append(r.kc[li], kv...)
 	r.vc[li] = append(r.vc[li], row(v)...)
 	n := pos + 1
@@ -259,16 +261,15 @@ func (r *reference) FFN(norm Weight, f FFN, act Activation) Act {
 		gu := r.matVec(w.GateUp, h)
 		g, u = gu[:len(gu)/2], gu[len(gu)/2:]
 	}
-	for i := range g {
-		switch act {
-		case ActSiLU:
-			g[i] = ref.Silu(g[i]) * u[i]
-		case ActGELU:
-			x := g[i]
-			g[i] = 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x))) * u[i]
-		default:
-			panic("reference: unknown activation")
-		}
+	switch act {
+	case ActSiLU:
+		ref.SiluMul(g, g, u)
+	case ActGELU:
+		ref.GeluMul(g, g, u)
+	case ActSwiGLUOAI:
+		ref.SwiGLUOAIMul(g, g, u)
+	default:
+		panic("reference: unknown activation")
 	}
 	return Act{host: [][]float64{g}}
 }
@@ -277,9 +278,7 @@ func (r *reference) Head(norm, out Weight, softCap float32) {
 	r.hidden = r.norm(r.x, norm)
 	r.logits = r.matVec(out, r.hidden)
 	if softCap != 0 {
-		for i, v := range r.logits {
-			r.logits[i] = float64(softCap) * math.Tanh(v/float64(softCap))
-		}
+		ref.SoftCap(r.logits, r.logits, float64(softCap))
 	}
 }
 

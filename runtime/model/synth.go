@@ -23,8 +23,26 @@ var Shapes = map[string]Config{
 	"llama3-8b": {Arch: "llama", Dim: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336, Vocab: 128256, CtxLen: 8192, RopeBase: 500000,
 		With: []string{"rope_freqs.weight"}},
 	"qwen2.5-0.5b": {Arch: "qwen2", Dim: 896, Layers: 24, Heads: 14, KVHeads: 2, HeadDim: 64, FFN: 4864, Vocab: 151936, CtxLen: 32768, RopeBase: 1000000,
-		RopeMode: RopeNeox, With: []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}, Without: []string{"output.weight"}},
+		With: []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}, Without: []string{"output.weight"}},
 	"kjv-30m": {Arch: "llama", Dim: 512, Layers: 8, Heads: 8, KVHeads: 4, HeadDim: 64, FFN: 1536, Vocab: 4096, CtxLen: 512},
+	"qwen3-8b": {Arch: "qwen3", Dim: 4096, Layers: 36, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 12288, Vocab: 151936, CtxLen: 40960,
+		RopeBase: 1000000, NormEps: 1e-6},
+	"gemma2-2b": {Arch: "gemma2", Dim: 2304, Layers: 26, Heads: 8, KVHeads: 4, HeadDim: 256, FFN: 9216, Vocab: 256000, CtxLen: 8192,
+		NormEps: 1e-6, Without: []string{"output.weight"},
+		Extra: []gguf.KV{archKV("gemma2", "attention.sliding_window", uint32(4096)),
+			archKV("gemma2", "attn_logit_softcapping", float32(50)), archKV("gemma2", "final_logit_softcapping", float32(30))}},
+	"gemma3-4b": {Arch: "gemma3", Dim: 2560, Layers: 34, Heads: 8, KVHeads: 4, HeadDim: 256, FFN: 10240, Vocab: 262144, CtxLen: 131072,
+		NormEps: 1e-6, RopeBase: 1000000, RopeScale: 0.125, Without: []string{"output.weight"},
+		Extra: []gguf.KV{archKV("gemma3", "attention.sliding_window", uint32(1024)), archKV("gemma3", "rope.freq_base_swa", float32(10000))}},
+	"phi4-mini": {Arch: "phi3", Dim: 3072, Layers: 32, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 8192, Vocab: 200064, CtxLen: 131072,
+		RopeDims: 96, With: []string{"attn_qkv.weight", "rope_factors_long.weight", "rope_factors_short.weight"}, Without: []string{"output.weight"},
+		Extra: []gguf.KV{archKV("phi3", "rope.scaling.original_context_length", uint32(4096)), archKV("phi3", "rope.scaling.attn_factor", float32(1.1902))}},
+	"glm4-9b": {Arch: "glm4", Dim: 4096, Layers: 40, Heads: 32, KVHeads: 2, HeadDim: 128, FFN: 13696, Vocab: 151552, CtxLen: 32768,
+		RopeDims: 64, With: []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}},
+}
+
+func archKV(arch, key string, v any) gguf.KV {
+	return gguf.KV{Key: arch + "." + key, Value: gguf.Val(v)}
 }
 
 // ShapeNames lists Shapes in order.
@@ -134,15 +152,24 @@ func typeFor(s synthSlot, typ gguf.GGMLType, layers int) gguf.GGMLType {
 		return gguf.F32
 	}
 	if typ != MixQ4KM {
-		return typ
+		return fitType(typ, s.shape[1])
 	}
 	short := layerPrefix.ReplaceAllString(s.name, "")
 	big := short == "output.weight" ||
 		((short == "attn_v.weight" || short == "ffn_down.weight") && moreBits(s.layer, layers))
 	if big {
-		return gguf.Q6_K
+		return fitType(gguf.Q6_K, s.shape[1])
 	}
-	return gguf.Q4_K
+	return fitType(gguf.Q4_K, s.shape[1])
+}
+
+// fitType is t, or Q8_0 when rows of cols values are not whole blocks of t
+// (llama.cpp falls back likewise, e.g. GLM-4's ffn_down of 13696).
+func fitType(t gguf.GGMLType, cols int) gguf.GGMLType {
+	if dt, err := DTypeOf(t); err == nil && cols%dt.BlockSize() != 0 {
+		return gguf.Q8_0
+	}
+	return t
 }
 
 // vectorValues are the values of a synthesised vector: norm gains and rope
@@ -163,11 +190,7 @@ func vectorValues(rng *rand.Rand, name string, n int) []float32 {
 // typ directly in GPU memory. A pool of random rows is quantised on the host
 // and tiled over each matrix, so even multi-gigabyte models appear in seconds.
 func Synthesize(ctx *gpu.Context, cfg Config, typ gguf.GGMLType, opt Options, seed int64) (*Model, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	arch, err := newArch(cfg.Arch)
+	cfg, arch, err := shapeConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -260,12 +283,8 @@ func randomMatrix(ctx *gpu.Context, rng *rand.Rand, name string, t gguf.GGMLType
 // with random weights (matrices of type typ), derived from the
 // architecture's tagged weights like Load and Synthesize: for tests and
 // test-model files. extra adds architecture keys (soft-caps, windows).
-func RandomGGUF(cfg Config, typ gguf.GGMLType, seed int64, extra ...gguf.KV) ([]gguf.KV, []gguf.TensorToWrite, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, nil, err
-	}
-	arch, err := newArch(cfg.Arch)
+func RandomGGUF(cfg Config, typ gguf.GGMLType, seed int64) ([]gguf.KV, []gguf.TensorToWrite, error) {
+	cfg, arch, err := shapeConfig(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -277,24 +296,9 @@ func RandomGGUF(cfg Config, typ gguf.GGMLType, seed int64, extra ...gguf.KV) ([]
 	if err != nil {
 		return nil, nil, err
 	}
-	a := cfg.Arch
-	meta := []gguf.KV{
-		{Key: "general.architecture", Value: gguf.Val(a)},
-		{Key: a + ".embedding_length", Value: gguf.Val(uint32(cfg.Dim))},
-		{Key: a + ".block_count", Value: gguf.Val(uint32(cfg.Layers))},
-		{Key: a + ".attention.head_count", Value: gguf.Val(uint32(cfg.Heads))},
-		{Key: a + ".attention.head_count_kv", Value: gguf.Val(uint32(cfg.KVHeads))},
-		{Key: a + ".attention.key_length", Value: gguf.Val(uint32(cfg.HeadDim))},
-		{Key: a + ".attention.value_length", Value: gguf.Val(uint32(cfg.HeadDim))},
-		{Key: a + ".rope.dimension_count", Value: gguf.Val(uint32(cfg.RopeDims))},
-		{Key: a + ".feed_forward_length", Value: gguf.Val(uint32(cfg.FFN))},
-		{Key: a + ".context_length", Value: gguf.Val(uint32(cfg.CtxLen))},
-		{Key: a + ".vocab_size", Value: gguf.Val(uint32(cfg.Vocab))},
-		{Key: a + ".rope.freq_base", Value: gguf.Val(float32(cfg.RopeBase))},
-		{Key: a + ".attention.layer_norm_rms_epsilon", Value: gguf.Val(float32(cfg.NormEps))},
-	}
-	meta = append(meta, extra...)
+	meta := shapeMeta(cfg)
 	rng := rand.New(rand.NewSource(seed))
+	pool := randomPool(rng)
 	var tensors []gguf.TensorToWrite
 	for _, s := range plan {
 		if s.alias {
@@ -311,14 +315,11 @@ func RandomGGUF(cfg Config, typ gguf.GGMLType, seed int64, extra ...gguf.KV) ([]
 		if len(s.shape) < 2 {
 			v = vectorValues(rng, s.name, n)
 		} else {
-			v = make([]float32, n)
 			scale := 1.7 / math.Sqrt(float64(s.shape[1]))
 			if s.name == "token_embd.weight" {
 				scale = 1
 			}
-			for i := range v {
-				v[i] = float32((rng.Float64()*2 - 1) * scale)
-			}
+			v = randomValues(rng, pool, n, scale)
 		}
 		data, err := quant.Quantize(t, v)
 		if err != nil {
@@ -327,4 +328,80 @@ func RandomGGUF(cfg Config, typ gguf.GGMLType, seed int64, extra ...gguf.KV) ([]
 		tensors = append(tensors, gguf.TensorToWrite{Name: s.name, Dims: dims, Type: t, Data: data})
 	}
 	return meta, tensors, nil
+}
+
+// randomPool is a block of uniform values in [-1, 1) that large tensors are
+// cut from (real-size models appear in seconds; speed does not depend on
+// the values).
+func randomPool(rng *rand.Rand) []float32 {
+	pool := make([]float32, 1<<22)
+	for i := range pool {
+		pool[i] = float32(rng.Float64()*2 - 1)
+	}
+	return pool
+}
+
+// randomValues: n values times scale, each drawn (small tensors, test
+// models) or, past 1<<20, runs of the pool from random offsets.
+func randomValues(rng *rand.Rand, pool []float32, n int, scale float64) []float32 {
+	v := make([]float32, n)
+	if n <= 1<<20 {
+		for i := range v {
+			v[i] = float32((rng.Float64()*2 - 1) * scale)
+		}
+		return v
+	}
+	for i := 0; i < n; {
+		off := rng.Intn(len(pool) / 2)
+		k := copy(v[i:], pool[off:])
+		for j := i; j < i+k; j++ {
+			v[j] *= float32(scale)
+		}
+		i += k
+	}
+	return v
+}
+
+// shapeConfig completes a shape and runs its architecture's Configure on
+// the metadata a file of that shape would carry, as Load does.
+func shapeConfig(cfg Config) (Config, Arch, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return cfg, nil, err
+	}
+	f := &gguf.File{Metadata: map[string]gguf.Value{}}
+	for _, kv := range shapeMeta(cfg) {
+		f.Metadata[kv.Key] = kv.Value
+	}
+	c, arch, err := configure(f)
+	if err != nil {
+		return cfg, nil, err
+	}
+	c.With, c.Without, c.Extra, c.TiedOutput = cfg.With, cfg.Without, cfg.Extra, cfg.TiedOutput
+	return c, arch, nil
+}
+
+// shapeMeta is the metadata of a file of shape cfg.
+func shapeMeta(cfg Config) []gguf.KV {
+	a := cfg.Arch
+	meta := []gguf.KV{
+		{Key: "general.architecture", Value: gguf.Val(a)},
+		{Key: a + ".embedding_length", Value: gguf.Val(uint32(cfg.Dim))},
+		{Key: a + ".block_count", Value: gguf.Val(uint32(cfg.Layers))},
+		{Key: a + ".attention.head_count", Value: gguf.Val(uint32(cfg.Heads))},
+		{Key: a + ".attention.head_count_kv", Value: gguf.Val(uint32(cfg.KVHeads))},
+		{Key: a + ".attention.key_length", Value: gguf.Val(uint32(cfg.HeadDim))},
+		{Key: a + ".attention.value_length", Value: gguf.Val(uint32(cfg.HeadDim))},
+		{Key: a + ".rope.dimension_count", Value: gguf.Val(uint32(cfg.RopeDims))},
+		{Key: a + ".feed_forward_length", Value: gguf.Val(uint32(cfg.FFN))},
+		{Key: a + ".context_length", Value: gguf.Val(uint32(cfg.CtxLen))},
+		{Key: a + ".vocab_size", Value: gguf.Val(uint32(cfg.Vocab))},
+		{Key: a + ".rope.freq_base", Value: gguf.Val(float32(cfg.RopeBase))},
+		{Key: a + ".attention.layer_norm_rms_epsilon", Value: gguf.Val(float32(cfg.NormEps))},
+	}
+	if cfg.RopeScale != 1 {
+		meta = append(meta, gguf.KV{Key: a + ".rope.scaling.type", Value: gguf.Val("linear")},
+			gguf.KV{Key: a + ".rope.scaling.factor", Value: gguf.Val(float32(1 / cfg.RopeScale))})
+	}
+	return append(meta, cfg.Extra...)
 }
