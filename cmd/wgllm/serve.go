@@ -41,6 +41,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   model.context_length    WGLLM_MODEL_CONTEXT_LENGTH    tokens per sequence (0: the model's)
   engine.max_batch        WGLLM_ENGINE_MAX_BATCH        sequences decoded together
   engine.queue_limit      WGLLM_ENGINE_QUEUE_LIMIT      waiting requests before 429
+  engine.step_tokens      WGLLM_ENGINE_STEP_TOKENS      tokens a step carries: decode first, then prompt chunks (512)
   kv.dtype                WGLLM_KV_DTYPE                f16 or f32 KV cache
   models.serve_dir        WGLLM_MODELS_SERVE_DIR        also serve every *.gguf here, by file name, loaded on demand
   models.list             (config file)                 also serve these: [{name: NAME, path: FILE.gguf}]
@@ -139,6 +140,7 @@ func (a *app) startEngineAt(path, name string) (*loaded, *engine.Engine, error) 
 		ChatStop:         chatStop,
 		MaxBatch:         seqs,
 		QueueLimit:       a.cfg.GetInt("engine.queue_limit"),
+		StepTokens:       a.cfg.GetInt("engine.step_tokens"),
 		DefaultMaxTokens: a.cfg.GetInt("sampling.max_tokens"),
 		Name:             name,
 		Log:              a.log,

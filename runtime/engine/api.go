@@ -24,6 +24,7 @@ type Job struct {
 	Sampling  sample.Params
 	Stop      []string // generation ends before any of these strings
 	Chat      bool     // the prompt is a rendered chat: Options.ChatStop applies too
+	AddBOS    *bool    // overrides the model's add_bos_token metadata when set
 }
 
 // State is where a job is in its life.

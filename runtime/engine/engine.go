@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/wgllm/wgllm/runtime/kv"
 	"github.com/wgllm/wgllm/runtime/model"
 	"github.com/wgllm/wgllm/runtime/sample"
 	"github.com/wgllm/wgllm/runtime/tokenizer"
@@ -23,7 +21,11 @@ type Options struct {
 	QueueLimit       int // waiting jobs beyond which Submit answers ErrBusy; 0: 64
 	DefaultMaxTokens int // when a job gives none; 0: the rest of the context
 	KeepFinished     int // finished jobs kept for Status; 0: 1024
-	Name             string
+	// StepTokens is the token budget of one model step: every running
+	// job's next token first, then chunks of the prompts being prefilled
+	// (schedule.go). 0: 512; at least MaxBatch, at most the model's batch.
+	StepTokens int
+	Name       string
 	// RenderChat renders chat messages with the model's template.
 	RenderChat func([]ChatMessage) (string, error)
 	// ChatStop ends chat jobs at these strings as well (the end-of-turn
@@ -41,17 +43,18 @@ type Engine struct {
 	tok *tokenizer.Tokenizer
 	opt Options
 
-	mu       sync.Mutex
-	queue    []*job
-	jobs     map[string]*job
-	finished []string // ids in finishing order, for pruning
-	active   []*job   // owned by the loop goroutine
-	slots    []slot   // per KV sequence slot; owned by the loop goroutine
-	closed   bool
-	abortErr error // set by Abort: why the jobs still pending fail
-	wake     chan struct{}
-	done     chan struct{}
-	nextID   atomic.Uint64
+	mu          sync.Mutex
+	queue       []*job
+	jobs        map[string]*job
+	finished    []string // ids in finishing order, for pruning
+	active      []*job   // owned by the loop goroutine
+	slots       []slot   // per KV sequence slot; owned by the loop goroutine
+	stepBuffers          // a step's reused slices; owned by the loop goroutine
+	closed      bool
+	abortErr    error // set by Abort: why the jobs still pending fail
+	wake        chan struct{}
+	done        chan struct{}
+	nextID      atomic.Uint64
 
 	tokensGenerated, promptTokens, requestsFinished atomic.Uint64
 	activeCount                                     atomic.Int64
@@ -84,6 +87,7 @@ type job struct {
 	seq       int
 	ids       []int32 // prompt
 	fed       []int32 // tokens whose KV is in the cache
+	toPrefill []int32 // prompt tokens not yet in the cache (a suffix of ids)
 	next      int32   // token to feed at the next step
 	sampler   *sample.Sampler
 	greedy    bool
@@ -105,6 +109,10 @@ func NewEngine(m *model.Model, tok *tokenizer.Tokenizer, opt Options) (*Engine, 
 		opt.MaxBatch = seqs
 	}
 	opt.MaxBatch = min(opt.MaxBatch, m.Batch())
+	if opt.StepTokens <= 0 {
+		opt.StepTokens = defaultStepTokens
+	}
+	opt.StepTokens = min(max(opt.StepTokens, opt.MaxBatch), m.Batch())
 	if opt.QueueLimit <= 0 {
 		opt.QueueLimit = 64
 	}
@@ -144,7 +152,11 @@ func (e *Engine) Submit(j Job, emit func(Event)) (string, error) {
 	if err := j.Sampling.Validate(); err != nil && j.Sampling.Temperature != 0 {
 		return "", fmt.Errorf("%w: %v", ErrBadJob, err)
 	}
-	ids := e.tok.Encode(j.Prompt, e.tok.AddBOS())
+	addBOS := e.tok.AddBOS()
+	if j.AddBOS != nil {
+		addBOS = *j.AddBOS
+	}
+	ids := e.tok.Encode(j.Prompt, addBOS)
 	// Chat templates that print the BOS text themselves would otherwise
 	// give two BOS tokens (llama.cpp drops one too).
 	if len(ids) >= 2 && ids[0] == e.tok.BOS() && ids[1] == e.tok.BOS() {
@@ -263,6 +275,11 @@ func (e *Engine) loop() {
 		e.mu.Unlock()
 		if closed {
 			e.drain()
+			// The slots go back to the cache: the model may serve again
+			// (a one-slot engine per Generator call).
+			for s := range e.slots {
+				e.m.KV.Release(s)
+			}
 			e.kvUsed.Store(0)
 			e.activeCount.Store(0)
 			return
@@ -334,7 +351,8 @@ func (e *Engine) reap() {
 	}
 }
 
-// admit moves queued jobs into free sequence slots and prefills them.
+// admit moves queued jobs into free sequence slots; their prompts are
+// prefilled in chunks by the steps that follow.
 func (e *Engine) admit() {
 	for len(e.active) < e.opt.MaxBatch {
 		e.mu.Lock()
@@ -347,6 +365,10 @@ func (e *Engine) admit() {
 			e.mu.Unlock()
 			return // wait for running jobs to free blocks
 		}
+		if e.awaitsPrefix(j.ids) {
+			e.mu.Unlock()
+			return // share a prompt prefix once it is in the cache
+		}
 		e.queue = e.queue[1:]
 		j.state = Running
 		e.mu.Unlock()
@@ -354,14 +376,8 @@ func (e *Engine) admit() {
 			e.finish(j, "", err)
 			continue
 		}
-		if j.cancel.Load() {
-			e.finish(j, "cancelled", nil)
-			continue
-		}
-		if e.accept(j) {
-			e.active = append(e.active, j)
-			e.activeCount.Store(int64(len(e.active)))
-		}
+		e.active = append(e.active, j)
+		e.activeCount.Store(int64(len(e.active)))
 	}
 }
 
@@ -413,7 +429,8 @@ func (e *Engine) longestPrefix(ids []int32, skip int) (int, int) {
 	return best, bestLen
 }
 
-// start claims a slot and prefills the prompt (beyond a reused prefix).
+// start claims a slot for j, reusing a cached prefix of its prompt, and
+// leaves the rest of the prompt to prefill.
 func (e *Engine) start(j *job) error {
 	j.started = time.Now()
 	s, reuse := e.pickSlot(j.ids)
@@ -460,36 +477,12 @@ func (e *Engine) start(j *job) error {
 		j.maxTokens = room
 	}
 	j.dec = e.tok.NewDecoder()
-	want := model.NextGreedy
-	logits := []float32(nil)
-	if !j.greedy {
-		want = model.LastLogits
-		logits = make([]float32, e.m.Cfg.Vocab)
-	}
-	rest := j.ids[reuse:]
-	var next int32
-	for i := 0; i < len(rest); i += e.m.Batch() {
-		chunk := rest[i:min(i+e.m.Batch(), len(rest))]
-		var err error
-		next, err = e.m.Forward(s, chunk, want, logits)
-		if errors.Is(err, kv.ErrFull) && e.evictIdle() {
-			next, err = e.m.Forward(s, chunk, want, logits)
-		}
-		if err != nil {
-			return err
-		}
-		j.fed = append(j.fed, chunk...)
-		if j.cancel.Load() {
-			return nil
-		}
-	}
-	if !j.greedy {
-		var err error
-		if next, err = j.sampler.Sample(logits); err != nil {
-			return err
-		}
-	}
-	j.next = next
+	j.toPrefill = j.ids[reuse:]
+	return nil
+}
+
+// prefilled records the end of j's prompt: its first token is j.next.
+func (e *Engine) prefilled(j *job) {
 	j.firstTok = time.Now()
 	j.decodeT0 = j.firstTok
 	e.promptTokens.Add(uint64(len(j.ids)))
@@ -498,10 +491,9 @@ func (e *Engine) start(j *job) error {
 	j.timings.PrefillMS = ms(j.firstTok.Sub(j.started))
 	j.timings.TimeToFirstMS = ms(j.firstTok.Sub(j.created))
 	if d := j.firstTok.Sub(j.started).Seconds(); d > 0 {
-		j.timings.PromptPerSecond = float64(len(rest)) / d
+		j.timings.PromptPerSecond = float64(len(j.ids)-j.usage.CachedTokens) / d
 	}
 	e.mu.Unlock()
-	return nil
 }
 
 // accept handles j.next, the token just produced: it ends the job at an
@@ -535,71 +527,6 @@ func (e *Engine) accept(j *job) bool {
 		return false
 	}
 	return true
-}
-
-// step advances every active job by one token in one batched submission.
-func (e *Engine) step() {
-	if len(e.active) == 0 {
-		return
-	}
-	seqs := make([]int, len(e.active))
-	toks := make([]int32, len(e.active))
-	greedy := true
-	for i, j := range e.active {
-		seqs[i], toks[i] = j.seq, j.next
-		greedy = greedy && j.greedy
-	}
-	next := make([]int32, len(e.active))
-	var logits []float32
-	want := model.NextGreedy
-	if !greedy {
-		want = model.LastLogits
-		logits = make([]float32, len(e.active)*e.m.Cfg.Vocab)
-	}
-	err := e.m.DecodeBatch(seqs, toks, want, logits, next)
-	if errors.Is(err, kv.ErrFull) && e.evictIdle() {
-		err = e.m.DecodeBatch(seqs, toks, want, logits, next)
-	}
-	if errors.Is(err, kv.ErrFull) && len(e.active) > 1 {
-		// Still no room for every sequence to grow: the newest job gives
-		// way (fails with the reason) and the others go on.
-		last := e.active[len(e.active)-1]
-		e.active = e.active[:len(e.active)-1]
-		e.activeCount.Store(int64(len(e.active)))
-		e.finish(last, "", fmt.Errorf("engine: %w: no room to continue this request alongside the others", err))
-		return
-	}
-	if err != nil {
-		for _, j := range e.active {
-			e.finish(j, "", err)
-		}
-		e.active = e.active[:0]
-		e.activeCount.Store(0)
-		return
-	}
-	kept := e.active[:0]
-	vocab := e.m.Cfg.Vocab
-	for i, j := range e.active {
-		j.fed = append(j.fed, toks[i])
-		if !greedy {
-			row := logits[i*vocab : (i+1)*vocab]
-			if j.greedy {
-				next[i] = argmax(row)
-			} else {
-				var err error
-				if next[i], err = j.sampler.Sample(row); err != nil {
-					e.finish(j, "", err)
-					continue
-				}
-			}
-		}
-		j.next = next[i]
-		if e.accept(j) {
-			kept = append(kept, j)
-		}
-	}
-	e.active = kept
-	e.activeCount.Store(int64(len(e.active)))
 }
 
 // fits reports whether a sequence of n tokens finds free KV blocks (after

@@ -1,0 +1,168 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/wgllm/wgllm/runtime/kv"
+	"github.com/wgllm/wgllm/runtime/model"
+)
+
+// defaultStepTokens is Options.StepTokens' default: vLLM's chunked
+// prefill fills each step to a budget the same way.
+const defaultStepTokens = 512
+
+// stepBuffers are the slices a step reuses, so a steady step allocates
+// nothing that grows with the batch.
+type stepBuffers struct {
+	spanBuf  []model.Span
+	jobBuf   []*job
+	tokBuf   []int32
+	nextBuf  []int32
+	logitBuf []float32
+}
+
+// planStep fills one step to the token budget: every decoding job's next
+// token first, then chunks of the prompts still prefilling, oldest job
+// first. jobs[i] owns spans[i]. Decode tokens always fit (the budget is at
+// least MaxBatch), so a long prompt entering never holds back the running
+// streams: it takes what the step has left, over as many steps as it needs.
+func (e *Engine) planStep() (spans []model.Span, jobs []*job) {
+	spans, jobs = e.spanBuf[:0], e.jobBuf[:0]
+	if cap(e.tokBuf) < len(e.active) {
+		e.tokBuf = make([]int32, len(e.active))
+	}
+	toks := e.tokBuf[:len(e.active)]
+	for i, j := range e.active {
+		if len(j.toPrefill) == 0 {
+			toks[i] = j.next
+			spans = append(spans, model.Span{Seq: j.seq, Tokens: toks[i : i+1]})
+			jobs = append(jobs, j)
+		}
+	}
+	left := e.opt.StepTokens - len(spans)
+	for _, j := range e.active {
+		if n := min(left, len(j.toPrefill)); n > 0 {
+			spans = append(spans, model.Span{Seq: j.seq, Tokens: j.toPrefill[:n]})
+			jobs = append(jobs, j)
+			left -= n
+		}
+	}
+	e.spanBuf, e.jobBuf = spans, jobs
+	return spans, jobs
+}
+
+// step runs one model step over the planned spans, then samples the next
+// token of every job that decoded or finished its prompt.
+func (e *Engine) step() {
+	if len(e.active) == 0 {
+		return
+	}
+	spans, jobs := e.planStep()
+	greedy := true
+	for _, j := range jobs {
+		greedy = greedy && j.greedy
+	}
+	if cap(e.nextBuf) < len(spans) {
+		e.nextBuf = make([]int32, len(spans))
+	}
+	next := e.nextBuf[:len(spans)]
+	var logits []float32
+	want := model.NextGreedy
+	if !greedy {
+		want = model.LastLogits
+		if n := len(spans) * e.m.Cfg.Vocab; cap(e.logitBuf) < n {
+			e.logitBuf = make([]float32, n)
+		}
+		logits = e.logitBuf[:len(spans)*e.m.Cfg.Vocab]
+	}
+	err := e.m.Step(spans, want, logits, next)
+	if errors.Is(err, kv.ErrFull) && e.evictIdle() {
+		err = e.m.Step(spans, want, logits, next)
+	}
+	if errors.Is(err, kv.ErrFull) && len(e.active) > 1 {
+		// Still no room for every sequence to grow: the newest job gives
+		// way (fails with the reason) and the others go on.
+		last := e.active[len(e.active)-1]
+		e.active = e.active[:len(e.active)-1]
+		e.activeCount.Store(int64(len(e.active)))
+		e.finish(last, "", fmt.Errorf("engine: %w: no room to continue this request alongside the others", err))
+		return
+	}
+	if err != nil {
+		for _, j := range e.active {
+			e.finish(j, "", err)
+		}
+		e.active = e.active[:0]
+		e.activeCount.Store(0)
+		return
+	}
+	var ended map[*job]bool // jobs that finished this step
+	end := func(j *job) {
+		if ended == nil {
+			ended = map[*job]bool{}
+		}
+		ended[j] = true
+	}
+	vocab := e.m.Cfg.Vocab
+	for i, j := range jobs {
+		j.fed = append(j.fed, spans[i].Tokens...)
+		if len(j.toPrefill) > 0 {
+			j.toPrefill = j.toPrefill[len(spans[i].Tokens):]
+			if len(j.toPrefill) > 0 {
+				continue // more of the prompt next step
+			}
+			e.prefilled(j)
+		}
+		if !greedy {
+			row := logits[i*vocab : (i+1)*vocab]
+			if j.greedy {
+				next[i] = argmax(row)
+			} else {
+				var err error
+				if next[i], err = j.sampler.Sample(row); err != nil {
+					e.finish(j, "", err)
+					end(j)
+					continue
+				}
+			}
+		}
+		j.next = next[i]
+		if !e.accept(j) {
+			end(j)
+		}
+	}
+	if len(ended) == 0 {
+		return
+	}
+	kept := e.active[:0]
+	for _, j := range e.active {
+		if !ended[j] {
+			kept = append(kept, j)
+		}
+	}
+	e.active = kept
+	e.activeCount.Store(int64(len(e.active)))
+}
+
+// awaitsPrefix reports whether a prompt should wait to be admitted because
+// a job still prefilling will soon hold a longer shared prefix of it (a
+// common system prompt) than its cache holds now: once that prefix is in
+// the cache, the prompt forks its blocks instead of computing them again.
+// Prefixes shorter than a KV block are not worth the wait.
+func (e *Engine) awaitsPrefix(ids []int32) bool {
+	bs := e.m.KV.Config().BlockSize
+	for _, a := range e.active {
+		if len(a.toPrefill) == 0 {
+			continue
+		}
+		n := 0
+		for n < len(a.ids) && n < len(ids) && a.ids[n] == ids[n] {
+			n++
+		}
+		if n >= bs && n > len(a.fed) {
+			return true
+		}
+	}
+	return false
+}
