@@ -11,12 +11,16 @@ type rmsNormKey struct {
 	WG     int
 	W      DType
 	AliasX bool // x shares dst's buffer (in place): bound read_write
+	Add    bool // dst += the normalised row (RMSNormAdd)
 }
 
 func (k rmsNormKey) String() string {
 	s := fmt.Sprintf("rmsnorm_w%s_wg%d", k.W, k.WG)
 	if k.AliasX {
 		s += "_aliasx"
+	}
+	if k.Add {
+		s += "_add"
 	}
 	return s
 }
@@ -32,6 +36,20 @@ type rmsNormParams struct {
 // RMSNorm normalises each row of x ([..., cols], f32) by its root mean
 // square and scales by w ([cols], f32 or f16) into dst (x's shape, f32).
 func RMSNorm(enc *gpu.Encoder, dst, x, w Tensor, eps float32) error {
+	return rmsNorm(enc, dst, x, w, eps, false)
+}
+
+// RMSNormAdd adds the RMS-normalised rows of x, scaled by w, to dst:
+// dst += x / rms(x) * w. One dispatch for a post-norm residual (gemma2/3,
+// glm4: x += norm(attention output)). dst may not share x's buffer.
+func RMSNormAdd(enc *gpu.Encoder, dst, x, w Tensor, eps float32) error {
+	if dst.Buf == x.Buf && dst.Buf != nil {
+		return fmt.Errorf("ops.RMSNormAdd: dst %s shares x's buffer", dst)
+	}
+	return rmsNorm(enc, dst, x, w, eps, true)
+}
+
+func rmsNorm(enc *gpu.Encoder, dst, x, w Tensor, eps float32, add bool) error {
 	rows, cols, err := rowsCols("RMSNorm", x)
 	if err != nil {
 		return err
@@ -49,13 +67,13 @@ func RMSNorm(enc *gpu.Encoder, dst, x, w Tensor, eps float32) error {
 	if err != nil {
 		return err
 	}
-	key := rmsNormKey{WG: 256, W: w.DType}
+	key := rmsNormKey{WG: 256, W: w.DType, Add: add}
 	// In place is safe: each thread rereads only the elements it writes.
 	if key.AliasX, err = aliasOf("RMSNorm", dst, x, true); err != nil {
 		return err
 	}
 	pipe, err := enc.Context().Pipeline(key, func() (gpu.PipelineSpec, error) {
-		src, err := wgsl.Render("rmsnorm.wgsl", map[string]any{"WG": key.WG, "W": key.W.String(), "AliasX": key.AliasX})
+		src, err := wgsl.Render("rmsnorm.wgsl", map[string]any{"WG": key.WG, "W": key.W.String(), "AliasX": key.AliasX, "Add": key.Add})
 		return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{access(key.AliasX), gpu.ReadOnly, gpu.ReadWrite}}, err
 	})
 	if err != nil {

@@ -128,3 +128,48 @@ func BenchmarkRMSNorm(b *testing.B) {
 		})
 	}
 }
+
+// TestRMSNormAdd: dst += rmsnorm(x)·w, against the float64 reference, at
+// odd sizes; the residual dst starts from random values (a poisoned dst
+// would stay NaN, so the add is checked against its starting values).
+func TestRMSNormAdd(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for i, c := range []struct{ rows, cols int }{{1, 1}, {3, 57}, {2, 1001}, {5, 257}, {4, 2304}} {
+		t.Run(fmt.Sprintf("%dx%d", c.rows, c.cols), func(t *testing.T) {
+			seed := int64(300 + i)
+			rng := rand.New(rand.NewSource(seed))
+			xv := gputest.Rand(rng, c.rows*c.cols, 2)
+			wv := gputest.Rand(rng, c.cols, 1.5)
+			dv := gputest.Rand(rng, c.rows*c.cols, 3)
+			x, err := ops.FromFloat32(ctx, "x", ops.F32, xv, c.rows, c.cols)
+			must(t, err)
+			defer x.Buf.Destroy()
+			w, err := ops.FromFloat32(ctx, "w", ops.F32, wv, c.cols)
+			must(t, err)
+			defer w.Buf.Destroy()
+			d, err := ops.FromFloat32(ctx, "d", ops.F32, dv, c.rows, c.cols)
+			must(t, err)
+			defer d.Buf.Destroy()
+			enc, err := ctx.NewEncoder()
+			must(t, err)
+			must(t, ops.RMSNormAdd(enc, d, x, w, 1e-6))
+			must(t, enc.SubmitAndWait())
+			got, err := d.Read()
+			must(t, err)
+			want := make([]float64, c.rows*c.cols)
+			ref.RMSNorm(want, gputest.F64(xv), gputest.F64(wv), c.rows, c.cols, 1e-6)
+			ref.Add(want, want, gputest.F64(dv))
+			gputest.Check(t, "rmsnorm_add", seed, got, want, gputest.TolF32)
+		})
+	}
+	x, _ := ops.New(ctx, "x", ops.F32, 2, 8)
+	defer x.Buf.Destroy()
+	w, _ := ops.New(ctx, "w", ops.F32, 8)
+	defer w.Buf.Destroy()
+	enc, err := ctx.NewEncoder()
+	must(t, err)
+	defer enc.Release()
+	if err := ops.RMSNormAdd(enc, x, x, w, 1e-6); err == nil {
+		t.Error("RMSNormAdd in place was accepted")
+	}
+}

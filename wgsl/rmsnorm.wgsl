@@ -1,4 +1,5 @@
-// RMSNorm over rows: dst[r, c] = x[r, c] / sqrt(mean_c(x[r, c]^2) + eps) * w[c].
+// RMSNorm over rows: dst[r, c] = x[r, c] / sqrt(mean_c(x[r, c]^2) + eps) * w[c]
+// (with Add: dst[r, c] += the same).
 // One workgroup per row; each thread strides over columns and the partial
 // sums are reduced in workgroup memory by a fixed tree (batch invariant).
 struct Params {
@@ -45,6 +46,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let scale = inverseSqrt(part[0] / f32(p.cols) + p.eps);
   let db = p.d_off + row * p.d_stride;
   for (var c = lid.x; c < p.cols; c += WG) {
-    d[db + c] = x[xb + c] * scale * weight(c);
+    d[db + c] {{if .Add}}+{{end}}= x[xb + c] * scale * weight(c);
   }
 }

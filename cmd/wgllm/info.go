@@ -47,6 +47,16 @@ func infoCmd(a *app) *cobra.Command {
 				fmt.Fprintf(w, "rope\t%s, base %g, freq scale %g, %d dims\n", cfg.RopeMode, cfg.RopeBase, cfg.RopeScale, cfg.RopeDims)
 				fmt.Fprintf(w, "rms eps\t%s\n", strconv.FormatFloat(cfg.NormEps, 'g', -1, 32))
 				fmt.Fprintf(w, "output\t%s\n", map[bool]string{true: "tied to token_embd", false: "untied"}[cfg.TiedOutput])
+				if cfg.RopeScaling != "" && cfg.RopeScaling != "none" {
+					fmt.Fprintf(w, "rope scaling\t%s (original context %d)\n", cfg.RopeScaling, cfg.RopeOrigCtx)
+				}
+				notes, err := model.Describe(f)
+				if err != nil {
+					return err
+				}
+				for _, n := range notes {
+					fmt.Fprintf(w, "  %s\n", n)
+				}
 			} else {
 				fmt.Fprintf(w, "architecture\t%s (cannot run: %v)\n", f.Architecture(), cfgErr)
 			}

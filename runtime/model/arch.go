@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/wgllm/wgllm/ops"
+	"github.com/wgllm/wgllm/runtime/gguf"
 )
 
 // An Arch is one transformer architecture: its weights as a struct whose
@@ -173,4 +174,53 @@ type FusedFFN struct {
 func (f *FusedFFN) parts() *ffnParts {
 	f.split.GateUp, f.split.Down = f.GateUp, f.Down
 	return &f.split
+}
+
+// describer is implemented by architectures with settings beyond Config
+// worth showing in `wgllm info` (windows, soft-caps, layer patterns).
+type describer interface{ describe() []string }
+
+// Describe lists what f's architecture adds to its Config, one line each.
+func Describe(f *gguf.File) ([]string, error) {
+	c, a, err := configure(f)
+	if err != nil {
+		return nil, err
+	}
+	ss, err := slots(a, c)
+	if err != nil {
+		return nil, err
+	}
+	bound, err := match(f, ss)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bound {
+		b.w.Name = b.info.Name
+	}
+	if d, ok := a.(describer); ok {
+		return d.describe(), nil
+	}
+	return nil, nil
+}
+
+func describeAttn(kind string, o AttnOpts) string {
+	s := kind
+	if o.Window > 0 {
+		s += fmt.Sprintf(": sliding window %d", o.Window)
+	} else {
+		s += ": full"
+	}
+	if o.SoftCap != 0 {
+		s += fmt.Sprintf(", score soft-cap %g", o.SoftCap)
+	}
+	if o.Scale != 0 {
+		s += fmt.Sprintf(", query scale %.4g", o.Scale)
+	}
+	if o.Rope.Base != 0 {
+		s += fmt.Sprintf(", rope base %g", o.Rope.Base)
+	}
+	if o.Rope.FreqScale != 0 && o.Rope.FreqScale != 1 {
+		s += fmt.Sprintf(", rope freq scale %g", o.Rope.FreqScale)
+	}
+	return s
 }

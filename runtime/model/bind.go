@@ -194,9 +194,12 @@ func checkShape(ti gguf.TensorInfo, shape []int) error {
 }
 
 // checkBlocks refuses a block-quantised tensor whose rows are not whole
-// blocks (the kernels read rows of whole blocks) and norm vectors stored
-// quantised (the fused kernels read them as f32).
+// blocks (the kernels read rows of whole blocks) and vectors not stored as
+// F32 (the kernels read norms and biases as f32, as llama.cpp stores them).
 func checkBlocks(ti gguf.TensorInfo, dt ops.DType) error {
+	if len(ti.Dims) == 1 && dt != ops.F32 {
+		return fmt.Errorf("model: tensor %s is %s: vectors (norms, biases, rope factors) must be F32", ti.Name, ti.Type)
+	}
 	if dt.Quantized() && len(ti.Dims) > 0 && ti.Dims[0]%uint64(dt.BlockSize()) != 0 {
 		return fmt.Errorf("model: tensor %s of type %s has rows of %d values, not a multiple of its %d-value blocks",
 			ti.Name, ti.Type, ti.Dims[0], dt.BlockSize())

@@ -1,6 +1,9 @@
 package model
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // gemma2: Gemma 2 (llama.cpp src/models/gemma2.cpp). Embeddings scaled by
 // sqrt(dim); each block normalises the attention and FFN outputs again
@@ -75,4 +78,12 @@ func (a *gemma2) Forward(b Block) {
 	}
 	// logits = cap·tanh(rmsnorm(x)·output_norm · outputᵀ / cap)
 	b.Head(a.Norm, a.Output, a.finalSoftCap)
+}
+
+func (a *gemma2) describe() []string {
+	return []string{
+		fmt.Sprintf("layers: %d of each %d sliding-window, the rest global", max(a.swaPeriod-1, 0), a.swaPeriod),
+		describeAttn("local attention", a.local), describeAttn("global attention", a.global),
+		fmt.Sprintf("embeddings × %.4g, final logit soft-cap %g", a.embedScale, a.finalSoftCap),
+	}
 }

@@ -1,6 +1,9 @@
 package model
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // gemma3: Gemma 3 text (llama.cpp src/models/gemma3.cpp). Gemma 2's block
 // with q/k RMS norms and no attention soft-cap; five sliding-window layers
@@ -61,4 +64,17 @@ func (a *gemma3) Forward(b Block) {
 		b.Residual(b.FFN(l.FFNNorm, &l.FFN, ActGELU), l.FFN.Down, l.PostFFNNorm)
 	}
 	b.Head(a.Norm, a.Output, a.finalSoftCap)
+}
+
+func (a *gemma3) describe() []string {
+	lines := []string{describeAttn("global attention", a.global)}
+	if a.swaPeriod > 0 {
+		lines = append(lines, fmt.Sprintf("layers: %d of each %d sliding-window, the rest global", a.swaPeriod-1, a.swaPeriod),
+			describeAttn("local attention", a.local))
+	}
+	cap := "none"
+	if a.finalSoftCap != 0 {
+		cap = fmt.Sprint(a.finalSoftCap)
+	}
+	return append(lines, fmt.Sprintf("embeddings × %.4g, final logit soft-cap %s", a.embedScale, cap))
 }

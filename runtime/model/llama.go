@@ -46,3 +46,10 @@ func (a *llama) Forward(b Block) {
 	// logits [rows, vocab] = rmsnorm(x)·output_norm · outputᵀ
 	b.Head(a.Norm, a.Output, 0)
 }
+
+func (a *llama) describe() []string {
+	if !a.RopeFreqs.Has() {
+		return nil
+	}
+	return []string{"rope: per-pair frequency factors from rope_freqs.weight (Llama 3.1+ scaling)"}
+}

@@ -233,10 +233,6 @@ func (p *pass) Attention(li int, q, k, v Act, o AttnOpts) Act {
 	if o.Rope.Factors.Has() {
 		rope.FreqFactors = &o.Rope.Factors.Tensor
 	}
-	if o.Window > 0 || o.SoftCap != 0 || o.Sinks.Has() {
-		p.fail(fmt.Errorf("model: layer %d needs attention options this build lacks", li))
-		return att
-	}
 	// RoPE on q and k, and the new K/V rows to their cache slots, in one
 	// dispatch; attention reads every sequence's cache through the block
 	// table.
@@ -247,7 +243,10 @@ func (p *pass) Attention(li int, q, k, v Act, o AttnOpts) Act {
 		p.fail(err)
 		return att
 	}
-	opt := ops.PagedOptions{Causal: true, MaxKVLen: m.KV.Config().MaxSeqLen, Scale: o.Scale}
+	opt := ops.PagedOptions{Causal: true, MaxKVLen: m.KV.Config().MaxSeqLen, Scale: o.Scale, SoftCap: o.SoftCap, Window: o.Window}
+	if o.Sinks.Has() {
+		opt.Sinks = &o.Sinks.Tensor
+	}
 	attend := func(infoRow, nSeq, row, nq int) {
 		info := m.step.Info.View(infoRow*3, nSeq, 3)
 		out := m.att.View(row*c.Heads*c.HeadDim, nSeq, nq, c.Heads, c.HeadDim)
@@ -274,17 +273,21 @@ func (p *pass) Residual(in Act, w Weight, postNorm Weight) {
 	}
 	for _, g := range p.groups {
 		x, ing := rows(m.x, g.row, g.n), rows(in.t, g.row, g.n)
-		if g.fused && !postNorm.Has() {
+		switch {
+		case g.fused && !postNorm.Has():
 			// x += in · wᵀ as the matvec stores
 			p.fail(p.matVecFused(w.Tensor, ing, ops.MatVecOpts{Accumulate: true}, x))
-			continue
+		case postNorm.Has():
+			// x += rmsnorm(in · wᵀ) · post_norm: the norm needs whole rows,
+			// so the product goes to tmp and one dispatch adds its norm
+			tmp := rows(m.tmp, g.row, g.n)
+			p.fail(p.linear(g, tmp, ing, w.Tensor))
+			p.fail(ops.RMSNormAdd(p.enc, x, tmp, postNorm.Tensor, p.eps()))
+		default:
+			tmp := rows(m.tmp, g.row, g.n)
+			p.fail(p.linear(g, tmp, ing, w.Tensor))
+			p.fail(ops.Add(p.enc, x, x, tmp))
 		}
-		tmp := rows(m.tmp, g.row, g.n)
-		p.fail(p.linear(g, tmp, ing, w.Tensor))
-		if postNorm.Has() {
-			p.fail(ops.RMSNorm(p.enc, tmp, tmp, postNorm.Tensor, p.eps()))
-		}
-		p.fail(ops.Add(p.enc, x, x, tmp))
 	}
 }
 

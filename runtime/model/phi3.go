@@ -1,5 +1,7 @@
 package model
 
+import "fmt"
+
 // phi3: Phi-3, Phi-3.5, Phi-4-mini (llama.cpp src/models/phi3.cpp). A
 // llama-like block with a fused attn_qkv matrix and one ffn_up matrix
 // holding gate and up (SwiGLU); NEOX RoPE; LongRoPE through per-pair
@@ -47,4 +49,11 @@ func (a *phi3) Forward(b Block) {
 		b.Residual(b.FFN(l.FFNNorm, &l.FFN, ActSiLU), l.FFN.Down, Weight{})
 	}
 	b.Head(a.Norm, a.Output, 0)
+}
+
+func (a *phi3) describe() []string {
+	if !a.RopeLong.Has() && !a.RopeShort.Has() {
+		return nil
+	}
+	return []string{fmt.Sprintf("rope: LongRoPE factors (long ones past a context of %d)", a.origCtx)}
 }

@@ -2,8 +2,10 @@ package model
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,6 +34,10 @@ type reference struct {
 	x      []float64 // the residual stream of the token [dim]
 	logits []float64
 	hidden []float64
+	// geluF16 computes GELU as llama.cpp's CPU backend does (an f16 table
+	// of f32 GELU at f16 inputs, GGML_GELU_FP16), to show what separates
+	// our exact GELU from its references.
+	geluF16 bool
 }
 
 func newReference(f *gguf.File, deq Dequantizer) (*reference, error) {
@@ -265,7 +271,11 @@ func (r *reference) FFN(norm Weight, f FFN, act Activation) Act {
 	case ActSiLU:
 		ref.SiluMul(g, g, u)
 	case ActGELU:
-		ref.GeluMul(g, g, u)
+		if r.geluF16 {
+			geluTableMul(g, u)
+		} else {
+			ref.GeluMul(g, g, u)
+		}
 	case ActSwiGLUOAI:
 		ref.SwiGLUOAIMul(g, g, u)
 	default:
@@ -383,5 +393,77 @@ func TestReferenceKJV(t *testing.T) {
 	got := pieces(f, greedy(t, r, []int{1, 1050, 261, 2051, 391, 3372}, 41))
 	if got != want {
 		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+}
+
+// geluTableMul is ggml_vec_geglu_f32 with GGML_GELU_FP16: g = table(g)·u.
+func geluTableMul(g, u []float64) {
+	for i, x := range g {
+		xf := float32(x)
+		switch {
+		case xf <= -10:
+			g[i] = 0
+		case xf >= 10:
+			g[i] = float64(xf) * u[i]
+		default:
+			xh := float64(half.ToFloat32(half.FromFloat32(xf)))
+			gelu := float32(0.5 * xh * (1 + math.Tanh(math.Sqrt(2/math.Pi)*xh*(1+0.044715*xh*xh))))
+			g[i] = float64(half.ToFloat32(half.FromFloat32(gelu))) * u[i]
+		}
+	}
+}
+
+// TestGemmaZooDifferenceIsTheGELUTable explains the gemma tolerance of the
+// zoo test (runtime/engine TestZoo): with llama.cpp's f16 GELU table the
+// float64 reference comes within llama.cpp's own noise on these models
+// (its top-10 logits move by up to 0.0166 between batch sizes, the zoo
+// README measured, because the table rounds inputs to f16), and at least
+// 3× closer than with the exact GELU (measured: 0.042 → 0.011 gemma2,
+// 0.077 → 0.0096 gemma3).
+func TestGemmaZooDifferenceIsTheGELUTable(t *testing.T) {
+	for _, name := range []string{"gemma2", "gemma3"} {
+		t.Run(name, func(t *testing.T) {
+			f, err := gguf.Open(sharedfiles.File(t, "models/zoo/models/"+name+".gguf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			raw, err := os.ReadFile(sharedfiles.File(t, "models/zoo/refs/"+name+".json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var refs struct {
+				TopLogits struct {
+					Tokens    []int `json:"tokens"`
+					Positions []struct {
+						Top [][2]float64 `json:"top"`
+					} `json:"positions"`
+				} `json:"top_logits"`
+			}
+			if err := json.Unmarshal(raw, &refs); err != nil {
+				t.Fatal(err)
+			}
+			worst := map[bool]float64{}
+			for _, table := range []bool{false, true} {
+				r, err := newReference(f, floatDequant)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.geluF16 = table
+				for p, tok := range refs.TopLogits.Tokens {
+					logits, err := r.Forward(tok)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, pair := range refs.TopLogits.Positions[p].Top {
+						worst[table] = math.Max(worst[table], math.Abs(logits[int(pair[0])]-pair[1]))
+					}
+				}
+			}
+			t.Logf("max |Δ| top-10 logits against llama.cpp: exact GELU %.3g, f16 GELU table %.3g", worst[false], worst[true])
+			if worst[true] > 0.02 || worst[true]*3 > worst[false] {
+				t.Errorf("with llama.cpp's GELU table the reference is %.3g from llama.cpp (want ≤ 0.02 and a third of %.3g)", worst[true], worst[false])
+			}
+		})
 	}
 }

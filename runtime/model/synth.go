@@ -399,7 +399,7 @@ func shapeMeta(cfg Config) []gguf.KV {
 		{Key: a + ".rope.freq_base", Value: gguf.Val(float32(cfg.RopeBase))},
 		{Key: a + ".attention.layer_norm_rms_epsilon", Value: gguf.Val(float32(cfg.NormEps))},
 	}
-	if cfg.RopeScale != 1 {
+	if cfg.RopeScale != 1 && !slices.ContainsFunc(cfg.Extra, func(kv gguf.KV) bool { return kv.Key == a+".rope.scaling.type" }) {
 		meta = append(meta, gguf.KV{Key: a + ".rope.scaling.type", Value: gguf.Val("linear")},
 			gguf.KV{Key: a + ".rope.scaling.factor", Value: gguf.Val(float32(1 / cfg.RopeScale))})
 	}
