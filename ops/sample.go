@@ -43,6 +43,9 @@ type SampleParams struct {
 	// WindowSlot is where the kernel writes the chosen token in the row's
 	// window (the ring's next slot), or NoWindowSlot.
 	WindowSlot int
+	// WindowRow is the row of the window tensor that holds this row's
+	// window (a sequence's own, across steps); rows may share none.
+	WindowRow int
 }
 
 const (
@@ -72,7 +75,8 @@ func samplePath(p SampleParams, vocab int) (path, k int, err error) {
 }
 
 // SampleSupported reports whether the GPU sampler takes p for a vocabulary
-// of vocab with windows of windowCap tokens; the error says why not.
+// of vocab with windows of windowCap tokens (the window row is checked by
+// PackSampleParams); the error says why not.
 func SampleSupported(p SampleParams, vocab, windowCap int) error {
 	fin := func(x float32) bool { return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0) }
 	switch {
@@ -96,15 +100,19 @@ func SampleSupported(p SampleParams, vocab, windowCap int) error {
 }
 
 // PackSampleParams writes the rows' parameter words (SampleWords each,
-// little-endian) into dst, which must hold 4·SampleWords·len(ps) bytes.
-// It allocates nothing.
-func PackSampleParams(dst []byte, ps []SampleParams, vocab, windowCap int) error {
+// little-endian) into dst, which must hold 4·SampleWords·len(ps) bytes,
+// for a window tensor of windowRows rows of windowCap tokens. It allocates
+// nothing.
+func PackSampleParams(dst []byte, ps []SampleParams, vocab, windowRows, windowCap int) error {
 	if len(dst) < 4*SampleWords*len(ps) {
 		return fmt.Errorf("ops.PackSampleParams: %d bytes for %d rows", len(dst), len(ps))
 	}
 	for i, p := range ps {
 		if err := SampleSupported(p, vocab, windowCap); err != nil {
 			return fmt.Errorf("row %d: %w", i, err)
+		}
+		if p.WindowRow < 0 || p.WindowRow >= windowRows {
+			return fmt.Errorf("ops.PackSampleParams: row %d: window row %d of %d", i, p.WindowRow, windowRows)
 		}
 		path, k, _ := samplePath(p, vocab)
 		wlen := p.WindowLen
@@ -123,7 +131,7 @@ func PackSampleParams(dst []byte, ps []SampleParams, vocab, windowCap int) error
 			f32bits(p.RepeatPenalty), f32bits(p.FrequencyPenalty), f32bits(p.PresencePenalty),
 			uint32(wlen), slot,
 			uint32(p.Seed), uint32(p.Seed >> 32), uint32(p.Step), uint32(p.Step >> 32),
-			uint32(path),
+			uint32(path), uint32(p.WindowRow),
 		}
 		row := dst[4*SampleWords*i:]
 		for j, w := range words {
@@ -150,8 +158,8 @@ type sampleParams struct {
 // Sample records one draw per row: dst[r] (u32) gets the token chosen from
 // logits[r] (f32 [rows, vocab], penalised in place) under the row's packed
 // parameters (u32 [rows, SampleWords], PackSampleParams) and its penalty
-// window (u32 [rows, windowCap]; windowCap ≥ 1), or SampleInvalid. One
-// workgroup per row.
+// window (a row of window, u32 [windowRows, windowCap], windowCap ≥ 1), or
+// SampleInvalid. One workgroup per row.
 func Sample(enc *gpu.Encoder, dst, logits, params, window Tensor) error {
 	rows, cols, err := rowsCols("Sample", logits)
 	if err != nil {
@@ -164,8 +172,8 @@ func Sample(enc *gpu.Encoder, dst, logits, params, window Tensor) error {
 		return fmt.Errorf("ops.Sample: dst %s must be u32 with one element per row of logits %s", dst, logits)
 	case params.DType != U32 || params.Len() != rows*SampleWords:
 		return fmt.Errorf("ops.Sample: params %s must be u32 [%d, %d]", params, rows, SampleWords)
-	case window.DType != U32 || len(window.Shape) != 2 || window.Shape[0] != rows || window.Shape[1] < 1:
-		return fmt.Errorf("ops.Sample: window %s must be u32 [%d, ≥1]", window, rows)
+	case window.DType != U32 || len(window.Shape) != 2 || window.Shape[0] < 1 || window.Shape[1] < 1:
+		return fmt.Errorf("ops.Sample: window %s must be u32 [windowRows, windowCap]", window)
 	}
 	for _, o := range []Tensor{dst, params, window} {
 		if o.Buf == logits.Buf {

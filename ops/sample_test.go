@@ -34,7 +34,7 @@ func gpuSample(t testing.TB, ctx *gpu.Context, rng *rand.Rand, vocab, wcap int, 
 		flat = append(flat, r.logits...)
 		ps[i] = r.p
 		ps[i].WindowLen = len(r.window)
-		ps[i].WindowSlot = ops.NoWindowSlot
+		ps[i].WindowSlot, ps[i].WindowRow = ops.NoWindowSlot, i
 		if len(r.window) < wcap {
 			ps[i].WindowSlot = len(r.window)
 		}
@@ -49,7 +49,7 @@ func gpuSample(t testing.TB, ctx *gpu.Context, rng *rand.Rand, vocab, wcap int, 
 	defer lbuf.Buf.Destroy()
 	logits := lbuf.View(7, n, vocab)
 	raw := make([]byte, 4*ops.SampleWords*n)
-	must(t, ops.PackSampleParams(raw, ps, vocab, wcap))
+	must(t, ops.PackSampleParams(raw, ps, vocab, n, wcap))
 	pbuf, err := ops.New(ctx, "params", ops.U32, n*ops.SampleWords)
 	must(t, err)
 	defer pbuf.Buf.Destroy()
@@ -411,7 +411,7 @@ func TestSampleRejects(t *testing.T) {
 	for name, call := range map[string]func() error{
 		"dst too short": func() error { return ops.Sample(enc, d.View(0, 1), lg, ps.View(0, 2, ops.SampleWords), win) },
 		"params short":  func() error { return ops.Sample(enc, d, lg, ps.View(0, 1, ops.SampleWords), win) },
-		"window rows":   func() error { return ops.Sample(enc, d, lg, ps.View(0, 2, ops.SampleWords), win.View(0, 1, 4)) },
+		"window shape":  func() error { return ops.Sample(enc, d, lg, ps.View(0, 2, ops.SampleWords), win.View(0, 8)) },
 		"f16 logits": func() error {
 			return ops.Sample(enc, d, ops.Tensor{Buf: lg.Buf, DType: ops.F16, Shape: []int{2, 100}}, ps.View(0, 2, ops.SampleWords), win)
 		},
@@ -430,12 +430,17 @@ func TestSampleRejects(t *testing.T) {
 		{Temperature: float32(math.NaN()), TopP: 1, RepeatPenalty: 1}, // NaN
 	} {
 		p.WindowSlot = max(p.WindowSlot, 0)
-		if err := ops.PackSampleParams(raw, []ops.SampleParams{p}, 32000, 8); err == nil {
+		if err := ops.PackSampleParams(raw, []ops.SampleParams{p}, 32000, 1, 8); err == nil {
 			t.Errorf("%+v: packed", p)
 		}
 	}
-	if err := ops.PackSampleParams(raw[:8], []ops.SampleParams{greedyParams()}, 100, 1); err == nil {
+	if err := ops.PackSampleParams(raw[:8], []ops.SampleParams{greedyParams()}, 100, 1, 1); err == nil {
 		t.Error("a short buffer was packed into")
+	}
+	bad := greedyParams()
+	bad.WindowRow = 3
+	if err := ops.PackSampleParams(raw, []ops.SampleParams{bad}, 100, 2, 1); err == nil {
+		t.Error("a window row outside the window tensor was packed")
 	}
 }
 
@@ -461,7 +466,7 @@ func BenchmarkSampleStep(b *testing.B) {
 			defer d.Buf.Destroy()
 			ps := make([]ops.SampleParams, n)
 			for i := range ps {
-				ps[i] = ops.SampleParams{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1, WindowLen: 32, WindowSlot: 32, Seed: uint64(i)}
+				ps[i] = ops.SampleParams{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1, WindowLen: 32, WindowSlot: 32, WindowRow: i, Seed: uint64(i)}
 			}
 			raw := make([]byte, 4*ops.SampleWords*n)
 			enc, err := ctx.NewEncoder()
@@ -473,7 +478,7 @@ func BenchmarkSampleStep(b *testing.B) {
 				for j := range ps {
 					ps[j].Step++
 				}
-				if err := ops.PackSampleParams(raw, ps, vocab, wcap); err != nil {
+				if err := ops.PackSampleParams(raw, ps, vocab, n, wcap); err != nil {
 					b.Fatal(err)
 				}
 				if err := pt.Buf.Write(0, raw); err != nil {

@@ -12,6 +12,7 @@
 //   7 window tokens that count   8 window slot for the chosen token (NONE: none)
 //   9, 10 seed (lo, hi)   11, 12 step (lo, hi)
 //   13 path: 0 greedy, 1 sorted candidates (k ≤ CAP), 2 the whole row
+//   14 the row of the window tensor that is this row's window
 // The output is the token id, or NONE when a logit is NaN or +inf or all
 // are -inf. The logits are penalised in place.
 struct Params {
@@ -91,10 +92,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (row >= p.rows) { return; }  // uniform per workgroup: barriers stay valid
   let n = p.cols;
   let xb = p.x_off + row * p.x_stride;
-  let wb = p.w_off + row * p.w_stride;
   if (lid < 16u) { ctl[lid] = sp[p.s_off + row * 16u + lid]; }
   if (lid == 0u) { atomicStore(&bad, 0u); }
   workgroupBarrier();
+  let wb = p.w_off + ctl[14] * p.w_stride;
   let path = workgroupUniformLoad(&ctl[13]);
 
   // Penalties, once per distinct token of the window (its first occurrence).
