@@ -48,6 +48,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   models.gpu_memory_budget WGLLM_MODELS_GPU_MEMORY_BUDGET GPU memory for all loaded models (e.g. 20GB); 0: no limit
   models.max_loaded       WGLLM_MODELS_MAX_LOADED       models loaded at once; 0: no limit
   sampling.*              WGLLM_SAMPLING_TEMPERATURE …  defaults for requests that leave them out
+  sampling.gpu            WGLLM_SAMPLING_GPU            draw tokens on the GPU for requests it takes (false)
   log.level, log.format   WGLLM_LOG_LEVEL, …            debug|info|warn|error; auto|console|json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -141,6 +142,7 @@ func (a *app) startEngineAt(path, name string) (*loaded, *engine.Engine, error) 
 		MaxBatch:         seqs,
 		QueueLimit:       a.cfg.GetInt("engine.queue_limit"),
 		StepTokens:       a.cfg.GetInt("engine.step_tokens"),
+		GPUSampling:      a.cfg.GetBool("sampling.gpu"),
 		DefaultMaxTokens: a.cfg.GetInt("sampling.max_tokens"),
 		Name:             name,
 		Log:              a.log,

@@ -25,7 +25,11 @@ type Options struct {
 	// job's next token first, then chunks of the prompts being prefilled
 	// (schedule.go). 0: 512; at least MaxBatch, at most the model's batch.
 	StepTokens int
-	Name       string
+	// GPUSampling draws the tokens of jobs whose settings the GPU sampler
+	// takes on the GPU (gpusample.go); runtime/sample stays the reference
+	// path and samples everything else.
+	GPUSampling bool
+	Name        string
 	// RenderChat renders chat messages with the model's template.
 	RenderChat func([]ChatMessage) (string, error)
 	// ChatStop ends chat jobs at these strings as well (the end-of-turn
@@ -90,6 +94,7 @@ type job struct {
 	toPrefill []int32 // prompt tokens not yet in the cache (a suffix of ids)
 	next      int32   // token to feed at the next step
 	sampler   *sample.Sampler
+	draw      gpuDraw // GPU sampling state (gpusample.go)
 	greedy    bool
 	dec       *tokenizer.Decoder
 	pending   string // decoded text held back: it may start a stop string
@@ -468,6 +473,9 @@ func (e *Engine) start(j *job) error {
 		if err := j.sampler.Accept(j.ids...); err != nil {
 			return err
 		}
+	}
+	if err := e.startGPUDraw(j); err != nil {
+		return err
 	}
 	j.maxTokens = j.MaxTokens
 	if j.maxTokens <= 0 {

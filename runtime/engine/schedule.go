@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/kv"
 	"github.com/wgllm/wgllm/runtime/model"
 )
@@ -20,6 +21,7 @@ type stepBuffers struct {
 	tokBuf   []int32
 	nextBuf  []int32
 	logitBuf []float32
+	paramBuf []ops.SampleParams
 }
 
 // planStep fills one step to the token budget: every decoding job's next
@@ -76,9 +78,16 @@ func (e *Engine) step() {
 		}
 		logits = e.logitBuf[:len(spans)*e.m.Cfg.Vocab]
 	}
-	err := e.m.Step(spans, want, logits, next)
+	onGPU := gpuStep(jobs)
+	run := func() error {
+		if onGPU {
+			return e.stepOnGPU(spans, jobs, next)
+		}
+		return e.m.Step(spans, want, logits, next)
+	}
+	err := run()
 	if errors.Is(err, kv.ErrFull) && e.evictIdle() {
-		err = e.m.Step(spans, want, logits, next)
+		err = run()
 	}
 	if errors.Is(err, kv.ErrFull) && len(e.active) > 1 {
 		// Still no room for every sequence to grow: the newest job gives
@@ -114,7 +123,7 @@ func (e *Engine) step() {
 			}
 			e.prefilled(j)
 		}
-		if !greedy {
+		if !greedy && !onGPU {
 			row := logits[i*vocab : (i+1)*vocab]
 			if j.greedy {
 				next[i] = argmax(row)
@@ -126,6 +135,11 @@ func (e *Engine) step() {
 					continue
 				}
 			}
+		}
+		if err := e.keptOnGPU(j, next[i], onGPU); err != nil {
+			e.finish(j, "", err)
+			end(j)
+			continue
 		}
 		j.next = next[i]
 		if !e.accept(j) {

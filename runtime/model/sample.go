@@ -66,7 +66,7 @@ func (m *Model) SetSampleWindow(seq, at int, tokens []int32) error {
 // GPU (ops.Sample) under params[i]: only the token ids come back. Each
 // span's WindowRow is its sequence; WindowLen and WindowSlot index that
 // sequence's window (SetSampleWindow), where the drawn token is written.
-// A span whose logits are NaN, +Inf or all -Inf is an error.
+// A span with a NaN or +Inf logit, or only -Inf ones, gets -1.
 func (m *Model) StepSampled(spans []Span, params []ops.SampleParams, next []int32) error {
 	if len(params) != len(spans) {
 		return fmt.Errorf("model: %d sampling parameters for %d spans", len(params), len(spans))
@@ -83,15 +83,7 @@ func (m *Model) StepSampled(spans []Span, params []ops.SampleParams, next []int3
 	}
 	s.params = params
 	defer func() { s.params = nil }()
-	if err := m.Step(spans, NextGreedy, nil, next); err != nil {
-		return err
-	}
-	for i, t := range next[:len(spans)] {
-		if uint32(t) == ops.SampleInvalid {
-			return fmt.Errorf("model: sequence %d: a logit is NaN or +Inf, or every one is -Inf", spans[i].Seq)
-		}
-	}
-	return nil
+	return m.Step(spans, NextGreedy, nil, next)
 }
 
 // sampleHead records the draw of StepSampled's tokens into p.nextIDs from
