@@ -491,3 +491,50 @@ func BenchmarkSampleStep(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSampleGPU is the kernel's GPU time per step for a batch of rows
+// under llama.cpp's default chain (top-k 40, top-p 0.95, min-p 0.05,
+// temperature 0.8, a repeat penalty over 64 tokens), and greedy; big
+// vocabularies skip on software adapters.
+func BenchmarkSampleGPU(b *testing.B) {
+	for _, vocab := range []int{32000, 151936} {
+		for _, n := range []int{1, 16, 64} {
+			for _, greedy := range []bool{false, true} {
+				name := fmt.Sprintf("vocab%d/batch%d/chain", vocab, n)
+				if greedy {
+					name = fmt.Sprintf("vocab%d/batch%d/greedy", vocab, n)
+				}
+				b.Run(name, func(b *testing.B) {
+					ctx := gputest.BenchCtx(b, vocab*n > 32000*16)
+					rng := rand.New(rand.NewSource(1))
+					lg := benchF32(b, ctx, rng, "logits", n, vocab)
+					ps := make([]ops.SampleParams, n)
+					for i := range ps {
+						ps[i] = ops.SampleParams{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1,
+							WindowLen: 64, WindowSlot: ops.NoWindowSlot, WindowRow: i, Seed: uint64(i)}
+						if greedy {
+							ps[i] = ops.SampleParams{TopP: 1, RepeatPenalty: 1, WindowSlot: ops.NoWindowSlot, WindowRow: i}
+						}
+					}
+					raw := make([]byte, 4*ops.SampleWords*n)
+					must(b, ops.PackSampleParams(raw, ps, vocab, n, 64))
+					pt, err := ops.New(ctx, "ps", ops.U32, n, ops.SampleWords)
+					must(b, err)
+					b.Cleanup(pt.Buf.Destroy)
+					must(b, pt.Buf.Write(0, raw))
+					win := make([]uint32, n*64)
+					for i := range win {
+						win[i] = uint32(rng.Intn(vocab))
+					}
+					wt, err := ops.FromUint32(ctx, "win", win, n, 64)
+					must(b, err)
+					b.Cleanup(wt.Buf.Destroy)
+					d, err := ops.New(ctx, "d", ops.U32, n)
+					must(b, err)
+					b.Cleanup(d.Buf.Destroy)
+					benchGPUTime(b, ctx, 0, func(enc *gpu.Encoder) error { return ops.Sample(enc, d, lg, pt, wt) })
+				})
+			}
+		}
+	}
+}
