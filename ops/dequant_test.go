@@ -19,24 +19,28 @@ import (
 
 // The block-quantised weight types, in ggml's order.
 var quantTypes = []ops.DType{ops.Q4_0, ops.Q4_1, ops.Q5_0, ops.Q5_1, ops.Q8_0,
-	ops.Q2_K, ops.Q3_K, ops.Q4_K, ops.Q5_K, ops.Q6_K}
+	ops.Q2_K, ops.Q3_K, ops.Q4_K, ops.Q5_K, ops.Q6_K, ops.IQ4_NL, ops.IQ4_XS, ops.MXFP4}
 
 var ggmlTypes = map[ops.DType]gguf.GGMLType{
 	ops.F16: gguf.F16, ops.BF16: gguf.BF16,
 	ops.Q4_0: gguf.Q4_0, ops.Q4_1: gguf.Q4_1, ops.Q5_0: gguf.Q5_0, ops.Q5_1: gguf.Q5_1, ops.Q8_0: gguf.Q8_0,
 	ops.Q2_K: gguf.Q2_K, ops.Q3_K: gguf.Q3_K, ops.Q4_K: gguf.Q4_K, ops.Q5_K: gguf.Q5_K, ops.Q6_K: gguf.Q6_K,
+	ops.IQ4_NL: gguf.IQ4_NL, ops.IQ4_XS: gguf.IQ4_XS, ops.MXFP4: gguf.MXFP4,
 }
 
 // halfFields are the byte offsets of each block's f16 scales (ggml-common.h).
 var halfFields = map[ops.DType][]int{
 	ops.Q4_0: {0}, ops.Q4_1: {0, 2}, ops.Q5_0: {0}, ops.Q5_1: {0, 2}, ops.Q8_0: {0},
 	ops.Q2_K: {80, 82}, ops.Q3_K: {108}, ops.Q4_K: {0, 2}, ops.Q5_K: {0, 2}, ops.Q6_K: {208},
+	ops.IQ4_NL: {0}, ops.IQ4_XS: {0},
 }
 
 // randomBlocks returns n elements of dt as random bytes: every quant and
 // scale bit pattern occurs, and the f16 scales are finite, of either sign,
 // in [2^-12, 1), with every fifth block's first scale an f16 subnormal.
-// bf16 and f16 get random finite values in [-2, 2].
+// MXFP4's E8M0 exponents are in [2^-14, 2^1] (real weights' range; e < 2 would
+// be f32 subnormals, which a GPU may flush). bf16 and f16 get random finite
+// values in [-2, 2].
 func randomBlocks(rng *rand.Rand, dt ops.DType, n int) []byte {
 	if dt == ops.BF16 || dt == ops.F16 {
 		return ops.Encode(dt, gputest.Rand(rng, n, 2))
@@ -55,6 +59,9 @@ func randomBlocks(rng *rand.Rand, dt ops.DType, n int) []byte {
 				h = uint16(1+rng.Intn(0x3ff)) | uint16(rng.Intn(2))<<15
 			}
 			binary.LittleEndian.PutUint16(raw[b*bb+off:], h)
+		}
+		if dt == ops.MXFP4 {
+			raw[b*bb] = byte(127 - 14 + rng.Intn(16))
 		}
 	}
 	return raw
@@ -350,6 +357,8 @@ func TestDequantizeModelTensors(t *testing.T) {
 		"kjv-30m-q4_k_m.gguf": {gguf.Q4_K, gguf.Q6_K},
 		"kjv-30m-q4_0.gguf":   {gguf.Q4_0},
 		"kjv-30m-q8_0.gguf":   {gguf.Q8_0},
+		// gpt-oss's expert weights [experts, n_ff, n_embd] as rows of n_embd.
+		"zoo/models/gpt-oss-mxfp4.gguf": {gguf.MXFP4},
 	}
 	dtypes := map[gguf.GGMLType]ops.DType{}
 	for dt, g := range ggmlTypes {
@@ -365,19 +374,20 @@ func TestDequantizeModelTensors(t *testing.T) {
 			for _, typ := range want {
 				var ti gguf.TensorInfo
 				found := false
-				for _, c := range g.Tensors { // the first 2-D tensor of the type
-					if c.Type == typ && len(c.Dims) == 2 {
+				for _, c := range g.Tensors { // the first matrix (or stack of them) of the type
+					if c.Type == typ && len(c.Dims) >= 2 {
 						ti, found = c, true
 						break
 					}
 				}
 				if !found {
-					t.Errorf("%s has no 2-D %s tensor", name, typ)
+					t.Errorf("%s has no %s matrix", name, typ)
 					continue
 				}
 				raw, err := g.ReadTensor(ti)
 				must(t, err)
-				k, n := int(ti.Dims[0]), int(ti.Dims[1]) // GGUF lists the fastest dimension first
+				k := int(ti.Dims[0]) // GGUF lists the fastest dimension first
+				n := int(ti.Elements()) / k
 				ref := hostDecode(t, dtypes[typ], raw, n*k)
 				w, err := ops.FromBytes(ctx, ti.Name, dtypes[typ], raw, n, k)
 				must(t, err)

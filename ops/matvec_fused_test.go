@@ -60,7 +60,7 @@ func TestMatVecFused(t *testing.T) {
 		comment string
 	}
 	var cases []fcase
-	for _, dt := range []ops.DType{ops.F32, ops.F16, ops.Q4_0, ops.Q8_0, ops.Q4_K, ops.Q6_K} {
+	for _, dt := range []ops.DType{ops.F32, ops.F16, ops.Q4_0, ops.Q8_0, ops.Q4_K, ops.Q6_K, ops.IQ4_NL, ops.IQ4_XS, ops.MXFP4} {
 		k := 256
 		if dt == ops.F32 || dt == ops.F16 {
 			k = 200 // not a multiple of 8 chunks: the tail of the f16 loads
@@ -78,6 +78,7 @@ func TestMatVecFused(t *testing.T) {
 	cases = append(cases,
 		fcase{dt: ops.F16, m: 1, k: 2048, segs: []int{2048, 256, 256}, norm: true, comment: "TinyLlama QKV"},
 		fcase{dt: ops.Q4_0, m: 1, k: 2048, segs: []int{701}, pair: true, norm: true, comment: "gate/up, rows not a multiple of a workgroup"},
+		fcase{dt: ops.MXFP4, m: 2, k: 96, segs: []int{21}, pair: true, norm: true, comment: "51-byte rows: gate and up rows at every byte offset mod 4"},
 		fcase{dt: ops.F32, m: 9, k: 64, segs: []int{11}, pair: true, acc: true, comment: "M past 8: two dispatches"},
 		fcase{dt: ops.F16, m: 2, k: 203, segs: []int{7, 6}, norm: true, acc: true, comment: "odd K: scalar loads"},
 		fcase{dt: ops.F32, m: 1, k: 256, segs: []int{256, 128, 128}, norm: true, comment: "model-sized QKV"},

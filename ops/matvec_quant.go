@@ -64,11 +64,11 @@ type quantParams struct {
 // per block (lanes sharing one block; each piece is 32 or 64 elements).
 func quantLayout(dt DType) (bs, bb, ppb int, ok bool) {
 	switch dt {
-	case Q4_0, Q4_1, Q5_0, Q5_1, Q8_0:
+	case Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4:
 		return 32, dt.BlockBytes(), 1, true
 	case Q2_K, Q3_K, Q6_K:
 		return 256, dt.BlockBytes(), 4, true
-	case Q4_K, Q5_K:
+	case Q4_K, Q5_K, IQ4_XS:
 		return 256, dt.BlockBytes(), 8, true
 	case BF16:
 		return 8, 8, 1, true
@@ -178,9 +178,10 @@ func matVecQuantRPT(n, m int) int {
 }
 
 // MatVecQuant computes dst[m, n] = sum_k w[n, k] x[m, k] for a weight w
-// [N, K] stored block-quantised (any of Q4_0 ... Q6_K, as in GGUF) or bf16,
-// x [M, K] f32 with 1 <= M <= 8 and dst [M, N] f32. Each weight block is read
-// once for all M rows, and row n's result is bit-identical whatever M is.
+// [N, K] stored block-quantised (any of Q4_0 ... Q6_K, IQ4_NL, IQ4_XS, MXFP4,
+// as in GGUF) or bf16, x [M, K] f32 with 1 <= M <= 8 and dst [M, N] f32. Each
+// weight block is read once for all M rows, and row n's result is
+// bit-identical whatever M is.
 // Weights larger than one storage binding are split over several dispatches
 // by rows.
 func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {

@@ -121,7 +121,7 @@ func benchMatVecQuant(b *testing.B, dt ops.DType, n, k, m int) {
 // BenchmarkDequantize: a weight decoded to f16 for a prefill matmul; GB/s
 // counts the bytes read and written.
 func BenchmarkDequantize(b *testing.B) {
-	for _, dt := range []ops.DType{ops.Q4_0, ops.Q8_0, ops.Q4_K, ops.Q6_K} {
+	for _, dt := range []ops.DType{ops.Q4_0, ops.Q8_0, ops.Q4_K, ops.Q6_K, ops.IQ4_NL, ops.IQ4_XS, ops.MXFP4} {
 		for _, sh := range [][2]int{{2048, 2048}, {5632, 2048}} {
 			n, k := sh[0], sh[1]
 			b.Run(fmt.Sprintf("%s/%dx%d", dt, n, k), func(b *testing.B) {

@@ -34,6 +34,9 @@ const (
 	Q4_K
 	Q5_K
 	Q6_K
+	IQ4_NL // 4-bit indices into ggml's non-linear table, f16 scale per 32
+	IQ4_XS // IQ4_NL's table, 6-bit scales per 32 under an f16 one per 256
+	MXFP4  // E2M1 values, an E8M0 exponent per 32 (17-byte blocks)
 )
 
 var dtypeInfo = [...]struct {
@@ -44,6 +47,7 @@ var dtypeInfo = [...]struct {
 	Q4_0: {"q4_0", 32, 18}, Q4_1: {"q4_1", 32, 20}, Q5_0: {"q5_0", 32, 22}, Q5_1: {"q5_1", 32, 24},
 	Q8_0: {"q8_0", 32, 34}, Q2_K: {"q2_k", 256, 84}, Q3_K: {"q3_k", 256, 110}, Q4_K: {"q4_k", 256, 144},
 	Q5_K: {"q5_k", 256, 176}, Q6_K: {"q6_k", 256, 210},
+	IQ4_NL: {"iq4_nl", 32, 18}, IQ4_XS: {"iq4_xs", 256, 136}, MXFP4: {"mxfp4", 32, 17},
 }
 
 func (d DType) String() string {

@@ -5,9 +5,10 @@
 //   embed  : dst[t, :] = decode(table[ids[t], :])   (token embeddings)
 //
 // The weight binding is array<u32>; blocks sit at arbitrary even byte offsets
-// (18, 22, 34, 110, 210-byte blocks), so every block read assembles its bytes
-// from whole words. A block is cut into PPB "pieces" (one lane's work: 32 or
-// 64 elements, or 8 bf16 values). Each type defines
+// (18, 22, 34, 110, 210-byte blocks; any byte offset for mxfp4's 17), so
+// every block read assembles its bytes from whole words. A block is cut into
+// PPB "pieces" (one lane's work: 32 or 64 elements, or 8 bf16 values). Each
+// type defines
 //   St                  what one piece's loads leave in registers,
 //   load(o, sub) -> St  the loads of piece sub of the block at W byte o,
 //   grp(st, sub, j)     the four weights of group j < G of the piece,
@@ -99,15 +100,29 @@ fn ld12(o: u32) -> vec3<u32> {
 }
 // The u16 at an even byte offset.
 fn ld2(o: u32) -> u32 { return (W[o >> 2u] >> ((o & 2u) * 8u)) & 0xffffu; }
+{{- if or (eq .T "iq4_nl") (eq .T "iq4_xs")}}
+// kvalues_iq4nl[n] for the four nibbles n in the low bits of a's bytes: the
+// table plus 128 is 16 bytes, four words; pick the word by bits 2-3 of n,
+// the byte by bits 0-1.
+fn iq4x4(a: u32) -> vec4<f32> {
+  let n = (vec4<u32>(a) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xfu);
+  let hi = (n & vec4<u32>(4u)) != vec4<u32>(0u);
+  let w = select(select(vec4<u32>(0x3f2d1801u), vec4<u32>(0x766a5d4fu), hi),
+                 select(vec4<u32>(0xa6998d81u), vec4<u32>(0xf1d9c5b5u), hi), n >= vec4<u32>(8u));
+  let b = (w >> (8u * (n & vec4<u32>(3u)))) & vec4<u32>(0xffu);
+  return bitcast<vec4<f32>>(b | vec4<u32>(0x4b000000u)) - (MAGIC + 128.0);
+}
+{{- end}}
 // Spread the low 4 bits of h to bit 0 of each byte.
 fn bits4(h: u32) -> u32 {
   return (h & 1u) | ((h & 2u) << 7u) | ((h & 4u) << 14u) | ((h & 8u) << 21u);
 }
 
 // --- piece decoders ---------------------------------------------------------
-{{- if eq .T "q4_0"}}
+{{- if or (eq .T "q4_0") (eq .T "iq4_nl")}}
 // block_q4_0 {d f16; qs[16]}: element j < 16 is the low nibble of qs[j],
 // element j + 16 the high nibble; value (q - 8) * d. A piece is a block.
+// block_iq4_nl has the same layout; its nibbles index kvalues_iq4nl.
 struct St { q: vec4<u32>, d: f32 }
 const G: u32 = 8u;
 fn load(o: u32, sub: u32) -> St {
@@ -119,7 +134,58 @@ fn load(o: u32, sub: u32) -> St {
 }
 fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+{{- if eq .T "iq4_nl"}}
+  return iq4x4((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) * s.d;
+{{- else}}
   return (u8x4m((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) - (MAGIC + 8.0)) * s.d;
+{{- end}}
+}
+{{- else if eq .T "iq4_xs"}}
+// block_iq4_xs {d f16; scales_h u16; scales_l[4]; qs[128]} (136 bytes: word
+// aligned). Sub-block sb of 32 elements (a piece): 6-bit scale ls = nibble
+// sb of scales_l | bits 2sb of scales_h << 4; nibbles of qs[16sb ..] laid
+// out as in iq4_nl; value d * (ls - 32) * kvalues_iq4nl[q].
+struct St { q: vec4<u32>, dl: f32 }
+const G: u32 = 8u;
+fn load(o: u32, sub: u32) -> St {
+  let i = o >> 2u;
+  let w0 = W[i];
+  let ls = ((W[i + 1u] >> (4u * sub)) & 0xfu) | (((hi16(w0) >> (2u * sub)) & 3u) << 4u);
+  let qi = i + 2u + 4u * sub;
+  return St(vec4<u32>(W[qi], W[qi + 1u], W[qi + 2u], W[qi + 3u]), f16f(lo16(w0)) * f32(i32(ls) - 32));
+}
+fn gel(sub: u32, j: u32) -> u32 { return 32u * sub + 4u * j; }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  return iq4x4((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) * s.dl;
+}
+{{- else if eq .T "mxfp4"}}
+// block_mxfp4 {e E8M0; qs[16]} (17 bytes: any byte offset). Element j < 16
+// is the low nibble of qs[j], j + 16 the high nibble: an E2M1 value, which
+// ggml keeps doubled (kvalues_mxfp4) with the scale halved: 2^(e - 128),
+// built from bits as ggml_e8m0_to_fp32_half builds it.
+struct St { q: vec4<u32>, d: f32 }
+const G: u32 = 8u;
+fn load(o: u32, sub: u32) -> St {
+  let i = o >> 2u;
+  let a0 = W[i]; let a1 = W[i + 1u]; let a2 = W[i + 2u]; let a3 = W[i + 3u]; let a4 = W[i + 4u];
+  let s = o & 3u;
+  // qs starts s + 1 bytes into a0: a funnel shift of the five words, or
+  // exactly a1..a4 when s = 3.
+  let r = (8u * (s + 1u)) & 31u;
+  let l = (32u - r) & 31u;
+  let q = select(vec4<u32>((a0 >> r) | (a1 << l), (a1 >> r) | (a2 << l), (a2 >> r) | (a3 << l), (a3 >> r) | (a4 << l)),
+                 vec4<u32>(a1, a2, a3, a4), s == 3u);
+  let e = byte(a0, s);
+  let d = bitcast<f32>(select((e - 1u) << 23u, 0x00200000u << e, e < 2u));
+  return St(q, d);
+}
+fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  // Four nibbles: magnitudes 0, 1, 2, 3, 4, 6, 8, 12 (nibble & 7) from one
+  // packed word, sign bit 3 (nibble 8 is +0, as ggml's int8 0 is).
+  let n = (vec4<u32>((s.q[j & 3u] >> (4u * (j >> 2u)))) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xfu);
+  let m = bitcast<vec4<f32>>(((vec4<u32>(0xc8643210u) >> (4u * (n & vec4<u32>(7u)))) & vec4<u32>(0xfu)) | vec4<u32>(0x4b000000u)) - MAGIC;
+  return select(m, -m, n > vec4<u32>(8u)) * s.d;
 }
 {{- else if eq .T "q4_1"}}
 // block_q4_1 {d, m f16; qs[16]} (20 bytes: always word aligned): q * d + m.

@@ -25,7 +25,10 @@ TYPE is one of ` + strings.Join(quantize.WritableNames(), ", ") + `
 llama.cpp's llama-quantize gives it (no importance matrix): for Q4_K_M, Q6_K
 for the output matrix and for attn_v and ffn_down in the first and last
 eighth of the layers and every third between, Q4_K elsewhere; norms and
-other vectors stay as they are. OUT appears only when complete.`,
+other vectors stay as they are. IQ4_NL and IQ4_XS need no importance matrix
+(Q5_K for the first eighth of ffn_down, and for attn_v with 4 or more heads
+per KV head); MXFP4_MOE is MXFP4 for the expert tensors and Q8_0 for every
+other matrix. OUT appears only when complete.`,
 		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in, err := a.resolveModel(args[0])

@@ -20,7 +20,16 @@ const (
 	Q5_K GGMLType = 13
 	Q6_K GGMLType = 14
 	Q8_K GGMLType = 15
-	BF16 GGMLType = 30
+	// IQ4_NL is a 32-element block {d f16; qs[16]} whose nibbles index a
+	// fixed non-linear table (kvalues_iq4nl).
+	IQ4_NL GGMLType = 20
+	// IQ4_XS is a 256-element super-block {d f16; scales_h u16; scales_l[4];
+	// qs[128]}: eight 32-element sub-blocks with 6-bit scales, IQ4_NL's table.
+	IQ4_XS GGMLType = 23
+	BF16   GGMLType = 30
+	// MXFP4 is OCP microscaling FP4: a 32-element block {e E8M0; qs[16]} of
+	// E2M1 values (gpt-oss's expert weights).
+	MXFP4 GGMLType = 39
 )
 
 type typeInfo struct {
@@ -45,6 +54,10 @@ var typeInfos = map[GGMLType]typeInfo{
 	Q5_K: {"Q5_K", 256, 176},
 	Q6_K: {"Q6_K", 256, 210},
 	Q8_K: {"Q8_K", 256, 292},
+	// ggml-common.h: block_iq4_nl, block_iq4_xs, block_mxfp4.
+	IQ4_NL: {"IQ4_NL", 32, 18},
+	IQ4_XS: {"IQ4_XS", 256, 136},
+	MXFP4:  {"MXFP4", 32, 17},
 }
 
 // Known reports whether this package knows the type's block layout.

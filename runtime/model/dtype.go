@@ -37,6 +37,12 @@ func DTypeOf(t gguf.GGMLType) (ops.DType, error) {
 		return ops.Q5_K, nil
 	case gguf.Q6_K:
 		return ops.Q6_K, nil
+	case gguf.IQ4_NL:
+		return ops.IQ4_NL, nil
+	case gguf.IQ4_XS:
+		return ops.IQ4_XS, nil
+	case gguf.MXFP4:
+		return ops.MXFP4, nil
 	}
 	return 0, fmt.Errorf("model: tensor type %s is not supported on the GPU", t)
 }

@@ -182,6 +182,51 @@ var handBlocks = []struct {
 		}
 		return m
 	}()},
+	// IQ4_NL {d; qs[16]}: nibbles index kvalues_iq4nl (-127 ... 113); 0x88
+	// is index 8, value 1.
+	{"IQ4_NL", gguf.IQ4_NL, func(b []byte) {
+		put16(b, 0, h0_5)
+		for j := 0; j < 16; j++ {
+			b[2+j] = 0x88
+		}
+		b[2+0] = 0xF0  // e0 = -127*0.5, e16 = 113*0.5
+		b[2+15] = 0x7A // e15 = 25*0.5, e31 = -10*0.5
+	}, 0.5, map[int]float32{0: -63.5, 16: 56.5, 15: 12.5, 31: -5}},
+	// IQ4_XS {d; scales_h; scales_l[4]; qs[128]}: sub-block ib's scale is
+	// nibble ib%2 of scales_l[ib/2] | bits 2ib of scales_h << 4, minus 32.
+	// Here every scale is 32 (zero) but sub-block 0's (33) and 7's (15).
+	{"IQ4_XS", gguf.IQ4_XS, func(b []byte) {
+		put16(b, 0, h0_5)
+		put16(b, 2, 0x2AAA) // high bits 2 for sub-blocks 0-6, 0 for 7
+		b[4+0] = 0x01       // sub-block 0 low bits 1: 33-32 = 1
+		b[4+3] = 0xF0       // sub-block 7 low bits 15: 15-32 = -17
+		for j := 8; j < 136; j++ {
+			b[j] = 0x88
+		}
+		b[8+0] = 0x9E    // e0 = 89*0.5, e16 = 13*0.5
+		b[8+16*7] = 0x0F // e224 = 113*-8.5, e240 = -127*-8.5
+	}, 0, func() map[int]float32 {
+		m := map[int]float32{}
+		for e := 0; e < 32; e++ {
+			m[e] = 0.5
+		}
+		for e := 224; e < 256; e++ {
+			m[e] = -8.5
+		}
+		m[0], m[16], m[224], m[240] = 44.5, 6.5, -960.5, 1079.5
+		return m
+	}()},
+	// MXFP4 {e; qs[16]}: E2M1 nibbles (sign bit 3; magnitudes 0, 0.5, 1,
+	// 1.5, 2, 3, 4, 6) times 2^(e-127); e = 129 scales by 4.
+	{"MXFP4", gguf.MXFP4, func(b []byte) {
+		b[0] = 129
+		b[1+0] = 0xF7  // e0 = 6*4, e16 = -6*4
+		b[1+15] = 0x19 // e15 = -0.5*4, e31 = 0.5*4
+		b[1+4] = 0xB0  // e20 = -1.5*4
+	}, 0, map[int]float32{0: 24, 16: -24, 15: -2, 31: 2, 20: -6}},
+	// e = 0 is 2^-127: ggml builds the subnormal scale from bits.
+	{"MXFP4 e=0", gguf.MXFP4, func(b []byte) { b[1+3] = 0x70 }, 0, map[int]float32{19: 6 * 0x1p-127}},
+	{"MXFP4 e=255", gguf.MXFP4, func(b []byte) { b[0], b[1] = 255, 0x91 }, 0, map[int]float32{0: 0x1p127, 16: -0x1p127}},
 }
 
 func TestHandBuiltBlocks(t *testing.T) {
@@ -272,9 +317,31 @@ func layoutValue(typ gguf.GGMLType, b []byte, e int) float64 {
 		lo := nib(b[64*h+32*(k%2)+l], k >= 2)
 		hi := int(b[128+32*h+l]>>(2*k)) & 3
 		return f16(208) * float64(int8(b[192+e/16])) * float64(lo|hi<<4-32)
+	case gguf.IQ4_NL:
+		return float64(iq4Table[nib(b[2+e%16], e >= 16)]) * f16(0)
+	case gguf.IQ4_XS:
+		s := e / 32
+		ls := int(b[4+s/2]>>(4*(s%2)))&15 | int(binary.LittleEndian.Uint16(b[2:])>>(2*s))&3<<4
+		return f16(0) * float64(ls-32) * float64(iq4Table[nib(b[8+16*s+e%16], e%32 >= 16)])
+	case gguf.MXFP4:
+		// E2M1 from its definition: sign, two exponent bits (bias 1), one
+		// mantissa bit; exponent 0 is subnormal (0 or 0.5).
+		n := nib(b[1+e%16], e >= 16)
+		ex, m := n>>1&3, float64(n&1)
+		v := m / 2
+		if ex > 0 {
+			v = math.Ldexp(1+m/2, ex-1)
+		}
+		if n&8 != 0 {
+			v = -v
+		}
+		return v * math.Ldexp(1, int(b[0])-127)
 	}
 	panic("no layout for " + typ.String())
 }
+
+// iq4Table is kvalues_iq4nl as ggml-common.h lists it.
+var iq4Table = [16]int{-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
 
 // randomF16 is a random finite f16 of magnitude 2^-8..2^4, so that every
 // product in a decode is exact in float32 and only the final add rounds.
@@ -291,6 +358,7 @@ func TestDecodeMatchesLayout(t *testing.T) {
 	f16Fields := map[gguf.GGMLType][]int{
 		gguf.Q4_0: {0}, gguf.Q4_1: {0, 2}, gguf.Q5_0: {0}, gguf.Q5_1: {0, 2}, gguf.Q8_0: {0},
 		gguf.Q2_K: {80, 82}, gguf.Q3_K: {108}, gguf.Q4_K: {0, 2}, gguf.Q5_K: {0, 2}, gguf.Q6_K: {208},
+		gguf.IQ4_NL: {0}, gguf.IQ4_XS: {0}, gguf.MXFP4: nil,
 	}
 	rng := rand.New(rand.NewSource(11))
 	for typ, fields := range f16Fields {
@@ -315,5 +383,78 @@ func TestDecodeMatchesLayout(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// ggml's GGML_E8M0_TO_FP32_HALF: 2^(e-128), subnormal for e < 2, and 255
+// is 2^127 rather than NaN.
+func TestE8M0Half(t *testing.T) {
+	for e, want := range map[uint8]float32{0: 0x1p-128, 1: 0x1p-127, 2: 0x1p-126, 127: 0.5, 128: 1, 130: 4, 254: 0x1p126, 255: 0x1p127} {
+		if got := quant.E8M0Half(e); got != want {
+			t.Errorf("E8M0Half(%d) = %g, want %g", e, got, want)
+		}
+	}
+}
+
+// MXFP4's scale is a power of two, not an f16: values far beyond 65504
+// quantise, and the exponent puts the block's largest magnitude at 8 or 12
+// doubled E2M1 steps (floor(log2 max) - 2 + 127).
+func TestMXFP4Range(t *testing.T) {
+	x := make([]float32, 64)
+	for i := range x {
+		x[i] = float32(i%7-3) * 1e30
+	}
+	x[5] = -3.5e30 // the largest magnitude of block 0
+	q, err := quant.Quantize(gguf.MXFP4, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uint8(math.Floor(math.Log2(3.5e30)) - 2 + 127); q[0] != want {
+		t.Errorf("block 0 exponent %d, want %d", q[0], want)
+	}
+	y, err := quant.Dequantize(gguf.MXFP4, q, len(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := relRMS(y, x); e > 0.2 {
+		t.Errorf("relative RMS error %.3f on values near 1e30", e)
+	}
+	// Tiny values take the smallest exponent rather than wrapping to 255,
+	// which ggml's row validation would reject.
+	tiny := make([]float32, 32)
+	tiny[3] = 1e-39
+	if q, err = quant.Quantize(gguf.MXFP4, tiny); err != nil || q[0] != 0 {
+		t.Errorf("tiny block: exponent %d, error %v; want 0", q[0], err)
+	}
+}
+
+// The quantisers' table search by thresholds gives ggml's best_index_int8
+// for every float32 near a threshold or a table entry, for random values
+// of every magnitude, and for ±0, ±Inf and NaN.
+func TestBestIndexIQ4(t *testing.T) {
+	check := func(x float32) {
+		if got, want := quant.BestIndexIQ4(x), quant.BestIndexIQ4Search(x); got != want {
+			t.Fatalf("best index of %v (%#08x): %d, ggml's search %d", x, math.Float32bits(x), got, want)
+		}
+	}
+	var around []float32
+	around = append(around, quant.IQ4Thresholds[:]...)
+	for _, v := range iq4Table {
+		around = append(around, float32(v))
+	}
+	for _, c := range around {
+		up, down := c, c
+		for i := 0; i < 1<<12; i++ {
+			check(up)
+			check(down)
+			up, down = math.Nextafter32(up, float32(math.Inf(1))), math.Nextafter32(down, float32(math.Inf(-1)))
+		}
+	}
+	rng := rand.New(rand.NewSource(5))
+	for i := 0; i < 1<<20; i++ {
+		check(float32(rng.NormFloat64() * math.Exp(rng.NormFloat64()*4)))
+	}
+	for _, x := range []float64{0, math.Copysign(0, -1), math.Inf(1), math.Inf(-1), math.NaN(), 1e38, -1e38} {
+		check(float32(x))
 	}
 }

@@ -1,6 +1,8 @@
 package quant_test
 
 import (
+	"bytes"
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -103,4 +105,51 @@ func TestKJVModels(t *testing.T) {
 			t.Logf("tensors by type: %v", seen)
 		})
 	}
+}
+
+// The zoo's gpt-oss-f32 holds gpt-oss-mxfp4's expert weights decoded to F32
+// (by gguf-py, which decodes as ggml does): every MXFP4 tensor decodes here
+// to those floats bit for bit, and re-quantising the floats gives the MXFP4
+// bytes back (gguf-py's quantiser is ggml's algorithm; each block's largest
+// value decodes to 8 or 12 steps, so its exponent comes back the same).
+func TestGPTOSSExperts(t *testing.T) {
+	dir := filepath.Join(sharedfiles.SharedDir(t), "models", "zoo", "models")
+	open := func(name string) *gguf.File {
+		g, err := gguf.Open(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Close() })
+		return g
+	}
+	mx, f32 := open("gpt-oss-mxfp4.gguf"), open("gpt-oss-f32.gguf")
+	count := 0
+	for _, ti := range mx.Tensors {
+		if ti.Type != gguf.MXFP4 {
+			continue
+		}
+		count++
+		fi, ok := f32.Tensor(ti.Name)
+		if !ok || fi.Type != gguf.F32 || fi.Elements() != ti.Elements() {
+			t.Fatalf("%s: gpt-oss-f32 has no F32 tensor of %d elements by that name", ti.Name, ti.Elements())
+		}
+		raw, got := decodeTensor(t, mx, ti)
+		_, want := decodeTensor(t, f32, fi)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s element %d: MXFP4 decodes to %v, the F32 file has %v", ti.Name, i, got[i], want[i])
+			}
+		}
+		again, err := quant.Quantize(gguf.MXFP4, want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again, raw) {
+			t.Errorf("%s: re-quantising the F32 values does not give the MXFP4 bytes back", ti.Name)
+		}
+	}
+	if count == 0 {
+		t.Fatal("gpt-oss-mxfp4.gguf has no MXFP4 tensors")
+	}
+	t.Logf("%d MXFP4 expert tensors decode to gpt-oss-f32's values and re-quantise to their bytes", count)
 }

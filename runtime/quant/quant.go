@@ -2,7 +2,8 @@
 // dequantiser and a quantiser for every type the runtime loads, bit-exact
 // with ggml's block layouts (ggml-common.h) and decode formulas
 // (dequantize_row_* in ggml-quants.c). Quantisers follow ggml's reference
-// quantize_row_*_ref algorithms (no importance matrix).
+// quantize_row_*_ref algorithms (no importance matrix); for IQ4_NL and
+// IQ4_XS, quantize_iq4_nl and quantize_iq4_xs, which llama-quantize runs.
 //
 // Decoding evaluates in float32 in the order ggml's C does, with every
 // product rounded to float32 before the following add (no fused
@@ -25,25 +26,28 @@ type codec struct {
 }
 
 var codecs = map[gguf.GGMLType]codec{
-	gguf.F32:  {decodeF32, encodeF32},
-	gguf.F16:  {decodeF16, encodeF16},
-	gguf.BF16: {decodeBF16, encodeBF16},
-	gguf.Q4_0: {decodeQ4_0, encodeQ4_0},
-	gguf.Q4_1: {decodeQ4_1, encodeQ4_1},
-	gguf.Q5_0: {decodeQ5_0, encodeQ5_0},
-	gguf.Q5_1: {decodeQ5_1, encodeQ5_1},
-	gguf.Q8_0: {decodeQ8_0, encodeQ8_0},
-	gguf.Q2_K: {decodeQ2_K, encodeQ2_K},
-	gguf.Q3_K: {decodeQ3_K, encodeQ3_K},
-	gguf.Q4_K: {decodeQ4_K, encodeQ4_K},
-	gguf.Q5_K: {decodeQ5_K, encodeQ5_K},
-	gguf.Q6_K: {decodeQ6_K, encodeQ6_K},
+	gguf.F32:    {decodeF32, encodeF32},
+	gguf.F16:    {decodeF16, encodeF16},
+	gguf.BF16:   {decodeBF16, encodeBF16},
+	gguf.Q4_0:   {decodeQ4_0, encodeQ4_0},
+	gguf.Q4_1:   {decodeQ4_1, encodeQ4_1},
+	gguf.Q5_0:   {decodeQ5_0, encodeQ5_0},
+	gguf.Q5_1:   {decodeQ5_1, encodeQ5_1},
+	gguf.Q8_0:   {decodeQ8_0, encodeQ8_0},
+	gguf.Q2_K:   {decodeQ2_K, encodeQ2_K},
+	gguf.Q3_K:   {decodeQ3_K, encodeQ3_K},
+	gguf.Q4_K:   {decodeQ4_K, encodeQ4_K},
+	gguf.Q5_K:   {decodeQ5_K, encodeQ5_K},
+	gguf.Q6_K:   {decodeQ6_K, encodeQ6_K},
+	gguf.IQ4_NL: {decodeIQ4_NL, encodeIQ4_NL},
+	gguf.IQ4_XS: {decodeIQ4_XS, encodeIQ4_XS},
+	gguf.MXFP4:  {decodeMXFP4, encodeMXFP4},
 }
 
 // Types lists the supported types in ggml's numbering order.
 func Types() []gguf.GGMLType {
 	return []gguf.GGMLType{gguf.F32, gguf.F16, gguf.Q4_0, gguf.Q4_1, gguf.Q5_0, gguf.Q5_1, gguf.Q8_0,
-		gguf.Q2_K, gguf.Q3_K, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K, gguf.BF16}
+		gguf.Q2_K, gguf.Q3_K, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K, gguf.IQ4_NL, gguf.IQ4_XS, gguf.BF16, gguf.MXFP4}
 }
 
 // Supported reports whether Dequantize and Quantize handle t.
@@ -124,9 +128,10 @@ func decodePlain(t gguf.GGMLType, data []byte, dst []float32) bool {
 const maxF16 = 65504
 
 // Quantize encodes x (len(x) a multiple of t.BlockSize()) as type t.
-// Block types reject NaN, ±Inf and magnitudes above 65504 (the f16 range
-// of their scales) with an error naming the first bad index; F32, F16 and
-// BF16 carry such values through (F16 rounds large ones to ±Inf).
+// Block types reject NaN and ±Inf, and those with f16 scales (all but
+// MXFP4, whose scale is a power of two up to 2^127) magnitudes above 65504,
+// with an error naming the first bad index; F32, F16 and BF16 carry such
+// values through (F16 rounds large ones to ±Inf).
 func Quantize(t gguf.GGMLType, x []float32) ([]byte, error) {
 	if _, err := lookup(t, len(x)); err != nil {
 		return nil, err
@@ -151,7 +156,7 @@ func QuantizeRow(t gguf.GGMLType, x []float32, dst []byte) error {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 				return fmt.Errorf("quant: %s: element %d is %v; only finite values can be quantised", t, i, v)
 			}
-			if math.Abs(float64(v)) > maxF16 {
+			if t != gguf.MXFP4 && math.Abs(float64(v)) > maxF16 {
 				return fmt.Errorf("quant: %s: element %d is %v, beyond ±%d: block scales are f16 and would overflow", t, i, v, maxF16)
 			}
 		}

@@ -49,11 +49,13 @@ func roundTrip(t *testing.T, typ gguf.GGMLType, x []float32) []float32 {
 // bounds sit about 15% above what ggml's reference quantisers reach here
 // (measured: F16 2.1e-4, BF16 1.7e-3, Q8_0 0.53%, Q4_0 8.5%, Q4_1 7.8%,
 // Q5_0 4.2%, Q5_1 3.8%, Q2_K 29.5%, Q3_K 15.0%, Q4_K 7.1%, Q5_K 3.6%,
-// Q6_K 1.8%), so a weaker algorithm or a layout slip fails.
+// Q6_K 1.8%, IQ4_NL 7.6%, IQ4_XS 7.7%, MXFP4 11.5%), so a weaker algorithm
+// or a layout slip fails.
 var gaussianBound = map[gguf.GGMLType]float64{
 	gguf.F32: 0, gguf.F16: 2.5e-4, gguf.BF16: 2e-3,
 	gguf.Q8_0: 0.006, gguf.Q4_0: 0.097, gguf.Q4_1: 0.09, gguf.Q5_0: 0.049, gguf.Q5_1: 0.044,
 	gguf.Q2_K: 0.34, gguf.Q3_K: 0.173, gguf.Q4_K: 0.082, gguf.Q5_K: 0.042, gguf.Q6_K: 0.021,
+	gguf.IQ4_NL: 0.087, gguf.IQ4_XS: 0.089, gguf.MXFP4: 0.133,
 }
 
 func TestRoundTripGaussian(t *testing.T) {

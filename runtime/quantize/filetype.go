@@ -32,7 +32,12 @@ const (
 	MostlyQ5_KS FileType = 16
 	MostlyQ5_KM FileType = 17
 	MostlyQ6_K  FileType = 18
+	MostlyIQ4NL FileType = 25
+	MostlyIQ4XS FileType = 30
 	MostlyBF16  FileType = 32
+	// MostlyMXFP4MoE is llama.cpp's MXFP4_MOE: MXFP4 for expert tensors,
+	// Q8_0 for the other matrices.
+	MostlyMXFP4MoE FileType = 38
 )
 
 // fileTypes maps the types this package writes to their name and the
@@ -41,31 +46,33 @@ var fileTypes = map[FileType]struct {
 	name string
 	base gguf.GGMLType
 }{
-	AllF32:      {"F32", gguf.F32},
-	MostlyF16:   {"F16", gguf.F16},
-	MostlyBF16:  {"BF16", gguf.BF16},
-	MostlyQ4_0:  {"Q4_0", gguf.Q4_0},
-	MostlyQ4_1:  {"Q4_1", gguf.Q4_1},
-	MostlyQ5_0:  {"Q5_0", gguf.Q5_0},
-	MostlyQ5_1:  {"Q5_1", gguf.Q5_1},
-	MostlyQ8_0:  {"Q8_0", gguf.Q8_0},
-	MostlyQ2_K:  {"Q2_K", gguf.Q2_K},
-	MostlyQ3_KS: {"Q3_K_S", gguf.Q3_K},
-	MostlyQ3_KM: {"Q3_K_M", gguf.Q3_K},
-	MostlyQ3_KL: {"Q3_K_L", gguf.Q3_K},
-	MostlyQ4_KS: {"Q4_K_S", gguf.Q4_K},
-	MostlyQ4_KM: {"Q4_K_M", gguf.Q4_K},
-	MostlyQ5_KS: {"Q5_K_S", gguf.Q5_K},
-	MostlyQ5_KM: {"Q5_K_M", gguf.Q5_K},
-	MostlyQ6_K:  {"Q6_K", gguf.Q6_K},
+	AllF32:         {"F32", gguf.F32},
+	MostlyF16:      {"F16", gguf.F16},
+	MostlyBF16:     {"BF16", gguf.BF16},
+	MostlyQ4_0:     {"Q4_0", gguf.Q4_0},
+	MostlyQ4_1:     {"Q4_1", gguf.Q4_1},
+	MostlyQ5_0:     {"Q5_0", gguf.Q5_0},
+	MostlyQ5_1:     {"Q5_1", gguf.Q5_1},
+	MostlyQ8_0:     {"Q8_0", gguf.Q8_0},
+	MostlyQ2_K:     {"Q2_K", gguf.Q2_K},
+	MostlyQ3_KS:    {"Q3_K_S", gguf.Q3_K},
+	MostlyQ3_KM:    {"Q3_K_M", gguf.Q3_K},
+	MostlyQ3_KL:    {"Q3_K_L", gguf.Q3_K},
+	MostlyQ4_KS:    {"Q4_K_S", gguf.Q4_K},
+	MostlyQ4_KM:    {"Q4_K_M", gguf.Q4_K},
+	MostlyQ5_KS:    {"Q5_K_S", gguf.Q5_K},
+	MostlyQ5_KM:    {"Q5_K_M", gguf.Q5_K},
+	MostlyQ6_K:     {"Q6_K", gguf.Q6_K},
+	MostlyIQ4NL:    {"IQ4_NL", gguf.IQ4_NL},
+	MostlyIQ4XS:    {"IQ4_XS", gguf.IQ4_XS},
+	MostlyMXFP4MoE: {"MXFP4_MOE", gguf.MXFP4},
 }
 
 // otherNames names llama.cpp file types this package reads in metadata but
 // does not write (importance-matrix and ternary types).
 var otherNames = map[FileType]string{
 	19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S",
-	25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS",
-	31: "IQ1_M", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE",
+	26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 31: "IQ1_M", 36: "TQ1_0", 37: "TQ2_0",
 }
 
 func (t FileType) String() string {

@@ -197,6 +197,9 @@ type planner struct {
 	nFFNUp, iFFNUp     int
 }
 
+// iq4 reports the IQ4_NL and IQ4_XS mixes, which share their rules.
+func (t FileType) iq4() bool { return t == MostlyIQ4NL || t == MostlyIQ4XS }
+
 func useMoreBits(i, n int) bool { return i < n/8 || i >= 7*n/8 || (i-n/8)%3 == 2 }
 
 // layerInfo is llama.cpp's layer_info: the running counter, except that
@@ -223,10 +226,16 @@ func (p *planner) mixType(ti gguf.TensorInfo, cat category, t gguf.GGMLType) (gg
 	switch {
 	case cat == catOutput || (p.tied && cat == catTokenEmbd):
 		switch {
-		case falcon || ti.Dims[0]%uint64(t.BlockSize()) != 0:
+		case ft == MostlyMXFP4MoE || falcon || ti.Dims[0]%uint64(t.BlockSize()) != 0:
 			t = gguf.Q8_0
 		case t != gguf.Q8_0:
 			t = gguf.Q6_K
+		}
+	case ft == MostlyMXFP4MoE:
+		// Expert tensors (a stack of matrices) get MXFP4, everything else Q8_0.
+		t = gguf.Q8_0
+		if len(ti.Dims) > 2 && ti.Dims[2] > 1 {
+			t = gguf.MXFP4
 		}
 	case cat == catTokenEmbd:
 		// No rule for these file types.
@@ -243,6 +252,8 @@ func (p *planner) mixType(ti gguf.TensorInfo, cat category, t gguf.GGMLType) (gg
 				t = gguf.Q5_K
 			}
 		case ft == MostlyQ3_KL:
+			t = gguf.Q5_K
+		case ft.iq4() && h.nGQA >= 4:
 			t = gguf.Q5_K
 		case (ft == MostlyQ4_KM || ft == MostlyQ5_KM) && useMoreBits(p.iAttnV, p.nAttnV):
 			t = gguf.Q6_K
@@ -295,6 +306,8 @@ func (p *planner) mixType(ti gguf.TensorInfo, cat category, t gguf.GGMLType) (gg
 			} else if useMoreBits(i, n) {
 				t = gguf.Q6_K
 			}
+		case ft.iq4() && i < n/8: // without an importance matrix
+			t = gguf.Q5_K
 		case ft == MostlyQ5_KM && useMoreBits(i, n):
 			t = gguf.Q6_K
 		case ft == MostlyQ4_KS && !falcon && i < n/8:
@@ -305,7 +318,7 @@ func (p *planner) mixType(ti gguf.TensorInfo, cat category, t gguf.GGMLType) (gg
 		if !falcon {
 			if h.nExpert == 8 {
 				switch ft {
-				case MostlyQ2_K, MostlyQ3_KS, MostlyQ3_KM, MostlyQ4_KS, MostlyQ4_KM:
+				case MostlyQ2_K, MostlyQ3_KS, MostlyQ3_KM, MostlyQ4_KS, MostlyQ4_KM, MostlyIQ4NL, MostlyIQ4XS:
 					t = gguf.Q5_K
 				}
 			} else {
@@ -344,6 +357,8 @@ func fallback(t gguf.GGMLType, cols uint64) (gguf.GGMLType, bool) {
 		return t, false
 	}
 	switch t {
+	case gguf.IQ4_XS:
+		t = gguf.IQ4_NL
 	case gguf.Q2_K, gguf.Q3_K:
 		t = gguf.Q4_0
 	case gguf.Q4_K:

@@ -84,6 +84,12 @@ func TestMixRules(t *testing.T) {
 		{MostlyQ3_KL, gguf.Q3_K, gguf.Q5_K, seq(32), seq(32), gguf.Q3_K, gguf.Q6_K, gguf.Q5_K},
 		{MostlyQ2_K, gguf.Q2_K, gguf.Q4_K, seq(32), nil, gguf.Q2_K, gguf.Q6_K, gguf.Q3_K}, // GQA 4: attn_v Q4_K
 		{MostlyF16, gguf.F16, gguf.F16, nil, nil, gguf.F16, gguf.F16, gguf.F16},
+		// IQ4 without an importance matrix: GQA 4 puts attn_v in Q5_K, the
+		// first eighth of ffn_down too.
+		{MostlyIQ4NL, gguf.IQ4_NL, gguf.Q5_K, seq(32), []int{0, 1, 2, 3}, gguf.IQ4_NL, gguf.Q6_K, gguf.IQ4_NL},
+		{MostlyIQ4XS, gguf.IQ4_XS, gguf.Q5_K, seq(32), []int{0, 1, 2, 3}, gguf.IQ4_XS, gguf.Q6_K, gguf.IQ4_XS},
+		// No experts: every matrix Q8_0.
+		{MostlyMXFP4MoE, gguf.Q8_0, gguf.Q8_0, nil, nil, gguf.Q8_0, gguf.Q8_0, gguf.Q8_0},
 	}
 	for _, c := range cases {
 		t.Run(c.ft.String(), func(t *testing.T) {
@@ -169,6 +175,42 @@ func TestMixSpecialModels(t *testing.T) {
 	if got["blk.3.attn_v.weight"] != gguf.Q8_0 || got["blk.3.attn_k.weight"] != gguf.Q8_0 || got["blk.3.attn_output.weight"] != gguf.Q5_K {
 		t.Errorf("8 experts: attn_v %s attn_k %s attn_output %s", got["blk.3.attn_v.weight"], got["blk.3.attn_k.weight"], got["blk.3.attn_output.weight"])
 	}
+	// IQ4_XS with little GQA keeps attn_v; eight experts give attn_v Q8_0
+	// and attn_output Q5_K, as for the K mixes.
+	got = planTypes(t, hparams{arch: "llama", nLayer: 8, nGQA: 2}, ts, MostlyIQ4XS)
+	if got["blk.3.attn_v.weight"] != gguf.IQ4_XS || got["blk.3.attn_output.weight"] != gguf.IQ4_XS {
+		t.Errorf("IQ4_XS, GQA 2: attn_v %s attn_output %s, want IQ4_XS", got["blk.3.attn_v.weight"], got["blk.3.attn_output.weight"])
+	}
+	got = planTypes(t, hparams{arch: "llama", nLayer: 8, nExpert: 8}, ts, MostlyIQ4NL)
+	if got["blk.3.attn_v.weight"] != gguf.Q8_0 || got["blk.3.attn_output.weight"] != gguf.Q5_K {
+		t.Errorf("IQ4_NL, 8 experts: attn_v %s attn_output %s", got["blk.3.attn_v.weight"], got["blk.3.attn_output.weight"])
+	}
+	// MXFP4_MOE: stacked expert matrices MXFP4, every other matrix Q8_0
+	// (the shared expert, attention, both embeddings), the router and norms
+	// as they are.
+	moe := []gguf.TensorInfo{
+		{Name: "token_embd.weight", Dims: []uint64{512, 1000}, Type: gguf.F32},
+		{Name: "output.weight", Dims: []uint64{512, 1000}, Type: gguf.F32},
+		{Name: "blk.0.attn_q.weight", Dims: []uint64{512, 512}, Type: gguf.F32},
+		{Name: "blk.0.attn_v.weight", Dims: []uint64{512, 128}, Type: gguf.F32},
+		{Name: "blk.0.ffn_gate_inp.weight", Dims: []uint64{512, 8}, Type: gguf.F32},
+		{Name: "blk.0.ffn_gate_exps.weight", Dims: []uint64{512, 96, 8}, Type: gguf.F32},
+		{Name: "blk.0.ffn_down_exps.weight", Dims: []uint64{96, 512, 8}, Type: gguf.F32},
+		{Name: "blk.0.ffn_up_shexp.weight", Dims: []uint64{512, 96}, Type: gguf.F32},
+		{Name: "blk.0.ffn_norm.weight", Dims: []uint64{512}, Type: gguf.F32},
+		{Name: "blk.0.one_expert.weight", Dims: []uint64{512, 96, 1}, Type: gguf.F32},
+	}
+	got = planTypes(t, hparams{arch: "qwen2moe", nLayer: 1, nExpert: 8}, moe, MostlyMXFP4MoE)
+	for name, want := range map[string]gguf.GGMLType{
+		"token_embd.weight": gguf.Q8_0, "output.weight": gguf.Q8_0, "blk.0.attn_q.weight": gguf.Q8_0,
+		"blk.0.attn_v.weight": gguf.Q8_0, "blk.0.ffn_gate_inp.weight": gguf.F32,
+		"blk.0.ffn_gate_exps.weight": gguf.MXFP4, "blk.0.ffn_down_exps.weight": gguf.MXFP4,
+		"blk.0.ffn_up_shexp.weight": gguf.Q8_0, "blk.0.ffn_norm.weight": gguf.F32, "blk.0.one_expert.weight": gguf.Q8_0,
+	} {
+		if got[name] != want {
+			t.Errorf("MXFP4_MOE %s: %s, want %s", name, got[name], want)
+		}
+	}
 	// A fused attn_qkv counts as attention values.
 	qkv := []gguf.TensorInfo{
 		{Name: "blk.0.attn_qkv.weight", Dims: []uint64{512, 1536}, Type: gguf.F16},
@@ -216,8 +258,16 @@ func TestFallbackAndUntouched(t *testing.T) {
 			t.Errorf("%s: %s (fallback %v), want %s (fallback %v)", p.Tensor.Name, p.Type, p.Fallback, w.typ, w.fallback)
 		}
 	}
+	// IQ4_XS falls back to IQ4_NL, and to F16 where that does not fit either.
+	got := planTypes(t, hparams{arch: "llama", nLayer: 1}, []gguf.TensorInfo{
+		{Name: "blk.0.attn_q.weight", Dims: []uint64{96, 8}, Type: gguf.F32},
+		{Name: "blk.0.attn_k.weight", Dims: []uint64{40, 8}, Type: gguf.F32},
+	}, MostlyIQ4XS)
+	if got["blk.0.attn_q.weight"] != gguf.IQ4_NL || got["blk.0.attn_k.weight"] != gguf.F16 {
+		t.Errorf("IQ4_XS of 96- and 40-column rows: %s, %s; want IQ4_NL, F16", got["blk.0.attn_q.weight"], got["blk.0.attn_k.weight"])
+	}
 	// Legacy types, which llama.cpp refuses for such rows, use F16.
-	got := planTypes(t, hparams{arch: "llama", nLayer: 1}, []gguf.TensorInfo{{Name: "blk.0.attn_q.weight", Dims: []uint64{40, 8}, Type: gguf.F32}}, MostlyQ8_0)
+	got = planTypes(t, hparams{arch: "llama", nLayer: 1}, []gguf.TensorInfo{{Name: "blk.0.attn_q.weight", Dims: []uint64{40, 8}, Type: gguf.F32}}, MostlyQ8_0)
 	if got["blk.0.attn_q.weight"] != gguf.F16 {
 		t.Errorf("Q8_0 of 40-column rows: %s, want F16", got["blk.0.attn_q.weight"])
 	}
@@ -249,7 +299,8 @@ func TestPlanNeedsBlockCount(t *testing.T) {
 }
 
 func TestParseFileType(t *testing.T) {
-	for s, want := range map[string]FileType{"q4_k_m": MostlyQ4_KM, "Q8_0": MostlyQ8_0, "f16": MostlyF16, "15": MostlyQ4_KM, " Q6_K ": MostlyQ6_K, "bf16": MostlyBF16} {
+	for s, want := range map[string]FileType{"q4_k_m": MostlyQ4_KM, "Q8_0": MostlyQ8_0, "f16": MostlyF16, "15": MostlyQ4_KM, " Q6_K ": MostlyQ6_K, "bf16": MostlyBF16,
+		"iq4_nl": MostlyIQ4NL, "IQ4_XS": MostlyIQ4XS, "30": MostlyIQ4XS, "mxfp4_moe": MostlyMXFP4MoE, "38": MostlyMXFP4MoE} {
 		if got, err := ParseFileType(s); err != nil || got != want {
 			t.Errorf("ParseFileType(%q) = %v, %v; want %v", s, got, err, want)
 		}

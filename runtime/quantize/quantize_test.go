@@ -2,6 +2,9 @@ package quantize_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"math"
 	"math/rand"
 	"os"
@@ -312,5 +315,81 @@ func TestThreadsGiveSameBytes(t *testing.T) {
 	}
 	if !bytes.Equal(files[0], files[1]) || !bytes.Equal(files[0], files[2]) {
 		t.Error("outputs differ between 1, 2 and 7 threads")
+	}
+}
+
+// llamaQuantizeFixture is testdata/llama-quantize-kjv.json: what llama.cpp's
+// llama-quantize wrote for kjv-30m-f16.gguf in file types whose outputs are
+// not among the shared model files, as sha256s of the file and of each
+// tensor's data (made by testdata/llama_quantize_fixture.go).
+type llamaQuantizeFixture struct {
+	Files []struct {
+		FileType string `json:"file_type"`
+		Size     int64  `json:"size"`
+		SHA256   string `json:"sha256"`
+		Tensors  []struct {
+			Name   string `json:"name"`
+			Type   string `json:"type"`
+			SHA256 string `json:"sha256"`
+		} `json:"tensors"`
+	} `json:"files"`
+}
+
+func sha(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
+
+// IQ4_NL, IQ4_XS and MXFP4_MOE from the kjv-30m f16 file are
+// llama-quantize's files byte for byte: the same tensors in the same types
+// with the same bytes, and the same metadata (the whole file's sha256).
+// kjv-30m has no experts, so its MXFP4_MOE is all Q8_0 but the file type.
+func TestMatchesLlamaQuantizeFixture(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "llama-quantize-kjv.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fx llamaQuantizeFixture
+	if err := json.Unmarshal(raw, &fx); err != nil {
+		t.Fatal(err)
+	}
+	if len(fx.Files) == 0 {
+		t.Fatal("the fixture lists no files")
+	}
+	src := sharedfiles.File(t, "models/kjv-30m-f16.gguf")
+	for _, f := range fx.Files {
+		t.Run(f.FileType, func(t *testing.T) {
+			t.Parallel()
+			if testing.Short() && f.FileType != "MXFP4_MOE" {
+				t.Skip("IQ4 conversions of kjv-30m take half a minute")
+			}
+			ft, err := quantize.ParseFileType(f.FileType)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, res := convert(t, src, ft)
+			g := open(t, out)
+			if len(g.Tensors) != len(f.Tensors) {
+				t.Fatalf("%d tensors, llama-quantize wrote %d", len(g.Tensors), len(f.Tensors))
+			}
+			for i, ti := range g.Tensors {
+				want := f.Tensors[i]
+				b, err := g.TensorBytes(ti)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ti.Name != want.Name || ti.Type.String() != want.Type {
+					t.Fatalf("tensor %d: %s %s, llama-quantize wrote %s %s", i, ti.Name, ti.Type, want.Name, want.Type)
+				}
+				if sha(b) != want.SHA256 {
+					t.Errorf("%s (%s): data differs from llama-quantize's", ti.Name, ti.Type)
+				}
+			}
+			whole, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int64(len(whole)) != f.Size || sha(whole) != f.SHA256 {
+				t.Errorf("file: %d bytes, sha256 %s; llama-quantize's: %d bytes, %s", len(whole), sha(whole), f.Size, f.SHA256)
+			}
+			t.Logf("%s: %d tensors %v, identical to llama-quantize's", f.FileType, res.Tensors, res.ByType)
+		})
 	}
 }
