@@ -5,6 +5,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/wgllm/wgllm/runtime/model"
@@ -33,6 +34,21 @@ type Stats struct {
 type Generator struct {
 	M   *model.Model
 	Tok *tokenizer.Tokenizer
+
+	mu        sync.Mutex
+	running   *Engine // the call in progress, for Cancel
+	runningID string
+}
+
+// Cancel ends the generation in progress at the end of its current step;
+// Generate then returns with FinishReason "cancelled". It may be called
+// from any goroutine.
+func (g *Generator) Cancel() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.running != nil {
+		g.running.Cancel(g.runningID)
+	}
 }
 
 // New pairs a model with its tokenizer.
@@ -64,6 +80,14 @@ func (g *Generator) Generate(req Request, emit func(string) error) (Stats, error
 	if err != nil {
 		return Stats{}, err
 	}
+	g.mu.Lock()
+	g.running, g.runningID = eng, id
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.running = nil
+		g.mu.Unlock()
+	}()
 	var emitErr error
 	for ev := range events {
 		if !ev.Done {
