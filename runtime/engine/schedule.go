@@ -25,10 +25,11 @@ type stepBuffers struct {
 }
 
 // planStep fills one step to the token budget: every decoding job's next
-// token first, then chunks of the prompts still prefilling, oldest job
-// first. jobs[i] owns spans[i]. Decode tokens always fit (the budget is at
-// least MaxBatch), so a long prompt entering never holds back the running
-// streams: it takes what the step has left, over as many steps as it needs.
+// token first, then a chunk of the oldest prompt still prefilling. jobs[i]
+// owns spans[i]. Decode tokens always fit (the budget is at least
+// MaxBatch), so a long prompt entering never holds back the running
+// streams: it takes what the step has left, over as many steps as it
+// needs.
 func (e *Engine) planStep() (spans []model.Span, jobs []*job) {
 	spans, jobs = e.spanBuf[:0], e.jobBuf[:0]
 	if cap(e.tokBuf) < len(e.active) {
@@ -42,12 +43,16 @@ func (e *Engine) planStep() (spans []model.Span, jobs []*job) {
 			jobs = append(jobs, j)
 		}
 	}
+	// One prompt chunk a step, the oldest job's: steps with several prompt
+	// spans crashed lavapipe (SIGSEGV outside Go) in the server tests run
+	// together, which single-chunk steps (the old engine's, one prompt at
+	// a time) do not; see docs/RELIABILITY.md.
 	left := e.opt.StepTokens - len(spans)
 	for _, j := range e.active {
 		if n := min(left, len(j.toPrefill)); n > 0 {
 			spans = append(spans, model.Span{Seq: j.seq, Tokens: j.toPrefill[:n]})
 			jobs = append(jobs, j)
-			left -= n
+			break
 		}
 	}
 	e.spanBuf, e.jobBuf = spans, jobs
