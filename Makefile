@@ -12,9 +12,11 @@ all: build
 deps:
 	@./scripts/deps.sh
 
-# The tests also drive the chat page in headless Chromium.
+# The tests also drive the chat page in headless Chromium, and the
+# JavaScript clients of tests/clients (npm ci from its lockfile).
 deps-test:
 	@./scripts/deps.sh chromium
+	@./scripts/clients.sh
 
 build: deps
 	$(GO) build -o $(BIN) ./cmd/wgllm

@@ -1,6 +1,8 @@
 package ops
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/wgllm/wgllm/runtime/gpu"
@@ -37,6 +39,40 @@ func argmaxWorkgroup(ctx *gpu.Context) int {
 	return wg
 }
 
+// ArgmaxNone is Argmax's result for a row with no token to pick: one
+// holding a NaN or +Inf, or only -Inf.
+const ArgmaxNone = 0xffffffff
+
+// ErrNonFinite is wrapped by the error of a row Argmax could not pick from.
+var ErrNonFinite = errors.New("non-finite logits (NaN or +Inf, or every one -Inf): the model's weights or activations are broken")
+
+// NonFiniteError names the rows (of an Argmax's input) with non-finite
+// logits.
+type NonFiniteError struct{ Rows []int }
+
+func (e *NonFiniteError) Error() string { return fmt.Sprintf("%v in rows %v", ErrNonFinite, e.Rows) }
+func (e *NonFiniteError) Unwrap() error { return ErrNonFinite }
+
+// ArgmaxResults decodes Argmax's output as read back (little-endian u32s)
+// into ids; rows that had no token to pick get -1 and a *NonFiniteError.
+func ArgmaxResults(raw []byte, ids []int32) error {
+	var bad []int
+	for i := range ids {
+		v := binary.LittleEndian.Uint32(raw[4*i:])
+		if v == ArgmaxNone {
+			bad = append(bad, i)
+		}
+		ids[i] = int32(v)
+	}
+	if bad != nil {
+		return &NonFiniteError{Rows: bad}
+	}
+	return nil
+}
+
+// Argmax writes each row's index of its largest value into dst (the
+// lowest index among equals), or ArgmaxNone for a row that holds a NaN or
+// +Inf or only -Inf.
 func Argmax(enc *gpu.Encoder, dst, x Tensor) error {
 	rows, cols, err := rowsCols("Argmax", x)
 	if err != nil {

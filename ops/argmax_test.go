@@ -11,21 +11,30 @@ import (
 	"github.com/wgllm/wgllm/runtime/gpu"
 )
 
-// cpuArgmax is the reference: the first index of the largest value.
+// cpuArgmax is the reference: the first index of the largest value, or
+// ops.ArgmaxNone when the row holds a NaN or +Inf or only -Inf.
 func cpuArgmax(row []float32) uint32 {
 	best := 0
 	for i, v := range row {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 1) {
+			return ops.ArgmaxNone
+		}
 		if v > row[best] {
 			best = i
 		}
+	}
+	if math.IsInf(float64(row[best]), -1) {
+		return ops.ArgmaxNone
 	}
 	return uint32(best)
 }
 
 // TestArgmax: vocabularies from 1 to qwen2's 151936, random rows, rows
 // whose maximum appears several times (lowest index wins), rows of -inf
-// with one finite entry, rows of only -inf, and the maximum at the very
-// first and last column. Exact match with the CPU.
+// with one finite entry, rows of only -inf (ArgmaxNone), rows with a NaN
+// or +Inf at the start, the end or anywhere (ArgmaxNone: no token to pick;
+// the GPU's argmax used to return an index for them), and the maximum at
+// the very first and last column. Exact match with the CPU.
 func TestArgmax(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	negInf := float32(math.Inf(-1))
@@ -63,6 +72,18 @@ func TestArgmax(t *testing.T) {
 			for i := range r {
 				r[i] = negInf
 			}
+			add(r)
+			// A NaN or +Inf anywhere, first, last; NaN with the maximum elsewhere.
+			nan, posInf := float32(math.NaN()), float32(math.Inf(1))
+			for _, bad := range []float32{nan, posInf} {
+				for _, at := range []int{rng.Intn(cols), 0, cols - 1} {
+					r = gputest.Rand(rng, cols, 5)
+					r[at] = bad
+					add(r)
+				}
+			}
+			r = gputest.Rand(rng, cols, 5)
+			r[0], r[cols-1] = 100, nan
 			add(r)
 			// Maximum in the last column only.
 			r = gputest.Rand(rng, cols, 5)

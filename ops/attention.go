@@ -424,6 +424,8 @@ type attnParams struct {
 	// sinks' offset.
 	SoftCap         float32
 	Window, SinkOff uint32
+	// Q8_0 pools (AttentionPaged): the word where their scale plane starts.
+	KVScOff uint32
 }
 
 // prefillTiles is the prefill kernel's blocking: BQ rows × BK keys per

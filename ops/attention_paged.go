@@ -64,7 +64,9 @@ const SeqInfoFields = 3
 // split-K merge), which is what a continuous-batching decode step needs.
 //
 //	q, out:       f32 [nSeq, nq, heads, headDim]
-//	kPool, vPool: f32 or f16 [nBlocks, blockSize, kvHeads, headDim]
+//	kPool, vPool: f32, f16 or q8_0 [nBlocks, blockSize, kvHeads, headDim]
+//	              (q8_0: whole pools as kv_pool.go lays them out, read and
+//	              dequantised in registers)
 //	blockTable:   u32 [tableRows, maxBlocksPerSeq]
 //	seqInfo:      u32 [nSeq, 3] = (kvLen, qOffset, table row) per sequence
 //
@@ -112,6 +114,14 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 	if kPool.DType == F16 && (offs[1]%2 != 0 || offs[2]%2 != 0) {
 		return fmt.Errorf("ops.AttentionPaged: f16 pool views must start at an even element (offsets %d, %d)", kPool.Off, vPool.Off)
 	}
+	var scOff uint32
+	if kPool.DType == Q8_0 {
+		for _, pool := range []Tensor{kPool, vPool} {
+			if scOff, err = kvQ8ScaleWord(pool); err != nil {
+				return fmt.Errorf("ops.AttentionPaged: %w", err)
+			}
+		}
+	}
 	prm := attnParams{
 		NRows: uint32(d.nq * d.group), Group: uint32(d.group),
 		QOff: offs[0], KOff: offs[1], VOff: offs[2], OOff: offs[3],
@@ -119,7 +129,7 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 		KVTStride: uint32(d.kvHeads * d.hd),
 		NKVH:      uint32(d.kvHeads), Batch: uint32(d.batch),
 		NBlocks: uint32(d.blocks), TblOff: offs[4], TblStride: uint32(d.tableWidth), TblRows: uint32(d.tableRows),
-		InfoOff: offs[5], MaxSplit: maxAttentionSplits,
+		InfoOff: offs[5], MaxSplit: maxAttentionSplits, KVScOff: scOff,
 	}
 	var sinkOff uint32
 	if mods.Sinks != nil {
@@ -238,8 +248,10 @@ func checkPaged(out, q, k, v, table, info Tensor, opt *PagedOptions) (pagedShape
 	switch {
 	case q.DType != F32 || out.DType != F32:
 		return fail("q and out must be f32")
-	case k.DType != v.DType || (k.DType != F32 && k.DType != F16):
-		return fail("kPool and vPool must both be f32 or both f16")
+	case k.DType != v.DType || !IsKVPoolType(k.DType):
+		return fail("kPool and vPool must both be f32, f16 or q8_0")
+	case k.DType == Q8_0 && (k.Shape[2]*k.Shape[3])%Q8_0.BlockSize() != 0:
+		return fail("q8_0 pool rows of %d×%d values are not whole blocks of %d", k.Shape[2], k.Shape[3], Q8_0.BlockSize())
 	case table.DType != U32 || info.DType != U32:
 		return fail("blockTable and seqInfo must be u32")
 	case !equalShape(k.Shape, v.Shape):

@@ -126,10 +126,8 @@ func newPagedInputs(t *testing.T, ctx *gpu.Context, c pagedCase, seed int64) *pa
 	var err error
 	in.q, err = ops.FromFloat32(ctx, "q", ops.F32, in.qv, nSeq, c.nq, c.heads, c.hd)
 	must(t, err)
-	in.k, err = ops.FromFloat32(ctx, "kpool", c.kv, in.kv, in.nPool, c.bs, c.kvh, c.hd)
-	must(t, err)
-	in.v, err = ops.FromFloat32(ctx, "vpool", c.kv, in.vv, in.nPool, c.bs, c.kvh, c.hd)
-	must(t, err)
+	in.k = newKVPool(t, ctx, "kpool", c.kv, in.kv, in.nPool, c.bs, c.kvh, c.hd)
+	in.v = newKVPool(t, ctx, "vpool", c.kv, in.vv, in.nPool, c.bs, c.kvh, c.hd)
 	in.table, err = ops.FromUint32(ctx, "table", table, nSeq+1, in.width)
 	must(t, err)
 	in.info, err = ops.FromUint32(ctx, "info", info, nSeq, ops.SeqInfoFields)
@@ -138,11 +136,27 @@ func newPagedInputs(t *testing.T, ctx *gpu.Context, c pagedCase, seed int64) *pa
 		in.sinks, err = ops.FromFloat32(ctx, "sinks", ops.F32, testSinks(c.heads), c.heads)
 		must(t, err)
 	}
-	in.kq, err = in.k.Read()
+	in.kq, err = ops.ReadKVPool(in.k)
 	must(t, err)
-	in.vq, err = in.v.Read()
+	in.vq, err = ops.ReadKVPool(in.v)
 	must(t, err)
 	return in
+}
+
+// newKVPool allocates a KV pool of dt holding data (a q8_0 pool
+// quantised on the host as ggml does, allocated flat: its rows, not its
+// head dim, are whole blocks).
+func newKVPool(t testing.TB, ctx *gpu.Context, label string, dt ops.DType, data []float32, shape ...int) ops.Tensor {
+	t.Helper()
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	p, err := ops.New(ctx, label, dt, n)
+	must(t, err)
+	p = p.View(0, shape...)
+	must(t, ops.WriteKVPool(p, data))
+	return p
 }
 
 func (in *pagedInputs) destroy() {
@@ -251,6 +265,15 @@ var pagedCases = []pagedCase{
 	{name: "decode_sinks", nq: 1, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{700, 0, 5, 1}, qOffsets: []int{699, 0, 4, 0}, causal: true, kv: ops.F32, sinks: true},
 	{name: "prefill_sinks", nq: 40, heads: 8, kvh: 1, hd: 64, bs: 16, kvLens: []int{100}, causal: true, kv: ops.F32, sinks: true},
 	// Everything at once: gemma2's local layer and gpt-oss's.
+	// q8_0 pools, read and dequantised in the kernels: against the float64
+	// reference on the q8_0-rounded K/V at TolF32, and on the unrounded ones
+	// at TolQ8KV.
+	{name: "decode_q8", nq: 1, heads: 8, kvh: 2, hd: 128, bs: 16, kvLens: []int{1001, 16, 1, 17, 15}, causal: true, kv: ops.Q8_0, spareBlocks: 2, spareTableEntries: 1},
+	{name: "decode_q8_odd_block_size", nq: 1, heads: 6, kvh: 2, hd: 48, bs: 7, kvLens: []int{50, 7, 8, 1}, causal: true, kv: ops.Q8_0},
+	{name: "decode_q8_mqa_hd80", nq: 1, heads: 4, kvh: 2, hd: 80, bs: 16, kvLens: []int{333, 2}, causal: true, kv: ops.Q8_0},
+	{name: "prefill_q8_chunk_after_cache", nq: 41, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{141, 41}, causal: true, kv: ops.Q8_0, spareBlocks: 1},
+	{name: "verify_q8_all_mods", nq: 3, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{500, 3}, causal: true, kv: ops.Q8_0, window: 50, softCap: 10, sinks: true, qScale: 10},
+	{name: "prefill_q8_gemma2_tiny", nq: 12, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{12}, causal: true, kv: ops.Q8_0, window: 8, softCap: 15},
 	{name: "decode_gemma2_local", nq: 1, heads: 8, kvh: 4, hd: 128, bs: 16, kvLens: []int{900, 30}, causal: true, kv: ops.F16, window: 128, softCap: 50, qScale: 20},
 	{name: "prefill_gptoss_local", nq: 24, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{333, 24}, causal: true, kv: ops.F32, window: 128, sinks: true},
 	{name: "verify_all_mods", nq: 4, heads: 4, kvh: 2, hd: 64, bs: 16, kvLens: []int{600, 4}, causal: true, kv: ops.F32, window: 50, softCap: 10, sinks: true, qScale: 10},
@@ -284,8 +307,11 @@ func TestAttentionPaged(t *testing.T) {
 						continue
 					}
 					gputest.Check(t, name, seed, gotS, in.reference(c, s, in.kq, in.vq), gputest.TolF32)
-					if c.kv == ops.F16 {
+					switch c.kv {
+					case ops.F16:
 						gputest.Check(t, name+" vs unrounded K/V", seed, gotS, in.reference(c, s, in.kv, in.vv), gputest.TolF16)
+					case ops.Q8_0:
+						gputest.Check(t, name+" vs unrounded K/V", seed, gotS, in.reference(c, s, in.kv, in.vv), tolQ8KV)
 					}
 				}
 			})
@@ -314,6 +340,9 @@ func TestAttentionPagedBatchInvariant(t *testing.T) {
 		{variant: ops.AttentionSplitK, nq: 1, kv: ops.F16, window: 100, softCap: 20, sinks: true},
 		{variant: ops.AttentionSplitK, nq: 4, kv: ops.F32, window: 61, sinks: true},
 		{variant: ops.AttentionPrefill, nq: 6, kv: ops.F32, window: 33, softCap: 7},
+		{variant: ops.AttentionSplitK, nq: 1, kv: ops.Q8_0},
+		{variant: ops.AttentionSplitK, nq: 4, kv: ops.Q8_0, window: 61, sinks: true},
+		{variant: ops.AttentionPrefill, nq: 6, kv: ops.Q8_0, softCap: 7},
 	} {
 		c := pagedCase{nq: tc.nq, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{300, 1001, 17, 64, 6}, causal: true, kv: tc.kv, spareBlocks: 5,
 			window: tc.window, softCap: tc.softCap, sinks: tc.sinks}
@@ -342,11 +371,17 @@ func TestAttentionPagedBatchInvariant(t *testing.T) {
 				same("alone", s, runPaged(t, ctx, solo, one.options(tc.variant)))
 				solo.destroy()
 
-				// Contiguous Attention over the gathered keys.
+				// Contiguous Attention over the gathered keys (for q8_0, their
+				// dequantised values in f32: q·d is exact in f32, so the
+				// kernels see the same numbers).
 				shape := []int{1, c.kvLens[s], c.kvh, c.hd}
-				k, err := ops.FromFloat32(ctx, "k", c.kv, in.gather(c, s, in.kv), shape...)
+				kt, kk, vv := c.kv, in.gather(c, s, in.kv), in.gather(c, s, in.vv)
+				if c.kv == ops.Q8_0 {
+					kt, kk, vv = ops.F32, in.gather(c, s, in.kq), in.gather(c, s, in.vq)
+				}
+				k, err := ops.FromFloat32(ctx, "k", kt, kk, shape...)
 				must(t, err)
-				v, err := ops.FromFloat32(ctx, "v", c.kv, in.gather(c, s, in.vv), shape...)
+				v, err := ops.FromFloat32(ctx, "v", kt, vv, shape...)
 				must(t, err)
 				q, err := ops.FromFloat32(ctx, "q", ops.F32, in.qv[s*qn:(s+1)*qn], 1, c.nq, c.heads, c.hd)
 				must(t, err)
@@ -376,15 +411,18 @@ func TestAttentionPagedBatchInvariant(t *testing.T) {
 }
 
 // writePool stores one sequence's keys and values (host order) into a
-// single-sequence case's pool at its blocks.
+// single-sequence case's pool at its blocks (the whole pool is rewritten:
+// q8_0 pools are written whole).
 func writePool(t *testing.T, in *pagedInputs, c pagedCase, k, v []float32) {
 	t.Helper()
 	row := c.kvh * c.hd
 	for j := 0; j < c.kvLens[0]; j++ {
 		slot := in.blocks[0][j/c.bs]*c.bs + j%c.bs
-		must(t, in.k.View(slot*row, row).Write(k[j*row:(j+1)*row]))
-		must(t, in.v.View(slot*row, row).Write(v[j*row:(j+1)*row]))
+		copy(in.kv[slot*row:(slot+1)*row], k[j*row:(j+1)*row])
+		copy(in.vv[slot*row:(slot+1)*row], v[j*row:(j+1)*row])
 	}
+	must(t, ops.WriteKVPool(in.k, in.kv))
+	must(t, ops.WriteKVPool(in.v, in.vv))
 }
 
 // Causal attention of the first query of a sequence sees only its first
@@ -432,6 +470,7 @@ func TestAttentionPagedRejectsBadShapes(t *testing.T) {
 	table := mk(ops.U32, 4, 5)
 	info := mk(ops.U32, 3, ops.SeqInfoFields)
 	kh := mk(ops.F16, 11, 16, 2, 64)
+	kq := mk(ops.Q8_0, 11, 16, 2, 64) // one block more than the views
 	enc, err := ctx.NewEncoder()
 	must(t, err)
 	defer enc.Release()
@@ -462,6 +501,9 @@ func TestAttentionPagedRejectsBadShapes(t *testing.T) {
 		{"sinks per kv head", out, q, k, v, table, info, ops.PagedOptions{Sinks: ptr(mk(ops.F32, 2))}},
 		{"f16 sinks", out, q, k, v, table, info, ops.PagedOptions{Sinks: ptr(mk(ops.F16, 8))}},
 		{"sinks in out's buffer", out, q, k, v, table, info, ops.PagedOptions{Sinks: ptr(out.View(0, 8))}},
+		{"q8_0 pool not whole", out, q, kq.View(0, 10, 16, 2, 64), kq.View(0, 10, 16, 2, 64), table, info, ops.PagedOptions{}},
+		{"q8_0 pool view past its start", out, q, kq.View(2048, 10, 16, 2, 64), kq.View(2048, 10, 16, 2, 64), table, info, ops.PagedOptions{}},
+		{"q4_0 pools", out, q, mk(ops.Q4_0, 10, 16, 2, 64), mk(ops.Q4_0, 10, 16, 2, 64), table, info, ops.PagedOptions{}},
 	}
 	for _, b := range bad {
 		if err := ops.AttentionPaged(enc, b.out, b.q, b.k, b.v, b.table, b.info, b.opt); err == nil {
@@ -491,11 +533,14 @@ func BenchmarkAttentionPaged(b *testing.B) {
 	defer func() { ctx.Debug = debug }()
 	const nSeq, heads, kvh, hd = 8, 32, 8, 128
 	for _, kvLen := range []int{1024, 4096} {
-		for _, kv := range []ops.DType{ops.F16, ops.F32} {
+		for _, kv := range []ops.DType{ops.F16, ops.F32, ops.Q8_0} {
 			for _, mode := range []string{"contiguous", "paged_bs16", "paged_bs32", "paged_bs16_mixed"} {
 				b.Run(fmt.Sprintf("decode/%dx%d/%s/%s", nSeq, kvLen, kv, mode), func(b *testing.B) {
 					if kvLen > 1024 && skipBig {
 						b.Skip("big shape on a software adapter (set WGLLM_BENCH_FULL=1 to run)")
+					}
+					if kv == ops.Q8_0 && mode == "contiguous" {
+						b.Skip("q8_0 is a paged-cache type only")
 					}
 					rng := rand.New(rand.NewSource(1))
 					mk := benchTensors(b, ctx, rng)
@@ -525,7 +570,7 @@ func BenchmarkAttentionPaged(b *testing.B) {
 						k, v, tab, inf := benchPool(b, ctx, rng, mk, kv, lens, kvLen, bs, kvh, hd)
 						opt := ops.PagedOptions{Causal: true, MaxKVLen: kvLen}
 						op = func(enc *gpu.Encoder) error { return ops.AttentionPaged(enc, out, q, k, v, tab, inf, opt) }
-						b.SetBytes(int64(2 * total * kvh * hd * kv.Size()))
+						b.SetBytes(kvBytes(kv, 2*total*kvh*hd))
 					}
 					benchOps(b, ctx, software, op)
 				})
@@ -541,12 +586,20 @@ func benchTensors(b *testing.B, ctx *gpu.Context, rng *rand.Rand) func(string, o
 		for _, s := range shape {
 			n *= s
 		}
+		if dt == ops.Q8_0 {
+			x := newKVPool(b, ctx, label, dt, gputest.Rand(rng, n, 2), shape...)
+			b.Cleanup(x.Buf.Destroy)
+			return x
+		}
 		x, err := ops.FromFloat32(ctx, label, dt, gputest.Rand(rng, n, 2), shape...)
 		must(b, err)
 		b.Cleanup(x.Buf.Destroy)
 		return x
 	}
 }
+
+// kvBytes is the storage of n values of a KV type.
+func kvBytes(dt ops.DType, n int) int64 { return int64(n / dt.BlockSize() * dt.BlockBytes()) }
 
 // benchPool makes a paged pool for decode sequences of the given lengths
 // (one query each, at the end), its blocks handed out in shuffled order.

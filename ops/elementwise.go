@@ -273,17 +273,21 @@ type copyParams struct {
 // with indices counted from each view's first element and strides in
 // elements (ignored when rows is 1). It converts f32 to f16 (rounding to a
 // neighbouring f16; WGSL lets the device pick which) and f16 to f32
-// (exactly), and copies f32 or f16 unchanged: writing K/V rows into a KV
-// cache at an offset. Every dst element outside the block keeps its value,
+// (exactly), and copies f32, f16 or u32 (raw words: u32 only to u32)
+// unchanged: writing K/V rows into a KV cache at an offset, or copying a
+// KV block's words. Every dst element outside the block keeps its value,
 // even an f16 neighbour sharing a 4-byte word with a copied element: each
 // word of an f16 dst is written by exactly one thread, which merges the
 // half it does not own. src and dst may share a buffer if they do not
 // overlap.
 func CopyRows(enc *gpu.Encoder, dst, src Tensor, rows, cols, dstStride, srcStride int) error {
 	for _, t := range []Tensor{dst, src} {
-		if t.DType != F32 && t.DType != F16 {
-			return fmt.Errorf("ops.CopyRows: %s is not f32 or f16", t)
+		if t.DType != F32 && t.DType != F16 && t.DType != U32 {
+			return fmt.Errorf("ops.CopyRows: %s is not f32, f16 or u32", t)
 		}
+	}
+	if (dst.DType == U32) != (src.DType == U32) {
+		return fmt.Errorf("ops.CopyRows: u32 copies only to u32 (dst %s, src %s)", dst, src)
 	}
 	if rows < 1 || cols < 1 {
 		return fmt.Errorf("ops.CopyRows: %dx%d block is empty", rows, cols)

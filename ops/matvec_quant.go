@@ -57,6 +57,7 @@ type quantParams struct {
 	IDLo, IDHi     uint32
 	Vocab, ZeroOOB uint32
 	fusionParams
+	expertParams
 }
 
 // quantLayout is how the shader walks a weight type: elements and bytes per

@@ -32,7 +32,8 @@ type ropeStoreParams struct {
 	KOff, VOff, KPOff, VPOff        uint32
 	PoolRows, SOff, PosOff, PosBase uint32
 	Inv2Pi                          float32
-	_                               [3]uint32
+	ScOff                           uint32 // q8_0 pools: word of the scale plane
+	_                               [2]uint32
 	ropeScaleParams
 	TwoPi  [4]float32
 	Lo, Hi [16]float32
@@ -43,9 +44,11 @@ type ropeStoreParams struct {
 // into kPool and v [n, kvHeads, headDim] copied into vPool, token t's rows
 // going to pool row slots[t] (a row index past the pool, e.g. ScatterSkip,
 // writes nothing). q, k and v are f32 views of one buffer (as the fused QKV
-// matvec writes them); the pools are f32 or f16 [rows, kvHeads·headDim].
-// The rotations are RoPE's, bit for bit; f16 pools round as ScatterRows
-// does. This replaces RoPE(q), RoPE(k) and ScatterRows of k and v.
+// matvec writes them); the pools are f32, f16 or q8_0 [rows,
+// kvHeads·headDim] (q8_0: whole pools, see kv_pool.go, rows of whole
+// blocks). The rotations are RoPE's, bit for bit; f16 pools round as
+// ScatterRows does; a q8_0 pool gets each row's blocks quantised as ggml's
+// quantize_row_q8_0_ref does (one thread a block). This replaces RoPE(q), RoPE(k) and ScatterRows of k and v.
 func RoPEStore(enc *gpu.Encoder, q, k, v, kPool, vPool, slots Tensor, o RoPEOpts) error {
 	fail := func(format string, a ...any) error {
 		return fmt.Errorf("ops.RoPEStore: q %s, k %s, v %s, pools %s %s: %s", q, k, v, kPool, vPool, fmt.Sprintf(format, a...))
@@ -64,8 +67,10 @@ func RoPEStore(enc *gpu.Encoder, q, k, v, kPool, vPool, slots Tensor, o RoPEOpts
 		return fail("shapes disagree")
 	case hd%2 != 0:
 		return fail("head size %d must be even", hd)
-	case kPool.DType != vPool.DType || (kPool.DType != F32 && kPool.DType != F16):
-		return fail("pools must both be f32 or both f16")
+	case kPool.DType != vPool.DType || !IsKVPoolType(kPool.DType):
+		return fail("pools must both be f32, f16 or q8_0")
+	case kPool.DType == Q8_0 && (kvh*hd)%Q8_0.BlockSize() != 0:
+		return fail("q8_0 pool rows of %d×%d values are not whole blocks of %d", kvh, hd, Q8_0.BlockSize())
 	case len(kPool.Shape) != 2 || kPool.Shape[1] != kvh*hd || !sameShape(kPool.Shape, vPool.Shape):
 		return fail("pools must be [rows, %d]", kvh*hd)
 	case kPool.Buf == q.Buf || vPool.Buf == q.Buf:
@@ -77,6 +82,15 @@ func RoPEStore(enc *gpu.Encoder, q, k, v, kPool, vPool, slots Tensor, o RoPEOpts
 	}
 	if err := o.validate(hd); err != nil {
 		return fail("%v", err)
+	}
+	var scOff uint32
+	if kPool.DType == Q8_0 {
+		for _, pool := range []Tensor{kPool, vPool} {
+			var err error
+			if scOff, err = kvQ8ScaleWord(pool); err != nil {
+				return fail("%v", err)
+			}
+		}
 	}
 	// One binding spans q, k and v.
 	lo := min(q.Off, k.Off, v.Off)
@@ -118,7 +132,7 @@ func RoPEStore(enc *gpu.Encoder, q, k, v, kPool, vPool, slots Tensor, o RoPEOpts
 		NRot: uint32(o.NRot), HalfRot: uint32(o.NRot / 2), PerRow: uint32(perRow),
 		QOff: base + uint32(q.Off-lo), KOff: base + uint32(k.Off-lo), VOff: base + uint32(v.Off-lo),
 		KPOff: offs[1], VPOff: offs[2], PoolRows: uint32(kPool.Shape[0]), SOff: offs[3], PosBase: o.PosOffset,
-		Inv2Pi: float32(1 / (2 * math.Pi)), TwoPi: ropeTwoPi, Lo: lt, Hi: ht,
+		Inv2Pi: float32(1 / (2 * math.Pi)), ScOff: scOff, TwoPi: ropeTwoPi, Lo: lt, Hi: ht,
 	}
 	if key.Positions {
 		p.PosOff = offs[4]

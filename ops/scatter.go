@@ -19,6 +19,7 @@ func (k scatterKey) String() string {
 type scatterParams struct {
 	N, Cols, DRows, PerRow uint32
 	SOff, DOff, IOff       uint32
+	ScOff                  uint32 // q8_0 dst: word of the scale plane
 }
 
 // ScatterSkip as a row index makes ScatterRows skip that source row (any
@@ -39,15 +40,15 @@ const ScatterSkip = ^uint32(0)
 // ScatterSkip, for padding) are skipped; index is read on the GPU, so it is
 // not validated here. Indices must be distinct: two rows scattered to one
 // dst row race. An f16 dst needs an even cols and an even offset (rows of
-// whole 4-byte words). dst may not share a buffer with src or index.
+// whole 4-byte words). A q8_0 dst is a whole KV pool (kv_pool.go) with
+// rows of whole blocks: each row's blocks are quantised as ggml's
+// quantize_row_q8_0_ref does. dst may not share a buffer with src or index.
 func ScatterRows(enc *gpu.Encoder, dst, src, index Tensor) error {
 	fail := func(format string, a ...any) error {
 		return fmt.Errorf("ops.ScatterRows: dst %s, src %s, index %s: %s", dst, src, index, fmt.Sprintf(format, a...))
 	}
-	for _, t := range []Tensor{dst, src} {
-		if t.DType != F32 && t.DType != F16 {
-			return fail("dst and src must be f32 or f16")
-		}
+	if (src.DType != F32 && src.DType != F16) || !IsKVPoolType(dst.DType) {
+		return fail("src must be f32 or f16, dst f32, f16 or q8_0")
 	}
 	if len(dst.Shape) != 2 || len(src.Shape) != 2 {
 		return fail("dst must be [dstRows, cols] and src [n, cols]")
@@ -64,14 +65,24 @@ func ScatterRows(enc *gpu.Encoder, dst, src, index Tensor) error {
 		return fail("%d indices for %d rows", index.Len(), n)
 	case dst.DType == F16 && (cols%2 != 0 || dst.Off%2 != 0):
 		return fail("an f16 dst needs an even row length and offset (rows of whole words)")
+	case dst.DType == Q8_0 && cols%Q8_0.BlockSize() != 0:
+		return fail("q8_0 rows of %d values are not whole blocks of %d", cols, Q8_0.BlockSize())
 	case dst.Buf == src.Buf || dst.Buf == index.Buf:
 		return fail("dst must not share a buffer with src or index")
 	case !fitsU32(dst.Off+dst.Len(), src.Off+src.Len(), index.Off+index.Len()):
 		return fail("too large for 32-bit indexing")
 	}
+	var scOff uint32
 	perRow := cols
-	if dst.DType == F16 {
+	switch dst.DType {
+	case F16:
 		perRow = cols / 2
+	case Q8_0:
+		perRow = cols / Q8_0.BlockSize()
+		var err error
+		if scOff, err = kvQ8ScaleWord(dst); err != nil {
+			return fail("%v", err)
+		}
 	}
 	if uint64(n)*uint64(perRow) >= 1<<32 {
 		return fail("too many elements for one dispatch")
@@ -91,6 +102,6 @@ func ScatterRows(enc *gpu.Encoder, dst, src, index Tensor) error {
 	gx, gy := enc.Context().Grid(uint32(ceilDiv(n*perRow, key.WG)))
 	return enc.Dispatch(pipe, scatterParams{
 		N: uint32(n), Cols: uint32(cols), DRows: uint32(dRows), PerRow: uint32(perRow),
-		SOff: offs[0], DOff: offs[2], IOff: offs[1],
+		SOff: offs[0], DOff: offs[2], IOff: offs[1], ScOff: scOff,
 	}, args, gx, gy, 1)
 }

@@ -24,9 +24,19 @@ type Config struct {
 	// ?api_key= or a "bearer.<key>" subprotocol: browsers cannot set
 	// headers on a websocket). /health, /metrics and the page stay open.
 	APIKey string `mapstructure:"api_key"`
-	// AllowedOrigins are the websocket origins accepted besides the
-	// server's own ("https://app.example:8443"; "*" accepts any). A request
-	// without an Origin header (not a browser) is always accepted.
+	// AllowedHosts are the Host names the server answers to besides
+	// loopback names and addresses and the address it listens on (when
+	// that is 0.0.0.0 or ::, also any IP literal and the machine's host
+	// name): "chat.example.org", ".example.org" for every subdomain, "*"
+	// for any (e.g. behind a proxy that checks Host). Other Host headers
+	// get 403 (host_not_allowed), which stops DNS rebinding. /health and
+	// /metrics are not checked.
+	AllowedHosts []string `mapstructure:"allowed_hosts"`
+	// AllowedOrigins are the page origins accepted besides the server's
+	// own and loopback pages, on every endpoint and the websocket
+	// ("https://app.example:8443"; "*" accepts any); others get 403
+	// (origin_not_allowed). A request without an Origin header (curl, an
+	// SDK: not a page) is always accepted.
 	AllowedOrigins []string `mapstructure:"allowed_origins"`
 	// CORSOrigins are the origins whose pages may call /v1 from a browser
 	// ("*" for any). Empty (the default): no CORS headers at all.
@@ -72,6 +82,19 @@ type Config struct {
 	// WSMaxConnections bounds the open websockets; an upgrade beyond it
 	// gets 429 (too_many_connections, Retry-After). Default 256.
 	WSMaxConnections int `mapstructure:"ws_max_connections"`
+	// WSMaxConnectionsPerClient bounds the open websockets of one client
+	// address; beyond it the upgrade gets 429 too_many_connections.
+	// Default 32.
+	WSMaxConnectionsPerClient int `mapstructure:"ws_max_connections_per_client"`
+	// MaxConnections bounds the open HTTP connections (websockets
+	// included); keep it below the process's file descriptor limit. A few
+	// slots beyond it stay for /health and /metrics. Default 1024.
+	MaxConnections int `mapstructure:"max_connections"`
+	// MaxConnectionsPerClient bounds the open connections of one client
+	// address (raise it behind a proxy, whose address all clients share).
+	// A connection beyond either cap is closed, or answers only /health
+	// and /metrics (429 too_many_connections otherwise). Default 128.
+	MaxConnectionsPerClient int `mapstructure:"max_connections_per_client"`
 	// WSPingInterval is how often the server pings a websocket; a client
 	// that has not answered (pong or any message) within twice this is
 	// dropped. Default 30s.
@@ -88,6 +111,9 @@ type Config struct {
 	// ok false: the model's file is not offered. Only files it returns are
 	// ever served.
 	ModelFile func(name string) (path string, ok bool) `mapstructure:"-"`
+	// Manager, if set, serves Ollama's /api/pull and /api/delete (the
+	// model store); without one they answer 501.
+	Manager ModelManager `mapstructure:"-"`
 }
 
 // DefaultConfig returns the configuration that the zero Config stands for.
@@ -142,6 +168,15 @@ func (c Config) withDefaults() Config {
 	if c.WSMaxConnections <= 0 {
 		c.WSMaxConnections = 256
 	}
+	if c.WSMaxConnectionsPerClient <= 0 {
+		c.WSMaxConnectionsPerClient = 32
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 1024
+	}
+	if c.MaxConnectionsPerClient <= 0 {
+		c.MaxConnectionsPerClient = 128
+	}
 	if c.WSPingInterval <= 0 {
 		c.WSPingInterval = 30 * time.Second
 	}
@@ -160,7 +195,8 @@ func (c Config) Validate() error {
 		{"max_body_bytes", c.MaxBodyBytes}, {"max_prompt_bytes", int64(c.MaxPromptBytes)},
 		{"default_max_tokens", int64(c.DefaultMaxTokens)}, {"max_tokens_limit", int64(c.MaxTokensLimit)},
 		{"ws_read_limit", c.WSReadLimit}, {"ws_send_queue", int64(c.WSSendQueue)}, {"ws_max_in_flight", int64(c.WSMaxInFlight)},
-		{"ws_max_connections", int64(c.WSMaxConnections)},
+		{"ws_max_connections", int64(c.WSMaxConnections)}, {"ws_max_connections_per_client", int64(c.WSMaxConnectionsPerClient)},
+		{"max_connections", int64(c.MaxConnections)}, {"max_connections_per_client", int64(c.MaxConnectionsPerClient)},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d must be positive (0: the default)", f.name, f.v))
@@ -195,6 +231,11 @@ func (c Config) Validate() error {
 			if _, ok := normalizeOrigin(o); !ok {
 				errs = append(errs, fmt.Errorf("origin %q: want scheme://host[:port] or *", o))
 			}
+		}
+	}
+	for _, h := range c.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, "/@ ") {
+			errs = append(errs, fmt.Errorf("allowed_hosts entry %q: want a host name, an address, .domain or *", h))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -13,6 +13,7 @@
 //	GET    /ws                    websocket (below)
 //	POST   /v1/chat/completions   OpenAI chat; "stream": true for server-sent events
 //	POST   /v1/completions        OpenAI completions; "stream": true likewise
+//	POST   /v1/embeddings         OpenAI embeddings (below)
 //	GET    /v1/models             {"object":"list","data":[{"id":…,"object":"model",…}]}
 //	GET    /v1/models/{model}     the model, or 404
 //	GET    /v1/models/{model}/file  the model's GGUF file, when Config.ModelFile offers it
@@ -22,10 +23,17 @@
 //	DELETE /v1/requests/{id}      cancel; answers the final engine.Status; 404 if unknown
 //	POST   /api/generate          Ollama: a prompt (templated unless "raw"); NDJSON stream unless "stream": false
 //	POST   /api/chat              Ollama: messages; NDJSON stream unless "stream": false
+//	POST   /api/embed             Ollama: embeddings of "input" (a string or strings), unit vectors
+//	POST   /api/embeddings        Ollama's older endpoint: the embedding of "prompt", not normalised
 //	GET    /api/tags              Ollama: the models that can be served
 //	GET    /api/ps                Ollama: the models loaded now
 //	POST   /api/show              Ollama: a model's details, metadata, template and default parameters
 //	GET    /api/version           Ollama: {"version":…}, the Ollama API release these endpoints follow
+//	POST   /api/pull              Ollama: download REPO[:FILE|:TAG] into the model store (Config.Manager); NDJSON progress
+//	DELETE /api/delete            Ollama: remove a model from the store (not the default)
+//	POST   /tokenize              llama.cpp: {"content","add_special","with_pieces"} → {"tokens":[…]}
+//	POST   /detokenize            llama.cpp: {"tokens":[…]} → {"content":…}
+//	GET    /props                 the model, its context (n_ctx) and max_tokens_limit (the chat page reads it)
 //
 // # Several models
 //
@@ -57,9 +65,36 @@
 // unknown options. Absent options take the server's defaults, not
 // Ollama's. An empty prompt (or no messages) loads the model
 // (done_reason "load"); with keep_alive 0 it unloads it if it is idle and
-// not the default ("unload"). Refused with 400: format (JSON mode),
-// images, tools, suffix, context, template, think. The API key and CORS
-// settings of /v1 apply to /api.
+// not the default ("unload"). think: true splits a reasoning model's
+// <think> text into "thinking" (400 where the template has no thinking),
+// false asks the template not to think and drops what thinking comes,
+// absent leaves it in the text. tools and message.tool_calls (arguments
+// objects) work as OpenAI's below; calls come back in message.tool_calls.
+// With one model served, a name other than its own is 404 (Ollama's
+// clients probe with it). format ("json" or a JSON schema) and
+// logprobs/top_logprobs work as below. Refused with 400: images, suffix,
+// context, template. The API key and CORS settings of /v1 apply to /api.
+//
+// # Tool calling and reasoning
+//
+// tools (function definitions whose parameters must be a JSON schema),
+// tool_choice (auto, none, required, {"type":"function","function":
+// {"name":…}}) and parallel_tool_calls reach the model's own chat
+// template (tools, and each message's tool_calls, tool_call_id, name);
+// the template tells the family's call format (chat.Format: Hermes/Qwen
+// <tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS]), and the output is
+// parsed as it streams (chat.OutputParser): calls come back as
+// message.tool_calls, streamed as OpenAI does (a delta with index, id,
+// type and name, then one with the arguments), finish_reason
+// "tool_calls". With required or a named function the answer starts with
+// the format's opening of a call and a grammar of the call's JSON
+// (runtime/grammar) constrains the rest, so it is always a valid call;
+// a tool schema the grammar cannot enforce falls back to checking after
+// the fact (500 invalid_tool_call when the output is no call). A tool
+// message must answer an earlier call's id. A template without tool
+// support refuses tools (400). <think>…</think> (or a prompt the
+// template left inside <think>) becomes reasoning_content. A prompt
+// over the model's context is 400 context_length_exceeded.
 //
 // Errors are OpenAI's shape, {"error":{"message","type","param","code"}},
 // with 400 (invalid request or parameter), 401 (missing or wrong API
@@ -73,14 +108,47 @@
 // or -1: random), stop (string or up to 16 strings), presence_penalty and
 // frequency_penalty [-2, 2], repeat_penalty (0, 10], repeat_last_n. Absent
 // fields take Config.DefaultSampling and Config.DefaultMaxTokens. The
-// request's "model" picks the model (see Several models). n, best_of
-// other than 1 and echo are refused (400), and so are tools,
-// tool_choice, functions, function_call, response_format, logit_bias,
-// logprobs, top_logprobs and suffix unless neutral (null, false, empty,
-// "none"/"auto", {"type":"text"}): ignoring them would silently change
-// the answer. Other unknown fields are ignored, as OpenAI clients send
+// request's "model" picks the model (see Several models). best_of other
+// than 1 and echo are refused (400), and so are functions, function_call
+// and suffix unless neutral (null, false, empty, "none"/"auto"): ignoring
+// them would silently change the answer. Other unknown fields are ignored, as OpenAI clients send
 // many. A body (or websocket message) that is not valid UTF-8 is refused
 // (400 invalid_json) rather than read with replacement characters.
+//
+// # Structured output, logprobs, choices, embeddings
+//
+// response_format {"type":"json_object"} and {"type":"json_schema",
+// "json_schema":{"schema":…}} (chat, completions, the websocket) and
+// Ollama's format ("json" or a schema) compile into a grammar
+// (runtime/grammar) that constrains sampling, greedy too: the answer
+// always parses, and validates against the schema, also within a tight
+// max_tokens (the grammar steers towards its end as the budget runs out).
+// A schema that cannot be compiled, or uses a keyword whose constraint
+// the grammar cannot express (pattern, numeric bounds other than minimum
+// 0, uniqueItems, …), is a 400 naming the field
+// (response_format.json_schema.schema, format) and the place in the
+// schema. json_object or json_schema with tools is refused.
+//
+// logprobs: chat takes logprobs: true and top_logprobs 0..20 and answers
+// choices[].logprobs.content [{token, logprob, bytes, top_logprobs}] (in
+// every streamed chunk for its tokens); completions take logprobs N and
+// answer tokens, token_logprobs, top_logprobs and text_offset; Ollama
+// takes logprobs and top_logprobs and answers "logprobs" on each line.
+// They are the model's own distribution (softmax of the raw logits).
+// logit_bias maps token ids (strings) to -100..100, added to the logits.
+//
+// n (1..8) gives n choices of one prompt, seeds seed, seed+1, …; they are
+// submitted together, so the engine prefills the prompt once and forks its
+// KV blocks for the others; usage counts the prompt once. The websocket
+// takes one choice per request.
+//
+// Embeddings (/v1/embeddings, /api/embed, /api/embeddings) pool the
+// model's final hidden states as its GGUF pooling_type says (last when
+// absent, as llama.cpp); input is a string, strings, token ids or arrays
+// of token ids (OpenAI), up to 2048 inputs; encoding_format float or
+// base64. An input over the context is a 400 naming input
+// (context_length_exceeded), except that Ollama's /api/embed truncates
+// unless "truncate": false.
 //
 // # Websocket protocol
 //

@@ -42,6 +42,9 @@ const (
 	codeGeneration       = "generation_failed"
 	codeInternal         = "internal_error"
 	codeForbidden        = "origin_not_allowed"
+	codeHostNotAllowed   = "host_not_allowed"
+	codeInvalidToolCall  = "invalid_tool_call"
+	codeContextLength    = "context_length_exceeded"
 )
 
 func invalidParam(param, format string, args ...any) *apiError {
@@ -80,6 +83,10 @@ func submitError(err error) *apiError {
 		return errLoading
 	case errors.Is(err, engine.ErrClosed):
 		return errShuttingDown
+	case errors.Is(err, engine.ErrPromptTooLong):
+		// OpenAI's code for it, which clients act on (trimming history).
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeContextLength,
+			Param: "messages", Message: err.Error()}
 	case errors.Is(err, engine.ErrBadJob):
 		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeInvalidRequest,
 			Message: err.Error()}

@@ -35,6 +35,7 @@ func FuzzOpenAIRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body string) {
 		for _, path := range []string{"/v1/chat/completions", "/v1/completions", "/v1/requests"} {
 			req := httptest.NewRequest(http.MethodPost, path, bytes.NewBufferString(body))
+			req.Host = "localhost" // httptest names example.com, which the Host check refuses
 			req.Header.Set("Content-Type", "application/json")
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)

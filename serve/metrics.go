@@ -22,6 +22,7 @@ type metrics struct {
 	handler  http.Handler
 
 	requests *prometheus.CounterVec // by endpoint and outcome
+	refused  prometheus.Counter     // connections closed at accept (every cap reached)
 	ttft     prometheus.Histogram
 
 	rateMu  sync.Mutex
@@ -46,6 +47,7 @@ var (
 	descReady        = prometheus.NewDesc("wgllm_model_loaded", "1 once the model is loaded and the API serves.", nil, nil)
 	descWebsockets   = prometheus.NewDesc("wgllm_websocket_connections", "Open websocket connections.", nil, nil)
 	descInFlight     = prometheus.NewDesc("wgllm_server_in_flight_requests", "Generations this server has submitted that have not ended.", nil, nil)
+	descConns        = prometheus.NewDesc("wgllm_http_connections", "Open HTTP connections (websockets included); slot is normal, or reserved (beyond a cap: /health and /metrics only).", []string{"slot"}, nil)
 )
 
 func newMetrics(s *Server) *metrics {
@@ -59,7 +61,11 @@ func newMetrics(s *Server) *metrics {
 		Help:    "Time from submission to the first generated token.",
 		Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
 	})
-	m.registry.MustRegister(m, m.requests, m.ttft,
+	m.refused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wgllm_http_connections_refused_total",
+		Help: "Connections closed at accept because the connection caps and their reserved slots were all taken.",
+	})
+	m.registry.MustRegister(m, m.requests, m.ttft, m.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 	return m
@@ -117,7 +123,7 @@ func (m *metrics) addSample(now time.Time, tokens uint64) float64 {
 // taken once per scrape.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueueDepth, descQueueLimit, descActive, descKVUsed, descKVTotal,
-		descTokens, descPromptTokens, descFinished, descRate, descReady, descWebsockets, descInFlight} {
+		descTokens, descPromptTokens, descFinished, descRate, descReady, descWebsockets, descInFlight, descConns} {
 		ch <- d
 	}
 }
@@ -129,6 +135,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descWebsockets, float64(m.srv.conns.count()))
 	gauge(descInFlight, float64(m.srv.jobs.count()))
+	open, reserved := m.srv.limiter.counts()
+	ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(open), "normal")
+	ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(reserved), "reserved")
 	b := m.srv.currentBackend()
 	if b == nil {
 		gauge(descReady, 0)

@@ -501,12 +501,12 @@ func (r *Registry) Status(id string) (engine.Status, bool) {
 }
 
 // RenderChat uses the default model's template.
-func (r *Registry) RenderChat(msgs []engine.ChatMessage) (string, error) {
+func (r *Registry) RenderChat(c engine.Chat) (engine.RenderedChat, error) {
 	m := r.defaultModel()
 	if m == nil {
-		return "", engine.ErrNotReady
+		return engine.RenderedChat{}, engine.ErrNotReady
 	}
-	return m.RenderChat(msgs)
+	return m.RenderChat(c)
 }
 
 // ModelName is the default model's name.

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/wgllm/wgllm/runtime/engine"
+	"github.com/wgllm/wgllm/runtime/sample"
 )
 
 // Ollama's native API (/api/*), so that tools written for Ollama work
@@ -62,24 +62,44 @@ type ollamaGenerateRequest struct {
 	Raw       bool                       `json:"raw"`
 	KeepAlive json.RawMessage            `json:"keep_alive"`
 	Think     json.RawMessage            `json:"think"`
+	ollamaLogprobsFields
+}
+
+// ollamaLogprobsFields are the logprobs settings of /api/generate and
+// /api/chat.
+type ollamaLogprobsFields struct {
+	Logprobs    bool `json:"logprobs"`
+	TopLogprobs int  `json:"top_logprobs"`
 }
 
 type ollamaChatRequest struct {
 	Model     string                     `json:"model"`
 	Messages  []ollamaMessageIn          `json:"messages"`
-	Tools     []json.RawMessage          `json:"tools"`
+	Tools     json.RawMessage            `json:"tools"`
 	Format    json.RawMessage            `json:"format"`
 	Options   map[string]json.RawMessage `json:"options"`
 	Stream    *bool                      `json:"stream"`
 	KeepAlive json.RawMessage            `json:"keep_alive"`
 	Think     json.RawMessage            `json:"think"`
+	ollamaLogprobsFields
 }
 
 type ollamaMessageIn struct {
-	Role      string            `json:"role"`
-	Content   string            `json:"content"`
-	Images    []string          `json:"images"`
-	ToolCalls []json.RawMessage `json:"tool_calls"`
+	Role      string           `json:"role"`
+	Content   string           `json:"content"`
+	Thinking  string           `json:"thinking"`
+	Images    []string         `json:"images"`
+	ToolCalls []ollamaToolCall `json:"tool_calls"`
+	ToolName  string           `json:"tool_name"` // a tool message's function
+}
+
+// ollamaToolCall is a call in Ollama's shape: arguments an object, no id.
+type ollamaToolCall struct {
+	Function struct {
+		Index     *int            `json:"index,omitempty"`
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
+	} `json:"function"`
 }
 
 type ollamaShowRequest struct {
@@ -101,17 +121,21 @@ type ollamaMetrics struct {
 }
 
 type ollamaGenerateResponse struct {
-	Model      string    `json:"model"`
-	CreatedAt  time.Time `json:"created_at"`
-	Response   string    `json:"response"`
-	Done       bool      `json:"done"`
-	DoneReason string    `json:"done_reason,omitempty"`
+	Model      string       `json:"model"`
+	CreatedAt  time.Time    `json:"created_at"`
+	Response   string       `json:"response"`
+	Thinking   string       `json:"thinking,omitempty"`
+	Done       bool         `json:"done"`
+	DoneReason string       `json:"done_reason,omitempty"`
+	Logprobs   []logprobOut `json:"logprobs,omitempty"`
 	*ollamaMetrics
 }
 
 type ollamaMessageOut struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role      string           `json:"role"`
+	Content   string           `json:"content"`
+	Thinking  string           `json:"thinking,omitempty"`
+	ToolCalls []ollamaToolCall `json:"tool_calls,omitempty"`
 }
 
 type ollamaChatResponse struct {
@@ -120,6 +144,7 @@ type ollamaChatResponse struct {
 	Message    ollamaMessageOut `json:"message"`
 	Done       bool             `json:"done"`
 	DoneReason string           `json:"done_reason,omitempty"`
+	Logprobs   []logprobOut     `json:"logprobs,omitempty"`
 	*ollamaMetrics
 }
 
@@ -159,6 +184,21 @@ type ollamaShowResponse struct {
 	ModelInfo    map[string]any `json:"model_info"`
 	Capabilities []string       `json:"capabilities"`
 	ModifiedAt   time.Time      `json:"modified_at"`
+}
+
+// knownModel checks a request's model name for Ollama's endpoints, whose
+// clients probe whether a model exists: required, and with one model
+// served, its name (":latest" may be added). A Router checks its names
+// itself.
+func knownModel(b Backend, name string) *apiError {
+	if name == "" {
+		return invalidParam("model", "model is required")
+	}
+	if _, ok := b.(Router); ok || name == b.ModelName() || name == ollamaName(b.ModelName()) {
+		return nil
+	}
+	return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: codeModelNotFound, Param: "model",
+		Message: fmt.Sprintf("model %q not found; this server serves %q", name, b.ModelName())}
 }
 
 // ollamaName is the name Ollama lists a model under: with a tag
@@ -218,8 +258,8 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request, b Back
 	if req.Model == "" {
 		req.Model = req.Name
 	}
-	if req.Model == "" {
-		writeError(w, invalidParam("model", "model is required"))
+	if aerr := knownModel(b, req.Model); aerr != nil {
+		writeError(w, aerr)
 		return
 	}
 	m, aerr := describe(b, req.Model)
@@ -278,10 +318,9 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request, b 
 		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
 			Param: field, Message: what + " is not supported"}
 	}
-	var aerr *apiError
+	aerr := knownModel(b, req.Model)
 	switch {
-	case req.Model == "":
-		aerr = invalidParam("model", "model is required")
+	case aerr != nil:
 	case req.Suffix != "":
 		aerr = unsupported("suffix", "suffix (fill in the middle)")
 	case len(req.Images) > 0:
@@ -291,34 +330,29 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request, b 
 	case len(req.Context) > 0:
 		aerr = unsupported("context", "context (send the conversation to /api/chat instead)")
 	}
-	if aerr == nil {
-		aerr = checkOllamaExtras(req.Format, req.Think)
-	}
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	greq, aerr := s.ollamaOptions(r, req.Options)
+	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream, req.Think, req.Format, req.ollamaLogprobsFields)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	kind := kindCompletion
 	switch {
 	case req.Prompt == "":
 		s.ollamaLoad(w, r, b, req.Model, req.KeepAlive, false)
 		return
 	case req.Raw:
-		greq.Prompt, _ = json.Marshal(req.Prompt)
+		g.prompt = req.Prompt
 	default: // Ollama applies the model's template to the prompt
-		kind = kindChat
+		g.kind = kindChat
 		if req.System != "" {
-			greq.Messages = append(greq.Messages, chatMessageIn{Role: "system", Content: jsonString(req.System)})
+			g.messages = append(g.messages, engine.ChatMessage{Role: "system", Content: req.System})
 		}
-		greq.Messages = append(greq.Messages, chatMessageIn{Role: "user", Content: jsonString(req.Prompt)})
+		g.messages = append(g.messages, engine.ChatMessage{Role: "user", Content: req.Prompt})
 	}
-	s.ollamaRun(w, r, b, ollamaRun{model: req.Model, req: greq, kind: kind, chat: false,
-		stream: req.Stream == nil || *req.Stream, start: start})
+	s.run(w, r, b, g, ollamaProtocol(g, false, start))
 }
 
 func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Backend) {
@@ -328,22 +362,16 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 		writeError(w, aerr)
 		return
 	}
-	var aerr *apiError
-	switch {
-	case req.Model == "":
-		aerr = invalidParam("model", "model is required")
-	case len(req.Tools) > 0:
-		aerr = &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-			Param: "tools", Message: "tools are not supported"}
-	default:
-		aerr = checkOllamaExtras(req.Format, req.Think)
+	if aerr := knownModel(b, req.Model); aerr != nil {
+		writeError(w, aerr)
+		return
 	}
+	g, aerr := s.ollamaGeneration(r, req.Model, req.Options, req.Stream, req.Think, req.Format, req.ollamaLogprobsFields)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	greq, aerr := s.ollamaOptions(r, req.Options)
-	if aerr != nil {
+	if g.tools, aerr = parseTools(req.Tools); aerr != nil {
 		writeError(w, aerr)
 		return
 	}
@@ -351,6 +379,11 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 		s.ollamaLoad(w, r, b, req.Model, req.KeepAlive, true)
 		return
 	}
+	if len(req.Messages) > maxMessages {
+		writeError(w, invalidParam("messages", "at most %d messages", maxMessages))
+		return
+	}
+	g.kind = kindChat
 	for i, m := range req.Messages {
 		param := fmt.Sprintf("messages[%d]", i)
 		if len(m.Images) > 0 {
@@ -358,34 +391,65 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 				Param: param + ".images", Message: "images are not supported"})
 			return
 		}
-		if len(m.ToolCalls) > 0 || m.Role == "tool" {
-			writeError(w, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-				Param: param, Message: "tool calls are not supported"})
+		msg, aerr := chatMessage(param, m.Role, m.Content)
+		if aerr != nil {
+			writeError(w, aerr)
 			return
 		}
-		greq.Messages = append(greq.Messages, chatMessageIn{Role: m.Role, Content: jsonString(m.Content)})
+		for j, c := range m.ToolCalls {
+			// Ollama's calls have no ids; the template gets positional ones.
+			call, aerr := historyCall(fmt.Sprintf("%s.tool_calls[%d]", param, j), fmt.Sprintf("call_%d_%d", i, j), c.Function.Name, c.Function.Arguments)
+			if aerr != nil {
+				writeError(w, aerr)
+				return
+			}
+			msg.ToolCalls = append(msg.ToolCalls, call)
+		}
+		msg.Name = m.ToolName
+		g.messages = append(g.messages, msg)
 	}
-	s.ollamaRun(w, r, b, ollamaRun{model: req.Model, req: greq, kind: kindChat, chat: true,
-		stream: req.Stream == nil || *req.Stream, start: start})
+	s.run(w, r, b, g, ollamaProtocol(g, true, start))
 }
 
-func jsonString(s string) json.RawMessage {
-	b, _ := json.Marshal(s)
-	return b
-}
-
-// checkOllamaExtras refuses what this server cannot honour: JSON mode or
-// a schema in "format", and thinking.
-func checkOllamaExtras(format, think json.RawMessage) *apiError {
-	if f := bytes.TrimSpace(format); len(f) > 0 && !bytes.Equal(f, []byte("null")) && !bytes.Equal(f, []byte(`""`)) {
-		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-			Param: "format", Message: "format (JSON mode and structured outputs) is not supported"}
+// ollamaGeneration starts a generation from Ollama's fields: its options
+// validated as the settings, and think: true (or a level, "high"…) splits
+// a reasoning model's thinking from the answer, false asks the template
+// not to think and drops what thinking there is, absent leaves it in the
+// answer; format ("json" or a schema) constrains the output.
+func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string]json.RawMessage, stream *bool, think, format json.RawMessage, lp ollamaLogprobsFields) (*generation, *apiError) {
+	fields, aerr := s.ollamaOptions(r, opts)
+	if aerr != nil {
+		return nil, aerr
 	}
-	if t := bytes.TrimSpace(think); len(t) > 0 && !bytes.Equal(t, []byte("null")) && !bytes.Equal(t, []byte("false")) {
-		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-			Param: "think", Message: "think is not supported"}
+	settings, aerr := s.samplingJob(&fields)
+	if aerr != nil {
+		return nil, aerr
 	}
-	return nil
+	if settings.Grammar, aerr = ollamaFormatGrammar(format); aerr != nil {
+		return nil, aerr
+	}
+	if lp.TopLogprobs < 0 || lp.TopLogprobs > sample.MaxTopLogprobs {
+		return nil, invalidParam("top_logprobs", "top_logprobs must be in [0, %d]", sample.MaxTopLogprobs)
+	}
+	settings.Logprobs, settings.TopLogprobs = lp.Logprobs || lp.TopLogprobs > 0, lp.TopLogprobs
+	g := &generation{model: model, settings: settings, stream: stream == nil || *stream, reasoning: reasoningKeep}
+	if !isNull(think) {
+		var on bool
+		var level string
+		switch {
+		case json.Unmarshal(think, &on) == nil:
+		case json.Unmarshal(think, &level) == nil && (level == "high" || level == "medium" || level == "low"):
+			on = true
+		default:
+			return nil, invalidParam("think", "think must be true, false, \"high\", \"medium\" or \"low\"")
+		}
+		g.think = &on
+		g.reasoning = reasoningDrop
+		if on {
+			g.reasoning = reasoningSplit
+		}
+	}
+	return g, nil
 }
 
 // ollamaIgnoredOptions are Ollama options that configure how Ollama loads
@@ -403,8 +467,8 @@ var ollamaIgnoredOptions = map[string]bool{
 // ignored with a warning, as Ollama does, and so are the samplers this
 // server lacks (typical_p, tfs_z, mirostat); a value of the wrong type is
 // an error.
-func (s *Server) ollamaOptions(r *http.Request, opts map[string]json.RawMessage) (genRequest, *apiError) {
-	var req genRequest
+func (s *Server) ollamaOptions(r *http.Request, opts map[string]json.RawMessage) (samplingFields, *apiError) {
+	var req samplingFields
 	for key, raw := range opts {
 		if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
 			continue
@@ -563,18 +627,61 @@ func (s *Server) ollamaLoad(w http.ResponseWriter, r *http.Request, b Backend, m
 	writeJSON(w, http.StatusOK, ollamaGenerateResponse{Model: model, CreatedAt: now, Done: true, DoneReason: reason})
 }
 
-// ollamaRun is one generation of /api/generate or /api/chat.
-type ollamaRun struct {
-	model  string // as the request named it; echoed in every line
-	req    genRequest
-	kind   requestKind
-	chat   bool // /api/chat's shapes
-	stream bool
-	start  time.Time
-	loaded time.Duration
+// ollamaProtocol is /api/chat's (chat) or /api/generate's protocol.
+func ollamaProtocol(g *generation, chat bool, start time.Time) protocol {
+	p := protocol{endpoint: "ollama_generate", idPrefix: "ollama-", echoRequested: true}
+	if chat {
+		p.endpoint = "ollama_chat"
+	}
+	p.framer = func(m responseMeta) framer {
+		return &ollamaFramer{model: m.model, chat: chat, start: start, loaded: m.loaded, logprobs: g.settings.Logprobs}
+	}
+	return p
 }
 
-func (o ollamaRun) line(text string, done *engine.Event) any {
+// ollamaFramer makes the Ollama objects of one response: NDJSON lines, or
+// the one final object.
+type ollamaFramer struct {
+	model    string // as the request named it; echoed in every line
+	chat     bool   // /api/chat's shapes
+	start    time.Time
+	loaded   time.Duration
+	logprobs bool // asked for: lines carry them
+}
+
+func (o *ollamaFramer) contentType() string { return "application/x-ndjson" }
+
+func (o *ollamaFramer) opening() []any { return nil }
+
+func (o *ollamaFramer) piece(d delta) []any {
+	var calls []toolCallOut
+	if d.Call != nil {
+		calls = []toolCallOut{*d.Call}
+	}
+	return []any{o.line(d.Content, d.Reasoning, calls, d.Logprobs, nil)}
+}
+
+func (o *ollamaFramer) closing(out *outcome) []any { return []any{o.line("", "", nil, nil, out)} }
+
+func (o *ollamaFramer) failure(e *apiError) any { return ollamaErrorBody{Error: e.Message} }
+
+func (o *ollamaFramer) frame(buf []byte, v any) []byte {
+	body, err := json.Marshal(v)
+	if err != nil {
+		body = []byte(`{"error":"encoding a line failed"}`)
+	}
+	return append(append(buf, body...), '\n')
+}
+
+func (o *ollamaFramer) terminator() string { return "" }
+
+func (o *ollamaFramer) whole(out *outcome) any {
+	return o.line(out.Content, out.Reasoning, out.ToolCalls, out.Logprobs, out)
+}
+
+// line is one line of the stream: a piece of text, thinking or calls, or
+// with done the final line with its statistics.
+func (o *ollamaFramer) line(text, thinking string, calls []toolCallOut, lps []engine.TokenLogprob, done *outcome) any {
 	now := time.Now().UTC()
 	var metrics *ollamaMetrics
 	reason := ""
@@ -589,115 +696,23 @@ func (o ollamaRun) line(text string, done *engine.Event) any {
 			EvalDuration:       ns(done.Timings.DecodeMS),
 		}
 		reason = done.FinishReason
+		if reason == "tool_calls" { // Ollama ends a turn of calls with "stop"
+			reason = "stop"
+		}
 	}
 	if o.chat {
-		return ollamaChatResponse{Model: o.model, CreatedAt: now, Message: ollamaMessageOut{Role: "assistant", Content: text},
-			Done: done != nil, DoneReason: reason, ollamaMetrics: metrics}
-	}
-	return ollamaGenerateResponse{Model: o.model, CreatedAt: now, Response: text, Done: done != nil,
-		DoneReason: reason, ollamaMetrics: metrics}
-}
-
-func (s *Server) ollamaRun(w http.ResponseWriter, r *http.Request, b Backend, o ollamaRun) {
-	b, release, loaded, aerr := s.modelBackend(r.Context(), b, o.model)
-	if aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	o.loaded = loaded
-	job, aerr := s.buildJob(b, &o.req, o.kind)
-	if aerr != nil {
-		release()
-		reqLog(r).Info().Str("code", aerr.Code).Str("param", aerr.Param).Msg(aerr.Message)
-		writeError(w, aerr)
-		return
-	}
-	endpoint := "ollama_generate"
-	if o.chat {
-		endpoint = "ollama_chat"
-	}
-	job.ID = "ollama-" + requestID(r)
-	log := reqLog(r).With().Str("job_id", job.ID).Str("endpoint", endpoint).Logger()
-	q := newEventQueue()
-	tj, aerr := s.submit(b, job, endpoint, log, releaseOnDone(q.push, release))
-	if aerr != nil {
-		release()
-		writeError(w, aerr)
-		return
-	}
-	if o.stream {
-		s.ollamaStream(w, r, tj, q, o, log)
-		return
-	}
-	text, ev, ok := s.awaitDone(w, r, tj, q, log)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, o.line(text, &ev))
-}
-
-// ollamaStream writes the job's events as NDJSON: a line per piece of
-// text, then the line with "done": true and the statistics (or
-// {"error":"…"} if the job failed). Every write has its own deadline; a
-// failed write or a client that goes away cancels the job.
-func (s *Server) ollamaStream(w http.ResponseWriter, r *http.Request, tj *trackedJob, q *eventQueue, o ollamaRun, log zerolog.Logger) {
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	var buf []byte
-	send := func(v any) {
-		body, err := json.Marshal(v)
-		if err != nil {
-			body = []byte(`{"error":"encoding a line failed"}`)
+		msg := ollamaMessageOut{Role: "assistant", Content: text, Thinking: thinking}
+		for _, c := range calls {
+			var tc ollamaToolCall
+			i := c.Index
+			tc.Function.Index, tc.Function.Name, tc.Function.Arguments = &i, c.Name, c.Arguments
+			msg.ToolCalls = append(msg.ToolCalls, tc)
 		}
-		buf = append(append(buf, body...), '\n')
+		return ollamaChatResponse{Model: o.model, CreatedAt: now, Message: msg,
+			Done: done != nil, DoneReason: reason, Logprobs: lineLogprobs(o.logprobs, lps), ollamaMetrics: metrics}
 	}
-	flush := func() bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		_, err := w.Write(buf)
-		buf = buf[:0]
-		if err == nil {
-			err = rc.Flush()
-		}
-		if err != nil {
-			tj.backend.Cancel(tj.id)
-			log.Info().Err(err).Msg("stream write failed; generation cancelled")
-			return false
-		}
-		return true
-	}
-	if !flush() { // the headers: clients see the stream open at once
-		return
-	}
-	for {
-		select {
-		case <-q.ready:
-		case <-r.Context().Done():
-			tj.backend.Cancel(tj.id)
-			log.Info().Msg("client disconnected mid-stream; generation cancelled")
-			return
-		}
-		for _, ev := range q.take() {
-			if ev.Text != "" {
-				send(o.line(ev.Text, nil))
-			}
-			if !ev.Done {
-				continue
-			}
-			if ev.Err != nil {
-				send(ollamaErrorBody{Error: jobError(ev.Err).Message})
-			} else {
-				send(o.line("", &ev))
-			}
-			flush()
-			return
-		}
-		if len(buf) > 0 && !flush() {
-			return
-		}
-	}
+	return ollamaGenerateResponse{Model: o.model, CreatedAt: now, Response: text, Thinking: thinking, Done: done != nil,
+		DoneReason: reason, Logprobs: lineLogprobs(o.logprobs, lps), ollamaMetrics: metrics}
 }
 
 // ollamaRoutes serves /api/*; the server mounts it behind the API key and
@@ -706,10 +721,14 @@ func (s *Server) ollamaRoutes() http.Handler {
 	api := http.NewServeMux()
 	api.Handle("/api/generate", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaGenerate)}))
 	api.Handle("/api/chat", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaChat)}))
+	api.Handle("/api/embed", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaEmbed)}))
+	api.Handle("/api/embeddings", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaEmbeddings)}))
 	api.Handle("/api/tags", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleOllamaTags)}))
 	api.Handle("/api/ps", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleOllamaPs)}))
 	api.Handle("/api/show", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaShow)}))
 	api.Handle("/api/version", methods(map[string]http.HandlerFunc{http.MethodGet: s.handleOllamaVersion}))
+	api.Handle("/api/pull", methods(map[string]http.HandlerFunc{http.MethodPost: s.handleOllamaPull}))
+	api.Handle("/api/delete", methods(map[string]http.HandlerFunc{http.MethodDelete: s.needBackend(s.handleOllamaDelete)}))
 	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

@@ -2,6 +2,7 @@ package serve_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -40,6 +41,9 @@ var fakeInfo = serve.ModelInfo{
 func startOllama(t *testing.T, cfg serve.Config, opts servetest.Options) *testServer {
 	t.Helper()
 	ts := start(t, cfg, nil)
+	if opts.Model == "" {
+		opts.Model = "llama3.2" // the name in Ollama's documented examples
+	}
 	ts.backend = servetest.New(opts)
 	ts.srv.SetBackend(describedBackend{ts.backend, fakeInfo})
 	return ts
@@ -50,6 +54,11 @@ func fixture(t *testing.T, name string) []byte {
 	data, err := os.ReadFile(filepath.Join("testdata", "ollama", name))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if strings.HasSuffix(name, ".request.json") {
+		// The documented examples name two models; the one model served
+		// here is llama3.2, and a server of one model checks the name.
+		data = bytes.ReplaceAll(data, []byte(`"mistral"`), []byte(`"llama3.2"`))
 	}
 	return data
 }
@@ -282,7 +291,7 @@ func TestOllamaGenerateDocumentedExamples(t *testing.T) {
 	}
 
 	// A system prompt goes through the template too.
-	object(t, ts.do("POST", "/api/generate", `{"model":"m","prompt":"hi there","system":"Be brief.","stream":false}`, nil))
+	object(t, ts.do("POST", "/api/generate", `{"model":"llama3.2","prompt":"hi there","system":"Be brief.","stream":false}`, nil))
 	if job = jobWithPrompt(t, ts.backend, "hi there"); job.Prompt != "<|system|>\nBe brief.\n<|user|>\nhi there\n<|assistant|>\n" {
 		t.Errorf("system prompt: %q", job.Prompt)
 	}
@@ -317,7 +326,7 @@ func TestOllamaGenerateDocumentedExamples(t *testing.T) {
 	}
 
 	// num_predict -1: as many as the server allows.
-	object(t, ts.do("POST", "/api/generate", `{"model":"m","prompt":"unbounded","stream":false,"options":{"num_predict":-1,"top_k":20.0}}`, nil))
+	object(t, ts.do("POST", "/api/generate", `{"model":"llama3.2","prompt":"unbounded","stream":false,"options":{"num_predict":-1,"top_k":20.0}}`, nil))
 	if job = jobWithPrompt(t, ts.backend, "unbounded"); job.MaxTokens != 128 || job.Sampling.TopK != 20 {
 		t.Errorf("num_predict -1: max tokens %d top_k %d", job.MaxTokens, job.Sampling.TopK)
 	}
@@ -405,7 +414,7 @@ func TestOllamaModelEndpoints(t *testing.T) {
 	}
 	m := models[0].(map[string]any)
 	details := m["details"].(map[string]any)
-	if m["name"] != "fake-model:latest" || m["size"] != float64(fakeInfo.Size) || m["digest"] != fakeInfo.Digest ||
+	if m["name"] != "llama3.2:latest" || m["size"] != float64(fakeInfo.Size) || m["digest"] != fakeInfo.Digest ||
 		details["family"] != "llama" || details["quantization_level"] != "Q4_K_M" || details["parameter_size"] != "30M" {
 		t.Errorf("/api/tags model %v", m)
 	}
@@ -460,9 +469,9 @@ func TestOllamaErrors(t *testing.T) {
 	const key = "sk-ollama"
 	ts := start(t, serve.Config{APIKey: key, MaxBodyBytes: 4096}, nil)
 	auth := http.Header{"Authorization": {"Bearer " + key}}
-	expectOllamaError(t, ts.do("POST", "/api/generate", `{"model":"m","prompt":"x"}`, nil), http.StatusUnauthorized, "API key")
-	expectOllamaError(t, ts.do("POST", "/api/generate", `{"model":"m","prompt":"x"}`, auth), http.StatusServiceUnavailable, "loading")
-	ts.backend = servetest.New(servetest.Options{FailOn: "explode"})
+	expectOllamaError(t, ts.do("POST", "/api/generate", `{"model":"llama3.2","prompt":"x"}`, nil), http.StatusUnauthorized, "API key")
+	expectOllamaError(t, ts.do("POST", "/api/generate", `{"model":"llama3.2","prompt":"x"}`, auth), http.StatusServiceUnavailable, "loading")
+	ts.backend = servetest.New(servetest.Options{FailOn: "explode", Model: "llama3.2"})
 	ts.srv.SetBackend(ts.backend)
 
 	for _, c := range []struct {
@@ -475,30 +484,35 @@ func TestOllamaErrors(t *testing.T) {
 		{"POST", "/api/generate", `{"prompt":"x"}`, 400, "model is required"},
 		{"POST", "/api/chat", `{"messages":[{"role":"user","content":"x"}]}`, 400, "model is required"},
 		{"POST", "/api/show", `{}`, 400, "model is required"},
-		{"POST", "/api/generate", `{"model":"m","prompt":`, 400, "malformed JSON"},
-		{"POST", "/api/generate", `{"model":"m","prompt":"x","options":{"temperature":"hot"}}`, 400, "options.temperature"},
-		{"POST", "/api/generate", `{"model":"m","prompt":"x","options":{"top_k":2.5}}`, 400, "integer"},
-		{"POST", "/api/generate", `{"model":"m","prompt":"x","options":{"temperature":-1}}`, 400, "temperature"},
-		{"POST", "/api/generate", `{"model":"m","prompt":"x","options":{"num_predict":0}}`, 400, "num_predict"},
-		{"POST", "/api/generate", `{"model":"m","prompt":"x","options":{"stop":7}}`, 400, "options.stop"},
-		{"POST", "/api/generate", `{"model":"m","prompt":"x","format":"json"}`, 400, "format"},
-		{"POST", "/api/generate", `{"model":"m","prompt":"x","images":["aGk="]}`, 400, "images"},
-		{"POST", "/api/generate", `{"model":"m","prompt":"x","suffix":"y"}`, 400, "suffix"},
-		{"POST", "/api/generate", `{"model":"m","prompt":"x","context":[1,2]}`, 400, "context"},
-		{"POST", "/api/generate", `{"model":"m","prompt":"x","stream":"no"}`, 400, "stream"},
-		{"POST", "/api/chat", `{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}`, 400, "tools"},
-		{"POST", "/api/chat", `{"model":"m","messages":[{"role":"tool","content":"x"}]}`, 400, "tool"},
-		{"POST", "/api/chat", `{"model":"m","messages":[{"role":"wizard","content":"x"}]}`, 400, "role"},
-		{"POST", "/api/chat", `{"model":"m","messages":[{"role":"user","content":"x"}],"think":true}`, 400, "think"},
-		{"POST", "/api/generate", `{"model":"m","prompt":"` + strings.Repeat("x", 5000) + `"}`, 413, "exceeds"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":`, 400, "malformed JSON"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","options":{"temperature":"hot"}}`, 400, "options.temperature"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","options":{"top_k":2.5}}`, 400, "integer"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","options":{"temperature":-1}}`, 400, "temperature"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","options":{"num_predict":0}}`, 400, "num_predict"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","options":{"stop":7}}`, 400, "options.stop"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","format":"yaml"}`, 400, "format"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","format":{"type":"strin"}}`, 400, "format at /type"},
+		{"POST", "/api/chat", `{"model":"llama3.2","messages":[{"role":"user","content":"x"}],"format":{"properties":{"a":{"pattern":"x"}}}}`, 400, "format at /properties/a/pattern"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","top_logprobs":21}`, 400, "top_logprobs"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","images":["aGk="]}`, 400, "images"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","suffix":"y"}`, 400, "suffix"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","context":[1,2]}`, 400, "context"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"x","stream":"no"}`, 400, "stream"},
+		{"POST", "/api/chat", `{"model":"llama3.2","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}`, 400, "tools"},
+		{"POST", "/api/chat", `{"model":"llama3.2","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, 400, "does not support tools"},
+		{"POST", "/api/chat", `{"model":"llama3.2","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"thing"}}}]}`, 400, "tools[0].function.parameters is not a valid JSON schema"},
+		{"POST", "/api/chat", `{"model":"llama3.2","messages":[{"role":"assistant","content":"","tool_calls":[{"function":{"name":"f","arguments":[1]}}]}]}`, 400, "messages[0].tool_calls[0].function.arguments"},
+		{"POST", "/api/chat", `{"model":"llama3.2","messages":[{"role":"wizard","content":"x"}]}`, 400, "role"},
+		{"POST", "/api/chat", `{"model":"llama3.2","messages":[{"role":"user","content":"x"}],"think":true}`, 400, "think"},
+		{"POST", "/api/generate", `{"model":"llama3.2","prompt":"` + strings.Repeat("x", 5000) + `"}`, 413, "exceeds"},
 	} {
 		expectOllamaError(t, ts.do(c.method, c.path, c.body, auth), c.status, c.contains)
 	}
 
 	// A generation that fails: one object with the error, or the stream's
 	// last line.
-	expectOllamaError(t, ts.do("POST", "/api/generate", `{"model":"m","prompt":"explode","stream":false}`, auth), 500, "generation failed")
-	lines := ndjson(t, ts.do("POST", "/api/chat", `{"model":"m","messages":[{"role":"user","content":"explode now"}]}`, auth))
+	expectOllamaError(t, ts.do("POST", "/api/generate", `{"model":"llama3.2","prompt":"explode","stream":false}`, auth), 500, "generation failed")
+	lines := ndjson(t, ts.do("POST", "/api/chat", `{"model":"llama3.2","messages":[{"role":"user","content":"explode now"}]}`, auth))
 	last := lines[len(lines)-1]
 	if msg, _ := last["error"].(string); len(last) != 1 || !strings.Contains(msg, "generation failed") {
 		t.Errorf("last line of a failed stream: %v", last)
@@ -509,7 +523,7 @@ func TestOllamaErrors(t *testing.T) {
 
 func TestOllamaStreamDisconnectCancels(t *testing.T) {
 	ts := startOllama(t, serve.Config{}, servetest.Options{StepDelay: 20 * time.Millisecond})
-	resp := ts.do("POST", "/api/chat", `{"model":"m","messages":[{"role":"user","content":"long one"}],"options":{"num_predict":1000}}`, nil)
+	resp := ts.do("POST", "/api/chat", `{"model":"llama3.2","messages":[{"role":"user","content":"long one"}],"options":{"num_predict":1000}}`, nil)
 	sc := bufio.NewScanner(resp.Body)
 	if !sc.Scan() {
 		t.Fatal("no first line")
@@ -568,20 +582,21 @@ func FuzzOllamaRequest(f *testing.F) {
 		}
 	}
 	for _, seed := range []string{
-		`{"model":"m","prompt":"x","options":{"num_predict":-2,"stop":"a","top_k":1e300}}`,
-		`{"model":"m","messages":[{"role":"user","content":"\xff"}],"keep_alive":"5m"}`,
-		`{"model":"m","options":[]}`, `{"model":"m","options":{"seed":-1.5}}`, `[]`, `null`, `{"model":7}`,
+		`{"model":"llama3.2","prompt":"x","options":{"num_predict":-2,"stop":"a","top_k":1e300}}`,
+		`{"model":"llama3.2","messages":[{"role":"user","content":"\xff"}],"keep_alive":"5m"}`,
+		`{"model":"llama3.2","options":[]}`, `{"model":"llama3.2","options":{"seed":-1.5}}`, `[]`, `null`, `{"model":7}`,
 	} {
 		f.Add(seed)
 	}
-	backend := servetest.New(servetest.Options{})
+	backend := servetest.New(servetest.Options{Model: "llama3.2"})
 	srv := serve.New(serve.Config{MaxBodyBytes: 4096, MaxPromptBytes: 1024, DefaultMaxTokens: 4, MaxTokensLimit: 8}, zerolog.Nop())
 	srv.SetBackend(describedBackend{backend, fakeInfo})
 	h := srv.Handler()
-	allowed := map[int]bool{200: true, 400: true, 413: true, 429: true}
+	allowed := map[int]bool{200: true, 400: true, 404: true, 413: true, 429: true}
 	f.Fuzz(func(t *testing.T, body string) {
 		for _, path := range []string{"/api/generate", "/api/chat", "/api/show"} {
 			req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+			req.Host = "localhost" // httptest names example.com, which the Host check refuses
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
 			if !allowed[rec.Code] {

@@ -2,13 +2,8 @@ package serve
 
 import (
 	"encoding/json"
-	"net/http"
-	"strings"
-	"sync"
-	"time"
-
-	"github.com/rs/zerolog"
 	"github.com/wgllm/wgllm/runtime/engine"
+	"net/http"
 )
 
 // OpenAI's response shapes (only the fields this server fills).
@@ -30,8 +25,25 @@ func openAIUsage(u engine.Usage) *usageOut {
 }
 
 type chatMessageOut struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role             string           `json:"role"`
+	Content          *string          `json:"content"` // null when the answer is tool calls only
+	ReasoningContent string           `json:"reasoning_content,omitempty"`
+	ToolCalls        []openAIToolCall `json:"tool_calls,omitempty"`
+}
+
+// openAIToolCall is a call in a response; in a streamed delta, Index
+// names it, the first delta of a call carries ID, Type and the name, and
+// later ones fragments of the arguments.
+type openAIToolCall struct {
+	Index    *int               `json:"index,omitempty"`
+	ID       string             `json:"id,omitempty"`
+	Type     string             `json:"type,omitempty"`
+	Function openAIFunctionCall `json:"function"`
+}
+
+type openAIFunctionCall struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"` // JSON text of the arguments
 }
 
 type chatChoice struct {
@@ -53,8 +65,10 @@ type chatCompletion struct {
 }
 
 type chatDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role             string           `json:"role,omitempty"`
+	Content          *string          `json:"content,omitempty"`
+	ReasoningContent *string          `json:"reasoning_content,omitempty"`
+	ToolCalls        []openAIToolCall `json:"tool_calls,omitempty"`
 }
 
 type chatChunkChoice struct {
@@ -132,261 +146,211 @@ func (s *Server) handleModel(w http.ResponseWriter, r *http.Request, b Backend) 
 }
 
 func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request, b Backend) {
-	s.handleGenerate(w, r, b, kindChat)
+	s.handleOpenAI(w, r, b, kindChat)
 }
 
 func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request, b Backend) {
-	s.handleGenerate(w, r, b, kindCompletion)
+	s.handleOpenAI(w, r, b, kindCompletion)
 }
 
-// handleGenerate serves /v1/chat/completions and /v1/completions, streamed
+// handleOpenAI serves /v1/chat/completions and /v1/completions, streamed
 // (server-sent events) or not. The request's "model" picks the model when
 // the server has several (see modelBackend).
-func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request, b Backend, kind requestKind) {
+func (s *Server) handleOpenAI(w http.ResponseWriter, r *http.Request, b Backend, kind requestKind) {
 	var req genRequest
 	if aerr := decodeBody(w, r, s.cfg.MaxBodyBytes, &req); aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	b, release, _, aerr := s.modelBackend(r.Context(), b, req.Model)
+	g, aerr := s.openAIGeneration(&req, kind)
 	if aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	job, aerr := s.buildJob(b, &req, kind)
-	if aerr != nil {
-		release()
 		reqLog(r).Info().Str("code", aerr.Code).Str("param", aerr.Param).Msg(aerr.Message)
 		writeError(w, aerr)
 		return
 	}
-	endpoint, prefix := "completions", "cmpl-"
-	if kind == kindChat {
-		endpoint, prefix = "chat", "chatcmpl-"
-	}
-	job.ID = prefix + requestID(r)
-	log := reqLog(r).With().Str("job_id", job.ID).Str("endpoint", endpoint).Logger()
-	q := newEventQueue()
-	tj, aerr := s.submit(b, job, endpoint, log, releaseOnDone(q.push, release))
-	if aerr != nil {
-		release()
-		writeError(w, aerr)
-		return
-	}
-	out := responder{id: tj.id, model: b.ModelName(), created: time.Now().Unix(), chat: kind == kindChat}
-	if req.Stream {
-		includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
-		s.stream(w, r, tj, q, out, includeUsage, log)
-		return
-	}
-	text, ev, ok := s.awaitDone(w, r, tj, q, log)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, out.final(text, ev))
+	s.run(w, r, b, g, openAIProtocol(g))
 }
 
-// responder builds the OpenAI objects of one response.
-type responder struct {
-	id, model string
-	created   int64
-	chat      bool
+// openAIProtocol is the OpenAI endpoints' protocol for g.
+func openAIProtocol(g *generation) protocol {
+	p := protocol{endpoint: "completions", idPrefix: "cmpl-"}
+	if g.kind == kindChat {
+		p.endpoint, p.idPrefix = "chat", "chatcmpl-"
+	}
+	p.framer = func(m responseMeta) framer {
+		return &openAIFramer{id: m.id, model: m.model, created: m.created.Unix(), chat: g.kind == kindChat,
+			includeUsage: g.includeUsage, logprobs: g.settings.Logprobs, index: m.choice, several: m.choices > 1}
+	}
+	return p
 }
 
-func (o responder) final(text string, ev engine.Event) any {
-	timings := ev.Timings
+// openAIFramer makes the OpenAI objects of one response: server-sent
+// events of chunks, or the whole completion.
+type openAIFramer struct {
+	id, model    string
+	created      int64
+	chat         bool
+	includeUsage bool
+	logprobs     bool // asked for: pieces carry them
+	index        int  // the choice (n > 1)
+	several      bool // one of n > 1 choices: the usage comes once, in summary
+	offset       int  // completions: bytes of text streamed, for text_offset
+}
+
+func (o *openAIFramer) contentType() string { return "text/event-stream" }
+
+// opening is, for a chat, the chunk with the role, as OpenAI sends it.
+func (o *openAIFramer) opening() []any {
+	if !o.chat {
+		return nil
+	}
+	empty := ""
+	return []any{o.chunk(chatDelta{Role: "assistant", Content: &empty}, "", nil, nil)}
+}
+
+// piece is a chunk of text or reasoning, or for a tool call two chunks in
+// OpenAI's shape: the call's index, id, type and name (arguments ""),
+// then its arguments.
+func (o *openAIFramer) piece(d delta) []any {
+	if !o.chat {
+		lp := completionLogprobsJSON(o.logprobs, d.Logprobs, o.offset)
+		o.offset += tokensBytes(d.Logprobs)
+		return []any{o.chunk(chatDelta{}, d.Content, nil, lp)}
+	}
+	lp := chatLogprobsJSON(o.logprobs, d.Logprobs)
+	switch {
+	case d.Call != nil:
+		i := d.Call.Index
+		head := openAIToolCall{Index: &i, ID: d.Call.ID, Type: "function", Function: openAIFunctionCall{Name: d.Call.Name}}
+		args := openAIToolCall{Index: &i, Function: openAIFunctionCall{Arguments: string(d.Call.Arguments)}}
+		return []any{o.chunk(chatDelta{ToolCalls: []openAIToolCall{head}}, "", nil, lp),
+			o.chunk(chatDelta{ToolCalls: []openAIToolCall{args}}, "", nil, nil)}
+	case d.Reasoning != "":
+		text := d.Reasoning
+		return []any{o.chunk(chatDelta{ReasoningContent: &text}, "", nil, lp)}
+	}
+	text := d.Content
+	return []any{o.chunk(chatDelta{Content: &text}, "", nil, lp)}
+}
+
+// closing is the chunk carrying the finish reason (and timings), then
+// with stream_options.include_usage a chunk with no choices and the usage.
+func (o *openAIFramer) closing(out *outcome) []any {
+	frames := []any{o.chunk(chatDelta{}, "", out, nil)}
+	if o.includeUsage && !o.several {
+		frames = append(frames, o.usageChunk(out.Usage))
+	}
+	return frames
+}
+
+func (o *openAIFramer) failure(e *apiError) any { return e.openAI() }
+
+func (o *openAIFramer) frame(buf []byte, v any) []byte {
+	body, err := json.Marshal(v)
+	if err != nil {
+		body = []byte(`{"error":{"message":"encoding a chunk failed","type":"server_error","param":null,"code":"internal_error"}}`)
+	}
+	buf = append(buf, "data: "...)
+	buf = append(buf, body...)
+	return append(buf, "\n\n"...)
+}
+
+func (o *openAIFramer) terminator() string { return "data: [DONE]\n\n" }
+
+func (o *openAIFramer) whole(out *outcome) any {
+	timings := out.Timings
 	if o.chat {
 		return chatCompletion{ID: o.id, Object: "chat.completion", Created: o.created, Model: o.model,
-			Choices: []chatChoice{{Message: chatMessageOut{Role: "assistant", Content: text},
-				Logprobs: jsonNull, FinishReason: ev.FinishReason}},
-			Usage: openAIUsage(ev.Usage), Timings: &timings}
+			Choices: []chatChoice{o.chatChoice(out)}, Usage: openAIUsage(out.Usage), Timings: &timings}
 	}
-	reason := ev.FinishReason
 	return completion{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model,
-		Choices: []completionChoice{{Text: text, Logprobs: jsonNull, FinishReason: &reason}},
-		Usage:   openAIUsage(ev.Usage), Timings: &timings}
+		Choices: []completionChoice{o.completionChoice(out)}, Usage: openAIUsage(out.Usage), Timings: &timings}
 }
 
-// chunk is one streamed piece; with ev.Done, the closing chunk carrying
-// the finish reason (and timings).
-func (o responder) chunk(piece string, first bool, done *engine.Event) any {
+// wholeChoices is the response of n > 1 choices: the usage counts the
+// prompt once and every choice's completion.
+func (o *openAIFramer) wholeChoices(outs []*outcome) any {
+	usages := make([]engine.Usage, len(outs))
+	for i, out := range outs {
+		usages[i] = out.Usage
+	}
+	usage := openAIUsage(totalUsage(usages))
+	timings := outs[0].Timings
+	f := *o
+	if o.chat {
+		resp := chatCompletion{ID: o.id, Object: "chat.completion", Created: o.created, Model: o.model, Usage: usage, Timings: &timings}
+		for i, out := range outs {
+			f.index = i
+			resp.Choices = append(resp.Choices, f.chatChoice(out))
+		}
+		return resp
+	}
+	resp := completion{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model, Usage: usage, Timings: &timings}
+	for i, out := range outs {
+		f.index = i
+		resp.Choices = append(resp.Choices, f.completionChoice(out))
+	}
+	return resp
+}
+
+// summary ends a stream of n > 1 choices: with include_usage, the chunk
+// of their usage.
+func (o *openAIFramer) summary(total engine.Usage) []any {
+	if !o.includeUsage {
+		return nil
+	}
+	return []any{o.usageChunk(total)}
+}
+
+// chatChoice is a whole chat answer as a choice.
+func (o *openAIFramer) chatChoice(out *outcome) chatChoice {
+	msg := chatMessageOut{Role: "assistant", ReasoningContent: out.Reasoning}
+	if out.Content != "" || len(out.ToolCalls) == 0 {
+		msg.Content = &out.Content
+	}
+	for _, c := range out.ToolCalls {
+		msg.ToolCalls = append(msg.ToolCalls, openAIToolCall{ID: c.ID, Type: "function",
+			Function: openAIFunctionCall{Name: c.Name, Arguments: string(c.Arguments)}})
+	}
+	return chatChoice{Index: o.index, Message: msg, Logprobs: chatLogprobsJSON(o.logprobs, out.Logprobs),
+		FinishReason: out.FinishReason}
+}
+
+// completionChoice is a whole completion as a choice.
+func (o *openAIFramer) completionChoice(out *outcome) completionChoice {
+	reason := out.FinishReason
+	return completionChoice{Text: out.Content, Index: o.index, Logprobs: completionLogprobsJSON(o.logprobs, out.Logprobs, 0),
+		FinishReason: &reason}
+}
+
+// chunk is one streamed chunk: a chat delta or a completion's text, with
+// its logprobs (nil: null); with done, the closing chunk carrying the
+// finish reason (and timings).
+func (o *openAIFramer) chunk(d chatDelta, text string, done *outcome, logprobs json.RawMessage) any {
 	var reason *string
 	var timings *engine.Timings
 	if done != nil {
 		r, t := done.FinishReason, done.Timings
 		reason, timings = &r, &t
 	}
+	if logprobs == nil {
+		logprobs = jsonNull
+	}
 	if o.chat {
-		delta := chatDelta{}
-		if first {
-			delta.Role = "assistant"
-		}
-		if done == nil {
-			delta.Content = &piece
-		}
 		return chatChunk{ID: o.id, Object: "chat.completion.chunk", Created: o.created, Model: o.model,
-			Choices: []chatChunkChoice{{Delta: delta, Logprobs: jsonNull, FinishReason: reason}}, Timings: timings}
+			Choices: []chatChunkChoice{{Index: o.index, Delta: d, Logprobs: logprobs, FinishReason: reason}}, Timings: timings}
 	}
 	return completion{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model,
-		Choices: []completionChoice{{Text: piece, Logprobs: jsonNull, FinishReason: reason}}, Timings: timings}
+		Choices: []completionChoice{{Text: text, Index: o.index, Logprobs: logprobs, FinishReason: reason}}, Timings: timings}
 }
 
 // usageChunk is stream_options.include_usage's last chunk: no choices,
 // the usage.
-func (o responder) usageChunk(u engine.Usage) any {
+func (o *openAIFramer) usageChunk(u engine.Usage) any {
 	if o.chat {
 		return chatChunk{ID: o.id, Object: "chat.completion.chunk", Created: o.created, Model: o.model,
 			Choices: []chatChunkChoice{}, Usage: openAIUsage(u)}
 	}
 	return completion{ID: o.id, Object: "text_completion", Created: o.created, Model: o.model,
 		Choices: []completionChoice{}, Usage: openAIUsage(u)}
-}
-
-// stream writes the job's events as server-sent events: "data: {chunk}"
-// per piece, the closing chunk, optionally a usage chunk, then
-// "data: [DONE]". Every write has its own deadline; a failed write or a
-// client that goes away cancels the job.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, tj *trackedJob, q *eventQueue, out responder, includeUsage bool, log zerolog.Logger) {
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // tell proxies not to buffer the stream
-	w.WriteHeader(http.StatusOK)
-	var buf []byte
-	send := func(v any) {
-		body, err := json.Marshal(v)
-		if err != nil {
-			body = []byte(`{"error":{"message":"encoding a chunk failed","type":"server_error","param":null,"code":"internal_error"}}`)
-		}
-		buf = append(buf, "data: "...)
-		buf = append(buf, body...)
-		buf = append(buf, "\n\n"...)
-	}
-	flush := func() bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		_, err := w.Write(buf)
-		buf = buf[:0]
-		if err == nil {
-			err = rc.Flush()
-		}
-		if err != nil {
-			tj.backend.Cancel(tj.id)
-			log.Info().Err(err).Msg("stream write failed; generation cancelled")
-			return false
-		}
-		return true
-	}
-	// The headers (and for a chat the role, as OpenAI sends it) go out at
-	// once, so clients see the stream open before the prompt is processed.
-	first := true
-	if out.chat {
-		send(out.chunk("", true, nil))
-		first = false
-	}
-	if !flush() {
-		return
-	}
-	for {
-		select {
-		case <-q.ready:
-		case <-r.Context().Done():
-			tj.backend.Cancel(tj.id)
-			log.Info().Msg("client disconnected mid-stream; generation cancelled")
-			return
-		}
-		for _, ev := range q.take() {
-			if ev.Text != "" {
-				send(out.chunk(ev.Text, first, nil))
-				first = false
-			}
-			if !ev.Done {
-				continue
-			}
-			if ev.Err != nil {
-				send(jobError(ev.Err).openAI())
-				flush()
-				return
-			}
-			send(out.chunk("", false, &ev))
-			if includeUsage {
-				send(out.usageChunk(ev.Usage))
-			}
-			buf = append(buf, "data: [DONE]\n\n"...)
-			flush()
-			return
-		}
-		if len(buf) > 0 && !flush() {
-			return
-		}
-	}
-}
-
-// awaitDone gathers a non-streamed job's text until its final event and
-// sets the write deadline for the reply. It returns false when the client
-// went away (the job is cancelled) or the job failed (the error is
-// written).
-func (s *Server) awaitDone(w http.ResponseWriter, r *http.Request, tj *trackedJob, q *eventQueue, log zerolog.Logger) (string, engine.Event, bool) {
-	var text strings.Builder
-	for {
-		select {
-		case <-q.ready:
-		case <-r.Context().Done():
-			// The client went away: stop generating for nobody.
-			tj.backend.Cancel(tj.id)
-			log.Info().Msg("client disconnected; generation cancelled")
-			return "", engine.Event{}, false
-		}
-		for _, ev := range q.take() {
-			text.WriteString(ev.Text)
-			if !ev.Done {
-				continue
-			}
-			if ev.Err != nil {
-				writeError(w, jobError(ev.Err))
-				return "", engine.Event{}, false
-			}
-			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			return text.String(), ev, true
-		}
-	}
-}
-
-// eventQueue hands a job's events from the engine's goroutine to a
-// handler without ever blocking the engine. It is unbounded, but a job's
-// events are bounded by its max_tokens.
-type eventQueue struct {
-	mu     sync.Mutex
-	events []engine.Event
-	ready  chan struct{} // holds a token while events are waiting
-}
-
-func newEventQueue() *eventQueue { return &eventQueue{ready: make(chan struct{}, 1)} }
-
-func (q *eventQueue) push(ev engine.Event) {
-	q.mu.Lock()
-	q.events = append(q.events, ev)
-	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
-}
-
-// releaseOnDone passes events to emit and calls release after the last.
-func releaseOnDone(emit func(engine.Event), release func()) func(engine.Event) {
-	return func(ev engine.Event) {
-		emit(ev)
-		if ev.Done {
-			release()
-		}
-	}
-}
-
-func (q *eventQueue) take() []engine.Event {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	evs := q.events
-	q.events = nil
-	return evs
 }

@@ -325,7 +325,8 @@ func TestHTTPValidation(t *testing.T) {
 		{"/v1/completions", map[string]any{"prompt": "x", "stop": many}, "invalid_parameter", "stop"},
 		{"/v1/completions", `{"prompt":"x","stop":[""]}`, "invalid_parameter", "stop"},
 		{"/v1/completions", `{"prompt":"x","stop":5}`, "invalid_json", ""},
-		{"/v1/completions", `{"prompt":"x","n":2}`, "unsupported_parameter", "n"},
+		{"/v1/completions", `{"prompt":"x","n":0}`, "invalid_parameter", "n"},
+		{"/v1/completions", `{"prompt":"x","best_of":2}`, "unsupported_parameter", "best_of"},
 		{"/v1/completions", `{"prompt":"x","echo":true}`, "unsupported_parameter", "echo"},
 		{"/v1/completions", `{"prompt":[1,2,3]}`, "invalid_parameter", "prompt"},
 		{"/v1/completions", `{"prompt":["a","b"]}`, "invalid_parameter", "prompt"},
@@ -442,7 +443,7 @@ func TestHTTPAuthAndCORS(t *testing.T) {
 	expectError(t, resp, http.StatusUnauthorized, "invalid_api_key", "")
 	expectError(t, ts.do("GET", "/v1/requests/x", nil, http.Header{"Authorization": {"Basic k1"}}), http.StatusUnauthorized, "invalid_api_key", "")
 	expectError(t, ts.do("POST", "/v1/requests", `{"prompt":"x"}`, nil), http.StatusUnauthorized, "invalid_api_key", "")
-	resp = ts.do("GET", "/v1/models", nil, http.Header{"Authorization": {"bearer k1"}, "Origin": {"http://other.example"}})
+	resp = ts.do("GET", "/v1/models", nil, http.Header{"Authorization": {"bearer k1"}, "Origin": {"http://localhost:3000"}})
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("right key: %d", resp.StatusCode)
 	}
@@ -475,9 +476,10 @@ func TestHTTPAuthAndCORS(t *testing.T) {
 	}
 	expectError(t, cors.do("OPTIONS", "/v1/models", nil, http.Header{"Origin": {"https://evil.example"},
 		"Access-Control-Request-Method": {"GET"}}), http.StatusForbidden, "origin_not_allowed", "")
+	// Another site's page is refused outright (TestCrossSitePostRefused).
 	resp = cors.do("GET", "/v1/models", nil, http.Header{"Origin": {"https://evil.example"}})
-	resp.Body.Close()
 	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Error("CORS headers for an origin not configured")
 	}
+	expectError(t, resp, http.StatusForbidden, "origin_not_allowed", "")
 }

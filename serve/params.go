@@ -23,9 +23,10 @@ const (
 	maxTopK        = 1 << 20
 )
 
-// genRequest holds the fields shared by /v1/completions,
+// genRequest is the OpenAI wire body of /v1/completions,
 // /v1/chat/completions, /v1/requests and the websocket's generate and chat
-// messages. Pointers tell "absent" (or null) from zero.
+// messages; its generation method turns it into the protocol-neutral
+// generation. Pointers tell "absent" (or null) from zero.
 type genRequest struct {
 	Model         string          `json:"model"`
 	Prompt        json.RawMessage `json:"prompt"`
@@ -34,9 +35,35 @@ type genRequest struct {
 	StreamOptions *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
-	N                   *int     `json:"n"`
-	BestOf              *int     `json:"best_of"`
-	Echo                bool     `json:"echo"`
+	N      *int `json:"n"`
+	BestOf *int `json:"best_of"`
+	Echo   bool `json:"echo"`
+	samplingFields
+
+	// Tool calling (chat only; see tools.go).
+	Tools             json.RawMessage `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+
+	// OpenAI fields this server does not implement. Other unknown fields
+	// are ignored, as OpenAI clients send many (user, store, metadata…),
+	// but ignoring one of these would silently change the answer, so a
+	// value other than its neutral one is refused.
+	Functions    json.RawMessage `json:"functions"`
+	FunctionCall json.RawMessage `json:"function_call"`
+	Suffix       json.RawMessage `json:"suffix"`
+
+	// Structured output, logprobs and biases (structured.go, logprobs.go).
+	ResponseFormat json.RawMessage `json:"response_format"`
+	LogitBias      json.RawMessage `json:"logit_bias"`
+	Logprobs       json.RawMessage `json:"logprobs"`
+	TopLogprobs    json.RawMessage `json:"top_logprobs"`
+}
+
+// samplingFields are the generation settings every protocol has, under
+// OpenAI's names (Ollama's options map onto them); samplingJob validates
+// them.
+type samplingFields struct {
 	MaxTokens           *int     `json:"max_tokens"`
 	MaxCompletionTokens *int     `json:"max_completion_tokens"`
 	Temperature         *float64 `json:"temperature"`
@@ -49,20 +76,6 @@ type genRequest struct {
 	FrequencyPenalty    *float64 `json:"frequency_penalty"`
 	RepeatPenalty       *float64 `json:"repeat_penalty"`
 	RepeatLastN         *int     `json:"repeat_last_n"`
-
-	// OpenAI fields this server does not implement. Other unknown fields
-	// are ignored, as OpenAI clients send many (user, store, metadata…),
-	// but ignoring one of these would silently change the answer, so a
-	// value other than its neutral one is refused.
-	Tools          json.RawMessage `json:"tools"`
-	ToolChoice     json.RawMessage `json:"tool_choice"`
-	Functions      json.RawMessage `json:"functions"`
-	FunctionCall   json.RawMessage `json:"function_call"`
-	ResponseFormat json.RawMessage `json:"response_format"`
-	LogitBias      json.RawMessage `json:"logit_bias"`
-	Logprobs       json.RawMessage `json:"logprobs"`
-	TopLogprobs    json.RawMessage `json:"top_logprobs"`
-	Suffix         json.RawMessage `json:"suffix"`
 }
 
 // unsupportedField names the first field of req that asks for something
@@ -86,11 +99,8 @@ func (req *genRequest) unsupportedField() string {
 		raw  json.RawMessage
 		also []string
 	}{
-		{"tools", req.Tools, nil}, {"tool_choice", req.ToolChoice, []string{`"none"`, `"auto"`}},
 		{"functions", req.Functions, nil}, {"function_call", req.FunctionCall, []string{`"none"`, `"auto"`}},
-		{"response_format", req.ResponseFormat, []string{`{"type":"text"}`}},
-		{"logit_bias", req.LogitBias, nil}, {"logprobs", req.Logprobs, nil},
-		{"top_logprobs", req.TopLogprobs, nil}, {"suffix", req.Suffix, nil},
+		{"suffix", req.Suffix, nil},
 	} {
 		if !neutral(f.raw, f.also...) {
 			return f.name
@@ -135,8 +145,11 @@ func (s *stopList) UnmarshalJSON(b []byte) error {
 // chatMessageIn is one message of a chat request. Content is a string or
 // an array of {"type":"text","text":…} parts (null for an assistant turn).
 type chatMessageIn struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"`
+	Role       string             `json:"role"`
+	Content    json.RawMessage    `json:"content"`
+	ToolCalls  []openAIToolCallIn `json:"tool_calls"`
+	ToolCallID string             `json:"tool_call_id"`
+	Name       string             `json:"name"`
 }
 
 // decodeBody reads a JSON request body into v, answering 413 beyond the
@@ -180,8 +193,10 @@ func decodeJSON(body []byte, v any) *apiError {
 	if err := dec.Decode(v); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			// The path names the embedded Go struct of websocket messages.
+			// The path names the embedded Go structs (genRequest in
+			// websocket messages, samplingFields).
 			field := strings.TrimPrefix(typeErr.Field, "genRequest.")
+			field = strings.TrimPrefix(field, "samplingFields.")
 			return invalidParam(field, "%s: expected %s, got JSON %s", field, typeErr.Type, typeErr.Value)
 		}
 		if err == io.EOF {
@@ -233,24 +248,62 @@ func chatMessages(in []chatMessageIn) ([]engine.ChatMessage, *apiError) {
 	out := make([]engine.ChatMessage, len(in))
 	for i, m := range in {
 		param := fmt.Sprintf("messages[%d]", i)
-		role := m.Role
-		switch role {
-		case "system", "user", "assistant":
-		case "developer": // OpenAI's newer name for system
-			role = "system"
-		default:
-			return nil, invalidParam(param+".role", "%s.role %q: want system, developer, user or assistant", param, m.Role)
+		if _, aerr := chatRole(param, m.Role); aerr != nil {
+			return nil, aerr
 		}
 		content, err := messageContent(m.Content)
 		if err != nil {
 			return nil, invalidParam(param+".content", "%s.content: %v", param, err)
 		}
-		if !utf8.ValidString(content) {
-			return nil, invalidParam(param+".content", "%s.content is not valid UTF-8", param)
+		msg, aerr := chatMessage(param, m.Role, content)
+		if aerr != nil {
+			return nil, aerr
 		}
-		out[i] = engine.ChatMessage{Role: role, Content: content}
+		for j, c := range m.ToolCalls {
+			cp := fmt.Sprintf("%s.tool_calls[%d]", param, j)
+			if m.Role != "assistant" {
+				return nil, invalidParam(cp, "%s: only assistant messages make tool calls", cp)
+			}
+			if c.ID == "" {
+				return nil, invalidParam(cp+".id", "%s.id is required", cp)
+			}
+			call, aerr := historyCall(cp, c.ID, c.Function.Name, c.Function.Arguments)
+			if aerr != nil {
+				return nil, aerr
+			}
+			msg.ToolCalls = append(msg.ToolCalls, call)
+		}
+		msg.ToolCallID, msg.Name = m.ToolCallID, m.Name
+		out[i] = msg
+	}
+	if aerr := checkToolAnswers(out); aerr != nil {
+		return nil, aerr
 	}
 	return out, nil
+}
+
+// chatRole validates a message's role, mapping OpenAI's developer to
+// system.
+func chatRole(param, role string) (string, *apiError) {
+	switch role {
+	case "system", "user", "assistant", "tool":
+		return role, nil
+	case "developer": // OpenAI's newer name for system
+		return "system", nil
+	}
+	return "", invalidParam(param+".role", "%s.role %q: want system, developer, user, assistant or tool", param, role)
+}
+
+// chatMessage validates one message of a chat (param names it).
+func chatMessage(param, role, content string) (engine.ChatMessage, *apiError) {
+	role, aerr := chatRole(param, role)
+	if aerr != nil {
+		return engine.ChatMessage{}, aerr
+	}
+	if !utf8.ValidString(content) {
+		return engine.ChatMessage{}, invalidParam(param+".content", "%s.content is not valid UTF-8", param)
+	}
+	return engine.ChatMessage{Role: role, Content: content}, nil
 }
 
 func messageContent(raw json.RawMessage) (string, error) {
@@ -282,25 +335,9 @@ func messageContent(raw json.RawMessage) (string, error) {
 
 // samplingJob builds a Job (without its prompt) from the request's
 // generation settings over the configured defaults, validating each.
-func (s *Server) samplingJob(req *genRequest) (engine.Job, *apiError) {
+func (s *Server) samplingJob(req *samplingFields) (engine.Job, *apiError) {
 	cfg := &s.cfg
 	job := engine.Job{MaxTokens: cfg.DefaultMaxTokens, Sampling: cfg.DefaultSampling}
-	if req.N != nil && *req.N != 1 {
-		return job, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-			Param: "n", Message: "only n=1 is supported"}
-	}
-	if req.BestOf != nil && *req.BestOf != 1 {
-		return job, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-			Param: "best_of", Message: "only best_of=1 is supported"}
-	}
-	if req.Echo {
-		return job, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-			Param: "echo", Message: "echo is not supported"}
-	}
-	if name := req.unsupportedField(); name != "" {
-		return job, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
-			Param: name, Message: name + " is not supported by this server"}
-	}
 	maxTokens, maxParam := req.MaxTokens, "max_tokens"
 	if req.MaxCompletionTokens != nil {
 		maxTokens, maxParam = req.MaxCompletionTokens, "max_completion_tokens"
@@ -386,65 +423,6 @@ func (s *Server) samplingJob(req *genRequest) (engine.Job, *apiError) {
 }
 
 func finite64(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
-
-// requestKind says which prompt field a request must carry.
-type requestKind int
-
-const (
-	kindCompletion requestKind = iota // "prompt"
-	kindChat                          // "messages"
-)
-
-// buildJob turns a request into a Job for b: validated settings and the
-// prompt (chats rendered with the model's template), within the prompt
-// limit.
-func (s *Server) buildJob(b Backend, req *genRequest, kind requestKind) (engine.Job, *apiError) {
-	job, aerr := s.samplingJob(req)
-	if aerr != nil {
-		return job, aerr
-	}
-	switch kind {
-	case kindChat:
-		if len(req.Prompt) > 0 && !bytes.Equal(bytes.TrimSpace(req.Prompt), []byte("null")) {
-			return job, invalidParam("prompt", "a chat request takes messages, not prompt")
-		}
-		msgs, aerr := chatMessages(req.Messages)
-		if aerr != nil {
-			return job, aerr
-		}
-		total := 0
-		for _, m := range msgs {
-			total += len(m.Content)
-		}
-		if total > s.cfg.MaxPromptBytes {
-			return job, promptTooLarge(total, s.cfg.MaxPromptBytes)
-		}
-		prompt, err := b.RenderChat(msgs)
-		if err != nil {
-			ae := submitError(err)
-			ae.Message = "rendering the chat template: " + ae.Message
-			return job, ae
-		}
-		job.Prompt = prompt
-		job.Chat = true
-	default:
-		if req.Messages != nil {
-			return job, invalidParam("messages", "a completion request takes prompt, not messages")
-		}
-		prompt, aerr := promptText(req.Prompt)
-		if aerr != nil {
-			return job, aerr
-		}
-		if !utf8.ValidString(prompt) {
-			return job, invalidParam("prompt", "prompt is not valid UTF-8")
-		}
-		job.Prompt = prompt
-	}
-	if len(job.Prompt) > s.cfg.MaxPromptBytes {
-		return job, promptTooLarge(len(job.Prompt), s.cfg.MaxPromptBytes)
-	}
-	return job, nil
-}
 
 func promptTooLarge(n, limit int) *apiError {
 	return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: codePromptTooLarge,

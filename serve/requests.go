@@ -29,27 +29,19 @@ func (s *Server) handleRequestCreate(w http.ResponseWriter, r *http.Request, b B
 	if req.Messages != nil {
 		kind = kindChat
 	}
-	b, release, _, aerr := s.modelBackend(r.Context(), b, req.Model)
+	g, aerr := s.openAIGeneration(&req, kind)
 	if aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	job, aerr := s.buildJob(b, &req, kind)
-	if aerr != nil {
-		release()
 		reqLog(r).Info().Str("code", aerr.Code).Str("param", aerr.Param).Msg(aerr.Message)
 		writeError(w, aerr)
 		return
 	}
-	job.ID = "req-" + requestID(r)
-	log := reqLog(r).With().Str("job_id", job.ID).Str("endpoint", "requests").Logger()
 	// The engine keeps the text for Status; the server needs no events.
-	tj, aerr := s.submit(b, job, "requests", log, releaseOnDone(func(engine.Event) {}, release))
+	job, aerr := s.start(r, b, g, protocol{endpoint: "requests", idPrefix: "req-"}, func(engine.Event) {})
 	if aerr != nil {
-		release()
 		writeError(w, aerr)
 		return
 	}
+	tj := job.tj
 	w.Header().Set("Location", "/v1/requests/"+tj.id)
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": tj.id, "status": string(engine.Queued)})
 }

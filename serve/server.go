@@ -31,7 +31,7 @@ type Backend interface {
 	Cancel(id string) bool
 	Status(id string) (engine.Status, bool)
 	// RenderChat applies the model's chat template.
-	RenderChat(msgs []engine.ChatMessage) (string, error)
+	RenderChat(c engine.Chat) (engine.RenderedChat, error)
 	ModelName() string
 	Metrics() engine.Metrics
 }
@@ -47,6 +47,8 @@ type Server struct {
 	backend  atomic.Pointer[backendBox]
 	draining atomic.Bool
 	wsOpen   atomic.Int64 // websockets open or upgrading, for WSMaxConnections
+	hosts    atomic.Pointer[hostPolicy]
+	limiter  *connLimiter
 
 	jobs     jobTracker
 	conns    connSet
@@ -63,9 +65,12 @@ type backendBox struct{ Backend }
 func New(cfg Config, log zerolog.Logger) *Server {
 	s := &Server{cfg: cfg.withDefaults(), log: log, started: time.Now()}
 	s.keyDigest = sha256.Sum256([]byte(s.cfg.APIKey))
+	s.hosts.Store(newHostPolicy(s.cfg, s.cfg.Addr))
+	s.limiter = newConnLimiter(s.cfg)
 	s.jobs.jobs = map[string]*trackedJob{}
 	s.conns.m = map[*wsConn]struct{}{}
 	s.metrics = newMetrics(s)
+	s.limiter.refused = s.metrics.refused.Inc
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: s.cfg.WriteTimeout,
 		ReadBufferSize:   4096,
@@ -128,8 +133,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return err
 	}
+	// The Host check knows the address actually listened on (a port of
+	// 0, an --addr flag).
+	s.hosts.Store(newHostPolicy(s.cfg, ln.Addr().String()))
+	ln = &limitedListener{Listener: ln, l: s.limiter}
 	srv := &http.Server{
 		Handler:           s.handler,
+		ConnContext:       connContext,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ReadTimeout:       s.cfg.ReadTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
@@ -560,6 +570,7 @@ func (s *Server) routes() http.Handler {
 	v1 := http.NewServeMux()
 	v1.Handle("/v1/chat/completions", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleChatCompletions)}))
 	v1.Handle("/v1/completions", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleCompletions)}))
+	v1.Handle("/v1/embeddings", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleEmbeddings)}))
 	v1.Handle("/v1/models", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModels)}))
 	v1.Handle("/v1/models/{model...}", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModel)}))
 	v1.Handle("/v1/models/{model}/file", methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleModelFile)}))
@@ -572,11 +583,18 @@ func (s *Server) routes() http.Handler {
 		writeError(w, notFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	mux.Handle("/v1/", s.withCORS(s.requireKey(false, v1)))
+	// llama.cpp server's paths, under the API key and CORS of /v1.
+	for path, h := range map[string]http.HandlerFunc{
+		"/tokenize": s.needBackend(s.handleTokenize), "/detokenize": s.needBackend(s.handleDetokenize),
+	} {
+		mux.Handle(path, s.withCORS(s.requireKey(false, methods(map[string]http.HandlerFunc{http.MethodPost: h}))))
+	}
+	mux.Handle("/props", s.withCORS(s.requireKey(false, methods(map[string]http.HandlerFunc{http.MethodGet: s.needBackend(s.handleProps)}))))
 	mux.Handle("/api/", withOllamaErrors(s.withCORS(s.requireKey(false, s.ollamaRoutes()))))
 
 	mux.Handle("/wasm/{file}", methods(map[string]http.HandlerFunc{http.MethodGet: s.handleWasm}))
 	mux.Handle("/", s.staticHandler())
-	return s.withRequestLog(mux)
+	return s.withRequestLog(s.withConnLimit(s.withHostCheck(mux)))
 }
 
 func (s *Server) staticHandler() http.Handler {

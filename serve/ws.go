@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -43,9 +41,20 @@ type (
 		Model string `json:"model"`
 	}
 	wsToken struct {
-		Type string `json:"type"` // token
+		Type     string       `json:"type"` // token, or reasoning (a reasoning model's thinking)
+		ID       string       `json:"id"`
+		Text     string       `json:"text"`
+		Logprobs []logprobOut `json:"logprobs,omitempty"` // with logprobs: true
+	}
+	wsToolCall struct {
+		Type string `json:"type"` // tool_call
 		ID   string `json:"id"`
-		Text string `json:"text"`
+		Call wsCall `json:"call"`
+	}
+	wsCall struct {
+		ID        string          `json:"id"`
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
 	}
 	wsDone struct {
 		Type         string         `json:"type"` // done
@@ -67,20 +76,14 @@ type (
 )
 
 // checkOrigin accepts requests without Origin (not from a browser), from
-// the server's own origin, and from Config.AllowedOrigins.
+// the server's own origin (its Host being an allowed host), loopback
+// pages and Config.AllowedOrigins; withHostCheck already refused others,
+// this is the upgrader's own check of the same rule.
 func (s *Server) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
+	if s.hosts.Load().originAllowed(r) {
 		return true
 	}
-	if originAllowed(s.cfg.AllowedOrigins, origin) {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err == nil && strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	reqLog(r).Warn().Str("origin", origin).Str("host", r.Host).Msg("websocket origin refused")
+	reqLog(r).Warn().Str("origin", r.Header.Get("Origin")).Str("host", r.Host).Msg("websocket origin refused")
 	return false
 }
 
@@ -121,6 +124,11 @@ func (s *Server) handleWebsocket(w http.ResponseWriter, r *http.Request, b Backe
 		return
 	}
 	defer s.wsOpen.Add(-1)
+	release, ok := s.wsClientLimit(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
@@ -302,7 +310,7 @@ func (c *wsConn) enqueueJSON(v any) {
 }
 
 func (c *wsConn) sendError(id string, e *apiError) {
-	c.enqueueJSON(wsError{Type: "error", ID: id, Error: wsErrorBody{Code: e.Code, Message: e.Message, Param: e.Param}})
+	c.enqueueJSON((&wsFramer{id: id}).failure(e))
 }
 
 func (c *wsConn) handleMessage(data []byte) {
@@ -344,7 +352,16 @@ func (c *wsConn) start(msg *wsRequest, kind requestKind) {
 		c.sendError(msg.ID, errShuttingDown)
 		return
 	}
-	job, aerr := c.s.buildJob(c.b, &msg.genRequest, kind)
+	g, aerr := c.s.openAIGeneration(&msg.genRequest, kind)
+	if aerr == nil && g.n > 1 {
+		aerr = &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
+			Param: "n", Message: "n > 1 is for the HTTP API; send one websocket request per choice"}
+	}
+	var job engine.Job
+	var plan *outputPlan
+	if aerr == nil {
+		job, plan, aerr = c.s.buildJob(c.b, g)
+	}
 	if aerr != nil {
 		c.log.Info().Str("client_id", msg.ID).Str("code", aerr.Code).Str("param", aerr.Param).Msg(aerr.Message)
 		c.sendError(msg.ID, aerr)
@@ -371,29 +388,41 @@ func (c *wsConn) start(msg *wsRequest, kind requestKind) {
 
 	job.ID = jobID
 	log := c.log.With().Str("request_id", jobID).Str("client_id", clientID).Str("endpoint", "ws").Logger()
-	if _, aerr := c.s.submit(c.b, job, "ws", log, func(ev engine.Event) { c.onEvent(clientID, jobID, ev) }); aerr != nil {
+	f, acc := &wsFramer{id: clientID}, newAccumulator(plan)
+	if _, aerr := c.s.submit(c.b, job, "ws", log, func(ev engine.Event) { c.onEvent(clientID, jobID, f, acc, ev) }); aerr != nil {
 		c.forget(clientID, jobID)
 		c.sendError(clientID, aerr)
 	}
 }
 
 // onEvent runs on the engine's goroutine: it only encodes and queues.
-func (c *wsConn) onEvent(clientID, jobID string, ev engine.Event) {
-	if !ev.Done {
-		c.enqueueJSON(wsToken{Type: "token", ID: clientID, Text: ev.Text})
-		return
+func (c *wsConn) onEvent(clientID, jobID string, f *wsFramer, acc *accumulator, ev engine.Event) {
+	if ev.Done {
+		// Forgotten first, so that the client may reuse the id as soon as
+		// it reads the end.
+		c.forget(clientID, jobID)
 	}
-	// Forgotten first, so that the client may reuse the id as soon as it
-	// reads the end.
-	c.forget(clientID, jobID)
-	if ev.Text != "" {
-		c.enqueueJSON(wsToken{Type: "token", ID: clientID, Text: ev.Text})
+	frames, _ := eventFrames(acc, f, ev)
+	for _, v := range frames {
+		c.enqueueJSON(v)
 	}
-	if ev.Err != nil {
-		c.sendError(clientID, jobError(ev.Err))
-		return
-	}
-	c.enqueueJSON(wsDone{Type: "done", ID: clientID, FinishReason: ev.FinishReason, Usage: ev.Usage, Timings: ev.Timings})
+}
+
+// wsFramer makes the websocket's messages of one request.
+type wsFramer struct{ id string }
+
+var _ pieceFramer = (*wsFramer)(nil)
+
+func (f *wsFramer) piece(d delta) []any {
+	return []any{wsToken{Type: "token", ID: f.id, Text: d.Content, Logprobs: lineLogprobs(true, d.Logprobs)}}
+}
+
+func (f *wsFramer) closing(o *outcome) []any {
+	return []any{wsDone{Type: "done", ID: f.id, FinishReason: o.FinishReason, Usage: o.Usage, Timings: o.Timings}}
+}
+
+func (f *wsFramer) failure(e *apiError) any {
+	return wsError{Type: "error", ID: f.id, Error: wsErrorBody{Code: e.Code, Message: e.Message, Param: e.Param}}
 }
 
 func (c *wsConn) forget(clientID, jobID string) {

@@ -179,3 +179,25 @@ func TestBenchParallel(t *testing.T) {
 		}
 	}
 }
+
+// info prints the KV cache type and bytes per token of kv.dtype
+// (kjv-30m: 8 layers × 256 K and V values a token), and refuses an unknown
+// type.
+func TestInfoKVCacheBytes(t *testing.T) {
+	for dtype, want := range map[string]string{"f16": "f16, 8192 bytes per token", "q8_0": "q8_0, 4352 bytes per token", "f32": "f32, 16384 bytes per token"} {
+		t.Run(dtype, func(t *testing.T) {
+			t.Setenv("WGLLM_KV_DTYPE", dtype)
+			out, errOut, err := wgllm(t, "", "info", "-m", "../models/kjv-30m-q4_k_m.gguf")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, errOut)
+			}
+			if !regexp.MustCompile(`kv cache +` + want).MatchString(out) {
+				t.Errorf("info lacks %q:\n%s", want, out)
+			}
+		})
+	}
+	t.Setenv("WGLLM_KV_DTYPE", "q4_0")
+	if _, errOut, err := wgllm(t, "", "info", "-m", "../models/kjv-30m-q4_k_m.gguf"); err == nil || !strings.Contains(errOut, `kv.dtype "q4_0"`) {
+		t.Errorf("kv.dtype q4_0: err %v, stderr %q", err, errOut)
+	}
+}

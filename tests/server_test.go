@@ -80,13 +80,7 @@ func startServerWith(t testing.TB, modelFile string, seqs int, cfg serve.Config,
 		t.Fatal(err)
 	}
 	eopt := engine.Options{MaxBatch: seqs, Name: "test-model", ChatStop: []string{"<|im_end|>", "<|im_start|>"},
-		RenderChat: func(msgs []engine.ChatMessage) (string, error) {
-			cm := make([]chat.Message, len(msgs))
-			for i, x := range msgs {
-				cm[i] = chat.Message{Role: x.Role, Content: x.Content}
-			}
-			return tmpl.Render(cm, true)
-		}}
+		RenderChat: engine.TemplateRenderer(tmpl)}
 	if tune != nil {
 		tune(&eopt)
 	}

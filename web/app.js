@@ -45,6 +45,9 @@
 
   const SETTINGS_KEY = 'wgllm.chat.settings';
   const DEFAULTS = Object.freeze({ system: '', temperature: 0.8, maxTokens: 256, apiKey: '' });
+  // The most max tokens the page offers: the server's limit once /props
+  // has told it (loadLimits), at most the model's context.
+  let maxTokensLimit = 32768;
 
   function cleanSettings(raw) {
     const s = Object.assign({}, DEFAULTS);
@@ -53,7 +56,7 @@
     const t = Number(raw.temperature);
     if (Number.isFinite(t) && t >= 0 && t <= 2) s.temperature = t;
     const n = Number(raw.maxTokens);
-    if (Number.isInteger(n) && n >= 1 && n <= 32768) s.maxTokens = n;
+    if (Number.isInteger(n) && n >= 1 && n <= maxTokensLimit) s.maxTokens = n;
     if (typeof raw.apiKey === 'string') s.apiKey = raw.apiKey.trim();
     return s;
   }
@@ -627,6 +630,21 @@
     }
   }
 
+  // loadLimits asks the server (/props) for the largest max_tokens it
+  // accepts and the model's context, and offers no more.
+  async function loadLimits() {
+    const headers = settings.apiKey ? { Authorization: 'Bearer ' + settings.apiKey } : {};
+    const resp = await fetch('props', { headers }).catch(() => null);
+    if (!resp || !resp.ok) return;
+    const body = await resp.json().catch(() => ({}));
+    const limit = Number(body.max_tokens_limit);
+    if (!Number.isInteger(limit) || limit < 1) return;
+    maxTokensLimit = limit;
+    ui.setMaxTokens.max = String(limit);
+    if (settings.maxTokens > limit) settings = Object.assign({}, settings, { maxTokens: Math.min(limit, DEFAULTS.maxTokens) });
+  }
+  loadLimits();
+
   // serverModel is the name of the server's default model.
   async function serverModel() {
     if (modelName) return modelName;
@@ -729,7 +747,7 @@
     const n = Number(ui.setMaxTokens.value);
     let problem = '';
     if (ui.setTemperature.value.trim() === '' || !Number.isFinite(t) || t < 0 || t > 2) problem = 'Temperature must be a number from 0 to 2.';
-    else if (!Number.isInteger(n) || n < 1 || n > 32768) problem = 'Max tokens must be a whole number from 1 to 32768.';
+    else if (!Number.isInteger(n) || n < 1 || n > maxTokensLimit) problem = 'Max tokens must be a whole number from 1 to ' + maxTokensLimit + '.';
     if (problem) {
       ui.settingsError.textContent = problem;
       ui.settingsError.hidden = false;

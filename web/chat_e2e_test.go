@@ -607,6 +607,10 @@ func testSettings(t *testing.T, browserCtx context.Context, srv *fakeServer, art
 	if got := p.evalString(`document.activeElement.id`); got != "set-system" {
 		t.Errorf("focus in the settings dialog is on %q, want the first field", got)
 	}
+	// Max tokens offers what the server accepts (its /props), not more.
+	if got := p.evalString(`document.getElementById('set-max-tokens').max`); got != "512" {
+		t.Errorf("max tokens field allows up to %q, want the server's 512", got)
+	}
 	// Every field has a label.
 	var unlabeled []string
 	p.eval(`Array.from(document.querySelectorAll('input, textarea')).filter(e => !e.labels || e.labels.length === 0).map(e => e.id)`, &unlabeled)

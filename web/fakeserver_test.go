@@ -97,6 +97,10 @@ func newFakeServer(t *testing.T, apiKey string) *fakeServer {
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
 	mux.HandleFunc("/ws", s.serveWS)
+	mux.HandleFunc("/props", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"model":"fake","n_ctx":512,"max_tokens_limit":512,"default_max_tokens":256}`)
+	})
 	s.Server = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		s.dropAll()

@@ -30,11 +30,12 @@ struct Params {
   n_blocks: u32, tbl_off: u32, tbl_stride: u32, tbl_rows: u32,
   info_off: u32, max_split: u32,
   softcap: f32, window: u32, sink_off: u32,  // ops.attnMods
+  kv_sc_off: u32,  // q8_0 pools: word of the scale plane
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<{{if eq .KV "f16"}}u32{{else}}f32{{end}}>;
-@group(0) @binding(3) var<storage, read> v: array<{{if eq .KV "f16"}}u32{{else}}f32{{end}}>;
+@group(0) @binding(2) var<storage, read> k: array<{{if eq .KV "f32"}}f32{{else}}u32{{end}}>;
+@group(0) @binding(3) var<storage, read> v: array<{{if eq .KV "f32"}}f32{{else}}u32{{end}}>;
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
 {{- if .Paged}}
 @group(0) @binding(5) var<storage, read> tbl: array<u32>;

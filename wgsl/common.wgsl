@@ -8,11 +8,77 @@ fn ld_f16(v: u32, i: u32) -> f32 {
   return select(pair.x, pair.y, (i & 1u) == 1u);
 }
 
+// q8_0 KV pools (ops/kv_pool.go): ggml's block_q8_0 of 32 values, as
+// quantize_row_q8_0_ref computes it: d = amax/127 stored as f16 (rounded
+// to nearest even, as GGML_FP32_TO_FP16), q = roundf(x·(1/d)) with the
+// f32 reciprocal of the unrounded d; decoded q·f16(d).
+
+// The f32 reciprocal ggml multiplies by (0 for an all-zero block).
+fn q8_inv_scale(amax: f32) -> f32 {
+  let d = amax / 127.0;
+  return select(0.0, 1.0 / d, d != 0.0);
+}
+
+// Four values quantised with reciprocal id into four int8 bytes (C's roundf:
+// halves away from zero, not WGSL's round, which goes to even).
+fn q8_pack(x: vec4<f32>, id: f32) -> u32 {
+  let v = x * id;
+  let t = trunc(v);
+  let r = t + select(vec4<f32>(0.0), sign(v), abs(v - t) >= vec4<f32>(0.5));
+  let b = bitcast<vec4<u32>>(vec4<i32>(clamp(r, vec4<f32>(-128.0), vec4<f32>(127.0)))) & vec4<u32>(0xffu);
+  return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
+}
+
+// Four int8 bytes, sign-extended, as f32.
+fn q8_unpack(w: u32) -> vec4<f32> {
+  let s = vec4<i32>(bitcast<i32>(w << 24u), bitcast<i32>(w << 16u), bitcast<i32>(w << 8u), bitcast<i32>(w));
+  return vec4<f32>(s >> vec4<u32>(24u));
+}
+
+// The scale of value i's block from its scale word (two f16 per word). A
+// device may flush a subnormal scale (a block whose largest value is below
+// 127·2^-14 ≈ 0.0078) to zero: an error below that value.
+fn q8_scale_of(w: u32, i: u32) -> f32 {
+  let s = unpack2x16float(w);
+  return select(s.x, s.y, ((i >> 5u) & 1u) == 1u);
+}
+
+// The f16 bits of a non-negative f32, rounded to nearest even, subnormals
+// and overflow to infinity included (pack2x16float may round either way).
+fn f16_bits_rne(f: f32) -> u32 {
+  let b = bitcast<u32>(f);
+  let e = i32(b >> 23u) - 112;  // the f16 biased exponent
+  if (e >= 31) { return 0x7c00u; }
+  if (e <= 0) {
+    if (e < -10) { return 0u; }  // below 2^-25: rounds to zero
+    let m = (b & 0x7fffffu) | 0x800000u;
+    let sh = u32(14 - e);        // to units of 2^-24
+    let q = m >> sh;
+    let rem = m & ((1u << sh) - 1u);
+    let hf = 1u << (sh - 1u);
+    return q + select(0u, 1u, rem > hf || (rem == hf && (q & 1u) == 1u));
+  }
+  let m = b & 0x7fffffu;
+  let r = (u32(e) << 10u) | (m >> 13u);
+  let rem = m & 0x1fffu;
+  return r + select(0u, 1u, rem > 0x1000u || (rem == 0x1000u && (r & 1u) == 1u));  // a carry moves the exponent
+}
+
+// The mask that keeps the other half of a scale word when block blk's half
+// is replaced (writers clear their half with atomicAnd, then atomicOr it).
+fn q8_keep_mask(blk: u32) -> u32 { return select(0xffff0000u, 0x0000ffffu, (blk & 1u) == 1u); }
+
 {{/* attn_kv is shared by the attention kernels: K/V loads of four elements
-     (f32, or f16 stored two per u32: i is even since f16 views start at even
-     elements and D % 4 == 0) and, for paged attention, the block-table lookup. */}}
+     (f32, f16 stored two per u32: i is even since f16 views start at even
+     elements and D % 4 == 0, or q8_0 dequantised in registers) and, for
+     paged attention, the block-table lookup. */}}
 {{define "attn_kv"}}fn ld_k4(i: u32) -> vec4<f32> {
-{{- if eq .KV "f16"}}
+{{- if eq .KV "q8_0"}}
+  // q8_0 pool (ops/kv_pool.go): i is the value index (the pool is bound
+  // from its start, i % 4 == 0); its quants are word i/4, its block's scale
+  // half (i/32)&1 of word kv_sc_off + i/64.
+  return q8_unpack(k[i >> 2u]) * q8_scale_of(k[p.kv_sc_off + (i >> 6u)], i);
+{{- else if eq .KV "f16"}}
   let w = i >> 1u;  // i is even: f16 views start at even elements, D % 4 == 0
   return vec4<f32>(unpack2x16float(k[w]), unpack2x16float(k[w + 1u]));
 {{- else}}
@@ -21,7 +87,9 @@ fn ld_f16(v: u32, i: u32) -> f32 {
 }
 
 fn ld_v4(i: u32) -> vec4<f32> {
-{{- if eq .KV "f16"}}
+{{- if eq .KV "q8_0"}}
+  return q8_unpack(v[i >> 2u]) * q8_scale_of(v[p.kv_sc_off + (i >> 6u)], i);
+{{- else if eq .KV "f16"}}
   let w = i >> 1u;
   return vec4<f32>(unpack2x16float(v[w]), unpack2x16float(v[w + 1u]));
 {{- else}}

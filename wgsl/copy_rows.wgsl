@@ -14,11 +14,12 @@ struct Params {
   per_row: u32, total: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, {{if .AliasSrc}}read_write{{else}}read{{end}}> s: array<{{if eq .Src "f16"}}u32{{else}}f32{{end}}>;
-@group(0) @binding(2) var<storage, read_write> d: array<{{if eq .Dst "f16"}}u32{{else}}f32{{end}}>;
+@group(0) @binding(1) var<storage, {{if .AliasSrc}}read_write{{else}}read{{end}}> s: array<{{if eq .Src "f32"}}f32{{else}}u32{{end}}>;
+@group(0) @binding(2) var<storage, read_write> d: array<{{if eq .Dst "f32"}}f32{{else}}u32{{end}}>;
 
 const WG: u32 = {{.WG}}u;
 
+{{- if ne .Src "u32"}}
 // Element (r, c) of the source block, as f32.
 fn load_f32(r: u32, c: u32) -> f32 {
   let i = p.s_off + r * p.s_stride + c;
@@ -38,6 +39,7 @@ fn load_bits(r: u32, c: u32) -> u32 {
   return pack2x16float(vec2<f32>(s[i], 0.0)) & 0xffffu;
 {{- end}}
 }
+{{- end}}
 
 // Which block row and column a destination half belongs to; ok is false
 // for halves outside the block (before it, in a stride gap, after it).
@@ -72,6 +74,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   } else {
     d[w] = (d[w] & 0x0000ffffu) | (load_bits(b.r, b.c) << 16u);
   }
+{{- else if eq .Dst "u32"}}
+  d[p.d_off + r * p.d_stride + j] = s[p.s_off + r * p.s_stride + j];  // raw words
 {{- else}}
   d[p.d_off + r * p.d_stride + j] = load_f32(r, j);
 {{- end}}

@@ -39,6 +39,12 @@ struct Params {
   seg1: u32, seg2: u32, d_off1: u32, d_rs1: u32, d_off2: u32, d_rs2: u32, // Segs
   g_off: u32,       // Norm: first element of g
   eps: f32,
+  // experts (ops.MatVecExperts):
+  e_stride: u32,    // W units from one expert's matrix to the next
+  x_per: u32,       // slots per x row
+  b_off: u32,       // first bias element
+  r_off: u32,       // first element of the routing table R
+  n_exp: u32,       // experts
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
@@ -47,6 +53,13 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
 {{- if .Norm}}
 @group(0) @binding(4) var<storage, read> g: array<{{if .XVec}}vec4<f32>{{else}}f32{{end}}>;
+{{- end}}
+{{- else if eq .Kernel "experts"}}
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> d: array<f32>;
+@group(0) @binding(4) var<storage, read> R: array<u32>;
+{{- if .Bias}}
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
 {{- end}}
 {{- else if eq .Kernel "embed"}}
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
@@ -410,6 +423,30 @@ fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
   let b = select(s.v.y, s.v.w, j == 1u);
   return vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
 }
+{{- else if eq .T "f16"}}
+// f16 rows (the experts kernel), as bf16: o is the piece's first half in W,
+// a piece is 8 values, decoded exactly.
+struct St { v: vec4<u32> }
+const G: u32 = 2u;
+fn load(o: u32, sub: u32) -> St {
+  let wi = o >> 1u;
+  let a0 = W[wi]; let a1 = W[wi + 1u]; let a2 = W[wi + 2u]; let a3 = W[wi + 3u]; let a4 = W[wi + 4u];
+  return St(select(vec4<u32>(mid(a0, a1), mid(a1, a2), mid(a2, a3), mid(a3, a4)), vec4<u32>(a0, a1, a2, a3), (o & 1u) == 0u));
+}
+fn gel(sub: u32, j: u32) -> u32 { return 4u * j; }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> {
+  let a = select(s.v.x, s.v.z, j == 1u);
+  let b = select(s.v.y, s.v.w, j == 1u);
+  return vec4<f32>(f16f(lo16(a)), f16f(hi16(a)), f16f(lo16(b)), f16f(hi16(b)));
+}
+{{- else if eq .T "f32"}}
+// f32 rows (the experts kernel): o is the piece's first element, a piece is
+// 4 values.
+struct St { v: vec4<u32> }
+const G: u32 = 1u;
+fn load(o: u32, sub: u32) -> St { return St(vec4<u32>(W[o], W[o + 1u], W[o + 2u], W[o + 3u])); }
+fn gel(sub: u32, j: u32) -> u32 { return 0u; }
+fn grp(s: St, sub: u32, j: u32) -> vec4<f32> { return bitcast<vec4<f32>>(s.v); }
 {{- end}}
 
 // --- kernels ----------------------------------------------------------------
@@ -646,6 +683,106 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 {{- end}}
 {{- end}}
+  }
+}
+{{- else if eq .Kernel "experts"}}
+// experts: for each slot s that the routing table R (ops.MoERoute) gives
+// expert e, d[s, row] = sum_k W[e, row, k] x[s / x_per, k] (+ bias[e, row]).
+// A workgroup is one row of one used expert: it takes the expert's slots four
+// at a time, its WG lanes splitting the row's pieces (lane, lane + WG, ...)
+// and meeting in a fixed tree. The weight row is read from memory once for
+// all of the expert's slots in the batch, and a slot's value depends only on
+// its expert and x row: not on the other slots, nor on how they are grouped.
+// Pair: W holds each expert's gate rows then its up rows ([E, 2N, K]) and
+// the output is act(gate, up), biases added first.
+const WG: u32 = {{.WG}}u;
+const PAIRS: u32 = {{if .Pair}}2u{{else}}1u{{end}};
+var<workgroup> red: array<vec4<f32>, WG>;
+{{- if .Pair}}
+var<workgroup> redu: array<vec4<f32>, WG>;
+{{- end}}
+var<workgroup> head: vec4<u32>;
+var<workgroup> tile: vec4<u32>;
+
+fn xe(s: u32, e: u32) -> vec4<f32> {
+  let i = p.x_off + (s / p.x_per) * p.x_stride + e;
+  return vec4<f32>(select(0.0, x[i], e < p.k), select(0.0, x[i + 1u], e + 1u < p.k),
+                   select(0.0, x[i + 2u], e + 2u < p.k), select(0.0, x[i + 3u], e + 3u < p.k));
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = wid.x;
+  let u = wid.y;
+  if (lid.x == 0u) {
+    let used = R[p.r_off];
+    let uu = min(u, max(used, 1u) - 1u);
+    head = vec4<u32>(used, min(R[p.r_off + 1u + uu], p.n_exp - 1u),
+                     R[p.r_off + 1u + p.n_exp + uu], R[p.r_off + 2u + p.n_exp + uu]);
+  }
+  let h = workgroupUniformLoad(&head);
+  if (row >= p.rows || u >= h.x) { return; }
+  let wb = p.w_off + h.y * p.e_stride + row * p.w_row;
+  let lb = p.r_off + 2u + 2u * p.n_exp;
+  for (var t = h.z; t < h.w; t += 4u) {
+    if (lid.x == 0u) {
+      tile = vec4<u32>(R[lb + t], R[lb + min(t + 1u, h.w - 1u)], R[lb + min(t + 2u, h.w - 1u)], R[lb + min(t + 3u, h.w - 1u)]);
+    }
+    let sl = workgroupUniformLoad(&tile);
+    var acc = vec4<f32>(0.0);
+{{- if .Pair}}
+    var accu = vec4<f32>(0.0);
+{{- end}}
+    for (var pc = lid.x; pc < p.np; pc += WG) {
+      let blk = pc / PPB;
+      let sub = pc % PPB;
+      let st = load(wb + blk * BB, sub);
+{{- if .Pair}}
+      let su = load(wb + p.rows * p.w_row + blk * BB, sub);
+{{- end}}
+      for (var j = 0u; j < G; j++) {
+        let e = blk * BS + gel(sub, j);
+        if (e < p.k) {
+          let x0 = xe(sl.x, e); let x1 = xe(sl.y, e); let x2 = xe(sl.z, e); let x3 = xe(sl.w, e);
+          let w = grp(st, sub, j);
+          acc += vec4<f32>(dot(w, x0), dot(w, x1), dot(w, x2), dot(w, x3));
+{{- if .Pair}}
+          let wu = grp(su, sub, j);
+          accu += vec4<f32>(dot(wu, x0), dot(wu, x1), dot(wu, x2), dot(wu, x3));
+{{- end}}
+        }
+      }
+    }
+    red[lid.x] = acc;
+{{- if .Pair}}
+    redu[lid.x] = accu;
+{{- end}}
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+      if (lid.x < k) {
+        red[lid.x] = red[lid.x] + red[lid.x + k];
+{{- if .Pair}}
+        redu[lid.x] = redu[lid.x] + redu[lid.x + k];
+{{- end}}
+      }
+      workgroupBarrier();
+    }
+    if (lid.x < 4u && t + lid.x < h.w) {
+      let s = sl[lid.x];
+      var v = red[0][lid.x];
+{{- if .Bias}}
+      v += bias[p.b_off + h.y * PAIRS * p.rows + row];
+{{- end}}
+{{- if .Pair}}
+      var vu = redu[0][lid.x];
+{{- if .Bias}}
+      vu += bias[p.b_off + h.y * PAIRS * p.rows + p.rows + row];
+{{- end}}
+      v = act_{{.Act}}(v, vu);
+{{- end}}
+      d[p.d_off + s * p.d_stride + row] = v;
+    }
+    workgroupBarrier();
   }
 }
 {{- else}}

@@ -7,13 +7,18 @@
 //   k head: one thread per two consecutive output elements (one word of an
 //           f16 pool), each element rotated from its pair as rope.wgsl does;
 //   v head: one thread per two consecutive elements, copied.
+// A q8_0 pool (ops/kv_pool.go) takes one thread per 32-value block of a
+// token's K (or V) row instead: it rotates (or copies) the block's values,
+// quantises them as ggml's quantize_row_q8_0_ref and stores eight quant
+// words and its half of a scale word (atomically: the neighbouring block's
+// writer shares the word).
 // A token whose slot is past the pool (ops.ScatterSkip) writes no K/V.
 struct Params {
   n: u32, heads: u32, kv_heads: u32, head_dim: u32,
   n_rot: u32, half_rot: u32, per_row: u32, q_off: u32,
   k_off: u32, v_off: u32, kp_off: u32, vp_off: u32,
   pool_rows: u32, s_off: u32, pos_off: u32, pos_base: u32,
-  inv_2pi: f32, pad0: u32, pad1: u32, pad2: u32,
+  inv_2pi: f32, sc_off: u32, pad1: u32, pad2: u32,
   mscale: f32, ff_off: u32, ext_factor: f32, freq_scale: f32,  // see ops.ropeScaleParams
   corr_lo: f32, inv_span: f32, pad_s0: u32, pad_s1: u32,
   two_pi: vec4<f32>,
@@ -22,8 +27,8 @@ struct Params {
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> kp: array<{{if eq .Pool "f16"}}u32{{else}}f32{{end}}>;
-@group(0) @binding(3) var<storage, read_write> vp: array<{{if eq .Pool "f16"}}u32{{else}}f32{{end}}>;
+@group(0) @binding(2) var<storage, read_write> kp: array<{{template "rope_store_pool" .}}>;
+@group(0) @binding(3) var<storage, read_write> vp: array<{{template "rope_store_pool" .}}>;
 @group(0) @binding(4) var<storage, read> slots: array<u32>;
 {{- if .Positions}}
 @group(0) @binding(5) var<storage, read> positions: array<u32>;
@@ -53,6 +58,46 @@ fn rotated(xb: u32, e: u32, pos: u32) -> f32 {
   return select(r.y, r.x, first);
 }
 
+{{- if eq .Pool "q8_0"}}
+// Block blk of token's K (is_k) or V row, quantised into pool row slot.
+fn store_block(is_k: bool, token: u32, slot: u32, blk: u32, pos: u32) {
+  let kvrow = p.kv_heads * p.head_dim;
+  var vals: array<vec4<f32>, 8>;
+  var amax = 0.0;
+  for (var g = 0u; g < 8u; g++) {
+    var v4 = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+      let e = blk * 32u + g * 4u + c;  // in the token's row; a block may span two heads
+      if (is_k) {
+        let kh = e / p.head_dim;
+        v4[c] = rotated(p.k_off + (token * p.kv_heads + kh) * p.head_dim, e - kh * p.head_dim, pos);
+      } else {
+        v4[c] = x[p.v_off + token * kvrow + e];
+      }
+    }
+    vals[g] = v4;
+    amax = max(amax, max(max(abs(v4.x), abs(v4.y)), max(abs(v4.z), abs(v4.w))));
+  }
+  let id = q8_inv_scale(amax);
+  let q0 = (slot * kvrow + blk * 32u) >> 2u;  // the block's first quant word (whole pools: offset 0)
+  let pb = slot * (kvrow >> 5u) + blk;        // the block's index in the pool
+  let sw = p.sc_off + (pb >> 1u);
+  let sbits = f16_bits_rne(amax / 127.0) << ((pb & 1u) * 16u);
+  if (is_k) {
+    for (var g = 0u; g < 8u; g++) {
+      atomicStore(&kp[q0 + g], q8_pack(vals[g], id));
+    }
+    atomicAnd(&kp[sw], q8_keep_mask(pb));
+    atomicOr(&kp[sw], sbits);
+  } else {
+    for (var g = 0u; g < 8u; g++) {
+      atomicStore(&vp[q0 + g], q8_pack(vals[g], id));
+    }
+    atomicAnd(&vp[sw], q8_keep_mask(pb));
+    atomicOr(&vp[sw], sbits);
+  }
+}
+{{- else}}
 fn store(pool_is_k: bool, i: u32, a: f32, b: f32) {
   // i: the first of two consecutive pool elements (even).
 {{- if eq .Pool "f16"}}
@@ -62,6 +107,7 @@ fn store(pool_is_k: bool, i: u32, a: f32, b: f32) {
   if (pool_is_k) { kp[i] = a; kp[i + 1u] = b; } else { vp[i] = a; vp[i + 1u] = b; }
 {{- end}}
 }
+{{- end}}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -95,6 +141,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     x[xb + i1] = r.y;
     return;
   }
+{{- if eq .Pool "q8_0"}}
+  // Threads of the token's K (or V) heads, in order, take its row's blocks.
+  let is_k = h < p.heads + p.kv_heads;
+  let blk = (h - p.heads - select(p.kv_heads, 0u, is_k)) * p.per_row + j;
+  if (blk >= (p.kv_heads * p.head_dim) >> 5u) { return; }
+  let slot = slots[p.s_off + token];
+  if (slot >= p.pool_rows) { return; }
+  store_block(is_k, token, slot, blk, pos);
+{{- else}}
   if (2u * j >= p.head_dim) { return; }
   let slot = slots[p.s_off + token];
   if (slot >= p.pool_rows) { return; }
@@ -109,4 +164,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let xb = p.v_off + (token * p.kv_heads + vh) * p.head_dim;
     store(false, p.vp_off + slot * kvrow + vh * p.head_dim + e, x[xb + e], x[xb + e + 1u]);
   }
+{{- end}}
 }
+{{define "rope_store_pool"}}{{if eq .Pool "q8_0"}}atomic<u32>{{else if eq .Pool "f16"}}u32{{else}}f32{{end}}{{end}}

@@ -221,8 +221,10 @@ func (s *session) load(b []byte, opts js.Value) (any, error) {
 	case "f16":
 	case "f32":
 		kt = ops.F32
+	case "q8_0":
+		kt = ops.Q8_0
 	default:
-		return nil, fmt.Errorf("wgllm: kvType %q: want f16 or f32", k.String())
+		return nil, fmt.Errorf("wgllm: kvType %q: want f16, f32 or q8_0", k.String())
 	}
 	mopt := model.Options{CtxLen: ctxSize, KVType: kt}
 	if p := opt(opts, "onProgress", js.Undefined()); p.Type() == js.TypeFunction {

@@ -31,6 +31,9 @@ type benchResult struct {
 	StddevTS    float64   `json:"stddev_ts"`
 	AvgNS       float64   `json:"avg_ns"`
 	Samples     []float64 `json:"samples_ts"`
+	TypeK       string    `json:"type_k"` // the KV cache type, as llama-bench names it
+	TypeV       string    `json:"type_v"`
+	KVBytes     uint64    `json:"kv_bytes_per_token"`
 }
 
 func benchCmd(a *app) *cobra.Command {
@@ -82,10 +85,11 @@ func benchCmd(a *app) *cobra.Command {
 			}
 			defer closeModel()
 			w, kvb, s := m.Memory()
-			a.log.Info().Str("model", label).Dur("load", time.Since(t0)).Uint64("weights_bytes", w).
+			a.log.Info().Str("model", label).Dur("load", time.Since(t0)).Uint64("weights_bytes", w).Uint64("expert_bytes", func() uint64 { e, _ := m.ExpertBytes(); return e }()).
 				Uint64("kv_bytes", kvb).Uint64("scratch_bytes", s).Str("adapter", ctx.Adapter.Name).Msg("bench model ready")
 			var results []benchResult
-			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + ctx.Adapter.Backend}
+			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + ctx.Adapter.Backend,
+				TypeK: kt.String(), TypeV: kt.String(), KVBytes: m.KV.Config().TokenBytes()}
 			rng := rand.New(rand.NewSource(42))
 			tokens := make([]int32, max(nP, 1))
 			for i := range tokens {
@@ -157,9 +161,15 @@ func benchCmd(a *app) *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%.2f B\t%s\t%s\t%.2f ± %.2f\t\n", r.Model, bytesHuman(r.ModelSize), float64(r.ModelParams)/1e9, r.Backend, test, r.AvgTS, r.StddevTS)
 			}
 			tw.Flush()
+			experts, perToken := m.ExpertBytes()
 			fmt.Fprintf(os.Stdout, "adapter: %s (%s); decode reads %s of weights per token: %.1f GB/s at the tg rate\n",
-				ctx.Adapter.Name, ctx.Adapter.Backend, bytesHuman(w), float64(w)*lastTG(results)/1e9)
-			fmt.Fprintf(os.Stdout, "GPU memory: weights %s, KV cache %s, scratch %s\n", bytesHuman(w), bytesHuman(kvb), bytesHuman(s))
+				ctx.Adapter.Name, ctx.Adapter.Backend, bytesHuman(perToken), float64(perToken)*lastTG(results)/1e9)
+			if experts > 0 {
+				fmt.Fprintf(os.Stdout, "experts: %s of the weights, %d of %d per token: %s dense + %s experts read per token\n",
+					bytesHuman(experts), m.Cfg.ExpertsUsed, m.Cfg.Experts, bytesHuman(w-experts), bytesHuman(perToken-(w-experts)))
+			}
+			fmt.Fprintf(os.Stdout, "GPU memory: weights %s (experts %s), KV cache %s (%s, %d bytes per token), scratch %s\n",
+				bytesHuman(w), bytesHuman(experts), bytesHuman(kvb), kt, m.KV.Config().TokenBytes(), bytesHuman(s))
 			for _, p := range profiles {
 				p.print(os.Stdout)
 			}

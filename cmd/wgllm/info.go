@@ -2,12 +2,15 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/runtime/model"
 )
@@ -18,6 +21,9 @@ func infoCmd(a *app) *cobra.Command {
 		Short: "Architecture, hyper-parameters, tensor types and sizes, and the GPU memory the model needs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if shape, _ := cmd.Flags().GetString("shape"); shape != "" {
+				return infoShape(a, cmd, shape)
+			}
 			path, err := a.modelPath(cmd)
 			if err != nil {
 				return err
@@ -83,12 +89,73 @@ func infoCmd(a *app) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(w, "gpu memory\t%s (weights %s, kv cache %s, scratch %s)\n", bytesHuman(est.Total()),
-					bytesHuman(est.Weights), bytesHuman(est.KV), bytesHuman(est.Scratch))
+				vram, _ := cmd.Flags().GetFloat64("vram")
+				printMemory(w, cfg, est, kt, vram)
 			}
 			return nil
 		},
 	}
 	addModelFlags(cmd)
+	cmd.Flags().String("shape", "", "show a benchmark shape instead of a file: "+strings.Join(model.ShapeNames(), ", "))
+	cmd.Flags().String("type", "q4_k_m", "weight type with --shape")
+	cmd.Flags().Float64("vram", 24, "GPU memory in GB (10^9 bytes) to check the model against")
 	return cmd
+}
+
+// infoShape is info for a benchmark shape (what a file of it would need).
+func infoShape(a *app, cmd *cobra.Command, shape string) error {
+	cfg, ok := model.Shapes[shape]
+	if !ok {
+		return fmt.Errorf("unknown shape %q (known: %s)", shape, strings.Join(model.ShapeNames(), ", "))
+	}
+	typName, _ := cmd.Flags().GetString("type")
+	typ, err := model.ParseWeightType(typName)
+	if err != nil {
+		return err
+	}
+	ctxLen, _ := cmd.Flags().GetInt("ctx-size")
+	kt, err := kvType(a.cfg.GetString("kv.dtype"))
+	if err != nil {
+		return err
+	}
+	c, est, err := model.EstimateShape(cfg, typ, model.Options{CtxLen: ctxLen, KVType: kt})
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	defer w.Flush()
+	fmt.Fprintf(w, "shape\t%s (%s weights, random)\n", shape, typName)
+	fmt.Fprintf(w, "architecture\t%s\n", c.Arch)
+	fmt.Fprintf(w, "embedding / layers\t%d / %d\n", c.Dim, c.Layers)
+	fmt.Fprintf(w, "heads / kv heads / head dim\t%d / %d / %d\n", c.Heads, c.KVHeads, c.HeadDim)
+	vram, _ := cmd.Flags().GetFloat64("vram")
+	printMemory(w, c, est, kt, vram)
+	return nil
+}
+
+// printMemory shows the GPU memory a model needs, the experts apart, and
+// the sum against a card of vram GB.
+func printMemory(w io.Writer, c model.Config, est model.MemoryEstimate, kt ops.DType, vram float64) {
+	if c.Experts > 0 {
+		fmt.Fprintf(w, "experts\t%d per layer, %d per token, expert feed-forward %d", c.Experts, c.ExpertsUsed, c.ExpertFFN)
+		if c.SharedFFN > 0 {
+			fmt.Fprintf(w, ", shared expert %d", c.SharedFFN)
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "weights\t%s = %s dense + %s experts\n", bytesHuman(est.Weights), bytesHuman(est.Weights-est.Experts), bytesHuman(est.Experts))
+		fmt.Fprintf(w, "read per token\t%s = %s dense + %d/%d × %s experts\n", bytesHuman(est.PerToken),
+			bytesHuman(est.Weights-est.Experts), c.ExpertsUsed, c.Experts, bytesHuman(est.Experts))
+	}
+	fmt.Fprintf(w, "kv cache\t%s = %d tokens × %d bytes per token (%s: K and V of %d layers × %d kv heads × %d head dim)\n",
+		bytesHuman(est.KV), est.KVTokens, est.KVTokenBytes, kt, c.Layers, c.KVHeads, c.HeadDim)
+	fmt.Fprintf(w, "gpu memory\t%s (weights %s, kv cache %s, scratch %s)\n", bytesHuman(est.Total()),
+		bytesHuman(est.Weights), bytesHuman(est.KV), bytesHuman(est.Scratch))
+	if vram > 0 {
+		fits := "fits"
+		if float64(est.Total()) > vram*1e9 {
+			fits = "does not fit"
+		}
+		fmt.Fprintf(w, "on a %g GB card\t%s: %.2f GB weights + %.2f GB kv cache + %.2f GB scratch = %.2f GB of %g GB\n", vram, fits,
+			float64(est.Weights)/1e9, float64(est.KV)/1e9, float64(est.Scratch)/1e9, float64(est.Total())/1e9, vram)
+	}
 }

@@ -61,8 +61,10 @@ func kvType(s string) (ops.DType, error) {
 		return ops.F16, nil
 	case "f32":
 		return ops.F32, nil
+	case "q8_0":
+		return ops.Q8_0, nil
 	}
-	return 0, fmt.Errorf("kv.dtype %q: want f16 or f32", s)
+	return 0, fmt.Errorf("kv.dtype %q: want f16, f32 or q8_0", s)
 }
 
 // load opens the model file, the GPU, and uploads the weights, showing a

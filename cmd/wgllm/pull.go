@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -32,55 +33,27 @@ before it appears in the store.
   wgllm run -m Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q8_0 -p "Hello"
 
 The hub is hub.url (WGLLM_HUB_URL, --hub-url; default https://huggingface.co);
-gated or private repos need hub.token or HF_TOKEN. The model's store name
+gated or private repos need hub.token or HF_TOKEN. A transfer slower than
+hub.min_rate (4KB/s) over hub.rate_window (60s) is resumed, then given up;
+hub.deadline bounds a whole pull. A .gguf is checked to be GGUF before it is
+called verified. The model's store name
 is printed on stdout.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			repo, want, err := modelstore.ParseRef(args[0])
-			if err != nil {
-				return err
-			}
 			revision, _ := cmd.Flags().GetString("revision")
 			retries, _ := cmd.Flags().GetInt("retries")
-			token := a.cfg.GetString("hub.token")
-			if token == "" {
-				token = os.Getenv("HF_TOKEN")
-			}
-			c := &hub.Client{
-				BaseURL:   a.cfg.GetString("hub.url"),
-				Token:     token,
-				UserAgent: "wgllm",
-				Retries:   retries,
-				OnRetry: func(n int, err error, wait time.Duration) {
-					a.log.Warn().Err(err).Int("attempt", n).Dur("wait", wait).Msg("download broke off; resuming")
-				},
-			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			files, err := c.ListFiles(ctx, repo, revision)
-			if err != nil {
-				return err
-			}
-			f, err := hub.ChooseGGUF(repo, files, want)
-			if err != nil {
-				return err
-			}
-			st := a.store()
-			dest, err := st.Path(repo, f.Path)
-			if err != nil {
-				return err
-			}
-			name := modelstore.Name(repo, f.Path)
-			if fi, err := os.Stat(dest); err == nil && fi.Size() == f.Size {
-				a.log.Info().Str("model", name).Str("path", dest).Msg("already in the store")
-				fmt.Fprintln(os.Stdout, name)
-				return nil
-			}
-			a.log.Info().Str("model", name).Str("size", hub.HumanBytes(f.Size)).Str("sha256", f.SHA256).Str("to", dest).Msg("pulling")
-			pr := newPullProgress(a.log, f.Path)
+			var pr *pullProgress
 			t0 := time.Now()
-			err = c.Download(ctx, repo, revision, f, dest, pr.update)
-			pr.finish(err == nil)
+			name, dest, err := a.pullModel(ctx, args[0], revision, retries, func(f hub.File) func(hub.Progress) {
+				a.log.Info().Str("model", f.Path).Str("size", hub.HumanBytes(f.Size)).Str("sha256", f.SHA256).Msg("pulling")
+				pr = newPullProgress(a.log, f.Path)
+				return pr.update
+			})
+			if pr != nil {
+				pr.finish(err == nil)
+			}
 			if err != nil {
 				return err
 			}
@@ -93,6 +66,51 @@ is printed on stdout.`,
 	cmd.Flags().String("revision", "main", "branch, tag or commit of the repo")
 	cmd.Flags().Int("retries", 5, "times a broken-off download resumes before giving up")
 	return cmd
+}
+
+// pullModel downloads a model (REPO[:FILE|:TAG]) into the store unless it
+// is there, and returns its store name and path. starting is called with
+// the file once it is known to need downloading, and returns what gets
+// the download's progress.
+func (a *app) pullModel(ctx context.Context, ref, revision string, retries int, starting func(hub.File) func(hub.Progress)) (name, dest string, err error) {
+	repo, want, err := modelstore.ParseRef(ref)
+	if err != nil {
+		return "", "", err
+	}
+	token := a.cfg.GetString("hub.token")
+	if token == "" {
+		token = os.Getenv("HF_TOKEN")
+	}
+	c := &hub.Client{
+		BaseURL:    a.cfg.GetString("hub.url"),
+		Token:      token,
+		UserAgent:  "wgllm",
+		Retries:    retries,
+		MinRate:    minRate(a.cfg.GetSizeInBytes("hub.min_rate")),
+		RateWindow: a.cfg.GetDuration("hub.rate_window"),
+		Deadline:   a.cfg.GetDuration("hub.deadline"),
+		OnRetry: func(n int, err error, wait time.Duration) {
+			a.log.Warn().Err(err).Int("attempt", n).Dur("wait", wait).Msg("download broke off; resuming")
+		},
+	}
+	files, err := c.ListFiles(ctx, repo, revision)
+	if err != nil {
+		return "", "", err
+	}
+	f, err := hub.ChooseGGUF(repo, files, want)
+	if err != nil {
+		return "", "", err
+	}
+	dest, err = a.store().Path(repo, f.Path)
+	if err != nil {
+		return "", "", err
+	}
+	name = modelstore.Name(repo, f.Path)
+	if fi, err := os.Stat(dest); err == nil && fi.Size() == f.Size {
+		a.log.Info().Str("model", name).Str("path", dest).Msg("already in the store")
+		return name, dest, nil
+	}
+	return name, dest, c.Download(ctx, repo, revision, f, dest, starting(f))
 }
 
 // pullProgress shows a download: a bar with rate and ETA on a terminal,
@@ -186,4 +204,13 @@ func (p *pullProgress) finish(ok bool) {
 	if ok && p.start >= 0 {
 		p.logLine("downloaded")
 	}
+}
+
+// minRate is hub.min_rate as hub.Client wants it: 0 in the config turns
+// the floor off.
+func minRate(n uint) int64 {
+	if n == 0 {
+		return -1
+	}
+	return int64(n)
 }

@@ -31,10 +31,12 @@ default model loads) and /metrics (Prometheus). With models.serve_dir or models.
 Configuration (configs/default.yaml, then --config FILE, then environment, then flags):
   server.addr             WGLLM_SERVER_ADDR             listen address (default 127.0.0.1:8080)
   server.api_key          WGLLM_SERVER_API_KEY          require "Authorization: Bearer KEY" on /v1 and /ws
-  server.allowed_origins  WGLLM_SERVER_ALLOWED_ORIGINS  extra websocket origins (same origin always allowed)
+  server.allowed_hosts    WGLLM_SERVER_ALLOWED_HOSTS    Host names served besides loopback and the listen address (403 otherwise)
+  server.allowed_origins  WGLLM_SERVER_ALLOWED_ORIGINS  page origins allowed besides the server's own and loopback (403 otherwise)
   server.cors_origins     WGLLM_SERVER_CORS_ORIGINS     origins allowed to call /v1 from a browser
   server.max_body_bytes   WGLLM_SERVER_MAX_BODY_BYTES   request body limit
   server.ws_max_connections WGLLM_SERVER_WS_MAX_CONNECTIONS  open websockets before 429
+  server.max_connections  WGLLM_SERVER_MAX_CONNECTIONS  open HTTP connections (also _PER_CLIENT; WS_MAX_CONNECTIONS_PER_CLIENT)
   server.shutdown_timeout WGLLM_SERVER_SHUTDOWN_TIMEOUT on SIGTERM, how long generations may finish (10s)
   server.wasm_dir         WGLLM_SERVER_WASM_DIR         the browser runtime (make wasm) served at /wasm/ (web/wasm/dist)
   model.path              WGLLM_MODEL_PATH              GGUF model (default: the bundled kjv model)
@@ -42,7 +44,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   engine.max_batch        WGLLM_ENGINE_MAX_BATCH        sequences decoded together
   engine.queue_limit      WGLLM_ENGINE_QUEUE_LIMIT      waiting requests before 429
   engine.step_tokens      WGLLM_ENGINE_STEP_TOKENS      tokens a step carries: decode first, then prompt chunks (512)
-  kv.dtype                WGLLM_KV_DTYPE                f16 or f32 KV cache
+  kv.dtype                WGLLM_KV_DTYPE                f16, f32 or q8_0 KV cache
   models.serve_dir        WGLLM_MODELS_SERVE_DIR        also serve every *.gguf here, by file name, loaded on demand
   models.list             (config file)                 also serve these: [{name: NAME, path: FILE.gguf}]
   models.gpu_memory_budget WGLLM_MODELS_GPU_MEMORY_BUDGET GPU memory for all loaded models (e.g. 20GB); 0: no limit
@@ -67,6 +69,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
 			if path, err := a.modelPath(cmd); err == nil {
 				cfg.ModelFile = func(name string) (string, bool) { return path, name == "" }
 			}
+			cfg.Manager = storeManager{a}
 			cfg.DefaultMaxTokens = a.cfg.GetInt("sampling.max_tokens")
 			cfg.DefaultSampling = sample.DefaultParams()
 			cfg.DefaultSampling.Temperature = float32(a.cfg.GetFloat64("sampling.temperature"))
@@ -138,21 +141,18 @@ func (a *app) startEngineAt(path, name string) (*loaded, *engine.Engine, error) 
 		chatStop = []string{"<|im_end|>", "<|im_start|>"}
 	}
 	eng, err := engine.NewEngine(l.m, l.tok, engine.Options{
-		ChatStop:         chatStop,
-		MaxBatch:         seqs,
-		QueueLimit:       a.cfg.GetInt("engine.queue_limit"),
-		StepTokens:       a.cfg.GetInt("engine.step_tokens"),
-		GPUSampling:      a.cfg.GetBool("sampling.gpu"),
-		DefaultMaxTokens: a.cfg.GetInt("sampling.max_tokens"),
-		Name:             name,
-		Log:              a.log,
-		RenderChat: func(msgs []engine.ChatMessage) (string, error) {
-			cm := make([]chat.Message, len(msgs))
-			for i, m := range msgs {
-				cm[i] = chat.Message{Role: m.Role, Content: m.Content}
-			}
-			return tmpl.Render(cm, true)
-		},
+		ChatStop:     chatStop,
+		MaxBatch:     seqs,
+		QueueLimit:   a.cfg.GetInt("engine.queue_limit"),
+		StepTokens:   a.cfg.GetInt("engine.step_tokens"),
+		GPUSampling:  a.cfg.GetBool("sampling.gpu"),
+		KeepFinished: a.cfg.GetInt("engine.keep_finished"),
+		// Capped at 1 GiB, so the int conversion cannot overflow.
+		KeepFinishedBytes: int(min(a.cfg.GetSizeInBytes("engine.keep_finished_bytes"), 1<<30)),
+		DefaultMaxTokens:  a.cfg.GetInt("sampling.max_tokens"),
+		Name:              name,
+		Log:               a.log,
+		RenderChat:        engine.TemplateRenderer(tmpl),
 	})
 	if err != nil {
 		l.Close()

@@ -55,6 +55,23 @@ func (m *servedModel) Close() {
 	m.l.Close()
 }
 
+// describedSupervisor is the one model of `serve -m`: a serve.Describer,
+// so that /api/tags, /api/ps and /api/show give its file's size, digest,
+// time, details and metadata as they do for a catalog's models.
+type describedSupervisor struct {
+	*supervisor.Supervisor
+	cat *modelCatalog
+}
+
+func (d describedSupervisor) Describe() serve.ModelInfo {
+	info, err := d.cat.describe(d.cat.defaultName, d.cat.defaultPath)
+	if err != nil {
+		d.cat.a.log.Warn().Err(err).Msg("describing the model")
+		return serve.ModelInfo{Name: d.cat.defaultName}
+	}
+	return info
+}
+
 // namedModel is an entry of models.list.
 type namedModel struct {
 	Name string `mapstructure:"name"`
@@ -85,7 +102,7 @@ func (a *app) startBackend(cmd *cobra.Command) (serve.Backend, func(), error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		return sup, sup.Close, nil
+		return describedSupervisor{sup, cat}, sup.Close, nil
 	}
 	reg, err := serve.NewRegistry(cat, serve.RegistryOptions{
 		Default:      cat.defaultName,
@@ -182,6 +199,12 @@ func (c *modelCatalog) Catalog() ([]serve.ModelInfo, error) {
 	}
 	for _, m := range c.extra {
 		add(m.Name, m.Path)
+	}
+	// The model store (wgllm pull, Ollama's /api/pull), by store name.
+	if stored, err := c.a.store().List(); err == nil {
+		for _, m := range stored {
+			add(m.Name, m.Path)
+		}
 	}
 	if c.dir != "" {
 		files, err := filepath.Glob(filepath.Join(c.dir, "*.gguf"))

@@ -83,8 +83,19 @@ func F64(v []float32) []float64 {
 func Poison(t testing.TB, x ops.Tensor) {
 	t.Helper()
 	var raw []byte
-	switch x.DType {
-	case ops.F16:
+	switch {
+	case x.DType.Quantized():
+		// Every byte 0x7e: f16 scales (of ggml blocks or a q8_0 KV pool's
+		// plane) read 0x7e7e, a NaN, so every value decodes to NaN.
+		raw = make([]byte, x.Bytes())
+		for i := range raw {
+			raw[i] = 0x7e
+		}
+		if err := x.Buf.Write(uint64(x.Off/x.DType.BlockSize()*x.DType.BlockBytes()), raw); err != nil {
+			t.Fatalf("poison %s: %v", x, err)
+		}
+		return
+	case x.DType == ops.F16:
 		raw = make([]byte, 2*x.Len())
 		for i := 0; i < x.Len(); i++ {
 			binary.LittleEndian.PutUint16(raw[2*i:], 0x7e00)

@@ -15,9 +15,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/wgllm/wgllm/internal/modelstore"
+	"github.com/wgllm/wgllm/runtime/gguf"
 )
 
 // Progress is reported as a download advances.
@@ -58,6 +60,40 @@ type retryable struct{ error }
 func (r retryable) Unwrap() error { return r.error }
 
 var errStalled = errors.New("no data received within the stall timeout")
+
+// errDeadline ends a Download that ran past Client.Deadline.
+var errDeadline = errors.New("the download deadline passed")
+
+// ErrNotGGUF is wrapped by a Download of a .gguf file whose content
+// matched its checksum but is not a GGUF file.
+var ErrNotGGUF = errors.New("not a GGUF file")
+
+// Defaults of Client.MinRate and Client.RateWindow.
+const (
+	defaultMinRate    = 4 << 10
+	defaultRateWindow = time.Minute
+)
+
+// slowError ends an attempt that stayed below the minimum rate.
+type slowError struct {
+	got, floor int64
+	window     time.Duration
+}
+
+func (e *slowError) Error() string {
+	return fmt.Sprintf("the transfer averaged %s/s over %v, below the minimum of %s/s (hub.min_rate)", HumanBytes(e.got), e.window, HumanBytes(e.floor))
+}
+
+func (c *Client) rateFloor() (int64, time.Duration) {
+	rate, window := c.MinRate, c.RateWindow
+	if rate == 0 {
+		rate = defaultMinRate
+	}
+	if window <= 0 {
+		window = defaultRateWindow
+	}
+	return rate, window
+}
 
 // FileURL is where the hub serves a file of repo at revision.
 func (c *Client) FileURL(repo, revision, file string) string {
@@ -126,6 +162,11 @@ func (c *Client) Download(ctx context.Context, repo, revision string, f File, de
 			return err
 		}
 	}
+	if c.Deadline > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, c.Deadline, fmt.Errorf("%w (%v, hub.deadline)", errDeadline, c.Deadline))
+		defer cancel()
+	}
 	d := &download{c: c, ctx: ctx, url: c.FileURL(repo, revision, f.Path), file: f, want: want, pf: pf, progress: progress}
 	for fresh := false; ; fresh = true {
 		resumedFrom, err := d.run()
@@ -148,6 +189,17 @@ func (c *Client) Download(ctx context.Context, repo, revision string, f File, de
 		os.Remove(partial)
 		os.Remove(digestPath)
 		return fmt.Errorf("%s: %w: the download's %s is %s, the hub lists %s; the download was removed", f.Path, ErrChecksum, want.kind, got, want.hex)
+	}
+	// A checksum only says the bytes are the hub's: a .gguf must also be
+	// one before it is called verified.
+	if strings.HasSuffix(strings.ToLower(f.Path), ".gguf") {
+		if _, perr := gguf.Parse(pf, uint64(f.Size)); perr != nil {
+			pf.Close()
+			pf = nil
+			os.Remove(partial)
+			os.Remove(digestPath)
+			return fmt.Errorf("%s: %w (its checksum matches the hub's listing, but %v); the download was removed", f.Path, ErrNotGGUF, perr)
+		}
 	}
 	if err := pf.Sync(); err != nil {
 		return err
@@ -219,7 +271,7 @@ func (d *download) run() (int64, error) {
 		}
 		if d.ctx.Err() != nil {
 			return 0, fmt.Errorf("%s: interrupted at %s of %s; run the same pull again to resume: %w",
-				d.file.Path, HumanBytes(d.done), HumanBytes(d.file.Size), d.ctx.Err())
+				d.file.Path, HumanBytes(d.done), HumanBytes(d.file.Size), context.Cause(d.ctx))
 		}
 		var r retryable
 		if !errors.As(err, &r) || attempt >= d.c.Retries {
@@ -282,6 +334,37 @@ func (d *download) attempt() error {
 	defer cancel(nil)
 	stall := time.AfterFunc(stallTimeout, func() { cancel(errStalled) })
 	defer stall.Stop()
+	// The stall timer restarts on every read, so a byte every few seconds
+	// keeps it quiet; the rate floor is checked once per window.
+	var got atomic.Int64
+	if floor, window := d.c.rateFloor(); floor > 0 {
+		tick := time.NewTicker(window)
+		defer tick.Stop()
+		go func() {
+			last := int64(0)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				now := got.Load()
+				if rate := int64(float64(now-last) / window.Seconds()); rate < floor {
+					cancel(&slowError{got: rate, floor: floor, window: window})
+					return
+				}
+				last = now
+			}
+		}()
+	}
+	// cause is why ctx ended, when it was this attempt's own timer.
+	cause := func(err error) error {
+		var slow *slowError
+		if c := context.Cause(ctx); errors.Is(c, errStalled) || errors.As(c, &slow) {
+			return retryable{c}
+		}
+		return retryable{err}
+	}
 
 	req, err := d.c.newRequest(ctx, http.MethodGet, d.url)
 	if err != nil {
@@ -307,10 +390,7 @@ func (d *download) attempt() error {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		if errors.Is(context.Cause(ctx), errStalled) {
-			return retryable{errStalled}
-		}
-		return retryable{err}
+		return cause(err)
 	}
 	defer resp.Body.Close()
 	if hubHeader == nil {
@@ -365,6 +445,7 @@ func (d *download) attempt() error {
 			}
 			d.h.Write(buf[:n])
 			d.done += int64(n)
+			got.Add(int64(n))
 			if d.progress != nil {
 				d.progress(Progress{Done: d.done, Total: d.file.Size, Start: start})
 			}
@@ -375,10 +456,7 @@ func (d *download) attempt() error {
 		case rerr == io.EOF:
 			return retryable{fmt.Errorf("the connection ended at byte %d of %d: %w", d.done, d.file.Size, io.ErrUnexpectedEOF)}
 		case rerr != nil:
-			if errors.Is(context.Cause(ctx), errStalled) {
-				return retryable{errStalled}
-			}
-			return retryable{rerr}
+			return cause(rerr)
 		}
 	}
 }

@@ -50,6 +50,15 @@ type Client struct {
 	// StallTimeout ends an attempt that received nothing for this long
 	// (0: one minute).
 	StallTimeout time.Duration
+	// MinRate ends an attempt that averaged fewer bytes a second than
+	// this over RateWindow (0: 4 KiB/s; negative: no floor), so a server
+	// that drips a byte now and then, which the stall timeout never
+	// catches, is left like a stalled one.
+	MinRate int64
+	// RateWindow is the span MinRate is measured over (0: one minute).
+	RateWindow time.Duration
+	// Deadline bounds a whole Download, retries included (0: none).
+	Deadline time.Duration
 	// OnRetry, when set, hears of each resumption before its wait.
 	OnRetry func(attempt int, err error, wait time.Duration)
 }

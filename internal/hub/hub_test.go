@@ -350,7 +350,7 @@ func TestStall(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	c := &hub.Client{BaseURL: srv.URL, Retries: 1, RetryDelay: time.Millisecond, StallTimeout: 200 * time.Millisecond}
-	f := hub.File{Path: "f.gguf", Size: int64(len(data)), SHA256: sha(data)}
+	f := hub.File{Path: "f.bin", Size: int64(len(data)), SHA256: sha(data)}
 	dest := filepath.Join(t.TempDir(), "f.gguf")
 	if err := c.Download(context.Background(), "o/r", "main", f, dest, nil); err != nil {
 		t.Fatal(err)

@@ -27,6 +27,12 @@ import (
 type Message struct {
 	Role    string `json:"role"` // system, user, assistant, tool, ...
 	Content string `json:"content"`
+	// ToolCalls are an assistant message's function calls.
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// ToolCallID is, in a tool message, the id of the call it answers.
+	ToolCallID string `json:"tool_call_id,omitempty"`
+	// Name is, in a tool message, the function that answered.
+	Name string `json:"name,omitempty"`
 }
 
 // Options configure a template.
@@ -182,25 +188,26 @@ func (t *Template) IsFallback() bool { return t.fallback }
 // Errors: a *RaisedError when the template refuses the conversation (a bad
 // request), a *LimitError (errors.Is ErrLimit) when it ran away, else the
 // template failed (with gonja's message, which names the line).
-func (t *Template) Render(messages []Message, addGenerationPrompt bool) (out string, err error) {
+func (t *Template) Render(messages []Message, addGenerationPrompt bool) (string, error) {
+	return t.RenderConversation(Conversation{Messages: messages}, addGenerationPrompt)
+}
+
+// render runs the template on msgs with the standard variables and vars.
+func (t *Template) render(msgs messageList, addGenerationPrompt bool, vars map[string]any) (out string, err error) {
 	st := &renderState{limits: t.opts.Limits, deadline: time.Now().Add(t.opts.Limits.Timeout)}
 	w := &cappedWriter{limit: t.opts.Limits.MaxOutputBytes, st: st}
-	msgs := make(messageList, len(messages))
-	for i, m := range messages {
-		d := exec.NewDict()
-		d.Pairs = append(d.Pairs,
-			&exec.Pair{Key: exec.AsValue("role"), Value: exec.AsValue(m.Role)},
-			&exec.Pair{Key: exec.AsValue("content"), Value: exec.AsValue(m.Content)})
-		msgs[i] = d
-	}
-	ctx := exec.NewContext(map[string]any{
+	all := map[string]any{
 		"messages":              msgs,
 		"add_generation_prompt": addGenerationPrompt,
 		"bos_token":             t.opts.BOSToken,
 		"eos_token":             t.opts.EOSToken,
 		"raise_exception":       st.raiseException,
 		stateKey:                st,
-	})
+	}
+	for k, v := range vars {
+		all[k] = v
+	}
+	ctx := exec.NewContext(all)
 	defer func() {
 		if r := recover(); r != nil {
 			out, err = "", fmt.Errorf("chat: rendering template: %w: %v", errPanic, r)

@@ -21,19 +21,89 @@ type fixtures struct {
 	Date          string `json:"date"`
 	Tokens        map[string]struct{ BOS, EOS string }
 	Conversations map[string][]Message
-	Cases         []struct {
-		Template            string
-		Conversation        string
-		AddGenerationPrompt bool `json:"add_generation_prompt"`
-		Output              *string
-		Error               string
-	}
-	ProbeMessages []Message `json:"probe_messages"`
+	Cases         []fixtureCase
+	// ToolConversations use tools, tool_calls, tool_call_id and name.
+	ToolConversations map[string]struct {
+		Tools    []json.RawMessage
+		Messages []Message
+	} `json:"tool_conversations"`
+	ToolCases     []fixtureCase `json:"tool_cases"`
+	ProbeMessages []Message     `json:"probe_messages"`
 	Probes        []struct {
 		Template string
 		Output   *string
 		Error    string
 	}
+}
+
+type fixtureCase struct {
+	Template            string
+	Conversation        string
+	AddGenerationPrompt bool `json:"add_generation_prompt"`
+	Output              *string
+	Error               string
+}
+
+func (c fixtureCase) name() string {
+	name := c.Template + "/" + c.Conversation
+	if c.AddGenerationPrompt {
+		name += "/gen"
+	}
+	return name
+}
+
+// check compares a render with Jinja2's: the same output, or an error
+// where Jinja2 failed (the same message where it was raise_exception).
+func (c fixtureCase) check(t *testing.T, got string, err error) {
+	t.Helper()
+	name := c.name()
+	switch {
+	case c.Output == nil && err == nil:
+		t.Errorf("%s: rendered %q, Jinja2 failed with %s", name, got, c.Error)
+	case c.Output == nil:
+		// Where Jinja2's error comes from raise_exception, ours must
+		// carry the same message as a *RaisedError.
+		if msg, ok := strings.CutPrefix(c.Error, "TemplateError: "); ok {
+			var re *RaisedError
+			if !errors.As(err, &re) || re.Message != msg {
+				t.Errorf("%s: error %v, want a RaisedError %q", name, err, msg)
+			}
+		}
+	case err != nil:
+		t.Errorf("%s: %v", name, err)
+	case got != *c.Output:
+		t.Errorf("%s: %s", name, firstDifference(got, *c.Output))
+	}
+}
+
+// fixtureTemplates parses the fixtures' templates on demand.
+type fixtureTemplates struct {
+	t      *testing.T
+	f      *fixtures
+	clock  func() time.Time
+	parsed map[string]*Template
+}
+
+func (ft *fixtureTemplates) get(name string) *Template {
+	ft.t.Helper()
+	if tmpl, ok := ft.parsed[name]; ok {
+		return tmpl
+	}
+	src, err := os.ReadFile(templatePath(name))
+	if err != nil {
+		ft.t.Fatal(err)
+	}
+	tok := ft.f.Tokens[name]
+	tmpl, err := New(string(src), Options{BOSToken: tok.BOS, EOSToken: tok.EOS, Now: ft.clock})
+	if err != nil {
+		ft.t.Fatalf("%s: %v", name, err)
+	}
+	ft.parsed[name] = tmpl
+	return tmpl
+}
+
+func newFixtureTemplates(t *testing.T, f *fixtures) *fixtureTemplates {
+	return &fixtureTemplates{t: t, f: f, clock: fixedClock(t, f.Date), parsed: map[string]*Template{}}
 }
 
 func loadFixtures(t *testing.T) fixtures {
@@ -73,49 +143,15 @@ func fixedClock(t *testing.T, date string) func() time.Time {
 // raised one.
 func TestFixtures(t *testing.T) {
 	f := loadFixtures(t)
-	clock := fixedClock(t, f.Date)
-	templates := map[string]*Template{}
+	templates := newFixtureTemplates(t, &f)
 	perTemplate := map[string]int{}
 	for _, c := range f.Cases {
-		tmpl, ok := templates[c.Template]
-		if !ok {
-			src, err := os.ReadFile(templatePath(c.Template))
-			if err != nil {
-				t.Fatal(err)
-			}
-			tok := f.Tokens[c.Template]
-			tmpl, err = New(string(src), Options{BOSToken: tok.BOS, EOSToken: tok.EOS, Now: clock})
-			if err != nil {
-				t.Fatalf("%s: %v", c.Template, err)
-			}
-			templates[c.Template] = tmpl
-		}
 		msgs, ok := f.Conversations[c.Conversation]
 		if !ok {
 			t.Fatalf("unknown conversation %q", c.Conversation)
 		}
-		name := c.Template + "/" + c.Conversation
-		if c.AddGenerationPrompt {
-			name += "/gen"
-		}
-		got, err := tmpl.Render(msgs, c.AddGenerationPrompt)
-		switch {
-		case c.Output == nil && err == nil:
-			t.Errorf("%s: rendered %q, Jinja2 failed with %s", name, got, c.Error)
-		case c.Output == nil:
-			// Where Jinja2's error comes from raise_exception, ours must
-			// carry the same message as a *RaisedError.
-			if msg, ok := strings.CutPrefix(c.Error, "TemplateError: "); ok {
-				var re *RaisedError
-				if !errors.As(err, &re) || re.Message != msg {
-					t.Errorf("%s: error %v, want a RaisedError %q", name, err, msg)
-				}
-			}
-		case err != nil:
-			t.Errorf("%s: %v", name, err)
-		case got != *c.Output:
-			t.Errorf("%s: %s", name, firstDifference(got, *c.Output))
-		}
+		got, err := templates.get(c.Template).Render(msgs, c.AddGenerationPrompt)
+		c.check(t, got, err)
 		perTemplate[c.Template]++
 	}
 	for _, name := range []string{"Qwen-Qwen2.5-7B-Instruct.jinja", "google-gemma-2-2b-it.jinja",

@@ -30,7 +30,7 @@ func FuzzRender(f *testing.F) {
 	}
 	f.Add("You are helpful.", "Hi", "Hello!", "user", false)
 	f.Fuzz(func(t *testing.T, system, user, assistant, lastRole string, gen bool) {
-		msgs := []Message{{"system", system}, {"user", user}, {"assistant", assistant}, {lastRole, user + assistant}}
+		msgs := []Message{{Role: "system", Content: system}, {Role: "user", Content: user}, {Role: "assistant", Content: assistant}, {Role: lastRole, Content: user + assistant}}
 		for _, name := range names {
 			out, err := templates[name].Render(msgs, gen)
 			var raised *RaisedError

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/wgllm/wgllm/ops"
+	"github.com/wgllm/wgllm/runtime/grammar"
 	"github.com/wgllm/wgllm/runtime/model"
 	"github.com/wgllm/wgllm/runtime/sample"
 	"github.com/wgllm/wgllm/runtime/tokenizer"
@@ -21,8 +23,11 @@ type Options struct {
 	QueueLimit       int // waiting jobs beyond which Submit answers ErrBusy; 0: 64
 	DefaultMaxTokens int // when a job gives none; 0: the rest of the context
 	KeepFinished     int // finished jobs kept for Status; 0: 1024
+	// KeepFinishedBytes bounds the text those jobs keep, in bytes, oldest
+	// dropped first (their prompts are not kept); 0: 32 MiB.
+	KeepFinishedBytes int
 	// StepTokens is the token budget of one model step: every running
-	// job's next token first, then chunks of the prompts being prefilled
+	// job's next token first, then a chunk of a prompt being prefilled
 	// (schedule.go). 0: 512; at least MaxBatch, at most the model's batch.
 	StepTokens int
 	// GPUSampling draws the tokens of jobs whose settings the GPU sampler
@@ -30,8 +35,8 @@ type Options struct {
 	// path and samples everything else.
 	GPUSampling bool
 	Name        string
-	// RenderChat renders chat messages with the model's template.
-	RenderChat func([]ChatMessage) (string, error)
+	// RenderChat renders a chat with the model's template.
+	RenderChat func(Chat) (RenderedChat, error)
 	// ChatStop ends chat jobs at these strings as well (the end-of-turn
 	// marker of a fallback template the model has no token for).
 	ChatStop []string
@@ -49,8 +54,10 @@ type Engine struct {
 
 	mu          sync.Mutex
 	queue       []*job
+	embeds      []*embedWork // embedding requests, run between steps
 	jobs        map[string]*job
 	finished    []string // ids in finishing order, for pruning
+	keptText    int      // bytes of text the finished jobs hold
 	active      []*job   // owned by the loop goroutine
 	slots       []slot   // per KV sequence slot; owned by the loop goroutine
 	stepBuffers          // a step's reused slices; owned by the loop goroutine
@@ -59,6 +66,10 @@ type Engine struct {
 	wake        chan struct{}
 	done        chan struct{}
 	nextID      atomic.Uint64
+
+	vocabOnce sync.Once // builds vocab on the first job with a grammar
+	vocab     *grammar.Vocab
+	vocabErr  error
 
 	tokensGenerated, promptTokens, requestsFinished atomic.Uint64
 	activeCount                                     atomic.Int64
@@ -89,13 +100,16 @@ type job struct {
 
 	// Loop goroutine only.
 	seq       int
-	ids       []int32 // prompt
-	fed       []int32 // tokens whose KV is in the cache
-	toPrefill []int32 // prompt tokens not yet in the cache (a suffix of ids)
-	next      int32   // token to feed at the next step
-	sampler   *sample.Sampler
-	draw      gpuDraw // GPU sampling state (gpusample.go)
-	greedy    bool
+	ids       []int32          // prompt
+	fed       []int32          // tokens whose KV is in the cache
+	toPrefill []int32          // prompt tokens not yet in the cache (a suffix of ids)
+	next      int32            // token to feed at the next step
+	sampler   *sample.Sampler  // nil: greedy on the GPU's argmax
+	draw      gpuDraw          // GPU sampling state (gpusample.go)
+	matcher   *grammar.Matcher // with Job.Grammar
+	allowed   []bool           // the matcher's mask, per step
+	logprobs  []TokenLogprob   // generated since the last event
+	tops      []sample.TokenLogprob
 	dec       *tokenizer.Decoder
 	pending   string // decoded text held back: it may start a stop string
 	maxTokens int
@@ -124,6 +138,9 @@ func NewEngine(m *model.Model, tok *tokenizer.Tokenizer, opt Options) (*Engine, 
 	if opt.KeepFinished <= 0 {
 		opt.KeepFinished = 1024
 	}
+	if opt.KeepFinishedBytes <= 0 {
+		opt.KeepFinishedBytes = 32 << 20
+	}
 	e := &Engine{m: m, tok: tok, opt: opt, jobs: map[string]*job{}, slots: make([]slot, seqs),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	// The engine owns every sequence slot for its life, so a finished job's
@@ -140,12 +157,12 @@ func NewEngine(m *model.Model, tok *tokenizer.Tokenizer, opt Options) (*Engine, 
 // ModelName is the model's name for clients.
 func (e *Engine) ModelName() string { return e.opt.Name }
 
-// RenderChat renders messages with the model's chat template.
-func (e *Engine) RenderChat(msgs []ChatMessage) (string, error) {
+// RenderChat renders a chat with the model's chat template.
+func (e *Engine) RenderChat(c Chat) (RenderedChat, error) {
 	if e.opt.RenderChat == nil {
-		return "", fmt.Errorf("%w: the model has no chat template", ErrBadJob)
+		return RenderedChat{}, fmt.Errorf("%w: the model has no chat template", ErrBadJob)
 	}
-	return e.opt.RenderChat(msgs)
+	return e.opt.RenderChat(c)
 }
 
 // Submit queues a job; emit gets its events. It fails at once with ErrBusy
@@ -156,6 +173,17 @@ func (e *Engine) Submit(j Job, emit func(Event)) (string, error) {
 	}
 	if err := j.Sampling.Validate(); err != nil && j.Sampling.Temperature != 0 {
 		return "", fmt.Errorf("%w: %v", ErrBadJob, err)
+	}
+	if j.TopLogprobs < 0 || j.TopLogprobs > sample.MaxTopLogprobs {
+		return "", fmt.Errorf("%w: top_logprobs %d must be in [0, %d]", ErrBadJob, j.TopLogprobs, sample.MaxTopLogprobs)
+	}
+	for id, b := range j.LogitBias {
+		if id < 0 || int(id) >= e.m.Cfg.Vocab {
+			return "", fmt.Errorf("%w: logit_bias: token %d is outside the vocabulary [0, %d)", ErrBadJob, id, e.m.Cfg.Vocab)
+		}
+		if math.IsNaN(float64(b)) || b < -sample.MaxLogitBias || b > sample.MaxLogitBias {
+			return "", fmt.Errorf("%w: logit_bias: %v for token %d must be in [-%d, %d]", ErrBadJob, b, id, sample.MaxLogitBias, sample.MaxLogitBias)
+		}
 	}
 	addBOS := e.tok.AddBOS()
 	if j.AddBOS != nil {
@@ -172,7 +200,7 @@ func (e *Engine) Submit(j Job, emit func(Event)) (string, error) {
 	}
 	capacity := e.m.KV.Config().MaxSeqLen
 	if len(ids) >= capacity {
-		return "", fmt.Errorf("%w: %v: %d tokens, the context holds %d", ErrBadJob, ErrPromptTooLong, len(ids), capacity)
+		return "", fmt.Errorf("%w: %w: %d tokens, the context holds %d", ErrBadJob, ErrPromptTooLong, len(ids), capacity)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -276,7 +304,7 @@ func (e *Engine) loop() {
 	for {
 		e.mu.Lock()
 		closed := e.closed
-		idle := len(e.queue) == 0 && len(e.active) == 0
+		idle := len(e.queue) == 0 && len(e.active) == 0 && len(e.embeds) == 0
 		e.mu.Unlock()
 		if closed {
 			e.drain()
@@ -291,11 +319,13 @@ func (e *Engine) loop() {
 		}
 		if idle {
 			e.kvUsed.Store(0)
+			e.activeCount.Store(0)
 			<-e.wake
 			continue
 		}
 		e.reap()
 		e.admit()
+		e.embedStep()
 		e.step()
 		used := 0
 		for _, j := range e.active {
@@ -316,6 +346,11 @@ func (e *Engine) drain() {
 	reason := "cancelled"
 	if err != nil {
 		reason = ""
+	}
+	if err == nil {
+		e.failEmbeds(ErrClosed)
+	} else {
+		e.failEmbeds(err)
 	}
 	for _, j := range e.active {
 		e.finish(j, reason, err)
@@ -338,6 +373,7 @@ func (e *Engine) reap() {
 		}
 	}
 	e.active = kept
+	e.activeCount.Store(int64(len(e.active)))
 	e.mu.Lock()
 	var cancelled []*job
 	q := e.queue[:0]
@@ -464,15 +500,8 @@ func (e *Engine) start(j *job) error {
 	sl.tokens = sl.tokens[:reuse]
 	j.fed = append(j.fed[:0], j.ids[:reuse]...)
 	j.usage.CachedTokens = reuse
-	j.greedy = j.Sampling.Temperature == 0
-	if !j.greedy {
-		var err error
-		if j.sampler, err = sample.New(j.Sampling, e.m.Cfg.Vocab); err != nil {
-			return err
-		}
-		if err := j.sampler.Accept(j.ids...); err != nil {
-			return err
-		}
+	if err := e.setupSampling(j); err != nil {
+		return err
 	}
 	if err := e.startGPUDraw(j); err != nil {
 		return err
@@ -530,12 +559,92 @@ func (e *Engine) accept(j *job) bool {
 		e.send(j, text[:len(text)-keep])
 		j.pending = text[len(text)-keep:]
 	}
+	if j.matcher != nil && j.matcher.Done() {
+		e.finish(j, "stop", nil) // the grammar takes nothing more
+		return false
+	}
 	if n >= j.maxTokens {
 		e.finish(j, "length", nil)
 		return false
 	}
 	return true
 }
+
+// setupSampling gives a job that needs the logits (sampling, a grammar, a
+// logit bias, logprobs) its sampler, and its grammar matcher.
+func (e *Engine) setupSampling(j *job) error {
+	greedy := j.Sampling.Temperature == 0
+	if greedy && j.Grammar == nil && len(j.LogitBias) == 0 && !j.Logprobs {
+		return nil // the GPU's argmax
+	}
+	p := j.Sampling
+	if greedy {
+		p = sample.Greedy()
+	}
+	var err error
+	if j.sampler, err = sample.New(p, e.m.Cfg.Vocab); err != nil {
+		return err
+	}
+	if err := j.sampler.SetLogitBias(j.LogitBias); err != nil {
+		return err
+	}
+	if err := j.sampler.Accept(j.ids...); err != nil {
+		return err
+	}
+	if j.Grammar != nil {
+		e.vocabOnce.Do(func() {
+			pieces := make([]string, e.tok.VocabSize())
+			for id := range pieces {
+				pieces[id] = e.tok.Piece(int32(id))
+			}
+			e.vocab, e.vocabErr = grammar.NewVocab(pieces, e.tok.EOGTokens())
+		})
+		if e.vocabErr != nil {
+			return e.vocabErr
+		}
+		j.matcher = grammar.NewMatcher(j.Grammar, e.vocab)
+		j.allowed = make([]bool, e.m.Cfg.Vocab)
+	}
+	return nil
+}
+
+// pick chooses a job's next token from its logits row: the grammar's mask,
+// the bias and the sampler; it records the token's logprobs if asked.
+func (e *Engine) pick(j *job, row []float32) (int32, error) {
+	var allowed []bool
+	if j.matcher != nil {
+		j.matcher.SetRemaining(j.maxTokens - j.usage.CompletionTokens)
+		j.matcher.Mask(j.allowed)
+		allowed = j.allowed
+	}
+	id, err := j.sampler.SampleMasked(row, allowed)
+	if err != nil {
+		if allowed != nil {
+			return 0, fmt.Errorf("engine: no token the grammar allows can come next: %w", err)
+		}
+		return 0, err
+	}
+	if j.matcher != nil {
+		if err := j.matcher.Accept(id); err != nil {
+			return 0, err
+		}
+	}
+	if j.Logprobs && !e.tok.IsEOG(id) {
+		lp, tops, err := sample.LogProbs(row, id, j.TopLogprobs, j.tops[:0])
+		if err != nil {
+			return 0, err
+		}
+		j.tops = tops
+		t := TokenLogprob{Token: e.token(id), Logprob: lp, Top: make([]TopLogprob, len(tops))}
+		for i, c := range tops {
+			t.Top[i] = TopLogprob{Token: e.token(c.ID), Logprob: c.Logprob}
+		}
+		j.logprobs = append(j.logprobs, t)
+	}
+	return id, nil
+}
+
+func (e *Engine) token(id int32) Token { return Token{ID: id, Bytes: []byte(e.tok.Piece(id))} }
 
 // fits reports whether a sequence of n tokens finds free KV blocks (after
 // dropping idle cached prompts if need be).
@@ -564,14 +673,22 @@ func (e *Engine) evictIdle() bool {
 	return freed
 }
 
-func argmax(row []float32) int32 {
+// argmax is the greedy token of a logits row on the CPU, with the GPU
+// argmax's rule: a NaN or +Inf, or only -Inf, is an error.
+func argmax(row []float32) (int32, error) {
 	best := 0
 	for i, v := range row {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 1) {
+			return 0, fmt.Errorf("engine: %w (logit of token %d is %v)", ops.ErrNonFinite, i, v)
+		}
 		if v > row[best] {
 			best = i
 		}
 	}
-	return int32(best)
+	if math.IsInf(float64(row[best]), -1) {
+		return 0, fmt.Errorf("engine: %w", ops.ErrNonFinite)
+	}
+	return int32(best), nil
 }
 
 func (e *Engine) send(j *job, text string) {
@@ -582,7 +699,7 @@ func (e *Engine) send(j *job, text string) {
 	j.text.WriteString(text)
 	e.mu.Unlock()
 	if j.emit != nil {
-		j.emit(Event{JobID: j.ID, Text: text})
+		j.emit(Event{JobID: j.ID, Text: text, Logprobs: j.takeLogprobs()})
 	}
 }
 
@@ -628,13 +745,21 @@ func (e *Engine) finish(j *job, reason string, err error) {
 			j.timings.TokensPerSecond = float64(n) / d.Seconds()
 		}
 	}
-	ev := Event{JobID: j.ID, Done: true, FinishReason: reason, Usage: j.usage, Timings: j.timings, Err: err}
+	ev := Event{JobID: j.ID, Done: true, FinishReason: reason, Usage: j.usage, Timings: j.timings, Err: err,
+		Logprobs: j.takeLogprobs()}
 	// A finished job is kept only for Status: drop what decoding needed
 	// (the sampler holds vocabulary-sized buffers; a thousand kept jobs
 	// held about 160 MB of them).
+	// Status shows no prompt: a thousand 256 KiB prompts were 256 MB.
 	j.sampler, j.dec, j.ids, j.fed = nil, nil, nil, nil
+	j.Prompt, j.Stop = "", nil
+	j.matcher, j.allowed, j.tops = nil, nil, nil
 	e.finished = append(e.finished, j.ID)
-	for len(e.finished) > e.opt.KeepFinished {
+	e.keptText += j.text.Len()
+	for len(e.finished) > e.opt.KeepFinished || (e.keptText > e.opt.KeepFinishedBytes && len(e.finished) > 0) {
+		if old := e.jobs[e.finished[0]]; old != nil {
+			e.keptText -= old.text.Len()
+		}
 		delete(e.jobs, e.finished[0])
 		e.finished = e.finished[1:]
 	}
@@ -679,4 +804,11 @@ func holdBack(text string, stops []string) int {
 		}
 	}
 	return keep
+}
+
+// takeLogprobs hands over the logprobs gathered since the last event.
+func (j *job) takeLogprobs() []TokenLogprob {
+	lps := j.logprobs
+	j.logprobs = nil
+	return lps
 }

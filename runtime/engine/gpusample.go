@@ -32,11 +32,11 @@ type gpuDraw struct {
 func (e *Engine) startGPUDraw(j *job) error {
 	j.draw = gpuDraw{}
 	p := j.Sampling
-	if !e.opt.GPUSampling {
-		return nil
+	if !e.opt.GPUSampling || j.Grammar != nil || len(j.LogitBias) > 0 || j.Logprobs {
+		return nil // runtime/sample does what the GPU sampler does not
 	}
 	// Greedy jobs take the plain argmax, as on the CPU path.
-	penalties := !j.greedy && p.PenaltyLastN > 0 && (p.RepeatPenalty != 1 || p.FrequencyPenalty != 0 || p.PresencePenalty != 0)
+	penalties := p.Temperature != 0 && p.PenaltyLastN > 0 && (p.RepeatPenalty != 1 || p.FrequencyPenalty != 0 || p.PresencePenalty != 0)
 	if penalties && p.PenaltyLastN > model.SampleWindow {
 		return nil // the GPU window is shorter: the CPU samples this job
 	}

@@ -68,7 +68,7 @@ func (e *Engine) step() {
 	spans, jobs := e.planStep()
 	greedy := true
 	for _, j := range jobs {
-		greedy = greedy && j.greedy
+		greedy = greedy && j.sampler == nil
 	}
 	if cap(e.nextBuf) < len(spans) {
 		e.nextBuf = make([]int32, len(spans))
@@ -103,6 +103,13 @@ func (e *Engine) step() {
 		e.finish(last, "", fmt.Errorf("engine: %w: no room to continue this request alongside the others", err))
 		return
 	}
+	var nonFinite *ops.NonFiniteError
+	if errors.As(err, &nonFinite) {
+		// The step was rolled back for every sequence: the jobs without a
+		// token fail, the others run it again next time (bit-identical).
+		e.dropJobs(jobs, nonFinite.Rows, fmt.Errorf("engine: %w", ops.ErrNonFinite))
+		return
+	}
 	if err != nil {
 		for _, j := range e.active {
 			e.finish(j, "", err)
@@ -130,15 +137,16 @@ func (e *Engine) step() {
 		}
 		if !greedy && !onGPU {
 			row := logits[i*vocab : (i+1)*vocab]
-			if j.greedy {
-				next[i] = argmax(row)
+			var err error
+			if j.sampler == nil {
+				next[i], err = argmax(row)
 			} else {
-				var err error
-				if next[i], err = j.sampler.Sample(row); err != nil {
-					e.finish(j, "", err)
-					end(j)
-					continue
-				}
+				next[i], err = e.pick(j, row)
+			}
+			if err != nil {
+				e.finish(j, "", err)
+				end(j)
+				continue
 			}
 		}
 		if err := e.keptOnGPU(j, next[i], onGPU); err != nil {
@@ -184,4 +192,22 @@ func (e *Engine) awaitsPrefix(ids []int32) bool {
 		}
 	}
 	return false
+}
+
+// dropJobs fails the jobs of the step's spans rows with err.
+func (e *Engine) dropJobs(jobs []*job, rows []int, err error) {
+	drop := make(map[*job]bool, len(rows))
+	for _, r := range rows {
+		drop[jobs[r]] = true
+	}
+	kept := e.active[:0]
+	for _, j := range e.active {
+		if drop[j] {
+			e.finish(j, "", err)
+			continue
+		}
+		kept = append(kept, j)
+	}
+	e.active = kept
+	e.activeCount.Store(int64(len(e.active)))
 }

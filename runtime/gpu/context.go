@@ -367,7 +367,16 @@ func (c *Context) Wait() error {
 // that a device created later reuses ("resource with a different
 // device" at its next submission, which aborts the process). What a lost
 // device holds is left to the driver; a recovery costs that leak once.
+//
+// Otherwise it first submits the queue's pending writes and waits for
+// them: a device released with writes never submitted (a model load that
+// failed after uploading some tensors) leaves wgpu-native's queue state
+// behind, and the next device's first submission aborts the process with
+// "Attempt to use a resource with a different device".
 func (c *Context) Close() {
+	if c.Err() == nil && c.queue != nil && !c.closing.Load() {
+		c.flushPendingWrites()
+	}
 	c.closing.Store(true)
 	defer unregister(c.token)
 	c.mu.Lock()
@@ -405,6 +414,14 @@ func (c *Context) Close() {
 		c.adapter.Release()
 	}
 	c.device, c.queue, c.adapter = nil, nil, nil
+}
+
+// flushPendingWrites submits an empty command list, which sends the
+// queue's pending buffer writes, and waits for the queue to drain. Its
+// error is of no use: the device is being released either way.
+func (c *Context) flushPendingWrites() {
+	c.queue.Submit()
+	_ = c.Wait()
 }
 
 // Software reports a CPU adapter (lavapipe, llvmpipe, WARP): kernels may pick

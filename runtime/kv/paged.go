@@ -1,5 +1,6 @@
 // Package kv is the attention key/value cache: a vLLM-style paged cache on
-// the GPU, f32 or f16. A sequence that would exceed its room, or a pool with
+// the GPU, f32, f16 or q8_0 (ggml's Q8_0 blocks in the planes of
+// ops/kv_pool.go: 17/32 of f16's bytes). A sequence that would exceed its room, or a pool with
 // no free block, gets ErrFull, never a silent overwrite.
 package kv
 
@@ -19,11 +20,34 @@ type PagedConfig struct {
 	Layers    int
 	KVHeads   int
 	HeadDim   int
-	BlockSize int // tokens per block (16 or 32 are typical)
-	Blocks    int // blocks in the pool: the same block ids in every layer
-	Seqs      int // sequence slots (block table rows)
-	MaxSeqLen int // most tokens one sequence may hold: the table has ceil(MaxSeqLen/BlockSize) columns
-	DType     ops.DType
+	BlockSize int       // tokens per block (16 or 32 are typical)
+	Blocks    int       // blocks in the pool: the same block ids in every layer
+	Seqs      int       // sequence slots (block table rows)
+	MaxSeqLen int       // most tokens one sequence may hold: the table has ceil(MaxSeqLen/BlockSize) columns
+	DType     ops.DType // ops.F32, ops.F16 or ops.Q8_0
+}
+
+// TokenBytes is the KV memory of one token: K and V of every layer.
+func (c PagedConfig) TokenBytes() uint64 {
+	return 2 * uint64(c.Layers) * valueBytes(c.DType, c.KVHeads*c.HeadDim)
+}
+
+// PoolBytes is the GPU memory of the block pools (K and V of every layer),
+// as NewPaged allocates them.
+func (c PagedConfig) PoolBytes() uint64 {
+	return 2 * uint64(c.Layers) * c.layerBytes()
+}
+
+// layerBytes is one layer's K (or V) pool, rounded to whole words as
+// buffers are.
+func (c PagedConfig) layerBytes() uint64 {
+	return (valueBytes(c.DType, c.Blocks*c.BlockSize*c.KVHeads*c.HeadDim) + 3) / 4 * 4
+}
+
+// valueBytes is the storage of n values of a pool type (n a whole number
+// of its blocks).
+func valueBytes(dt ops.DType, n int) uint64 {
+	return uint64(n/dt.BlockSize()) * uint64(dt.BlockBytes())
 }
 
 // Paged is a vLLM-style paged KV cache: per layer one pool of Blocks
@@ -86,12 +110,19 @@ func NewPaged(ctx *gpu.Context, cfg PagedConfig) (*Paged, error) {
 		cfg.Seqs <= 0 || cfg.MaxSeqLen <= 0 {
 		return nil, fmt.Errorf("kv: invalid paged config %+v", cfg)
 	}
-	if cfg.DType != ops.F32 && cfg.DType != ops.F16 {
-		return nil, fmt.Errorf("kv: storage type %s: want f32 or f16", cfg.DType)
+	if !ops.IsKVPoolType(cfg.DType) {
+		return nil, fmt.Errorf("kv: storage type %s: want f32, f16 or q8_0", cfg.DType)
 	}
 	row := cfg.KVHeads * cfg.HeadDim
 	if cfg.DType == ops.F16 && row%2 != 0 {
 		return nil, fmt.Errorf("kv: f16 rows of %d×%d elements: want an even count (whole 4-byte words)", cfg.KVHeads, cfg.HeadDim)
+	}
+	if cfg.DType == ops.Q8_0 && row%32 != 0 {
+		return nil, fmt.Errorf("kv: q8_0 rows of %d×%d elements: want a multiple of 32 (whole blocks)", cfg.KVHeads, cfg.HeadDim)
+	}
+	if cfg.DType == ops.Q8_0 && cfg.BlockSize*row%64 != 0 {
+		// A block's scales must be whole words to be copied on write.
+		return nil, fmt.Errorf("kv: q8_0 blocks of %d tokens × %d elements: want a multiple of 64 values a block (an even block size)", cfg.BlockSize, row)
 	}
 	if uint64(cfg.Blocks)*uint64(cfg.BlockSize)*uint64(row) >= 1<<32 {
 		return nil, fmt.Errorf("kv: a pool of %d blocks × %d tokens × %d elements is too large for 32-bit indexing", cfg.Blocks, cfg.BlockSize, row)
@@ -115,23 +146,20 @@ func NewPaged(ctx *gpu.Context, cfg PagedConfig) (*Paged, error) {
 	}
 	for l := 0; l < cfg.Layers; l++ {
 		for _, dst := range []*[]ops.Tensor{&c.k, &c.v} {
-			t, err := ops.New(ctx, fmt.Sprintf("kv.paged.%d", l), cfg.DType, cfg.Blocks, cfg.BlockSize, cfg.KVHeads, cfg.HeadDim)
+			// Allocated flat: a q8_0 pool's rows, not its head dim, are whole blocks.
+			t, err := ops.New(ctx, fmt.Sprintf("kv.paged.%d", l), cfg.DType, cfg.Blocks*cfg.BlockSize*row)
 			if err != nil {
 				c.Close()
-				return nil, fmt.Errorf("kv: allocating layer %d (%d bytes): %w", l, c.layerBytes(), err)
+				return nil, fmt.Errorf("kv: allocating layer %d (%d bytes): %w", l, cfg.layerBytes(), err)
 			}
-			*dst = append(*dst, t)
+			*dst = append(*dst, t.View(0, cfg.Blocks, cfg.BlockSize, cfg.KVHeads, cfg.HeadDim))
 		}
 	}
 	return c, nil
 }
 
-func (c *Paged) layerBytes() uint64 {
-	return uint64(c.cfg.Blocks*c.cfg.BlockSize*c.row) * uint64(c.cfg.DType.Size())
-}
-
 // Bytes is the GPU memory the pools and the table hold.
-func (c *Paged) Bytes() uint64 { return 2*uint64(c.cfg.Layers)*c.layerBytes() + c.table.Bytes() }
+func (c *Paged) Bytes() uint64 { return c.cfg.PoolBytes() + c.table.Bytes() }
 
 // Config returns the cache's sizes.
 func (c *Paged) Config() PagedConfig { return c.cfg }
@@ -367,14 +395,17 @@ func (c *Paged) Slot(seq, pos int) (uint32, error) {
 // write. Call it once per step, after the step's Reserve/Fork/Truncate/
 // Release calls and before recording writes or attention.
 func (c *Paged) Sync(enc *gpu.Encoder) error {
-	// WebGPU has no buffer copy within one buffer: a copy dispatch per block.
-	per := c.cfg.BlockSize * c.row
+	// WebGPU has no buffer copy within one buffer: a copy dispatch per
+	// block and plane, of raw words.
 	for _, p := range c.pending {
 		for l := range c.k {
 			for _, pool := range []ops.Tensor{c.k[l], c.v[l]} {
-				dst, src := pool.View(int(p.to)*per, per), pool.View(int(p.from)*per, per)
-				if err := ops.CopyRows(enc, dst, src, 1, per, per, per); err != nil {
-					return fmt.Errorf("kv: copy of block %d to %d: %w", p.from, p.to, err)
+				for _, pl := range c.planes() {
+					words := ops.Tensor{Buf: pool.Buf, DType: ops.U32, Shape: []int{pl.start + c.cfg.Blocks*pl.perBlock}}
+					dst, src := words.View(pl.start+int(p.to)*pl.perBlock, pl.perBlock), words.View(pl.start+int(p.from)*pl.perBlock, pl.perBlock)
+					if err := ops.CopyRows(enc, dst, src, 1, pl.perBlock, pl.perBlock, pl.perBlock); err != nil {
+						return fmt.Errorf("kv: copy of block %d to %d: %w", p.from, p.to, err)
+					}
 				}
 			}
 		}
@@ -395,9 +426,26 @@ func (c *Paged) Sync(enc *gpu.Encoder) error {
 	return nil
 }
 
+// plane is a run of 4-byte words in a pool buffer holding perBlock words
+// for each block, from word start.
+type plane struct{ start, perBlock int }
+
+// planes are where a block's words lie in a pool buffer: one plane for
+// f32 and f16, the quants and then the scales for q8_0 (ops/kv_pool.go).
+func (c *Paged) planes() []plane {
+	values := c.cfg.BlockSize * c.row
+	switch c.cfg.DType {
+	case ops.F16:
+		return []plane{{0, values / 2}}
+	case ops.Q8_0:
+		return []plane{{0, values / 4}, {c.cfg.Blocks * values / 4, values / 64}}
+	}
+	return []plane{{0, values}}
+}
+
 // Write records the copy of new K and V rows (f32 [n, KVHeads·HeadDim]) of
 // one layer into their pool slots (u32 [n], e.g. Step.Slots; ScatterSkip
-// skips a row), converting to the pool's type, in one dispatch each for K
+// skips a row), converting to the pool's type (q8_0: quantised), in one dispatch each for K
 // and V: rows of different sequences at different positions at once. The
 // slots must be of reserved tokens written by no other sequence (Reserve
 // guarantees that for the tokens it reserved).
@@ -434,7 +482,7 @@ func (c *Paged) WriteRotated(enc *gpu.Encoder, layer int, q, k, v, slots ops.Ten
 }
 
 // Read copies a sequence's keys and values of one layer back to the host,
-// [Len, KVHeads·HeadDim] each, gathered from its blocks (for tests and
+// [Len, KVHeads·HeadDim] each (dequantised from q8_0), gathered from its blocks (for tests and
 // debugging; it reads the whole pool).
 func (c *Paged) Read(layer, seq int) (k, v []float32, err error) {
 	if err := c.check(seq); err != nil {
@@ -445,7 +493,7 @@ func (c *Paged) Read(layer, seq int) (k, v []float32, err error) {
 	}
 	s := &c.seqs[seq]
 	gather := func(pool ops.Tensor) ([]float32, error) {
-		all, err := pool.Read()
+		all, err := ops.ReadKVPool(pool)
 		if err != nil {
 			return nil, err
 		}

@@ -11,8 +11,10 @@ import (
 	"github.com/wgllm/wgllm/internal/gputest"
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/ops/ref"
+	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/runtime/gpu"
 	"github.com/wgllm/wgllm/runtime/half"
+	"github.com/wgllm/wgllm/runtime/quant"
 )
 
 // pagedHarness drives a Paged cache the way a serving loop does (reserve,
@@ -103,7 +105,10 @@ func (h *pagedHarness) submit(batch []StepSeq) {
 }
 
 // check reads every layer of seq back and compares it with what was
-// written (f16-rounded for f16), bit for bit.
+// written: bit for bit for f32 and f16 (f16-rounded); for q8_0, ggml's
+// quantisation of each token's rows (quantize_row_q8_0_ref, dequantised)
+// within one quantisation step, amax/127 of the block, as the GPU's
+// division may round x/d the other way at a boundary.
 func (h *pagedHarness) check(seq int) {
 	h.t.Helper()
 	w := h.want[seq]
@@ -117,10 +122,26 @@ func (h *pagedHarness) check(seq int) {
 			if len(got) != len(want) {
 				h.t.Fatalf("seq %d layer %d tensor %d: %d values, want %d", seq, l, i, len(got), len(want))
 			}
+			var stored []float32
+			if h.c.cfg.DType == ops.Q8_0 {
+				blocks, err := quant.Quantize(gguf.Q8_0, want)
+				if err != nil {
+					h.t.Fatal(err)
+				}
+				if stored, err = quant.Dequantize(gguf.Q8_0, blocks, len(want)); err != nil {
+					h.t.Fatal(err)
+				}
+			}
 			for j := range want {
 				exp := want[j]
 				if h.c.cfg.DType == ops.F16 {
 					exp = half.ToFloat32(half.FromFloat32(exp))
+				}
+				if h.c.cfg.DType == ops.Q8_0 {
+					if step := blockMax(want, j) / 127; math.Abs(float64(got[j]-stored[j])) > 1.01*step {
+						h.t.Fatalf("seq %d layer %d tensor %d element %d (token %d): %v, want %v (ggml's q8_0; step %v)", seq, l, i, j, j/h.c.row, got[j], stored[j], step)
+					}
+					continue
 				}
 				if got[j] != exp {
 					h.t.Fatalf("seq %d layer %d tensor %d element %d (token %d): %v, want %v", seq, l, i, j, j/h.c.row, got[j], exp)
@@ -163,10 +184,30 @@ func (h *pagedHarness) expectBlocks(used int) {
 	}
 }
 
+// blockMax is the largest magnitude in value j's q8_0 block.
+func blockMax(x []float32, j int) float64 {
+	m := 0.0
+	for _, v := range x[j/32*32 : j/32*32+32] {
+		m = math.Max(m, math.Abs(float64(v)))
+	}
+	return m
+}
+
+// poolTypes are the KV storage types the harness tests run with.
+var poolTypes = []ops.DType{ops.F32, ops.F16, ops.Q8_0}
+
+// headDim is hd, or 32 for q8_0, whose rows must be whole blocks of 32.
+func headDim(dt ops.DType, hd int) int {
+	if dt == ops.Q8_0 {
+		return 32
+	}
+	return hd
+}
+
 func TestPagedInterleavedWrites(t *testing.T) {
-	for _, dt := range []ops.DType{ops.F32, ops.F16} {
+	for _, dt := range poolTypes {
 		t.Run(dt.String(), func(t *testing.T) {
-			h := newPagedHarness(t, PagedConfig{Layers: 2, KVHeads: 3, HeadDim: 6, BlockSize: 4, Blocks: 12, Seqs: 3, MaxSeqLen: 20, DType: dt}, 1)
+			h := newPagedHarness(t, PagedConfig{Layers: 2, KVHeads: 3, HeadDim: headDim(dt, 6), BlockSize: 4, Blocks: 12, Seqs: 3, MaxSeqLen: 20, DType: dt}, 1)
 			a, b, c := h.acquire(), h.acquire(), h.acquire()
 			h.run(StepSeq{a, 5}, StepSeq{b, 3})
 			h.expectBlocks(2 + 1)
@@ -233,9 +274,9 @@ func TestPagedFullPool(t *testing.T) {
 }
 
 func TestPagedTruncateReleaseReuse(t *testing.T) {
-	for _, dt := range []ops.DType{ops.F32, ops.F16} {
+	for _, dt := range poolTypes {
 		t.Run(dt.String(), func(t *testing.T) {
-			h := newPagedHarness(t, PagedConfig{Layers: 2, KVHeads: 2, HeadDim: 4, BlockSize: 4, Blocks: 6, Seqs: 3, MaxSeqLen: 24, DType: dt}, 3)
+			h := newPagedHarness(t, PagedConfig{Layers: 2, KVHeads: 2, HeadDim: headDim(dt, 4), BlockSize: 4, Blocks: 6, Seqs: 3, MaxSeqLen: 24, DType: dt}, 3)
 			a, b := h.acquire(), h.acquire()
 			h.run(StepSeq{a, 9}, StepSeq{b, 2})
 			h.expectBlocks(3 + 1)
@@ -272,9 +313,9 @@ func TestPagedTruncateReleaseReuse(t *testing.T) {
 // filled block gets a copy; truncating into a shared full block and
 // appending copies it too; releases free exactly the unshared blocks.
 func TestPagedForkCopyOnWrite(t *testing.T) {
-	for _, dt := range []ops.DType{ops.F32, ops.F16} {
+	for _, dt := range poolTypes {
 		t.Run(dt.String(), func(t *testing.T) {
-			h := newPagedHarness(t, PagedConfig{Layers: 2, KVHeads: 2, HeadDim: 8, BlockSize: 4, Blocks: 10, Seqs: 3, MaxSeqLen: 16, DType: dt}, 4)
+			h := newPagedHarness(t, PagedConfig{Layers: 2, KVHeads: 2, HeadDim: headDim(dt, 8), BlockSize: 4, Blocks: 10, Seqs: 3, MaxSeqLen: 16, DType: dt}, 4)
 			a := h.acquire()
 			h.run(StepSeq{a, 6}) // blocks x (full), y (2 of 4)
 			b, err := h.c.Fork(a)
@@ -336,63 +377,96 @@ func TestPagedForkCopyOnWrite(t *testing.T) {
 	}
 }
 
-// Paged attention over blocks the cache handed out and filled, for a
-// batch that skips a sequence and lists the others out of slot order,
-// against the float64 reference over the tokens written.
+// Paged attention over blocks the cache handed out and filled (f16 and
+// q8_0), for a batch that skips a sequence and lists the others out of
+// slot order, against the float64 reference over the tokens as stored
+// (Read, which check compares with what was written).
 func TestPagedCacheAttention(t *testing.T) {
 	const heads, kvHeads, hd = 8, 2, 64
-	h := newPagedHarness(t, PagedConfig{Layers: 2, KVHeads: kvHeads, HeadDim: hd, BlockSize: 16, Blocks: 40, Seqs: 4, MaxSeqLen: 256, DType: ops.F16}, 5)
-	a, b, c := h.acquire(), h.acquire(), h.acquire()
-	h.run(StepSeq{a, 40}, StepSeq{b, 17})
-	h.run(StepSeq{c, 33}, StepSeq{b, 16})
-	for i := 0; i < 3; i++ { // decode steps
-		h.run(StepSeq{c, 1}, StepSeq{a, 1}, StepSeq{b, 1})
-	}
-	h.run(StepSeq{c, 1}, StepSeq{a, 1}) // the step attention is computed for
-	batch := []StepSeq{{c, 1}, {a, 1}}
-	if err := h.step.Set(h.c, batch); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewSource(6))
-	qv := gputest.Rand(rng, len(batch)*heads*hd, 2)
-	q, _ := ops.FromFloat32(h.ctx, "q", ops.F32, qv, len(batch), 1, heads, hd)
-	defer q.Buf.Destroy()
-	out, _ := ops.New(h.ctx, "out", ops.F32, len(batch), 1, heads, hd)
-	defer out.Buf.Destroy()
-	for l := 0; l < 2; l++ {
-		gputest.Poison(t, out)
-		enc, err := h.ctx.NewEncoder()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := ops.AttentionPaged(enc, out, q, h.c.Keys(l), h.c.Values(l), h.c.BlockTable(), h.step.Info,
-			ops.PagedOptions{Causal: true, MaxKVLen: 128}); err != nil {
-			t.Fatal(err)
-		}
-		if err := enc.SubmitAndWait(); err != nil {
-			t.Fatal(err)
-		}
-		got, err := out.Read()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, bs := range batch {
-			n := h.c.Len(bs.Seq)
-			round := func(x []float32) []float64 {
-				o := make([]float64, len(x))
-				for j, v := range x {
-					o[j] = float64(half.ToFloat32(half.FromFloat32(v)))
-				}
-				return o
+	for _, dt := range []ops.DType{ops.F16, ops.Q8_0} {
+		t.Run(dt.String(), func(t *testing.T) {
+			h := newPagedHarness(t, PagedConfig{Layers: 2, KVHeads: kvHeads, HeadDim: hd, BlockSize: 16, Blocks: 40, Seqs: 4, MaxSeqLen: 256, DType: dt}, 5)
+			a, b, c := h.acquire(), h.acquire(), h.acquire()
+			h.run(StepSeq{a, 40}, StepSeq{b, 17})
+			h.run(StepSeq{c, 33}, StepSeq{b, 16})
+			for i := 0; i < 3; i++ { // decode steps
+				h.run(StepSeq{c, 1}, StepSeq{a, 1}, StepSeq{b, 1})
 			}
-			qn := heads * hd
-			want := make([]float64, qn)
-			ref.Attention(want, gputest.F64(qv[i*qn:(i+1)*qn]), round(h.want[bs.Seq][2*l]), round(h.want[bs.Seq][2*l+1]), ref.AttentionShape{
-				Batch: 1, Queries: 1, Heads: heads, KVHeads: kvHeads, HeadDim: hd, KVCap: n, KVLen: n,
-				Causal: true, QOffset: n - 1, Scale: 1 / math.Sqrt(hd),
-			})
-			gputest.Check(t, fmt.Sprintf("layer %d seq %d (%d tokens)", l, bs.Seq, n), 6, got[i*qn:(i+1)*qn], want, gputest.TolF32)
+			h.run(StepSeq{c, 1}, StepSeq{a, 1}) // the step attention is computed for
+			batch := []StepSeq{{c, 1}, {a, 1}}
+			if err := h.step.Set(h.c, batch); err != nil {
+				t.Fatal(err)
+			}
+			rng := rand.New(rand.NewSource(6))
+			qv := gputest.Rand(rng, len(batch)*heads*hd, 2)
+			q, _ := ops.FromFloat32(h.ctx, "q", ops.F32, qv, len(batch), 1, heads, hd)
+			defer q.Buf.Destroy()
+			out, _ := ops.New(h.ctx, "out", ops.F32, len(batch), 1, heads, hd)
+			defer out.Buf.Destroy()
+			for l := 0; l < 2; l++ {
+				gputest.Poison(t, out)
+				enc, err := h.ctx.NewEncoder()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := ops.AttentionPaged(enc, out, q, h.c.Keys(l), h.c.Values(l), h.c.BlockTable(), h.step.Info,
+					ops.PagedOptions{Causal: true, MaxKVLen: 128}); err != nil {
+					t.Fatal(err)
+				}
+				if err := enc.SubmitAndWait(); err != nil {
+					t.Fatal(err)
+				}
+				got, err := out.Read()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, bs := range batch {
+					h.check(bs.Seq)
+					n := h.c.Len(bs.Seq)
+					k, v, err := h.c.Read(l, bs.Seq)
+					if err != nil {
+						t.Fatal(err)
+					}
+					qn := heads * hd
+					want := make([]float64, qn)
+					ref.Attention(want, gputest.F64(qv[i*qn:(i+1)*qn]), gputest.F64(k), gputest.F64(v), ref.AttentionShape{
+						Batch: 1, Queries: 1, Heads: heads, KVHeads: kvHeads, HeadDim: hd, KVCap: n, KVLen: n,
+						Causal: true, QOffset: n - 1, Scale: 1 / math.Sqrt(hd),
+					})
+					gputest.Check(t, fmt.Sprintf("layer %d seq %d (%d tokens)", l, bs.Seq, n), 6, got[i*qn:(i+1)*qn], want, gputest.TolF32)
+				}
+			}
+		})
+	}
+}
+
+// Bytes per token: f32 4, f16 2, q8_0 34/32 per value (K and V of every
+// layer), and the pools take exactly what PoolBytes says.
+func TestPagedBytes(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, tc := range []struct {
+		dt   ops.DType
+		want uint64
+	}{{ops.F32, 2 * 3 * 96 * 4}, {ops.F16, 2 * 3 * 96 * 2}, {ops.Q8_0, 2 * 3 * 96 * 34 / 32}} {
+		cfg := PagedConfig{Layers: 3, KVHeads: 3, HeadDim: 32, BlockSize: 16, Blocks: 5, Seqs: 2, MaxSeqLen: 64, DType: tc.dt}
+		if got := cfg.TokenBytes(); got != tc.want {
+			t.Errorf("%s: %d bytes per token, want %d", tc.dt, got, tc.want)
 		}
+		c, err := NewPaged(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var held uint64
+		for l := 0; l < cfg.Layers; l++ {
+			held += c.Keys(l).Buf.Size() + c.Values(l).Buf.Size()
+		}
+		if held != cfg.PoolBytes() || c.Bytes() != held+c.BlockTable().Bytes() {
+			t.Errorf("%s: pools hold %d bytes, PoolBytes %d, Bytes %d", tc.dt, held, cfg.PoolBytes(), c.Bytes())
+		}
+		if want := uint64(cfg.Blocks*cfg.BlockSize) * tc.want; cfg.PoolBytes() != want {
+			t.Errorf("%s: PoolBytes %d, want %d (%d tokens)", tc.dt, cfg.PoolBytes(), want, cfg.Blocks*cfg.BlockSize)
+		}
+		c.Close()
 	}
 }
 
@@ -403,7 +477,9 @@ func TestPagedBadInput(t *testing.T) {
 		{Layers: 1, KVHeads: 1, HeadDim: 4, BlockSize: 4, Blocks: 0, Seqs: 1, MaxSeqLen: 4, DType: ops.F32},
 		{Layers: 1, KVHeads: 1, HeadDim: 4, BlockSize: 4, Blocks: 4, Seqs: 1, MaxSeqLen: 0, DType: ops.F32},
 		{Layers: 1, KVHeads: 1, HeadDim: 3, BlockSize: 4, Blocks: 4, Seqs: 1, MaxSeqLen: 4, DType: ops.F16},
-		{Layers: 1, KVHeads: 1, HeadDim: 4, BlockSize: 4, Blocks: 4, Seqs: 1, MaxSeqLen: 4, DType: ops.Q8_0},
+		{Layers: 1, KVHeads: 1, HeadDim: 4, BlockSize: 4, Blocks: 4, Seqs: 1, MaxSeqLen: 4, DType: ops.Q8_0},  // rows not whole blocks
+		{Layers: 1, KVHeads: 1, HeadDim: 32, BlockSize: 3, Blocks: 4, Seqs: 1, MaxSeqLen: 4, DType: ops.Q8_0}, // a block's scales not whole words
+		{Layers: 1, KVHeads: 1, HeadDim: 32, BlockSize: 4, Blocks: 4, Seqs: 1, MaxSeqLen: 4, DType: ops.Q4_0},
 	} {
 		if c, err := NewPaged(ctx, cfg); err == nil {
 			c.Close()

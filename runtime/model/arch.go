@@ -121,6 +121,14 @@ type Block interface {
 	Residual(in Act, w Weight, postNorm Weight)
 	// FFN returns act(h·Gateᵀ) * (h·Upᵀ) with h = rmsnorm(x)·norm: [n, ffn].
 	FFN(norm Weight, f FFN, act Activation) Act
+	// MoE adds to x the mixture of experts of h = rmsnorm(x)·norm (llama.cpp
+	// build_moe_ffn): the router picks each token's experts and weights,
+	// each chosen expert's gated FFN runs on h, and their outputs, weighted
+	// and summed (with the shared expert's when o.Shared is set), are added
+	// to x.
+	MoE(norm Weight, e *ExpertWeights, o MoEOpts)
+	// AddBias adds b [dim] to every row of x (gpt-oss's attn_output bias).
+	AddBias(b Weight)
 	// Head ends the pass: rmsnorm(x)·norm · outᵀ, capped by softCap when
 	// not 0, for the rows the caller wants (or their normed hidden states).
 	Head(norm, out Weight, softCap float32)

@@ -41,6 +41,7 @@ type slot struct {
 	unless string   // full name of the tensor that makes this one optional
 	opt    bool
 	shape  []int
+	hint   string // said after a shape mismatch: the metadata the shape comes from
 	w      *Weight
 }
 
@@ -80,6 +81,14 @@ func slots(v any, c Config) ([]slot, error) {
 			case f.Type.Kind() == reflect.Struct && !hasTag:
 				if err := walk(fv, prefix); err != nil {
 					return err
+				}
+			case f.Type.Kind() == reflect.Struct && (tag == ",experts" || tag == ",dense"):
+				// A piece bound only in models with experts, or only without
+				// (llama's FFN: dense, or Mixtral's experts).
+				if (tag == ",experts") == (c.Experts > 0) {
+					if err := walk(fv, prefix); err != nil {
+						return err
+					}
 				}
 			}
 		}
@@ -121,6 +130,9 @@ func parseSlot(tag, shape, prefix string, dims map[string]int) (slot, error) {
 		if !ok {
 			return s, fmt.Errorf("unknown shape symbol %q", d)
 		}
+		if d == "exp" {
+			s.hint = fmt.Sprintf(" (the metadata's expert_count is %d)", n)
+		}
 		s.shape = append(s.shape, n)
 	}
 	return s, nil
@@ -157,7 +169,7 @@ func match(f *gguf.File, ss []slot) ([]boundTensor, error) {
 			return nil, fmt.Errorf("model: tensor %s is missing", strings.Join(s.names, " or "))
 		}
 		if err := checkShape(ti, s.shape); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w%s", err, s.hint)
 		}
 		dt, err := DTypeOf(ti.Type)
 		if err != nil {
@@ -197,6 +209,9 @@ func checkShape(ti gguf.TensorInfo, shape []int) error {
 // blocks (the kernels read rows of whole blocks) and vectors not stored as
 // F32 (the kernels read norms and biases as f32, as llama.cpp stores them).
 func checkBlocks(ti gguf.TensorInfo, dt ops.DType) error {
+	if strings.HasSuffix(ti.Name, ".bias") && dt != ops.F32 {
+		return fmt.Errorf("model: tensor %s is %s: biases must be F32", ti.Name, ti.Type)
+	}
 	if len(ti.Dims) == 1 && dt != ops.F32 {
 		return fmt.Errorf("model: tensor %s is %s: vectors (norms, biases, rope factors) must be F32", ti.Name, ti.Type)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gguf"
 )
 
@@ -54,6 +55,12 @@ type Config struct {
 	YarnExtFactor, YarnAttnFactor, YarnBetaFast, YarnBetaSlow float64
 
 	TiedOutput bool // no output.weight: the head reuses token_embd
+	// Pooling is how embeddings pool the hidden states (pooling_type).
+	Pooling Pooling
+
+	// Mixture of experts (0 when dense): experts per layer, experts each
+	// token uses, an expert's FFN length, the shared expert's FFN length.
+	Experts, ExpertsUsed, ExpertFFN, SharedFFN int
 
 	// With and Without adjust random-weight synthesis (bench --shape,
 	// test models): optional tensors to include ("attn_q.bias",
@@ -71,6 +78,7 @@ func (c Config) dims() map[string]int {
 	return map[string]int{
 		"dim": c.Dim, "vocab": c.Vocab, "ffn": c.FFN, "2ffn": 2 * c.FFN, "hd": c.HeadDim,
 		"q": q, "kv": kv, "qkv": q + 2*kv, "rot2": c.RopeDims / 2, "heads": c.Heads,
+		"exp": c.Experts, "ffexp": c.ExpertFFN, "ffsh": c.SharedFFN,
 	}
 }
 
@@ -171,6 +179,10 @@ func configure(f *gguf.File) (Config, Arch, error) {
 	c.RopeBase = m.FloatOr("rope.freq_base", 10000, true)
 	c.RopeDims = m.UintOr("rope.dimension_count", c.HeadDim, 2)
 	readRopeScaling(m, &c)
+	c.Experts = m.UintOr("expert_count", 0, 0)
+	c.ExpertsUsed = m.UintOr("expert_used_count", 0, 0)
+	c.ExpertFFN = m.UintOr("expert_feed_forward_length", 0, 1)
+	c.SharedFFN = m.UintOr("expert_shared_feed_forward_length", 0, 1)
 	if tok, ok := f.Strings("tokenizer.ggml.tokens"); ok {
 		c.Vocab = len(tok)
 	}
@@ -180,10 +192,14 @@ func configure(f *gguf.File) (Config, Arch, error) {
 	}
 	_, hasOut := f.Tensor("output.weight")
 	c.TiedOutput = !hasOut
+	c.Pooling = readPooling(m)
 	if err := m.Err(); err != nil {
 		return c, nil, err
 	}
 	a.Configure(m, &c)
+	if c.Experts > 0 && c.ExpertFFN <= 0 {
+		m.fail("%s.expert_feed_forward_length is missing", c.Arch)
+	}
 	if err := m.Err(); err != nil {
 		return c, nil, err
 	}
@@ -253,12 +269,40 @@ func (c Config) Validate() error {
 	case c.RopeBase <= 0 || math.IsNaN(c.RopeBase):
 		return fmt.Errorf("model: rope base %v invalid", c.RopeBase)
 	}
+	return c.validateExperts()
+}
+
+// validateExperts checks the expert keys against each other and the
+// kernels' limits, naming the keys.
+func (c Config) validateExperts() error {
+	a := c.Arch
+	switch {
+	case c.Experts == 0 && c.ExpertsUsed == 0:
+		return nil
+	case c.Experts == 0:
+		return fmt.Errorf("model: %s.expert_used_count = %d without %s.expert_count", a, c.ExpertsUsed, a)
+	case c.ExpertsUsed == 0:
+		return fmt.Errorf("model: %s.expert_count = %d needs %s.expert_used_count >= 1", a, c.Experts, a)
+	case c.ExpertsUsed > c.Experts:
+		return fmt.Errorf("model: %s.expert_used_count = %d is above %s.expert_count = %d", a, c.ExpertsUsed, a, c.Experts)
+	case c.Experts > ops.MaxExperts:
+		return fmt.Errorf("model: %s.expert_count = %d: at most %d experts are supported", a, c.Experts, ops.MaxExperts)
+	case c.ExpertsUsed > ops.MaxExpertsUsed:
+		return fmt.Errorf("model: %s.expert_used_count = %d: at most %d are supported", a, c.ExpertsUsed, ops.MaxExpertsUsed)
+	}
 	return nil
 }
 
 // MemoryEstimate is what Load will allocate on the GPU, in bytes.
 type MemoryEstimate struct {
 	Weights, KV, Scratch uint64
+	KVTokenBytes         uint64 // KV cache bytes per token (K and V of every layer)
+	// Experts is the part of Weights that are routed experts' tensors;
+	// PerToken what a decode token reads of the weights (the rest, plus
+	// expert_used_count/expert_count of the experts).
+	Experts, PerToken uint64
+	// KVTokens is the cache's token rows, for showing how KV was computed.
+	KVTokens int
 }
 
 // Total is the sum.

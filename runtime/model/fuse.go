@@ -95,7 +95,7 @@ func (m *Model) join(name string, parts ...*ops.Tensor) (ops.Tensor, error) {
 }
 
 // replaceBuffer frees a buffer the model owns; its entry in the weight
-// list becomes the view that replaced it.
+// list becomes the view that replaced it, or goes when view is unbound.
 func (m *Model) replaceBuffer(b *gpu.Buffer, view ops.Tensor) {
 	kept := m.buffers[:0]
 	for _, t := range m.buffers {
@@ -104,10 +104,15 @@ func (m *Model) replaceBuffer(b *gpu.Buffer, view ops.Tensor) {
 		}
 	}
 	m.buffers = kept
-	for i, w := range m.weights {
-		if w.Buf == b {
-			m.weights[i] = view
+	weights := m.weights[:0]
+	for _, w := range m.weights {
+		switch {
+		case w.Buf != b:
+			weights = append(weights, w)
+		case view.Buf != nil: // a joined part of two is listed once
+			weights = append(weights, view)
 		}
 	}
+	m.weights = weights
 	b.Destroy()
 }

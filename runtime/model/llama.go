@@ -1,6 +1,6 @@
 package model
 
-// llama: Llama 1/2/3/3.1+, TinyLlama, Mistral, SmolLM, ... (llama.cpp
+// llama: Llama 1/2/3/3.1+, TinyLlama, Mistral, SmolLM, Mixtral (experts), ... (llama.cpp
 // src/models/llama.cpp). Pre-norm blocks: attention then a SwiGLU FFN,
 // each added to the residual stream. Llama 3.1+ carries its rope scaling
 // as rope_freqs.weight (per-pair frequency divisors), not as keys.
@@ -16,8 +16,9 @@ type llama struct {
 type llamaLayer struct {
 	AttnNorm Weight `gguf:"attn_norm.weight" shape:"dim"`
 	Attn     AttnWeights
-	FFNNorm  Weight `gguf:"ffn_norm.weight" shape:"dim"`
-	FFN      GatedFFN
+	FFNNorm  Weight        `gguf:"ffn_norm.weight" shape:"dim"`
+	FFN      GatedFFN      `gguf:",dense"`
+	MoE      ExpertWeights `gguf:",experts"` // Mixtral
 }
 
 func init() { register("llama", func() Arch { return &llama{} }) }
@@ -26,6 +27,9 @@ func (a *llama) Configure(m *Meta, c *Config) {
 	c.RopeMode = a.ropeMode
 	if c.Arch == "llama" && c.RopeDims != c.HeadDim { // llama.cpp: "invalid n_rot"
 		m.fail("llama.rope.dimension_count %d must equal the head dim %d", c.RopeDims, c.HeadDim)
+	}
+	if c.Experts > 0 && c.ExpertFFN == 0 { // Mixtral: each expert is an FFN of feed_forward_length
+		c.ExpertFFN = c.FFN
 	}
 }
 
@@ -40,6 +44,11 @@ func (a *llama) Forward(b Block) {
 		q, k, v := b.QKV(l.AttnNorm, &l.Attn)
 		// x += attention(rope(q), rope(k), v) · Oᵀ
 		b.Residual(b.Attention(li, q, k, v, attn), l.Attn.O, Weight{})
+		if l.MoE.Router.Has() {
+			// Mixtral: x += Σ_top-k w_e · FFN_e(h), weights renormalised
+			b.MoE(l.FFNNorm, &l.MoE, MoEOpts{Gating: GateSoftmax, Normalize: true, Act: ActSiLU})
+			continue
+		}
 		// x += (silu(h·Gateᵀ) * h·Upᵀ) · Downᵀ, h = rmsnorm(x)·ffn_norm
 		b.Residual(b.FFN(l.FFNNorm, &l.FFN, ActSiLU), l.FFN.Down, Weight{})
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
 
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gguf"
@@ -18,7 +19,7 @@ type Options struct {
 	Seqs      int       // sequence slots in the KV cache; 0: 1
 	BlockSize int       // KV cache block size in tokens; 0: 16
 	KVTokens  int       // tokens the KV block pool holds for all sequences; 0: CtxLen × Seqs
-	KVType    ops.DType // ops.F32 or ops.F16
+	KVType    ops.DType // ops.F32, ops.F16 or ops.Q8_0 (ggml's Q8_0 blocks, 17/32 of f16's bytes)
 	Batch     int       // most tokens one step takes (prefill chunk); 0: 512
 	Progress  func(done, total uint64)
 }
@@ -62,10 +63,12 @@ type Model struct {
 	positions    ops.Tensor // [batch] u32 (rows of several sequences)
 	next         ops.Tensor // [batch] u32 (argmax)
 	wdeq         ops.Tensor // f16 [largest weight] for prefill of quantised weights
+	moe          moeScratch // MoE layers' routing and expert outputs
 	step         *kv.Step   // per-step sequence info and KV write slots
 	rbTok, rbLog *gpu.Readback
 	rbLogSize    uint64
 	weightBytes  uint64
+	expertBytes  uint64 // of weightBytes, the routed experts'
 	scratchBytes uint64
 	weights      []ops.Tensor // every bound tensor, once
 	buffers      []ops.Tensor // everything to free on Close
@@ -121,6 +124,9 @@ func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
 			m.buffers = append(m.buffers, t)
 			m.weights = append(m.weights, t)
 			m.weightBytes += b.info.Size
+			if isExperts(b.info.Name) {
+				m.expertBytes += b.info.Size
+			}
 			done += b.info.Size
 			if opt.Progress != nil {
 				opt.Progress(done, total)
@@ -136,8 +142,8 @@ func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
 }
 
 func checkKVType(t ops.DType) error {
-	if t != ops.F32 && t != ops.F16 {
-		return fmt.Errorf("model: KV cache type %s: want f32 or f16", t)
+	if !ops.IsKVPoolType(t) {
+		return fmt.Errorf("model: KV cache type %s: want f32, f16 or q8_0", t)
 	}
 	return nil
 }
@@ -150,15 +156,20 @@ func (m *Model) finish(opt Options) error {
 		return err
 	}
 	var err error
-	if m.KV, err = kv.NewPaged(m.ctx, kv.PagedConfig{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
-		BlockSize: opt.BlockSize, Blocks: (opt.KVTokens + opt.BlockSize - 1) / opt.BlockSize, Seqs: opt.Seqs,
-		MaxSeqLen: opt.CtxLen, DType: opt.KVType}); err != nil {
+	if m.KV, err = kv.NewPaged(m.ctx, kvConfig(c, opt)); err != nil {
 		return err
 	}
 	if m.step, err = m.KV.NewStep(opt.Seqs, m.batch); err != nil {
 		return err
 	}
 	return m.allocScratch()
+}
+
+// kvConfig sizes the KV cache of a model (opt with its defaults).
+func kvConfig(c Config, opt Options) kv.PagedConfig {
+	return kv.PagedConfig{Layers: c.Layers, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
+		BlockSize: opt.BlockSize, Blocks: (opt.KVTokens + opt.BlockSize - 1) / opt.BlockSize, Seqs: opt.Seqs,
+		MaxSeqLen: opt.CtxLen, DType: opt.KVType}
 }
 
 // prepareWeights walks the architecture's weights and lets each shared
@@ -217,8 +228,10 @@ func (m *Model) allocScratch() error {
 	m.k = qkv.View(n*qDim, n, kvDim)
 	m.v = qkv.View(n*(qDim+kvDim), n, kvDim)
 	alloc(&m.att, "att", ops.F32, n, qDim)
-	alloc(&m.gate, "gate", ops.F32, n, c.FFN)
-	alloc(&m.up, "up", ops.F32, n, c.FFN)
+	// gate and up also hold a shared expert's (qwen2moe) activations.
+	alloc(&m.gate, "gate", ops.F32, n, max(c.FFN, c.SharedFFN))
+	alloc(&m.up, "up", ops.F32, n, max(c.FFN, c.SharedFFN))
+	m.allocMoE(alloc)
 	alloc(&m.logits, "logits", ops.F32, n, c.Vocab)
 	alloc(&m.ids, "ids", ops.U32, n)
 	alloc(&m.positions, "positions", ops.U32, n)
@@ -259,6 +272,17 @@ func (m *Model) Memory() (weights, kvCache, scratch uint64) {
 		k = m.KV.Bytes()
 	}
 	return m.weightBytes, k, m.scratchBytes
+}
+
+// ExpertBytes is the part of the weights that are routed experts' stacked
+// matrices and biases, and PerTokenBytes what one decode token reads of the
+// weights: the rest, plus expert_used_count/expert_count of the experts.
+func (m *Model) ExpertBytes() (experts, perToken uint64) {
+	perToken = m.weightBytes - m.expertBytes
+	if m.Cfg.Experts > 0 {
+		perToken += m.expertBytes * uint64(m.Cfg.ExpertsUsed) / uint64(m.Cfg.Experts)
+	}
+	return m.expertBytes, perToken
 }
 
 // Batch is the most tokens one step takes.
@@ -323,31 +347,89 @@ func Estimate(f *gguf.File, opt Options) (MemoryEstimate, error) {
 	if err != nil {
 		return MemoryEstimate{}, err
 	}
+	if err := checkKVType(opt.KVType); err != nil {
+		return MemoryEstimate{}, err
+	}
+	var ts []sizedTensor
+	for _, b := range bound {
+		ts = append(ts, sizedTensor{b.info.Name, b.info.Size, b.info.Elements(), b.dt})
+	}
+	return estimate(c, ts, opt), nil
+}
+
+// EstimateShape is Estimate for a model of shape cfg (Shapes) with weights
+// of type typ (or MixQ4KM), as Synthesize and RandomGGUF would store them.
+func EstimateShape(cfg Config, typ gguf.GGMLType, opt Options) (Config, MemoryEstimate, error) {
+	c, arch, err := shapeConfig(cfg)
+	if err != nil {
+		return c, MemoryEstimate{}, err
+	}
+	ss, err := slots(arch, c)
+	if err != nil {
+		return c, MemoryEstimate{}, err
+	}
+	plan, err := synthPlan(ss, c)
+	if err != nil {
+		return c, MemoryEstimate{}, err
+	}
+	var ts []sizedTensor
+	for _, s := range plan {
+		dt, err := DTypeOf(typeFor(s, typ, c))
+		if err != nil {
+			return c, MemoryEstimate{}, err
+		}
+		n := uint64(1)
+		for _, d := range s.shape {
+			n *= uint64(d)
+		}
+		ts = append(ts, sizedTensor{s.name, n / uint64(dt.BlockSize()) * uint64(dt.BlockBytes()), n, dt})
+	}
+	return c, estimate(c, ts, opt), nil
+}
+
+type sizedTensor struct {
+	name     string
+	size     uint64
+	elements uint64
+	dt       ops.DType
+}
+
+// isExperts reports whether a tensor is a stack of routed experts'
+// matrices or biases (ffn_{gate,up,down}_exps).
+func isExperts(name string) bool { return strings.Contains(name, "_exps.") }
+
+func estimate(c Config, ts []sizedTensor, opt Options) MemoryEstimate {
 	opt = opt.withDefaults(c)
 	var e MemoryEstimate
 	seen := map[string]bool{}
 	largestQuant := uint64(0)
-	for _, b := range bound {
-		if seen[b.info.Name] {
+	for _, t := range ts {
+		if seen[t.name] {
 			continue
 		}
-		seen[b.info.Name] = true
-		e.Weights += b.info.Size
-		if b.dt.Quantized() || b.dt == ops.BF16 {
-			largestQuant = max(largestQuant, b.info.Elements())
+		seen[t.name] = true
+		e.Weights += t.size
+		if isExperts(t.name) {
+			e.Experts += t.size
+		}
+		if (t.dt.Quantized() || t.dt == ops.BF16) && !isExperts(t.name) {
+			largestQuant = max(largestQuant, t.elements)
 		}
 	}
-	kvSize := uint64(4)
-	if opt.KVType == ops.F16 {
-		kvSize = 2
+	if c.Experts > 0 {
+		e.PerToken = e.Weights - e.Experts + e.Experts*uint64(c.ExpertsUsed)/uint64(c.Experts)
+	} else {
+		e.PerToken = e.Weights
 	}
-	blocks := (opt.KVTokens + opt.BlockSize - 1) / opt.BlockSize
-	e.KV = 2 * uint64(c.Layers*blocks*opt.BlockSize*c.KVHeads*c.HeadDim) * kvSize
+	kc := kvConfig(c, opt)
+	e.KV, e.KVTokenBytes = kc.PoolBytes(), kc.TokenBytes()
+	e.KVTokens = kc.Blocks * kc.BlockSize
 	n := uint64(opt.Batch)
 	qDim, kvDim := uint64(c.Heads*c.HeadDim), uint64(c.KVHeads*c.HeadDim)
-	e.Scratch = 4 * n * (3*uint64(c.Dim) + 2*qDim + 2*kvDim + 2*uint64(c.FFN) + uint64(c.Vocab) + 3)
+	e.Scratch = 4*n*(3*uint64(c.Dim)+2*qDim+2*kvDim+2*uint64(max(c.FFN, c.SharedFFN))+uint64(c.Vocab)+3) +
+		moeScratchBytes(c, int(n))
 	if n > matVecMaxRows {
 		e.Scratch += 2 * largestQuant
 	}
-	return e, nil
+	return e
 }

@@ -39,9 +39,28 @@ func tinyConfig(arch string) Config {
 		c.With, c.RopeDims = biases, 32
 	case "chatglm":
 		c.With, c.RopeDims = []string{"attn_qkv.weight", "attn_qkv.bias"}, 32
+	case "qwen3moe": // 4 experts, top 2: tied head, q/k norms
+		c.Experts, c.ExpertsUsed, c.ExpertFFN = 4, 2, 256
+		c.Without = []string{"output.weight"}
+	case "qwen2moe": // and the shared expert with its sigmoid gate
+		c.Experts, c.ExpertsUsed, c.ExpertFFN, c.SharedFFN = 4, 2, 256, 512
+		c.With = biases
+	case "llama-moe": // Mixtral: llama with experts
+		c.Arch = "llama"
+		c.Experts, c.ExpertsUsed = 4, 2
+		c.FFN = 256
+	case "gpt-oss": // sinks, a window of 8 the test passes, YaRN, every bias
+		c.Experts, c.ExpertsUsed, c.ExpertFFN = 4, 2, 256
+		c.With = append(biases, "ffn_gate_inp.bias", "ffn_gate_exps.bias", "ffn_up_exps.bias", "ffn_down_exps.bias")
+		c.Extra = []gguf.KV{archKV(arch, "attention.sliding_window", uint32(8)), archKV(arch, "rope.scaling.type", "yarn"),
+			archKV(arch, "rope.scaling.factor", float32(4)), archKV(arch, "rope.scaling.original_context_length", uint32(8))}
 	}
 	return c
 }
+
+// testArchs are the architectures of tinyConfig: every registered one, and
+// llama with experts.
+func testArchs() []string { return append(Supported(), "llama-moe") }
 
 // writeRandomModel writes a GGUF model of arch with random weights; every
 // matrix is stored as typ (norms and biases stay F32, as llama.cpp does).
@@ -83,7 +102,7 @@ func relErr(got []float32, want []float64) float64 {
 //     f16 or f32), ≤ 2e-3 for the block-quantised types.
 func TestForwardMatchesReference(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	for _, arch := range Supported() {
+	for _, arch := range testArchs() {
 		for _, typ := range quant.Types() {
 			t.Run(arch+"/"+typ.String(), func(t *testing.T) {
 				prefillTol := 2e-3
@@ -91,7 +110,7 @@ func TestForwardMatchesReference(t *testing.T) {
 					prefillTol = 1e-4
 				}
 				path := writeRandomModel(t, arch, typ, int64(len(arch))*100+int64(typ))
-				checkAgainstReference(t, ctx, path, prefillTol)
+				checkAgainstReference(t, ctx, path, ops.F32, 1e-4, prefillTol)
 			})
 		}
 	}
@@ -130,22 +149,23 @@ func TestRopeScalingMatchesReference(t *testing.T) {
 			if err := gguf.WriteFile(path, meta, tensors); err != nil {
 				t.Fatal(err)
 			}
-			checkAgainstReference(t, ctx, path, 1e-4)
+			checkAgainstReference(t, ctx, path, ops.F32, 1e-4, 1e-4)
 		})
 	}
 }
 
 // checkAgainstReference compares the GPU's logits for a model file with the
-// float64 reference's over the same dequantised weights, two ways:
+// float64 reference's over the same dequantised weights, with a KV cache
+// of kvType, two ways:
 //
 //   - decode path: the prompt fed one token at a time (matvec reading the
-//     stored blocks exactly as the reference decodes them, so only f32
-//     arithmetic separates the two): relative L2 ≤ 1e-4 for every type;
+//     stored blocks exactly as the reference decodes them, so with an f32
+//     cache only f32 arithmetic separates the two), within decodeTol;
 //   - prefill path: the prompt as one batch (the tiled matmul, with
 //     quantised weights dequantised to f16 first, as llama.cpp's GPU
 //     backends do: each weight rounds by up to 2^-11 relative), then three
 //     decode steps over that cache, within prefillTol.
-func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, prefillTol float64) {
+func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, kvType ops.DType, decodeTol, prefillTol float64) {
 	t.Helper()
 	prompt := []int32{1, 17, 300, 5, 42, 42, 7, 99, 250, 3, 11, 383}
 	f, err := gguf.Open(path)
@@ -157,12 +177,14 @@ func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, prefillT
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 2, KVType: ops.F32})
+	m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 2, KVType: kvType})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
 	vocab := m.Cfg.Vocab
+	worst := 0.0
+	defer func() { t.Logf("%s cache: worst relative error %.3g", kvType, worst) }()
 	want := make([][]float64, 0, len(prompt)+3)
 	for _, tok := range append(append([]int32{}, prompt...), 8, 200, 64) {
 		w, err := ref.Forward(int(tok))
@@ -178,8 +200,10 @@ func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, prefillT
 		if _, err := m.Forward(decode, []int32{tok}, LastLogits, one); err != nil {
 			t.Fatal(err)
 		}
-		if e := relErr(one, want[i]); e > 1e-4 || math.IsNaN(e) {
-			t.Fatalf("decode path, position %d: relative error %.3g > 1e-4", i, e)
+		if e := relErr(one, want[i]); e > decodeTol || math.IsNaN(e) {
+			t.Fatalf("decode path, position %d: relative error %.3g > %.3g", i, e, decodeTol)
+		} else {
+			worst = max(worst, e)
 		}
 	}
 
@@ -191,6 +215,8 @@ func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, prefillT
 	for i := range prompt {
 		if e := relErr(logits[i*vocab:(i+1)*vocab], want[i]); e > prefillTol || math.IsNaN(e) {
 			t.Fatalf("prefill position %d: relative error %.3g > %.3g", i, e, prefillTol)
+		} else {
+			worst = max(worst, e)
 		}
 	}
 	for step, tok := range []int32{8, 200, 64} {
@@ -199,7 +225,25 @@ func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, prefillT
 		}
 		if e := relErr(one, want[len(prompt)+step]); e > prefillTol || math.IsNaN(e) {
 			t.Fatalf("decode step %d after prefill: relative error %.3g > %.3g", step, e, prefillTol)
+		} else {
+			worst = max(worst, e)
 		}
+	}
+}
+
+// TestQ8KVCacheMatchesReference runs architectures with a q8_0 KV cache
+// against the float64 reference (which keeps K and V exact): the cache's
+// quantisation (each K/V value within half a step of amax/127 of its
+// 32-value block) moves the logits by about 1% of their norm on these
+// random-weight models, so the bound is 3e-2 on both paths; gemma2 has
+// soft-capped, windowed attention, phi3 a fused QKV.
+func TestQ8KVCacheMatchesReference(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, arch := range []string{"llama", "gemma2", "phi3"} {
+		t.Run(arch, func(t *testing.T) {
+			path := writeRandomModel(t, arch, gguf.F16, int64(len(arch))*31)
+			checkAgainstReference(t, ctx, path, ops.Q8_0, 3e-2, 3e-2)
+		})
 	}
 }
 
@@ -207,22 +251,27 @@ func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, prefillT
 // positions together and checks every logit is bit-identical to decoding
 // each alone: what lets batched serving return exactly the text a request
 // gets alone. gemma2 adds windowed, soft-capped attention past its window,
-// phi3 a fused QKV and gate-up from the file.
+// phi3 a fused QKV and gate-up from the file, the MoE architectures their
+// routing (each token's experts and weights) and the grouped expert
+// matvecs; llama also with a q8_0 KV cache.
 func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	for _, c := range []struct {
 		arch string
 		typ  gguf.GGMLType
-	}{{"llama", gguf.F16}, {"llama", gguf.Q4_K}, {"gemma2", gguf.Q8_0}, {"phi3", gguf.Q4_0}} {
+		kv   ops.DType
+	}{{"llama", gguf.F16, ops.F16}, {"llama", gguf.Q4_K, ops.F16}, {"gemma2", gguf.Q8_0, ops.F16}, {"phi3", gguf.Q4_0, ops.F16},
+		{"llama", gguf.Q4_K, ops.Q8_0}, {"qwen3moe", gguf.Q4_K, ops.F16}, {"qwen2moe", gguf.Q8_0, ops.F16},
+		{"gpt-oss", gguf.MXFP4, ops.F16}, {"llama-moe", gguf.F16, ops.F16}} {
 		arch, typ := c.arch, c.typ
-		t.Run(arch+"/"+typ.String(), func(t *testing.T) {
+		t.Run(arch+"/"+typ.String()+"/kv_"+c.kv.String(), func(t *testing.T) {
 			path := writeRandomModel(t, arch, typ, 77)
 			f, err := gguf.Open(path)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 6, KVType: ops.F16})
+			m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 6, KVType: c.kv})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -290,9 +339,17 @@ func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 // work done alone: the decode rows bit for bit (batch invariance), the
 // chunk's last logits too (its rows take the same kernels as alone), and
 // the results come back in the caller's span order.
+// qwen3moe's decode rows share the experts kernels with the chunk's rows
+// (grouped by expert together), still bit for bit as alone.
 func TestStepMixesDecodeAndPrefill(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	path := writeRandomModel(t, "llama", gguf.Q8_0, 91)
+	for _, arch := range []string{"llama", "qwen3moe"} {
+		t.Run(arch, func(t *testing.T) { checkStepMixes(t, ctx, arch) })
+	}
+}
+
+func checkStepMixes(t *testing.T, ctx *gpu.Context, arch string) {
+	path := writeRandomModel(t, arch, gguf.Q8_0, 91)
 	f, err := gguf.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -409,7 +466,8 @@ func TestHiddenMatchesReference(t *testing.T) {
 // (within 3%: the published counts are rounded).
 func TestShapes(t *testing.T) {
 	wantParams := map[string]float64{"tinyllama-1.1b": 1.10e9, "llama2-7b": 6.74e9, "llama3-8b": 8.03e9, "qwen2.5-0.5b": 0.494e9,
-		"qwen3-8b": 8.19e9, "gemma2-2b": 2.61e9, "gemma3-4b": 3.88e9, "phi4-mini": 3.84e9, "glm4-9b": 9.4e9}
+		"qwen3-8b": 8.19e9, "gemma2-2b": 2.61e9, "gemma3-4b": 3.88e9, "phi4-mini": 3.84e9, "glm4-9b": 9.4e9,
+		"qwen3-30b-a3b": 30.5e9, "gpt-oss-20b": 20.9e9}
 	for _, name := range ShapeNames() {
 		c, arch, err := shapeConfig(Shapes[name])
 		if err != nil {
@@ -519,30 +577,86 @@ func TestLoadRefusesBadFiles(t *testing.T) {
 			return setKV(m, "general.architecture", "mamba"), ts
 		}},
 	}
+	refused := func(t *testing.T, meta []gguf.KV, tensors []gguf.TensorToWrite, want string) {
+		path := filepath.Join(t.TempDir(), "bad.gguf")
+		if err := gguf.WriteFile(path, meta, tensors); err != nil {
+			t.Fatal(err)
+		}
+		f, err := gguf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		before := ctx.AllocatedBytes()
+		m, err := Load(ctx, f, Options{CtxLen: 32, KVType: ops.F32})
+		if err == nil {
+			m.Close()
+			t.Fatalf("loaded; want an error containing %q", want)
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %q does not contain %q", err, want)
+		}
+		if after := ctx.AllocatedBytes(); after != before {
+			t.Errorf("GPU allocation went from %d to %d bytes: the refusal came after an upload", before, after)
+		}
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			meta, tensors := c.edit(base())
-			path := filepath.Join(t.TempDir(), "bad.gguf")
-			if err := gguf.WriteFile(path, meta, tensors); err != nil {
-				t.Fatal(err)
+			refused(t, meta, tensors, c.want)
+		})
+	}
+	// MoE: the expert metadata against the tensors and itself.
+	moe := func() ([]gguf.KV, []gguf.TensorToWrite) {
+		meta, tensors, err := RandomGGUF(tinyConfig("qwen3moe"), gguf.Q8_0, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return meta, tensors
+	}
+	moeCases := []struct {
+		name, want string
+		edit       func([]gguf.KV, []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite)
+	}{
+		{"expert count", "blk.0.ffn_gate_inp.weight has dims [256 4] (innermost first), want shape [6 256] (the metadata's expert_count is 6)",
+			func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+				return setKV(m, "qwen3moe.expert_count", uint32(6)), ts
+			}},
+		{"experts used", "qwen3moe.expert_used_count = 5 is above qwen3moe.expert_count = 4", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			return setKV(m, "qwen3moe.expert_used_count", uint32(5)), ts
+		}},
+		{"router shape", "blk.1.ffn_gate_inp.weight has dims", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			for i := range ts {
+				if ts[i].Name == "blk.1.ffn_gate_inp.weight" {
+					ts[i].Dims = []uint64{ts[i].Dims[0] / 2, ts[i].Dims[1]}
+					ts[i].Data = ts[i].Data[:len(ts[i].Data)/2]
+				}
 			}
-			f, err := gguf.Open(path)
-			if err != nil {
-				t.Fatal(err)
+			return m, ts
+		}},
+		{"expert stack", "blk.0.ffn_down_exps.weight has dims", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			for i := range ts {
+				if ts[i].Name == "blk.0.ffn_down_exps.weight" {
+					ts[i].Dims = []uint64{ts[i].Dims[0], ts[i].Dims[1], ts[i].Dims[2] - 1}
+					ts[i].Data = ts[i].Data[:len(ts[i].Data)/4*3]
+				}
 			}
-			defer f.Close()
-			before := ctx.AllocatedBytes()
-			m, err := Load(ctx, f, Options{CtxLen: 32, KVType: ops.F32})
-			if err == nil {
-				m.Close()
-				t.Fatalf("loaded; want an error containing %q", c.want)
+			return m, ts
+		}},
+		{"no expert count", "qwen3moe.expert_count is missing", func(m []gguf.KV, ts []gguf.TensorToWrite) ([]gguf.KV, []gguf.TensorToWrite) {
+			var kept []gguf.KV
+			for _, kv := range m {
+				if kv.Key != "qwen3moe.expert_count" {
+					kept = append(kept, kv)
+				}
 			}
-			if !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("error %q does not contain %q", err, c.want)
-			}
-			if after := ctx.AllocatedBytes(); after != before {
-				t.Errorf("GPU allocation went from %d to %d bytes: the refusal came after an upload", before, after)
-			}
+			return kept, ts
+		}},
+	}
+	for _, c := range moeCases {
+		t.Run(c.name, func(t *testing.T) {
+			meta, tensors := c.edit(moe())
+			refused(t, meta, tensors, c.want)
 		})
 	}
 	f, err := gguf.Open(writeRandomModel(t, "llama", gguf.Q8_0, 3))
@@ -555,4 +669,83 @@ func TestLoadRefusesBadFiles(t *testing.T) {
 		t.Fatalf("a good model after the bad ones: %v", err)
 	}
 	m.Close()
+}
+
+// TestSynthesizeMoE builds random-weight MoE models in GPU memory as bench
+// --shape does (gpt-oss with MXFP4 experts and Q8_0 elsewhere, as
+// llama-quantize's MXFP4_MOE; qwen3moe as Q4_K_M), runs a few greedy
+// steps, and checks the memory report: the experts apart, what a token
+// reads, and EstimateShape's arithmetic equal to what was allocated (the
+// KV pool also holds the block table, a few bytes).
+func TestSynthesizeMoE(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, c := range []struct {
+		arch string
+		typ  gguf.GGMLType
+	}{{"gpt-oss", gguf.MXFP4}, {"qwen3moe", MixQ4KM}} {
+		t.Run(c.arch, func(t *testing.T) {
+			cfg := tinyConfig(c.arch)
+			opt := Options{CtxLen: 32, Batch: 16, KVType: ops.F16}
+			m, err := Synthesize(ctx, cfg, c.typ, opt, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			s, _ := m.KV.Acquire()
+			next, err := m.Forward(s, []int32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, NextGreedy, nil)
+			for i := 0; i < 3 && err == nil; i++ {
+				if next < 0 || int(next) >= m.Cfg.Vocab {
+					t.Fatalf("next token %d", next)
+				}
+				next, err = m.Forward(s, []int32{next}, NextGreedy, nil)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			weights, kvBytes, scratch := m.Memory()
+			experts, perToken := m.ExpertBytes()
+			_, est, err := EstimateShape(cfg, c.typ, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("weights %d (experts %d), read per token %d; estimate %+v", weights, experts, perToken, est)
+			if experts == 0 || experts >= weights || perToken != weights-experts+experts*2/4 {
+				t.Errorf("experts %d of %d bytes, %d read per token (want dense + 2/4 of the experts)", experts, weights, perToken)
+			}
+			if est.Weights != weights || est.Experts != experts || est.PerToken != perToken || est.KV > kvBytes || kvBytes > est.KV+4096 || est.Scratch < scratch {
+				t.Errorf("EstimateShape %+v, allocated weights %d experts %d per token %d kv %d scratch %d", est, weights, experts, perToken, kvBytes, scratch)
+			}
+			for _, w := range m.Tensors() {
+				if strings.Contains(w.Buf.Label(), "_exps.weight") && c.typ == gguf.MXFP4 && w.DType != ops.MXFP4 {
+					t.Errorf("%s is %s, want MXFP4", w.Buf.Label(), w.DType)
+				}
+			}
+		})
+	}
+}
+
+// TestRandomGGUFTilesLargeTensors: past tileAbove values a tensor is 61
+// quantised random rows repeated (bench --write of 30B shapes in seconds);
+// smaller tensors are drawn whole.
+func TestRandomGGUFTilesLargeTensors(t *testing.T) {
+	cfg := tinyConfig("llama")
+	cfg.Vocab = tileAbove/cfg.Dim + 7 // token_embd and output just past the limit
+	_, tensors, err := RandomGGUF(cfg, gguf.Q8_0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tw := range tensors {
+		rows, cols := 1, int(tw.Dims[0])
+		for _, d := range tw.Dims[1:] {
+			rows *= int(d)
+		}
+		rowBytes := len(tw.Data) / rows
+		if len(tw.Data) != rows*cols/32*34 && len(tw.Dims) > 1 {
+			t.Fatalf("%s: %d bytes for %d×%d Q8_0", tw.Name, len(tw.Data), rows, cols)
+		}
+		same := rows > 61 && string(tw.Data[:rowBytes]) == string(tw.Data[61*rowBytes:62*rowBytes])
+		if big := rows*cols > tileAbove; big != same {
+			t.Errorf("%s (%d values): row 61 repeats row 0: %v", tw.Name, rows*cols, same)
+		}
+	}
 }

@@ -200,14 +200,18 @@ func (r *reference) Attention(li int, q, k, v Act, o AttnOpts) Act {
 		sc = 1 / math.Sqrt(float64(c.HeadDim))
 	}
 	out := make([]float64, c.Heads*c.HeadDim)
-	refAttention(out, qv, r.kc[li], r.vc[li], c, n, sc, o)
+	var sinks []float64
+	if o.Sinks.Has() {
+		sinks = r.weight(o.Sinks)
+	}
+	refAttention(out, qv, r.kc[li], r.vc[li], c, n, sc, o, sinks)
 	return Act{host: [][]float64{out}}
 }
 
 // refAttention is one query's attention over n cached keys: scores
 // scaled, soft-capped, windowed, softmax with the optional sink, then the
 // weighted sum of values.
-func refAttention(out, q, kc, vc []float64, c Config, n int, scale float64, o AttnOpts) {
+func refAttention(out, q, kc, vc []float64, c Config, n int, scale float64, o AttnOpts, sinks []float64) {
 	hd, kvd := c.HeadDim, c.KVHeads*c.HeadDim
 	group := c.Heads / c.KVHeads
 	scores := make([]float64, n)
@@ -233,10 +237,16 @@ func refAttention(out, q, kc, vc []float64, c Config, n int, scale float64, o At
 		for _, s := range scores {
 			mx = math.Max(mx, s)
 		}
+		if sinks != nil { // gpt-oss: the head's sink logit joins the softmax
+			mx = math.Max(mx, sinks[h])
+		}
 		sum := 0.0
 		for t := range scores {
 			scores[t] = math.Exp(scores[t] - mx)
 			sum += scores[t]
+		}
+		if sinks != nil {
+			sum += math.Exp(sinks[h] - mx)
 		}
 		oh := out[h*hd : (h+1)*hd]
 		for t := 0; t < n; t++ {
@@ -267,6 +277,12 @@ func (r *reference) FFN(norm Weight, f FFN, act Activation) Act {
 		gu := r.matVec(w.GateUp, h)
 		g, u = gu[:len(gu)/2], gu[len(gu)/2:]
 	}
+	r.activate(g, u, act)
+	return Act{host: [][]float64{g}}
+}
+
+// activate sets g = act(g, u).
+func (r *reference) activate(g, u []float64, act Activation) {
 	switch act {
 	case ActSiLU:
 		ref.SiluMul(g, g, u)
@@ -281,8 +297,54 @@ func (r *reference) FFN(norm Weight, f FFN, act Activation) Act {
 	default:
 		panic("reference: unknown activation")
 	}
-	return Act{host: [][]float64{g}}
 }
+
+// expert is expert e's matrix of the stacked w [experts, rows, cols] times
+// x, plus expert e's row of bias when bound.
+func (r *reference) expert(w Weight, e int, x []float64, bias Weight) []float64 {
+	all := r.weight(w)
+	per := len(all) / r.Cfg.Experts
+	out := make([]float64, per/len(x))
+	ref.MatVec(out, all[e*per:(e+1)*per], x, 1, len(out), len(x))
+	if bias.Has() {
+		ref.Add(out, out, r.weight(bias)[e*len(out):(e+1)*len(out)])
+	}
+	return out
+}
+
+func (r *reference) MoE(norm Weight, e *ExpertWeights, o MoEOpts) {
+	h := r.norm(r.x, norm)
+	logits := r.matVec(e.Router, h)
+	if e.RouterB.Has() {
+		ref.Add(logits, logits, r.weight(e.RouterB))
+	}
+	scale := float64(o.Scale)
+	if scale == 0 {
+		scale = 1
+	}
+	ids, w := ref.Route(logits, r.Cfg.ExpertsUsed, int(o.Gating), o.Normalize, scale)
+	sum := make([]float64, r.Cfg.Dim)
+	for j, ex := range ids {
+		g, u := r.expert(e.Gate, ex, h, e.GateB), r.expert(e.Up, ex, h, e.UpB)
+		r.activate(g, u, o.Act)
+		d := r.expert(e.Down, ex, g, e.DownB)
+		for i := range sum {
+			sum[i] += w[j] * d[i]
+		}
+	}
+	if sh := o.Shared; sh != nil {
+		g, u := r.matVec(sh.Gate, h), r.matVec(sh.Up, h)
+		ref.SiluMul(g, g, u)
+		d := r.matVec(sh.Down, g)
+		gate := ref.Sigmoid(r.matVec(sh.GateInp, h)[0])
+		for i := range sum {
+			sum[i] += gate * d[i]
+		}
+	}
+	ref.Add(r.x, r.x, sum)
+}
+
+func (r *reference) AddBias(b Weight) { ref.Add(r.x, r.x, r.weight(b)) }
 
 func (r *reference) Head(norm, out Weight, softCap float32) {
 	r.hidden = r.norm(r.x, norm)

@@ -2,10 +2,12 @@ package model
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
 
+	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gpu"
 	"github.com/wgllm/wgllm/runtime/kv"
 )
@@ -176,10 +178,19 @@ func (p *pass) finish(logits []float32, next []int32) error {
 		if err := m.rbTok.Read(raw); err != nil {
 			return err
 		}
+		// A *ops.NonFiniteError names the callers' sequences without a token.
+		ids := make([]int32, len(out))
+		err := ops.ArgmaxResults(raw, ids)
 		for i, r := range out {
-			next[p.runs[r.run].caller] = int32(binary.LittleEndian.Uint32(raw[4*i:]))
+			next[p.runs[r.run].caller] = ids[i]
 		}
-		return nil
+		var nonFinite *ops.NonFiniteError
+		if errors.As(err, &nonFinite) {
+			for k, i := range nonFinite.Rows {
+				nonFinite.Rows[k] = p.runs[out[i].run].caller
+			}
+		}
+		return err
 	default:
 		width := c.Vocab
 		if p.want == Hidden {

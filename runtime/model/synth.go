@@ -37,6 +37,13 @@ var Shapes = map[string]Config{
 	"phi4-mini": {Arch: "phi3", Dim: 3072, Layers: 32, Heads: 24, KVHeads: 8, HeadDim: 128, FFN: 8192, Vocab: 200064, CtxLen: 131072,
 		RopeDims: 96, With: []string{"attn_qkv.weight", "rope_factors_long.weight", "rope_factors_short.weight"}, Without: []string{"output.weight"},
 		Extra: []gguf.KV{archKV("phi3", "rope.scaling.original_context_length", uint32(4096)), archKV("phi3", "rope.scaling.attn_factor", float32(1.1902))}},
+	"qwen3-30b-a3b": {Arch: "qwen3moe", Dim: 2048, Layers: 48, Heads: 32, KVHeads: 4, HeadDim: 128, FFN: 6144, Vocab: 151936, CtxLen: 40960,
+		RopeBase: 1000000, NormEps: 1e-6, Experts: 128, ExpertsUsed: 8, ExpertFFN: 768},
+	"gpt-oss-20b": {Arch: "gpt-oss", Dim: 2880, Layers: 24, Heads: 64, KVHeads: 8, HeadDim: 64, FFN: 2880, Vocab: 201088, CtxLen: 131072,
+		RopeBase: 150000, Experts: 32, ExpertsUsed: 4, ExpertFFN: 2880,
+		With: []string{"attn_q.bias", "attn_k.bias", "attn_v.bias", "ffn_gate_inp.bias", "ffn_gate_exps.bias", "ffn_up_exps.bias", "ffn_down_exps.bias"},
+		Extra: []gguf.KV{archKV("gpt-oss", "attention.sliding_window", uint32(128)), archKV("gpt-oss", "rope.scaling.type", "yarn"),
+			archKV("gpt-oss", "rope.scaling.factor", float32(32)), archKV("gpt-oss", "rope.scaling.original_context_length", uint32(4096))}},
 	"glm4-9b": {Arch: "glm4", Dim: 4096, Layers: 40, Heads: 32, KVHeads: 2, HeadDim: 128, FFN: 13696, Vocab: 151552, CtxLen: 32768,
 		RopeDims: 64, With: []string{"attn_q.bias", "attn_k.bias", "attn_v.bias"}},
 }
@@ -147,20 +154,38 @@ func synthPlan(ss []slot, c Config) ([]synthSlot, error) {
 
 // typeFor is the stored type of a synthesised tensor: vectors stay F32 (as
 // llama.cpp keeps norms and biases), matrices typ or the Q4_K_M mix.
-func typeFor(s synthSlot, typ gguf.GGMLType, layers int) gguf.GGMLType {
-	if len(s.shape) < 2 {
+//
+// With experts, as llama-quantize: the router (ffn_gate_inp) and biases stay
+// F32, MXFP4 (MXFP4_MOE) is for the stacked experts with Q8_0 for the other
+// matrices, and Q4_K_M treats ffn_down_exps as ffn_down.
+func typeFor(s synthSlot, typ gguf.GGMLType, c Config) gguf.GGMLType {
+	short := layerPrefix.ReplaceAllString(s.name, "")
+	if len(s.shape) < 2 || strings.HasSuffix(short, ".bias") || short == "ffn_gate_inp.weight" {
 		return gguf.F32
 	}
+	cols := s.shape[len(s.shape)-1]
+	if typ == gguf.MXFP4 && c.Experts > 0 && !strings.Contains(short, "_exps.") {
+		return fitType(gguf.Q8_0, cols)
+	}
 	if typ != MixQ4KM {
-		return fitType(typ, s.shape[1])
+		return fitType(typ, cols)
 	}
-	short := layerPrefix.ReplaceAllString(s.name, "")
 	big := short == "output.weight" ||
-		((short == "attn_v.weight" || short == "ffn_down.weight") && moreBits(s.layer, layers))
+		((short == "attn_v.weight" || short == "ffn_down.weight" || short == "ffn_down_exps.weight") && moreBits(s.layer, c.Layers))
 	if big {
-		return fitType(gguf.Q6_K, s.shape[1])
+		return fitType(gguf.Q6_K, cols)
 	}
-	return fitType(gguf.Q4_K, s.shape[1])
+	return fitType(gguf.Q4_K, cols)
+}
+
+// matrixRows is a synthesised tensor's rows: every dimension but the last
+// (a stack of experts is experts × rows).
+func matrixRows(shape []int) int {
+	n := 1
+	for _, d := range shape[:len(shape)-1] {
+		n *= d
+	}
+	return n
 }
 
 // fitType is t, or Q8_0 when rows of cols values are not whole blocks of t
@@ -221,7 +246,8 @@ func Synthesize(ctx *gpu.Context, cfg Config, typ gguf.GGMLType, opt Options, se
 			if len(s.shape) < 2 {
 				t, err = ops.FromFloat32(ctx, s.name, ops.F32, vectorValues(rng, s.name, s.shape[0]), s.shape...)
 			} else {
-				t, err = randomMatrix(ctx, rng, s.name, typeFor(s, typ, cfg.Layers), s.shape[0], s.shape[1])
+				t, err = randomMatrix(ctx, rng, s.name, typeFor(s, typ, cfg), matrixRows(s.shape), s.shape[len(s.shape)-1])
+				t.Shape = s.shape
 			}
 			if err != nil {
 				return nil, err
@@ -230,6 +256,9 @@ func Synthesize(ctx *gpu.Context, cfg Config, typ gguf.GGMLType, opt Options, se
 			m.buffers = append(m.buffers, t)
 			m.weights = append(m.weights, t)
 			m.weightBytes += t.Bytes()
+			if isExperts(s.name) {
+				m.expertBytes += t.Bytes()
+			}
 		}
 		*s.w = Weight{Tensor: t, Name: s.name}
 	}
@@ -311,13 +340,21 @@ func RandomGGUF(cfg Config, typ gguf.GGMLType, seed int64) ([]gguf.KV, []gguf.Te
 			dims[len(s.shape)-1-i] = uint64(d) // GGUF lists the innermost first
 		}
 		var v []float32
-		t := typeFor(s, typ, cfg.Layers)
+		t := typeFor(s, typ, cfg)
 		if len(s.shape) < 2 {
 			v = vectorValues(rng, s.name, n)
 		} else {
-			scale := 1.7 / math.Sqrt(float64(s.shape[1]))
+			scale := 1.7 / math.Sqrt(float64(s.shape[len(s.shape)-1]))
 			if s.name == "token_embd.weight" {
 				scale = 1
+			}
+			if n > tileAbove {
+				data, err := tiledRows(rng, pool, t, matrixRows(s.shape), s.shape[len(s.shape)-1], scale)
+				if err != nil {
+					return nil, nil, fmt.Errorf("model: quantising %s as %s: %w", s.name, t, err)
+				}
+				tensors = append(tensors, gguf.TensorToWrite{Name: s.name, Dims: dims, Type: t, Data: data})
+				continue
 			}
 			v = randomValues(rng, pool, n, scale)
 		}
@@ -328,6 +365,29 @@ func RandomGGUF(cfg Config, typ gguf.GGMLType, seed int64) ([]gguf.KV, []gguf.Te
 		tensors = append(tensors, gguf.TensorToWrite{Name: s.name, Dims: dims, Type: t, Data: data})
 	}
 	return meta, tensors, nil
+}
+
+// tileAbove is the size past which RandomGGUF quantises a pool of rows and
+// repeats it, as Synthesize does: quantising every value of a 30B model
+// one by one takes an hour on one core (Q4_K: about 5 M values/s), and
+// speed does not depend on the values. Test models stay far below it.
+const tileAbove = 1 << 24
+
+// tiledRows is rows×cols values of type t: 61 quantised random rows (a
+// prime, so the pattern lines up with no head, block or expert size)
+// repeated.
+func tiledRows(rng *rand.Rand, pool []float32, t gguf.GGMLType, rows, cols int, scale float64) ([]byte, error) {
+	n := min(rows, 61)
+	raw, err := quant.Quantize(t, randomValues(rng, pool, n*cols, scale))
+	if err != nil {
+		return nil, err
+	}
+	rowBytes := len(raw) / n
+	out := make([]byte, rows*rowBytes)
+	for r := 0; r < rows; r += n {
+		copy(out[r*rowBytes:], raw[:min(n, rows-r)*rowBytes])
+	}
+	return out, nil
 }
 
 // randomPool is a block of uniform values in [-1, 1) that large tensors are
@@ -398,6 +458,16 @@ func shapeMeta(cfg Config) []gguf.KV {
 		{Key: a + ".vocab_size", Value: gguf.Val(uint32(cfg.Vocab))},
 		{Key: a + ".rope.freq_base", Value: gguf.Val(float32(cfg.RopeBase))},
 		{Key: a + ".attention.layer_norm_rms_epsilon", Value: gguf.Val(float32(cfg.NormEps))},
+	}
+	if cfg.Experts > 0 {
+		meta = append(meta, gguf.KV{Key: a + ".expert_count", Value: gguf.Val(uint32(cfg.Experts))},
+			gguf.KV{Key: a + ".expert_used_count", Value: gguf.Val(uint32(cfg.ExpertsUsed))})
+		if cfg.ExpertFFN > 0 {
+			meta = append(meta, gguf.KV{Key: a + ".expert_feed_forward_length", Value: gguf.Val(uint32(cfg.ExpertFFN))})
+		}
+		if cfg.SharedFFN > 0 {
+			meta = append(meta, gguf.KV{Key: a + ".expert_shared_feed_forward_length", Value: gguf.Val(uint32(cfg.SharedFFN))})
+		}
 	}
 	if cfg.RopeScale != 1 && !slices.ContainsFunc(cfg.Extra, func(kv gguf.KV) bool { return kv.Key == a+".rope.scaling.type" }) {
 		meta = append(meta, gguf.KV{Key: a + ".rope.scaling.type", Value: gguf.Val("linear")},

@@ -124,6 +124,9 @@ type Sampler struct {
 	counts []int32  // occurrences of each token in window
 	stamp  []uint32 // per-token mark: round = in the window, not yet penalised this call
 	round  uint32
+
+	bias   map[int32]float32 // added to logits before the chain (SetLogitBias)
+	masked []float32         // scratch: logits with the bias and a mask applied
 }
 
 // New returns a sampler for a vocabulary of vocabSize logits.
@@ -205,6 +208,57 @@ func (s *Sampler) Sample(logits []float32) (int32, error) {
 		return 0, err
 	}
 	return id, nil
+}
+
+// MaxLogitBias bounds the magnitude of a logit bias (OpenAI's range).
+const MaxLogitBias = 100
+
+// SetLogitBias adds bias[id] to token id's logit before the chain (as
+// llama.cpp's logit-bias sampler, first in its chain): -100 all but bans a
+// token, +100 all but forces it.
+func (s *Sampler) SetLogitBias(bias map[int32]float32) error {
+	for id, b := range bias {
+		if id < 0 || int(id) >= s.vocab {
+			return fmt.Errorf("sample: logit bias for token %d, outside the vocabulary [0, %d)", id, s.vocab)
+		}
+		if !finite(b) || b < -MaxLogitBias || b > MaxLogitBias {
+			return fmt.Errorf("sample: logit bias %v for token %d must be in [-%d, %d]", b, id, MaxLogitBias, MaxLogitBias)
+		}
+	}
+	s.bias = bias
+	return nil
+}
+
+// SampleMasked is Sample restricted to the tokens whose allowed entry is
+// true (a grammar's mask; nil allows all), after the logit bias. It fails
+// when the mask leaves nothing.
+func (s *Sampler) SampleMasked(logits []float32, allowed []bool) (int32, error) {
+	if len(logits) != s.vocab {
+		return 0, fmt.Errorf("sample: got %d logits for a vocabulary of %d", len(logits), s.vocab)
+	}
+	if allowed == nil && len(s.bias) == 0 {
+		return s.Sample(logits)
+	}
+	if allowed != nil && len(allowed) < s.vocab {
+		return 0, fmt.Errorf("sample: mask of %d entries for a vocabulary of %d", len(allowed), s.vocab)
+	}
+	if s.masked == nil {
+		s.masked = make([]float32, s.vocab)
+	}
+	row := s.masked
+	copy(row, logits)
+	for id, b := range s.bias {
+		row[id] += b
+	}
+	if allowed != nil {
+		inf := float32(math.Inf(-1))
+		for i := range row {
+			if !allowed[i] {
+				row[i] = inf
+			}
+		}
+	}
+	return s.Sample(row)
 }
 
 // draw picks an index of s.probs[:n] (which sums to 1) at random.

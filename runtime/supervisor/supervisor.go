@@ -201,13 +201,23 @@ func (s *Supervisor) Status(id string) (engine.Status, bool) {
 	return engine.Status{}, false
 }
 
-// RenderChat renders with the model's template.
-func (s *Supervisor) RenderChat(msgs []engine.ChatMessage) (string, error) {
+// Embed computes embeddings on the current engine; engine.ErrNotReady
+// while recovering.
+func (s *Supervisor) Embed(ctx context.Context, req engine.EmbedRequest) (engine.EmbedResult, error) {
 	in := s.current()
 	if in == nil {
-		return "", engine.ErrNotReady
+		return engine.EmbedResult{}, engine.ErrNotReady
 	}
-	return in.Engine.RenderChat(msgs)
+	return in.Engine.Embed(ctx, req)
+}
+
+// RenderChat renders with the model's template.
+func (s *Supervisor) RenderChat(c engine.Chat) (engine.RenderedChat, error) {
+	in := s.current()
+	if in == nil {
+		return engine.RenderedChat{}, engine.ErrNotReady
+	}
+	return in.Engine.RenderChat(c)
 }
 
 // ModelName is the model's name, also while recovering.

@@ -3,11 +3,14 @@
 package servetest
 
 import (
+	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
 )
 
@@ -33,6 +36,12 @@ type Options struct {
 	// FailOn makes a job whose prompt contains it fail after its first
 	// piece (Done with Err).
 	FailOn string
+	// ChatFormat is what RenderChat reports of the model's output (none by
+	// default); with chat.Hermes, Piece can write calls as a Qwen would.
+	ChatFormat chat.Format
+	// ContextLength, when > 0, refuses a prompt of that many tokens or
+	// more (a token a word, plus one) as the engine does.
+	ContextLength int
 	// KVBlocksTotal is reported in Metrics; each sequence uses one block
 	// per 16 tokens. Default 256.
 	KVBlocksTotal int
@@ -73,7 +82,8 @@ type job struct {
 	submitted time.Time
 	started   time.Time
 	firstAt   time.Time
-	prompt    int // prompt tokens
+	prompt    int                   // prompt tokens
+	logprobs  []engine.TokenLogprob // with spec.Logprobs: not yet emitted
 }
 
 // New starts a fake engine; Close stops it.
@@ -136,8 +146,12 @@ func (b *Backend) Submit(j engine.Job, emit func(engine.Event)) (string, error) 
 	if j.MaxTokens == 0 {
 		j.MaxTokens = b.opts.DefaultMaxTokens
 	}
+	tokens := len(strings.Fields(j.Prompt)) + 1
+	if b.opts.ContextLength > 0 && tokens >= b.opts.ContextLength {
+		return "", fmt.Errorf("%w: %w: %d tokens, the context holds %d", engine.ErrBadJob, engine.ErrPromptTooLong, tokens, b.opts.ContextLength)
+	}
 	now := time.Now()
-	q := &job{spec: j, emit: emit, submitted: now, prompt: len(strings.Fields(j.Prompt)) + 1,
+	q := &job{spec: j, emit: emit, submitted: now, prompt: tokens,
 		status: engine.Status{ID: j.ID, State: engine.Queued, Created: now}}
 	q.status.Usage.PromptTokens = q.prompt
 	b.byID[j.ID] = q
@@ -172,21 +186,77 @@ func (b *Backend) Status(id string) (engine.Status, bool) {
 	return j.status, true
 }
 
-// RenderChat renders "<|role|>\ncontent\n" per message and an open
-// assistant turn.
-func (b *Backend) RenderChat(msgs []engine.ChatMessage) (string, error) {
+// RenderChat renders "<|role|>\ncontent\n" per message (an assistant's
+// tool calls as Hermes <tool_call> blocks, a tool's answer with its call
+// id), the tools as "<|tools|>\n" and one JSON line each, and an open
+// assistant turn. Its format is Options.ChatFormat.
+func (b *Backend) RenderChat(c engine.Chat) (engine.RenderedChat, error) {
 	var sb strings.Builder
-	for _, m := range msgs {
+	if len(c.Tools) > 0 {
+		sb.WriteString("<|tools|>\n")
+		for _, t := range c.Tools {
+			fmt.Fprintf(&sb, "%s\n", t)
+		}
+	}
+	for _, m := range c.Messages {
 		switch m.Role {
 		case "system", "user", "assistant":
+		case "tool":
+			fmt.Fprintf(&sb, "<|tool|> %s\n%s\n", m.ToolCallID, m.Content)
+			continue
 		default:
-			return "", fmt.Errorf("%w: role %q", engine.ErrBadJob, m.Role)
+			return engine.RenderedChat{}, fmt.Errorf("%w: role %q", engine.ErrBadJob, m.Role)
 		}
 		fmt.Fprintf(&sb, "<|%s|>\n%s\n", m.Role, m.Content)
+		for _, tc := range m.ToolCalls {
+			fmt.Fprintf(&sb, "<tool_call>{\"name\": %q, \"arguments\": %s}</tool_call>\n", tc.Name, tc.Arguments)
+		}
+	}
+	if c.Thinking != nil {
+		fmt.Fprintf(&sb, "<|thinking|> %v\n", *c.Thinking)
 	}
 	sb.WriteString("<|assistant|>\n")
-	return sb.String(), nil
+	return engine.RenderedChat{Prompt: sb.String(), Format: b.opts.ChatFormat}, nil
 }
+
+// Tokenize is the fake's tokenizer: a token per byte (its value), and 256
+// for BOS with addSpecial.
+func (b *Backend) Tokenize(text string, addSpecial bool) ([]int32, error) {
+	ids := make([]int32, 0, len(text)+1)
+	if addSpecial {
+		ids = append(ids, 256)
+	}
+	for i := 0; i < len(text); i++ {
+		ids = append(ids, int32(text[i]))
+	}
+	return ids, nil
+}
+
+// TokenPiece is a token's byte ("" for BOS).
+func (b *Backend) TokenPiece(id int32) string {
+	if id >= 0 && id < 256 {
+		return string([]byte{byte(id)})
+	}
+	return ""
+}
+
+// Detokenize decodes the fake's tokens; ids above 256 are an error.
+func (b *Backend) Detokenize(ids []int32) (string, error) {
+	out := make([]byte, 0, len(ids))
+	for i, id := range ids {
+		switch {
+		case id == 256:
+		case id >= 0 && id < 256:
+			out = append(out, byte(id))
+		default:
+			return "", fmt.Errorf("%w: tokens[%d] = %d is outside the vocabulary of 257 tokens", engine.ErrBadJob, i, id)
+		}
+	}
+	return string(out), nil
+}
+
+// ContextLength is Options.ContextLength.
+func (b *Backend) ContextLength() int { return b.opts.ContextLength }
 
 // ModelName returns Options.Model.
 func (b *Backend) ModelName() string { return b.opts.Model }
@@ -333,6 +403,9 @@ func (b *Backend) step() []pending {
 	active = b.active[:0]
 	for _, j := range b.active {
 		piece := b.opts.Piece(j.spec, j.pieces)
+		if j.spec.Logprobs {
+			j.logprobs = append(j.logprobs, FakeLogprob(j.pieces, piece, j.spec.TopLogprobs))
+		}
 		j.pieces++
 		b.counters.TokensGenerated++
 		if j.firstAt.IsZero() {
@@ -377,9 +450,32 @@ func (b *Backend) step() []pending {
 // emitText queues the text of j not yet emitted, up to end.
 func (b *Backend) emitText(j *job, out *[]pending, end int) {
 	if end > j.emitted {
-		*out = append(*out, pending{j.emit, engine.Event{JobID: j.spec.ID, Text: j.status.Text[j.emitted:end]}})
+		*out = append(*out, pending{j.emit, engine.Event{JobID: j.spec.ID, Text: j.status.Text[j.emitted:end],
+			Logprobs: j.takeLogprobs()}})
 		j.emitted = end
 	}
+}
+
+func (j *job) takeLogprobs() []engine.TokenLogprob {
+	lps := j.logprobs
+	j.logprobs = nil
+	return lps
+}
+
+// FakeLogprob is the fake engine's logprob of its i-th piece: the piece as
+// token i, logprob -i/8, and top alternatives best first (the piece
+// itself, then "alt1", "alt2"… each 1 lower).
+func FakeLogprob(i int, piece string, top int) engine.TokenLogprob {
+	lp := float32(-i) / 8
+	t := engine.TokenLogprob{Token: engine.Token{ID: int32(i), Bytes: []byte(piece)}, Logprob: lp}
+	for k := 0; k < top; k++ {
+		alt := t.Token
+		if k > 0 {
+			alt = engine.Token{ID: int32(100000 + k), Bytes: []byte(fmt.Sprintf("alt%d", k))}
+		}
+		t.Top = append(t.Top, engine.TopLogprob{Token: alt, Logprob: lp - float32(k)})
+	}
+	return t
 }
 
 // heldBack is the length of the longest tail of text that begins some
@@ -431,7 +527,7 @@ func (b *Backend) finish(j *job, now time.Time, reason string, err error) pendin
 	}
 	b.counters.RequestsFinished++
 	return pending{j.emit, engine.Event{JobID: j.spec.ID, Done: true, FinishReason: reason,
-		Usage: st.Usage, Timings: *t, Err: err}}
+		Usage: st.Usage, Timings: *t, Err: err, Logprobs: j.takeLogprobs()}}
 }
 
 // failAll ends every job with ErrClosed when the engine stops.
@@ -447,4 +543,60 @@ func (b *Backend) failAll() {
 	for _, p := range out {
 		p.emit(p.ev)
 	}
+}
+
+// FakeContext is the fake engine's context in tokens, for embeddings (a
+// text has one token per word, plus one).
+const FakeContext = 64
+
+// Embed returns FakeEmbedding of each input, with the engine's errors for
+// an input over FakeContext (unless req.Truncate) or an empty one.
+func (b *Backend) Embed(ctx context.Context, req engine.EmbedRequest) (engine.EmbedResult, error) {
+	var res engine.EmbedResult
+	if len(req.Inputs) == 0 {
+		return res, fmt.Errorf("%w: no input", engine.ErrBadJob)
+	}
+	for i, in := range req.Inputs {
+		n, key := len(in.Tokens), fmt.Sprint(in.Tokens)
+		if in.Tokens == nil {
+			n, key = len(strings.Fields(in.Text))+1, in.Text
+		}
+		if n == 0 {
+			return engine.EmbedResult{}, &engine.InputError{Index: i, Err: fmt.Errorf("%w: empty input", engine.ErrBadJob)}
+		}
+		if n > FakeContext {
+			if !req.Truncate {
+				return engine.EmbedResult{}, &engine.InputError{Index: i, Err: fmt.Errorf("%w: %w: %d tokens, the context holds %d",
+					engine.ErrBadJob, engine.ErrPromptTooLong, n, FakeContext)}
+			}
+			n = FakeContext
+		}
+		res.Vectors = append(res.Vectors, FakeEmbedding(key, req.Normalize))
+		res.PromptTokens += n
+	}
+	return res, ctx.Err()
+}
+
+// FakeEmbedding is the fake engine's 8-dimensional embedding of key (the
+// text, or the token ids as fmt.Sprint prints them).
+func FakeEmbedding(key string, normalize bool) []float32 {
+	v := make([]float32, 8)
+	h := uint32(2166136261)
+	for d := range v {
+		for i := 0; i < len(key); i++ {
+			h = (h ^ uint32(key[i])) * 16777619
+		}
+		h = (h ^ uint32(d)) * 16777619
+		v[d] = float32(h%2001)/1000 - 1
+	}
+	if normalize {
+		n := 0.0
+		for _, x := range v {
+			n += float64(x) * float64(x)
+		}
+		for d := range v {
+			v[d] = float32(float64(v[d]) / math.Sqrt(n))
+		}
+	}
+	return v
 }

@@ -1,6 +1,7 @@
 package servetest
 
 import (
+	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -134,11 +135,18 @@ func TestFakeBackend(t *testing.T) {
 func TestFakeRenderChat(t *testing.T) {
 	b := New(Options{})
 	defer b.Close()
-	got, err := b.RenderChat([]engine.ChatMessage{{Role: "system", Content: "s"}, {Role: "user", Content: "u"}})
-	if err != nil || got != "<|system|>\ns\n<|user|>\nu\n<|assistant|>\n" {
-		t.Errorf("%q %v", got, err)
+	got, err := b.RenderChat(engine.Chat{Messages: []engine.ChatMessage{{Role: "system", Content: "s"}, {Role: "user", Content: "u"}}})
+	if err != nil || got.Prompt != "<|system|>\ns\n<|user|>\nu\n<|assistant|>\n" {
+		t.Errorf("%q %v", got.Prompt, err)
 	}
-	if _, err := b.RenderChat([]engine.ChatMessage{{Role: "tool"}}); !errors.Is(err, engine.ErrBadJob) {
+	got, err = b.RenderChat(engine.Chat{Tools: []json.RawMessage{json.RawMessage(`{"type":"function"}`)}, Messages: []engine.ChatMessage{
+		{Role: "assistant", ToolCalls: []engine.ToolCall{{ID: "c1", Name: "f", Arguments: json.RawMessage(`{"a":1}`)}}},
+		{Role: "tool", ToolCallID: "c1", Content: "ok"}}})
+	want := "<|tools|>\n{\"type\":\"function\"}\n<|assistant|>\n\n<tool_call>{\"name\": \"f\", \"arguments\": {\"a\":1}}</tool_call>\n<|tool|> c1\nok\n<|assistant|>\n"
+	if err != nil || got.Prompt != want {
+		t.Errorf("with tools: %q %v", got.Prompt, err)
+	}
+	if _, err := b.RenderChat(engine.Chat{Messages: []engine.ChatMessage{{Role: "narrator"}}}); !errors.Is(err, engine.ErrBadJob) {
 		t.Errorf("unknown role: %v", err)
 	}
 }

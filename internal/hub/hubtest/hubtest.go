@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Request is one request the server saw.
@@ -43,6 +44,7 @@ type Server struct {
 	pageSize int
 	token    string
 	noRange  bool
+	drip     map[string]time.Duration // path -> send one byte per interval
 }
 
 // New starts a server; Close it when done.
@@ -92,6 +94,17 @@ func (s *Server) RequireToken(token string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.token = token
+}
+
+// Drip makes the server send path one byte every interval (0: at once
+// again), as a hostile or broken server that never quite stalls.
+func (s *Server) Drip(path string, every time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.drip == nil {
+		s.drip = map[string]time.Duration{}
+	}
+	s.drip[path] = every
 }
 
 // IgnoreRange makes the server answer Range requests with the whole file.
@@ -287,6 +300,7 @@ func (s *Server) serveBytes(w http.ResponseWriter, r *http.Request, path string,
 		cut, s.cuts[path] = c[0], c[1:]
 	}
 	noRange := s.noRange
+	drip := s.drip[path]
 	s.mu.Unlock()
 
 	start, status := 0, http.StatusOK
@@ -310,6 +324,18 @@ func (s *Server) serveBytes(w http.ResponseWriter, r *http.Request, path string,
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
+		return
+	}
+	if drip > 0 {
+		for i := range body {
+			w.Write(body[i : i+1])
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(drip):
+			}
+		}
 		return
 	}
 	if cut >= int64(start) && cut < int64(len(data)) {

@@ -77,13 +77,53 @@ CONVERSATIONS = {
 }
 
 
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "description": "City name, e.g. Zürich"},
+        "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city"]}}}
+TIME_TOOL = {"type": "function", "function": {
+    "name": "get_time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}, "offset": {"type": "integer", "minimum": -12.5}}}}}
+
+
+def call(id, name, args):
+    return {"id": id, "type": "function", "function": {"name": name, "arguments": args}}
+
+
+# Conversations with tools (the variables tools, tool_calls, tool_call_id
+# and name, as transformers passes them: arguments are mappings). An
+# assistant turn with only tool calls has content "" (runtime/chat passes
+# no None: several templates concatenate content unchecked). Keys are in
+# the order runtime/chat builds a message's dict (tojson shows it).
+TOOL_CONVERSATIONS = {
+    "tools_offered": {"tools": [WEATHER_TOOL, TIME_TOOL], "messages": msgs((S, "Be brief."), (U, "Weather in Paris?"))},
+    "tools_no_system": {"tools": [WEATHER_TOOL], "messages": msgs((U, "Weather in Paris?"))},
+    "tool_roundtrip": {"tools": [WEATHER_TOOL], "messages": msgs((U, "Weather in Paris?")) + [
+        {"role": A, "content": "", "tool_calls": [call("call_1", "get_weather", {"city": "Paris", "unit": "c"})]},
+        {"role": T, "content": '{"temp_c": 21}', "tool_call_id": "call_1", "name": "get_weather"},
+    ]},
+    "call_with_text": {"tools": [WEATHER_TOOL], "messages": msgs((U, "Weather?")) + [
+        {"role": A, "content": "Let me check.", "tool_calls": [call("c9", "get_weather", {"city": "Bern", "n": 2, "x": 1.5, "ok": True, "z": None, "l": [1, "a"]})]},
+        {"role": T, "content": "sunny", "tool_call_id": "c9"},
+        {"role": A, "content": "It is sunny."},
+        {"role": U, "content": "Thanks"},
+    ]},
+    "parallel_calls": {"tools": [WEATHER_TOOL, TIME_TOOL], "messages": msgs((U, "Weather and time in Oslo?")) + [
+        {"role": A, "content": "", "tool_calls": [call("a", "get_weather", {"city": "Oslo"}), call("b", "get_time", {"tz": "Europe/Oslo"})]},
+        {"role": T, "content": "rain", "tool_call_id": "a"},
+        {"role": T, "content": "12:00", "tool_call_id": "b"},
+    ]},
+}
+
+
 PROBE_MESSAGES = msgs((S, "  sys \n"), (U, "hi there"), (A, "yo"), (U, "bye"))
 
 
 def render_case(tmpl, case, **variables):
     try:
         case["output"] = tmpl.render(**variables)
-    except jinja2.exceptions.TemplateError as e:
+    except (jinja2.exceptions.TemplateError, TypeError) as e:
         case["error"] = "%s: %s" % (type(e).__name__, e)
     return case
 
@@ -117,6 +157,16 @@ def main():
                 case = {"template": os.path.basename(name), "conversation": conv, "add_generation_prompt": agp}
                 cases.append(render_case(tmpl, case, messages=messages, add_generation_prompt=agp, bos_token=bos, eos_token=eos))
 
+    tool_cases = []
+    for name, (bos, eos) in TEMPLATES.items():
+        with open(os.path.join(HERE, "templates", name), encoding="utf-8") as f:
+            tmpl = env.from_string(f.read())
+        for conv, c in TOOL_CONVERSATIONS.items():
+            for agp in (False, True):
+                case = {"template": os.path.basename(name), "conversation": conv, "add_generation_prompt": agp}
+                tool_cases.append(render_case(tmpl, case, messages=c["messages"], tools=c["tools"],
+                                              add_generation_prompt=agp, bos_token=bos, eos_token=eos))
+
     probes = []
     with open(os.path.join(HERE, "probes.txt"), encoding="utf-8") as f:
         for line in f.read().split("\n"):
@@ -130,6 +180,8 @@ def main():
         "tokens": {os.path.basename(k): {"bos": v[0], "eos": v[1]} for k, v in TEMPLATES.items()},
         "conversations": CONVERSATIONS,
         "cases": cases,
+        "tool_conversations": TOOL_CONVERSATIONS,
+        "tool_cases": tool_cases,
         "probe_messages": PROBE_MESSAGES,
         "probes": probes,
     }
