@@ -176,7 +176,8 @@ func (e *Engine) step() {
 // a job still prefilling will soon hold a longer shared prefix of it (a
 // common system prompt) than its cache holds now: once that prefix is in
 // the cache, the prompt forks its blocks instead of computing them again.
-// Prefixes shorter than a KV block are not worth the wait.
+// Prefixes shorter than a KV block are not worth the wait, unless they are
+// the whole prompt (several choices of one request).
 func (e *Engine) awaitsPrefix(ids []int32) bool {
 	bs := e.m.KV.Config().BlockSize
 	for _, a := range e.active {
@@ -187,7 +188,7 @@ func (e *Engine) awaitsPrefix(ids []int32) bool {
 		for n < len(a.ids) && n < len(ids) && a.ids[n] == ids[n] {
 			n++
 		}
-		if n >= bs && n > len(a.fed) {
+		if (n >= bs || n >= len(ids)-1) && n > len(a.fed) {
 			return true
 		}
 	}
