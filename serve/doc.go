@@ -167,6 +167,8 @@
 // and gets, per request, pieces of text then one end:
 //
 //	{"type":"token","id":"r1","text":"…"}
+//	{"type":"reasoning","id":"r1","text":"…"}       (a reasoning model's <think> text)
+//	{"type":"tool_call","id":"r1","call":{"id":"call_…","name":"…","arguments":{…}}}   (with "tools")
 //	{"type":"done","id":"r1","finish_reason":"stop|length|cancelled","usage":{"prompt_tokens":N,"completion_tokens":N,"cached_tokens":N},"timings":{…}}
 //	{"type":"error","id":"r1","error":{"code":"…","message":"…"}}
 //

@@ -234,14 +234,19 @@ func jobWithPrompt(t *testing.T, b *servetest.Backend, s string) engine.Job {
 // --- websocket client -------------------------------------------------------
 
 type wsMsg struct {
-	Type         string         `json:"type"`
-	ID           string         `json:"id"`
-	Model        string         `json:"model"`
-	Text         string         `json:"text"`
-	FinishReason string         `json:"finish_reason"`
-	Usage        *engine.Usage  `json:"usage"`
-	Timings      map[string]any `json:"timings"`
-	Error        *struct {
+	Type         string `json:"type"`
+	ID           string `json:"id"`
+	Model        string `json:"model"`
+	Text         string `json:"text"`
+	FinishReason string `json:"finish_reason"`
+	Call         *struct {
+		ID        string          `json:"id"`
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
+	} `json:"call"` // a tool_call message's
+	Usage   *engine.Usage  `json:"usage"`
+	Timings map[string]any `json:"timings"`
+	Error   *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 		Param   string `json:"param"`

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
 	"github.com/wgllm/wgllm/runtime/sample"
 )
@@ -279,9 +280,23 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request, b Back
 		Template:     m.Template,
 		Details:      ollamaDetailsOf(m.ModelInfo),
 		ModelInfo:    info,
-		Capabilities: []string{"completion"},
+		Capabilities: ollamaCapabilities(m.Template),
 		ModifiedAt:   m.ModifiedAt,
 	})
+}
+
+// ollamaCapabilities are what Ollama's clients check before they send
+// tools or think: what the chat template supports.
+func ollamaCapabilities(template string) []string {
+	caps := []string{"completion"}
+	f := chat.DetectFormat(template)
+	if f.Tools != chat.NoTools {
+		caps = append(caps, "tools")
+	}
+	if f.Thinking {
+		caps = append(caps, "thinking")
+	}
+	return caps
 }
 
 // ollamaParameters lists the sampling defaults as `ollama show` does.

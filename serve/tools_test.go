@@ -279,3 +279,49 @@ func TestContextLengthExceeded(t *testing.T) {
 		400, "context_length_exceeded", "messages")
 	expectError(t, ts.do("POST", "/v1/completions", map[string]any{"prompt": long}, nil), 400, "context_length_exceeded", "prompt")
 }
+
+// The websocket: reasoning and tool calls as their own messages.
+func TestWebsocketToolCalls(t *testing.T) {
+	ts := start(t, serve.Config{}, scripted(weatherCall...))
+	c := ts.dialWS(nil, "") // reads the hello
+	c.send(map[string]any{"type": "chat", "id": "t1", "messages": []map[string]any{{"role": "user", "content": "Weather?"}},
+		"tools": []map[string]any{{"type": "function", "function": map[string]any{"name": "get_weather"}}, {"type": "function", "function": map[string]any{"name": "get_time"}}}})
+	var reasoning, text string
+	var calls []string
+	for {
+		m := c.read()
+		switch m.Type {
+		case "reasoning":
+			reasoning += m.Text
+		case "token":
+			text += m.Text
+		case "tool_call":
+			calls = append(calls, m.Call.Name+string(m.Call.Arguments))
+			if !strings.HasPrefix(m.Call.ID, "call_") {
+				t.Errorf("call id %q", m.Call.ID)
+			}
+		case "done":
+			if m.FinishReason != "tool_calls" || reasoning != "Paris is a city." || text != "Let me look." ||
+				strings.Join(calls, "|") != `get_weather{"city":"Paris"}|get_time{}` {
+				t.Errorf("done %q: reasoning %q, text %q, calls %v", m.FinishReason, reasoning, text, calls)
+			}
+			return
+		default:
+			t.Fatalf("unexpected message %+v", m)
+		}
+	}
+}
+
+// /api/show lists tools and thinking among the capabilities where the
+// template supports them (Ollama's clients check before sending tools).
+func TestOllamaShowCapabilities(t *testing.T) {
+	ts := start(t, serve.Config{}, nil)
+	ts.backend = servetest.New(servetest.Options{})
+	info := serve.ModelInfo{Name: "fake-model", Template: "{% if tools %}<tool_call>{% endif %}<think>"}
+	ts.srv.SetBackend(describedBackend{ts.backend, info})
+	var show struct{ Capabilities []string }
+	decode(t, ts.do("POST", "/api/show", `{"model":"fake-model"}`, nil), &show)
+	if strings.Join(show.Capabilities, ",") != "completion,tools,thinking" {
+		t.Errorf("capabilities %v", show.Capabilities)
+	}
+}

@@ -414,6 +414,12 @@ type wsFramer struct{ id string }
 var _ pieceFramer = (*wsFramer)(nil)
 
 func (f *wsFramer) piece(d delta) []any {
+	switch {
+	case d.Call != nil:
+		return []any{wsToolCall{Type: "tool_call", ID: f.id, Call: wsCall{ID: d.Call.ID, Name: d.Call.Name, Arguments: d.Call.Arguments}}}
+	case d.Reasoning != "":
+		return []any{wsToken{Type: "reasoning", ID: f.id, Text: d.Reasoning}}
+	}
 	return []any{wsToken{Type: "token", ID: f.id, Text: d.Content, Logprobs: lineLogprobs(true, d.Logprobs)}}
 }
 

@@ -23,8 +23,9 @@ func serveCmd(a *app) *cobra.Command {
 		Use:   "serve [-m MODEL] [--addr HOST:PORT] [--config FILE]",
 		Short: "Serve a model: browser chat page, websocket, OpenAI-compatible API",
 		Long: `Serve a model over HTTP: the chat page at /, a websocket at /ws, the OpenAI-compatible
-API at /v1 (chat/completions, completions, models), request status at /v1/requests,
-Ollama's API at /api (generate, chat, tags, ps, show, version), /health (503 while the
+API at /v1 (chat/completions with tools and structured output, completions, models,
+embeddings), request status at /v1/requests, llama.cpp's /tokenize, /detokenize and /props,
+Ollama's API at /api (generate, chat, tags, ps, show, pull, delete, version), /health (503 while the
 default model loads) and /metrics (Prometheus). With models.serve_dir or models.list, a request's
 "model" picks the model, loaded on demand and evicted least recently used first.
 

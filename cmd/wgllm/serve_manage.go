@@ -27,8 +27,10 @@ func (m storeManager) Pull(ctx context.Context, ref string, progress func(serve.
 			progress(serve.PullProgress{Status: status, Digest: digest, Total: p.Total, Completed: p.Done})
 		}
 	})
+	// The hub answers 401 RepoNotFound for a repo that does not exist (or
+	// is private), 404 for a missing revision or file.
 	var he *hub.HTTPError
-	if errors.As(err, &he) && he.Status == http.StatusNotFound {
+	if errors.As(err, &he) && (he.Status == http.StatusNotFound || he.Code == "RepoNotFound") {
 		return "", fmt.Errorf("%w: %v", serve.ErrUnknownModel, err)
 	}
 	return name, err

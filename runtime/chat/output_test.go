@@ -130,3 +130,30 @@ func TestDetectFormat(t *testing.T) {
 		t.Errorf("mistral with thinking: %+v", got)
 	}
 }
+
+// FuzzOutputParser: any output, cut anywhere, parses without a panic to
+// the same reasoning, text and calls as when it comes whole; without
+// tools or thinking, the text is the output unchanged.
+func FuzzOutputParser(f *testing.F) {
+	f.Add("<think>a</think>b<tool_call>{\"name\": \"x\", \"arguments\": {}}</tool_call>", uint8(3), uint8(1))
+	f.Add("[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {}}]", uint8(2), uint8(2))
+	f.Add("<|python_tag|>{\"name\": \"a\", \"parameters\": {\"k\": 1}}", uint8(5), uint8(3))
+	f.Add("plain <tool_ text <think", uint8(1), uint8(0))
+	formats := []Format{{}, {Tools: Hermes, Thinking: true}, {Tools: Mistral}, {Tools: Llama3}}
+	f.Fuzz(func(t *testing.T, text string, cut, which uint8) {
+		format := formats[int(which)%len(formats)]
+		whole := parseAll(format, true, false, []string{text})
+		step := int(cut)%7 + 1
+		var pieces []string
+		for i := 0; i < len(text); i += step {
+			pieces = append(pieces, text[i:min(i+step, len(text))])
+		}
+		cutUp := parseAll(format, true, false, pieces)
+		if whole.reasoning != cutUp.reasoning || whole.content != cutUp.content || strings.Join(whole.calls, "|") != strings.Join(cutUp.calls, "|") {
+			t.Fatalf("%q in pieces of %d: %+v, whole: %+v", text, step, cutUp, whole)
+		}
+		if plain := parseAll(Format{}, false, false, pieces); plain.content != text {
+			t.Fatalf("passthrough changed %q to %q", text, plain.content)
+		}
+	})
+}
