@@ -146,8 +146,8 @@ func printMemory(w io.Writer, c model.Config, est model.MemoryEstimate, kt ops.D
 		fmt.Fprintf(w, "read per token\t%s = %s dense + %d/%d × %s experts\n", bytesHuman(est.PerToken),
 			bytesHuman(est.Weights-est.Experts), c.ExpertsUsed, c.Experts, bytesHuman(est.Experts))
 	}
-	fmt.Fprintf(w, "kv cache\t%s = %d tokens × %d bytes per token (%s: K and V of %d layers × %d kv heads × %d head dim)\n",
-		bytesHuman(est.KV), est.KVTokens, est.KVTokenBytes, kt, c.Layers, c.KVHeads, c.HeadDim)
+	fmt.Fprintf(w, "kv cache\t%s, %d bytes per token (K and V of %d layers × %d kv heads × %d head dim) × %d tokens = %s\n",
+		kt, est.KVTokenBytes, c.Layers, c.KVHeads, c.HeadDim, est.KVTokens, bytesHuman(est.KV))
 	fmt.Fprintf(w, "gpu memory\t%s (weights %s, kv cache %s, scratch %s)\n", bytesHuman(est.Total()),
 		bytesHuman(est.Weights), bytesHuman(est.KV), bytesHuman(est.Scratch))
 	if vram > 0 {
