@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -37,6 +38,35 @@ type ModelCreator interface {
 	// Copy stores the model source under the name destination;
 	// ErrUnknownModel (wrapped) when there is no source.
 	Copy(source, destination string) error
+}
+
+// ErrInvalidSource is returned (wrapped) by a ModelCreator when "from"
+// names something it cannot make a model of (a file that is no GGUF); the
+// server answers 400.
+var ErrInvalidSource = errors.New("not a model source")
+
+// ErrCannotServe is returned (wrapped) by a ModelCreator whose server
+// could not serve the model it would make (one that serves one model
+// only); the server answers 501.
+var ErrCannotServe = errors.New("this server cannot serve another model")
+
+// createError maps a failed Create or Copy; param is the field of the
+// source.
+func createError(err error, param string) *apiError {
+	switch {
+	case errors.Is(err, ErrInvalidSource):
+		return invalidParam(param, "%s: %v", param, err)
+	case errors.Is(err, ErrCannotServe):
+		return &apiError{Status: http.StatusNotImplemented, Type: "server_error", Code: codeUnsupported, Message: err.Error()}
+	}
+	ae := pullError(err)
+	switch ae.Status {
+	case http.StatusNotFound:
+		ae.Param = param
+	case http.StatusInternalServerError:
+		ae.Code, ae.Message = "create_failed", err.Error()
+	}
+	return ae
 }
 
 // maxModelNamePart bounds each part of a model name, as Hugging Face does.
@@ -85,9 +115,12 @@ func (s *Server) creator() (ModelCreator, *apiError) {
 }
 
 // catalogChanged makes a Registry read its catalog again at once, so a
-// model created, copied or deleted is listed (or not) by the next request.
-func catalogChanged(b Backend) {
+// model created, copied or deleted is listed (or not) by the next request,
+// and unloads the model of that name (if idle) so that its next request
+// gets what was stored now.
+func catalogChanged(b Backend, name string) {
 	if reg, ok := b.(*Registry); ok {
+		reg.Unload(name)
 		_ = reg.refreshCatalog(true)
 	}
 }
@@ -117,14 +150,10 @@ func (s *Server) handleOllamaCopy(w http.ResponseWriter, r *http.Request, b Back
 		return
 	}
 	if err := c.Copy(req.Source, dest); err != nil {
-		ae := pullError(err)
-		if ae.Status == http.StatusNotFound {
-			ae.Param = "source"
-		}
-		writeError(w, ae)
+		writeError(w, createError(err, "source"))
 		return
 	}
-	catalogChanged(b)
+	catalogChanged(b, dest)
 	reqLog(r).Info().Str("source", req.Source).Str("destination", dest).Msg("model copied")
 	w.WriteHeader(http.StatusOK)
 }
@@ -223,10 +252,7 @@ func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request, b Ba
 	}
 	err := c.Create(r.Context(), spec)
 	if err != nil {
-		ae := pullError(err)
-		if ae.Status == http.StatusNotFound {
-			ae.Param = "from"
-		}
+		ae := createError(err, "from")
 		reqLog(r).Info().Err(err).Str("model", spec.Name).Msg("create failed")
 		if stream {
 			write(ollamaErrorBody{Error: ae.Message})
@@ -235,7 +261,7 @@ func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request, b Ba
 		}
 		return
 	}
-	catalogChanged(b)
+	catalogChanged(b, spec.Name)
 	reqLog(r).Info().Str("model", spec.Name).Str("from", spec.From).Msg("model created")
 	if !stream {
 		writeJSON(w, http.StatusOK, PullProgress{Status: "success"})

@@ -122,15 +122,15 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
 }
 
 // startEngineAt loads the model at path with room for the configured
-// batch and wraps it in an engine, named name, with the model's chat
-// template.
-func (a *app) startEngineAt(path, name string) (*loaded, *engine.Engine, error) {
+// batch and wraps it in an engine, named name, with the chat template
+// template ("": the model's own).
+func (a *app) startEngineAt(path, name, template string) (*loaded, *engine.Engine, error) {
 	seqs := max(1, a.cfg.GetInt("engine.max_batch"))
 	l, err := a.loadFile(path, model.Options{CtxLen: a.cfg.GetInt("model.context_length"), Seqs: seqs})
 	if err != nil {
 		return nil, nil, err
 	}
-	tmpl, err := chat.FromGGUF(l.file)
+	tmpl, err := chat.FromGGUFSource(l.file, template, chat.Options{})
 	if err != nil {
 		l.Close()
 		return nil, nil, err
