@@ -235,7 +235,19 @@ func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request, b Ba
 		writeError(w, aerr)
 		return
 	}
-	stream := req.Stream == nil || *req.Stream
+	// Creating writes a manifest, no weights, so it is done before the
+	// answer starts: a failure gets its own status even when streamed.
+	if err := c.Create(r.Context(), spec); err != nil {
+		reqLog(r).Info().Err(err).Str("model", spec.Name).Msg("create failed")
+		writeError(w, createError(err, "from"))
+		return
+	}
+	catalogChanged(b, spec.Name)
+	reqLog(r).Info().Str("model", spec.Name).Str("from", spec.From).Msg("model created")
+	if req.Stream != nil && !*req.Stream {
+		writeJSON(w, http.StatusOK, PullProgress{Status: "success"})
+		return
+	}
 	rc := http.NewResponseController(w)
 	write := func(v any) {
 		body, _ := json.Marshal(v)
@@ -244,29 +256,10 @@ func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request, b Ba
 			_ = rc.Flush()
 		}
 	}
-	if stream {
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		w.Header().Set("Cache-Control", "no-cache")
-		w.WriteHeader(http.StatusOK)
-		write(PullProgress{Status: "reading model metadata"})
-	}
-	err := c.Create(r.Context(), spec)
-	if err != nil {
-		ae := createError(err, "from")
-		reqLog(r).Info().Err(err).Str("model", spec.Name).Msg("create failed")
-		if stream {
-			write(ollamaErrorBody{Error: ae.Message})
-		} else {
-			writeError(w, ae)
-		}
-		return
-	}
-	catalogChanged(b, spec.Name)
-	reqLog(r).Info().Str("model", spec.Name).Str("from", spec.From).Msg("model created")
-	if !stream {
-		writeJSON(w, http.StatusOK, PullProgress{Status: "success"})
-		return
-	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	write(PullProgress{Status: "reading model metadata"})
 	for _, layer := range []struct {
 		set  bool
 		what string
