@@ -242,4 +242,3 @@ func TestOllamaCreateBadInput(t *testing.T) {
 	expectOllamaError(t, ts2.do("POST", "/api/copy", `{"source":"fake-model","destination":"x"}`, nil), 501, "cannot create")
 	expectOllamaError(t, ts2.do("POST", "/api/create", `{"model":"x","from":"fake-model"}`, nil), 501, "cannot create")
 }
-

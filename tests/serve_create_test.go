@@ -31,10 +31,11 @@ func TestServeOllamaCreateCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	base := sb.base
 	post := func(path string, body any) (int, []byte) {
 		t.Helper()
 		data, _ := json.Marshal(body)
-		resp, err := http.Post(sb.base+path, "application/json", strings.NewReader(string(data)))
+		resp, err := http.Post(base+path, "application/json", strings.NewReader(string(data)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,5 +180,22 @@ func TestServeOllamaCreateCopy(t *testing.T) {
 	}
 	if status, _ = post("/api/show", map[string]string{"model": "verse-copy:v1"}); status != http.StatusNotFound {
 		t.Errorf("show after delete: %d", status)
+	}
+
+	// One-model mode: `serve -m verse` serves the created model under its
+	// name with its template, system prompt and parameters; creating
+	// another there is refused (it could not be served).
+	one := serveBinary(t, []string{"WGLLM_MODELS_DIR=" + store}, "-m", "verse")
+	one.waitHealthy(t)
+	base = one.base
+	if status, out := chatWith("verse", user); status != http.StatusOK || out.PromptEvalCount != plain.PromptEvalCount ||
+		out.Message.Content != plain.Message.Content || out.DoneReason != "length" {
+		t.Errorf("serve -m verse: %d %+v, want %+v", status, out, plain)
+	}
+	if status, body = post("/api/show", map[string]string{"model": "verse"}); status != http.StatusOK || !strings.Contains(string(body), system) {
+		t.Errorf("show on serve -m verse: %d %s", status, body)
+	}
+	if status, body = post("/api/create", map[string]any{"model": "y", "from": "verse"}); status != http.StatusNotImplemented {
+		t.Errorf("create in one-model mode: %d %s", status, body)
 	}
 }

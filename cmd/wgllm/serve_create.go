@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/wgllm/wgllm/internal/modelstore"
 	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/serve"
@@ -91,6 +92,26 @@ func (m storeManager) Copy(source, destination string) error {
 	}
 	c.Name, c.CreatedAt = destination, time.Now().UTC()
 	return m.a.store().SaveCreated(c)
+}
+
+// serveCreatedDefault makes a created model named by -m (or model.path)
+// the default under its own name, with its template, system prompt and
+// parameters, in one-model mode as with several.
+func (a *app) serveCreatedDefault(cmd *cobra.Command, cat *modelCatalog) {
+	name, _ := cmd.Flags().GetString("model")
+	if name == "" {
+		name = a.cfg.GetString("model.path")
+	}
+	if _, err := os.Stat(name); err == nil || name == "" {
+		return // a file
+	}
+	c, err := a.store().LoadCreated(strings.TrimSuffix(name, ":latest"))
+	if err != nil || c.File != cat.defaultPath {
+		return
+	}
+	cat.mu.Lock()
+	cat.defaultName, cat.created = c.Name, map[string]modelstore.Created{c.Name: c}
+	cat.mu.Unlock()
 }
 
 // pathOf is the file of a model the catalog listed last, or the default's.

@@ -90,12 +90,13 @@ func (a *app) startBackend(cmd *cobra.Command) (serve.Backend, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	a.serveCreatedDefault(cmd, cat)
 	a.catalog.Store(cat)
 	if len(cat.extra) == 0 && cat.dir == "" {
 		// One model: the supervisor re-creates the device and reloads the
 		// model after a GPU device loss.
 		sup, err := supervisor.New(func() (*supervisor.Instance, error) {
-			l, eng, err := a.startEngineAt(path, cat.defaultName, "")
+			l, eng, err := a.startEngineAt(path, cat.defaultName, cat.createdTemplate(cat.defaultName))
 			if err != nil {
 				return nil, err
 			}
@@ -217,6 +218,10 @@ func (c *modelCatalog) Catalog() ([]serve.ModelInfo, error) {
 		c.a.log.Warn().Err(err).Msg("reading created models")
 	}
 	for _, m := range list {
+		if m.Name == c.defaultName && m.File == c.defaultPath { // serve -m CREATED
+			created[m.Name] = m
+			continue
+		}
 		if _, dup := paths[m.Name]; dup {
 			c.a.log.Warn().Str("model", m.Name).Msg("a model of that name is already served; the created one is left out")
 			continue
