@@ -170,7 +170,6 @@ type ollamaCreateRequest struct {
 	System     string                     `json:"system"`
 	Parameters map[string]json.RawMessage `json:"parameters"`
 	Stream     *bool                      `json:"stream"`
-	License    json.RawMessage            `json:"license"` // accepted, not kept
 
 	Files     json.RawMessage `json:"files"`
 	Adapters  json.RawMessage `json:"adapters"`
