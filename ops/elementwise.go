@@ -45,9 +45,10 @@ func (o elemOp) String() string { return elemOpNames[o] }
 // elemKey specialises the shader. AliasA/AliasB mark an input that shares
 // dst's buffer: WebGPU rejects one buffer bound both read-only and writable
 // in a dispatch, so such an input is declared read_write. SameA/SameB mark
-// an input that is dst's very view (in place): it is not bound at all and
-// the shader reads dst, since browsers (Dawn) reject two writable bindings
-// of overlapping ranges.
+// an input in dst's binding window (dst's very view in place, or a disjoint
+// view of the buffer): it is not bound at all and the shader reads it
+// through dst's binding, since Dawn (natively and in browsers) rejects two
+// writable bindings of overlapping ranges.
 type elemKey struct {
 	Op             elemOp
 	WG             int
@@ -148,7 +149,10 @@ func elemDispatch(enc *gpu.Encoder, op elemOp, name string, dst, a Tensor, b *Te
 	if key.AliasA, err = aliasOf(name, dst, a, true); err != nil {
 		return err
 	}
-	key.SameA = key.AliasA && sameView(dst, a)
+	var aOff, bOff uint32
+	if key.AliasA {
+		key.SameA, aOff = inWindowOf(dst, a)
+	}
 	var ins []Tensor
 	if !key.SameA {
 		ins = append(ins, a)
@@ -159,7 +163,9 @@ func elemDispatch(enc *gpu.Encoder, op elemOp, name string, dst, a Tensor, b *Te
 		if key.AliasB, err = aliasOf(name, dst, *b, op != opAddRow); err != nil {
 			return err
 		}
-		key.SameB = key.AliasB && sameView(dst, *b)
+		if key.AliasB {
+			key.SameB, bOff = inWindowOf(dst, *b)
+		}
 		if !key.SameB {
 			ins = append(ins, *b)
 		}
@@ -170,7 +176,7 @@ func elemDispatch(enc *gpu.Encoder, op elemOp, name string, dst, a Tensor, b *Te
 	}
 	p.N = uint32(dst.Len())
 	p.DOff = offs[len(offs)-1]
-	p.AOff, p.BOff = p.DOff, p.DOff // an input that is dst is read through dst's binding
+	p.AOff, p.BOff = aOff, bOff // an input in dst's window is read through dst's binding
 	next := 0
 	if !key.SameA {
 		p.AOff, next = offs[0], 1
@@ -233,6 +239,31 @@ func aliasOf(op string, dst, src Tensor, sameOK bool) (bool, error) {
 	return true, nil
 }
 
+// inWindowOf reports whether src (of dst's dtype) binds to exactly dst's
+// binding window (the whole buffer, when it fits one binding), and then
+// src's element offset in it, so a shader can read src through dst's
+// binding.
+func inWindowOf(dst, src Tensor) (bool, uint32) {
+	if src.DType != dst.DType {
+		return false, 0
+	}
+	return windowOf(dst, src)
+}
+
+// windowOf is inWindowOf for a src of any dtype: the offset is in src's
+// elements (a shader reads them as words of dst's binding).
+func windowOf(dst, src Tensor) (bool, uint32) {
+	if src.Buf != dst.Buf {
+		return false, 0
+	}
+	sa, so, err1 := src.bind()
+	da, _, err2 := dst.bind()
+	if err1 != nil || err2 != nil || sa != da {
+		return false, 0
+	}
+	return true, so
+}
+
 // sameView reports whether src is exactly dst's view (same buffer, offset,
 // type and length).
 func sameView(dst, src Tensor) bool {
@@ -248,12 +279,17 @@ func wordRange(t Tensor) (lo, hi uint64) {
 type copyKey struct {
 	Src, Dst DType
 	AliasSrc bool // src shares dst's buffer (disjoint ranges; bound read_write)
-	WG       int
+	// SameSrc: src is in dst's binding window with dst's dtype: not bound,
+	// read through dst's binding (Dawn rejects overlapping writable bindings).
+	SameSrc bool
+	WG      int
 }
 
 func (k copyKey) String() string {
 	s := fmt.Sprintf("copy_rows_%s_to_%s_wg%d", k.Src, k.Dst, k.WG)
-	if k.AliasSrc {
+	if k.SameSrc {
+		s += "_samesrc"
+	} else if k.AliasSrc {
 		s += "_aliassrc"
 	}
 	return s
@@ -312,9 +348,20 @@ func CopyRows(enc *gpu.Encoder, dst, src Tensor, rows, cols, dstStride, srcStrid
 	if key.AliasSrc, err = aliasOf("CopyRows", dst, src, false); err != nil {
 		return err
 	}
-	args, offs, err := binds("CopyRows", src, dst)
+	var srcOff uint32
+	if key.AliasSrc {
+		key.SameSrc, srcOff = inWindowOf(dst, src)
+	}
+	bound := []Tensor{src, dst}
+	if key.SameSrc {
+		bound = bound[1:]
+	}
+	args, offs, err := binds("CopyRows", bound...)
 	if err != nil {
 		return err
+	}
+	if key.SameSrc {
+		offs = []uint32{srcOff, offs[0]}
 	}
 	perRow := cols
 	if key.Dst == F16 {
@@ -326,9 +373,13 @@ func CopyRows(enc *gpu.Encoder, dst, src Tensor, rows, cols, dstStride, srcStrid
 	}
 	pipe, err := enc.Context().Pipeline(key, func() (gpu.PipelineSpec, error) {
 		src, err := wgsl.Render("copy_rows.wgsl", map[string]any{
-			"Src": key.Src.String(), "Dst": key.Dst.String(), "AliasSrc": key.AliasSrc, "WG": key.WG,
+			"Src": key.Src.String(), "Dst": key.Dst.String(), "AliasSrc": key.AliasSrc, "SameSrc": key.SameSrc, "WG": key.WG,
 		})
-		return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{access(key.AliasSrc), gpu.ReadWrite}}, err
+		storage := []gpu.Access{access(key.AliasSrc), gpu.ReadWrite}
+		if key.SameSrc {
+			storage = storage[1:]
+		}
+		return gpu.PipelineSpec{Source: src, Storage: storage}, err
 	})
 	if err != nil {
 		return err

@@ -11,16 +11,22 @@ type embedKey struct {
 	T          DType // table dtype
 	AliasTable bool  // table shares dst's buffer (disjoint; bound read_write)
 	AliasIDs   bool  // ids share dst's buffer (disjoint; bound read_write)
-	WG         int
+	// InDTable / InDIDs: the table / ids lie in dst's binding window: not
+	// bound, read as words of dst's binding (Dawn rejects overlapping
+	// writable bindings).
+	InDTable, InDIDs bool
+	WG               int
 }
 
 func (k embedKey) String() string {
 	s := fmt.Sprintf("embed_t%s_wg%d", k.T, k.WG)
-	if k.AliasTable {
-		s += "_aliastable"
-	}
-	if k.AliasIDs {
-		s += "_aliasids"
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{k.AliasTable && !k.InDTable, "_aliastable"}, {k.AliasIDs && !k.InDIDs, "_aliasids"}, {k.InDTable, "_indtable"}, {k.InDIDs, "_indids"}} {
+		if f.on {
+			s += f.name
+		}
 	}
 	return s
 }
@@ -89,11 +95,26 @@ func Embed(enc *gpu.Encoder, dst, table, ids Tensor) error {
 		}
 		chunkRows = int((limit - align) / rowBytes)
 	}
+	var idsOff uint32
+	if key.AliasIDs {
+		key.InDIDs, idsOff = windowOf(dst, ids)
+	}
+	if key.AliasTable && chunkRows == vocab {
+		key.InDTable, _ = windowOf(dst, table)
+	}
 	pipe, err := ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
 		src, err := wgsl.Render("embed.wgsl", map[string]any{
 			"T": key.T.String(), "WG": key.WG, "AliasTable": key.AliasTable, "AliasIDs": key.AliasIDs,
+			"InDTable": key.InDTable, "InDIDs": key.InDIDs, "BindIDs": 2 - b2i(key.InDTable), "BindD": 3 - b2i(key.InDTable) - b2i(key.InDIDs),
 		})
-		return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{access(key.AliasTable), access(key.AliasIDs), gpu.ReadWrite}}, err
+		var storage []gpu.Access
+		if !key.InDTable {
+			storage = append(storage, access(key.AliasTable))
+		}
+		if !key.InDIDs {
+			storage = append(storage, access(key.AliasIDs))
+		}
+		return gpu.PipelineSpec{Source: src, Storage: append(storage, gpu.ReadWrite)}, err
 	})
 	if err != nil {
 		return err
@@ -103,13 +124,29 @@ func Embed(enc *gpu.Encoder, dst, table, ids Tensor) error {
 	for lo := 0; lo < vocab; lo += chunkRows {
 		hi := min(lo+chunkRows, vocab)
 		chunk := table.View(lo*dim, hi-lo, dim)
-		args, offs, err := binds("Embed", chunk, ids, dst)
+		var bound []Tensor
+		if !key.InDTable {
+			bound = append(bound, chunk)
+		}
+		if !key.InDIDs {
+			bound = append(bound, ids)
+		}
+		args, offs, err := binds("Embed", append(bound, dst)...)
 		if err != nil {
 			return err
 		}
+		tOff, iOff, dOff := uint32(0), idsOff, offs[len(offs)-1]
+		if key.InDTable {
+			_, tOff = windowOf(dst, chunk)
+		} else {
+			tOff = offs[0]
+		}
+		if !key.InDIDs {
+			iOff = offs[len(offs)-2]
+		}
 		p := embedParams{
 			NTokens: uint32(nTokens), Dim: uint32(dim),
-			TOff: offs[0], IDsOff: offs[1], DOff: offs[2],
+			TOff: tOff, IDsOff: iOff, DOff: dOff,
 			RowLo: uint32(lo), RowHi: uint32(hi), Vocab: uint32(vocab),
 			Total: uint32(total),
 		}
@@ -132,4 +169,11 @@ func ValidateIDs(ids []uint32, vocab int) error {
 		}
 	}
 	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

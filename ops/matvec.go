@@ -17,6 +17,7 @@ type matVecKey struct {
 	R   int
 	WG  int
 	Vec bool
+	SG  bool // first-level sum by subgroupAdd (gpu.Features.Subgroups)
 	fusion
 }
 
@@ -25,7 +26,11 @@ func (k matVecKey) String() string {
 	if k.Vec {
 		load = "vec4"
 	}
-	return fmt.Sprintf("matvec_w%s_m%d_r%d_wg%d_%s%s", k.W, k.M, k.R, k.WG, load, k.fusion)
+	sg := ""
+	if k.SG {
+		sg = "_sg"
+	}
+	return fmt.Sprintf("matvec_w%s_m%d_r%d_wg%d_%s%s%s", k.W, k.M, k.R, k.WG, load, sg, k.fusion)
 }
 
 type matVecParams struct {
@@ -35,6 +40,10 @@ type matVecParams struct {
 	DOff, DStride uint32
 	fusionParams
 }
+
+// matVecNoSubgroups forces the workgroup-memory reduction where the device
+// has subgroups (tests compare both; see SetMatVecSubgroups).
+var matVecNoSubgroups bool
 
 const (
 	// matVecMaxM is the most rows of x one dispatch carries; more rows are
@@ -115,14 +124,21 @@ func matVec(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) error {
 		vec := k%v == 0 && int(wOffs[0])%v == 0 && xOffs[0]%4 == 0 && fu.normOff%4 == 0
 		for m0 := 0; m0 < m; m0 += matVecMaxM {
 			mc := min(matVecMaxM, m-m0)
-			key := matVecKey{W: w.DType, M: mc, R: matVecRows(mc), WG: matVecWG, Vec: vec, fusion: fu.fusion}
+			key := matVecKey{W: w.DType, M: mc, R: matVecRows(mc), WG: matVecWG, Vec: vec, SG: ctx.Features.Subgroups && !matVecNoSubgroups, fusion: fu.fusion}
 			pipe, err := ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
+				fan := 16
+				if key.SG {
+					fan = 32
+				}
 				src, err := wgsl.Render("matvec.wgsl", map[string]any{
-					"W": key.W.String(), "M": key.M, "R": key.R, "WG": key.WG, "V": v, "Vec": key.Vec,
+					"W": key.W.String(), "M": key.M, "R": key.R, "WG": key.WG, "V": v, "Vec": key.Vec, "SG": key.SG,
 					"Ms": matSeq(key.M), "Rs": matSeq(key.R),
-					"RedSize": key.R * key.M * key.WG, "Red2Size": key.R * key.M * 16,
+					"RedSize": key.R * key.M * key.WG, "Red2Size": key.R * key.M * fan,
 					"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm,
 				})
+				if key.SG {
+					src = "enable subgroups;\n" + src
+				}
 				return gpu.PipelineSpec{Source: src, Storage: fu.storage()}, err
 			})
 			if err != nil {

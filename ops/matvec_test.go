@@ -48,14 +48,35 @@ func TestMatVec(t *testing.T) {
 		)
 	}
 	cases = append(cases, matVecCase{m: 4, n: 5632, k: 2048, w: ops.F16})
-	for i, c := range cases {
-		name := fmt.Sprintf("%s/m%d_n%d_k%d", c.w, c.m, c.n, c.k)
-		if c.wPad+c.xPad > 0 {
-			name += fmt.Sprintf("_pad%d_%d", c.wPad, c.xPad)
+	matVecReductions(t, ctx, func(t *testing.T) {
+		for i, c := range cases {
+			name := fmt.Sprintf("%s/m%d_n%d_k%d", c.w, c.m, c.n, c.k)
+			if c.wPad+c.xPad > 0 {
+				name += fmt.Sprintf("_pad%d_%d", c.wPad, c.xPad)
+			}
+			t.Run(name, func(t *testing.T) {
+				seed := int64(1000 + i)
+				runMatVecCase(t, ctx, c, seed)
+			})
+		}
+	})
+}
+
+// matVecReductions runs f once for each reduction MatVec has on this device:
+// by subgroups where it has them, and through workgroup memory always.
+func matVecReductions(t *testing.T, ctx *gpu.Context, f func(t *testing.T)) {
+	if !ctx.Features.Subgroups {
+		f(t)
+		return
+	}
+	for _, sg := range []bool{true, false} {
+		name := "workgroup"
+		if sg {
+			name = "subgroups"
 		}
 		t.Run(name, func(t *testing.T) {
-			seed := int64(1000 + i)
-			runMatVecCase(t, ctx, c, seed)
+			defer ops.SetMatVecSubgroups(sg)()
+			f(t)
 		})
 	}
 }
@@ -110,45 +131,47 @@ func paddedTensor(t testing.TB, ctx *gpu.Context, label string, dt ops.DType, pa
 // A row of x gets bit-identical results alone and inside a batch.
 func TestMatVecBatchInvariant(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	for _, c := range []struct {
-		m, n, k int
-		w       ops.DType
-	}{
-		{4, 37, 1001, ops.F32}, {4, 37, 1001, ops.F16}, // scalar path
-		{4, 37, 2048, ops.F32}, {4, 37, 2048, ops.F16}, // 16-byte loads
-		{8, 19, 512, ops.F16}, // two rows a workgroup in the batch
-	} {
-		t.Run(fmt.Sprintf("%s/m%d_n%d_k%d", c.w, c.m, c.n, c.k), func(t *testing.T) {
-			rng := rand.New(rand.NewSource(7))
-			w, err := ops.FromFloat32(ctx, "w", c.w, gputest.Rand(rng, c.n*c.k, 1), c.n, c.k)
-			must(t, err)
-			defer w.Buf.Destroy()
-			x, err := ops.FromFloat32(ctx, "x", ops.F32, gputest.Rand(rng, c.m*c.k, 1), c.m, c.k)
-			must(t, err)
-			defer x.Buf.Destroy()
-			d, err := ops.New(ctx, "d", ops.F32, c.m, c.n)
-			must(t, err)
-			defer d.Buf.Destroy()
-			one, err := ops.New(ctx, "d1", ops.F32, c.m, c.n) // row r computed alone into row r
-			must(t, err)
-			defer one.Buf.Destroy()
-			gputest.Poison(t, d)
-			gputest.Poison(t, one)
+	matVecReductions(t, ctx, func(t *testing.T) {
+		for _, c := range []struct {
+			m, n, k int
+			w       ops.DType
+		}{
+			{4, 37, 1001, ops.F32}, {4, 37, 1001, ops.F16}, // scalar path
+			{4, 37, 2048, ops.F32}, {4, 37, 2048, ops.F16}, // 16-byte loads
+			{8, 19, 512, ops.F16}, // two rows a workgroup in the batch
+		} {
+			t.Run(fmt.Sprintf("%s/m%d_n%d_k%d", c.w, c.m, c.n, c.k), func(t *testing.T) {
+				rng := rand.New(rand.NewSource(7))
+				w, err := ops.FromFloat32(ctx, "w", c.w, gputest.Rand(rng, c.n*c.k, 1), c.n, c.k)
+				must(t, err)
+				defer w.Buf.Destroy()
+				x, err := ops.FromFloat32(ctx, "x", ops.F32, gputest.Rand(rng, c.m*c.k, 1), c.m, c.k)
+				must(t, err)
+				defer x.Buf.Destroy()
+				d, err := ops.New(ctx, "d", ops.F32, c.m, c.n)
+				must(t, err)
+				defer d.Buf.Destroy()
+				one, err := ops.New(ctx, "d1", ops.F32, c.m, c.n) // row r computed alone into row r
+				must(t, err)
+				defer one.Buf.Destroy()
+				gputest.Poison(t, d)
+				gputest.Poison(t, one)
 
-			enc, err := ctx.NewEncoder()
-			must(t, err)
-			must(t, ops.MatVec(enc, d, w, x))
-			for r := 0; r < c.m; r++ {
-				must(t, ops.MatVec(enc, one.View(r*c.n, 1, c.n), w, x.View(r*c.k, 1, c.k)))
-			}
-			must(t, enc.SubmitAndWait())
-			batch, err := d.Read()
-			must(t, err)
-			alone, err := one.Read()
-			must(t, err)
-			checkBitIdentical(t, batch, alone, c.n)
-		})
-	}
+				enc, err := ctx.NewEncoder()
+				must(t, err)
+				must(t, ops.MatVec(enc, d, w, x))
+				for r := 0; r < c.m; r++ {
+					must(t, ops.MatVec(enc, one.View(r*c.n, 1, c.n), w, x.View(r*c.k, 1, c.k)))
+				}
+				must(t, enc.SubmitAndWait())
+				batch, err := d.Read()
+				must(t, err)
+				alone, err := one.Read()
+				must(t, err)
+				checkBitIdentical(t, batch, alone, c.n)
+			})
+		}
+	})
 }
 
 // checkBitIdentical compares two results bit for bit (rows of n values).

@@ -10,13 +10,19 @@ import (
 type rmsNormKey struct {
 	WG     int
 	W      DType
-	AliasX bool // x shares dst's buffer (in place): bound read_write
-	Add    bool // dst += the normalised row (RMSNormAdd)
+	AliasX bool // x shares dst's buffer (disjoint ranges): bound read_write
+	// SameX: x is dst's own view (in place): not bound, read through dst's
+	// binding, as WebGPU forbids two writable bindings of overlapping
+	// ranges (Dawn checks; wgpu-native does not).
+	SameX bool
+	Add   bool // dst += the normalised row (RMSNormAdd)
 }
 
 func (k rmsNormKey) String() string {
 	s := fmt.Sprintf("rmsnorm_w%s_wg%d", k.W, k.WG)
-	if k.AliasX {
+	if k.SameX {
+		s += "_inplace"
+	} else if k.AliasX {
 		s += "_aliasx"
 	}
 	if k.Add {
@@ -63,18 +69,30 @@ func rmsNorm(enc *gpu.Encoder, dst, x, w Tensor, eps float32, add bool) error {
 	if dst.Len() != x.Len() {
 		return fmt.Errorf("ops.RMSNorm: dst %s does not match x %s", dst, x)
 	}
-	args, offs, err := binds("RMSNorm", x, w, dst)
-	if err != nil {
-		return err
-	}
 	key := rmsNormKey{WG: 256, W: w.DType, Add: add}
 	// In place is safe: each thread rereads only the elements it writes.
 	if key.AliasX, err = aliasOf("RMSNorm", dst, x, true); err != nil {
 		return err
 	}
+	key.SameX = key.AliasX && sameView(dst, x)
+	bound := []Tensor{x, w, dst}
+	if key.SameX {
+		bound = bound[1:]
+	}
+	args, offs, err := binds("RMSNorm", bound...)
+	if err != nil {
+		return err
+	}
+	if key.SameX {
+		offs = append([]uint32{offs[1]}, offs...) // x's offset is dst's
+	}
 	pipe, err := enc.Context().Pipeline(key, func() (gpu.PipelineSpec, error) {
-		src, err := wgsl.Render("rmsnorm.wgsl", map[string]any{"WG": key.WG, "W": key.W.String(), "AliasX": key.AliasX, "Add": key.Add})
-		return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{access(key.AliasX), gpu.ReadOnly, gpu.ReadWrite}}, err
+		src, err := wgsl.Render("rmsnorm.wgsl", map[string]any{"WG": key.WG, "W": key.W.String(), "AliasX": key.AliasX, "SameX": key.SameX, "Add": key.Add})
+		storage := []gpu.Access{access(key.AliasX), gpu.ReadOnly, gpu.ReadWrite}
+		if key.SameX {
+			storage = storage[1:]
+		}
+		return gpu.PipelineSpec{Source: src, Storage: storage}, err
 	})
 	if err != nil {
 		return err

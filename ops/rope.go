@@ -297,7 +297,11 @@ type ropeKey struct {
 	YaRN      bool // YaRN's per-pair ramp
 	AliasX    bool // x shares dst's buffer (bound read_write)
 	AliasPos  bool // positions share dst's buffer (bound read_write)
-	WG        int
+	// InDX / InDPos: x / positions lie in dst's binding window (in place,
+	// or disjoint views of one buffer): not bound, read through dst's
+	// binding (Dawn rejects overlapping writable bindings).
+	InDX, InDPos bool
+	WG           int
 }
 
 func (k ropeKey) String() string {
@@ -305,10 +309,14 @@ func (k ropeKey) String() string {
 	if k.Positions {
 		s += "_pos"
 	}
-	if k.AliasX {
+	if k.InDX {
+		s += "_indx"
+	} else if k.AliasX {
 		s += "_aliasx"
 	}
-	if k.AliasPos {
+	if k.InDPos {
+		s += "_indpos"
+	} else if k.AliasPos {
 		s += "_aliaspos"
 	}
 	return s + ropeVariant(k.Factors, k.YaRN)
@@ -384,7 +392,15 @@ func RoPE(enc *gpu.Encoder, dst, x Tensor, o RoPEOpts) error {
 	if key.AliasX, err = aliasOf("RoPE", dst, x, true); err != nil {
 		return err
 	}
-	ts := []Tensor{x, dst}
+	var xOff, posOff uint32
+	if key.AliasX {
+		key.InDX, xOff = inWindowOf(dst, x)
+	}
+	var ts []Tensor
+	if !key.InDX {
+		ts = append(ts, x)
+	}
+	ts = append(ts, dst)
 	if o.Positions != nil {
 		pt := *o.Positions
 		if pt.DType != U32 || pt.Len() != nTokens {
@@ -397,7 +413,12 @@ func RoPE(enc *gpu.Encoder, dst, x Tensor, o RoPEOpts) error {
 			return err
 		}
 		key.Positions = true
-		ts = append(ts, pt)
+		if key.AliasPos {
+			key.InDPos, posOff = windowOf(dst, pt)
+		}
+		if !key.InDPos {
+			ts = append(ts, pt)
+		}
 	} else if uint64(o.PosOffset)+uint64(nTokens) > MaxRoPEPosition {
 		return fmt.Errorf("ops.RoPE: positions %d..%d exceed %d, the last exact in f32", o.PosOffset, uint64(o.PosOffset)+uint64(nTokens)-1, MaxRoPEPosition)
 	}
@@ -412,15 +433,26 @@ func RoPE(enc *gpu.Encoder, dst, x Tensor, o RoPEOpts) error {
 	if err != nil {
 		return err
 	}
+	// Offsets of the bound tensors, in ts order; one read through dst's
+	// binding has its offset in that window.
+	next := 0
+	take := func() uint32 { next++; return offs[next-1] }
+	if !key.InDX {
+		xOff = take()
+	}
+	dOff := take()
+	if key.Positions && !key.InDPos {
+		posOff = take()
+	}
 	lo, hi := o.ropeTables()
 	p := ropeParams{
 		Rows: uint32(rows), NHeads: uint32(nHeads), HeadDim: uint32(headDim), NRot: uint32(o.NRot),
-		HalfRot: uint32(half), PerRow: uint32(perRow), Total: uint32(rows * perRow), XOff: offs[0],
-		DOff: offs[1], PosBase: o.PosOffset,
+		HalfRot: uint32(half), PerRow: uint32(perRow), Total: uint32(rows * perRow), XOff: xOff,
+		DOff: dOff, PosBase: o.PosOffset,
 		Inv2Pi: float32(1 / (2 * math.Pi)), TwoPi: ropeTwoPi, Lo: lo, Hi: hi,
 	}
 	if key.Positions {
-		p.PosOff = offs[2]
+		p.PosOff = posOff
 	}
 	if key.Factors {
 		p.ropeScaleParams = o.scaleParams(offs[len(offs)-1])
@@ -428,14 +460,19 @@ func RoPE(enc *gpu.Encoder, dst, x Tensor, o RoPEOpts) error {
 		p.ropeScaleParams = o.scaleParams(0)
 	}
 	pipe, err := enc.Context().Pipeline(key, func() (gpu.PipelineSpec, error) {
-		storage := []gpu.Access{access(key.AliasX), gpu.ReadWrite}
-		if key.Positions {
+		var storage []gpu.Access
+		if !key.InDX {
+			storage = append(storage, access(key.AliasX))
+		}
+		storage = append(storage, gpu.ReadWrite)
+		bindD := len(storage)
+		if key.Positions && !key.InDPos {
 			storage = append(storage, access(key.AliasPos))
 		}
 		src, err := wgsl.Render("rope.wgsl", map[string]any{
 			"Mode": key.Mode.String(), "WG": key.WG, "Positions": key.Positions,
-			"AliasX": key.AliasX, "AliasPos": key.AliasPos,
-			"Factors": key.Factors, "YaRN": key.YaRN, "BindFF": len(storage) + 1,
+			"AliasX": key.AliasX, "AliasPos": key.AliasPos, "InDX": key.InDX, "InDPos": key.InDPos,
+			"Factors": key.Factors, "YaRN": key.YaRN, "BindD": bindD, "BindPos": bindD + 1, "BindFF": len(storage) + 1,
 		})
 		if key.Factors {
 			storage = append(storage, gpu.ReadOnly)

@@ -3,7 +3,9 @@
 # them into dist/: one archive per target (tar.gz for Linux, zip for
 # Windows) holding the binary, README.md, wgllm's licence, the licences of
 # everything linked in (Go modules, the Go runtime, wgpu-native) and a
-# SHA256SUMS of its files, plus dist/SHA256SUMS over the archives.
+# SHA256SUMS of its files, plus dist/SHA256SUMS over the archives. The
+# linux/amd64 archive also carries Dawn (libwebgpu_wrapper.so, fetched by
+# scripts/dawn.sh) beside the binary, with its licences.
 #
 # cgo needs a C cross compiler per target; missing ones are installed from
 # Debian through scripts/deps.sh (gcc-aarch64-linux-gnu for linux/arm64,
@@ -176,6 +178,32 @@ notices() {
 	} >>"$n"
 }
 
+# dawn_into adds Dawn's library and its licences to a linux/amd64 stage.
+dawn_into() {
+	local t=$1 stage=$2 lib=third_party/dawn/libwebgpu_wrapper.so
+	[ "$t" = linux/amd64 ] || return 0
+	./scripts/dawn.sh
+	if [ ! -f "$lib" ]; then
+		echo "release: WARNING: $t: no $lib (scripts/dawn.sh could not fetch it): the archive runs on wgpu-native only" >&2
+		return 0
+	fi
+	cp "$lib" "$stage/"
+	mkdir -p "$stage/licenses/dawn"
+	cp scripts/notices/dawn/LICENSE-dawn scripts/notices/dawn/LICENSE-bun-webgpu "$stage/licenses/dawn/"
+	{
+		echo
+		echo "## Dawn (libwebgpu_wrapper.so)"
+		echo
+		echo "The second WebGPU implementation, loaded at run time from beside the"
+		echo "binary (\`--gpu-impl dawn\`, or auto), is libwebgpu_wrapper.so from the npm"
+		echo "package bun-webgpu-linux-x64 0.1.7: Dawn (Google, main of 2025-06) under"
+		echo "BSD-3-Clause, licenses/dawn/LICENSE-dawn, built with its wrapper under"
+		echo "Apache-2.0, licenses/dawn/LICENSE-bun-webgpu. It contains Abseil and"
+		echo "SPIRV-Tools, both under Apache-2.0 (the same text)."
+	} >>"$stage/THIRD_PARTY_NOTICES.md"
+	echo "release: $t: carries Dawn ($(du -h "$lib" | cut -f1))"
+}
+
 package() {
 	local t=$1 stage=$2 name=$3
 	# Files copied from the read-only module cache keep its modes.
@@ -214,6 +242,7 @@ for t in $TARGETS; do
 	echo "release: $t: built with CC=$cc in $(($(date +%s) - t0))s, $(du -h "$bin" | cut -f1)"
 	check_binary "$t" "$bin"
 	notices "$t" "$bin" "$stage"
+	dawn_into "$t" "$stage"
 	cp README.md "$stage/"
 	if [ -n "$own_licence" ]; then cp $own_licence "$stage/"; fi
 	package "$t" "$stage" "$name"

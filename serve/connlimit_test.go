@@ -82,6 +82,13 @@ func TestConnectionCaps(t *testing.T) {
 	if statuses[200] != 5 || statuses[429] != 7 {
 		t.Fatalf("12 connections from one client: statuses %v; want 5×200, 7×429", statuses)
 	}
+	// The server closes each 429'd connection after its answer: wait until
+	// it has, so the reserved slots are free again (asked on one of the
+	// client's kept connections, which opens none).
+	waitFor(t, "the 429'd connections' reserved slots freed", 5*time.Second, func() bool {
+		code, body := flood[0].get("/metrics")
+		return code == http.StatusOK && strings.Contains(body, `wgllm_http_connections{slot="reserved"} 0`)
+	})
 	// Two silent connections take the client's reserved slots: the next is
 	// closed at accept; after they time out, /health is answered again.
 	for range 2 {

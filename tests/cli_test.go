@@ -3,6 +3,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -130,6 +131,51 @@ func TestInfoAndBadModels(t *testing.T) {
 		_, errOut, err := wgllm(t, "", args...)
 		if err == nil || !strings.HasPrefix(errOut, "wgllm: ") || strings.Contains(errOut, "panic") {
 			t.Errorf("%v: err %v, stderr %q", args, err, errOut)
+		}
+	}
+}
+
+// TestBenchParallel: bench --parallel prints one llama-batched-bench row per
+// sequence count, in its table and as JSON, and refuses a bad list.
+func TestBenchParallel(t *testing.T) {
+	needGPU(t)
+	out, errOut, err := wgllm(t, "", "bench", "-m", "../models/kjv-30m-q4_k_m.gguf", "--parallel", "1,3", "-p", "5", "-n", "2", "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	var raw []map[string]any
+	if err := json.Unmarshal([]byte(out), &raw); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if len(raw) != 2 {
+		t.Fatalf("%d rows, want 2: %s", len(raw), out)
+	}
+	for i, pl := range []float64{1, 3} {
+		r := raw[i]
+		if r["pl"] != pl || r["pp"] != 5.0 || r["tg"] != 2.0 || r["n_kv"] != pl*7 {
+			t.Errorf("row %d: %v", i, r)
+		}
+		for _, k := range []string{"speed_pp", "speed_tg", "speed", "t_pp", "t_tg", "t"} {
+			if v, ok := r[k].(float64); !ok || v <= 0 {
+				t.Errorf("row %d: %s = %v", i, k, r[k])
+			}
+		}
+		if got, want := r["t"].(float64), r["t_pp"].(float64)+r["t_tg"].(float64); got-want > 1e-9 || want-got > 1e-9 {
+			t.Errorf("row %d: t %v != t_pp + t_tg %v", i, got, want)
+		}
+	}
+	out, _, err = wgllm(t, "", "bench", "-m", "../models/kjv-30m-q4_k_m.gguf", "--parallel", "2", "-p", "3", "-n", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`\|\s+PP \|\s+TG \|\s+B \|\s+N_KV \|\s+T_PP s \| S_PP t/s \|\s+T_TG s \| S_TG t/s \|\s+T s \|\s+S t/s \|\n\|-+`).MatchString(out) ||
+		!regexp.MustCompile(`\|\s+3 \|\s+1 \|\s+2 \|\s+8 \|`).MatchString(out) {
+		t.Errorf("table:\n%s", out)
+	}
+	for _, bad := range []string{"0", "1,x", "5000"} {
+		_, errOut, err := wgllm(t, "", "bench", "-m", "../models/kjv-30m-q4_k_m.gguf", "--parallel="+bad)
+		if err == nil || !strings.Contains(errOut, "--parallel") || strings.Contains(errOut, "panic") {
+			t.Errorf("--parallel %q: err %v, stderr %q", bad, err, errOut)
 		}
 	}
 }

@@ -39,6 +39,7 @@ type loadStats struct {
 	ok, busy int
 	tokens   int
 	ttft     []time.Duration // streaming requests: from sending to the first text
+	itl      []time.Duration // streaming requests: between consecutive pieces of text
 	failures []string
 }
 
@@ -56,14 +57,34 @@ func (s *loadStats) fail(format string, args ...any) {
 	})
 }
 
-// loadClient is one client's request loop until the deadline. Its kind
-// (i mod 4): websocket, HTTP chat streamed, HTTP completion, HTTP
-// completion streamed.
-func loadClient(ls *liveServer, i int, until time.Time, maxTokens int, st *loadStats) {
+// Client kinds.
+const (
+	kindWebsocket = iota
+	kindChatStream
+	kindCompletion
+	kindCompletionStream
+	kinds
+)
+
+// loadSpec is what a load's clients send.
+type loadSpec struct {
+	maxTokens int
+	kind      func(client int) int // one of the kinds
+	greedy    bool                 // temperature 0, else the server's default sampling
+}
+
+// mixedKinds gives client i the kind i mod 4: websocket, HTTP chat
+// streamed, HTTP completion, HTTP completion streamed.
+func mixedKinds(i int) int { return i % kinds }
+
+// loadClient is one client's request loop until the deadline.
+func loadClient(ls *liveServer, i int, until time.Time, spec loadSpec, st *loadStats) {
 	httpc := &http.Client{Timeout: 5 * time.Minute}
 	defer httpc.CloseIdleConnections()
+	kind := spec.kind(i)
+	maxTokens := spec.maxTokens
 	var ws *websocket.Conn
-	if i%4 == 0 {
+	if kind == kindWebsocket {
 		var err error
 		ws, _, err = websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(ls.base, "http")+"/ws", nil)
 		if err != nil {
@@ -79,17 +100,24 @@ func loadClient(ls *liveServer, i int, until time.Time, maxTokens int, st *loadS
 	}
 	for n := 0; time.Now().Before(until); n++ {
 		prompt := loadPrompts[(i+n)%len(loadPrompts)]
+		body := map[string]any{"max_tokens": maxTokens}
+		if spec.greedy {
+			body["temperature"] = 0
+		}
 		var busy bool
-		switch i % 4 {
-		case 0:
-			busy = wsRequest(ws, i, n, prompt, maxTokens, st)
-		case 1:
-			busy = httpRequest(httpc, ls.base+"/v1/chat/completions", i, true, maxTokens, st,
-				map[string]any{"messages": []map[string]string{{"role": "user", "content": prompt}}})
-		case 2:
-			busy = httpRequest(httpc, ls.base+"/v1/completions", i, false, maxTokens, st, map[string]any{"prompt": prompt})
-		case 3:
-			busy = httpRequest(httpc, ls.base+"/v1/completions", i, true, maxTokens, st, map[string]any{"prompt": prompt})
+		switch kind {
+		case kindWebsocket:
+			body["prompt"], body["seed"] = prompt, n
+			busy = wsRequest(ws, i, n, body, st)
+		case kindChatStream:
+			body["messages"] = []map[string]string{{"role": "user", "content": prompt}}
+			busy = httpRequest(httpc, ls.base+"/v1/chat/completions", i, true, st, body)
+		case kindCompletion:
+			body["prompt"] = prompt
+			busy = httpRequest(httpc, ls.base+"/v1/completions", i, false, st, body)
+		case kindCompletionStream:
+			body["prompt"] = prompt
+			busy = httpRequest(httpc, ls.base+"/v1/completions", i, true, st, body)
 		}
 		if busy {
 			time.Sleep(250 * time.Millisecond) // less than Retry-After: keep the pressure on
@@ -97,16 +125,44 @@ func loadClient(ls *liveServer, i int, until time.Time, maxTokens int, st *loadS
 	}
 }
 
-// wsRequest runs one generation on ws; it reports a 429-equivalent.
-func wsRequest(ws *websocket.Conn, i, n int, prompt string, maxTokens int, st *loadStats) bool {
+// pieceClock records the time to the first piece of a stream's text and
+// the gaps between the next ones.
+type pieceClock struct {
+	last time.Time
+	ttft time.Duration
+	itl  []time.Duration
+}
+
+func (c *pieceClock) piece(sent time.Time) {
+	now := time.Now()
+	if c.last.IsZero() {
+		c.ttft = now.Sub(sent)
+	} else {
+		c.itl = append(c.itl, now.Sub(c.last))
+	}
+	c.last = now
+}
+
+// record adds a finished stream's times.
+func (c *pieceClock) record(st *loadStats) {
+	if c.last.IsZero() {
+		return
+	}
+	st.add(func(s *loadStats) { s.ttft = append(s.ttft, c.ttft); s.itl = append(s.itl, c.itl...) })
+}
+
+// wsRequest runs one generation (body: the generate message's fields) on ws;
+// it reports a 429-equivalent.
+func wsRequest(ws *websocket.Conn, i, n int, body map[string]any, st *loadStats) bool {
 	id := fmt.Sprintf("c%d-%d", i, n)
+	body["type"], body["id"] = "generate", id
 	sent := time.Now()
-	if err := ws.WriteJSON(map[string]any{"type": "generate", "id": id, "prompt": prompt, "max_tokens": maxTokens, "seed": n}); err != nil {
+	if err := ws.WriteJSON(body); err != nil {
 		st.fail("client %d: ws write: %v", i, err)
 		return false
 	}
 	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Minute))
-	first := true
+	var clock pieceClock
 	for {
 		var m wsMsg
 		if err := ws.ReadJSON(&m); err != nil {
@@ -119,16 +175,15 @@ func wsRequest(ws *websocket.Conn, i, n int, prompt string, maxTokens int, st *l
 		}
 		switch m.Type {
 		case "token":
-			if first {
-				first = false
-				d := time.Since(sent)
-				st.add(func(s *loadStats) { s.ttft = append(s.ttft, d) })
+			if m.Text != "" {
+				clock.piece(sent)
 			}
 		case "done":
 			if m.FinishReason != "length" && m.FinishReason != "stop" {
 				st.fail("client %d: ws done with %q", i, m.FinishReason)
 				return false
 			}
+			clock.record(st)
 			st.add(func(s *loadStats) { s.ok++; s.tokens += m.Usage.CompletionTokens })
 			return false
 		case "error":
@@ -143,8 +198,7 @@ func wsRequest(ws *websocket.Conn, i, n int, prompt string, maxTokens int, st *l
 }
 
 // httpRequest posts one OpenAI request; it reports a 429.
-func httpRequest(c *http.Client, url string, i int, stream bool, maxTokens int, st *loadStats, body map[string]any) bool {
-	body["max_tokens"] = maxTokens
+func httpRequest(c *http.Client, url string, i int, stream bool, st *loadStats, body map[string]any) bool {
 	body["stream"] = stream
 	if stream {
 		body["stream_options"] = map[string]bool{"include_usage": true}
@@ -191,7 +245,8 @@ func httpRequest(c *http.Client, url string, i int, stream bool, maxTokens int, 
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
-	first, done, tokens, reason := true, false, 0, ""
+	done, tokens, reason := false, 0, ""
+	var clock pieceClock
 	for sc.Scan() {
 		line, ok := strings.CutPrefix(sc.Text(), "data: ")
 		if !ok {
@@ -217,10 +272,8 @@ func httpRequest(c *http.Client, url string, i int, stream bool, maxTokens int, 
 			return false
 		}
 		for _, ch := range chunk.Choices {
-			if first && ch.Text+ch.Delta.Content != "" {
-				first = false
-				d := time.Since(sent)
-				st.add(func(s *loadStats) { s.ttft = append(s.ttft, d) })
+			if ch.Text+ch.Delta.Content != "" {
+				clock.piece(sent)
 			}
 			if ch.FinishReason != nil {
 				reason = *ch.FinishReason
@@ -234,6 +287,7 @@ func httpRequest(c *http.Client, url string, i int, stream bool, maxTokens int, 
 		st.fail("client %d: stream ended without [DONE] or finish reason (%q): %v", i, reason, sc.Err())
 		return false
 	}
+	clock.record(st)
 	st.add(func(s *loadStats) { s.ok++; s.tokens += tokens })
 	return false
 }
@@ -243,11 +297,12 @@ type loadResult struct {
 	requests, busy, tokens int
 	elapsed                time.Duration
 	ttftP50, ttftP99       time.Duration
+	itlP50, itlP99         time.Duration // between pieces of one stream
 }
 
 // runLoad drives clients against ls for d (each finishes the request in
 // hand) and checks that the server is left clean.
-func runLoad(t testing.TB, ls *liveServer, clients int, d time.Duration, maxTokens int) loadResult {
+func runLoad(t testing.TB, ls *liveServer, clients int, d time.Duration, spec loadSpec) loadResult {
 	t.Helper()
 	http.DefaultClient.CloseIdleConnections()
 	runtime.GC()
@@ -263,7 +318,7 @@ func runLoad(t testing.TB, ls *liveServer, clients int, d time.Duration, maxToke
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			loadClient(ls, i, until, maxTokens, st)
+			loadClient(ls, i, until, spec, st)
 		}()
 	}
 	wg.Wait()
@@ -303,14 +358,18 @@ func runLoad(t testing.TB, ls *liveServer, clients int, d time.Duration, maxToke
 	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 64<<20 {
 		t.Errorf("heap grew by %d MiB over the load", grown>>20)
 	}
-	slices.Sort(st.ttft)
-	pct := func(p float64) time.Duration {
-		if len(st.ttft) == 0 {
-			return 0
-		}
-		return st.ttft[min(len(st.ttft)-1, int(p*float64(len(st.ttft))))]
+	return loadResult{requests: st.ok, busy: st.busy, tokens: st.tokens, elapsed: elapsed,
+		ttftP50: percentile(st.ttft, 0.50), ttftP99: percentile(st.ttft, 0.99),
+		itlP50: percentile(st.itl, 0.50), itlP99: percentile(st.itl, 0.99)}
+}
+
+// percentile sorts ds and returns its p-quantile (0 when empty).
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
 	}
-	return loadResult{requests: st.ok, busy: st.busy, tokens: st.tokens, elapsed: elapsed, ttftP50: pct(0.50), ttftP99: pct(0.99)}
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, int(p*float64(len(ds))))]
 }
 
 // fastGPU turns per-dispatch validation off for a timing-sensitive test.
@@ -327,9 +386,9 @@ func fastGPU(t testing.TB) {
 func TestServerLoad(t *testing.T) {
 	fastGPU(t)
 	ls := startServerWith(t, kjvModel, 4, serve.Config{}, func(o *engine.Options) { o.QueueLimit = 4 })
-	r := runLoad(t, ls, 64, time.Second, 2)
-	t.Logf("%d requests done, %d got 429, %d tokens in %v; time to first token p50 %v p99 %v",
-		r.requests, r.busy, r.tokens, r.elapsed.Round(time.Millisecond), r.ttftP50, r.ttftP99)
+	r := runLoad(t, ls, 64, time.Second, loadSpec{maxTokens: 2, kind: mixedKinds})
+	t.Logf("%d requests done, %d got 429, %d tokens in %v; time to first token p50 %v p99 %v; inter-token p50 %v p99 %v",
+		r.requests, r.busy, r.tokens, r.elapsed.Round(time.Millisecond), r.ttftP50, r.ttftP99, r.itlP50, r.itlP99)
 }
 
 // BenchmarkServerLoad is the full load test: 64 clients for 60 s, 32
@@ -347,7 +406,7 @@ func BenchmarkServerLoad(b *testing.B) {
 	fastGPU(b)
 	ls := startServerWith(b, kjvModel, seqs, serve.Config{}, nil)
 	b.ResetTimer()
-	r := runLoad(b, ls, 64, time.Duration(secs)*time.Second, 32)
+	r := runLoad(b, ls, 64, time.Duration(secs)*time.Second, loadSpec{maxTokens: 32, kind: mixedKinds})
 	b.StopTimer()
 	b.ReportMetric(float64(r.requests)/r.elapsed.Seconds(), "req/s")
 	b.ReportMetric(float64(r.tokens)/r.elapsed.Seconds(), "tok/s")
@@ -355,6 +414,63 @@ func BenchmarkServerLoad(b *testing.B) {
 	b.ReportMetric(float64(r.ttftP99.Milliseconds()), "ttft-p99-ms")
 	b.ReportMetric(float64(r.busy), "429s")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkServerConcurrent is the throughput the server gives N clients
+// that each stream one greedy request after another: for the websocket and
+// for streamed HTTP chat, and each N of WGLLM_LOAD_CLIENTS (default
+// "1,4,16,64"), it reports aggregate completion tokens/s, time to first
+// token and inter-token latency (between streamed pieces) at p50 and p99.
+// The engine has N sequence slots; WGLLM_LOAD_MODEL (a path) replaces the
+// bundled model, WGLLM_LOAD_SECONDS (default 10) and WGLLM_LOAD_TOKENS
+// (default 128) size each run. It runs once whatever b.N is; compare
+// `wgllm bench --parallel` at the same N.
+func BenchmarkServerConcurrent(b *testing.B) {
+	secs, tokens := 10, 128
+	if s := envInt("WGLLM_LOAD_SECONDS"); s > 0 {
+		secs = s
+	}
+	if s := envInt("WGLLM_LOAD_TOKENS"); s > 0 {
+		tokens = s
+	}
+	modelFile := kjvModel
+	if p := os.Getenv("WGLLM_LOAD_MODEL"); p != "" {
+		modelFile = p
+	}
+	counts := []int{1, 4, 16, 64}
+	if s := os.Getenv("WGLLM_LOAD_CLIENTS"); s != "" {
+		counts = counts[:0]
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				b.Fatalf("WGLLM_LOAD_CLIENTS=%q: want comma-separated counts ≥ 1", s)
+			}
+			counts = append(counts, n)
+		}
+	}
+	fastGPU(b)
+	for _, proto := range []struct {
+		name string
+		kind int
+	}{{"ws", kindWebsocket}, {"http", kindChatStream}} {
+		for _, n := range counts {
+			b.Run(fmt.Sprintf("%s/clients=%d", proto.name, n), func(b *testing.B) {
+				ls := startServerWith(b, modelFile, n, serve.Config{}, func(o *engine.Options) { o.QueueLimit = n })
+				spec := loadSpec{maxTokens: tokens, greedy: true, kind: func(int) int { return proto.kind }}
+				b.ResetTimer()
+				r := runLoad(b, ls, n, time.Duration(secs)*time.Second, spec)
+				b.StopTimer()
+				b.ReportMetric(float64(r.tokens)/r.elapsed.Seconds(), "tok/s")
+				b.ReportMetric(float64(r.ttftP50.Microseconds())/1e3, "ttft-p50-ms")
+				b.ReportMetric(float64(r.ttftP99.Microseconds())/1e3, "ttft-p99-ms")
+				b.ReportMetric(float64(r.itlP50.Microseconds())/1e3, "itl-p50-ms")
+				b.ReportMetric(float64(r.itlP99.Microseconds())/1e3, "itl-p99-ms")
+				b.ReportMetric(float64(r.requests), "requests")
+				b.ReportMetric(float64(r.busy), "429s")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
 }
 
 func envInt(name string) int {

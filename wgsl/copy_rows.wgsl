@@ -14,8 +14,13 @@ struct Params {
   per_row: u32, total: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
+{{- if .SameSrc}}
+// src lies in d's binding (same buffer and type): read through d.
+@group(0) @binding(1) var<storage, read_write> d: array<{{if eq .Dst "f32"}}f32{{else}}u32{{end}}>;
+{{- else}}
 @group(0) @binding(1) var<storage, {{if .AliasSrc}}read_write{{else}}read{{end}}> s: array<{{if eq .Src "f32"}}f32{{else}}u32{{end}}>;
 @group(0) @binding(2) var<storage, read_write> d: array<{{if eq .Dst "f32"}}f32{{else}}u32{{end}}>;
+{{- end}}
 
 const WG: u32 = {{.WG}}u;
 
@@ -24,9 +29,9 @@ const WG: u32 = {{.WG}}u;
 fn load_f32(r: u32, c: u32) -> f32 {
   let i = p.s_off + r * p.s_stride + c;
 {{- if eq .Src "f16"}}
-  return ld_f16(s[i >> 1u], i);
+  return ld_f16({{if $.SameSrc}}d{{else}}s{{end}}[i >> 1u], i);
 {{- else}}
-  return s[i];
+  return {{if $.SameSrc}}d{{else}}s{{end}}[i];
 {{- end}}
 }
 
@@ -34,9 +39,9 @@ fn load_f32(r: u32, c: u32) -> f32 {
 fn load_bits(r: u32, c: u32) -> u32 {
   let i = p.s_off + r * p.s_stride + c;
 {{- if eq .Src "f16"}}
-  return (s[i >> 1u] >> ((i & 1u) * 16u)) & 0xffffu;
+  return ({{if $.SameSrc}}d{{else}}s{{end}}[i >> 1u] >> ((i & 1u) * 16u)) & 0xffffu;
 {{- else}}
-  return pack2x16float(vec2<f32>(s[i], 0.0)) & 0xffffu;
+  return pack2x16float(vec2<f32>({{if $.SameSrc}}d{{else}}s{{end}}[i], 0.0)) & 0xffffu;
 {{- end}}
 }
 {{- end}}
@@ -75,7 +80,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     d[w] = (d[w] & 0x0000ffffu) | (load_bits(b.r, b.c) << 16u);
   }
 {{- else if eq .Dst "u32"}}
-  d[p.d_off + r * p.d_stride + j] = s[p.s_off + r * p.s_stride + j];  // raw words
+  d[p.d_off + r * p.d_stride + j] = {{if .SameSrc}}d{{else}}s{{end}}[p.s_off + r * p.s_stride + j];  // raw words
 {{- else}}
   d[p.d_off + r * p.d_stride + j] = load_f32(r, j);
 {{- end}}

@@ -8,8 +8,9 @@ struct Params {
   inv: f32,    // softcap: 1/cap
 }
 @group(0) @binding(0) var<uniform> p: Params;
-// An input that is dst's own view (SameA/SameB, in place) is not bound: it
-// is read through d, as browsers reject overlapping writable bindings.
+// An input in dst's binding window (SameA/SameB: in place, or a disjoint view
+// of the same buffer) is not bound: it is read through d, as Dawn (natively
+// and in browsers) rejects overlapping writable bindings.
 {{- if not .SameA}}
 @group(0) @binding({{.BindA}}) var<storage, {{if .AliasA}}read_write{{else}}read{{end}}> a: array<f32>;
 {{- end}}

@@ -7,6 +7,9 @@
 // sum over the threads in workgroup memory. Neither depends on M, R or the load
 // path, so a row of x gets bit-identical results alone or in a batch.
 //
+// SG (where the device has subgroups): the first level of the sum is a
+// subgroupAdd per subgroup instead of a pass through workgroup memory.
+//
 // Fusions (each a template switch, see ops.MatVecOpts):
 //   Acc : d += result (a residual add after the projection);
 //   Pair: the weight holds [gate; up] (pair_off rows apart): output n is
@@ -46,7 +49,9 @@ const R: u32 = {{.R}}u;
 const M: u32 = {{.M}}u;
 const V: u32 = {{.V}}u;
 const RM: u32 = R * M;
-const FAN: u32 = 16u; // second-level partial sums per output
+// Second-level partial sums per output (subgroups: room for WG / 4, the
+// smallest subgroup WebGPU allows).
+const FAN: u32 = {{if .SG}}32u{{else}}16u{{end}};
 
 var<workgroup> red: array<f32, {{.RedSize}}>;
 var<workgroup> red2: array<f32, {{.Red2Size}}>;
@@ -95,7 +100,8 @@ fn ldg4(i: u32, end: u32) -> vec4<f32> {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>{{if .SG}},
+        @builtin(subgroup_size) sg_size: u32, @builtin(subgroup_invocation_id) sg_id: u32{{end}}) {
 {{- if .Pair}}
   // Rows 0..R/2-1 are gate rows, R/2..R-1 the matching up rows.
   let row0 = (wid.y * nwg.x + wid.x) * (R / 2u);
@@ -205,8 +211,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- end}}
   }
 
+{{- if .SG}}
+  // Output o = r*M + m. Level 1 in subgroups: subgroup j (invocations
+  // j*S .. j*S+S-1, the layout gpu checks when it opens the device) adds its
+  // lanes and its first lane keeps partial j; level 2 sums the WG/S
+  // partials in order.
+  let nparts = WG / sg_size;
+  let part = lid.x / sg_size;
+{{- range $r := .Rs}}{{range $m := $.Ms}}
+  {
+    let s = subgroupAdd(acc{{$r}}_{{$m}});
+    if (sg_id == 0u) { red2[({{$r}}u * M + {{$m}}u) * FAN + part] = s; }
+  }
+{{- end}}{{end}}
+  workgroupBarrier();
+{{- else}}
   // Output o = r*M + m. Level 1: partial j of o sums threads j, j+FAN, ...
   // in order; level 2 sums the FAN partials in order.
+  let nparts = FAN;
 {{- range $r := .Rs}}{{range $m := $.Ms}}
   red[({{$r}}u * M + {{$m}}u) * WG + lid.x] = acc{{$r}}_{{$m}};
 {{- end}}{{end}}
@@ -220,13 +242,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     red2[t] = s;
   }
   workgroupBarrier();
+{{- end}}
 {{- if .Pair}}
   if (lid.x < RM / 2u) {
     let row = row0 + lid.x / M;
     if (row < p.n) {
       var gs = 0.0;
       var us = 0.0;
-      for (var j = 0u; j < FAN; j++) {
+      for (var j = 0u; j < nparts; j++) {
         gs += red2[lid.x * FAN + j];
         us += red2[(lid.x + RM / 2u) * FAN + j];
       }
@@ -244,7 +267,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let row = row0 + lid.x / M;
     if (row < p.n) {
       var s = 0.0;
-      for (var j = 0u; j < FAN; j++) {
+      for (var j = 0u; j < nparts; j++) {
         s += red2[lid.x * FAN + j];
       }
       let m = lid.x % M;

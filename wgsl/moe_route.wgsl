@@ -78,7 +78,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (r >= p.rows) { return; }  // uniform per workgroup
   let lb = p.l_off + r * p.experts;
   var lv: array<f32, PER>;
-  var mx = bitcast<f32>(0xff800000u);
+  // -inf, built from a run-time value: WGSL forbids a constant expression
+  // whose value is infinite (Dawn rejects bitcast<f32>(0xff800000u)).
+  var mx = bitcast<f32>(0xff800000u | (p.rows & 0u));
   for (var i = 0u; lid + i * WG < p.experts; i++) {
     lv[i] = L[lb + lid + i * WG];
     mx = max(mx, lv[i]);

@@ -9,10 +9,16 @@ struct Params {
   d_off: u32, d_stride: u32,
   eps: f32,
 }
+// In place (SameX), x is not bound: it is read through d's binding.
 @group(0) @binding(0) var<uniform> p: Params;
+{{- if .SameX}}
+@group(0) @binding(1) var<storage, read> w: array<{{if eq .W "f16"}}u32{{else}}f32{{end}}>;
+@group(0) @binding(2) var<storage, read_write> d: array<f32>;
+{{- else}}
 @group(0) @binding(1) var<storage, {{if .AliasX}}read_write{{else}}read{{end}}> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<{{if eq .W "f16"}}u32{{else}}f32{{end}}>;
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
+{{- end}}
 
 const WG: u32 = {{.WG}}u;
 var<workgroup> part: array<f32, WG>;
@@ -34,7 +40,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let xb = p.x_off + row * p.x_stride;
   var s = 0.0;
   for (var c = lid.x; c < p.cols; c += WG) {
-    let v = x[xb + c];
+    let v = {{if .SameX}}d{{else}}x{{end}}[xb + c];
     s += v * v;
   }
   part[lid.x] = s;
@@ -46,6 +52,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let scale = inverseSqrt(part[0] / f32(p.cols) + p.eps);
   let db = p.d_off + row * p.d_stride;
   for (var c = lid.x; c < p.cols; c += WG) {
-    d[db + c] {{if .Add}}+{{end}}= x[xb + c] * scale * weight(c);
+    d[db + c] {{if .Add}}+{{end}}= {{if .SameX}}d{{else}}x{{end}}[xb + c] * scale * weight(c);
   }
 }

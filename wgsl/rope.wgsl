@@ -13,10 +13,15 @@ struct Params {
   hi: array<vec4<f32>, 4>,      // freq_scale * base^(-32j/n_rot), j = 0..15
 }
 @group(0) @binding(0) var<uniform> p: Params;
+// x or positions in d's binding window (InDX, InDPos: in place, or views of
+// one buffer) are not bound: they are read through d, as Dawn rejects
+// overlapping writable bindings.
+{{- if not .InDX}}
 @group(0) @binding(1) var<storage, {{if .AliasX}}read_write{{else}}read{{end}}> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> d: array<f32>;
-{{- if .Positions}}
-@group(0) @binding(3) var<storage, {{if .AliasPos}}read_write{{else}}read{{end}}> positions: array<u32>;
+{{- end}}
+@group(0) @binding({{.BindD}}) var<storage, read_write> d: array<f32>;
+{{- if and .Positions (not .InDPos)}}
+@group(0) @binding({{.BindPos}}) var<storage, {{if .AliasPos}}read_write{{else}}read{{end}}> positions: array<u32>;
 {{- end}}
 {{- if .Factors}}
 @group(0) @binding({{.BindFF}}) var<storage, read> freq_factors: array<f32>;
@@ -36,12 +41,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let db = p.d_off + row * p.head_dim;
   if (j >= p.half_rot) {              // dims past n_rot pass through
     let e = p.n_rot + (j - p.half_rot);
-    d[db + e] = x[xb + e];
+    d[db + e] = {{if .InDX}}d{{else}}x{{end}}[xb + e];
     return;
   }
   let token = row / p.n_heads;
 {{- if .Positions}}
-  let pos = positions[p.pos_off + token];
+  let pos = {{if .InDPos}}bitcast<u32>(d[p.pos_off + token]){{else}}positions[p.pos_off + token]{{end}};
 {{- else}}
   let pos = p.pos_base + token;
 {{- end}}
@@ -52,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let i0 = 2u * j;
   let i1 = i0 + 1u;
 {{- end}}
-  let r = rotate_pair(x[xb + i0], x[xb + i1], pos, j);
+  let r = rotate_pair({{if .InDX}}d{{else}}x{{end}}[xb + i0], {{if .InDX}}d{{else}}x{{end}}[xb + i1], pos, j);
   d[db + i0] = r.x;
   d[db + i1] = r.y;
 }

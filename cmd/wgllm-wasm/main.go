@@ -92,6 +92,12 @@ func main() {
 	}))
 	api.Set("cancel", js.FuncOf(func(this js.Value, args []js.Value) any {
 		s.cancel.Store(true)
+		// At the end of the current step, not at the next piece. (Go's
+		// wasm runs every goroutine on the page's one thread: reading s.gen
+		// here races nothing.)
+		if gen := s.gen; gen != nil {
+			gen.Cancel()
+		}
 		return nil
 	}))
 	api.Set("unload", js.FuncOf(func(this js.Value, args []js.Value) any {
@@ -340,7 +346,7 @@ func (s *session) generate(req, onText js.Value) (any, error) {
 		st.FinishReason, err = "cancelled", nil
 	case errors.Is(err, errStopString):
 		st.FinishReason, err = "stop", nil
-	case err == nil:
+	case err == nil && st.FinishReason != "cancelled":
 		send(cut.flush())
 	}
 	if err != nil {

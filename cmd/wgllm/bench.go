@@ -53,10 +53,13 @@ func benchCmd(a *app) *cobra.Command {
 			nG, _ := f.GetInt("n-gen")
 			reps, _ := f.GetInt("repetitions")
 			asJSON, _ := f.GetBool("json")
-			shape, _ := f.GetString("shape")
-			typName, _ := f.GetString("type")
 			if reps < 1 || nP < 0 || nG < 0 || nP+nG == 0 {
 				return fmt.Errorf("need -r ≥ 1 and -p or -n > 0")
+			}
+			par, _ := f.GetString("parallel")
+			ns, err := parseParallel(par)
+			if err != nil {
+				return err
 			}
 			profile, _ := f.GetBool("profile")
 			gopt := a.gpuOptions()
@@ -71,44 +74,21 @@ func benchCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opt := model.Options{CtxLen: max(nP, nG) + 1, KVType: kt, Batch: max(nP, 1)}
-			var m *model.Model
-			var label string
-			t0 := time.Now()
-			if shape != "" {
-				cfg, ok := model.Shapes[shape]
-				if !ok {
-					return fmt.Errorf("unknown shape %q: %s", shape, strings.Join(model.ShapeNames(), ", "))
-				}
-				typ, err := model.ParseWeightType(typName)
-				if err != nil {
-					return err
-				}
-				if m, err = model.Synthesize(ctx, cfg, typ, opt, 1); err != nil {
-					return err
-				}
-				label = shape + " " + strings.ToUpper(typName) + " (random)"
-			} else {
-				path, err := a.modelPath(cmd)
-				if err != nil {
-					return err
-				}
-				gf, err := gguf.Open(path)
-				if err != nil {
-					return err
-				}
-				defer gf.Close()
-				if m, err = model.Load(ctx, gf, opt); err != nil {
-					return err
-				}
-				label = filepath.Base(path)
+			if ns != nil {
+				return a.benchParallel(cmd, ctx, kt, ns, nP, nG, asJSON)
 			}
-			defer m.Close()
+			opt := model.Options{CtxLen: max(nP, nG) + 1, KVType: kt, Batch: max(nP, 1)}
+			t0 := time.Now()
+			m, label, closeModel, err := a.benchModel(cmd, ctx, opt)
+			if err != nil {
+				return err
+			}
+			defer closeModel()
 			w, kvb, s := m.Memory()
 			a.log.Info().Str("model", label).Dur("load", time.Since(t0)).Uint64("weights_bytes", w).Uint64("expert_bytes", func() uint64 { e, _ := m.ExpertBytes(); return e }()).
 				Uint64("kv_bytes", kvb).Uint64("scratch_bytes", s).Str("adapter", ctx.Adapter.Name).Msg("bench model ready")
 			var results []benchResult
-			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + ctx.Adapter.Backend,
+			base := benchResult{Model: label, ModelSize: w, ModelParams: params(m), Adapter: ctx.Adapter.Name, Backend: "WebGPU/" + string(ctx.Adapter.Impl) + "/" + ctx.Adapter.Backend,
 				TypeK: kt.String(), TypeV: kt.String(), KVBytes: m.KV.Config().TokenBytes()}
 			rng := rand.New(rand.NewSource(42))
 			tokens := make([]int32, max(nP, 1))
@@ -182,8 +162,8 @@ func benchCmd(a *app) *cobra.Command {
 			}
 			tw.Flush()
 			experts, perToken := m.ExpertBytes()
-			fmt.Fprintf(os.Stdout, "adapter: %s (%s); decode reads %s of weights per token: %.1f GB/s at the tg rate\n",
-				ctx.Adapter.Name, ctx.Adapter.Backend, bytesHuman(perToken), float64(perToken)*lastTG(results)/1e9)
+			fmt.Fprintf(os.Stdout, "adapter: %s (%s, %s); decode reads %s of weights per token: %.1f GB/s at the tg rate\n",
+				ctx.Adapter.Name, ctx.Adapter.Impl, ctx.Adapter.Backend, bytesHuman(perToken), float64(perToken)*lastTG(results)/1e9)
 			if experts > 0 {
 				fmt.Fprintf(os.Stdout, "experts: %s of the weights, %d of %d per token: %s dense + %s experts read per token\n",
 					bytesHuman(experts), m.Cfg.ExpertsUsed, m.Cfg.Experts, bytesHuman(w-experts), bytesHuman(perToken-(w-experts)))
@@ -203,10 +183,46 @@ func benchCmd(a *app) *cobra.Command {
 	cmd.Flags().IntP("n-gen", "n", 128, "tokens generated one at a time (0: skip)")
 	cmd.Flags().IntP("repetitions", "r", 3, "repetitions of each test")
 	cmd.Flags().Bool("json", false, "print a JSON array with llama-bench's field names")
+	cmd.Flags().String("parallel", "", "comma-separated sequence counts (1,4,16,64): prefill N prompts of -p tokens, then -n decode steps of all N at once, like llama-batched-bench")
 	cmd.Flags().String("write", "", "with --shape: write the random-weight model to this GGUF file instead of benchmarking (for the peers)")
 	cmd.Flags().String("vocab", "", "with --write: copy the tokenizer of this GGUF, padded to the shape's vocabulary")
 	cmd.Flags().Bool("profile", false, "also print GPU time per op per token from timestamp queries (when the adapter has them)")
 	return cmd
+}
+
+// benchModel is the model a benchmark runs: random weights of --shape and
+// --type, else -m's file. closeModel frees it (and the file).
+func (a *app) benchModel(cmd *cobra.Command, ctx *gpu.Context, opt model.Options) (m *model.Model, label string, closeModel func(), err error) {
+	f := cmd.Flags()
+	shape, _ := f.GetString("shape")
+	typName, _ := f.GetString("type")
+	if shape != "" {
+		cfg, ok := model.Shapes[shape]
+		if !ok {
+			return nil, "", nil, fmt.Errorf("unknown shape %q: %s", shape, strings.Join(model.ShapeNames(), ", "))
+		}
+		typ, err := model.ParseWeightType(typName)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		if m, err = model.Synthesize(ctx, cfg, typ, opt, 1); err != nil {
+			return nil, "", nil, err
+		}
+		return m, shape + " " + strings.ToUpper(typName) + " (random)", m.Close, nil
+	}
+	path, err := a.modelPath(cmd)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	gf, err := gguf.Open(path)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if m, err = model.Load(ctx, gf, opt); err != nil {
+		gf.Close()
+		return nil, "", nil, err
+	}
+	return m, filepath.Base(path), func() { m.Close(); gf.Close() }, nil
 }
 
 func params(m *model.Model) uint64 {

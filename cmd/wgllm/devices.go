@@ -23,6 +23,7 @@ func devicesCmd(a *app) *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout())
 			}
 			printBackends(cmd.OutOrStdout(), gpu.ProbeBackends(), opts.Backend)
+			printImpls(cmd.OutOrStdout(), opts, descs, chosen)
 			return err
 		},
 	}
@@ -58,12 +59,16 @@ func printDevices(w io.Writer, descs []gpu.AdapterDesc, chosen int) {
 			mark = "*"
 		}
 		fmt.Fprintf(tw, "%s %d\t%s\n", mark, d.Index, d.Name)
+		fmt.Fprintf(tw, "   \timplementation\t%s\n", d.Impl)
 		fmt.Fprintf(tw, "   \tbackend\t%s\n", d.Backend)
 		fmt.Fprintf(tw, "   \ttype\t%s\n", d.Type)
 		fmt.Fprintf(tw, "   \tvendor\t%s\n", d.Vendor)
 		fmt.Fprintf(tw, "   \tdriver\t%s\n", d.Driver)
 		fmt.Fprintf(tw, "   \tshader-f16\t%v\n", d.ShaderF16)
 		fmt.Fprintf(tw, "   \ttimestamp-query\t%v\n", d.Timestamps)
+		fmt.Fprintf(tw, "   \tsubgroups\t%s\n", subgroups(d))
+		fmt.Fprintf(tw, "   \tsubgroup-matrix\t%v\n", d.SubgroupMatrix)
+		fmt.Fprintf(tw, "   \tdot4I8Packed\t%v\n", d.DotI8Packed)
 		fmt.Fprintf(tw, "   \tmaxStorageBufferBindingSize\t%s\n", bytesHuman(d.MaxBinding))
 		fmt.Fprintf(tw, "   \tmaxBufferSize\t%s\n", bytesHuman(d.MaxBuffer))
 		fmt.Fprintf(tw, "   \tmaxComputeWorkgroupStorageSize\t%s\n", bytesHuman(uint64(d.MaxWGStorage)))
@@ -74,6 +79,38 @@ func printDevices(w io.Writer, descs []gpu.AdapterDesc, chosen int) {
 	tw.Flush()
 	if chosen >= 0 {
 		fmt.Fprintf(w, "* chosen: %d (%s)\n", chosen, descs[chosen].Name)
+	}
+}
+
+func subgroups(d gpu.AdapterDesc) string {
+	switch {
+	case !d.Subgroups:
+		return "false"
+	case d.SubgroupMinSize == d.SubgroupMaxSize:
+		return fmt.Sprintf("true (size %d)", d.SubgroupMinSize)
+	}
+	return fmt.Sprintf("true (sizes %d..%d)", d.SubgroupMinSize, d.SubgroupMaxSize)
+}
+
+// printImpls says which WebGPU implementation the adapters above come
+// from, and where Dawn's library loads from or why it does not.
+func printImpls(w io.Writer, opts gpu.Options, descs []gpu.AdapterDesc, chosen int) {
+	impl, err := gpu.ParseImpl(opts.Impl)
+	if err != nil {
+		return
+	}
+	inUse := string(impl)
+	if chosen >= 0 && chosen < len(descs) {
+		inUse = string(descs[chosen].Impl)
+		if impl == gpu.ImplAuto {
+			inUse += " (auto)"
+		}
+	}
+	fmt.Fprintf(w, "implementation in use: %s; choose one with WGLLM_GPU_IMPL, --gpu-impl or gpu.impl (wgpu, dawn, auto)\n", inUse)
+	if path, err := gpu.DawnLibrary(opts); err != nil {
+		fmt.Fprintf(w, "dawn: %v\n", err)
+	} else {
+		fmt.Fprintf(w, "dawn: %s\n", path)
 	}
 }
 

@@ -40,6 +40,8 @@ func main() {
 	pf.String("adapter", "", "GPU adapter: index or name substring (see `wgllm devices`)")
 	pf.String("models-dir", "", "model store directory (default: models.dir, else <user cache dir>/wgllm/models)")
 	pf.String("backend", "", "GPU backend: vulkan, metal, dx12 or gl (default: the platform's primary ones)")
+	pf.String("gpu-impl", "", "WebGPU implementation: wgpu, dawn or auto (default auto: Dawn where its library loads and finds an adapter, else wgpu-native)")
+	pf.String("dawn-lib", "", "path of Dawn's libwebgpu_wrapper.so (default: beside the binary, else third_party/dawn/)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		return a.setup(cmd.Flags())
 	}
@@ -56,6 +58,7 @@ func (a *app) setup(flags *pflag.FlagSet) error {
 	bind := map[string]*pflag.Flag{}
 	for key, name := range map[string]string{
 		"log.level": "log-level", "log.format": "log-format", "gpu.adapter": "adapter", "gpu.backend": "backend",
+		"gpu.impl": "gpu-impl", "gpu.dawn_lib": "dawn-lib",
 		"model.path": "model", "server.addr": "addr",
 		"models.dir": "models-dir", "hub.url": "hub-url",
 	} {
@@ -75,5 +78,5 @@ func (a *app) setup(flags *pflag.FlagSet) error {
 // gpuOptions is the adapter choice from config, environment and flags.
 func (a *app) gpuOptions() gpu.Options {
 	return gpu.Options{Adapter: a.cfg.GetString("gpu.adapter"), ForceFallback: a.cfg.GetBool("gpu.force_fallback"),
-		Backend: a.cfg.GetString("gpu.backend")}
+		Backend: a.cfg.GetString("gpu.backend"), Impl: a.cfg.GetString("gpu.impl"), DawnLib: a.cfg.GetString("gpu.dawn_lib")}
 }

@@ -46,12 +46,14 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   model.context_length    WGLLM_MODEL_CONTEXT_LENGTH    tokens per sequence (0: the model's)
   engine.max_batch        WGLLM_ENGINE_MAX_BATCH        sequences decoded together
   engine.queue_limit      WGLLM_ENGINE_QUEUE_LIMIT      waiting requests before 429
+  engine.step_tokens      WGLLM_ENGINE_STEP_TOKENS      tokens a step carries: decode first, then prompt chunks (512)
   kv.dtype                WGLLM_KV_DTYPE                f16, f32 or q8_0 KV cache
   models.serve_dir        WGLLM_MODELS_SERVE_DIR        also serve every *.gguf here, by file name, loaded on demand
   models.list             (config file)                 also serve these: [{name: NAME, path: FILE.gguf}]
   models.gpu_memory_budget WGLLM_MODELS_GPU_MEMORY_BUDGET GPU memory for all loaded models (e.g. 20GB); 0: no limit
   models.max_loaded       WGLLM_MODELS_MAX_LOADED       models loaded at once; 0: no limit
   sampling.*              WGLLM_SAMPLING_TEMPERATURE …  defaults for requests that leave them out
+  sampling.gpu            WGLLM_SAMPLING_GPU            draw tokens on the GPU for requests it takes (false)
   log.level, log.format   WGLLM_LOG_LEVEL, …            debug|info|warn|error; auto|console|json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -145,6 +147,8 @@ func (a *app) startEngineAt(path, name, template string) (*loaded, *engine.Engin
 		ChatStop:     chatStop,
 		MaxBatch:     seqs,
 		QueueLimit:   a.cfg.GetInt("engine.queue_limit"),
+		StepTokens:   a.cfg.GetInt("engine.step_tokens"),
+		GPUSampling:  a.cfg.GetBool("sampling.gpu"),
 		KeepFinished: a.cfg.GetInt("engine.keep_finished"),
 		// Capped at 1 GiB, so the int conversion cannot overflow.
 		KeepFinishedBytes: int(min(a.cfg.GetSizeInBytes("engine.keep_finished_bytes"), 1<<30)),

@@ -33,6 +33,8 @@ func Load(file string, flags map[string]*pflag.Flag) (*viper.Viper, error) {
 	_ = v.BindEnv("gpu.adapter", "WGLLM_GPU_ADAPTER", "WGLLM_ADAPTER")
 	_ = v.BindEnv("gpu.force_fallback", "WGLLM_GPU_FORCE_FALLBACK", "WGLLM_FORCE_FALLBACK")
 	_ = v.BindEnv("gpu.backend", "WGLLM_GPU_BACKEND", "WGLLM_BACKEND")
+	_ = v.BindEnv("gpu.impl", "WGLLM_GPU_IMPL")
+	_ = v.BindEnv("gpu.dawn_lib", "WGLLM_GPU_DAWN_LIB", "WGLLM_DAWN_LIB")
 	for key, f := range flags {
 		if f != nil {
 			if err := v.BindPFlag(key, f); err != nil {

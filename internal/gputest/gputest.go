@@ -36,6 +36,9 @@ func Ctx(t testing.TB) *gpu.Context {
 	if errors.Is(openErr, gpu.ErrNoAdapter) {
 		t.Skipf("no WebGPU adapter: %v", openErr)
 	}
+	if errors.Is(openErr, gpu.ErrDawnAbsent) {
+		t.Skipf("skipping the Dawn run: %v", openErr)
+	}
 	if openErr != nil {
 		t.Fatalf("opening GPU: %v", openErr)
 	}

@@ -38,6 +38,7 @@ type Job struct {
 	Sampling  sample.Params
 	Stop      []string // generation ends before any of these strings
 	Chat      bool     // the prompt is a rendered chat: Options.ChatStop applies too
+	AddBOS    *bool    // overrides the model's add_bos_token metadata when set
 	// Grammar constrains the output (structured output: a JSON schema or
 	// JSON mode); nil: unconstrained. The job ends when the grammar can
 	// take nothing more, and near MaxTokens only tokens that can still

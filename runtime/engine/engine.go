@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/grammar"
-	"github.com/wgllm/wgllm/runtime/kv"
 	"github.com/wgllm/wgllm/runtime/model"
 	"github.com/wgllm/wgllm/runtime/sample"
 	"github.com/wgllm/wgllm/runtime/tokenizer"
@@ -28,7 +26,15 @@ type Options struct {
 	// KeepFinishedBytes bounds the text those jobs keep, in bytes, oldest
 	// dropped first (their prompts are not kept); 0: 32 MiB.
 	KeepFinishedBytes int
-	Name              string
+	// StepTokens is the token budget of one model step: every running
+	// job's next token first, then a chunk of a prompt being prefilled
+	// (schedule.go). 0: 512; at least MaxBatch, at most the model's batch.
+	StepTokens int
+	// GPUSampling draws the tokens of jobs whose settings the GPU sampler
+	// takes on the GPU (gpusample.go); runtime/sample stays the reference
+	// path and samples everything else.
+	GPUSampling bool
+	Name        string
 	// RenderChat renders a chat with the model's template.
 	RenderChat func(Chat) (RenderedChat, error)
 	// ChatStop ends chat jobs at these strings as well (the end-of-turn
@@ -46,19 +52,20 @@ type Engine struct {
 	tok *tokenizer.Tokenizer
 	opt Options
 
-	mu       sync.Mutex
-	queue    []*job
-	embeds   []*embedWork // embedding requests, run between steps
-	jobs     map[string]*job
-	finished []string // ids in finishing order, for pruning
-	keptText int      // bytes of text the finished jobs hold
-	active   []*job   // owned by the loop goroutine
-	slots    []slot   // per KV sequence slot; owned by the loop goroutine
-	closed   bool
-	abortErr error // set by Abort: why the jobs still pending fail
-	wake     chan struct{}
-	done     chan struct{}
-	nextID   atomic.Uint64
+	mu          sync.Mutex
+	queue       []*job
+	embeds      []*embedWork // embedding requests, run between steps
+	jobs        map[string]*job
+	finished    []string // ids in finishing order, for pruning
+	keptText    int      // bytes of text the finished jobs hold
+	active      []*job   // owned by the loop goroutine
+	slots       []slot   // per KV sequence slot; owned by the loop goroutine
+	stepBuffers          // a step's reused slices; owned by the loop goroutine
+	closed      bool
+	abortErr    error // set by Abort: why the jobs still pending fail
+	wake        chan struct{}
+	done        chan struct{}
+	nextID      atomic.Uint64
 
 	vocabOnce sync.Once // builds vocab on the first job with a grammar
 	vocab     *grammar.Vocab
@@ -95,8 +102,10 @@ type job struct {
 	seq       int
 	ids       []int32          // prompt
 	fed       []int32          // tokens whose KV is in the cache
+	toPrefill []int32          // prompt tokens not yet in the cache (a suffix of ids)
 	next      int32            // token to feed at the next step
 	sampler   *sample.Sampler  // nil: greedy on the GPU's argmax
+	draw      gpuDraw          // GPU sampling state (gpusample.go)
 	matcher   *grammar.Matcher // with Job.Grammar
 	allowed   []bool           // the matcher's mask, per step
 	logprobs  []TokenLogprob   // generated since the last event
@@ -119,6 +128,10 @@ func NewEngine(m *model.Model, tok *tokenizer.Tokenizer, opt Options) (*Engine, 
 		opt.MaxBatch = seqs
 	}
 	opt.MaxBatch = min(opt.MaxBatch, m.Batch())
+	if opt.StepTokens <= 0 {
+		opt.StepTokens = defaultStepTokens
+	}
+	opt.StepTokens = min(max(opt.StepTokens, opt.MaxBatch), m.Batch())
 	if opt.QueueLimit <= 0 {
 		opt.QueueLimit = 64
 	}
@@ -172,7 +185,11 @@ func (e *Engine) Submit(j Job, emit func(Event)) (string, error) {
 			return "", fmt.Errorf("%w: logit_bias: %v for token %d must be in [-%d, %d]", ErrBadJob, b, id, sample.MaxLogitBias, sample.MaxLogitBias)
 		}
 	}
-	ids := e.tok.Encode(j.Prompt, e.tok.AddBOS())
+	addBOS := e.tok.AddBOS()
+	if j.AddBOS != nil {
+		addBOS = *j.AddBOS
+	}
+	ids := e.tok.Encode(j.Prompt, addBOS)
 	// Chat templates that print the BOS text themselves would otherwise
 	// give two BOS tokens (llama.cpp drops one too).
 	if len(ids) >= 2 && ids[0] == e.tok.BOS() && ids[1] == e.tok.BOS() {
@@ -291,6 +308,11 @@ func (e *Engine) loop() {
 		e.mu.Unlock()
 		if closed {
 			e.drain()
+			// The slots go back to the cache: the model may serve again
+			// (a one-slot engine per Generator call).
+			for s := range e.slots {
+				e.m.KV.Release(s)
+			}
 			e.kvUsed.Store(0)
 			e.activeCount.Store(0)
 			return
@@ -370,7 +392,8 @@ func (e *Engine) reap() {
 	}
 }
 
-// admit moves queued jobs into free sequence slots and prefills them.
+// admit moves queued jobs into free sequence slots; their prompts are
+// prefilled in chunks by the steps that follow.
 func (e *Engine) admit() {
 	for len(e.active) < e.opt.MaxBatch {
 		e.mu.Lock()
@@ -383,6 +406,10 @@ func (e *Engine) admit() {
 			e.mu.Unlock()
 			return // wait for running jobs to free blocks
 		}
+		if e.awaitsPrefix(j.ids) {
+			e.mu.Unlock()
+			return // share a prompt prefix once it is in the cache
+		}
 		e.queue = e.queue[1:]
 		j.state = Running
 		e.mu.Unlock()
@@ -390,14 +417,8 @@ func (e *Engine) admit() {
 			e.finish(j, "", err)
 			continue
 		}
-		if j.cancel.Load() {
-			e.finish(j, "cancelled", nil)
-			continue
-		}
-		if e.accept(j) {
-			e.active = append(e.active, j)
-			e.activeCount.Store(int64(len(e.active)))
-		}
+		e.active = append(e.active, j)
+		e.activeCount.Store(int64(len(e.active)))
 	}
 }
 
@@ -449,7 +470,8 @@ func (e *Engine) longestPrefix(ids []int32, skip int) (int, int) {
 	return best, bestLen
 }
 
-// start claims a slot and prefills the prompt (beyond a reused prefix).
+// start claims a slot for j, reusing a cached prefix of its prompt, and
+// leaves the rest of the prompt to prefill.
 func (e *Engine) start(j *job) error {
 	j.started = time.Now()
 	s, reuse := e.pickSlot(j.ids)
@@ -481,6 +503,9 @@ func (e *Engine) start(j *job) error {
 	if err := e.setupSampling(j); err != nil {
 		return err
 	}
+	if err := e.startGPUDraw(j); err != nil {
+		return err
+	}
 	j.maxTokens = j.MaxTokens
 	if j.maxTokens <= 0 {
 		j.maxTokens = e.opt.DefaultMaxTokens
@@ -489,36 +514,12 @@ func (e *Engine) start(j *job) error {
 		j.maxTokens = room
 	}
 	j.dec = e.tok.NewDecoder()
-	want := model.NextGreedy
-	logits := []float32(nil)
-	if j.sampler != nil {
-		want = model.LastLogits
-		logits = make([]float32, e.m.Cfg.Vocab)
-	}
-	rest := j.ids[reuse:]
-	var next int32
-	for i := 0; i < len(rest); i += e.m.Batch() {
-		chunk := rest[i:min(i+e.m.Batch(), len(rest))]
-		var err error
-		next, err = e.m.Forward(s, chunk, want, logits)
-		if errors.Is(err, kv.ErrFull) && e.evictIdle() {
-			next, err = e.m.Forward(s, chunk, want, logits)
-		}
-		if err != nil {
-			return err
-		}
-		j.fed = append(j.fed, chunk...)
-		if j.cancel.Load() {
-			return nil
-		}
-	}
-	if j.sampler != nil {
-		var err error
-		if next, err = e.pick(j, logits); err != nil {
-			return err
-		}
-	}
-	j.next = next
+	j.toPrefill = j.ids[reuse:]
+	return nil
+}
+
+// prefilled records the end of j's prompt: its first token is j.next.
+func (e *Engine) prefilled(j *job) {
 	j.firstTok = time.Now()
 	j.decodeT0 = j.firstTok
 	e.promptTokens.Add(uint64(len(j.ids)))
@@ -527,10 +528,9 @@ func (e *Engine) start(j *job) error {
 	j.timings.PrefillMS = ms(j.firstTok.Sub(j.started))
 	j.timings.TimeToFirstMS = ms(j.firstTok.Sub(j.created))
 	if d := j.firstTok.Sub(j.started).Seconds(); d > 0 {
-		j.timings.PromptPerSecond = float64(len(rest)) / d
+		j.timings.PromptPerSecond = float64(len(j.ids)-j.usage.CachedTokens) / d
 	}
 	e.mu.Unlock()
-	return nil
 }
 
 // accept handles j.next, the token just produced: it ends the job at an
@@ -646,82 +646,6 @@ func (e *Engine) pick(j *job, row []float32) (int32, error) {
 
 func (e *Engine) token(id int32) Token { return Token{ID: id, Bytes: []byte(e.tok.Piece(id))} }
 
-// step advances every active job by one token in one batched submission.
-func (e *Engine) step() {
-	if len(e.active) == 0 {
-		return
-	}
-	seqs := make([]int, len(e.active))
-	toks := make([]int32, len(e.active))
-	greedy := true
-	for i, j := range e.active {
-		seqs[i], toks[i] = j.seq, j.next
-		greedy = greedy && j.sampler == nil
-	}
-	next := make([]int32, len(e.active))
-	var logits []float32
-	want := model.NextGreedy
-	if !greedy {
-		want = model.LastLogits
-		logits = make([]float32, len(e.active)*e.m.Cfg.Vocab)
-	}
-	err := e.m.DecodeBatch(seqs, toks, want, logits, next)
-	if errors.Is(err, kv.ErrFull) && e.evictIdle() {
-		err = e.m.DecodeBatch(seqs, toks, want, logits, next)
-	}
-	if errors.Is(err, kv.ErrFull) && len(e.active) > 1 {
-		// Still no room for every sequence to grow: the newest job gives
-		// way (fails with the reason) and the others go on.
-		last := e.active[len(e.active)-1]
-		e.active = e.active[:len(e.active)-1]
-		e.activeCount.Store(int64(len(e.active)))
-		e.finish(last, "", fmt.Errorf("engine: %w: no room to continue this request alongside the others", err))
-		return
-	}
-	var nonFinite *ops.NonFiniteError
-	if errors.As(err, &nonFinite) {
-		// The step was rolled back for every sequence: the ones without a
-		// token fail, the others run it again next time (bit-identical).
-		e.dropRows(nonFinite.Rows, fmt.Errorf("engine: %w", ops.ErrNonFinite))
-		return
-	}
-	if err != nil {
-		for _, j := range e.active {
-			e.finish(j, "", err)
-		}
-		e.active = e.active[:0]
-		e.activeCount.Store(0)
-		return
-	}
-	kept := e.active[:0]
-	vocab := e.m.Cfg.Vocab
-	for i, j := range e.active {
-		j.fed = append(j.fed, toks[i])
-		if !greedy {
-			row := logits[i*vocab : (i+1)*vocab]
-			if j.sampler == nil {
-				var err error
-				if next[i], err = argmax(row); err != nil {
-					e.finish(j, "", err)
-					continue
-				}
-			} else {
-				var err error
-				if next[i], err = e.pick(j, row); err != nil {
-					e.finish(j, "", err)
-					continue
-				}
-			}
-		}
-		j.next = next[i]
-		if e.accept(j) {
-			kept = append(kept, j)
-		}
-	}
-	e.active = kept
-	e.activeCount.Store(int64(len(e.active)))
-}
-
 // fits reports whether a sequence of n tokens finds free KV blocks (after
 // dropping idle cached prompts if need be).
 func (e *Engine) fits(n int) bool {
@@ -747,24 +671,6 @@ func (e *Engine) evictIdle() bool {
 		}
 	}
 	return freed
-}
-
-// dropRows fails the active jobs at the given indices with err.
-func (e *Engine) dropRows(rows []int, err error) {
-	drop := make(map[int]bool, len(rows))
-	for _, r := range rows {
-		drop[r] = true
-	}
-	kept := e.active[:0]
-	for i, j := range e.active {
-		if drop[i] {
-			e.finish(j, "", err)
-			continue
-		}
-		kept = append(kept, j)
-	}
-	e.active = kept
-	e.activeCount.Store(int64(len(e.active)))
 }
 
 // argmax is the greedy token of a logits row on the CPU, with the GPU

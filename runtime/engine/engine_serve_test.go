@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -310,4 +311,71 @@ func TestChatStopAppliesToChatJobsOnly(t *testing.T) {
 	if !strings.Contains(plain, "Tim") || strings.Contains(chat, "Tim") || ev.FinishReason != "stop" || !strings.HasPrefix(plain, chat) {
 		t.Errorf("plain %q, chat %q (%s)", plain, chat, ev.FinishReason)
 	}
+}
+
+// TestLongPromptDoesNotStallRunningStreams: while a long prompt is
+// prefilled in chunks (a step budget of 8 tokens), a running stream gets a
+// token from every step; both texts equal their alone runs.
+func TestLongPromptDoesNotStallRunningStreams(t *testing.T) {
+	const budget = 8
+	e := newEngine(t, 2, Options{StepTokens: budget})
+	long := "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her friends. " +
+		"One day, she saw a big red ball under a tree and she"
+	n := len(e.tok.Encode(long, e.tok.AddBOS()))
+	if n < 6*budget {
+		t.Fatalf("the long prompt has only %d tokens", n)
+	}
+	short := "Tom had a little"
+	alone := map[string]string{}
+	for _, p := range []string{short, long} {
+		e.evictForTest()
+		c := newCollector()
+		if _, err := e.Submit(Job{Prompt: p, MaxTokens: 60, Sampling: sample.Greedy()}, c.emit); err != nil {
+			t.Fatal(err)
+		}
+		alone[p], _ = c.wait(t)
+	}
+	e.evictForTest()
+
+	var streamed atomic.Int64 // pieces of the running stream so far
+	firstPiece := make(chan struct{}, 1)
+	running := newCollector()
+	if _, err := e.Submit(Job{Prompt: short, MaxTokens: 60, Sampling: sample.Greedy()}, func(ev Event) {
+		if !ev.Done && ev.Text != "" && streamed.Add(1) == 1 {
+			firstPiece <- struct{}{}
+		}
+		running.emit(ev)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	<-firstPiece
+	// Pieces streamed between the long prompt's submission and its first
+	// token: a lower bound of the steps that ran the stream meanwhile.
+	atSubmit := streamed.Load()
+	duringPrefill := int64(-1)
+	longC := newCollector()
+	if _, err := e.Submit(Job{Prompt: long, MaxTokens: 60, Sampling: sample.Greedy()}, func(ev Event) {
+		if duringPrefill < 0 && !ev.Done {
+			duringPrefill = streamed.Load() - atSubmit
+		}
+		longC.emit(ev)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	textRun, evRun := running.wait(t)
+	textLong, evLong := longC.wait(t)
+	if evRun.Err != nil || evLong.Err != nil {
+		t.Fatal(evRun.Err, evLong.Err)
+	}
+	if textRun != alone[short] || textLong != alone[long] {
+		t.Errorf("texts differ from alone runs:\n%q\n%q\n%q\n%q", textRun, alone[short], textLong, alone[long])
+	}
+	// The long prompt needs ⌈n / (budget-1)⌉ steps with the stream's token
+	// in each; the stream must have gone on through them.
+	steps := (n + budget - 2) / (budget - 1)
+	if duringPrefill < int64(steps)-1 {
+		t.Errorf("the running stream had %d pieces by the long prompt's first token; its %d-token prefill took at least %d steps, each with a stream token",
+			duringPrefill, n, steps)
+	}
+	t.Logf("long prompt: %d tokens in ≥%d steps; the running stream streamed %d pieces meanwhile", n, steps, duringPrefill)
 }

@@ -194,3 +194,24 @@ func TestSampledGenerationIsSeeded(t *testing.T) {
 		t.Errorf("seeds 1 and 2 gave the same 30 tokens: %q", a)
 	}
 }
+
+// TestGeneratorCancel: Cancel from the emit callback (any goroutine) ends
+// the generation after the current step, finish reason "cancelled", and
+// the generator serves the next call.
+func TestGeneratorCancel(t *testing.T) {
+	g := open(t, "stories260K.gguf", model.Options{CtxLen: 128})
+	pieces := 0
+	st, err := g.Generate(Request{Prompt: "Once upon a time", MaxTokens: 100, Sampling: sample.Greedy()}, func(string) error {
+		pieces++
+		if pieces == 2 {
+			go g.Cancel()
+		}
+		return nil
+	})
+	if err != nil || st.FinishReason != "cancelled" || st.CompletionTokens >= 100 {
+		t.Fatalf("cancelled generation: %+v, %v", st, err)
+	}
+	if got, _ := generate(t, g, "Tom had", 3); got == "" {
+		t.Error("no text after a cancelled generation")
+	}
+}

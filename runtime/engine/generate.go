@@ -5,6 +5,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/wgllm/wgllm/runtime/model"
@@ -28,12 +29,26 @@ type Stats struct {
 	Prefill, Decode                time.Duration
 }
 
-// Generator runs one sequence at a time on a model.
+// Generator runs one sequence at a time on a model: the CLI's and the
+// browser build's generation, through the same Engine the server uses.
 type Generator struct {
 	M   *model.Model
 	Tok *tokenizer.Tokenizer
-	// scratch for sampled decoding
-	logits []float32
+
+	mu        sync.Mutex
+	running   *Engine // the call in progress, for Cancel
+	runningID string
+}
+
+// Cancel ends the generation in progress at the end of its current step;
+// Generate then returns with FinishReason "cancelled". It may be called
+// from any goroutine.
+func (g *Generator) Cancel() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.running != nil {
+		g.running.Cancel(g.runningID)
+	}
 }
 
 // New pairs a model with its tokenizer.
@@ -41,99 +56,55 @@ func New(m *model.Model, tok *tokenizer.Tokenizer) (*Generator, error) {
 	if tok.VocabSize() > m.Cfg.Vocab {
 		return nil, fmt.Errorf("engine: tokenizer has %d tokens, the model's output only %d", tok.VocabSize(), m.Cfg.Vocab)
 	}
-	return &Generator{M: m, Tok: tok, logits: make([]float32, m.Cfg.Vocab)}, nil
+	return &Generator{M: m, Tok: tok}, nil
 }
 
 // ErrPromptTooLong is wrapped when a prompt does not fit the context.
 var ErrPromptTooLong = errors.New("prompt too long")
 
 // Generate runs req, calling emit with each piece of text as soon as it is
-// complete UTF-8. It stops at an end-of-generation token or MaxTokens.
+// complete UTF-8. It stops at an end-of-generation token or MaxTokens. It
+// runs on a one-slot Engine, the serving loop itself, for the time of the
+// call; an error from emit cancels the generation and is returned.
 func (g *Generator) Generate(req Request, emit func(string) error) (Stats, error) {
-	var st Stats
-	addBOS := g.Tok.AddBOS()
-	if req.AddBOS != nil {
-		addBOS = *req.AddBOS
-	}
-	ids := g.Tok.Encode(req.Prompt, addBOS)
-	if len(ids) == 0 {
-		return st, fmt.Errorf("engine: empty prompt (and the model adds no BOS token)")
-	}
-	st.PromptTokens = len(ids)
-	capacity := g.M.KV.Config().MaxSeqLen
-	if len(ids) >= capacity {
-		return st, fmt.Errorf("engine: %w: %d tokens, the context holds %d", ErrPromptTooLong, len(ids), capacity)
-	}
-	maxTokens := req.MaxTokens
-	if maxTokens <= 0 || len(ids)+maxTokens > capacity {
-		maxTokens = capacity - len(ids)
-	}
-	greedy := req.Sampling.Temperature == 0
-	var smp *sample.Sampler
-	if !greedy {
-		var err error
-		if smp, err = sample.New(req.Sampling, g.M.Cfg.Vocab); err != nil {
-			return st, err
-		}
-		if err := smp.Accept(ids...); err != nil {
-			return st, err
-		}
-	} else if err := req.Sampling.Validate(); err != nil && req.Sampling != (sample.Params{}) {
-		return st, err
-	}
-	seq, err := g.M.KV.Acquire()
+	eng, err := NewEngine(g.M, g.Tok, Options{MaxBatch: 1, QueueLimit: 1, StepTokens: g.M.Batch()})
 	if err != nil {
-		return st, err
+		return Stats{}, err
 	}
-	defer g.M.KV.Release(seq)
-
-	step := model.NextGreedy
-	if !greedy {
-		step = model.LastLogits
+	defer eng.Close()
+	// Events come from the engine's goroutine; emit runs on the caller's.
+	// The engine never waits long: this loop reads until the final event.
+	events := make(chan Event, 64)
+	id, err := eng.Submit(Job{Prompt: req.Prompt, MaxTokens: req.MaxTokens, Sampling: req.Sampling, AddBOS: req.AddBOS},
+		func(ev Event) { events <- ev })
+	if err != nil {
+		return Stats{}, err
 	}
-	// Prefill in chunks of the model's batch; only the last chunk's output
-	// matters.
-	t0 := time.Now()
-	var next int32
-	for start := 0; start < len(ids); start += g.M.Batch() {
-		end := min(start+g.M.Batch(), len(ids))
-		if next, err = g.M.Forward(seq, ids[start:end], step, g.logits); err != nil {
-			return st, err
-		}
-	}
-	st.Prefill = time.Since(t0)
-	dec := g.Tok.NewDecoder()
-	t1 := time.Now()
-	defer func() { st.Decode = time.Since(t1) }()
-	for {
-		if !greedy {
-			if next, err = smp.Sample(g.logits); err != nil {
-				return st, err
+	g.mu.Lock()
+	g.running, g.runningID = eng, id
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.running = nil
+		g.mu.Unlock()
+	}()
+	var emitErr error
+	for ev := range events {
+		if !ev.Done {
+			if emitErr == nil {
+				if emitErr = emit(ev.Text); emitErr != nil {
+					eng.Cancel(id)
+				}
 			}
+			continue
 		}
-		if g.Tok.IsEOG(next) {
-			st.FinishReason = "stop"
-			break
+		st := Stats{PromptTokens: ev.Usage.PromptTokens, CompletionTokens: ev.Usage.CompletionTokens, FinishReason: ev.FinishReason,
+			Prefill: time.Duration(ev.Timings.PrefillMS * float64(time.Millisecond)),
+			Decode:  time.Duration(ev.Timings.DecodeMS * float64(time.Millisecond))}
+		if emitErr != nil {
+			return st, emitErr
 		}
-		st.CompletionTokens++
-		if text := dec.Push(next); text != "" {
-			if err := emit(text); err != nil {
-				return st, err
-			}
-		}
-		if st.CompletionTokens >= maxTokens {
-			st.FinishReason = "length"
-			break
-		}
-		if next, err = g.M.Forward(seq, []int32{next}, step, g.logits); err != nil {
-			return st, err
-		}
+		return st, ev.Err
 	}
-	if text := dec.Flush(); text != "" {
-		if err := emit(text); err != nil {
-			return st, err
-		}
-	}
-	st.Decode = time.Since(t1)
-	return st, nil
+	return Stats{}, errors.New("engine: the generation ended without a final event")
 }

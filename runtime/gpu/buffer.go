@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/wgllm/wgllm/runtime/gpu/internal/hal"
 )
 
 // Buffer is a GPU storage buffer. Sizes are in bytes.
 type Buffer struct {
 	ctx   *Context
-	raw   *wgpu.Buffer
+	raw   hal.Buffer
 	id    uint64
 	size  uint64
 	label string
@@ -35,11 +35,7 @@ func (c *Context) NewBuffer(label string, size uint64) (*Buffer, error) {
 	if size > c.Limits.MaxBufferSize {
 		return nil, fmt.Errorf("gpu: buffer %q of %d bytes exceeds the adapter's maxBufferSize of %d bytes", label, size, c.Limits.MaxBufferSize)
 	}
-	raw, err := c.device.CreateBuffer(&wgpu.BufferDescriptor{
-		Label: label,
-		Size:  size,
-		Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst,
-	})
+	raw, err := c.device.CreateBuffer(label, size, hal.UsageStorage|hal.UsageCopySrc|hal.UsageCopyDst)
 	if err != nil {
 		return nil, fmt.Errorf("gpu: creating buffer %q of %d bytes: %w", label, size, err)
 	}
@@ -62,7 +58,6 @@ func (b *Buffer) Destroy() {
 	}
 	c.mu.Unlock()
 	b.raw.Destroy()
-	b.raw.Release()
 	b.raw = nil
 	c.allocated.Add(-int64(b.size))
 }
@@ -95,7 +90,7 @@ func (b *Buffer) Write(offset uint64, data []byte) error {
 	const chunk = 64 << 20
 	for len(data) > 0 {
 		n := min(len(data), chunk)
-		if err := writeBuffer(b.ctx.queue, b.raw, offset, data[:n]); err != nil {
+		if err := b.ctx.device.WriteBuffer(b.raw, offset, data[:n]); err != nil {
 			return fmt.Errorf("gpu: writing %q: %w", b.label, err)
 		}
 		data = data[n:]
@@ -137,13 +132,8 @@ func (b *Buffer) ReadInto(offset uint64, dst []byte) error {
 	if c.staging == nil || c.stagingN < min(size, chunk) {
 		if c.staging != nil {
 			c.staging.Destroy()
-			c.staging.Release()
 		}
-		st, err := c.device.CreateBuffer(&wgpu.BufferDescriptor{
-			Label: "readback",
-			Size:  align(min(size, chunk), 4),
-			Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst,
-		})
+		st, err := c.device.CreateBuffer("readback", align(min(size, chunk), 4), hal.UsageMapRead|hal.UsageCopyDst)
 		if err != nil {
 			c.staging = nil
 			return fmt.Errorf("gpu: creating readback buffer: %w", err)
@@ -152,37 +142,26 @@ func (b *Buffer) ReadInto(offset uint64, dst []byte) error {
 	}
 	for done := uint64(0); done < size; {
 		n := min(size-done, c.stagingN)
-		enc, err := c.device.CreateCommandEncoder(nil)
+		enc, err := c.device.CreateEncoder()
 		if err != nil {
 			return fmt.Errorf("gpu: readback encoder: %w", err)
 		}
-		if err := enc.CopyBufferToBuffer(b.raw, offset+done, c.staging, 0, n); err != nil {
+		if err := enc.Copy(b.raw, offset+done, c.staging, 0, n); err != nil {
 			enc.Release()
 			return fmt.Errorf("gpu: readback copy from %q: %w", b.label, err)
 		}
-		cmd, err := enc.Finish(nil)
+		cmd, err := enc.Finish()
 		enc.Release()
 		if err != nil {
 			return fmt.Errorf("gpu: readback finish: %w", err)
 		}
-		c.queue.Submit(cmd)
+		c.device.Submit(cmd)
 		cmd.Release()
-		pending := mapRead(c.staging, 0, n)
-		if err := c.waitFor(pending); err != nil {
-			pending.free()
-			return err
-		}
-		status := wgpu.BufferMapAsyncStatus(pending.value())
-		pending.free()
-		if status != wgpu.BufferMapAsyncStatusSuccess {
-			if err := c.Err(); err != nil {
-				return err
+		if err := c.device.ReadMapped(c.staging, 0, dst[done:done+n]); err != nil {
+			if lost := c.Err(); lost != nil {
+				return lost
 			}
-			return fmt.Errorf("gpu: mapping readback buffer failed: %s", status)
-		}
-		copy(dst[done:done+n], c.staging.GetMappedRange(0, uint(n)))
-		if err := c.staging.Unmap(); err != nil {
-			return fmt.Errorf("gpu: unmapping readback buffer: %w", err)
+			return fmt.Errorf("gpu: readback of %q: %w", b.label, err)
 		}
 		done += n
 	}

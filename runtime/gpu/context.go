@@ -1,7 +1,9 @@
-// Package gpu is the only package that talks to WebGPU (wgpu-native through
-// github.com/cogentcore/webgpu). It owns adapter choice, the device, buffers,
-// the pipeline cache, command encoding and readback, and turns wgpu
-// validation failures and device loss into Go errors.
+// Package gpu is the only package that talks to WebGPU. It owns the choice
+// of implementation (wgpu-native through github.com/cogentcore/webgpu, or
+// Dawn's C API loaded at run time; see Impl) and of adapter, the device,
+// buffers, the pipeline cache, command encoding and readback, and turns
+// validation failures and device loss into Go errors. The implementations
+// sit behind internal/hal; nothing outside this package sees which runs.
 package gpu
 
 import (
@@ -15,7 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/wgllm/wgllm/runtime/gpu/internal/hal"
 )
 
 // Options choose the adapter. Adapter is an index into ListAdapters' order or
@@ -29,11 +31,19 @@ type Options struct {
 	// Timestamps requests the timestamp-query feature (when the adapter has
 	// it) so that EnableProfiling can time each dispatch.
 	Timestamps bool
+	// Impl is the WebGPU implementation: wgpu, dawn or auto (empty: auto,
+	// Dawn when its library loads and finds an adapter, else wgpu).
+	Impl string
+	// DawnLib is the path of Dawn's library (libwebgpu_wrapper.so); empty
+	// looks beside the executable, then in third_party/dawn/.
+	DawnLib string
 }
 
-// OptionsFromEnv reads WGLLM_ADAPTER, WGLLM_FORCE_FALLBACK and WGLLM_BACKEND.
+// OptionsFromEnv reads WGLLM_ADAPTER, WGLLM_FORCE_FALLBACK, WGLLM_BACKEND,
+// WGLLM_GPU_IMPL and WGLLM_DAWN_LIB.
 func OptionsFromEnv() Options {
-	o := Options{Adapter: os.Getenv("WGLLM_ADAPTER"), Backend: os.Getenv("WGLLM_BACKEND")}
+	o := Options{Adapter: os.Getenv("WGLLM_ADAPTER"), Backend: os.Getenv("WGLLM_BACKEND"),
+		Impl: os.Getenv("WGLLM_GPU_IMPL"), DawnLib: os.Getenv("WGLLM_DAWN_LIB")}
 	if v := os.Getenv("WGLLM_FORCE_FALLBACK"); v != "" && v != "0" && !strings.EqualFold(v, "false") {
 		o.ForceFallback = true
 	}
@@ -43,6 +53,7 @@ func OptionsFromEnv() Options {
 // AdapterDesc describes one adapter as `wgllm devices` prints it.
 type AdapterDesc struct {
 	Index             int
+	Impl              Impl // the WebGPU implementation that found it
 	Name              string
 	Vendor            string
 	Driver            string
@@ -50,6 +61,11 @@ type AdapterDesc struct {
 	Type              string
 	ShaderF16         bool
 	Timestamps        bool
+	Subgroups         bool
+	SubgroupMatrix    bool
+	DotI8Packed       bool   // WGSL dot4I8Packed (packed_4x8_integer_dot_product)
+	SubgroupMinSize   uint32 // 0 when unknown
+	SubgroupMaxSize   uint32
 	MaxBinding        uint64 // maxStorageBufferBindingSize
 	MaxBuffer         uint64 // maxBufferSize (clamped)
 	MaxWGStorage      uint32 // maxComputeWorkgroupStorageSize
@@ -57,42 +73,44 @@ type AdapterDesc struct {
 	MaxWGPerDim       uint32 // maxComputeWorkgroupsPerDimension
 	MaxStorageBuffers uint32 // maxStorageBuffersPerShaderStage
 
-	typ     wgpu.AdapterType
-	backend wgpu.BackendType
+	typ         hal.AdapterType
+	backendRank int // 0 for Vulkan, Metal and D3D12
 }
 
 // maxBufferCap clamps adapters that report absurd buffer sizes (NVIDIA: 2^64-1).
 const maxBufferCap = uint64(1) << 40
 
-func describe(i int, a *wgpu.Adapter) AdapterDesc {
-	info := adapterInfo(a)
-	lim := a.GetLimits().Limits
-	// This wgpu-native reports vendor and device as hex ids and puts the
-	// human-readable name (e.g. "llvmpipe (LLVM 15.0.6, 256 bits)") in the
-	// description; show the readable one.
-	name := info.Name
-	if name == "" || strings.HasPrefix(name, "0x") {
-		name = info.DriverDescription
+func describe(impl Impl, a hal.Adapter) AdapterDesc {
+	info := a.Info()
+	lim := info.Limits
+	f := info.Features
+	typ := info.Type
+	if info.Fallback {
+		typ = hal.AdapterCPU
 	}
-	d := AdapterDesc{
-		Index:             i,
-		Name:              name,
-		Vendor:            info.VendorName,
-		Driver:            info.DriverDescription,
-		Backend:           info.BackendType.String(),
-		Type:              info.AdapterType.String(),
-		ShaderF16:         hasFeature(a, wgpu.FeatureNameShaderF16),
-		Timestamps:        hasFeature(a, wgpu.FeatureNameTimestampQuery),
+	return AdapterDesc{
+		Impl:              impl,
+		Name:              info.Name,
+		Vendor:            info.Vendor,
+		Driver:            info.Driver,
+		Backend:           info.Backend,
+		Type:              typ.String(),
+		ShaderF16:         f.ShaderF16,
+		Timestamps:        f.Timestamps,
+		Subgroups:         f.Subgroups,
+		SubgroupMatrix:    f.SubgroupMatrix,
+		DotI8Packed:       f.DotI8Packed,
+		SubgroupMinSize:   f.SubgroupMinSize,
+		SubgroupMaxSize:   f.SubgroupMaxSize,
 		MaxBinding:        lim.MaxStorageBufferBindingSize,
 		MaxBuffer:         min(lim.MaxBufferSize, maxBufferCap),
 		MaxWGStorage:      lim.MaxComputeWorkgroupStorageSize,
 		MaxInvocs:         lim.MaxComputeInvocationsPerWorkgroup,
 		MaxWGPerDim:       lim.MaxComputeWorkgroupsPerDimension,
 		MaxStorageBuffers: lim.MaxStorageBuffersPerShaderStage,
-		typ:               info.AdapterType,
-		backend:           info.BackendType,
+		typ:               typ,
+		backendRank:       info.BackendRank,
 	}
-	return d
 }
 
 // rank orders adapters: discrete GPUs, then integrated, then anything else,
@@ -101,11 +119,11 @@ func describe(i int, a *wgpu.Adapter) AdapterDesc {
 func rank(d AdapterDesc) int {
 	r := 0
 	switch d.typ {
-	case wgpu.AdapterTypeDiscreteGPU:
+	case hal.AdapterDiscreteGPU:
 		r = 0
-	case wgpu.AdapterTypeIntegratedGPU:
+	case hal.AdapterIntegratedGPU:
 		r = 10
-	case wgpu.AdapterTypeUnknown:
+	case hal.AdapterUnknown:
 		r = 20
 	default: // CPU
 		r = 30
@@ -113,9 +131,7 @@ func rank(d AdapterDesc) int {
 	if strings.Contains(strings.ToLower(d.Name), "llvmpipe") || strings.Contains(strings.ToLower(d.Name), "lavapipe") {
 		r = 30
 	}
-	switch d.backend {
-	case wgpu.BackendTypeVulkan, wgpu.BackendTypeMetal, wgpu.BackendTypeD3D12:
-	default:
+	if d.backendRank != 0 {
 		r += 5
 	}
 	return r
@@ -131,27 +147,23 @@ func setRuntimeDirIfUnset() {
 
 type adapterEntry struct {
 	desc AdapterDesc
-	raw  *wgpu.Adapter
+	raw  hal.Adapter
 }
 
-// enumerate lists the adapters of the backend opts name (all primary ones
-// when none is named).
+// enumerate lists the adapters of the implementation and backend opts name,
+// best first.
 func enumerate(opts Options) ([]adapterEntry, error) {
 	b, err := ParseBackend(opts.Backend)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBackend(b); err != nil {
-		return nil, err
-	}
-	inst, err := getInstance(b)
+	impl, raws, err := implAdapters(opts, b)
 	if err != nil {
 		return nil, err
 	}
-	raws := inst.EnumerateAdapters(nil)
 	out := make([]adapterEntry, 0, len(raws))
 	for _, a := range raws {
-		out = append(out, adapterEntry{desc: describe(0, a), raw: a})
+		out = append(out, adapterEntry{desc: describe(impl, a), raw: a})
 	}
 	// Stable best-first order, so indices mean the same thing every run.
 	sort.SliceStable(out, func(i, j int) bool { return rank(out[i].desc) < rank(out[j].desc) })
@@ -225,27 +237,28 @@ func choose(descs []AdapterDesc, opts Options) (int, error) {
 // Context must be recorded from one goroutine at a time.
 type Context struct {
 	Adapter AdapterDesc
-	Limits  wgpu.Limits // what the device was created with
+	Limits  Limits // what the device was created with
 	HasF16  bool
 	// HasTimestamps: the device was created with timestamp queries
 	// (Options.Timestamps on an adapter that has them).
 	HasTimestamps bool
-	prof          *profiler
+	// Features are what the device was created with; kernels pick
+	// variants by them.
+	Features Features
+	prof     *profiler
 
-	adapter *wgpu.Adapter
-	device  *wgpu.Device
-	queue   *wgpu.Queue
+	adapter hal.Adapter
+	device  hal.Device
 
 	mu        sync.Mutex
 	pipelines map[any]*Pipeline
-	bindCache map[bindKey]*wgpu.BindGroup
-	uniforms  []*wgpu.Buffer // free uniform chunks
-	staging   *wgpu.Buffer
+	bindCache map[bindKey]hal.BindGroup
+	uniforms  []hal.Buffer // free uniform chunks
+	staging   hal.Buffer
 	stagingN  uint64 // the staging buffer's size
 	nextID    atomic.Uint64
 	lost      atomic.Pointer[error]
 	closing   atomic.Bool
-	token     uintptr
 
 	errMu      sync.Mutex
 	uncaptured error
@@ -273,39 +286,59 @@ func New(opts Options) (*Context, error) {
 		return nil, err
 	}
 	ent := ents[idx]
-	al := ent.raw.GetLimits().Limits
-
-	lim := wgpu.DefaultLimits()
-	lim.MaxStorageBufferBindingSize = al.MaxStorageBufferBindingSize
-	lim.MaxBufferSize = min(al.MaxBufferSize, maxBufferCap)
-	lim.MaxComputeWorkgroupStorageSize = al.MaxComputeWorkgroupStorageSize
-	lim.MaxComputeInvocationsPerWorkgroup = min(al.MaxComputeInvocationsPerWorkgroup, 1024)
-	lim.MaxComputeWorkgroupSizeX = min(al.MaxComputeWorkgroupSizeX, 1024)
-	lim.MaxComputeWorkgroupSizeY = min(al.MaxComputeWorkgroupSizeY, 1024)
-	lim.MaxStorageBuffersPerShaderStage = min(al.MaxStorageBuffersPerShaderStage, 10)
-
-	hasF16 := hasFeature(ent.raw, wgpu.FeatureNameShaderF16)
-	timestamps := opts.Timestamps && hasFeature(ent.raw, wgpu.FeatureNameTimestampQuery)
+	al := ent.desc
+	wgSize := ent.raw.Info().Limits
+	var req hal.DeviceRequest
+	req.Limits = hal.Limits{
+		MaxStorageBufferBindingSize:       al.MaxBinding,
+		MaxBufferSize:                     al.MaxBuffer,
+		MaxComputeWorkgroupStorageSize:    al.MaxWGStorage,
+		MaxComputeInvocationsPerWorkgroup: min(al.MaxInvocs, 1024),
+		MaxComputeWorkgroupSizeX:          min(wgSize.MaxComputeWorkgroupSizeX, 1024),
+		MaxComputeWorkgroupSizeY:          min(wgSize.MaxComputeWorkgroupSizeY, 1024),
+		MaxStorageBuffersPerShaderStage:   min(al.MaxStorageBuffers, 10),
+	}
+	req.ShaderF16 = al.ShaderF16
+	req.Subgroups = al.Subgroups
+	req.Timestamps = opts.Timestamps && al.Timestamps
 	c := &Context{
 		Adapter:       ent.desc,
-		HasF16:        hasF16,
-		HasTimestamps: timestamps,
+		HasF16:        req.ShaderF16,
+		HasTimestamps: req.Timestamps,
 		adapter:       ent.raw,
 		pipelines:     map[any]*Pipeline{},
-		bindCache:     map[bindKey]*wgpu.BindGroup{},
+		bindCache:     map[bindKey]hal.BindGroup{},
 		Debug:         os.Getenv("WGLLM_GPU_DEBUG") == "1",
 	}
-	c.token = register(c)
-	dev, err := requestDevice(ent.raw, lim, hasF16, timestamps, c.token)
+	// Subgroup matrices are not requested (Dawn wants allow_unsafe_apis for
+	// them, and no kernel uses them yet): the adapter's AdapterDesc says
+	// whether it has them. dot4I8Packed is a language feature: nothing to
+	// request.
+	c.Features = Features{ShaderF16: req.ShaderF16, Subgroups: req.Subgroups, Timestamps: req.Timestamps,
+		DotI8Packed: al.DotI8Packed, SubgroupMinSize: al.SubgroupMinSize, SubgroupMaxSize: al.SubgroupMaxSize}
+	dev, err := ent.raw.RequestDevice(req, ctxEvents{c})
 	if err != nil {
-		unregister(c.token)
-		return nil, fmt.Errorf("gpu: creating device on %q (%s): %w", ent.desc.Name, ent.desc.Backend, err)
+		return nil, fmt.Errorf("gpu: creating device on %q (%s, %s): %w", ent.desc.Name, ent.desc.Backend, ent.desc.Impl, err)
 	}
 	c.device = dev
-	c.queue = dev.GetQueue()
-	c.Limits = dev.GetLimits().Limits
+	c.Limits = dev.Limits()
+	if err := c.confirmSubgroups(); err != nil {
+		c.Close()
+		return nil, err
+	}
 	return c, nil
 }
+
+// ctxEvents hands a device's loss and uncaptured errors to its Context.
+type ctxEvents struct{ c *Context }
+
+func (e ctxEvents) Lost(err error) {
+	if !e.c.closing.Load() {
+		e.c.lost.CompareAndSwap(nil, &err)
+	}
+}
+func (e ctxEvents) Uncaptured(err error) { e.c.setUncaptured(err) }
+func (e ctxEvents) Err() error           { return e.c.Err() }
 
 // Err reports device loss, which makes every later call fail.
 func (c *Context) Err() error {
@@ -343,14 +376,8 @@ func (c *Context) MaxWorkgroupsPerDim() uint32 { return c.Limits.MaxComputeWorkg
 func (c *Context) AllocatedBytes() int64 { return c.allocated.Load() }
 
 // Wait blocks until all submitted work has finished.
-//
-// It waits for the queue's work-done callback rather than trusting one
-// blocking poll: wgpu's poll gives up after a few seconds (and then reports
-// the queue idle) while a long submission may still be running.
 func (c *Context) Wait() error {
-	pending := onWorkDone(c.queue)
-	defer pending.free()
-	if err := c.waitFor(pending); err != nil {
+	if err := c.device.WaitIdle(); err != nil {
 		return err
 	}
 	if err := c.takeUncaptured(); err != nil {
@@ -374,16 +401,19 @@ func (c *Context) Wait() error {
 // behind, and the next device's first submission aborts the process with
 // "Attempt to use a resource with a different device".
 func (c *Context) Close() {
-	if c.Err() == nil && c.queue != nil && !c.closing.Load() {
+	if c.Err() == nil && c.device != nil && !c.closing.Load() {
 		c.flushPendingWrites()
 	}
 	c.closing.Store(true)
-	defer unregister(c.token)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.device == nil {
+		return
+	}
 	if c.Err() != nil {
 		c.bindCache, c.pipelines, c.uniforms, c.staging = nil, nil, nil, nil
-		c.device, c.queue, c.adapter = nil, nil, nil
+		c.device.Release(true)
+		c.device, c.adapter = nil, nil
 		return
 	}
 	for _, bg := range c.bindCache {
@@ -391,36 +421,31 @@ func (c *Context) Close() {
 	}
 	c.bindCache = nil
 	for _, p := range c.pipelines {
-		p.release()
+		p.raw.Release()
 	}
 	c.pipelines = nil
 	for _, u := range c.uniforms {
 		u.Destroy()
-		u.Release()
 	}
 	c.uniforms = nil
 	if c.staging != nil {
 		c.staging.Destroy()
-		c.staging.Release()
 		c.staging = nil
 	}
-	if c.queue != nil {
-		c.queue.Release()
-	}
-	if c.device != nil {
-		releaseDevice(c.device)
-	}
-	if c.adapter != nil {
-		c.adapter.Release()
-	}
-	c.device, c.queue, c.adapter = nil, nil, nil
+	c.device.Release(false)
+	c.adapter.Release()
+	c.device, c.adapter = nil, nil
 }
+
+// InjectDeviceLoss destroys the device as a driver reset would, so tests can
+// check that loss is reported as an error everywhere.
+func (c *Context) InjectDeviceLoss() { c.device.Destroy() }
 
 // flushPendingWrites submits an empty command list, which sends the
 // queue's pending buffer writes, and waits for the queue to drain. Its
 // error is of no use: the device is being released either way.
 func (c *Context) flushPendingWrites() {
-	c.queue.Submit()
+	c.device.SubmitPending()
 	_ = c.Wait()
 }
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/wgllm/wgllm/runtime/gpu/internal/hal"
 )
 
 // Arg is one storage binding of a dispatch: a byte range of a buffer, usually
@@ -27,8 +27,8 @@ type argKey struct{ id, off, size uint64 }
 // and storage ranges reuse one bind group, so steady-state decoding creates
 // none.
 type bindKey struct {
-	bgl     *wgpu.BindGroupLayout
-	uniform *wgpu.Buffer
+	pipe    *Pipeline // each pipeline has its own layout
+	uniform hal.Buffer
 	n       int
 	args    [maxArgs]argKey
 }
@@ -46,7 +46,7 @@ func (k *bindKey) uses(id uint64) bool {
 const uniformChunk = 64 << 10
 
 type uniformBlock struct {
-	buf  *wgpu.Buffer
+	buf  hal.Buffer
 	host []byte
 }
 
@@ -54,8 +54,8 @@ type uniformBlock struct {
 // submits them at once. It is not safe for concurrent use.
 type Encoder struct {
 	ctx     *Context
-	enc     *wgpu.CommandEncoder
-	pass    *wgpu.ComputePassEncoder
+	enc     hal.Encoder
+	pass    hal.Pass
 	blocks  []*uniformBlock
 	passOps []*Pipeline // dispatches in the open pass, to name them in errors
 	timed   []string    // profiling: the label of each timed dispatch
@@ -68,7 +68,7 @@ func (c *Context) NewEncoder() (*Encoder, error) {
 	if err := c.Err(); err != nil {
 		return nil, err
 	}
-	enc, err := c.device.CreateCommandEncoder(nil)
+	enc, err := c.device.CreateEncoder()
 	if err != nil {
 		return nil, fmt.Errorf("gpu: creating command encoder: %w", err)
 	}
@@ -106,7 +106,7 @@ func (e *Encoder) uniformSlot(params any) (*uniformBlock, uint32, error) {
 	return blk, uint32(off), nil
 }
 
-func (c *Context) takeUniform() (*wgpu.Buffer, error) {
+func (c *Context) takeUniform() (hal.Buffer, error) {
 	c.mu.Lock()
 	if n := len(c.uniforms); n > 0 {
 		u := c.uniforms[n-1]
@@ -115,19 +115,15 @@ func (c *Context) takeUniform() (*wgpu.Buffer, error) {
 		return u, nil
 	}
 	c.mu.Unlock()
-	u, err := c.device.CreateBuffer(&wgpu.BufferDescriptor{
-		Label: "uniforms",
-		Size:  uniformChunk,
-		Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst,
-	})
+	u, err := c.device.CreateBuffer("uniforms", uniformChunk, hal.UsageUniform|hal.UsageCopyDst)
 	if err != nil {
 		return nil, fmt.Errorf("gpu: creating uniform buffer: %w", err)
 	}
 	return u, nil
 }
 
-func (c *Context) bindGroup(p *Pipeline, uniform *wgpu.Buffer, args []Arg) (*wgpu.BindGroup, error) {
-	k := bindKey{bgl: p.bgl, uniform: uniform, n: len(args)}
+func (c *Context) bindGroup(p *Pipeline, uniform hal.Buffer, args []Arg) (hal.BindGroup, error) {
+	k := bindKey{pipe: p, uniform: uniform, n: len(args)}
 	for i, a := range args {
 		k.args[i] = argKey{a.Buf.id, a.Offset, a.Size}
 	}
@@ -137,12 +133,11 @@ func (c *Context) bindGroup(p *Pipeline, uniform *wgpu.Buffer, args []Arg) (*wgp
 	if ok {
 		return bg, nil
 	}
-	entries := make([]wgpu.BindGroupEntry, 0, len(args)+1)
-	entries = append(entries, wgpu.BindGroupEntry{Binding: 0, Buffer: uniform, Offset: 0, Size: UniformSlot})
+	var storage [maxArgs]hal.Binding
 	for i, a := range args {
-		entries = append(entries, wgpu.BindGroupEntry{Binding: uint32(i + 1), Buffer: a.Buf.raw, Offset: a.Offset, Size: a.Size})
+		storage[i] = hal.Binding{Buffer: a.Buf.raw, Offset: a.Offset, Size: a.Size}
 	}
-	bg, err := c.device.CreateBindGroup(&wgpu.BindGroupDescriptor{Layout: p.bgl, Entries: entries})
+	bg, err := c.device.CreateBindGroup(p.raw, uniform, UniformSlot, storage[:len(args)])
 	if err != nil {
 		return nil, err
 	}
@@ -206,11 +201,14 @@ func (e *Encoder) Dispatch(p *Pipeline, params any, args []Arg, x, y, z uint32) 
 		return nil
 	}
 	if e.pass == nil {
-		e.pass = e.enc.BeginComputePass(nil)
+		pass, err := e.enc.BeginPass(nil, 0)
+		if err != nil {
+			e.err = fmt.Errorf("gpu: dispatch %s: beginning a compute pass: %w", p.label, err)
+			return e.err
+		}
+		e.pass = pass
 	}
-	e.pass.SetPipeline(p.pipe)
-	e.pass.SetBindGroup(0, bg, []uint32{off})
-	e.pass.DispatchWorkgroups(x, y, z)
+	e.pass.Dispatch(p.raw, bg, off, x, y, z)
 	e.passOps = append(e.passOps, p)
 	e.count++
 	if c.Debug {
@@ -226,8 +224,7 @@ func (e *Encoder) endPass() error {
 	if e.pass == nil {
 		return nil
 	}
-	err := endComputePass(e.pass)
-	e.pass.Release()
+	err := e.pass.End()
 	e.pass = nil
 	ops := e.passOps
 	e.passOps = e.passOps[:0]
@@ -257,7 +254,7 @@ func (e *Encoder) Copy(dst *Buffer, dstOff uint64, src *Buffer, srcOff uint64, s
 		e.err = err
 		return err
 	}
-	if err := e.enc.CopyBufferToBuffer(src.raw, srcOff, dst.raw, dstOff, size); err != nil {
+	if err := e.enc.Copy(src.raw, srcOff, dst.raw, dstOff, size); err != nil {
 		e.err = fmt.Errorf("gpu: copy %q -> %q: %w", src.label, dst.label, err)
 		return e.err
 	}
@@ -284,7 +281,7 @@ func (e *Encoder) Submit() error {
 			return err
 		}
 	}
-	cmd, err := e.enc.Finish(nil)
+	cmd, err := e.enc.Finish()
 	if err != nil {
 		if stamps != nil {
 			stamps.Release()
@@ -295,11 +292,11 @@ func (e *Encoder) Submit() error {
 	// Uniforms go in through the queue, so they land after earlier
 	// submissions that used the same chunks and before this one.
 	for _, blk := range e.blocks {
-		if err := writeBuffer(e.ctx.queue, blk.buf, 0, blk.host); err != nil {
+		if err := e.ctx.device.WriteBuffer(blk.buf, 0, blk.host); err != nil {
 			return fmt.Errorf("gpu: writing uniforms: %w", err)
 		}
 	}
-	e.ctx.queue.Submit(cmd)
+	e.ctx.device.Submit(cmd)
 	if err := e.ctx.takeUncaptured(); err != nil {
 		return err
 	}
@@ -324,8 +321,7 @@ func (e *Encoder) Release() { e.release() }
 
 func (e *Encoder) release() {
 	if e.pass != nil {
-		_ = endComputePass(e.pass)
-		e.pass.Release()
+		_ = e.pass.End()
 		e.pass = nil
 	}
 	if e.enc != nil {
@@ -363,7 +359,7 @@ func (c *Context) Grid(n uint32) (x, y uint32) {
 // decode step). Reuse it across steps: its staging buffer is kept.
 type Readback struct {
 	ctx  *Context
-	buf  *wgpu.Buffer
+	buf  hal.Buffer
 	size uint64
 	n    uint64 // bytes recorded by the last CopyToHost
 }
@@ -371,11 +367,7 @@ type Readback struct {
 // NewReadback makes a staging buffer for up to size bytes.
 func (c *Context) NewReadback(size uint64) (*Readback, error) {
 	size = align(max(size, 4), 4)
-	b, err := c.device.CreateBuffer(&wgpu.BufferDescriptor{
-		Label: "readback",
-		Size:  size,
-		Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst,
-	})
+	b, err := c.device.CreateBuffer("readback", size, hal.UsageMapRead|hal.UsageCopyDst)
 	if err != nil {
 		return nil, fmt.Errorf("gpu: creating readback buffer: %w", err)
 	}
@@ -386,7 +378,6 @@ func (c *Context) NewReadback(size uint64) (*Readback, error) {
 func (r *Readback) Release() {
 	if r.buf != nil {
 		r.buf.Destroy()
-		r.buf.Release()
 		r.buf = nil
 	}
 }
@@ -404,7 +395,7 @@ func (e *Encoder) CopyToHost(rb *Readback, src *Buffer, off, size uint64) error 
 		e.err = fmt.Errorf("gpu: %w", err)
 		return e.err
 	}
-	if err := e.enc.CopyBufferToBuffer(src.raw, off, rb.buf, 0, size); err != nil {
+	if err := e.enc.Copy(src.raw, off, rb.buf, 0, size); err != nil {
 		e.err = fmt.Errorf("gpu: readback copy from %q: %w", src.label, err)
 		return e.err
 	}
@@ -419,17 +410,11 @@ func (r *Readback) Read(dst []byte) error {
 	if uint64(len(dst)) > r.n {
 		return fmt.Errorf("gpu: reading %d bytes from a readback of %d", len(dst), r.n)
 	}
-	pending := mapRead(r.buf, 0, r.n)
-	defer pending.free()
-	if err := c.waitFor(pending); err != nil {
-		return err
-	}
-	if status := wgpu.BufferMapAsyncStatus(pending.value()); status != wgpu.BufferMapAsyncStatusSuccess {
-		return fmt.Errorf("gpu: mapping readback failed: %s", status)
-	}
-	copy(dst, r.buf.GetMappedRange(0, uint(r.n)))
-	if err := r.buf.Unmap(); err != nil {
-		return fmt.Errorf("gpu: unmapping readback: %w", err)
+	if err := c.device.ReadMapped(r.buf, 0, dst); err != nil {
+		if lost := c.Err(); lost != nil {
+			return lost
+		}
+		return fmt.Errorf("gpu: readback: %w", err)
 	}
 	return c.takeUncaptured()
 }

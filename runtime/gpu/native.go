@@ -124,21 +124,16 @@ import (
 
 //export wgllmDeviceLost
 func wgllmDeviceLost(reason C.WGPUDeviceLostReason, message *C.char, token C.uintptr_t) {
-	c := lookup(uintptr(token))
-	if c == nil || c.closing.Load() {
-		return
+	if ev := lookup(uintptr(token)); ev != nil {
+		ev.Lost(fmt.Errorf("gpu: device lost (%s): %s", wgpu.DeviceLostReason(reason), C.GoString(message)))
 	}
-	e := fmt.Errorf("gpu: device lost (%s): %s", wgpu.DeviceLostReason(reason), C.GoString(message))
-	c.lost.CompareAndSwap(nil, &e)
 }
 
 //export wgllmUncapturedError
 func wgllmUncapturedError(typ C.WGPUErrorType, message *C.char, token C.uintptr_t) {
-	c := lookup(uintptr(token))
-	if c == nil {
-		return
+	if ev := lookup(uintptr(token)); ev != nil {
+		ev.Uncaptured(fmt.Errorf("gpu: %s error: %s", wgpu.ErrorType(typ), C.GoString(message)))
 	}
-	c.setUncaptured(fmt.Errorf("gpu: %s error: %s", wgpu.ErrorType(typ), C.GoString(message)))
 }
 
 // wgpu.Adapter and wgpu.Device are structs of one C handle; these views
@@ -221,14 +216,13 @@ func createInstance(backends wgpu.InstanceBackend) (*wgpu.Instance, error) {
 	return (*wgpu.Instance)(unsafe.Pointer(&handle{ref: unsafe.Pointer(ref)})), nil
 }
 
-// InjectDeviceLoss destroys the device as a driver reset would, so tests can
-// check that loss is reported as an error everywhere.
-func (c *Context) InjectDeviceLoss() {
-	C.wgllm_destroy_device(C.WGPUDevice((*handle)(unsafe.Pointer(c.device)).ref))
-	c.device.Poll(false, nil)
-	if c.Err() == nil { // not every wgpu-native reports destruction as loss
-		e := errors.New("gpu: device lost (destroyed)")
-		c.lost.CompareAndSwap(nil, &e)
+// Destroy destroys the device as a driver reset would, so tests can check
+// that loss is reported as an error everywhere.
+func (d *wgpuDevice) Destroy() {
+	C.wgllm_destroy_device(C.WGPUDevice((*handle)(unsafe.Pointer(d.dev)).ref))
+	d.dev.Poll(false, nil)
+	if d.ev.Err() == nil { // not every wgpu-native reports destruction as loss
+		d.ev.Lost(errors.New("gpu: device lost (destroyed)"))
 	}
 }
 

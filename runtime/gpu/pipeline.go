@@ -3,7 +3,7 @@ package gpu
 import (
 	"fmt"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/wgllm/wgllm/runtime/gpu/internal/hal"
 )
 
 // Access says how a shader uses one storage binding.
@@ -26,22 +26,12 @@ type PipelineSpec struct {
 // Pipeline is a compiled compute pipeline and its bind group layout.
 type Pipeline struct {
 	label    string
-	pipe     *wgpu.ComputePipeline
-	bgl      *wgpu.BindGroupLayout
-	layout   *wgpu.PipelineLayout
-	module   *wgpu.ShaderModule
+	raw      hal.Pipeline
 	nStorage int
 }
 
 // Label is the pipeline's cache key as text, e.g. "rmsnorm_f32_wg256".
 func (p *Pipeline) Label() string { return p.label }
-
-func (p *Pipeline) release() {
-	p.pipe.Release()
-	p.layout.Release()
-	p.bgl.Release()
-	p.module.Release()
-}
 
 // UniformSlot is the most bytes one dispatch's parameters may take, and the
 // stride of the uniform arena (WebGPU's largest minUniformBufferOffsetAlignment).
@@ -71,52 +61,19 @@ func (c *Context) Pipeline(key fmt.Stringer, build func() (PipelineSpec, error))
 	if int(c.Limits.MaxStorageBuffersPerShaderStage) < len(spec.Storage) {
 		return nil, fmt.Errorf("gpu: pipeline %s needs %d storage buffers, the device allows %d", label, len(spec.Storage), c.Limits.MaxStorageBuffersPerShaderStage)
 	}
-	mod, err := c.device.CreateShaderModule(&wgpu.ShaderModuleDescriptor{
-		Label:          label,
-		WGSLDescriptor: &wgpu.ShaderModuleWGSLDescriptor{Code: spec.Source},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("gpu: compiling shader %s: %w", label, err)
-	}
-	entries := []wgpu.BindGroupLayoutEntry{{
-		Binding:    0,
-		Visibility: wgpu.ShaderStageCompute,
-		Buffer:     wgpu.BufferBindingLayout{Type: wgpu.BufferBindingTypeUniform, HasDynamicOffset: true},
-	}}
+	readWrite := make([]bool, len(spec.Storage))
 	for i, a := range spec.Storage {
-		t := wgpu.BufferBindingTypeReadOnlyStorage
-		if a == ReadWrite {
-			t = wgpu.BufferBindingTypeStorage
-		}
-		entries = append(entries, wgpu.BindGroupLayoutEntry{
-			Binding:    uint32(i + 1),
-			Visibility: wgpu.ShaderStageCompute,
-			Buffer:     wgpu.BufferBindingLayout{Type: t},
-		})
+		readWrite[i] = a == ReadWrite
 	}
-	bgl, err := c.device.CreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: label, Entries: entries})
+	raw, err := c.device.CreatePipeline(label, spec.Source, spec.Entry, readWrite)
 	if err != nil {
-		mod.Release()
-		return nil, fmt.Errorf("gpu: bind group layout %s: %w", label, err)
+		return nil, fmt.Errorf("gpu: %w", err)
 	}
-	layout, err := c.device.CreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{Label: label, BindGroupLayouts: []*wgpu.BindGroupLayout{bgl}})
-	if err != nil {
-		bgl.Release()
-		mod.Release()
-		return nil, fmt.Errorf("gpu: pipeline layout %s: %w", label, err)
-	}
-	pipe, err := createComputePipeline(c.device, label, layout, mod, spec.Entry)
-	if err != nil {
-		layout.Release()
-		bgl.Release()
-		mod.Release()
-		return nil, fmt.Errorf("gpu: creating pipeline %s: %w", label, err)
-	}
-	p = &Pipeline{label: label, pipe: pipe, bgl: bgl, layout: layout, module: mod, nStorage: len(spec.Storage)}
+	p = &Pipeline{label: label, raw: raw, nStorage: len(spec.Storage)}
 	c.mu.Lock()
 	if old, ok := c.pipelines[key]; ok { // built concurrently: keep the first
 		c.mu.Unlock()
-		p.release()
+		p.raw.Release()
 		return old, nil
 	}
 	c.pipelines[key] = p

@@ -24,6 +24,7 @@ import (
 	"unsafe"
 
 	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/wgllm/wgllm/runtime/gpu/internal/hal"
 )
 
 // The binding's js objects (Adapter, Device, Queue, Buffer, ...) are each
@@ -116,22 +117,21 @@ func requestDevice(a *wgpu.Adapter, lim wgpu.Limits, f16, timestamps bool, token
 	// browser every one is reported this way, after the call) reach the
 	// Context through its token, as natively.
 	onLost := js.FuncOf(func(this js.Value, args []js.Value) any {
-		c := lookup(token)
-		if c == nil || c.closing.Load() || len(args) == 0 {
+		ev := lookup(token)
+		if ev == nil || len(args) == 0 {
 			return nil
 		}
-		e := fmt.Errorf("gpu: device lost (%s): %s", args[0].Get("reason").String(), args[0].Get("message").String())
-		c.lost.CompareAndSwap(nil, &e)
+		ev.Lost(fmt.Errorf("gpu: device lost (%s): %s", args[0].Get("reason").String(), args[0].Get("message").String()))
 		return nil
 	})
 	dev.Get("lost").Call("then", onLost) // settles once; the function lives as long as the page
 	onError := js.FuncOf(func(this js.Value, args []js.Value) any {
-		c := lookup(token)
-		if c == nil || len(args) == 0 {
+		ev := lookup(token)
+		if ev == nil || len(args) == 0 {
 			return nil
 		}
 		e := args[0].Get("error")
-		c.setUncaptured(fmt.Errorf("gpu: %s: %s", e.Get("constructor").Get("name").String(), e.Get("message").String()))
+		ev.Uncaptured(fmt.Errorf("gpu: %s: %s", e.Get("constructor").Get("name").String(), e.Get("message").String()))
 		return nil
 	})
 	dev.Call("addEventListener", "uncapturederror", onError)
@@ -214,14 +214,14 @@ func onWorkDone(q *wgpu.Queue) pendingStatus {
 
 // waitFor blocks until the operation's promise settles; a rejection (a
 // failed mapping, a lost device) is its error.
-func (c *Context) waitFor(p pendingStatus) error {
+func (d *wgpuDevice) waitFor(p pendingStatus) error {
 	if !p.settled {
 		if <-p.ch != 0 {
 			p.status = int32(wgpu.BufferMapAsyncStatusUnknown)
 		}
 		p.settled = true
 	}
-	if err := c.Err(); err != nil {
+	if err := d.ev.Err(); err != nil {
 		return err
 	}
 	if p.status != 0 {
@@ -255,30 +255,26 @@ func createComputePipeline(d *wgpu.Device, label string, layout *wgpu.PipelineLa
 // (or when the page's garbage collector gets to it).
 func releaseDevice(d *wgpu.Device) { jsValue(d).Call("destroy") }
 
-// InjectDeviceLoss destroys the device, for tests of loss handling.
-func (c *Context) InjectDeviceLoss() {
-	jsValue(c.device).Call("destroy")
-	e := errors.New("gpu: device lost (destroyed)")
-	c.lost.CompareAndSwap(nil, &e)
+// Destroy destroys the device, for tests of loss handling.
+func (d *wgpuDevice) Destroy() {
+	jsValue(d.dev).Call("destroy")
+	d.ev.Lost(errors.New("gpu: device lost (destroyed)"))
 }
 
-// profiler is never made in the browser: WebGPU's timestamp queries are
-// native only here (EnableProfiling says so).
-type profiler struct {
-	totals  map[string]*OpTime
-	untimed int
+// The binding's js backend has no timestamp queries: profiling is native
+// only (adapters report no timestamp-query, so EnableProfiling says so).
+const timestampsSupported = false
+
+var errNoProfiling = errors.New("gpu: profiling is not supported in the browser build (no timestamp queries in the js binding)")
+
+func (d *wgpuDevice) CreateTimestampQuerySet(uint32) (hal.QuerySet, error) {
+	return nil, errNoProfiling
 }
 
-// EnableProfiling fails in the browser: the binding's js backend has no
-// timestamp queries.
-func (c *Context) EnableProfiling() error {
-	return errors.New("gpu: profiling is not supported in the browser build (no timestamp queries in the js binding)")
+func (e *wgpuEncoder) beginTimedPass(hal.QuerySet, uint32) (hal.Pass, error) {
+	return nil, errNoProfiling
 }
 
-func (e *Encoder) timedDispatch(*Pipeline, *wgpu.BindGroup, uint32, uint32, uint32, uint32) error {
-	return errors.New("gpu: profiling is not supported in the browser build")
-}
-
-func (e *Encoder) resolveTimestamps() (*Readback, error) {
-	return nil, errors.New("gpu: profiling is not supported in the browser build")
+func (e *wgpuEncoder) ResolveTimestamps(hal.QuerySet, uint32, hal.Buffer) error {
+	return errNoProfiling
 }

@@ -2,7 +2,10 @@
 
 package gpu
 
-import "github.com/cogentcore/webgpu/wgpu"
+import (
+	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/wgllm/wgllm/runtime/gpu/internal/hal"
+)
 
 // The binding's API differs a little between wgpu-native and the browser;
 // these helpers are the native side (platform_js.go, the browser's).
@@ -27,14 +30,41 @@ func createComputePipeline(d *wgpu.Device, label string, layout *wgpu.PipelineLa
 
 func releaseDevice(d *wgpu.Device) { d.Release() }
 
+// timestampsSupported: natively the shim writes timestamps (native.go).
+const timestampsSupported = true
+
 // waitFor polls the device until the callback behind p has run, or the
 // device is lost.
-func (c *Context) waitFor(p pendingStatus) error {
+func (d *wgpuDevice) waitFor(p pendingStatus) error {
 	for !p.done() {
-		c.device.Poll(true, nil)
-		if err := c.Err(); err != nil {
+		d.dev.Poll(true, nil)
+		if err := d.ev.Err(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+type wgpuQuerySet struct{ raw *wgpu.QuerySet }
+
+func (q wgpuQuerySet) Release() { q.raw.Release() }
+
+func (d *wgpuDevice) CreateTimestampQuerySet(count uint32) (hal.QuerySet, error) {
+	qs, err := d.dev.CreateQuerySet(&wgpu.QuerySetDescriptor{Label: "profile", Type: wgpu.QueryTypeTimestamp, Count: count})
+	if err != nil {
+		return nil, err
+	}
+	return wgpuQuerySet{qs}, nil
+}
+
+func (e *wgpuEncoder) beginTimedPass(qs hal.QuerySet, index uint32) (hal.Pass, error) {
+	p, err := beginTimedPass(e.enc, qs.(wgpuQuerySet).raw, index)
+	if err != nil {
+		return nil, err
+	}
+	return wgpuPass{p}, nil
+}
+
+func (e *wgpuEncoder) ResolveTimestamps(qs hal.QuerySet, count uint32, dst hal.Buffer) error {
+	return e.enc.ResolveQuerySet(qs.(wgpuQuerySet).raw, 0, count, dst.(wgpuBuffer).raw, 0)
 }

@@ -1,17 +1,21 @@
 package gpu
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/wgllm/wgllm/runtime/gpu/internal/hal"
+)
 
 // The registry maps the token handed to device callbacks (C userdata, or a
-// closure in the browser) to its Context, so a callback that runs after
-// Close finds nothing rather than a freed Context.
+// closure in the browser) to its Context's events, so a callback that runs
+// after Close finds nothing rather than a freed Context.
 var (
 	registryMu sync.Mutex
-	registry   = map[uintptr]*Context{}
+	registry   = map[uintptr]hal.Events{}
 	nextToken  uintptr
 )
 
-func register(c *Context) uintptr {
+func register(c hal.Events) uintptr {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	nextToken++
@@ -19,7 +23,7 @@ func register(c *Context) uintptr {
 	return nextToken
 }
 
-func lookup(token uintptr) *Context {
+func lookup(token uintptr) hal.Events {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	return registry[token]

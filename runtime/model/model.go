@@ -72,6 +72,8 @@ type Model struct {
 	scratchBytes uint64
 	weights      []ops.Tensor // every bound tensor, once
 	buffers      []ops.Tensor // everything to free on Close
+
+	sampling *gpuSampling // StepSampled's buffers, made on first use (sample.go)
 }
 
 // Load reads a GGUF model onto the GPU. Every tensor's presence, shape

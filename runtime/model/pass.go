@@ -352,7 +352,11 @@ func (p *pass) Head(norm, out Weight, softCap float32) {
 	}
 	if p.want == NextGreedy && p.err == nil {
 		p.nextIDs = m.next.View(0, at)
-		p.fail(ops.Argmax(p.enc, p.nextIDs, p.result))
+		if m.sampling != nil && m.sampling.params != nil {
+			p.fail(p.sampleHead()) // StepSampled: a draw instead of the argmax
+		} else {
+			p.fail(ops.Argmax(p.enc, p.nextIDs, p.result))
+		}
 	}
 }
 
