@@ -30,7 +30,12 @@
 //	POST   /api/show              Ollama: a model's details, metadata, template and default parameters
 //	GET    /api/version           Ollama: {"version":…}, the Ollama API release these endpoints follow
 //	POST   /api/pull              Ollama: download REPO[:FILE|:TAG] into the model store (Config.Manager); NDJSON progress
-//	DELETE /api/delete            Ollama: remove a model from the store (not the default)
+//	DELETE /api/delete            Ollama: remove a model from the store (not the default; a created model's manifest, never its file)
+//	POST   /api/copy              Ollama: {"source","destination"}: the source under a new name (a ModelCreator)
+//	POST   /api/create            Ollama: {"model","from","template","system","parameters"}: a named model over a
+//	                              GGUF file ("from": a model or a file's absolute path on the server, not copied)
+//	                              with its own chat template, system prompt (for chats without one) and
+//	                              parameters (request defaults under the request's own); NDJSON status lines
 //	POST   /tokenize              llama.cpp: {"content","add_special","with_pieces"} → {"tokens":[…]}
 //	POST   /detokenize            llama.cpp: {"tokens":[…]} → {"content":…}
 //	GET    /props                 the model, its context (n_ctx) and max_tokens_limit (the chat page reads it)

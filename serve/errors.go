@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
 )
 
@@ -86,6 +87,10 @@ func submitError(err error) *apiError {
 	case errors.Is(err, engine.ErrPromptTooLong):
 		// OpenAI's code for it, which clients act on (trimming history).
 		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeContextLength,
+			Param: "messages", Message: err.Error()}
+	case errors.As(err, new(*chat.RaisedError)):
+		// The template's raise_exception: it refuses this conversation.
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeInvalidRequest,
 			Param: "messages", Message: err.Error()}
 	case errors.Is(err, engine.ErrBadJob):
 		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeInvalidRequest,

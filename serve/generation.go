@@ -30,6 +30,8 @@ type generation struct {
 	prompt       string               // kindCompletion
 	messages     []engine.ChatMessage // kindChat, validated
 	settings     engine.Job           // validated sampling, max tokens and stops; no prompt
+	fields       samplingFields       // the sampling fields as the request set them (under them: the model's defaults)
+	choice       int                  // which of n choices (its seed is the first's + choice)
 	stream       bool
 	n            int       // choices (OpenAI's n); 0 or 1: one
 	includeUsage bool      // OpenAI's stream_options.include_usage
@@ -85,7 +87,7 @@ func (s *Server) openAIGeneration(req *genRequest, kind requestKind) (*generatio
 	if settings.LogitBias, aerr = logitBias(req.LogitBias); aerr != nil {
 		return nil, aerr
 	}
-	g := &generation{model: req.Model, kind: kind, settings: settings, stream: req.Stream,
+	g := &generation{model: req.Model, kind: kind, settings: settings, fields: req.samplingFields, stream: req.Stream,
 		includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage}
 	if req.N != nil {
 		g.n = *req.N

@@ -145,6 +145,7 @@ func (s *Server) handleOllamaDelete(w http.ResponseWriter, r *http.Request, b Ba
 		writeError(w, pullError(err))
 		return
 	}
+	catalogChanged(b, req.Model)
 	reqLog(r).Info().Str("model", req.Model).Msg("deleted")
 	w.WriteHeader(http.StatusOK)
 }

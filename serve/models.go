@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -33,8 +34,12 @@ type ModelInfo struct {
 	ParameterSize     string    // "30M", "1.1B"
 	QuantizationLevel string    // the file type: "Q4_K_M", "F16"
 	ContextLength     int
-	Template          string         // the chat template as stored in the file
-	Metadata          map[string]any // the file's metadata, long arrays left out
+	Template          string // the chat template: a created model's, else as stored in the file
+	System            string // a created model's system prompt, for chats that have none
+	// Parameters are a created model's sampling defaults, in Ollama's
+	// names and values (temperature, top_k, stop, num_predict…).
+	Parameters map[string]json.RawMessage
+	Metadata   map[string]any // the file's metadata, long arrays left out
 	// GPUBytes is the GPU memory the model needs once loaded (weights, KV
 	// cache, scratch), estimated before loading; a Registry reserves it
 	// while the model loads.

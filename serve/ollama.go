@@ -181,6 +181,7 @@ type ollamaShowResponse struct {
 	Modelfile    string         `json:"modelfile"`
 	Parameters   string         `json:"parameters"`
 	Template     string         `json:"template"`
+	System       string         `json:"system,omitempty"`
 	Details      ollamaDetails  `json:"details"`
 	ModelInfo    map[string]any `json:"model_info"`
 	Capabilities []string       `json:"capabilities"`
@@ -268,16 +269,16 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request, b Back
 		writeError(w, aerr)
 		return
 	}
-	params := s.ollamaParameters()
+	params := s.ollamaParameters(m.Parameters)
 	info := m.Metadata
 	if info == nil {
 		info = map[string]any{}
 	}
 	writeJSON(w, http.StatusOK, ollamaShowResponse{
-		Modelfile: "# wgllm serves the GGUF file directly; this Modelfile shows the server's defaults.\nFROM " +
-			m.Name + "\n" + indentLines("PARAMETER ", params),
+		Modelfile:    ollamaModelfile(m.ModelInfo, params),
 		Parameters:   params,
 		Template:     m.Template,
+		System:       m.System,
 		Details:      ollamaDetailsOf(m.ModelInfo),
 		ModelInfo:    info,
 		Capabilities: ollamaCapabilities(m.Template),
@@ -299,11 +300,19 @@ func ollamaCapabilities(template string) []string {
 	return caps
 }
 
-// ollamaParameters lists the sampling defaults as `ollama show` does.
-func (s *Server) ollamaParameters() string {
+// ollamaParameters lists the sampling defaults as `ollama show` does: a
+// model's own parameters, then the server's defaults of the others.
+func (s *Server) ollamaParameters(own map[string]json.RawMessage) string {
 	p := s.cfg.DefaultSampling
 	var b strings.Builder
-	line := func(k string, v any) { fmt.Fprintf(&b, "%-30s %v\n", k, v) }
+	for _, l := range ollamaParameterLines(own) {
+		b.WriteString(l + "\n")
+	}
+	line := func(k string, v any) {
+		if _, ok := own[k]; !ok {
+			fmt.Fprintf(&b, "%-30s %v\n", k, v)
+		}
+	}
 	line("num_predict", s.cfg.DefaultMaxTokens)
 	line("temperature", p.Temperature)
 	line("top_k", p.TopK)
@@ -312,6 +321,21 @@ func (s *Server) ollamaParameters() string {
 	line("repeat_penalty", p.RepeatPenalty)
 	line("repeat_last_n", p.PenaltyLastN)
 	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// ollamaModelfile is the Modelfile /api/show gives: FROM the model, its
+// template and system prompt when it has its own, and the parameters.
+func ollamaModelfile(m ModelInfo, params string) string {
+	var b strings.Builder
+	b.WriteString("# wgllm serves the GGUF file directly; the parameters are the model's and the server's defaults.\nFROM " + m.Name + "\n")
+	if m.Template != "" {
+		fmt.Fprintf(&b, "TEMPLATE \"\"\"%s\"\"\"\n", m.Template)
+	}
+	if m.System != "" {
+		fmt.Fprintf(&b, "SYSTEM \"\"\"%s\"\"\"\n", m.System)
+	}
+	b.WriteString(indentLines("PARAMETER ", params))
+	return b.String()
 }
 
 func indentLines(prefix, text string) string {
@@ -447,7 +471,7 @@ func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string
 		return nil, invalidParam("top_logprobs", "top_logprobs must be in [0, %d]", sample.MaxTopLogprobs)
 	}
 	settings.Logprobs, settings.TopLogprobs = lp.Logprobs || lp.TopLogprobs > 0, lp.TopLogprobs
-	g := &generation{model: model, settings: settings, stream: stream == nil || *stream, reasoning: reasoningKeep}
+	g := &generation{model: model, settings: settings, fields: fields, stream: stream == nil || *stream, reasoning: reasoningKeep}
 	if !isNull(think) {
 		var on bool
 		var level string
@@ -744,6 +768,8 @@ func (s *Server) ollamaRoutes() http.Handler {
 	api.Handle("/api/version", methods(map[string]http.HandlerFunc{http.MethodGet: s.handleOllamaVersion}))
 	api.Handle("/api/pull", methods(map[string]http.HandlerFunc{http.MethodPost: s.handleOllamaPull}))
 	api.Handle("/api/delete", methods(map[string]http.HandlerFunc{http.MethodDelete: s.needBackend(s.handleOllamaDelete)}))
+	api.Handle("/api/copy", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaCopy)}))
+	api.Handle("/api/create", methods(map[string]http.HandlerFunc{http.MethodPost: s.needBackend(s.handleOllamaCreate)}))
 	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

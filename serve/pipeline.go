@@ -112,6 +112,10 @@ func (s *Server) start(r *http.Request, b Backend, g *generation, p protocol, em
 	if aerr != nil {
 		return nil, aerr
 	}
+	if g, aerr = s.withModelDefaults(r, b, g); aerr != nil {
+		release()
+		return nil, aerr
+	}
 	job, plan, aerr := s.buildJob(b, g)
 	if aerr != nil {
 		release()
@@ -148,6 +152,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, b Backend, g *gener
 	for i := 0; i < n; i++ {
 		gi, pi, q := *g, p, shared
 		gi.settings.Sampling.Seed += uint64(i)
+		gi.choice = i
 		if i > 0 {
 			pi.idPrefix = fmt.Sprintf("%s%d-", p.idPrefix, i)
 		}

@@ -4,6 +4,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
@@ -19,6 +20,9 @@ type app struct {
 	configFile string
 	cfg        *viper.Viper
 	log        zerolog.Logger
+	// catalog is the models `serve` serves, once it has read them (the
+	// ModelManager resolves names in it).
+	catalog atomic.Pointer[modelCatalog]
 }
 
 func main() {

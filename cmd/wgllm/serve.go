@@ -25,9 +25,11 @@ func serveCmd(a *app) *cobra.Command {
 		Long: `Serve a model over HTTP: the chat page at /, a websocket at /ws, the OpenAI-compatible
 API at /v1 (chat/completions with tools and structured output, completions, models,
 embeddings), request status at /v1/requests, llama.cpp's /tokenize, /detokenize and /props,
-Ollama's API at /api (generate, chat, tags, ps, show, pull, delete, version), /health (503 while the
-default model loads) and /metrics (Prometheus). With models.serve_dir or models.list, a request's
-"model" picks the model, loaded on demand and evicted least recently used first.
+Ollama's API at /api (generate, chat, tags, ps, show, pull, delete, copy, create, version), /health
+(503 while the default model loads) and /metrics (Prometheus). With models.serve_dir or models.list, a
+request's "model" picks the model, loaded on demand and evicted least recently used first; models made
+by /api/create and /api/copy (a name for a GGUF file with its own template, system prompt and
+parameters, kept in the model store) are served so, or alone with -m NAME.
 
 Configuration (configs/default.yaml, then --config FILE, then environment, then flags):
   server.addr             WGLLM_SERVER_ADDR             listen address (default 127.0.0.1:8080)
@@ -124,15 +126,15 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
 }
 
 // startEngineAt loads the model at path with room for the configured
-// batch and wraps it in an engine, named name, with the model's chat
-// template.
-func (a *app) startEngineAt(path, name string) (*loaded, *engine.Engine, error) {
+// batch and wraps it in an engine, named name, with the chat template
+// template ("": the model's own).
+func (a *app) startEngineAt(path, name, template string) (*loaded, *engine.Engine, error) {
 	seqs := max(1, a.cfg.GetInt("engine.max_batch"))
 	l, err := a.loadFile(path, model.Options{CtxLen: a.cfg.GetInt("model.context_length"), Seqs: seqs})
 	if err != nil {
 		return nil, nil, err
 	}
-	tmpl, err := chat.FromGGUF(l.file)
+	tmpl, err := chat.FromGGUFSource(l.file, template, chat.Options{})
 	if err != nil {
 		l.Close()
 		return nil, nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/wgllm/wgllm/internal/hub"
 	"github.com/wgllm/wgllm/internal/modelstore"
@@ -37,7 +38,11 @@ func (m storeManager) Pull(ctx context.Context, ref string, progress func(serve.
 }
 
 func (m storeManager) Delete(name string) error {
-	_, err := m.a.store().Remove(name)
+	err := m.a.store().RemoveCreated(strings.TrimSuffix(name, ":latest"))
+	if !errors.Is(err, modelstore.ErrNotFound) {
+		return err // a created model: its manifest goes, never the file it names
+	}
+	_, err = m.a.store().Remove(name)
 	if errors.Is(err, modelstore.ErrNotFound) {
 		return fmt.Errorf("%w: %v", serve.ErrUnknownModel, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/spf13/cobra"
+	"github.com/wgllm/wgllm/internal/modelstore"
 	"github.com/wgllm/wgllm/runtime/engine"
 	"github.com/wgllm/wgllm/runtime/gguf"
 	"github.com/wgllm/wgllm/runtime/model"
@@ -89,11 +90,13 @@ func (a *app) startBackend(cmd *cobra.Command) (serve.Backend, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	a.serveCreatedDefault(cmd, cat)
+	a.catalog.Store(cat)
 	if len(cat.extra) == 0 && cat.dir == "" {
 		// One model: the supervisor re-creates the device and reloads the
 		// model after a GPU device loss.
 		sup, err := supervisor.New(func() (*supervisor.Instance, error) {
-			l, eng, err := a.startEngineAt(path, cat.defaultName)
+			l, eng, err := a.startEngineAt(path, cat.defaultName, cat.createdTemplate(cat.defaultName))
 			if err != nil {
 				return nil, err
 			}
@@ -142,6 +145,7 @@ type modelCatalog struct {
 
 	mu      sync.Mutex
 	paths   map[string]string // name → file, as last listed
+	created map[string]modelstore.Created
 	infos   map[string]cachedInfo
 	digests map[string]string // fileKey → sha256
 	hashing map[string]bool
@@ -206,6 +210,27 @@ func (c *modelCatalog) Catalog() ([]serve.ModelInfo, error) {
 			add(m.Name, m.Path)
 		}
 	}
+	// Created models (Ollama's /api/create, /api/copy) name files already
+	// listed, so only their names must be new.
+	created := map[string]modelstore.Created{}
+	list, err := c.a.store().ListCreated()
+	if err != nil {
+		c.a.log.Warn().Err(err).Msg("reading created models")
+	}
+	for _, m := range list {
+		if m.Name == c.defaultName && m.File == c.defaultPath { // serve -m CREATED
+			created[m.Name] = m
+			continue
+		}
+		if _, dup := paths[m.Name]; dup {
+			c.a.log.Warn().Str("model", m.Name).Msg("a model of that name is already served; the created one is left out")
+			continue
+		}
+		paths[m.Name], created[m.Name] = m.File, m
+	}
+	c.mu.Lock()
+	c.created = created
+	c.mu.Unlock()
 	if c.dir != "" {
 		files, err := filepath.Glob(filepath.Join(c.dir, "*.gguf"))
 		if err != nil {
@@ -250,7 +275,7 @@ func (c *modelCatalog) Load(info serve.ModelInfo) (serve.LoadedModel, error) {
 		}
 		path = c.defaultPath
 	}
-	l, eng, err := c.a.startEngineAt(path, info.Name)
+	l, eng, err := c.a.startEngineAt(path, info.Name, c.createdTemplate(info.Name))
 	if err != nil {
 		return nil, err
 	}
@@ -262,10 +287,20 @@ func fileKey(path string, st os.FileInfo) string {
 	return fmt.Sprintf("%s|%d|%d", path, st.Size(), st.ModTime().UnixNano())
 }
 
-// describe reads a model's description from its GGUF metadata (cached
+// describe is a model's description: its file's, with what a created
+// model changes.
+func (c *modelCatalog) describe(name, path string) (serve.ModelInfo, error) {
+	info, err := c.describeFile(name, path)
+	if err != nil {
+		return info, err
+	}
+	return c.withCreated(info), nil
+}
+
+// describeFile reads a model's description from its GGUF metadata (cached
 // while the file is unchanged) and estimates its GPU memory with the
 // serve settings.
-func (c *modelCatalog) describe(name, path string) (serve.ModelInfo, error) {
+func (c *modelCatalog) describeFile(name, path string) (serve.ModelInfo, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return serve.ModelInfo{}, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 
 	"github.com/wgllm/wgllm/internal/modelstore"
 )
@@ -19,11 +20,14 @@ func (a *app) store() modelstore.Store {
 }
 
 // resolveModel turns a -m argument into a file: an existing path as it
-// is, else a model-store name (owner/repo:file, owner/repo, owner/repo:TAG
-// or a file name).
+// is, else a created model's file, else a model-store name
+// (owner/repo:file, owner/repo, owner/repo:TAG or a file name).
 func (a *app) resolveModel(name string) (string, error) {
 	if _, err := os.Stat(name); !errors.Is(err, fs.ErrNotExist) {
 		return name, nil // a file (or one the loader will report on)
+	}
+	if c, err := a.store().LoadCreated(strings.TrimSuffix(name, ":latest")); err == nil {
+		return c.File, nil // a model of Ollama's /api/create: its file
 	}
 	m, err := a.store().Resolve(name)
 	if errors.Is(err, modelstore.ErrNotFound) {

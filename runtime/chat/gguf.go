@@ -25,6 +25,12 @@ func FromGGUF(f *gguf.File) (*Template, error) { return FromGGUFOptions(f, Optio
 // FromGGUFOptions is FromGGUF with a clock and limits; opts' token texts are
 // replaced by the model's.
 func FromGGUFOptions(f *gguf.File, opts Options) (*Template, error) {
+	return FromGGUFSource(f, "", opts)
+}
+
+// FromGGUFSource is FromGGUFOptions with src in place of the file's chat
+// template (a created model's own); "" keeps the file's.
+func FromGGUFSource(f *gguf.File, src string, opts Options) (*Template, error) {
 	bos, err := specialToken(f, keyBOS)
 	if err != nil {
 		return nil, err
@@ -34,6 +40,9 @@ func FromGGUFOptions(f *gguf.File, opts Options) (*Template, error) {
 		return nil, err
 	}
 	opts.BOSToken, opts.EOSToken = bos, eos
+	if src != "" {
+		return New(src, opts)
+	}
 	if _, present := f.Metadata[KeyChatTemplate]; !present {
 		return Fallback(opts)
 	}
