@@ -15,9 +15,6 @@ import (
 // Want says what a step returns.
 type Want int
 
-// Step is the old name of Want.
-type Step = Want
-
 const (
 	// NextGreedy: the argmax token after each span's last position (a
 	// u32 per span read back).
