@@ -42,7 +42,9 @@ var<workgroup> ri: array<u32, WG>;
 var<workgroup> cv: array<f32, CAP>;
 var<workgroup> ci: array<u32, CAP>;
 
-fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
+// -inf, built from a run-time value: WGSL forbids a constant expression
+// whose value is infinite (Dawn rejects bitcast<f32>(0xff800000u)).
+fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u | (p.rows & 0u)); }
 
 // Order-preserving map of a (non-NaN) f32 to u32.
 fn key_hi(v: f32) -> u32 {
