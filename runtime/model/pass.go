@@ -44,13 +44,12 @@ func (m *Model) newPass(runs []run, want Want) (*pass, error) {
 	last := runs[len(runs)-1]
 	p := &pass{m: m, runs: runs, want: want, n: last.row + last.n}
 	var d, pr rowGroup
-	pr.row = -1
 	for i, r := range runs {
 		g := &pr
 		if r.n == 1 {
 			g = &d
 		}
-		if g.row < 0 || g.n == 0 {
+		if g.n == 0 { // the group starts at its first span
 			g.row = r.row
 		}
 		g.n += r.n
