@@ -165,6 +165,13 @@ const (
 	matVecQuantWG  = 256
 )
 
+// matVecQuantTuning overrides the workgroup shape for the tuning
+// benchmark (a different TPR changes the reduction order, so never in use).
+var matVecQuantTuning *struct {
+	TPR, RPT, WG, U int
+	NoStage         bool
+}
+
 // matVecQuantRPT is how many weight rows one lane computes: more rows share
 // each x read, fewer give small N enough workgroups; at most 8 accumulators
 // per lane. With x staged in workgroup memory the H100 decoded fastest with
@@ -245,13 +252,17 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		return fmt.Errorf("ops.MatVecQuant: weight %s: a fused matvec needs the weight in one binding: %w", w, gpu.ErrBindingTooLarge)
 	}
 	rpt := matVecQuantRPT(fu.rows, m)
-	tpr := matVecQuantTPR
+	tpr, wg, u0 := matVecQuantTPR, matVecQuantWG, matVecQuantU
+	if t := matVecQuantTuning; t != nil { // benchmarks only
+		tpr, wg, u0 = t.TPR, t.WG, t.U
+		rpt = max(1, min(t.RPT, MaxMatVecRows/m))
+	}
 	if fu.Pair {
 		rpt = 2 * max(1, rpt/2) // a gate row and its up row per output
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0 && fu.normOff%4 == 0,
-		WG: matVecQuantWG, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
-	for u := matVecQuantU; u >= 1; u /= 2 {
+		WG: wg, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
+	for u := u0; u >= 1 && (matVecQuantTuning == nil || !matVecQuantTuning.NoStage); u /= 2 {
 		cv := stageVec4(w.DType, tpr) * u
 		if uint64(16*m*(cv+cv/8)+4*m*rpt*key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
 			key.StageX, key.U = true, u
