@@ -22,7 +22,8 @@ type quantKey struct {
 	RPT     int
 	UnrollJ bool
 	StageX  bool
-	U       int // StageX: pieces per lane per pass
+	U       int  // StageX: pieces per lane per pass
+	Ahead   bool // not staged: two pieces per row in flight
 	fusion
 }
 
@@ -39,6 +40,9 @@ func (k quantKey) String() string {
 		}
 		if k.StageX {
 			s += fmt.Sprintf("_sx%d", k.U)
+		}
+		if k.Ahead {
+			s += "_ahead"
 		}
 		return s + k.fusion.String()
 	}
@@ -131,7 +135,7 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 		}
 		cv := stageVec4(key.T, key.TPR) * max(key.U, 1)
 		src, err := wgsl.Render("dequant.wgsl", map[string]any{
-			"StageX": key.StageX, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
+			"StageX": key.StageX, "Ahead": key.Ahead, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
 			"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm, "Pairs": pairs,
 			"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
 			"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "NAcc": key.M * rpt,
@@ -169,7 +173,7 @@ const (
 // benchmark (a different TPR changes the reduction order, so never in use).
 var matVecQuantTuning *struct {
 	TPR, RPT, WG, U int
-	NoStage         bool
+	NoStage, Ahead  bool
 }
 
 // matVecQuantRPT is how many weight rows one lane computes: more rows share
@@ -253,8 +257,9 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 	}
 	rpt := matVecQuantRPT(fu.rows, m)
 	tpr, wg, u0 := matVecQuantTPR, matVecQuantWG, matVecQuantU
+	ahead := false
 	if t := matVecQuantTuning; t != nil { // benchmarks only
-		tpr, wg, u0 = t.TPR, t.WG, t.U
+		tpr, wg, u0, ahead = t.TPR, t.WG, t.U, t.Ahead
 		rpt = max(1, min(t.RPT, MaxMatVecRows/m))
 	}
 	if fu.Pair {
@@ -262,6 +267,9 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0 && fu.normOff%4 == 0,
 		WG: wg, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
+	if ahead {
+		key.Ahead, u0 = true, 0 // not staged
+	}
 	for u := u0; u >= 1 && (matVecQuantTuning == nil || !matVecQuantTuning.NoStage); u /= 2 {
 		cv := stageVec4(w.DType, tpr) * u
 		if uint64(16*m*(cv+cv/8)+4*m*rpt*key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
