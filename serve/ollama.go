@@ -431,6 +431,9 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 			return
 		}
 		msg, aerr := chatMessage(param, m.Role, m.Content)
+		if aerr == nil {
+			msg.Reasoning, aerr = messageReasoning(param+".thinking", m.Thinking)
+		}
 		if aerr != nil {
 			writeError(w, aerr)
 			return
@@ -478,7 +481,7 @@ func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string
 		switch {
 		case json.Unmarshal(think, &on) == nil:
 		case json.Unmarshal(think, &level) == nil && (level == "high" || level == "medium" || level == "low"):
-			on = true
+			on, g.effort = true, level
 		default:
 			return nil, invalidParam("think", "think must be true, false, \"high\", \"medium\" or \"low\"")
 		}
