@@ -454,8 +454,9 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 }
 
 // ollamaGeneration starts a generation from Ollama's fields: its options
-// validated as the settings, and think: true (or a level, "high"…) splits
-// a reasoning model's thinking from the answer, false asks the template
+// validated as the settings, and think: true (or a level, "high"…, which
+// is also the template's reasoning_effort) splits a reasoning model's
+// thinking from the answer, false asks the template
 // not to think and drops what thinking there is, absent leaves it in the
 // answer; format ("json" or a schema) constrains the output.
 func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string]json.RawMessage, stream *bool, think, format json.RawMessage, lp ollamaLogprobsFields) (*generation, *apiError) {
