@@ -205,26 +205,43 @@ func isName(s string) bool {
 	return true
 }
 
+// maxChainedConditionals bounds "a if b else c if d else …": each link
+// nests the rewrite one level deeper, and gonja parses nesting by
+// recursion. Longer chains are left as they are (and fail to parse).
+const maxChainedConditionals = 16
+
 // conditional rewrites "X if C else Y" (Y may chain further
-// conditionals); anything else comes back unchanged.
+// conditionals); anything else comes back unchanged. One scan finds the
+// top-level keywords, so a long chain costs linear time.
 func conditional(e string) string {
-	ifAt, elseAt := -1, -1
+	var cuts []int // alternately the starts of "if" and of "else"
 	for _, i := range topLevel(e) {
-		switch {
-		case ifAt < 0 && wordAt(e, i, "if"):
-			ifAt = i
-		case ifAt >= 0 && wordAt(e, i, "else"):
-			elseAt = i
+		want := "if"
+		if len(cuts)%2 == 1 {
+			want = "else"
 		}
-		if elseAt >= 0 {
-			break
+		if wordAt(e, i, want) {
+			cuts = append(cuts, i)
 		}
 	}
-	if ifAt < 0 || elseAt < 0 || strings.TrimSpace(e[:ifAt]) == "" {
+	links := len(cuts) / 2
+	if links == 0 || links > maxChainedConditionals || strings.TrimSpace(e[:cuts[0]]) == "" {
 		return e
 	}
-	x, c, y := e[:ifAt], e[ifAt+len("if"):elseAt], conditional(e[elseAt+len("else"):])
-	return " ((" + strings.TrimSpace(c) + ") and [" + strings.TrimSpace(x) + "] or [" + strings.TrimSpace(y) + "])[0] "
+	// X0 if C0 else X1 if C1 else … Y: built from the innermost out.
+	// (A last "if" without its "else" stays in Y, which then fails to
+	// parse, as it does unrewritten.)
+	out := strings.TrimSpace(e[cuts[2*links-1]+len("else"):])
+	for k := links - 1; k >= 0; k-- {
+		xStart := 0
+		if k > 0 {
+			xStart = cuts[2*k-1] + len("else")
+		}
+		x := strings.TrimSpace(e[xStart:cuts[2*k]])
+		c := strings.TrimSpace(e[cuts[2*k]+len("if") : cuts[2*k+1]])
+		out = "((" + c + ") and [" + x + "] or [" + out + "])[0]"
+	}
+	return " " + out + " "
 }
 
 // wordAt reports whether the keyword w stands alone at s[i:].

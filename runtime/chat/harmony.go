@@ -68,6 +68,9 @@ type harmonyParser struct {
 	buf   string
 	body  harmonyBody
 	name  string // bodyCall: the function
+	// call holds a call's body until it ends (buf keeps only what may be
+	// the start of a terminator, so each piece costs its own length).
+	call  []byte
 	calls int
 }
 
@@ -120,9 +123,6 @@ func (h *harmonyParser) step(end bool) []Part {
 				keep := 0
 				for _, t := range harmonyTerminators {
 					keep = max(keep, heldPrefix(h.buf, t))
-				}
-				if h.body == bodyCall {
-					return out // a call is handed out whole
 				}
 				out = h.emit(out, h.buf[:len(h.buf)-keep], false)
 				h.buf = h.buf[len(h.buf)-keep:]
@@ -211,18 +211,26 @@ func (h *harmonyParser) emit(out []Part, text string, whole bool) []Part {
 		}
 		return append(out, Part{Content: text})
 	case bodyCall:
+		h.call = append(h.call, text...)
 		if !whole {
+			if len(h.call) > maxHeldCallText { // too long for a call: text
+				h.body = bodyContent
+				text, h.call = string(h.call), nil
+				return append(out, Part{Content: text})
+			}
 			return out
 		}
-		if call, err := newCall(h.name, json.RawMessage(text)); err == nil {
+		body := string(h.call)
+		h.call = nil
+		if call, err := newCall(h.name, json.RawMessage(body)); err == nil {
 			h.calls++
 			return append(out, Part{Call: call})
 		}
 		// Arguments that are not a JSON object: the text, as it came.
-		if text == "" {
+		if body == "" {
 			return out
 		}
-		return append(out, Part{Content: text})
+		return append(out, Part{Content: body})
 	}
 	return out
 }

@@ -155,6 +155,43 @@ func TestInlineConditionals(t *testing.T) {
 	}
 }
 
+// TestInlineConditionalsHostile: chains are rewritten up to
+// maxChainedConditionals links and left alone beyond; a template of
+// thousands of chained or nested conditionals parses (or fails) quickly.
+func TestInlineConditionalsHostile(t *testing.T) {
+	chain := func(n int) string {
+		var b strings.Builder
+		b.WriteString("{{ (")
+		for i := 0; i < n; i++ {
+			b.WriteString("1 if f else ")
+		}
+		b.WriteString("2) }}")
+		return b.String()
+	}
+	tm, err := New(chain(maxChainedConditionals), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tm.render(nil, false, map[string]any{"f": false}); err != nil || got != "2" {
+		t.Errorf("chain of %d: %q, %v", maxChainedConditionals, got, err)
+	}
+	if _, err := New(chain(maxChainedConditionals+1), Options{}); err == nil {
+		t.Errorf("a chain of %d parsed", maxChainedConditionals+1)
+	}
+	nested := strings.Repeat("(1 if f else ", 90) + "2" + strings.Repeat(")", 90)
+	for _, src := range []string{chain(40_000), "{{ " + nested + " }}", strings.Repeat("{{ (a if b else c) }}", 20_000),
+		"{{ (" + strings.Repeat("if else ", 50_000) + ") }}"} {
+		start := time.Now()
+		tm, err := New(src, Options{})
+		if err == nil {
+			_, err = tm.render(nil, false, map[string]any{"f": false})
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%d bytes took %s (%v)", len(src), d, err)
+		}
+	}
+}
+
 var (
 	harmonyFormat = Format{Tools: Harmony, Thinking: true}
 	harmonyCases  = []struct {
@@ -245,6 +282,29 @@ func TestHarmonyParserStreams(t *testing.T) {
 	}
 	if got := p.Finish(); len(got) != 0 || p.Calls() != 1 {
 		t.Errorf("Finish: %+v, %d calls; want nothing more and 1 call", got, p.Calls())
+	}
+}
+
+// TestHarmonyParserLongCall: a call's body streamed a byte at a time is
+// scanned in linear time, and one past maxHeldCallText is text.
+func TestHarmonyParserLongCall(t *testing.T) {
+	p := NewOutputParser(harmonyFormat, true, false)
+	p.Feed("<|channel|>commentary to=functions.f<|message|>{\"a\": \"")
+	start := time.Now()
+	var text int
+	for i := 0; i < maxHeldCallText+10; i++ {
+		for _, pt := range p.Feed("x") {
+			text += len(pt.Content)
+		}
+	}
+	for _, pt := range p.Finish() {
+		text += len(pt.Content)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("%d one-byte pieces took %s", maxHeldCallText, d)
+	}
+	if p.Calls() != 0 || text != len(`{"a": "`)+maxHeldCallText+10 {
+		t.Errorf("%d calls, %d bytes of text", p.Calls(), text)
 	}
 }
 
