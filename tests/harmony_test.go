@@ -223,6 +223,20 @@ func TestServeGPTOSSChat(t *testing.T) {
 		}
 	}
 
+	// The harmony markers are text of the output (user-defined tokens, as
+	// in llama.cpp), so the chat parser sees them: a plain completion
+	// forced to write <|channel|> returns it as written.
+	resp = postJSON(t, ls.base+"/v1/completions", map[string]any{"prompt": "x", "max_tokens": 3, "temperature": 0,
+		"logit_bias": map[string]float64{itoa32(ids["<|channel|>"]): 100}})
+	var completion struct {
+		Choices []struct{ Text string } `json:"choices"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&completion)
+	resp.Body.Close()
+	if err != nil || len(completion.Choices) != 1 || completion.Choices[0].Text != strings.Repeat("<|channel|>", 3) {
+		t.Errorf("completion forced to <|channel|>: %v %+v", err, completion)
+	}
+
 	// Ollama's chat, with a think level: the same plumbing, reasoning apart.
 	resp = postJSON(t, ls.base+"/api/chat", map[string]any{"model": "test-model", "messages": messages, "think": "high", "stream": false,
 		"options": map[string]any{"temperature": 0, "num_predict": 4}})
