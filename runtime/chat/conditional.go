@@ -38,7 +38,7 @@ func inlineConditionals(src string) string {
 			close := "}}"
 			if src[i+1] == '%' {
 				close = "%}"
-				if rawTag.MatchString(src[i:]) {
+				if mayBeRaw(src[i+2:]) && rawTag.MatchString(src[i:]) {
 					loc := endRawTag.FindStringIndex(src[i:])
 					if loc == nil {
 						i = len(src)
@@ -66,6 +66,12 @@ func inlineConditionals(src string) string {
 	}
 	b.WriteString(src[last:])
 	return b.String()
+}
+
+// mayBeRaw is a cheap test before rawTag's: the tag body may start with
+// "raw".
+func mayBeRaw(body string) bool {
+	return strings.HasPrefix(strings.TrimLeft(body[:min(len(body), 16)], "-+ \t\r\n"), "raw")
 }
 
 // tagEnd is the index of the close delimiter of the tag whose content
