@@ -83,7 +83,8 @@ func (h *harmonyParser) step(end bool) []Part {
 			i := strings.Index(h.buf, harmonyMessage)
 			if i < 0 {
 				switch {
-				case !couldBeHeader(h.buf) || len(h.buf) > maxHarmonyHeader:
+				case !couldBeHeader(h.buf) || len(h.buf) >= maxHarmonyHeader+len(harmonyMessage):
+					// (A header within the limit and part of <|message|> fit.)
 					h.state = harmonyRaw
 					continue
 				case end:
@@ -97,7 +98,7 @@ func (h *harmonyParser) step(end bool) []Part {
 				continue
 			}
 			if !couldBeHeader(header) || !strings.Contains(header, harmonyChannel) ||
-				strings.Contains(header, harmonyEnd) {
+				strings.Contains(header, harmonyEnd) || len(header) > maxHarmonyHeader {
 				h.state = harmonyRaw
 				continue
 			}

@@ -242,6 +242,9 @@ var (
 		{"header cut off", false, "<|channel|>fin", parsed{}},
 		{"header without a channel", false, "<|start|>assistant<|message|>x", parsed{content: "<|start|>assistant<|message|>x"}},
 		{"empty", false, "", parsed{}},
+		{"longest header", false, "<|channel|>final" + strings.Repeat(" ", maxHarmonyHeader-len("<|channel|>final")) + "<|message|>x", parsed{content: "x"}},
+		{"header too long", false, "<|channel|>final" + strings.Repeat(" ", maxHarmonyHeader) + "<|message|>x",
+			parsed{content: "<|channel|>final" + strings.Repeat(" ", maxHarmonyHeader) + "<|message|>x"}},
 	}
 )
 
@@ -344,4 +347,36 @@ func TestHarmonyParserHostile(t *testing.T) {
 			t.Fatalf("%q: %d bytes of text out of %d in", text, out, len(text))
 		}
 	}
+}
+
+// FuzzHarmonyParser parses arbitrary output, cut into pieces at the
+// fuzzer's choice, with and without tools: never a panic, never more text
+// out than in, calls always named with an object of arguments, and the
+// same parts whole as in pieces.
+func FuzzHarmonyParser(f *testing.F) {
+	for _, c := range harmonyCases {
+		f.Add(c.text, uint8(3), c.tools)
+	}
+	f.Fuzz(func(t *testing.T, text string, step uint8, tools bool) {
+		n := int(step%16) + 1
+		var pieces []string
+		for i := 0; i < len(text); i += n {
+			pieces = append(pieces, text[i:min(i+n, len(text))])
+		}
+		whole := parseAll(harmonyFormat, tools, false, []string{text})
+		split := parseAll(harmonyFormat, tools, false, pieces)
+		if !reflect.DeepEqual(whole, split) {
+			t.Fatalf("whole %+v, in pieces of %d %+v", whole, n, split)
+		}
+		if len(whole.reasoning)+len(whole.content) > len(text) {
+			t.Fatalf("more text out than in: %+v", whole)
+		}
+		for _, c := range whole.calls {
+			name, args, _ := strings.Cut(c, "{")
+			var obj map[string]json.RawMessage
+			if name == "" || json.Unmarshal([]byte("{"+args), &obj) != nil {
+				t.Fatalf("call %q", c)
+			}
+		}
+	})
 }
