@@ -380,3 +380,18 @@ func FuzzHarmonyParser(f *testing.F) {
 		}
 	})
 }
+
+// TestEmptyJSONObject: an empty object of a tool definition behaves as
+// Python's {}: false, a mapping of no items, printed "{}" (gpt-oss's
+// template tests parameters.properties).
+func TestEmptyJSONObject(t *testing.T) {
+	tm, err := New(`{{ tools[0]|tojson }}|{% for k, v in tools[0].p.items() %}x{% endfor %}|{{ tools[0].p|length }}|`+
+		`{{ 'p' in tools[0] }}|{% if tools[0].p %}T{% else %}F{% endif %}|{{ tools[0].p is mapping }}`, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tm.RenderConversation(Conversation{Tools: []json.RawMessage{json.RawMessage(`{"a": {}, "p": {}}`)}}, false)
+	if want := `{"a": {}, "p": {}}||0|True|F|True`; err != nil || got != want {
+		t.Errorf("got %q, %v; want %q (Jinja2's)", got, err, want)
+	}
+}
