@@ -634,6 +634,10 @@ func chooseSplitTiles(d int, kv DType, rows, smem int) (splitTiles, error) {
 	return splitTiles{}, fmt.Errorf("ops.Attention: no split-K tile for head dim %d fits %d bytes of workgroup memory", d, smem)
 }
 
+// attnSplitTarget, when > 0, replaces attentionSplits' workgroup target
+// (tests run the hardware policy on a software adapter).
+var attnSplitTarget int
+
 // attentionSplits is the most chunks a sequence's keys are cut into. It
 // depends on the model's shape and the device only, never on the batch:
 // enough workgroups for one sequence to fill a GPU (about 512: 64 chunks
@@ -643,6 +647,9 @@ func attentionSplits(ctx *gpu.Context, kvHeads, rowTiles int) int {
 	target := 512
 	if ctx.Software() {
 		target = 16
+	}
+	if attnSplitTarget > 0 {
+		target = attnSplitTarget
 	}
 	return max(1, min(maxAttentionSplits, ceilDiv(target, kvHeads*rowTiles)))
 }
