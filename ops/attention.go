@@ -288,7 +288,7 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 	if err != nil {
 		return err
 	}
-	ckey := attnCombineKey{D: d.hd, WG: 64, Sinks: feat.Sinks}
+	ckey := attnCombineKey{D: d.hd, WG: combineWG, Sinks: feat.Sinks}
 	cpipe, err := ctx.Pipeline(ckey, ckey.build)
 	if err != nil {
 		return err
@@ -297,7 +297,7 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 		uint32(nSplit), uint32(rowTiles), uint32(d.batch*d.kvHeads)); err != nil {
 		return err
 	}
-	gx, gy := ctx.Grid(uint32(ceilDiv(d.batch*d.nq*d.heads*d.hd/4, ckey.WG)))
+	gx, gy := ctx.Grid(uint32(d.batch * d.nq * d.heads)) // a workgroup per output row
 	return enc.Dispatch(cpipe, prm, combineArgs(scratchArg, args[3], args[4:]), gx, gy, 1)
 }
 
@@ -569,6 +569,7 @@ func (k attnSplitKey) render(bs int) (gpu.PipelineSpec, error) {
 	src, err := wgsl.Render("attention_split.wgsl", k.template(map[string]any{
 		"RT": t.RT, "BK": t.BK, "D": k.D, "D4": d4, "RS": d4 + 1, "WG": t.WG,
 		"KT": t.WG / t.BK, "TR": tr, "NE": t.BK / tr, "KL": kl, "KPL": ceilDiv(t.BK, kl),
+		"KSI": ceilDiv(t.BK*d4, t.WG), "DKM": ceilDiv(d4, t.WG/t.BK),
 		"QSLen": t.RT * d4, "SMLen": splitSmemK(d4, k.KV, t), "SSLen": t.WG * t.RT,
 		"KS": ks, "Raw": raw,
 		"KV": k.KV.String(), "Causal": k.Causal, "Paged": bs > 0, "BS": bs,
@@ -654,6 +655,10 @@ func attentionSplits(ctx *gpu.Context, kvHeads, rowTiles int) int {
 	return max(1, min(maxAttentionSplits, ceilDiv(target, kvHeads*rowTiles)))
 }
 
+// combineWG is the combine kernel's workgroup: one output row of at most
+// 64 vec4s, its splits shared among WG/(D/4) groups of threads.
+const combineWG = 128
+
 type attnCombineKey struct {
 	D, WG int
 	Sinks bool // adds the attention sinks to each row's denominator
@@ -668,7 +673,8 @@ func (k attnCombineKey) String() string {
 }
 
 func (k attnCombineKey) build() (gpu.PipelineSpec, error) {
-	src, err := wgsl.Render("attention_combine.wgsl", map[string]any{"D": k.D, "D4": k.D / 4, "WG": k.WG, "Sinks": k.Sinks})
+	src, err := wgsl.Render("attention_combine.wgsl", map[string]any{
+		"D": k.D, "D4": k.D / 4, "WG": k.WG, "SG": k.WG / (k.D / 4), "MS": maxAttentionSplits, "Sinks": k.Sinks})
 	storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
 	if k.Sinks {
 		storage = append(storage, gpu.ReadOnly)

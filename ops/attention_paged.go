@@ -185,7 +185,7 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 	if err != nil {
 		return err
 	}
-	ckey := attnCombineKey{D: d.hd, WG: 64, Sinks: feat.Sinks}
+	ckey := attnCombineKey{D: d.hd, WG: combineWG, Sinks: feat.Sinks}
 	cpipe, err := ctx.Pipeline(ckey, ckey.build)
 	if err != nil {
 		return err
@@ -194,7 +194,7 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 		uint32(nSplit), uint32(rowTiles), uint32(d.batch*d.kvHeads)); err != nil {
 		return err
 	}
-	gx, gy := ctx.Grid(uint32(ceilDiv(d.batch*d.nq*d.heads*d.hd/4, ckey.WG)))
+	gx, gy := ctx.Grid(uint32(d.batch * d.nq * d.heads)) // a workgroup per output row
 	return enc.Dispatch(cpipe, prm, combineArgs(scratchArg, args[3], args[6:]), gx, gy, 1)
 }
 

@@ -61,6 +61,8 @@ const TR: u32 = {{.TR}}u;    // softmax threads per row
 const NE: u32 = {{.NE}}u;    // BK / TR: keys per softmax thread
 const KL: u32 = {{.KL}}u;    // key lanes of the P·V step
 const KPL: u32 = {{.KPL}}u;  // keys per lane: ceil(BK / KL)
+const KSI: u32 = {{.KSI}}u;  // ceil(BK·D4 / WG): K tile vec4s a thread loads
+const DKM: u32 = {{.DKM}}u;  // ceil(D4 / KT): the most vec4s of a step-2 part
 const LOW: f32 = -3.0e38;
 
 var<workgroup> qs: array<vec4<f32>, {{.QSLen}}>;   // [RT][D4], scaled
@@ -195,22 +197,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
       }
     }
-    for (var e = t; e < BK * D4; e += WG) {
+    // The K tile: every load first (constant trip counts, so that they are
+    // all in flight together), then the stores.
+    var kr: array<{{.Raw}}, KSI>;
+    for (var i = 0u; i < KSI; i++) {
+      let e = t + i * WG;
       let j = e / D4;
-      let cc = e % D4;
-      var val = {{.KS}}();
-      if (key0 + j < ks1) {
-        val = ks_put(k_raw(k_base + kv_row(tb, key0 + j) * p.kv_tstride + cc * 4u));
+      if (e < BK * D4 && key0 + j < ks1) {
+        kr[i] = k_raw(k_base + kv_row(tb, key0 + j) * p.kv_tstride + (e % D4) * 4u);
+      } else {
+        kr[i] = {{.Raw}}();
       }
-      sm[j * RS + cc] = val;
+    }
+    for (var i = 0u; i < KSI; i++) {
+      let e = t + i * WG;
+      if (e < BK * D4) {
+        sm[(e / D4) * RS + e % D4] = ks_put(kr[i]);
+      }
     }
     workgroupBarrier();  // K staged (and the previous tile's P·V is done)
 
     var s = array<f32, RT>();  // an initialiser: a bare var in a loop may keep the last iteration's value (naga)
-    for (var cc = d0; cc < d1; cc++) {
-      let kk = ks_get(sm[sj * RS + cc]);
-      for (var a = 0u; a < RT; a++) {
-        s[a] += dot(qs[a * D4 + cc], kk);
+    for (var i = 0u; i < DKM; i++) {
+      let cc = d0 + i;
+      if (cc < d1) {
+        let kk = ks_get(sm[sj * RS + cc]);
+        for (var a = 0u; a < RT; a++) {
+          s[a] += dot(qs[a * D4 + cc], kk);
+        }
       }
     }
     for (var a = 0u; a < RT; a++) {
