@@ -8,3 +8,12 @@ func SetMatVecSubgroups(on bool) (restore func()) {
 	matVecNoSubgroups = !on
 	return func() { matVecNoSubgroups = old }
 }
+
+// SetExpertTiling caps the experts kernel's tile at m slots and turns its
+// staging of x off (stage false), so tests can check that neither changes
+// a value; it returns the restore.
+func SetExpertTiling(m int, stage bool) (restore func()) {
+	oldM, oldStage := expertTileMax, expertNoStage
+	expertTileMax, expertNoStage = m, !stage
+	return func() { expertTileMax, expertNoStage = oldM, oldStage }
+}
