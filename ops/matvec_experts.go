@@ -74,9 +74,9 @@ func matVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 		return fmt.Errorf("ops.MatVecExperts: weight %s must be [experts, N, K] (gated: [experts, 2N, K])", w)
 	}
 	experts, n, k := w.Shape[0], w.Shape[1], w.Shape[2]
-	rpt, pairs := 1, 1
+	pairs := 1
 	if pair {
-		rpt, pairs, n = 2, 2, n/2 // a gate row and its up row per lane
+		pairs, n = 2, n/2
 	}
 	rowUnits, np, ok := rowLayout(w.DType, k)
 	if !ok || n < 1 || k < 1 {
@@ -113,31 +113,38 @@ func matVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 	if err != nil {
 		return err
 	}
-	tpr := expertTPR(np)
-	outPerWG := matVecQuantWG / tpr * rpt / pairs
-	blocks, used := ceilDiv(n, outPerWG), min(experts, slots)
+	used := min(experts, slots)
+	// The tile: the slots an expert gets on average (one in decode, where
+	// a wider tile would only cost workgroup memory and so occupancy; up
+	// to 8 in prefill), fewer where the staged x would not fit workgroup
+	// memory. An expert's slots beyond a tile take further tiles, a lone
+	// one the body of one. No tile or staging choice changes a value.
+	// Rows per lane as the dense kernel takes them for the same rows in
+	// all (a gate row and its up row with Pair).
+	m := max(1, min(expertTileMax, ceilDiv(slots, experts)))
+	rpt := func(m int) int {
+		if pair {
+			return 2
+		}
+		return matVecQuantRPT(used*n, m)
+	}
+	key := quantKey{Kernel: "experts", T: w.DType, M: m, XVec: offs[1]%4 == 0 && k%4 == 0,
+		WG: matVecQuantWG, TPR: expertTPR(np), RPT: rpt(m), UnrollJ: !ctx.Software(), Bias: bias != nil,
+		fusion: fusion{Pair: pair, Act: act}}
+	for mm := m; mm >= 1 && !expertNoStage; mm-- {
+		heads := uint64(16 + 8*mm) // head, tslot, txrow
+		if stageBytes(w.DType, key.TPR, 1, mm, rpt(mm), key.WG)+heads <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
+			key.M, key.RPT, key.StageX, key.U = mm, rpt(mm), true, 1
+			break
+		}
+	}
+	blocks := ceilDiv(n, matVecQuantWG/key.TPR*key.RPT/pairs)
 	maxDim := ctx.Limits.MaxComputeWorkgroupsPerDimension
 	if maxDim == 0 {
 		maxDim = 65535
 	}
 	if uint32(blocks) > maxDim || uint32(used) > maxDim {
 		return fmt.Errorf("ops.MatVecExperts: %d row blocks × %d experts exceed %d workgroups per dimension", blocks, used, maxDim)
-	}
-	// The tile: up to one slot per x row (gate and up: a token's slots go
-	// to distinct experts; down: an overestimate, which costs only the
-	// pipeline's size, as an expert's lone slot takes the body of one),
-	// fewer where the staged x would not fit workgroup memory. No tile or
-	// staging choice changes a value.
-	m := min(expertTileMax, xRows)
-	key := quantKey{Kernel: "experts", T: w.DType, M: m, XVec: offs[1]%4 == 0 && k%4 == 0,
-		WG: matVecQuantWG, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), Bias: bias != nil,
-		fusion: fusion{Pair: pair, Act: act}}
-	for mm := m; mm >= 1 && !expertNoStage; mm-- {
-		heads := uint64(16 + 8*mm) // head, tslot, txrow
-		if stageBytes(w.DType, tpr, 1, mm, rpt, key.WG)+heads <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
-			key.M, key.StageX, key.U = mm, true, 1
-			break
-		}
 	}
 	pipe, err := quantPipeline(ctx, key)
 	if err != nil {

@@ -211,7 +211,7 @@ func runExperts(t *testing.T, ctx *gpu.Context, c expertCase, seed int64) (got [
 // accumulation in a fixed order, as TestMatVecQuant). The first cases give
 // an expert one or two slots; the second set a dozen or more (tiles of 8
 // and a remainder), at row lengths that take 8, 16 and 32 lanes per row
-// and x read as vec4.
+// and x read as vec4; the last one two rows per lane.
 func TestMatVecExperts(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	var cases []expertCase
@@ -240,6 +240,8 @@ func TestMatVecExperts(t *testing.T) {
 		c.experts, c.rows, c.used, c.xPad = 3, 19, 2, 4
 		cases = append(cases, c)
 	}
+	// Over 8192 rows in all: two rows per lane.
+	cases = append(cases, expertCase{dt: ops.Q8_0, experts: 3, n: 4099, k: 96, rows: 5, used: 2, down: true, xPad: 4})
 	for ci, c := range cases {
 		t.Run(c.String(), func(t *testing.T) {
 			seed := int64(4200 + ci)
@@ -260,6 +262,7 @@ func TestMatVecExpertsTiling(t *testing.T) {
 		{dt: ops.MXFP4, n: 13, k: 1088, xPad: 4},
 		{dt: ops.Q5_0, n: 11, k: 96, down: true, xPad: 3},
 		{dt: ops.BF16, n: 7, k: 57, xPad: 1},
+		{dt: ops.Q4_0, n: 4101, k: 64, down: true, xPad: 4}, // two rows per lane for tiles of up to 4
 	} {
 		c.experts, c.rows, c.used = 3, 17, 2
 		t.Run(c.String(), func(t *testing.T) {
