@@ -405,7 +405,8 @@ func TestMoERouteRefusesBadShapes(t *testing.T) {
 // TestMatVecExpertsGated: the gated form (gate and up rows of each expert
 // in one matrix, biases, the activation in the epilogue) gives bit for bit
 // what two MatVecExperts and a GatedAct give, for each activation and a
-// few stored types (the plain form is checked against float64 above).
+// few stored types, whatever its tile of slots and staging (the plain
+// form is checked against float64 above).
 func TestMatVecExpertsGated(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	for ti, dt := range []ops.DType{ops.Q4_K, ops.MXFP4, ops.Q8_0, ops.F32, ops.BF16} {
@@ -445,7 +446,6 @@ func TestMatVecExpertsGated(t *testing.T) {
 				g := paddedF32(t, ctx, "gate", rng, make([]float32, slots*n), 0, slots, n)
 				u := paddedF32(t, ctx, "up", rng, make([]float32, slots*n), 0, slots, n)
 				d := paddedF32(t, ctx, "d", rng, make([]float32, slots*n), 2, slots, n)
-				gputest.Poison(t, d)
 				runOp(t, ctx, func(enc *gpu.Encoder) error {
 					if err := ops.MatVecExperts(enc, g, wg, x, route, &bgT, used); err != nil {
 						return err
@@ -453,18 +453,26 @@ func TestMatVecExpertsGated(t *testing.T) {
 					if err := ops.MatVecExperts(enc, u, wu, x, route, &buT, used); err != nil {
 						return err
 					}
-					if err := ops.GatedAct(enc, g, g, u, act); err != nil {
-						return err
-					}
-					return ops.MatVecExpertsGated(enc, d, wj, x, route, &bjT, used, act)
+					return ops.GatedAct(enc, g, g, u, act)
 				})
 				want, err := g.Read()
 				must(t, err)
-				got, err := d.Read()
-				must(t, err)
-				for i := range want {
-					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("value %d: gated %v, separate %v", i, got[i], want[i])
+				// The gated form with the default tile (2 slots), tiles of
+				// 3 and of 1 with x read straight from memory.
+				for _, tl := range []struct {
+					m     int
+					stage bool
+				}{{8, true}, {3, true}, {1, false}} {
+					restore := ops.SetExpertTiling(tl.m, tl.stage)
+					gputest.Poison(t, d)
+					runOp(t, ctx, func(enc *gpu.Encoder) error { return ops.MatVecExpertsGated(enc, d, wj, x, route, &bjT, used, act) })
+					restore()
+					got, err := d.Read()
+					must(t, err)
+					for i := range want {
+						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("tile %d, staged %v: value %d: gated %v, separate %v", tl.m, tl.stage, i, got[i], want[i])
+						}
 					}
 				}
 			})
