@@ -25,6 +25,7 @@ type quantKey struct {
 	UnrollJ bool
 	StageX  bool
 	U       int  // StageX: pieces per lane per pass
+	Ahead   bool // not staged: two pieces per row in flight
 	Bias    bool // experts: a bias per expert row
 	fusion
 }
@@ -42,6 +43,9 @@ func (k quantKey) String() string {
 		}
 		if k.StageX {
 			s += fmt.Sprintf("_sx%d", k.U)
+		}
+		if k.Ahead {
+			s += "_ahead"
 		}
 		if k.Bias {
 			s += "_bias"
@@ -180,7 +184,7 @@ func renderQuant(key quantKey) (string, error) {
 	cv := stageVec4(key.T, key.TPR) * max(key.U, 1)
 	experts := key.Kernel == "experts"
 	data := map[string]any{
-		"StageX": key.StageX, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
+		"StageX": key.StageX, "Ahead": key.Ahead, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
 		"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm,
 		"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
 		"Rowwise": key.Kernel == "matvec" || experts, "Experts": experts, "Bias": key.Bias,
@@ -239,6 +243,13 @@ const (
 	matVecQuantTPR = 32
 	matVecQuantWG  = 256
 )
+
+// matVecQuantTuning overrides the workgroup shape for the tuning
+// benchmark (a different TPR changes the reduction order, so never in use).
+var matVecQuantTuning *struct {
+	TPR, RPT, WG, U int
+	NoStage, Ahead  bool
+}
 
 // matVecQuantRPT is how many weight rows one lane computes: more rows share
 // each x read, fewer give small N enough workgroups; at most 8 accumulators
@@ -316,13 +327,21 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		return fmt.Errorf("ops.MatVecQuant: weight %s: a fused matvec needs the weight in one binding: %w", w, gpu.ErrBindingTooLarge)
 	}
 	rpt := matVecQuantRPT(fu.rows, m)
-	tpr := matVecQuantTPR
+	tpr, wg, u0 := matVecQuantTPR, matVecQuantWG, matVecQuantU
+	ahead := false
+	if t := matVecQuantTuning; t != nil { // benchmarks only
+		tpr, wg, u0, ahead = t.TPR, t.WG, t.U, t.Ahead
+		rpt = max(1, min(t.RPT, MaxMatVecRows/m))
+	}
 	if fu.Pair {
 		rpt = 2 * max(1, rpt/2) // a gate row and its up row per output
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0 && fu.normOff%4 == 0,
-		WG: matVecQuantWG, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
-	for u := matVecQuantU; u >= 1; u /= 2 {
+		WG: wg, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
+	if ahead {
+		key.Ahead, u0 = true, 0 // not staged
+	}
+	for u := u0; u >= 1 && (matVecQuantTuning == nil || !matVecQuantTuning.NoStage); u /= 2 {
 		if stageBytes(w.DType, tpr, u, m, rpt, key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
 			key.StageX, key.U = true, u
 			break
