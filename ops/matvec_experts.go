@@ -17,12 +17,13 @@ type expertParams struct {
 // computes at once (each weight piece decoded once for all of them).
 const maxExpertTile = 8
 
-// Test hooks (export_test.go): the largest tile, and x read straight from
-// memory instead of staged.
-var (
-	expertTileMax = maxExpertTile
-	expertNoStage bool
-)
+// expertTuning overrides the experts kernel's shape in tests
+// (export_test.go): the largest tile, x read straight from memory, the
+// wide shape (four rows a lane, 128 lanes) on any adapter.
+var expertTuning = struct {
+	MaxTile       int
+	NoStage, Wide bool
+}{MaxTile: maxExpertTile}
 
 // expertTPR is the lanes per weight row of the experts kernel for np pieces
 // per row: of 32, 16 and 8 lanes the one that leaves fewest lanes idle over
@@ -119,26 +120,34 @@ func matVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 	// to 8 in prefill), fewer where the staged x would not fit workgroup
 	// memory. An expert's slots beyond a tile take further tiles, a lone
 	// one the body of one. No tile or staging choice changes a value.
-	// Rows per lane as the dense kernel takes them for the same rows in
-	// all (a gate row and its up row with Pair).
-	m := max(1, min(expertTileMax, ceilDiv(slots, experts)))
-	rpt := func(m int) int {
-		if pair {
-			return 2
+	// The workgroup the dense kernel takes for as many rows in all (a gate
+	// row and its up row per output with Pair).
+	shape := func(m int) (rpt, wg int, staged bool) {
+		rpt, wg, staged = matVecQuantShape(used*n, m, ctx.Software())
+		if expertTuning.Wide {
+			rpt, wg, staged = 4, 128, false
 		}
-		return matVecQuantRPT(used*n, m)
+		if pair {
+			rpt = 2 * max(1, rpt/2)
+		}
+		return rpt, wg, staged && !expertTuning.NoStage
 	}
+	m := max(1, min(expertTuning.MaxTile, ceilDiv(slots, experts)))
 	key := quantKey{Kernel: "experts", T: w.DType, M: m, XVec: offs[1]%4 == 0 && k%4 == 0,
-		WG: matVecQuantWG, TPR: expertTPR(np), RPT: rpt(m), UnrollJ: !ctx.Software(), Bias: bias != nil,
-		fusion: fusion{Pair: pair, Act: act}}
-	for mm := m; mm >= 1 && !expertNoStage; mm-- {
+		TPR: expertTPR(np), UnrollJ: !ctx.Software(), Bias: bias != nil, fusion: fusion{Pair: pair, Act: act}}
+	key.RPT, key.WG, _ = shape(m) // x unstaged if no tile fits
+	for mm := m; mm >= 1; mm-- {
+		rpt, wg, staged := shape(mm)
 		heads := uint64(16 + 8*mm) // head, tslot, txrow
-		if stageBytes(w.DType, key.TPR, 1, mm, rpt(mm), key.WG)+heads <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
-			key.M, key.RPT, key.StageX, key.U = mm, rpt(mm), true, 1
+		if !staged || stageBytes(w.DType, key.TPR, 1, mm, rpt, wg)+heads <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
+			key.M, key.RPT, key.WG, key.StageX = mm, rpt, wg, staged
+			if staged {
+				key.U = 1
+			}
 			break
 		}
 	}
-	blocks := ceilDiv(n, matVecQuantWG/key.TPR*key.RPT/pairs)
+	blocks := ceilDiv(n, key.WG/key.TPR*key.RPT/pairs)
 	maxDim := ctx.Limits.MaxComputeWorkgroupsPerDimension
 	if maxDim == 0 {
 		maxDim = 65535

@@ -276,6 +276,16 @@ func matVecQuantWide(n, m int, software bool) bool {
 	return !software && m == 1 && n >= 8192
 }
 
+// matVecQuantShape is the quantised matvecs' workgroup for m x rows over n
+// weight rows (gate rows with Pair, before its pairing): rows per lane,
+// lanes, and whether x may be staged in workgroup memory.
+func matVecQuantShape(n, m int, software bool) (rpt, wg int, staged bool) {
+	if matVecQuantWide(n, m, software) {
+		return 4, 128, false
+	}
+	return matVecQuantRPT(n, m), matVecQuantWG, true
+}
+
 // MatVecQuant computes dst[m, n] = sum_k w[n, k] x[m, k] for a weight w
 // [N, K] stored block-quantised (any of Q4_0 ... Q6_K, IQ4_NL, IQ4_XS, MXFP4,
 // as in GGUF) or bf16, x [M, K] f32 with 1 <= M <= 8 and dst [M, N] f32. Each
@@ -338,12 +348,12 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 	if chunk < n && fu.fusion != (fusion{}) {
 		return fmt.Errorf("ops.MatVecQuant: weight %s: a fused matvec needs the weight in one binding: %w", w, gpu.ErrBindingTooLarge)
 	}
-	rpt := matVecQuantRPT(fu.rows, m)
-	tpr, wg, u0 := matVecQuantTPR, matVecQuantWG, matVecQuantU
-	ahead := false
-	if matVecQuantWide(fu.rows, m, ctx.Software()) {
-		rpt, wg, u0 = 4, 128, 0 // u0 0: not staged
+	rpt, wg, staged := matVecQuantShape(fu.rows, m, ctx.Software())
+	tpr, u0 := matVecQuantTPR, 0 // u0 0: not staged
+	if staged {
+		u0 = matVecQuantU
 	}
+	ahead := false
 	if t := matVecQuantTuning; t != nil { // benchmarks only
 		tpr, wg, u0, ahead = t.TPR, t.WG, t.U, t.Ahead
 		rpt = max(1, min(t.RPT, MaxMatVecRows/m))

@@ -255,9 +255,16 @@ func TestMatVecExperts(t *testing.T) {
 	}
 }
 
-// TestMatVecExpertsTiling: the tile of slots (1 to 8 at once) and reading
-// x staged or straight from memory change no bit, for each form and a
-// spread of types, with many slots per expert.
+// expertTiling is a shape of the experts kernel (ops.SetExpertTiling).
+type expertTiling struct {
+	m           int
+	stage, wide bool
+}
+
+// TestMatVecExpertsTiling: the tile of slots (1 to 8 at once), reading x
+// staged or straight from memory and the wide shape (four rows a lane, 128
+// lanes) change no bit, for each form and a spread of types, with many
+// slots per expert.
 func TestMatVecExpertsTiling(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	for ci, c := range []expertCase{
@@ -272,11 +279,9 @@ func TestMatVecExpertsTiling(t *testing.T) {
 		t.Run(c.String(), func(t *testing.T) {
 			seed := int64(4600 + ci)
 			var first []float32
-			for _, tl := range []struct {
-				m     int
-				stage bool
-			}{{8, true}, {1, true}, {2, true}, {3, true}, {5, false}, {1, false}} {
-				restore := ops.SetExpertTiling(tl.m, tl.stage)
+			for _, tl := range []expertTiling{{8, true, false}, {1, true, false}, {2, true, false}, {3, true, false},
+				{5, false, false}, {1, false, false}, {1, false, true}, {3, false, true}} {
+				restore := ops.SetExpertTiling(tl.m, tl.stage, tl.wide)
 				got, want, mag := runExperts(t, ctx, c, seed)
 				restore()
 				if first == nil {
@@ -286,7 +291,7 @@ func TestMatVecExpertsTiling(t *testing.T) {
 				}
 				for i := range got {
 					if math.Float32bits(got[i]) != math.Float32bits(first[i]) {
-						t.Fatalf("tile %d, staged %v: value %d is %v, with tiles of 8 staged %v", tl.m, tl.stage, i, got[i], first[i])
+						t.Fatalf("%+v: value %d is %v, with tiles of 8 staged %v", tl, i, got[i], first[i])
 					}
 				}
 			}
@@ -462,12 +467,10 @@ func TestMatVecExpertsGated(t *testing.T) {
 				want, err := g.Read()
 				must(t, err)
 				// The gated form with the default tile (2 slots), tiles of
-				// 3 and of 1 with x read straight from memory.
-				for _, tl := range []struct {
-					m     int
-					stage bool
-				}{{8, true}, {3, true}, {1, false}} {
-					restore := ops.SetExpertTiling(tl.m, tl.stage)
+				// 3 and of 1 with x read straight from memory, and the wide
+				// shape.
+				for _, tl := range []expertTiling{{8, true, false}, {3, true, false}, {1, false, false}, {1, false, true}} {
+					restore := ops.SetExpertTiling(tl.m, tl.stage, tl.wide)
 					gputest.Poison(t, d)
 					runOp(t, ctx, func(enc *gpu.Encoder) error { return ops.MatVecExpertsGated(enc, d, wj, x, route, &bjT, used, act) })
 					restore()
@@ -475,7 +478,7 @@ func TestMatVecExpertsGated(t *testing.T) {
 					must(t, err)
 					for i := range want {
 						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-							t.Fatalf("tile %d, staged %v: value %d: gated %v, separate %v", tl.m, tl.stage, i, got[i], want[i])
+							t.Fatalf("%+v: value %d: gated %v, separate %v", tl, i, got[i], want[i])
 						}
 					}
 				}
