@@ -115,13 +115,8 @@ func matVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 		return err
 	}
 	used := min(experts, slots)
-	// The tile: the slots an expert gets on average (one in decode, where
-	// a wider tile would only cost workgroup memory and so occupancy; up
-	// to 8 in prefill), fewer where the staged x would not fit workgroup
-	// memory. An expert's slots beyond a tile take further tiles, a lone
-	// one the body of one. No tile or staging choice changes a value.
-	// The workgroup the dense kernel takes for as many rows in all (a gate
-	// row and its up row per output with Pair).
+	// For a tile of m slots, the workgroup the dense kernel takes for as
+	// many rows in all (a gate row and its up row per output with Pair).
 	shape := func(m int) (rpt, wg int, staged bool) {
 		rpt, wg, staged = matVecQuantShape(used*n, m, ctx.Software())
 		if expertTuning.Wide {
@@ -132,6 +127,11 @@ func matVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 		}
 		return rpt, wg, staged && !expertTuning.NoStage
 	}
+	// The tile: the slots an expert gets on average (one in decode, where
+	// a wider tile would only cost workgroup memory and so occupancy; up
+	// to 8 in prefill), fewer where the staged x would not fit workgroup
+	// memory. An expert's slots beyond a tile take further tiles, a lone
+	// one the body of one. No tile, shape or staging changes a value.
 	m := max(1, min(expertTuning.MaxTile, ceilDiv(slots, experts)))
 	key := quantKey{Kernel: "experts", T: w.DType, M: m, XVec: offs[1]%4 == 0 && k%4 == 0,
 		TPR: expertTPR(np), UnrollJ: !ctx.Software(), Bias: bias != nil, fusion: fusion{Pair: pair, Act: act}}
