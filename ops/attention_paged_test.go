@@ -728,3 +728,53 @@ func benchOps(b *testing.B, ctx *gpu.Context, software bool, op func(enc *gpu.En
 	}
 	b.StopTimer()
 }
+
+// TestAttentionPagedPropagatesNaN: a non-finite key or value in a
+// sequence's cache (a poisoned embedding upstream) must make that
+// sequence's output NaN on every kernel, never be dropped with the empty
+// chunks, so that the logits' non-finite check fails the request; the
+// other sequences stay finite.
+func TestAttentionPagedPropagatesNaN(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, poisonV := range []bool{false, true} {
+		for _, c := range []pagedCase{
+			{name: "decode", nq: 1, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{300, 40}, causal: true, kv: ops.F16},
+			{name: "decode_short", nq: 1, heads: 8, kvh: 4, hd: 64, bs: 16, kvLens: []int{9, 40}, causal: true, kv: ops.F32},
+			{name: "prefill", nq: 30, heads: 8, kvh: 4, hd: 64, bs: 16, kvLens: []int{30, 30}, causal: true, kv: ops.F32},
+		} {
+			for _, variant := range []ops.AttentionVariant{ops.AttentionAuto, ops.AttentionSplitK, ops.AttentionPrefill} {
+				t.Run(fmt.Sprintf("%s/v=%v/%d", c.name, poisonV, variant), func(t *testing.T) {
+					in := newPagedInputs(t, ctx, c, 77)
+					defer in.destroy()
+					// Key 5 of sequence 0: every element of its row.
+					row := c.kvh * c.hd
+					slot := in.blocks[0][5/c.bs]*c.bs + 5%c.bs
+					pool, dst := in.kv, in.k
+					if poisonV {
+						pool, dst = in.vv, in.v
+					}
+					for i := slot * row; i < (slot+1)*row; i++ {
+						pool[i] = float32(math.NaN())
+					}
+					must(t, ops.WriteKVPool(dst, pool))
+					got := runPaged(t, ctx, in, c.options(variant))
+					per := c.nq * c.heads * c.hd
+					// Sequence 0's queries from position 5 on see the key.
+					for qi := 0; qi < c.nq; qi++ {
+						if c.qOffset(0)+qi < 5 {
+							continue
+						}
+						if v := got[qi*c.heads*c.hd]; !math.IsNaN(float64(v)) {
+							t.Fatalf("sequence 0 query %d: output %v, want NaN (its cache holds a NaN)", qi, v)
+						}
+					}
+					for i, v := range got[per:] {
+						if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+							t.Fatalf("sequence 1 output %d is %v: the NaN leaked into another sequence", i, v)
+						}
+					}
+				})
+			}
+		}
+	}
+}

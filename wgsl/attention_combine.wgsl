@@ -54,11 +54,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     wl[s] = scratch[p.ml_off + (base + s) * 2u + 1u];
   }
   workgroupBarrier();
+  // A split that saw keys has l != 0; a NaN l (a non-finite key or
+  // value) counts as seen, so the NaN reaches the output (and the argmax's
+  // non-finite check) instead of being dropped with the empty splits.
   var mx = LOW;
+  var bad = false;  // a split saw a non-finite score: the row is NaN
   for (var s = 0u; s < ns; s++) {
-    if (wl[s] > 0.0) {
+    if (wl[s] != 0.0) {
       mx = max(mx, wm[s]);
     }
+    bad = bad || non_finite(wl[s]) || non_finite(wm[s]);
   }
 {{- if .Sinks}}
   // gpt-oss's sink joins the max and the denominator, with no value.
@@ -67,7 +72,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- end}}
   workgroupBarrier();  // every m_s read
   for (var s = t; s < ns; s += WG) {
-    wm[s] = select(0.0, exp2(wm[s] - mx), wl[s] > 0.0);
+    wm[s] = select(0.0, exp2(wm[s] - mx), wl[s] != 0.0);
   }
   workgroupBarrier();
   let g = t / D4;
@@ -76,7 +81,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (g < SG) {
     for (var s = g; s < ns; s += SG) {
       let w = wm[s];
-      if (w > 0.0) {
+      if (wl[s] != 0.0) {
         let i = p.part_off + (base + s) * D + c * 4u;
         acc += w * vec4<f32>(scratch[i], scratch[i + 1u], scratch[i + 2u], scratch[i + 3u]);
       }
@@ -97,9 +102,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       sum += part[h * D4 + t];
     }
     var y = vec4<f32>(0.0);
-    if (l > 0.0) {
+    if (l != 0.0) {
       y = sum / l;
     }
+    y = select(y, vec4<f32>(nan_of(0u)), bad);
     let o0 = p.o_off + b * p.q_bstride + (R / p.group) * p.q_tstride + (kvh * p.group + R % p.group) * D + t * 4u;
     o[o0] = y.x;
     o[o0 + 1u] = y.y;

@@ -70,6 +70,7 @@ var<workgroup> qs: array<vec4<f32>, {{.QSLen}}>;
 var<workgroup> kvs: array<vec4<f32>, {{.KVLen}}>;
 var<workgroup> ss: array<f32, {{.SSLen}}>;
 var<workgroup> row_scale: array<f32, BQ>;  // alpha per tile, l at the end
+var<workgroup> row_bad: array<u32, BQ>;    // at the end: 1 for a row that saw a non-finite score
 var<workgroup> red_m: array<f32, {{.RedLen}}>;
 var<workgroup> red_s: array<f32, {{.RedLen}}>;
 
@@ -121,6 +122,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let sp = t % RP;
   var m_run = LOW;
   var l_run = 0.0;
+  var bad = 0u;  // 1: a score this thread saw is not finite
   var lim = 0u;  // row sr sees keys [w_lo, lim)
   var w_lo = 0u;
   if (t < BQ * RP) {
@@ -200,6 +202,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let j = sp + i * RP;
         if (key0 + j < lim && key0 + j >= w_lo) {
           mx = max(mx, ss[sr * SS + j]);
+          bad |= select(0u, 1u, non_finite(ss[sr * SS + j]));
         }
       }
       red_m[t] = mx;
@@ -252,8 +255,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
     }
   }
+  // A row any of whose RP threads saw a non-finite score is written NaN
+  // (see non_finite): red_s is free again, and holds the flags.
+  if (t < BQ * RP) {
+    red_s[t] = f32(bad);
+  }
   workgroupBarrier();
   if (t < BQ * RP && sp == 0u) {
+    var rb = 0.0;
+    for (var u = 0u; u < RP; u++) {
+      rb += red_s[sr * RP + u];
+    }
+    row_bad[sr] = select(0u, 1u, rb > 0.5);
 {{- if .Sinks}}
     // The sink joins the softmax: M = max(m, sink), denominator
     // l·2^(m-M) + 2^(sink-M); the output's factor 2^(m-M) goes to red_m.
@@ -282,6 +295,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
           if (l > 0.0) {
             val = {{if .Sinks}}acc[a * OV + w] * red_m[r] / l{{else}}acc[a * OV + w] / l{{end}};
           }
+          val = select(val, vec4<f32>(nan_of(0u)), row_bad[r] != 0u);
           let i = ob + (oc + w * OCN) * 4u;
           o[i] = val.x;
           o[i + 1u] = val.y;

@@ -68,6 +68,7 @@ const LOW: f32 = -3.0e38;
 var<workgroup> qs: array<vec4<f32>, {{.QSLen}}>;   // [RT][D4], scaled
 var<workgroup> sm: array<{{.KS}}, {{.SMLen}}>;     // K tile [BK][RS]; at the end lane partials [KL][RT][D4]
 var<workgroup> ss: array<f32, {{.SSLen}}>;         // score parts [KT][RT][BK]; then probabilities [RT][BK]
+var<workgroup> pbad: array<u32, WG>;               // at the end: each thread's non-finite flag
 var<workgroup> pm: array<f32, WG>;                 // partial row maxima [RT][TR]; at the end partial sums
 var<workgroup> row_scale: array<f32, RT>;
 
@@ -181,6 +182,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   var m_run = LOW;  // row sr's running max and this thread's part of its sum
   var l_run = 0.0;
+  var bad = 0u;     // 1: a score this thread saw is not finite
   var sv: array<f32, NE>;
   // Steps 0 and 5: key lane, vec4 column c.
   let lane = t / D4;
@@ -246,6 +248,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let key = key0 + j;
         if (key < lim && key >= w_lo) {
           mx = max(mx, x);
+          bad |= select(0u, 1u, non_finite(x));
         }
         sv[i] = x;
       }
@@ -300,7 +303,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
   if (soft) {
-    pm[t] = l_run;
+    pm[t] = select(l_run, nan_of(0u * bad), bad != 0u);
+    pbad[t] = bad;
   }
   workgroupBarrier();
   let base = (b * p.n_kvh + kvh) * p.n_rows;
@@ -322,11 +326,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   if (soft && sg == 0u && row0 + sr < p.n_rows) {
     var l = 0.0;
+    var rb = 0u;
     for (var g = 0u; g < TR; g++) {
       l += pm[sr * TR + g];
+      rb |= pbad[sr * TR + g];
     }
     let i = p.ml_off + ((base + row0 + sr) * p.n_split + split) * 2u;
     scratch[i] = m_run;
-    scratch[i + 1u] = l;
+    scratch[i + 1u] = select(l, nan_of(rb - 1u), rb != 0u);  // NaN l: the combine writes NaN
   }
 }

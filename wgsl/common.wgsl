@@ -8,6 +8,14 @@ fn ld_f16(v: u32, i: u32) -> f32 {
   return select(pair.x, pair.y, (i & 1u) == 1u);
 }
 
+// Inf or NaN, by the bits: float comparisons with NaN are not reliable
+// (drivers may assume finite values, and llvmpipe's exp2(NaN) is 0), so
+// the attention kernels flag non-finite scores this way and write NaN
+// outright, for the logits' non-finite check to fail the request.
+fn non_finite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u; }
+// A NaN built from a run-time value (WGSL forbids NaN constants); z is 0.
+fn nan_of(z: u32) -> f32 { return bitcast<f32>(0x7fc00000u | z); }
+
 // q8_0 KV pools (ops/kv_pool.go): ggml's block_q8_0 of 32 values, as
 // quantize_row_q8_0_ref computes it: d = amax/127 stored as f16 (rounded
 // to nearest even, as GGML_FP32_TO_FP16), q = roundf(x·(1/d)) with the
