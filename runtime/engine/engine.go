@@ -30,6 +30,10 @@ type Options struct {
 	// job's next token first, then a chunk of a prompt being prefilled
 	// (schedule.go). 0: 512; at least MaxBatch, at most the model's batch.
 	StepTokens int
+	// PromptChunks bounds the prompt chunks (of different jobs) one step
+	// carries, after the decode tokens; 0: the model's advice
+	// (model.PromptChunksPerStep), no bound on GPUs.
+	PromptChunks int
 	// GPUSampling draws the tokens of jobs whose settings the GPU sampler
 	// takes on the GPU (gpusample.go); runtime/sample stays the reference
 	// path and samples everything else.
@@ -73,6 +77,7 @@ type Engine struct {
 
 	tokensGenerated, promptTokens, requestsFinished atomic.Uint64
 	activeCount                                     atomic.Int64
+	mostChunks                                      atomic.Int64 // the most prompt chunks one step carried
 	kvUsed                                          atomic.Int64 // KV blocks held by running jobs
 }
 
@@ -132,6 +137,9 @@ func NewEngine(m *model.Model, tok *tokenizer.Tokenizer, opt Options) (*Engine, 
 		opt.StepTokens = defaultStepTokens
 	}
 	opt.StepTokens = min(max(opt.StepTokens, opt.MaxBatch), m.Batch())
+	if opt.PromptChunks <= 0 {
+		opt.PromptChunks = m.PromptChunksPerStep()
+	}
 	if opt.QueueLimit <= 0 {
 		opt.QueueLimit = 64
 	}

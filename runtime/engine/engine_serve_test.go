@@ -379,3 +379,54 @@ func TestLongPromptDoesNotStallRunningStreams(t *testing.T) {
 	}
 	t.Logf("long prompt: %d tokens in ≥%d steps; the running stream streamed %d pieces meanwhile", n, steps, duringPrefill)
 }
+
+// TestPromptsEnterTogether: with several prompt chunks allowed in a step,
+// prompts queued while a stream runs are prefilled in the same steps, and
+// every text equals its alone run (a span's results do not depend on what
+// shares its step).
+func TestPromptsEnterTogether(t *testing.T) {
+	e := newEngine(t, 5, Options{PromptChunks: 4, StepTokens: 64})
+	ps := []string{"Tom had a little", "Once upon a time, there was a big", "Lily saw", "The dog ran to the park and"}
+	alone := make([]string, len(ps))
+	for i, p := range ps {
+		c := newCollector()
+		if _, err := e.Submit(Job{Prompt: p, MaxTokens: 20, Sampling: sample.Greedy()}, c.emit); err != nil {
+			t.Fatal(err)
+		}
+		alone[i], _ = c.wait(t)
+	}
+	if n := e.mostChunks.Load(); n != 1 {
+		t.Fatalf("one job at a time, yet a step carried %d prompt chunks", n)
+	}
+	// A running stream, so that the four queue up while a step runs.
+	first := make(chan struct{}, 1)
+	bg := newCollector()
+	if _, err := e.Submit(Job{Prompt: "A bird sang", MaxTokens: 60, Sampling: sample.Greedy()}, func(ev Event) {
+		if ev.Text != "" {
+			select {
+			case first <- struct{}{}:
+			default:
+			}
+		}
+		bg.emit(ev)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	<-first
+	cs := make([]*collector, len(ps))
+	for i, p := range ps {
+		cs[i] = newCollector()
+		if _, err := e.Submit(Job{Prompt: p, MaxTokens: 20, Sampling: sample.Greedy()}, cs[i].emit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range cs {
+		if got, ev := c.wait(t); ev.Err != nil || got != alone[i] {
+			t.Errorf("%q: together %q (%v), alone %q", ps[i], got, ev.Err, alone[i])
+		}
+	}
+	bg.wait(t)
+	if n := e.mostChunks.Load(); n < 2 {
+		t.Errorf("four prompts queued together: the most chunks in a step was %d, want several", n)
+	}
+}

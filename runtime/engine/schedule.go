@@ -43,17 +43,24 @@ func (e *Engine) planStep() (spans []model.Span, jobs []*job) {
 			jobs = append(jobs, j)
 		}
 	}
-	// One prompt chunk a step, the oldest job's: steps with several prompt
-	// spans crashed lavapipe (SIGSEGV outside Go) in the server tests run
-	// together, which single-chunk steps (the old engine's, one prompt at
-	// a time) do not; see docs/RELIABILITY.md.
+	// Then prompt chunks, oldest job first, while the budget lasts (at
+	// most PromptChunks of them when set): a span's results do not depend
+	// on what shares its step (model.Step), so prompts enter together.
 	left := e.opt.StepTokens - len(spans)
+	chunks := 0
 	for _, j := range e.active {
+		if e.opt.PromptChunks > 0 && chunks == e.opt.PromptChunks {
+			break
+		}
 		if n := min(left, len(j.toPrefill)); n > 0 {
 			spans = append(spans, model.Span{Seq: j.seq, Tokens: j.toPrefill[:n]})
 			jobs = append(jobs, j)
-			break
+			left -= n
+			chunks++
 		}
+	}
+	if int64(chunks) > e.mostChunks.Load() {
+		e.mostChunks.Store(int64(chunks))
 	}
 	e.spanBuf, e.jobBuf = spans, jobs
 	return spans, jobs

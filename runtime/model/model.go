@@ -296,6 +296,18 @@ func (m *Model) ExpertBytes() (experts, perToken uint64) {
 // Batch is the most tokens one step takes.
 func (m *Model) Batch() int { return m.batch }
 
+// PromptChunksPerStep is how many prompt chunks a scheduler should put in
+// one Step: 0 (no limit), except 1 on wgpu-native over a software adapter,
+// where steps of many chunks (16 prompts of 8 tokens) crash lavapipe's
+// queue thread, on Mesa 22.3 and 25.0 alike, while Dawn on Mesa 25 runs
+// them clean (docs/RELIABILITY.md). Results never depend on it.
+func (m *Model) PromptChunksPerStep() int {
+	if m.ctx.Software() && m.ctx.Adapter.Impl == gpu.ImplWGPU {
+		return 1
+	}
+	return 0
+}
+
 // Context is the GPU the model lives on.
 func (m *Model) Context() *gpu.Context { return m.ctx }
 
