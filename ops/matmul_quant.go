@@ -82,10 +82,10 @@ func (k matMulQuantKey) String() string {
 
 // matMulQuantParams mirrors Params in wgsl/matmul_quant.wgsl.
 type matMulQuantParams struct {
-	M, N, K     uint32
-	XOff, XRS   uint32
-	WOff, WRow  uint32
-	DOff, DRS   uint32
+	M, N, K    uint32
+	XOff, XRS  uint32
+	WOff, WRow uint32
+	DOff, DRS  uint32
 }
 
 // MatMulQuant computes dst[m, n] = sum_k x[m, k] w[n, k] for a weight w

@@ -1,6 +1,10 @@
 package ops
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/wgllm/wgllm/runtime/gpu"
+)
 
 // MatMulQuantTiles is how many tiles MatMulQuant chooses from.
 var MatMulQuantTiles = len(matMulQuantTiles)
@@ -17,5 +21,11 @@ func SetMatMulQuantTile(i int) (restore func()) {
 // MatMulQuantTileName is tile i as BMxBN.
 func MatMulQuantTileName(i int) string {
 	t := matMulQuantTiles[i]
+	return fmt.Sprintf("%dx%d", t.bm(), t.bn())
+}
+
+// MatMulQuantTileFor is the tile MatMulQuant picks for an [m, n] output, as BMxBN.
+func MatMulQuantTileFor(ctx *gpu.Context, m, n int) string {
+	t := matMulQuantPick(ctx, m, n)
 	return fmt.Sprintf("%dx%d", t.bm(), t.bn())
 }
