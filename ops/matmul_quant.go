@@ -9,27 +9,33 @@ import (
 
 // matMulQuantTile is the output tile of one workgroup of MatMulQuant: TY x
 // TX threads, each computing TM x TN outputs (multiples of 4: vec4 reads of
-// the staged slices).
-type matMulQuantTile struct{ TY, TX, TM, TN int }
+// the staged slices), K walked in slices of BK (a multiple of 32).
+type matMulQuantTile struct{ TY, TX, TM, TN, BK int }
 
 func (t matMulQuantTile) bm() int { return t.TY * t.TM }
 func (t matMulQuantTile) bn() int { return t.TX * t.TN }
 func (t matMulQuantTile) wg() int { return t.TY * t.TX }
 
-// storage is the workgroup memory of the tile: 32-deep f32 slices of x and W.
-func (t matMulQuantTile) storage() int { return 4 * matMulQuantBK * (t.bm() + t.bn()) }
+// storage is the workgroup memory of the tile: BK-deep f32 slices of x and W.
+func (t matMulQuantTile) storage() int { return 4 * t.BK * (t.bm() + t.bn()) }
 
-const matMulQuantBK = 32
+func (t matMulQuantTile) String() string { return fmt.Sprintf("%dx%dx%d", t.bm(), t.bn(), t.BK) }
 
 // matMulQuantTiles, largest first: 128x128 for prefill, down to 16x32 for
-// decode batches of 9..16 rows over narrow weights. Every tile gives the
-// same bits (each output is one fma chain over k in order).
+// decode batches of 9..16 rows over narrow weights. The small tiles take
+// deeper K slices: they have few workgroups, each waiting on one slice's
+// loads at a time, so each slice should carry more bytes. The 16 KiB
+// variants last are for devices with the WebGPU default workgroup memory.
+// Every tile gives the same bits (each output is one fma chain over k in
+// order).
 var matMulQuantTiles = []matMulQuantTile{
-	{TY: 16, TX: 16, TM: 8, TN: 8}, // 128x128, 256 threads
-	{TY: 16, TX: 16, TM: 4, TN: 4}, // 64x64, 256 threads
-	{TY: 8, TX: 16, TM: 4, TN: 4},  // 32x64, 128 threads
-	{TY: 4, TX: 16, TM: 4, TN: 4},  // 16x64, 64 threads
-	{TY: 4, TX: 8, TM: 4, TN: 4},   // 16x32, 32 threads
+	{TY: 16, TX: 16, TM: 8, TN: 8, BK: 32}, // 128x128, 256 threads, 32 KiB
+	{TY: 16, TX: 16, TM: 4, TN: 4, BK: 32}, // 64x64, 256 threads, 16 KiB
+	{TY: 8, TX: 16, TM: 4, TN: 4, BK: 64},  // 32x64, 128 threads, 24 KiB
+	{TY: 4, TX: 16, TM: 4, TN: 4, BK: 64},  // 16x64, 64 threads, 20 KiB
+	{TY: 4, TX: 8, TM: 4, TN: 4, BK: 128},  // 16x32, 32 threads, 24 KiB
+	{TY: 8, TX: 16, TM: 4, TN: 4, BK: 32},  // 32x64, 12 KiB
+	{TY: 4, TX: 8, TM: 4, TN: 4, BK: 32},   // 16x32, 6 KiB
 }
 
 // matMulQuantMinWorkgroups is how many workgroups a tile must give to be
@@ -41,8 +47,9 @@ const matMulQuantMinWorkgroups = 120
 var matMulQuantForce = -1
 
 // matMulQuantPick is the largest tile that fits the device and still gives
-// matMulQuantMinWorkgroups workgroups for an [m, n] output, else the smallest
-// that fits. The choice never changes results.
+// matMulQuantMinWorkgroups workgroups for an [m, n] output, else the one
+// that gives the most (the first such: the deeper K slice). The choice
+// never changes results.
 func matMulQuantPick(ctx *gpu.Context, m, n int) matMulQuantTile {
 	fits := func(t matMulQuantTile) bool {
 		return t.storage() <= int(ctx.Limits.MaxComputeWorkgroupStorageSize) &&
@@ -51,17 +58,21 @@ func matMulQuantPick(ctx *gpu.Context, m, n int) matMulQuantTile {
 	if matMulQuantForce >= 0 && fits(matMulQuantTiles[matMulQuantForce]) {
 		return matMulQuantTiles[matMulQuantForce]
 	}
-	var last matMulQuantTile
+	var best matMulQuantTile
+	bestWGs := 0
 	for _, t := range matMulQuantTiles {
 		if !fits(t) {
 			continue
 		}
-		if ceilDiv(m, t.bm())*ceilDiv(n, t.bn()) >= matMulQuantMinWorkgroups {
+		wgs := ceilDiv(m, t.bm()) * ceilDiv(n, t.bn())
+		if wgs >= matMulQuantMinWorkgroups {
 			return t
 		}
-		last = t
+		if wgs > bestWGs {
+			best, bestWGs = t, wgs
+		}
 	}
-	return last
+	return best
 }
 
 // matMulQuantKey specialises wgsl/matmul_quant.wgsl: the weight type, the
@@ -77,7 +88,7 @@ func (k matMulQuantKey) String() string {
 	if k.VA {
 		load = "xvec4"
 	}
-	return fmt.Sprintf("matmul_quant_%s_%dx%d_t%dx%d_%s", k.T, k.bm(), k.bn(), k.TY, k.TX, load)
+	return fmt.Sprintf("matmul_quant_%s_%s_t%dx%d_%s", k.T, k.matMulQuantTile, k.TY, k.TX, load)
 }
 
 // matMulQuantParams mirrors Params in wgsl/matmul_quant.wgsl.
@@ -202,8 +213,8 @@ func matMulQuantTemplate(k matMulQuantKey) map[string]any {
 	return map[string]any{
 		"T": k.T.String(), "BS": bs, "BB": bb, "PPB": ppb, "VA": k.VA,
 		"WG": wg, "TX": k.TX, "TY": k.TY, "TM": k.TM, "TN": k.TN, "BM": bm, "BN": bn,
-		"AsSize": matMulQuantBK * bm / 4, "BsSize": matMulQuantBK * bn / 4,
-		"SA": matSeq(ceilDiv(bm*matMulQuantBK/4, wg)), "SB": matSeq(ceilDiv(2*bn, wg)),
+		"BK": k.BK, "AsSize": k.BK * bm / 4, "BsSize": k.BK * bn / 4,
+		"SA": matSeq(ceilDiv(bm*k.BK/4, wg)), "SB": matSeq(ceilDiv(bn*k.BK/16, wg)),
 		"AV": matSeq(k.TM / 4), "BV": matSeq(k.TN / 4), "Rows": rows, "Seq4": matSeq(4), "Halves": halves,
 		"Comps": []matMulComp{{0, "x"}, {1, "y"}, {2, "z"}, {3, "w"}},
 	}

@@ -1,10 +1,6 @@
 package ops
 
-import (
-	"fmt"
-
-	"github.com/wgllm/wgllm/runtime/gpu"
-)
+import "github.com/wgllm/wgllm/runtime/gpu"
 
 // MatMulQuantTiles is how many tiles MatMulQuant chooses from.
 var MatMulQuantTiles = len(matMulQuantTiles)
@@ -18,14 +14,8 @@ func SetMatMulQuantTile(i int) (restore func()) {
 	return func() { matMulQuantForce = old }
 }
 
-// MatMulQuantTileName is tile i as BMxBN.
-func MatMulQuantTileName(i int) string {
-	t := matMulQuantTiles[i]
-	return fmt.Sprintf("%dx%d", t.bm(), t.bn())
-}
+// MatMulQuantTileName is tile i as BMxBNxBK.
+func MatMulQuantTileName(i int) string { return matMulQuantTiles[i].String() }
 
-// MatMulQuantTileFor is the tile MatMulQuant picks for an [m, n] output, as BMxBN.
-func MatMulQuantTileFor(ctx *gpu.Context, m, n int) string {
-	t := matMulQuantPick(ctx, m, n)
-	return fmt.Sprintf("%dx%d", t.bm(), t.bn())
-}
+// MatMulQuantTileFor is the tile MatMulQuant picks for an [m, n] output, as BMxBNxBK.
+func MatMulQuantTileFor(ctx *gpu.Context, m, n int) string { return matMulQuantPick(ctx, m, n).String() }

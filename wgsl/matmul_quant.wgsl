@@ -4,7 +4,7 @@
 // blocks.inc.wgsl instead of from a dequantised copy.
 // A workgroup of {{.WG}} threads ({{.TY}} x {{.TX}}) computes a {{.BM}}x{{.BN}} tile of d,
 // each thread {{.TM}}x{{.TN}} outputs held in registers. K is walked in slices of
-// BK = 32 elements: the slice of x and the decoded slice of W are staged
+// BK = {{.BK}} elements: the slice of x and the decoded slice of W are staged
 // k-major in workgroup memory. A thread's share of W's slice is tasks of 16
 // consecutive elements of one row (at16 names the piece holding them); the
 // raw words of the next slice's tasks are loaded while this slice is
@@ -29,9 +29,9 @@ const TX: u32 = {{.TX}}u;
 const TY: u32 = {{.TY}}u;
 const BM: u32 = {{.BM}}u;
 const BN: u32 = {{.BN}}u;
-const BK: u32 = 32u;
+const BK: u32 = {{.BK}}u;
 const NSA: u32 = BM * BK / 4u;  // vec4 slots of x per slice
-const NSB: u32 = 2u * BN;       // 16-element W tasks per slice
+const NSB: u32 = BN * BK / 16u; // 16-element W tasks per slice
 
 // k-major slices: As[k * BM/4 + m/4][m % 4] holds x[m0 + m, k0 + k], and
 // Bs[k * BN/4 + n/4][n % 4] holds W[n0 + n, k0 + k] decoded.
@@ -91,16 +91,23 @@ fn store_b(k0: u32, e: u32, v: Slot) {
 {{- end}}
 }
 {{- else}}
-// Block types: K is whole blocks, so every slice is full.
+// Block types: K is whole blocks of 32 or 256; past K (a last slice of a
+// deeper BK) a task reads the row's last 16 elements and stores zeros.
 struct Slot { s: St }
 fn load_b(n0: u32, k0: u32, e: u32) -> Slot {
-  let ek = k0 + 16u * (e / BN);
+  let ek = min(k0 + 16u * (e / BN), p.k - 16u);
   let pj = at16(ek % BS);
   return Slot(load(p.w_off + min(n0 + e % BN, p.n - 1u) * p.w_row + (ek / BS) * BB, pj.x));
 }
 fn store_b(k0: u32, e: u32, v: Slot) {
   if (e >= NSB) { return; }
   let kb = 16u * (e / BN);
+  if (k0 + kb >= p.k) {
+{{- range $i := .Seq4}}
+    put_b(e, kb, {{$i}}u, vec4<f32>(0.0));
+{{- end}}
+    return;
+  }
   let pj = at16((k0 + kb) % BS);
 {{- range $i := .Seq4}}
   put_b(e, kb, {{$i}}u, grp(v.s, pj.x, pj.y + {{$i}}u));
