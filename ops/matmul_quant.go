@@ -22,20 +22,21 @@ func (t matMulQuantTile) storage() int { return 4 * t.BK * (t.bm() + t.bn()) }
 func (t matMulQuantTile) String() string { return fmt.Sprintf("%dx%dx%d", t.bm(), t.bn(), t.BK) }
 
 // matMulQuantTiles, largest first: 128x128 for prefill, down to 16x32 for
-// decode batches of 9..16 rows over narrow weights. The small tiles take
-// deeper K slices: they have few workgroups, each waiting on one slice's
-// loads at a time, so each slice should carry more bytes. The 16 KiB
-// variants last are for devices with the WebGPU default workgroup memory.
-// Every tile gives the same bits (each output is one fma chain over k in
-// order).
+// decode batches of 9..16 rows over narrow weights. 32x64 takes 64-deep K
+// slices (few workgroups, each waiting on one slice's loads at a time, so
+// each slice should carry more bytes); deeper slices on the smaller tiles
+// would hold too many loads in flight per thread (16x32x128 kept 8 blocks
+// and 16 vec4 in registers, and lavapipe failed on it). 32x64x32 is the
+// fallback for devices with the WebGPU default of 16 KiB of workgroup
+// memory. Every tile gives the same bits (each output is one fma chain over
+// k in order).
 var matMulQuantTiles = []matMulQuantTile{
 	{TY: 16, TX: 16, TM: 8, TN: 8, BK: 32}, // 128x128, 256 threads, 32 KiB
 	{TY: 16, TX: 16, TM: 4, TN: 4, BK: 32}, // 64x64, 256 threads, 16 KiB
 	{TY: 8, TX: 16, TM: 4, TN: 4, BK: 64},  // 32x64, 128 threads, 24 KiB
-	{TY: 4, TX: 16, TM: 4, TN: 4, BK: 64},  // 16x64, 64 threads, 20 KiB
-	{TY: 4, TX: 8, TM: 4, TN: 4, BK: 128},  // 16x32, 32 threads, 24 KiB
-	{TY: 8, TX: 16, TM: 4, TN: 4, BK: 32},  // 32x64, 12 KiB
-	{TY: 4, TX: 8, TM: 4, TN: 4, BK: 32},   // 16x32, 6 KiB
+	{TY: 4, TX: 16, TM: 4, TN: 4, BK: 32},  // 16x64, 64 threads, 10 KiB
+	{TY: 4, TX: 8, TM: 4, TN: 4, BK: 32},   // 16x32, 32 threads, 6 KiB
+	{TY: 8, TX: 16, TM: 4, TN: 4, BK: 32},  // 32x64, 128 threads, 12 KiB
 }
 
 // matMulQuantMinWorkgroups is how many workgroups a tile must give to be
@@ -47,10 +48,10 @@ const matMulQuantMinWorkgroups = 120
 var matMulQuantForce = -1
 
 // matMulQuantPick is the largest tile that fits the device and still gives
-// matMulQuantMinWorkgroups workgroups for an [m, n] output, else the one
+// matMulQuantMinWorkgroups workgroups for z outputs of [m, n], else the one
 // that gives the most (the first such: the deeper K slice). The choice
 // never changes results.
-func matMulQuantPick(ctx *gpu.Context, m, n int) matMulQuantTile {
+func matMulQuantPick(ctx *gpu.Context, m, n, z int) matMulQuantTile {
 	fits := func(t matMulQuantTile) bool {
 		return t.storage() <= int(ctx.Limits.MaxComputeWorkgroupStorageSize) &&
 			t.wg() <= int(ctx.Limits.MaxComputeInvocationsPerWorkgroup)
@@ -64,7 +65,7 @@ func matMulQuantPick(ctx *gpu.Context, m, n int) matMulQuantTile {
 		if !fits(t) {
 			continue
 		}
-		wgs := ceilDiv(m, t.bm()) * ceilDiv(n, t.bn())
+		wgs := ceilDiv(m, t.bm()) * ceilDiv(n, t.bn()) * z
 		if wgs >= matMulQuantMinWorkgroups {
 			return t
 		}
@@ -76,11 +77,13 @@ func matMulQuantPick(ctx *gpu.Context, m, n int) matMulQuantTile {
 }
 
 // matMulQuantKey specialises wgsl/matmul_quant.wgsl: the weight type, the
-// tile, and whether x takes the 16-byte load path.
+// tile, whether x takes the 16-byte load path, and the experts form
+// (MatMulExperts) with or without a bias.
 type matMulQuantKey struct {
 	T DType
 	matMulQuantTile
-	VA bool
+	VA            bool
+	Experts, Bias bool
 }
 
 func (k matMulQuantKey) String() string {
@@ -88,7 +91,14 @@ func (k matMulQuantKey) String() string {
 	if k.VA {
 		load = "xvec4"
 	}
-	return fmt.Sprintf("matmul_quant_%s_%s_t%dx%d_%s", k.T, k.matMulQuantTile, k.TY, k.TX, load)
+	op := "matmul_quant"
+	if k.Experts {
+		op = "matmul_experts"
+		if k.Bias {
+			op += "_bias"
+		}
+	}
+	return fmt.Sprintf("%s_%s_%s_t%dx%d_%s", op, k.T, k.matMulQuantTile, k.TY, k.TX, load)
 }
 
 // matMulQuantParams mirrors Params in wgsl/matmul_quant.wgsl.
@@ -97,6 +107,10 @@ type matMulQuantParams struct {
 	XOff, XRS  uint32
 	WOff, WRow uint32
 	DOff, DRS  uint32
+	// experts (MatMulExperts)
+	EStride, XPer uint32
+	ROff, NExp    uint32
+	BOff          uint32
 }
 
 // MatMulQuant computes dst[m, n] = sum_k x[m, k] w[n, k] for a weight w
@@ -139,7 +153,7 @@ func MatMulQuant(enc *gpu.Encoder, dst, x, w Tensor) error {
 		rowUnits, rowBytes = k, uint64(2*k)
 	}
 	ctx := enc.Context()
-	tile := matMulQuantPick(ctx, m, n)
+	tile := matMulQuantPick(ctx, m, n, 1)
 	if tile.wg() == 0 {
 		return fmt.Errorf("ops.MatMulQuant: no tile fits %d bytes of workgroup memory: %s",
 			ctx.Limits.MaxComputeWorkgroupStorageSize, shapes())
@@ -182,10 +196,7 @@ func matMulQuantDispatch(enc *gpu.Encoder, tile matMulQuantTile, x, w, d Tensor,
 	}
 	m, nc, k, n := x.Shape[0], w.Shape[0], x.Shape[1], d.Shape[1]
 	key := matMulQuantKey{T: w.DType, matMulQuantTile: tile, VA: offs[1]%4 == 0 && k%4 == 0}
-	pipe, err := ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
-		src, err := wgsl.Render("matmul_quant.wgsl", matMulQuantTemplate(key))
-		return gpu.PipelineSpec{Source: src, Storage: []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}}, err
-	})
+	pipe, err := matMulQuantPipeline(ctx, key)
 	if err != nil {
 		return err
 	}
@@ -195,6 +206,20 @@ func matMulQuantDispatch(enc *gpu.Encoder, tile matMulQuantTile, x, w, d Tensor,
 		WOff: offs[0], WRow: uint32(rowUnits),
 		DOff: offs[2] + uint32(n0), DRS: uint32(n),
 	}, args, uint32(ceilDiv(m, tile.bm())), uint32(ceilDiv(nc, tile.bn())), 1)
+}
+
+func matMulQuantPipeline(ctx *gpu.Context, key matMulQuantKey) (*gpu.Pipeline, error) {
+	return ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
+		src, err := wgsl.Render("matmul_quant.wgsl", matMulQuantTemplate(key))
+		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}
+		if key.Experts {
+			storage = append(storage, gpu.ReadOnly)
+		}
+		if key.Bias {
+			storage = append(storage, gpu.ReadOnly)
+		}
+		return gpu.PipelineSpec{Source: src, Storage: storage}, err
+	})
 }
 
 func matMulQuantTemplate(k matMulQuantKey) map[string]any {
@@ -210,8 +235,13 @@ func matMulQuantTemplate(k matMulQuantKey) map[string]any {
 		halves[i] = halfGroup{I: i, S: i / 2, J: i % 2, K: 4 * i}
 	}
 	wg, bm, bn := k.wg(), k.bm(), k.bn()
+	mEnd, wBase := "p.m", "p.w_off"
+	if k.Experts {
+		mEnd, wBase = "mend", "wbase"
+	}
 	return map[string]any{
-		"T": k.T.String(), "BS": bs, "BB": bb, "PPB": ppb, "VA": k.VA,
+		"T": k.T.String(), "BS": bs, "BB": bb, "PPB": ppb, "VA": k.VA, "Experts": k.Experts, "Bias": k.Bias,
+		"MEnd": mEnd, "WBase": wBase,
 		"WG": wg, "TX": k.TX, "TY": k.TY, "TM": k.TM, "TN": k.TN, "BM": bm, "BN": bn,
 		"BK": k.BK, "AsSize": k.BK * bm / 4, "BsSize": k.BK * bn / 4,
 		"SA": matSeq(ceilDiv(bm*k.BK/4, wg)), "SB": matSeq(ceilDiv(bn*k.BK/16, wg)),

@@ -12,16 +12,34 @@
 // Every output is one fma chain over k = 0..K-1 in order starting from 0,
 // whatever the tile or M: rows never depend on the batch, and the bits are
 // those of Dequantize (to f32) followed by MatMul.
+{{- if .Experts}}
+// Experts (ops.MatMulExperts): W is [E, N, K]; workgroup (i, j, u) takes
+// tile i of the slots that the routing table R (ops.MoERoute) gives the
+// u-th used expert e, and tile j of N: its x rows are gathered (slot s
+// reads x row s / x_per), its outputs go to d row s{{if .Bias}} plus bias[e, n]{{end}}.
+{{- end}}
 struct Params {
   m: u32, n: u32, k: u32,
   x_off: u32, x_rs: u32,   // x: first element, elements between rows
   w_off: u32, w_row: u32,  // W: row 0 and the row stride, in bytes (bf16: halves)
   d_off: u32, d_rs: u32,   // d: first element, elements between rows
+  e_stride: u32,           // experts: W units from one expert's matrix to the next
+  x_per: u32,              // experts: slots per x row
+  r_off: u32,              // experts: first element of R
+  n_exp: u32,              // experts: E
+  b_off: u32,              // experts: first bias element
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(2) var<storage, read> x: array<{{if .VA}}vec4<f32>{{else}}f32{{end}}>;
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
+{{- if .Experts}}
+@group(0) @binding(4) var<storage, read> R: array<u32>;
+{{- if .Bias}}
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+{{- end}}
+var<workgroup> head: vec4<u32>;
+{{- end}}
 {{template "blocks" .}}
 
 const WG: u32 = {{.WG}}u;
@@ -38,12 +56,23 @@ const NSB: u32 = BN * BK / 16u; // 16-element W tasks per slice
 var<workgroup> As: array<vec4<f32>, {{.AsSize}}>;
 var<workgroup> Bs: array<vec4<f32>, {{.BsSize}}>;
 
+// Tile rows below {{.MEnd}} exist; the weight matrix starts at W unit
+// {{.WBase}}; xrow(gm) is tile row gm's x row.
+{{- if .Experts}}
+var<private> mend: u32;
+var<private> wbase: u32;
+fn slot(gm: u32) -> u32 { return R[p.r_off + 2u + 2u * p.n_exp + gm]; }
+fn xrow(gm: u32) -> u32 { return slot(gm) / p.x_per; }
+{{- else}}
+fn xrow(gm: u32) -> u32 { return gm; }
+{{- end}}
+
 // Slot e of x's slice: row m = e % BM, elements k = (e / BM) * 4 + 0..3.
 fn load_a(m0: u32, k0: u32, e: u32) -> vec4<f32> {
   let gm = m0 + e % BM;
   let gk = k0 + (e / BM) * 4u;
-  if (e >= NSA || gm >= p.m || gk >= p.k) { return vec4<f32>(0.0); }
-  let i = p.x_off + gm * p.x_rs + gk;
+  if (e >= NSA || gm >= {{.MEnd}} || gk >= p.k) { return vec4<f32>(0.0); }
+  let i = p.x_off + xrow(gm) * p.x_rs + gk;
 {{- if .VA}}
   return x[i >> 2u];
 {{- else}}
@@ -76,11 +105,14 @@ fn put_b(e: u32, kb: u32, i: u32, w: vec4<f32>) {
 }
 {{- if eq .T "bf16"}}
 // bf16: a task is two 8-value pieces; o counts halves. Elements past K (the
-// row's tail, or the next row's head) are stored as zero.
+// row's tail, or the next row's head) are stored as zero; a piece that
+// starts past K loads from the row's last element instead, so that no read
+// strays far past the weight's end.
 struct Slot { s0: St, s1: St }
 fn load_b(n0: u32, k0: u32, e: u32) -> Slot {
-  let o = p.w_off + min(n0 + e % BN, p.n - 1u) * p.w_row + k0 + 16u * (e / BN);
-  return Slot(load(o, 0u), load(o + 8u, 0u));
+  let o = {{.WBase}} + min(n0 + e % BN, p.n - 1u) * p.w_row;
+  let k = k0 + 16u * (e / BN);
+  return Slot(load(o + min(k, p.k - 1u), 0u), load(o + min(k + 8u, p.k - 1u), 0u));
 }
 fn store_b(k0: u32, e: u32, v: Slot) {
   if (e >= NSB) { return; }
@@ -97,7 +129,7 @@ struct Slot { s: St }
 fn load_b(n0: u32, k0: u32, e: u32) -> Slot {
   let ek = min(k0 + 16u * (e / BN), p.k - 16u);
   let pj = at16(ek % BS);
-  return Slot(load(p.w_off + min(n0 + e % BN, p.n - 1u) * p.w_row + (ek / BS) * BB, pj.x));
+  return Slot(load({{.WBase}} + min(n0 + e % BN, p.n - 1u) * p.w_row + (ek / BS) * BB, pj.x));
 }
 fn store_b(k0: u32, e: u32, v: Slot) {
   if (e >= NSB) { return; }
@@ -124,8 +156,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let wp = tid >> 5u;
   let tx = (lane & 7u) | ((wp % (TX / 8u)) << 3u);
   let ty = (lane >> 3u) | ((wp / (TX / 8u)) << 2u);
-  let m0 = wid.x * BM;
   let n0 = wid.y * BN;
+{{- if .Experts}}
+  if (tid == 0u) {
+    let used = R[p.r_off];
+    let uu = min(wid.z, max(used, 1u) - 1u);
+    head = vec4<u32>(used, min(R[p.r_off + 1u + uu], p.n_exp - 1u),
+                     R[p.r_off + 1u + p.n_exp + uu], R[p.r_off + 2u + p.n_exp + uu]);
+  }
+  let h = workgroupUniformLoad(&head);  // used experts, this one's id, its slots [h.z, h.w)
+  let m0 = h.z + wid.x * BM;
+  if (wid.z >= h.x || m0 >= h.w) { return; }
+  mend = h.w;
+  wbase = p.w_off + h.y * p.e_stride;
+{{- else}}
+  let m0 = wid.x * BM;
+{{- end}}
 
   // Thread outputs: rows m0 + v*4TY + ty*4 + i, columns n0 + c*4TX + tx*4 + j.
 {{- range $r := .Rows}}{{range $c := $.BV}}
@@ -173,11 +219,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 {{- range $r := .Rows}}
   {
     let gm = m0 + {{$r.V}}u * 4u * TY + ty * 4u + {{$r.I}}u;
-    if (gm < p.m) {
+    if (gm < {{$.MEnd}}) {
+{{- if $.Experts}}
+      let drow = slot(gm);
+{{- else}}
+      let drow = gm;
+{{- end}}
 {{- range $c := $.BV}}
       let gn{{$c}} = n0 + {{$c}}u * 4u * TX + tx * 4u;
 {{- range $j := $.Comps}}
-      if (gn{{$c}} + {{$j.J}}u < p.n) { d[p.d_off + gm * p.d_rs + gn{{$c}} + {{$j.J}}u] = acc{{$r.R}}_{{$c}}.{{$j.C}}; }
+      if (gn{{$c}} + {{$j.J}}u < p.n) { d[p.d_off + drow * p.d_rs + gn{{$c}} + {{$j.J}}u] = acc{{$r.R}}_{{$c}}.{{$j.C}}{{if $.Bias}} + bias[p.b_off + h.y * p.n + gn{{$c}} + {{$j.J}}u]{{end}}; }
 {{- end}}
 {{- end}}
     }
