@@ -19,10 +19,29 @@ import (
 // other slots, and equals MatMulQuant of its x row by its expert's matrix.
 // The whole of w, x and dst must each fit one storage binding.
 func MatMulExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer int) error {
-	if len(w.Shape) != 3 {
-		return fmt.Errorf("ops.MatMulExperts: weight %s must be [experts, N, K]", w)
+	return matMulExperts(enc, dst, w, x, route, bias, xPer, false, 0)
+}
+
+// MatMulExpertsGated is MatMulExperts for a gated FFN's first half in one
+// dispatch, as MatVecExpertsGated: w [E, 2N, K] holds each expert's N gate
+// rows then its N up rows (bias [E, 2N] likewise), and dst[s] = act(gate +
+// bias, up + bias) [N]: the bits of two MatMulExperts and a GatedAct.
+func MatMulExpertsGated(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer int, act Activation) error {
+	if !act.valid() {
+		return fmt.Errorf("ops.MatMulExpertsGated: unknown activation %s", act)
+	}
+	return matMulExperts(enc, dst, w, x, route, bias, xPer, true, act)
+}
+
+func matMulExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer int, pair bool, act Activation) error {
+	if len(w.Shape) != 3 || (pair && w.Shape[1]%2 != 0) {
+		return fmt.Errorf("ops.MatMulExperts: weight %s must be [experts, N, K] (gated: [experts, 2N, K])", w)
 	}
 	experts, n, k := w.Shape[0], w.Shape[1], w.Shape[2]
+	pairs := 1
+	if pair {
+		pairs, n = 2, n/2
+	}
 	bs, bb, _, ok := quantLayout(w.DType)
 	if !ok || n <= 0 || k <= 0 || k%w.DType.BlockSize() != 0 {
 		return fmt.Errorf("ops.MatMulExperts: weight %s: not block-quantised or bf16, or rows not whole blocks", w)
@@ -37,8 +56,8 @@ func MatMulExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 	if route.DType != U32 || route.Len() != RouteLen(experts, slots) {
 		return fmt.Errorf("ops.MatMulExperts: route %s must be u32 of %d (%d experts, %d slots)", route, RouteLen(experts, slots), experts, slots)
 	}
-	if bias != nil && (bias.DType != F32 || bias.Len() != experts*n) {
-		return fmt.Errorf("ops.MatMulExperts: bias %s must be f32 [%d, %d]", bias, experts, n)
+	if bias != nil && (bias.DType != F32 || bias.Len() != experts*pairs*n) {
+		return fmt.Errorf("ops.MatMulExperts: bias %s must be f32 [%d, %d]", bias, experts, pairs*n)
 	}
 	ts := []Tensor{w, x, dst, route}
 	if bias != nil {
@@ -68,14 +87,17 @@ func MatMulExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 	// return at once).
 	used := min(experts, slots)
 	tile := matMulQuantPick(ctx, ceilDiv(slots, used), n, used)
+	if pair { // tile columns: gate and up rows
+		tile = pickTile(ctx, matMulPairTiles, ceilDiv(slots, used), pairs*n, used, matMulQuantForce)
+	}
 	if tile.wg() == 0 {
 		return fmt.Errorf("ops.MatMulExperts: no tile fits %d bytes of workgroup memory", ctx.Limits.MaxComputeWorkgroupStorageSize)
 	}
-	gx, gy := ceilDiv(slots, tile.bm()), ceilDiv(n, tile.bn())
+	gx, gy := ceilDiv(slots, tile.bm()), ceilDiv(pairs*n, tile.bn())
 	if maxDim := int(ctx.MaxWorkgroupsPerDim()); gx > maxDim || gy > maxDim || used > maxDim {
 		return fmt.Errorf("ops.MatMulExperts: %d slots × %d rows × %d experts exceed %d workgroups per dimension", slots, n, used, maxDim)
 	}
-	key := matMulQuantKey{T: w.DType, matMulQuantTile: tile, VA: offs[1]%4 == 0 && k%4 == 0, Experts: true, Bias: bias != nil}
+	key := matMulQuantKey{T: w.DType, matMulQuantTile: tile, VA: offs[1]%4 == 0 && k%4 == 0, Experts: true, Bias: bias != nil, Pair: pair, Act: act}
 	pipe, err := matMulQuantPipeline(ctx, key)
 	if err != nil {
 		return err
@@ -85,7 +107,7 @@ func MatMulExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 		XOff: offs[1], XRS: uint32(k),
 		WOff: offs[0], WRow: uint32(rowUnits),
 		DOff: offs[2], DRS: uint32(n),
-		EStride: uint32(n * rowUnits), XPer: uint32(xPer), ROff: offs[3], NExp: uint32(experts),
+		EStride: uint32(pairs * n * rowUnits), XPer: uint32(xPer), ROff: offs[3], NExp: uint32(experts),
 	}
 	if bias != nil {
 		prm.BOff = offs[4]

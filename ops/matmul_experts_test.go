@@ -141,3 +141,82 @@ func TestMatMulExpertsRejectsBadShapes(t *testing.T) {
 		}
 	}
 }
+
+// TestMatMulExpertsGated: the gated form (gate and up rows of each expert in
+// one matrix, biases, the activation in the epilogue) gives bit for bit what
+// two MatMulExperts and a GatedAct give, for each activation and a few
+// stored types (the plain form is checked against float64 above), and on
+// each of its tiles for Q4_K.
+func TestMatMulExpertsGated(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for ti, dt := range []ops.DType{ops.Q4_K, ops.MXFP4, ops.Q8_0, ops.BF16} {
+		for ai, act := range allActs {
+			t.Run(fmt.Sprintf("%s/%s", dt, act), func(t *testing.T) {
+				seed := int64(5800 + 10*ti + ai)
+				rng := rand.New(rand.NewSource(seed))
+				experts, n, rows, used := 5, 37, 45, 2
+				k := 256
+				if dt == ops.BF16 {
+					k = 57
+				}
+				gRaw, _ := expertWeights(t, rng, dt, experts*n*k)
+				uRaw, _ := expertWeights(t, rng, dt, experts*n*k)
+				per := len(gRaw) / experts
+				var joined []byte
+				for e := 0; e < experts; e++ {
+					joined = append(append(joined, gRaw[e*per:(e+1)*per]...), uRaw[e*per:(e+1)*per]...)
+				}
+				up := func(label string, raw []byte, shape ...int) ops.Tensor {
+					w, err := ops.FromBytes(ctx, label, dt, raw, shape...)
+					must(t, err)
+					t.Cleanup(w.Buf.Destroy)
+					return w
+				}
+				wg, wu, wj := up("g", gRaw, experts, n, k), up("u", uRaw, experts, n, k), up("gu", joined, experts, 2*n, k)
+				bg, bu := gputest.Rand(rng, experts*n, 1), gputest.Rand(rng, experts*n, 1)
+				var bj []float32
+				for e := 0; e < experts; e++ {
+					bj = append(append(bj, bg[e*n:(e+1)*n]...), bu[e*n:(e+1)*n]...)
+				}
+				bgT, buT := paddedF32(t, ctx, "bg", rng, bg, 1, experts, n), paddedF32(t, ctx, "bu", rng, bu, 1, experts, n)
+				bjT := paddedF32(t, ctx, "bj", rng, bj, 3, experts, 2*n)
+				_, _, _, route := routeOnGPU(t, ctx, rng, gputest.Rand(rng, rows*experts, 3), rows, experts, ops.RouteOpts{K: used})
+				x := paddedF32(t, ctx, "x", rng, gputest.Rand(rng, rows*k, 1), 0, rows, k)
+				slots := rows * used
+				g := paddedF32(t, ctx, "gate", rng, make([]float32, slots*n), 0, slots, n)
+				u := paddedF32(t, ctx, "up", rng, make([]float32, slots*n), 0, slots, n)
+				d := paddedF32(t, ctx, "d", rng, make([]float32, slots*n), 2, slots, n)
+				gputest.Poison(t, d)
+				runOp(t, ctx, func(enc *gpu.Encoder) error {
+					if err := ops.MatMulExperts(enc, g, wg, x, route, &bgT, used); err != nil {
+						return err
+					}
+					if err := ops.MatMulExperts(enc, u, wu, x, route, &buT, used); err != nil {
+						return err
+					}
+					if err := ops.GatedAct(enc, g, g, u, act); err != nil {
+						return err
+					}
+					return ops.MatMulExpertsGated(enc, d, wj, x, route, &bjT, used, act)
+				})
+				want, err := g.Read()
+				must(t, err)
+				got, err := d.Read()
+				must(t, err)
+				checkBits(t, "gated vs separate", seed, got, want)
+				if dt != ops.Q4_K {
+					return
+				}
+				for tile := 0; tile < ops.MatMulPairTiles; tile++ { // every tile of the gated form
+					gputest.Poison(t, d)
+					restore := ops.SetMatMulQuantTile(tile)
+					runOp(t, ctx, func(enc *gpu.Encoder) error { return ops.MatMulExpertsGated(enc, d, wj, x, route, &bjT, used, act) })
+					restore()
+					got, err := d.Read()
+					must(t, err)
+					checkBits(t, fmt.Sprintf("gated tile %d vs separate", tile), seed, got, want)
+				}
+			})
+		}
+	}
+}

@@ -52,16 +52,30 @@ var matMulQuantForce = -1
 // that gives the most (the first such: the deeper K slice). The choice
 // never changes results.
 func matMulQuantPick(ctx *gpu.Context, m, n, z int) matMulQuantTile {
+	return pickTile(ctx, matMulQuantTiles, m, n, z, matMulQuantForce)
+}
+
+// matMulPairTiles are the tiles of MatMulExpertsGated: TN = 8, so that a
+// thread's two column groups are an output's gate and up.
+var matMulPairTiles = []matMulQuantTile{
+	{TY: 16, TX: 16, TM: 8, TN: 8, BK: 32}, // 128x128 (64 outputs wide), 256 threads, 32 KiB
+	{TY: 16, TX: 16, TM: 4, TN: 8, BK: 32}, // 64x128, 256 threads, 24 KiB
+	{TY: 8, TX: 8, TM: 4, TN: 8, BK: 32},   // 32x64, 64 threads, 12 KiB
+}
+
+// pickTile is matMulQuantPick over a list of tiles, n counting tile columns;
+// force (when not negative) picks tiles[force] where it fits.
+func pickTile(ctx *gpu.Context, tiles []matMulQuantTile, m, n, z, force int) matMulQuantTile {
 	fits := func(t matMulQuantTile) bool {
 		return t.storage() <= int(ctx.Limits.MaxComputeWorkgroupStorageSize) &&
 			t.wg() <= int(ctx.Limits.MaxComputeInvocationsPerWorkgroup)
 	}
-	if matMulQuantForce >= 0 && fits(matMulQuantTiles[matMulQuantForce]) {
-		return matMulQuantTiles[matMulQuantForce]
+	if force >= 0 && force < len(tiles) && fits(tiles[force]) {
+		return tiles[force]
 	}
 	var best matMulQuantTile
 	bestWGs := 0
-	for _, t := range matMulQuantTiles {
+	for _, t := range tiles {
 		if !fits(t) {
 			continue
 		}
@@ -84,6 +98,8 @@ type matMulQuantKey struct {
 	matMulQuantTile
 	VA            bool
 	Experts, Bias bool
+	Pair          bool // gate and up rows, act in the epilogue (MatMulExpertsGated)
+	Act           Activation
 }
 
 func (k matMulQuantKey) String() string {
@@ -96,6 +112,9 @@ func (k matMulQuantKey) String() string {
 		op = "matmul_experts"
 		if k.Bias {
 			op += "_bias"
+		}
+		if k.Pair {
+			op += "_pair_" + k.Act.String()
 		}
 	}
 	return fmt.Sprintf("%s_%s_%s_t%dx%d_%s", op, k.T, k.matMulQuantTile, k.TY, k.TX, load)
@@ -240,7 +259,7 @@ func matMulQuantTemplate(k matMulQuantKey) map[string]any {
 		mEnd, wBase = "mend", "wbase"
 	}
 	return map[string]any{
-		"T": k.T.String(), "BS": bs, "BB": bb, "PPB": ppb, "VA": k.VA, "Experts": k.Experts, "Bias": k.Bias,
+		"T": k.T.String(), "BS": bs, "BB": bb, "PPB": ppb, "VA": k.VA, "Experts": k.Experts, "Bias": k.Bias, "Pair": k.Pair, "Act": k.Act.String(),
 		"MEnd": mEnd, "WBase": wBase,
 		"WG": wg, "TX": k.TX, "TY": k.TY, "TM": k.TM, "TN": k.TN, "BM": bm, "BN": bn,
 		"BK": k.BK, "AsSize": k.BK * bm / 4, "BsSize": k.BK * bn / 4,

@@ -5,9 +5,13 @@ import "github.com/wgllm/wgllm/runtime/gpu"
 // MatMulQuantTiles is how many tiles MatMulQuant chooses from.
 var MatMulQuantTiles = len(matMulQuantTiles)
 
-// SetMatMulQuantTile makes MatMulQuant use tile i of its list wherever it
-// fits the device (-1: its own choice), so tests and benchmarks cover each
-// tile; it returns the restore.
+// MatMulPairTiles is how many tiles MatMulExpertsGated chooses from.
+var MatMulPairTiles = len(matMulPairTiles)
+
+// SetMatMulQuantTile makes MatMulQuant and MatMulExperts use tile i of their
+// list (MatMulExpertsGated: of its own list) wherever it fits the device
+// (-1: their own choice), so tests and benchmarks cover each tile; it
+// returns the restore.
 func SetMatMulQuantTile(i int) (restore func()) {
 	old := matMulQuantForce
 	matMulQuantForce = i

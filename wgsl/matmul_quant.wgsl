@@ -18,6 +18,12 @@
 // u-th used expert e, and tile j of N: its x rows are gathered (slot s
 // reads x row s / x_per), its outputs go to d row s{{if .Bias}} plus bias[e, n]{{end}}.
 {{- end}}
+{{- if .Pair}}
+// Pair: W's matrices are [2N, K], gate rows then up rows; a tile of BN
+// covers BN/2 outputs, its first half gate rows and its second the matching
+// up rows, so that a thread's column groups c = 0 and 1 are the gate and up
+// of the same outputs: d = act_{{.Act}}(gate{{if .Bias}} + bias{{end}}, up{{if .Bias}} + bias{{end}}).
+{{- end}}
 struct Params {
   m: u32, n: u32, k: u32,
   x_off: u32, x_rs: u32,   // x: first element, elements between rows
@@ -93,8 +99,16 @@ fn store_a(e: u32, v: vec4<f32>) {
 {{- end}}
 }
 
-// Task e of W's slice: row n = e % BN (rows past N re-read the last row,
-// whose outputs are not written), elements k0 + 16 * (e / BN) .. + 15.
+// Task e of W's slice: tile row r = e % BN (rows past N re-read the last
+// row, whose outputs are not written), elements k0 + 16 * (e / BN) .. + 15.
+fn wrow(n0: u32, r: u32) -> u32 {
+{{- if .Pair}}
+  let g = min(n0 / 2u + r % (BN / 2u), p.n - 1u);
+  return select(g, g + p.n, r >= BN / 2u);
+{{- else}}
+  return min(n0 + r, p.n - 1u);
+{{- end}}
+}
 fn put_b(e: u32, kb: u32, i: u32, w: vec4<f32>) {
   let n = e % BN;
   let k = kb + 4u * i;
@@ -110,7 +124,7 @@ fn put_b(e: u32, kb: u32, i: u32, w: vec4<f32>) {
 // strays far past the weight's end.
 struct Slot { s0: St, s1: St }
 fn load_b(n0: u32, k0: u32, e: u32) -> Slot {
-  let o = {{.WBase}} + min(n0 + e % BN, p.n - 1u) * p.w_row;
+  let o = {{.WBase}} + wrow(n0, e % BN) * p.w_row;
   let k = k0 + 16u * (e / BN);
   return Slot(load(o + min(k, p.k - 1u), 0u), load(o + min(k + 8u, p.k - 1u), 0u));
 }
@@ -129,7 +143,7 @@ struct Slot { s: St }
 fn load_b(n0: u32, k0: u32, e: u32) -> Slot {
   let ek = min(k0 + 16u * (e / BN), p.k - 16u);
   let pj = at16(ek % BS);
-  return Slot(load({{.WBase}} + min(n0 + e % BN, p.n - 1u) * p.w_row + (ek / BS) * BB, pj.x));
+  return Slot(load({{.WBase}} + wrow(n0, e % BN) * p.w_row + (ek / BS) * BB, pj.x));
 }
 fn store_b(k0: u32, e: u32, v: Slot) {
   if (e >= NSB) { return; }
@@ -225,10 +239,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 {{- else}}
       let drow = gm;
 {{- end}}
+{{- if $.Pair}}
+      let gn = n0 / 2u + tx * 4u;
+{{- range $j := $.Comps}}
+      if (gn + {{$j.J}}u < p.n) {
+        var g = acc{{$r.R}}_0.{{$j.C}};
+        var u = acc{{$r.R}}_1.{{$j.C}};
+{{- if $.Bias}}
+        g += bias[p.b_off + h.y * 2u * p.n + gn + {{$j.J}}u];
+        u += bias[p.b_off + h.y * 2u * p.n + p.n + gn + {{$j.J}}u];
+{{- end}}
+        d[p.d_off + drow * p.d_rs + gn + {{$j.J}}u] = act_{{$.Act}}(g, u);
+      }
+{{- end}}
+{{- else}}
 {{- range $c := $.BV}}
       let gn{{$c}} = n0 + {{$c}}u * 4u * TX + tx * 4u;
 {{- range $j := $.Comps}}
       if (gn{{$c}} + {{$j.J}}u < p.n) { d[p.d_off + drow * p.d_rs + gn{{$c}} + {{$j.J}}u] = acc{{$r.R}}_{{$c}}.{{$j.C}}{{if $.Bias}} + bias[p.b_off + h.y * p.n + gn{{$c}} + {{$j.J}}u]{{end}}; }
+{{- end}}
 {{- end}}
 {{- end}}
     }
