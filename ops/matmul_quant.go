@@ -47,7 +47,8 @@ const matMulQuantMinWorkgroups = 120
 // every call uses where it fits the device (tests and benchmarks of each tile).
 var matMulQuantForce = -1
 
-// matMulQuantPick is the largest tile that fits the device and still gives
+// matMulQuantPick is the largest tile no taller than m needs (rounded up to
+// a power of two, at least 16) that fits the device and still gives
 // matMulQuantMinWorkgroups workgroups for z outputs of [m, n], else the one
 // that gives the most (the first such: the deeper K slice). The choice
 // never changes results.
@@ -73,10 +74,23 @@ func pickTile(ctx *gpu.Context, tiles []matMulQuantTile, m, n, z, force int) mat
 	if force >= 0 && force < len(tiles) && fits(tiles[force]) {
 		return tiles[force]
 	}
+	// The tallest tile worth its idle rows: m rounded up to a power of two,
+	// at least 16 and at least the shortest tile that fits.
+	tall := 16
+	for tall < m && tall < 1<<20 {
+		tall *= 2
+	}
+	shortest := 0
+	for _, t := range tiles {
+		if fits(t) && (shortest == 0 || t.bm() < shortest) {
+			shortest = t.bm()
+		}
+	}
+	tall = max(tall, shortest)
 	var best matMulQuantTile
 	bestWGs := 0
 	for _, t := range tiles {
-		if !fits(t) {
+		if !fits(t) || t.bm() > tall {
 			continue
 		}
 		wgs := ceilDiv(m, t.bm()) * ceilDiv(n, t.bn()) * z

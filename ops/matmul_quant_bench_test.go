@@ -108,3 +108,84 @@ func benchMatMulQuant(b *testing.B, dt ops.DType, n, k, m int, method string, ti
 		b.ReportMetric(flops*float64(b.N)/s/1e12, "TFLOP/s")
 	}
 }
+
+// BenchmarkMatMulExperts is the MoE prefill's gated gate/up projection on
+// the Qwen3-30B-A3B shape (128 experts of [2·768, 2048], 8 per token) and a
+// down projection ([2048, 768]), for a batch of tokens routed by random
+// logits: MatMulExpertsGated / MatMulExperts ("matmul") against
+// MatVecExpertsGated / MatVecExperts ("matvec"). GB/s counts all experts'
+// weight bytes once per op; TFLOP/s the slots' 2·N·K each.
+//
+//	go test ./ops -run '^$' -bench 'MatMulExperts' -benchtime 1s
+func BenchmarkMatMulExperts(b *testing.B) {
+	const experts, used, dim, ffn = 128, 8, 2048, 768
+	for _, dt := range []ops.DType{ops.Q4_K, ops.Q8_0, ops.MXFP4} {
+		for _, tokens := range []int{64, 512} {
+			for _, proj := range []string{"gate_up", "down"} {
+				for _, method := range []string{"matmul", "matvec"} {
+					b.Run(fmt.Sprintf("%s/%s/t%d/%s", dt, proj, tokens, method), func(b *testing.B) {
+						n, k, xPer, xRows := 2*ffn, dim, used, tokens
+						if proj == "down" {
+							n, k, xPer, xRows = dim, ffn, 1, tokens*used
+						}
+						benchExperts(b, dt, experts, used, n, k, tokens, xPer, xRows, proj == "gate_up", method)
+					})
+				}
+			}
+		}
+	}
+}
+
+func benchExperts(b *testing.B, dt ops.DType, experts, used, n, k, tokens, xPer, xRows int, gated bool, method string) {
+	bytes := experts * n * k / dt.BlockSize() * dt.BlockBytes()
+	slots := tokens * used
+	flops := 2 * float64(slots) * float64(n) * float64(k)
+	ctx := gputest.BenchCtx(b, bytes > 8<<20 || flops > 1e9)
+	if uint64(bytes) > ctx.MaxBinding() {
+		b.Skipf("experts' weights of %d bytes exceed the binding limit %d", bytes, ctx.MaxBinding())
+	}
+	rng := rand.New(rand.NewSource(1))
+	w, err := ops.FromBytes(ctx, "w", dt, randomBlocks(rng, dt, experts*n*k), experts, n, k)
+	must(b, err)
+	b.Cleanup(w.Buf.Destroy)
+	logits, err := ops.FromFloat32(ctx, "logits", ops.F32, gputest.Rand(rng, tokens*experts, 3), tokens, experts)
+	must(b, err)
+	b.Cleanup(logits.Buf.Destroy)
+	ids, err := ops.New(ctx, "ids", ops.U32, tokens, used)
+	must(b, err)
+	b.Cleanup(ids.Buf.Destroy)
+	weights, err := ops.New(ctx, "weights", ops.F32, tokens, used)
+	must(b, err)
+	b.Cleanup(weights.Buf.Destroy)
+	route, err := ops.New(ctx, "route", ops.U32, ops.RouteLen(experts, slots))
+	must(b, err)
+	b.Cleanup(route.Buf.Destroy)
+	x, err := ops.FromFloat32(ctx, "x", ops.F32, gputest.Rand(rng, xRows*k, 1), xRows, k)
+	must(b, err)
+	b.Cleanup(x.Buf.Destroy)
+	out := n
+	if gated {
+		out = n / 2
+	}
+	d, err := ops.New(ctx, "d", ops.F32, slots, out)
+	must(b, err)
+	b.Cleanup(d.Buf.Destroy)
+	enc, err := ctx.NewEncoder()
+	must(b, err)
+	must(b, ops.MoERoute(enc, ids, weights, route, logits, ops.RouteOpts{K: used, Normalize: true}))
+	must(b, enc.SubmitAndWait())
+	timeSubmission(b, ctx, bytes, func(enc *gpu.Encoder, i int) error {
+		switch {
+		case gated && method == "matmul":
+			return ops.MatMulExpertsGated(enc, d, w, x, route, nil, xPer, ops.ActSiLU)
+		case gated:
+			return ops.MatVecExpertsGated(enc, d, w, x, route, nil, xPer, ops.ActSiLU)
+		case method == "matmul":
+			return ops.MatMulExperts(enc, d, w, x, route, nil, xPer)
+		}
+		return ops.MatVecExperts(enc, d, w, x, route, nil, xPer)
+	})
+	if s := b.Elapsed().Seconds(); s > 0 {
+		b.ReportMetric(flops*float64(b.N)/s/1e12, "TFLOP/s")
+	}
+}
