@@ -21,7 +21,12 @@ type Options struct {
 	KVTokens  int       // tokens the KV block pool holds for all sequences; 0: CtxLen × Seqs
 	KVType    ops.DType // ops.F32, ops.F16 or ops.Q8_0 (ggml's Q8_0 blocks, 17/32 of f16's bytes)
 	Batch     int       // most tokens one step takes (prefill chunk); 0: 512
-	Progress  func(done, total uint64)
+	// QuantMatMul makes steps of more than 8 prefill rows multiply by
+	// block-quantised and bf16 weights in place (ops.MatMulQuant: exact
+	// f32 weights, no f16 scratch copy) instead of dequantising each weight
+	// to f16 and running ops.MatMul. Decode steps keep the matvec kernels.
+	QuantMatMul bool
+	Progress    func(done, total uint64)
 }
 
 func (o Options) withDefaults(c Config) Options {
@@ -63,6 +68,7 @@ type Model struct {
 	positions    ops.Tensor // [batch] u32 (rows of several sequences)
 	next         ops.Tensor // [batch] u32 (argmax)
 	wdeq         ops.Tensor // f16 [largest weight] for prefill of quantised weights
+	quantMatMul  bool       // Options.QuantMatMul: prefill reads quantised weights in place
 	moe          moeScratch // MoE layers' routing and expert outputs
 	step         *kv.Step   // per-step sequence info and KV write slots
 	rbTok, rbLog *gpu.Readback
@@ -96,7 +102,7 @@ func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
 		return nil, err
 	}
 	opt = opt.withDefaults(cfg)
-	m := &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch}
+	m := &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch, quantMatMul: opt.QuantMatMul}
 	ok := false
 	defer func() {
 		if !ok {
@@ -237,7 +243,7 @@ func (m *Model) allocScratch() error {
 	alloc(&m.positions, "positions", ops.U32, n)
 	alloc(&m.next, "next", ops.U32, n)
 	// Prefill dequantises one quantised weight at a time into f16.
-	if largest := largestDequantised(m.weights); largest > 0 && n > matVecMaxRows {
+	if largest := largestDequantised(m.weights); largest > 0 && n > matVecMaxRows && !m.quantMatMul {
 		alloc(&m.wdeq, "wdeq", ops.F16, largest)
 	}
 	if err != nil {
