@@ -22,7 +22,8 @@ type quantKey struct {
 	RPT     int
 	UnrollJ bool
 	StageX  bool
-	U       int // StageX: pieces per lane per pass
+	U       int  // StageX: pieces per lane per pass
+	Ahead   bool // not staged: two pieces per row in flight
 	fusion
 }
 
@@ -39,6 +40,9 @@ func (k quantKey) String() string {
 		}
 		if k.StageX {
 			s += fmt.Sprintf("_sx%d", k.U)
+		}
+		if k.Ahead {
+			s += "_ahead"
 		}
 		return s + k.fusion.String()
 	}
@@ -131,7 +135,7 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 		}
 		cv := stageVec4(key.T, key.TPR) * max(key.U, 1)
 		src, err := wgsl.Render("dequant.wgsl", map[string]any{
-			"StageX": key.StageX, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
+			"StageX": key.StageX, "Ahead": key.Ahead, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
 			"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm, "Pairs": pairs,
 			"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
 			"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "NAcc": key.M * rpt,
@@ -165,6 +169,13 @@ const (
 	matVecQuantWG  = 256
 )
 
+// matVecQuantTuning overrides the workgroup shape for the tuning
+// benchmark (a different TPR changes the reduction order, so never in use).
+var matVecQuantTuning *struct {
+	TPR, RPT, WG, U int
+	NoStage, Ahead  bool
+}
+
 // matVecQuantRPT is how many weight rows one lane computes: more rows share
 // each x read, fewer give small N enough workgroups; at most 8 accumulators
 // per lane. With x staged in workgroup memory the H100 decoded fastest with
@@ -176,6 +187,18 @@ func matVecQuantRPT(n, m int) int {
 		rpt = 2
 	}
 	return max(1, min(rpt, MaxMatVecRows/m))
+}
+
+// matVecQuantWide is the shape for one x row over many weight rows on a
+// GPU: four rows per lane, 128-lane workgroups, x read straight from
+// global memory (each lane's x stays in L1 across its four rows). On the
+// H200 (wgpu-native, Llama-3-8B gate/up 14336x4096, 2026-12-04) it read
+// Q4_K at 976 GB/s against 906 for the staged two-row shape, Q6_K 1,367
+// against 1,247, Q4_0 1,098 against ~1,050, Q8_0 1,809 against 1,797
+// (ops BenchmarkMatVecQuantTuning). Bit for bit the same results: only TPR
+// fixes the order.
+func matVecQuantWide(n, m int, software bool) bool {
+	return !software && m == 1 && n >= 8192
 }
 
 // MatVecQuant computes dst[m, n] = sum_k w[n, k] x[m, k] for a weight w
@@ -245,13 +268,24 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		return fmt.Errorf("ops.MatVecQuant: weight %s: a fused matvec needs the weight in one binding: %w", w, gpu.ErrBindingTooLarge)
 	}
 	rpt := matVecQuantRPT(fu.rows, m)
-	tpr := matVecQuantTPR
+	tpr, wg, u0 := matVecQuantTPR, matVecQuantWG, matVecQuantU
+	ahead := false
+	if matVecQuantWide(fu.rows, m, ctx.Software()) {
+		rpt, wg, u0 = 4, 128, 0 // u0 0: not staged
+	}
+	if t := matVecQuantTuning; t != nil { // benchmarks only
+		tpr, wg, u0, ahead = t.TPR, t.WG, t.U, t.Ahead
+		rpt = max(1, min(t.RPT, MaxMatVecRows/m))
+	}
 	if fu.Pair {
 		rpt = 2 * max(1, rpt/2) // a gate row and its up row per output
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0 && fu.normOff%4 == 0,
-		WG: matVecQuantWG, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
-	for u := matVecQuantU; u >= 1; u /= 2 {
+		WG: wg, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
+	if ahead {
+		key.Ahead, u0 = true, 0 // not staged
+	}
+	for u := u0; u >= 1 && (matVecQuantTuning == nil || !matVecQuantTuning.NoStage); u /= 2 {
 		cv := stageVec4(w.DType, tpr) * u
 		if uint64(16*m*(cv+cv/8)+4*m*rpt*key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
 			key.StageX, key.U = true, u

@@ -21,10 +21,18 @@ type Options struct {
 	KVTokens  int       // tokens the KV block pool holds for all sequences; 0: CtxLen × Seqs
 	KVType    ops.DType // ops.F32, ops.F16 or ops.Q8_0 (ggml's Q8_0 blocks, 17/32 of f16's bytes)
 	Batch     int       // most tokens one step takes (prefill chunk); 0: 512
-	// QuantMatMul makes steps of more than 8 prefill rows multiply by
-	// block-quantised and bf16 weights in place (ops.MatMulQuant: exact
-	// f32 weights, no f16 scratch copy) instead of dequantising each weight
-	// to f16 and running ops.MatMul. Decode steps keep the matvec kernels.
+	// DecodeTiledRows: a step's decode rows go through the tiled matmul,
+	// like a prompt chunk, once there are at least this many of them (the
+	// matvec reads every weight once per 8 rows and runs out of arithmetic
+	// past that). A sequence's tokens then depend on how many sequences
+	// share its step. 0: never; every decode row takes the matvec and is
+	// bit-identical to decoding it alone.
+	DecodeTiledRows int
+	// QuantMatMul makes the tiled matmul (prompt chunks of more than 8
+	// rows, decode rows per DecodeTiledRows) multiply by block-quantised
+	// and bf16 weights in place (ops.MatMulQuant: exact f32 weights, no f16
+	// scratch copy) instead of dequantising each weight to f16 and running
+	// ops.MatMul.
 	QuantMatMul bool
 	Progress    func(done, total uint64)
 }
@@ -57,7 +65,8 @@ type Model struct {
 	ctx  *gpu.Context
 	KV   *kv.Paged
 
-	batch int
+	batch           int
+	decodeTiledRows int // Options.DecodeTiledRows
 	// Scratch, all [batch, ...] f32 unless noted.
 	x, h, tmp    ops.Tensor // [batch, dim]
 	q, k, v      ops.Tensor // [batch, qDim], [batch, kvDim] ×2: views of one buffer
@@ -102,7 +111,7 @@ func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
 		return nil, err
 	}
 	opt = opt.withDefaults(cfg)
-	m := &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch, quantMatMul: opt.QuantMatMul}
+	m := newModel(ctx, cfg, arch, opt)
 	ok := false
 	defer func() {
 		if !ok {
@@ -269,6 +278,12 @@ func largestDequantised(ws []ops.Tensor) int {
 		}
 	}
 	return largest
+}
+
+// newModel is a Model with the choices of opt (after withDefaults) and no
+// buffers yet: Load and Synthesize fill it.
+func newModel(ctx *gpu.Context, cfg Config, arch Arch, opt Options) *Model {
+	return &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch, decodeTiledRows: opt.DecodeTiledRows, quantMatMul: opt.QuantMatMul}
 }
 
 // Memory reports the GPU bytes held: weights, KV cache, scratch.
