@@ -22,7 +22,7 @@ var matMulQuantBenchShapes = [][2]int{{2048, 2048}, {5632, 2048}, {2048, 5632}, 
 // batches). GB/s counts the weight bytes as stored, once per op; TFLOP/s
 // counts 2·M·N·K. Weights rotate through copies so they come from DRAM.
 //
-//	go test ./ops -run '^$' -bench 'MatMulQuant/' -benchtime 1s
+//	go test ./ops -run '^$' -bench '^BenchmarkMatMulQuant$' -benchtime 1s
 func BenchmarkMatMulQuant(b *testing.B) {
 	for _, dt := range []ops.DType{ops.Q4_0, ops.Q4_K, ops.Q6_K, ops.Q8_0} {
 		for _, sh := range matMulQuantBenchShapes {
@@ -41,7 +41,7 @@ func BenchmarkMatMulQuant(b *testing.B) {
 // BenchmarkMatMulQuantTiles runs MatMulQuant with each of its tiles forced,
 // to set the tile choice (matMulQuantPick) by measurement.
 //
-//	go test ./ops -run '^$' -bench 'MatMulQuantTiles' -benchtime 1s
+//	go test ./ops -run '^$' -bench '^BenchmarkMatMulQuantTiles$' -benchtime 1s
 func BenchmarkMatMulQuantTiles(b *testing.B) {
 	for _, dt := range []ops.DType{ops.Q4_0, ops.Q4_K} {
 		for _, sh := range matMulQuantBenchShapes {
@@ -116,7 +116,7 @@ func benchMatMulQuant(b *testing.B, dt ops.DType, n, k, m int, method string, ti
 // MatVecExpertsGated / MatVecExperts ("matvec"). GB/s counts all experts'
 // weight bytes once per op; TFLOP/s the slots' 2·N·K each.
 //
-//	go test ./ops -run '^$' -bench 'MatMulExperts' -benchtime 1s
+//	go test ./ops -run '^$' -bench '^BenchmarkMatMulExperts$' -benchtime 1s
 func BenchmarkMatMulExperts(b *testing.B) {
 	const experts, used, dim, ffn = 128, 8, 2048, 768
 	for _, dt := range []ops.DType{ops.Q4_K, ops.Q8_0, ops.MXFP4} {
