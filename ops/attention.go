@@ -263,15 +263,17 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 		return enc.Dispatch(pipe, prm, args, gx, gy, uint32(d.batch*d.kvHeads))
 	}
 
-	tiles, err := chooseSplitTiles(d.hd, d.nq*d.group, smem)
+	tiles, err := chooseSplitTiles(d.hd, k.DType, d.nq*d.group, smem)
 	if err != nil {
 		return err
 	}
+	rowTiles := ceilDiv(d.nq*d.group, tiles.RT)
+	prm.RowTiles = uint32(rowTiles)
 	// The chunks cover the keys from the first query's window start on
 	// (the shader derives the same start from pos0).
 	span := opt.KVLen - min(opt.KVLen, windowStart(opt.QOffset, opt.Window))
 	nTiles := ceilDiv(span, tiles.BK)
-	splitLen := ceilDiv(nTiles, maxAttentionSplits) * tiles.BK
+	splitLen := ceilDiv(nTiles, attentionSplits(ctx, d.kvHeads, rowTiles)) * tiles.BK
 	nSplit := max(1, ceilDiv(span, splitLen))
 	partials := d.batch * d.nq * d.heads * nSplit // one per (sequence, row, split)
 	scratchArg, err := splitScratch(ctx, "Attention", partials, d.hd)
@@ -280,15 +282,13 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 	}
 	prm.NSplit, prm.SplitLen = uint32(nSplit), uint32(splitLen)
 	prm.PartOff, prm.MLOff = 0, uint32(partials*d.hd)
-	rowTiles := ceilDiv(d.nq*d.group, tiles.RT)
-	prm.RowTiles = uint32(rowTiles)
 
 	skey := attnSplitKey{D: d.hd, KV: k.DType, Causal: opt.Causal, T: tiles, attnFeatures: feat.split()}
 	spipe, err := ctx.Pipeline(skey, skey.build)
 	if err != nil {
 		return err
 	}
-	ckey := attnCombineKey{D: d.hd, WG: 64, Sinks: feat.Sinks}
+	ckey := attnCombineKey{D: d.hd, WG: combineWG, Sinks: feat.Sinks}
 	cpipe, err := ctx.Pipeline(ckey, ckey.build)
 	if err != nil {
 		return err
@@ -297,7 +297,7 @@ func Attention(enc *gpu.Encoder, out, q, k, v Tensor, opt AttentionOptions) erro
 		uint32(nSplit), uint32(rowTiles), uint32(d.batch*d.kvHeads)); err != nil {
 		return err
 	}
-	gx, gy := ctx.Grid(uint32(ceilDiv(d.batch*d.nq*d.heads*d.hd, ckey.WG)))
+	gx, gy := ctx.Grid(uint32(d.batch * d.nq * d.heads)) // a workgroup per output row
 	return enc.Dispatch(cpipe, prm, combineArgs(scratchArg, args[3], args[4:]), gx, gy, 1)
 }
 
@@ -308,8 +308,8 @@ func combineArgs(scratch, out gpu.Arg, sinks []gpu.Arg) []gpu.Arg {
 }
 
 // The split count depends only on kvLen (batch invariance): at most this
-// many chunks of whole key tiles. 64 chunks × 8 kv heads already give a
-// large GPU hundreds of workgroups for a single query.
+// many chunks of whole key tiles (attentionSplits picks fewer for models
+// with many kv heads and on software adapters).
 const maxAttentionSplits = 64
 
 type attnDims struct {
@@ -536,9 +536,9 @@ func microTile(rows, cols, wg, maxPer int) (tr, tc int, ok bool) {
 }
 
 // splitTiles is the split-K kernel's blocking: RT rows per workgroup, key
-// tiles of BK, WG threads, dot products cut into DS parts, KL key lanes in
-// the P·V step.
-type splitTiles struct{ RT, BK, WG, DS, KL int }
+// tiles of BK, WG threads (a multiple of BK: WG/BK threads share each
+// key's dot products).
+type splitTiles struct{ RT, BK, WG int }
 
 type attnSplitKey struct {
 	D            int
@@ -553,8 +553,8 @@ func (k attnSplitKey) String() string {
 	if k.Causal {
 		c = "_causal"
 	}
-	return fmt.Sprintf("attention_splitk_d%d_kv%s%s_rt%d_bk%d_wg%d_ds%d_kl%d%s",
-		k.D, k.KV, c, k.T.RT, k.T.BK, k.T.WG, k.T.DS, k.T.KL, k.attnFeatures)
+	return fmt.Sprintf("attention_splitk_d%d_kv%s%s_rt%d_bk%d_wg%d%s",
+		k.D, k.KV, c, k.T.RT, k.T.BK, k.T.WG, k.attnFeatures)
 }
 
 func (k attnSplitKey) build() (gpu.PipelineSpec, error) { return k.render(0) }
@@ -563,48 +563,101 @@ func (k attnSplitKey) build() (gpu.PipelineSpec, error) { return k.render(0) }
 // variant.
 func (k attnSplitKey) render(bs int) (gpu.PipelineSpec, error) {
 	t, d4 := k.T, k.D/4
+	tr := t.softmaxThreads()
+	kl := t.WG / d4
+	ks, raw := splitTileTypes(k.KV)
 	src, err := wgsl.Render("attention_split.wgsl", k.template(map[string]any{
-		"RT": t.RT, "BK": t.BK, "D": k.D, "D4": d4, "RS4": d4 + 1, "SS": t.BK + 1, "WG": t.WG,
-		"DS": t.DS, "DC": d4 / t.DS, "KL": t.KL, "KPL": ceilDiv(t.BK, t.KL),
-		"QSLen": t.RT * (d4 + 1), "SMLen": splitSmem4(d4, t), "SSLen": t.DS * t.RT * (t.BK + 1),
+		"RT": t.RT, "BK": t.BK, "D": k.D, "D4": d4, "RS": d4 + 1, "WG": t.WG,
+		"KT": t.WG / t.BK, "TR": tr, "NE": t.BK / tr, "KL": kl, "KPL": ceilDiv(t.BK, kl),
+		"KSI": ceilDiv(t.BK*d4, t.WG), "DKM": ceilDiv(d4, t.WG/t.BK),
+		"QSLen": t.RT * d4, "SMLen": splitSmemK(d4, k.KV, t), "SSLen": t.WG * t.RT,
+		"KS": ks, "Raw": raw,
 		"KV": k.KV.String(), "Causal": k.Causal, "Paged": bs > 0, "BS": bs,
 	}, 0))
 	return gpu.PipelineSpec{Source: src, Storage: attnStorage(bs)}, err
 }
 
-// splitSmem4 is the vec4 count of the K tile / lane-partials region.
-func splitSmem4(d4 int, t splitTiles) int {
-	return max(t.BK*(d4+1), t.KL*t.RT*d4)
+// softmaxThreads is the number of threads sharing a row's softmax step.
+func (t splitTiles) softmaxThreads() int { return min(t.WG/t.RT, t.BK) }
+
+// splitTileTypes are the split kernel's K tile element (f16 keeps the
+// pairs as loaded; f32 and dequantised q8_0 are vec4<f32>) and the type
+// its V registers hold until used.
+func splitTileTypes(kv DType) (tile, raw string) {
+	switch kv {
+	case F16:
+		return "vec2<u32>", "vec2<u32>"
+	case Q8_0:
+		return "vec4<f32>", "vec3<u32>"
+	}
+	return "vec4<f32>", "vec4<f32>"
 }
 
-func splitSmem(d int, t splitTiles) int {
+// splitSmemK is the element count of the K tile / lane-partials region
+// (for f16 two pair elements per vec4 of lane partials).
+func splitSmemK(d4 int, kv DType, t splitTiles) int {
+	lanes := t.WG / d4 * t.RT * d4
+	if kv == F16 {
+		lanes *= 2
+	}
+	return max(t.BK*(d4+1), lanes)
+}
+
+// splitSmem is the split kernel's workgroup memory in bytes: Q, the K tile
+// (or lane partials), score parts, partial maxima and the row scales.
+func splitSmem(d int, kv DType, t splitTiles) int {
 	d4 := d / 4
-	return 16*(t.RT*(d4+1)+splitSmem4(d4, t)) + 4*(t.DS*t.RT*(t.BK+1)+t.RT)
+	elem := 16
+	if kv == F16 {
+		elem = 8
+	}
+	return 16*t.RT*d4 + elem*splitSmemK(d4, kv, t) + 4*(t.WG*t.RT+t.WG+t.RT)
 }
 
 // chooseSplitTiles: up to 8 rows per workgroup (the G heads of one query
-// share the K/V reads) and the largest key tile that fits; with little
-// workgroup memory, fewer rows per workgroup.
-func chooseSplitTiles(d, rows, smem int) (splitTiles, error) {
+// share the K/V reads) and the largest key tile that fits, at most 8,192
+// head-dim values (64 keys of 128: 64 V values a thread held in registers
+// while the tile is scored); with little workgroup memory, fewer rows.
+func chooseSplitTiles(d int, kv DType, rows, smem int) (splitTiles, error) {
 	const wg = 128
 	rt := 1
 	for rt < rows && rt < 8 {
 		rt *= 2
 	}
-	d4 := d / 4
 	for ; rt >= 1; rt /= 2 {
-		for _, bk := range []int{32, 16, 8} {
-			t := splitTiles{RT: rt, BK: bk, WG: wg, DS: 1, KL: min(wg/d4, bk)}
-			for rt*bk*t.DS*2 <= wg && d4%(t.DS*2) == 0 {
-				t.DS *= 2
-			}
-			if splitSmem(d, t) <= smem {
+		for _, bk := range []int{64, 32, 16, 8} {
+			t := splitTiles{RT: rt, BK: bk, WG: wg}
+			if bk*d <= 8192 && splitSmem(d, kv, t) <= smem {
 				return t, nil
 			}
 		}
 	}
 	return splitTiles{}, fmt.Errorf("ops.Attention: no split-K tile for head dim %d fits %d bytes of workgroup memory", d, smem)
 }
+
+// attnSplitTarget, when > 0, replaces attentionSplits' workgroup target
+// (tests run the hardware policy on a software adapter).
+var attnSplitTarget int
+
+// attentionSplits is the most chunks a sequence's keys are cut into. It
+// depends on the model's shape and the device only, never on the batch:
+// enough workgroups for one sequence to fill a GPU (about 512: 64 chunks
+// × 8 kv heads, 16 × 32 kv heads), few on a software adapter, where each
+// workgroup is a CPU thread's task and more chunks only add merge work.
+func attentionSplits(ctx *gpu.Context, kvHeads, rowTiles int) int {
+	target := 512
+	if ctx.Software() {
+		target = 16
+	}
+	if attnSplitTarget > 0 {
+		target = attnSplitTarget
+	}
+	return max(1, min(maxAttentionSplits, ceilDiv(target, kvHeads*rowTiles)))
+}
+
+// combineWG is the combine kernel's workgroup: one output row of at most
+// 64 vec4s, its splits shared among WG/(D/4) groups of threads.
+const combineWG = 128
 
 type attnCombineKey struct {
 	D, WG int
@@ -620,7 +673,8 @@ func (k attnCombineKey) String() string {
 }
 
 func (k attnCombineKey) build() (gpu.PipelineSpec, error) {
-	src, err := wgsl.Render("attention_combine.wgsl", map[string]any{"D": k.D, "WG": k.WG, "Sinks": k.Sinks})
+	src, err := wgsl.Render("attention_combine.wgsl", map[string]any{
+		"D": k.D, "D4": k.D / 4, "WG": k.WG, "SG": k.WG / (k.D / 4), "MS": maxAttentionSplits, "Sinks": k.Sinks})
 	storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
 	if k.Sinks {
 		storage = append(storage, gpu.ReadOnly)

@@ -118,3 +118,41 @@ func benchAttention(b *testing.B, ctx *gpu.Context, c attnCase, variant ops.Atte
 	}
 	b.StopTimer()
 }
+
+// BenchmarkAttentionDecode is the decode step's attention at the
+// Llama-3-8B shape (32 heads, 8 kv heads, head dim 128, f16 paged pool of
+// 16-token blocks, as runtime/kv lays it out): split-K and its combine for
+// 1 and 16 sequences of one query at kvLen 512, 4096 and 16384. It reports
+// the K/V bytes read per second as GB/s (an H200 reads ~3,900 GB/s through
+// WebGPU); ns/op is the op's time. Only kvLen 512 with one sequence runs on
+// a software adapter unless WGLLM_BENCH_FULL is set.
+//
+//	go test ./ops/ -run '^$' -bench AttentionDecode -benchtime 200x
+func BenchmarkAttentionDecode(b *testing.B) {
+	ctx := gputest.BenchCtx(b, false)
+	software := ctx.Software()
+	skipBig := software && os.Getenv("WGLLM_BENCH_FULL") == ""
+	const heads, kvh, hd, bs = 32, 8, 128, 16
+	for _, kvLen := range []int{512, 4096, 16384} {
+		for _, nSeq := range []int{1, 16} {
+			b.Run(fmt.Sprintf("llama3-8b/f16/kv%d/seq%d", kvLen, nSeq), func(b *testing.B) {
+				if skipBig && (kvLen > 512 || nSeq > 1) {
+					b.Skip("big shape on a software adapter (set WGLLM_BENCH_FULL=1 to run)")
+				}
+				rng := rand.New(rand.NewSource(1))
+				mk := benchTensors(b, ctx, rng)
+				q := mk("q", ops.F32, nSeq, 1, heads, hd)
+				out := mk("out", ops.F32, nSeq, 1, heads, hd)
+				lens := make([]int, nSeq)
+				for s := range lens {
+					lens[s] = kvLen
+				}
+				k, v, tab, inf := benchPool(b, ctx, rng, mk, ops.F16, lens, kvLen, bs, kvh, hd)
+				opt := ops.PagedOptions{Causal: true, MaxKVLen: kvLen}
+				benchOps(b, ctx, software, func(enc *gpu.Encoder) error { return ops.AttentionPaged(enc, out, q, k, v, tab, inf, opt) })
+				kvRead := float64(2 * nSeq * kvLen * kvh * hd * ops.F16.Size())
+				b.ReportMetric(kvRead*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+	}
+}

@@ -129,7 +129,7 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 		KVTStride: uint32(d.kvHeads * d.hd),
 		NKVH:      uint32(d.kvHeads), Batch: uint32(d.batch),
 		NBlocks: uint32(d.blocks), TblOff: offs[4], TblStride: uint32(d.tableWidth), TblRows: uint32(d.tableRows),
-		InfoOff: offs[5], MaxSplit: maxAttentionSplits, KVScOff: scOff,
+		InfoOff: offs[5], KVScOff: scOff,
 	}
 	var sinkOff uint32
 	if mods.Sinks != nil {
@@ -154,10 +154,14 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 		return enc.Dispatch(pipe, prm, args, gx, gy, uint32(d.batch*d.kvHeads))
 	}
 
-	tiles, err := chooseSplitTiles(d.hd, d.nq*d.group, smem)
+	tiles, err := chooseSplitTiles(d.hd, kPool.DType, d.nq*d.group, smem)
 	if err != nil {
 		return fmt.Errorf("ops.AttentionPaged: %w", err)
 	}
+	rowTiles := ceilDiv(d.nq*d.group, tiles.RT)
+	prm.RowTiles = uint32(rowTiles)
+	maxSplit := attentionSplits(ctx, d.kvHeads, rowTiles)
+	prm.MaxSplit = uint32(maxSplit)
 	// The grid has room for the most chunks any sequence of at most
 	// MaxKVLen keys uses; each sequence derives its own chunking from its
 	// kvLen in the shader, and chunks past its end record "no key seen".
@@ -167,7 +171,7 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 	if opt.Window > 0 && opt.Causal {
 		span = min(span, opt.Window+d.nq-1)
 	}
-	nSplit := min(maxAttentionSplits, ceilDiv(span, tiles.BK))
+	nSplit := min(maxSplit, ceilDiv(span, tiles.BK))
 	partials := d.batch * d.nq * d.heads * nSplit
 	scratchArg, err := splitScratch(ctx, "AttentionPaged", partials, d.hd)
 	if err != nil {
@@ -175,15 +179,13 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 	}
 	prm.NSplit = uint32(nSplit)
 	prm.PartOff, prm.MLOff = 0, uint32(partials*d.hd)
-	rowTiles := ceilDiv(d.nq*d.group, tiles.RT)
-	prm.RowTiles = uint32(rowTiles)
 
 	skey := attnPagedSplitKey{attnSplitKey{D: d.hd, KV: kPool.DType, Causal: opt.Causal, T: tiles, attnFeatures: feat.split()}, d.blockSize}
 	spipe, err := ctx.Pipeline(skey, skey.build)
 	if err != nil {
 		return err
 	}
-	ckey := attnCombineKey{D: d.hd, WG: 64, Sinks: feat.Sinks}
+	ckey := attnCombineKey{D: d.hd, WG: combineWG, Sinks: feat.Sinks}
 	cpipe, err := ctx.Pipeline(ckey, ckey.build)
 	if err != nil {
 		return err
@@ -192,7 +194,7 @@ func AttentionPaged(enc *gpu.Encoder, out, q, kPool, vPool, blockTable, seqInfo 
 		uint32(nSplit), uint32(rowTiles), uint32(d.batch*d.kvHeads)); err != nil {
 		return err
 	}
-	gx, gy := ctx.Grid(uint32(ceilDiv(d.batch*d.nq*d.heads*d.hd, ckey.WG)))
+	gx, gy := ctx.Grid(uint32(d.batch * d.nq * d.heads)) // a workgroup per output row
 	return enc.Dispatch(cpipe, prm, combineArgs(scratchArg, args[3], args[6:]), gx, gy, 1)
 }
 

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ type pagedCase struct {
 	softCap           float32
 	window            int
 	sinks             bool // testSinks(heads) as PagedOptions.Sinks
+	splitOnly         bool // long decode caches: not through the prefill kernel (lavapipe takes seconds a dispatch)
 }
 
 // testSinks are per-head sink logits of either sign, some far above the
@@ -250,6 +252,15 @@ var pagedCases = []pagedCase{
 	{name: "prefill_hd256", nq: 21, heads: 2, kvh: 1, hd: 256, bs: 16, kvLens: []int{40}, causal: true, kv: ops.F32},
 	{name: "small_tiles_8KiB", nq: 3, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{333, 50}, causal: true, kv: ops.F16, maxSmem: 8 << 10},
 
+	// Long caches: many key tiles and chunks per sequence, lengths around tile
+	// and chunk edges, the Llama-3-8B shape (32/8 heads, head dim 128), q8_0,
+	// a window, 8 heads a kv head (8 rows a workgroup), head dim 256.
+	{name: "decode_long_llama3_f16", nq: 1, heads: 32, kvh: 8, hd: 128, bs: 16, kvLens: []int{4099, 1, 2500, 65}, causal: true, kv: ops.F16, spareBlocks: 2, spareTableEntries: 1, splitOnly: true},
+	{name: "decode_long_q8", nq: 1, heads: 8, kvh: 2, hd: 128, bs: 16, kvLens: []int{5003, 129, 7, 1024}, causal: true, kv: ops.Q8_0, spareBlocks: 1, splitOnly: true},
+	{name: "decode_long_swa_f16", nq: 1, heads: 8, kvh: 2, hd: 128, bs: 32, kvLens: []int{6001, 300, 1025}, causal: true, kv: ops.F16, window: 1000, splitOnly: true},
+	{name: "decode_long_group8", nq: 1, heads: 16, kvh: 2, hd: 64, bs: 16, kvLens: []int{3001, 64, 1}, causal: true, kv: ops.F32},
+	{name: "decode_long_hd256_sinks", nq: 1, heads: 4, kvh: 2, hd: 256, bs: 16, kvLens: []int{2049, 31}, causal: true, kv: ops.F16, sinks: true},
+
 	// Sliding windows (gemma2/3 local layers, gpt-oss), also with kv far past the window.
 	{name: "decode_swa", nq: 1, heads: 8, kvh: 2, hd: 64, bs: 16, kvLens: []int{1001, 17, 300, 1, 64, 65}, causal: true, kv: ops.F32, window: 64, spareTableEntries: 1},
 	{name: "decode_swa_f16_w1", nq: 1, heads: 4, kvh: 2, hd: 128, bs: 16, kvLens: []int{90, 1, 2}, causal: true, kv: ops.F16, window: 1},
@@ -280,41 +291,62 @@ var pagedCases = []pagedCase{
 }
 
 // TestAttentionPaged runs every case through both kernels (and the
-// automatic choice) and checks each sequence against the float64 reference
-// over its gathered keys and values: TolF32 against the pool as stored;
-// for f16 pools also TolF16 against the unrounded values. Every pool slot
-// no sequence owns, and every table entry past a sequence's blocks, leads
-// to NaN: one read of them would show.
+// automatic choice), checked by checkPaged.
 func TestAttentionPaged(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	for n, c := range pagedCases {
 		for _, variant := range []ops.AttentionVariant{ops.AttentionAuto, ops.AttentionPrefill, ops.AttentionSplitK} {
-			t.Run(c.name+"/"+variant.String(), func(t *testing.T) {
-				seed := int64(900 + n)
-				in := newPagedInputs(t, ctx, c, seed)
-				defer in.destroy()
-				got := runPaged(t, ctx, in, c.options(variant))
-				qn := c.nq * c.heads * c.hd
-				for s := range c.kvLens {
-					gotS := got[s*qn : (s+1)*qn]
-					name := fmt.Sprintf("%s seq %d (kvLen %d)", c.name, s, c.kvLens[s])
-					if c.kvLens[s] == 0 {
-						for i, g := range gotS {
-							if g != 0 {
-								t.Fatalf("%s: element %d is %v, want 0 (no key to see)", name, i, g)
-							}
-						}
-						continue
-					}
-					gputest.Check(t, name, seed, gotS, in.reference(c, s, in.kq, in.vq), gputest.TolF32)
-					switch c.kv {
-					case ops.F16:
-						gputest.Check(t, name+" vs unrounded K/V", seed, gotS, in.reference(c, s, in.kv, in.vv), gputest.TolF16)
-					case ops.Q8_0:
-						gputest.Check(t, name+" vs unrounded K/V", seed, gotS, in.reference(c, s, in.kv, in.vv), tolQ8KV)
-					}
+			if c.splitOnly && variant == ops.AttentionPrefill {
+				continue
+			}
+			t.Run(c.name+"/"+variant.String(), func(t *testing.T) { checkPaged(t, ctx, c, int64(900+n), variant) })
+		}
+	}
+}
+
+// On a software adapter the decode kernel cuts a sequence into few
+// chunks; this runs the long and windowed decode cases with a GPU's
+// chunking too (up to 64 chunks of one or a few key tiles).
+func TestAttentionPagedGPUChunking(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	defer ops.SetAttentionSplitTarget(512)()
+	for n, c := range pagedCases {
+		if c.nq > 3 || !(strings.Contains(c.name, "long") || strings.Contains(c.name, "swa") || c.kvLens[0] >= 300) {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) { checkPaged(t, ctx, c, int64(900+n), ops.AttentionSplitK) })
+	}
+}
+
+// checkPaged runs one case through variant and checks each sequence
+// against the float64 reference over its gathered keys and values:
+// TolF32 against the pool as stored; for f16 pools also TolF16 against the
+// unrounded values (q8_0: tolQ8KV). Every pool slot no sequence owns, and
+// every table entry past a sequence's blocks, leads to NaN: one read of
+// them would show.
+func checkPaged(t *testing.T, ctx *gpu.Context, c pagedCase, seed int64, variant ops.AttentionVariant) {
+	t.Helper()
+	in := newPagedInputs(t, ctx, c, seed)
+	defer in.destroy()
+	got := runPaged(t, ctx, in, c.options(variant))
+	qn := c.nq * c.heads * c.hd
+	for s := range c.kvLens {
+		gotS := got[s*qn : (s+1)*qn]
+		name := fmt.Sprintf("%s seq %d (kvLen %d)", c.name, s, c.kvLens[s])
+		if c.kvLens[s] == 0 {
+			for i, g := range gotS {
+				if g != 0 {
+					t.Fatalf("%s: element %d is %v, want 0 (no key to see)", name, i, g)
 				}
-			})
+			}
+			continue
+		}
+		gputest.Check(t, name, seed, gotS, in.reference(c, s, in.kq, in.vq), gputest.TolF32)
+		switch c.kv {
+		case ops.F16:
+			gputest.Check(t, name+" vs unrounded K/V", seed, gotS, in.reference(c, s, in.kv, in.vv), gputest.TolF16)
+		case ops.Q8_0:
+			gputest.Check(t, name+" vs unrounded K/V", seed, gotS, in.reference(c, s, in.kv, in.vv), tolQ8KV)
 		}
 	}
 }

@@ -95,6 +95,7 @@ type attnCase struct {
 	softCap               float32
 	window                int
 	sinks                 bool // testSinks(heads)
+	splitOnly             bool // long decode caches: not through the prefill kernel (lavapipe takes seconds a dispatch)
 }
 
 // attnInputs holds one case's host data and GPU tensors.
@@ -211,6 +212,9 @@ var attnCases = []attnCase{
 	{name: "peaky_scores", batch: 1, nq: 24, heads: 2, kvh: 2, hd: 64, cap: 300, kvLen: 300, causal: true, qOffset: 276, kv: ops.F32, qScale: 40},
 	{name: "small_tiles_16KiB", batch: 1, nq: 50, heads: 4, kvh: 2, hd: 128, cap: 200, kvLen: 190, causal: true, qOffset: 140, kv: ops.F32, maxSmem: 16 << 10},
 	{name: "small_tiles_8KiB_f16", batch: 1, nq: 3, heads: 8, kvh: 2, hd: 64, cap: 500, kvLen: 333, causal: true, qOffset: 330, kv: ops.F16, maxSmem: 8 << 10},
+	// Long decode caches: the Llama-3-8B shape over two sequences, head dim 256 with a window.
+	{name: "decode_llama3_kv4097_f16", batch: 2, nq: 1, heads: 32, kvh: 8, hd: 128, cap: 4100, kvLen: 4097, causal: true, qOffset: 4096, kv: ops.F16, splitOnly: true},
+	{name: "decode_hd256_kv2001_swa", batch: 1, nq: 1, heads: 4, kvh: 2, hd: 256, cap: 2001, kvLen: 2001, causal: true, qOffset: 2000, kv: ops.F16, window: 777},
 	// Score modifications (more in the paged tests, which share the kernels).
 	{name: "swa_decode_batch2", batch: 2, nq: 1, heads: 8, kvh: 2, hd: 64, cap: 2048, kvLen: 1500, causal: true, qOffset: 1499, kv: ops.F16, window: 300},
 	{name: "swa_prefill_past_window", batch: 2, nq: 45, heads: 4, kvh: 2, hd: 64, cap: 120, kvLen: 111, causal: true, qOffset: 66, kv: ops.F32, window: 20},
@@ -227,6 +231,9 @@ func TestAttention(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	for n, c := range attnCases {
 		for _, variant := range []ops.AttentionVariant{ops.AttentionAuto, ops.AttentionPrefill, ops.AttentionSplitK} {
+			if c.splitOnly && variant == ops.AttentionPrefill {
+				continue
+			}
 			t.Run(c.name+"/"+variant.String(), func(t *testing.T) {
 				seed := int64(500 + n)
 				in := newAttnInputs(t, ctx, c, seed)

@@ -4,28 +4,7 @@ import (
 	"fmt"
 
 	"github.com/wgllm/wgllm/runtime/gpu"
-	"github.com/wgllm/wgllm/wgsl"
 )
-
-// expertKey specialises the experts kernel of wgsl/dequant.wgsl.
-type expertKey struct {
-	T    DType
-	WG   int
-	Bias bool
-	Pair bool
-	Act  Activation
-}
-
-func (k expertKey) String() string {
-	s := fmt.Sprintf("experts_%s_wg%d", k.T, k.WG)
-	if k.Bias {
-		s += "_bias"
-	}
-	if k.Pair {
-		s += "_pair_" + k.Act.String()
-	}
-	return s
-}
 
 // expertParams are the experts kernel's fields of Params in dequant.wgsl.
 type expertParams struct {
@@ -34,25 +13,31 @@ type expertParams struct {
 	NExp          uint32
 }
 
-// matVecExpertsWG is the lanes per weight row: it fixes each output's
-// reduction order.
-const matVecExpertsWG = 64
+// maxExpertTile is the most slots of one expert that the experts kernel
+// computes at once (each weight piece decoded once for all of them).
+const maxExpertTile = 8
 
-// expertLayout is how the experts kernel walks a weight type: elements per
-// (pseudo-)block, its size in W units (bytes for block types, halves for
-// f16/bf16, words for f32), pieces per block, and the W units of a row.
-func expertLayout(dt DType, k int) (bs, bb, ppb, rowUnits, np int, ok bool) {
-	switch dt {
-	case F32:
-		return 4, 4, 1, k, ceilDiv(k, 4), true
-	case F16, BF16:
-		return 8, 8, 1, k, ceilDiv(k, 8), true
+// expertTuning overrides the experts kernel's shape in tests
+// (export_test.go): the largest tile, x read straight from memory, the
+// wide shape (four rows a lane, 128 lanes) on any adapter.
+var expertTuning = struct {
+	MaxTile       int
+	NoStage, Wide bool
+}{MaxTile: maxExpertTile}
+
+// expertTPR is the lanes per weight row of the experts kernel for np pieces
+// per row: of 32, 16 and 8 lanes the one that leaves fewest lanes idle over
+// the row's passes (then the most lanes), so that short expert rows (K =
+// 768 is 12 pieces of Q6_K) keep the lanes busy. It depends on the weight's
+// type and K only, so it fixes each output's reduction order.
+func expertTPR(np int) int {
+	best, span := 0, 0
+	for _, t := range []int{32, 16, 8} {
+		if s := ceilDiv(np, t) * t; best == 0 || s < span {
+			best, span = t, s
+		}
 	}
-	bs, bb, ppb, ok = quantLayout(dt)
-	if !ok || k%bs != 0 {
-		return 0, 0, 0, 0, 0, false
-	}
-	return bs, bb, ppb, k / bs * bb, k / bs * ppb, true
+	return best
 }
 
 // MatVecExperts multiplies each slot's row by its expert's matrix: for the
@@ -81,6 +66,10 @@ func MatVecExpertsGated(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor,
 	return matVecExperts(enc, dst, w, x, route, bias, xPer, true, act)
 }
 
+// matVecExperts is the quantised matvec's kernel (wgsl/dequant.wgsl) with
+// a slot of the routing table in place of each x row: a grid of (row
+// blocks, used experts), each workgroup the dense kernel's 256 lanes over
+// one expert's rows, its slots M at a time.
 func matVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer int, pair bool, act Activation) error {
 	if len(w.Shape) != 3 || (pair && w.Shape[1]%2 != 0) {
 		return fmt.Errorf("ops.MatVecExperts: weight %s must be [experts, N, K] (gated: [experts, 2N, K])", w)
@@ -90,14 +79,15 @@ func matVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 	if pair {
 		pairs, n = 2, n/2
 	}
-	bs, bb, ppb, rowUnits, np, ok := expertLayout(w.DType, k)
-	if !ok {
+	rowUnits, np, ok := rowLayout(w.DType, k)
+	if !ok || n < 1 || k < 1 {
 		return fmt.Errorf("ops.MatVecExperts: weight %s: type not supported or rows not whole blocks", w)
 	}
-	if xPer < 1 || x.DType != F32 || x.Len()%k != 0 {
+	if xPer < 1 || x.DType != F32 || x.Len()%k != 0 || x.Len() == 0 {
 		return fmt.Errorf("ops.MatVecExperts: x %s must be f32 rows of K=%d (weight %s), xPer %d >= 1", x, k, w, xPer)
 	}
-	slots := x.Len() / k * xPer
+	xRows := x.Len() / k
+	slots := xRows * xPer
 	if dst.DType != F32 || dst.Len() != slots*n {
 		return fmt.Errorf("ops.MatVecExperts: dst %s must be f32 [%d, %d]", dst, slots, n)
 	}
@@ -124,32 +114,57 @@ func matVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 	if err != nil {
 		return err
 	}
+	used := min(experts, slots)
+	// For a tile of m slots, the workgroup the dense kernel takes for as
+	// many rows in all (a gate row and its up row per output with Pair).
+	shape := func(m int) (rpt, wg int, staged bool) {
+		rpt, wg, staged = matVecQuantShape(used*n, m, ctx.Software())
+		if expertTuning.Wide {
+			rpt, wg, staged = 4, 128, false
+		}
+		if pair {
+			rpt = 2 * max(1, rpt/2)
+		}
+		return rpt, wg, staged && !expertTuning.NoStage
+	}
+	// The tile: the slots an expert gets on average (one in decode, where
+	// a wider tile would only cost workgroup memory and so occupancy; up
+	// to 8 in prefill), fewer where the staged x would not fit workgroup
+	// memory. An expert's slots beyond a tile take further tiles, a lone
+	// one the body of one. No tile, shape or staging changes a value.
+	m := max(1, min(expertTuning.MaxTile, ceilDiv(slots, experts)))
+	key := quantKey{Kernel: "experts", T: w.DType, M: m, XVec: offs[1]%4 == 0 && k%4 == 0,
+		TPR: expertTPR(np), UnrollJ: !ctx.Software(), Bias: bias != nil, fusion: fusion{Pair: pair, Act: act}}
+	key.RPT, key.WG, _ = shape(m) // x unstaged if no tile fits
+	for mm := m; mm >= 1; mm-- {
+		rpt, wg, staged := shape(mm)
+		heads := uint64(16 + 8*mm) // head, tslot, txrow
+		if !staged || stageBytes(w.DType, key.TPR, 1, mm, rpt, wg)+heads <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
+			key.M, key.RPT, key.WG, key.StageX = mm, rpt, wg, staged
+			if staged {
+				key.U = 1
+			}
+			break
+		}
+	}
+	blocks := ceilDiv(n, key.WG/key.TPR*key.RPT/pairs)
 	maxDim := ctx.Limits.MaxComputeWorkgroupsPerDimension
 	if maxDim == 0 {
 		maxDim = 65535
 	}
-	used := min(experts, slots)
-	if uint32(n) > maxDim || uint32(used) > maxDim {
-		return fmt.Errorf("ops.MatVecExperts: %d rows × %d experts exceed %d workgroups per dimension", n, used, maxDim)
+	if uint32(blocks) > maxDim || uint32(used) > maxDim {
+		return fmt.Errorf("ops.MatVecExperts: %d row blocks × %d experts exceed %d workgroups per dimension", blocks, used, maxDim)
 	}
-	key := expertKey{T: w.DType, WG: matVecExpertsWG, Bias: bias != nil, Pair: pair, Act: act}
-	pipe, err := ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
-		src, err := wgsl.Render("dequant.wgsl", map[string]any{"Kernel": "experts", "T": key.T.String(),
-			"WG": key.WG, "Bias": key.Bias, "Pair": key.Pair, "Act": key.Act.String(), "BS": bs, "BB": bb, "PPB": ppb})
-		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite, gpu.ReadOnly}
-		if key.Bias {
-			storage = append(storage, gpu.ReadOnly)
-		}
-		return gpu.PipelineSpec{Source: src, Storage: storage}, err
-	})
+	pipe, err := quantPipeline(ctx, key)
 	if err != nil {
 		return err
 	}
 	prm := quantParams{Rows: uint32(n), K: uint32(k), NP: uint32(np), WOff: offs[0], WRow: uint32(rowUnits),
 		XOff: offs[1], XStride: uint32(k), DOff: offs[2], DStride: uint32(n),
+		fusionParams: fusionParams{PairOff: uint32(n)},
 		expertParams: expertParams{EStride: uint32(pairs * n * rowUnits), XPer: uint32(xPer), ROff: offs[3], NExp: uint32(experts)}}
 	if bias != nil {
 		prm.BOff = offs[4]
 	}
-	return enc.Dispatch(pipe, prm, args, uint32(n), uint32(used), 1)
+	return enc.Dispatch(pipe, prm, args, uint32(blocks), uint32(used), 1)
 }

@@ -8,3 +8,13 @@ func SetMatVecSubgroups(on bool) (restore func()) {
 	matVecNoSubgroups = !on
 	return func() { matVecNoSubgroups = old }
 }
+
+// SetExpertTiling caps the experts kernel's tile at m slots, turns its
+// staging of x off (stage false) and forces the wide shape (four rows a
+// lane, 128 lanes, x unstaged) on any adapter, so tests can check that
+// none changes a value; it returns the restore.
+func SetExpertTiling(m int, stage, wide bool) (restore func()) {
+	old := expertTuning
+	expertTuning.MaxTile, expertTuning.NoStage, expertTuning.Wide = m, !stage, wide
+	return func() { expertTuning = old }
+}

@@ -2,15 +2,17 @@ package ops
 
 import (
 	"fmt"
+	"maps"
 
 	"github.com/wgllm/wgllm/runtime/gpu"
 	"github.com/wgllm/wgllm/wgsl"
 )
 
-// quantKey specialises wgsl/dequant.wgsl: the kernel (matvec, dequant,
-// embed), the weight type, f16 output (dequant, embed) and for matvec the x
-// rows M, whether x can be read as vec4, the workgroup shape (lanes per row
-// TPR, rows per lane RPT) and whether the groups are unrolled (GPUs).
+// quantKey specialises wgsl/dequant.wgsl: the kernel (matvec, experts,
+// dequant, embed), the weight type, f16 output (dequant, embed) and for the
+// matvecs the x rows M (experts: slots per tile), whether x can be read as
+// vec4, the workgroup shape (lanes per row TPR, rows per lane RPT) and
+// whether the groups are unrolled (GPUs).
 type quantKey struct {
 	Kernel  string
 	T       DType
@@ -24,12 +26,13 @@ type quantKey struct {
 	StageX  bool
 	U       int  // StageX: pieces per lane per pass
 	Ahead   bool // not staged: two pieces per row in flight
+	Bias    bool // experts: a bias per expert row
 	fusion
 }
 
 func (k quantKey) String() string {
 	s := fmt.Sprintf("%s_%s", k.Kernel, k.T)
-	if k.Kernel == "matvec" {
+	if k.Kernel == "matvec" || k.Kernel == "experts" {
 		s += fmt.Sprintf("_m%d", k.M)
 		if k.XVec {
 			s += "_xv4"
@@ -43,6 +46,9 @@ func (k quantKey) String() string {
 		}
 		if k.Ahead {
 			s += "_ahead"
+		}
+		if k.Bias {
+			s += "_bias"
 		}
 		return s + k.fusion.String()
 	}
@@ -81,16 +87,53 @@ func quantLayout(dt DType) (bs, bb, ppb int, ok bool) {
 	return 0, 0, 0, false
 }
 
+// pieceLayout is quantLayout extended with the plain float types the
+// experts kernel also reads: f32 in pieces of 4 values (W units are words),
+// f16 of 8 (halves).
+func pieceLayout(dt DType) (bs, bb, ppb int, ok bool) {
+	switch dt {
+	case F32:
+		return 4, 4, 1, true
+	case F16:
+		return 8, 8, 1, true
+	}
+	return quantLayout(dt)
+}
+
+// rowLayout is how the matvec kernels walk a row of k elements of dt: its
+// W units (bytes for block types, halves for f16/bf16, words for f32) and
+// pieces. Block types need whole blocks; float rows take any length.
+func rowLayout(dt DType, k int) (rowUnits, np int, ok bool) {
+	bs, bb, ppb, ok := pieceLayout(dt)
+	switch {
+	case !ok:
+		return 0, 0, false
+	case dt.Quantized():
+		if k%bs != 0 {
+			return 0, 0, false
+		}
+		return k / bs * bb, k / bs * ppb, true
+	}
+	return k, ceilDiv(k, bs), true
+}
+
 // stageVec4 is how many vec4 of one x row a pass of the quantised matvec's
 // piece loop reads (TPR pieces), which StageX copies to workgroup memory.
 func stageVec4(dt DType, tpr int) int {
-	bs, _, ppb, _ := quantLayout(dt)
+	bs, _, ppb, _ := pieceLayout(dt)
 	return tpr * bs / ppb / 4
+}
+
+// stageBytes is the workgroup memory of a matvec kernel: the staged x of m
+// rows (U pieces per lane) and the tree of m·rpt accumulators per lane.
+func stageBytes(dt DType, tpr, u, m, rpt, wg int) uint64 {
+	cv := stageVec4(dt, tpr) * u
+	return uint64(16*m*(cv+cv/8) + 4*m*rpt*wg)
 }
 
 // groupsPerPiece is G in the shader: runs of four elements per piece.
 func groupsPerPiece(dt DType) int {
-	bs, _, ppb, _ := quantLayout(dt)
+	bs, _, ppb, _ := pieceLayout(dt)
 	return bs / ppb / 4
 }
 
@@ -101,56 +144,88 @@ type pairSlot struct{ M, G, U int }
 
 func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 	return ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
-		bs, bb, ppb, _ := quantLayout(key.T)
-		rpt := max(key.RPT, 1)
-		seq := func(n int) []int {
-			out := make([]int, n)
-			for i := range out {
-				out[i] = i
-			}
-			return out
-		}
-		rms := make([][]accSlot, rpt)
-		for r := range rms {
-			for m := 0; m < key.M; m++ {
-				rms[r] = append(rms[r], accSlot{M: m, I: r*key.M + m})
-			}
-		}
-		jexprs := []string{"j"}
-		if key.UnrollJ {
-			jexprs = jexprs[:0]
-			for j := 0; j < groupsPerPiece(key.T); j++ {
-				jexprs = append(jexprs, fmt.Sprintf("%du", j))
-			}
-		}
-		var pairs [][]pairSlot
-		if key.Pair {
-			for r := 0; r < rpt/2; r++ {
-				var ps []pairSlot
-				for m := 0; m < key.M; m++ {
-					ps = append(ps, pairSlot{M: m, G: r*key.M + m, U: (r+rpt/2)*key.M + m})
-				}
-				pairs = append(pairs, ps)
-			}
-		}
-		cv := stageVec4(key.T, key.TPR) * max(key.U, 1)
-		src, err := wgsl.Render("dequant.wgsl", map[string]any{
-			"StageX": key.StageX, "Ahead": key.Ahead, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
-			"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm, "Pairs": pairs,
-			"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
-			"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "NAcc": key.M * rpt,
-			"Ms": seq(key.M), "Rs": seq(rpt), "Accs": seq(key.M * rpt), "RMs": rms, "UnrollJ": key.UnrollJ, "JExprs": jexprs,
-			"Tail": key.T == BF16, "BS": bs, "BB": bb, "PPB": ppb,
-		})
+		src, err := renderQuant(key)
 		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
 		if key.Kernel != "dequant" {
 			storage = []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}
 		}
-		if key.Norm {
+		if key.Norm || key.Kernel == "experts" {
+			storage = append(storage, gpu.ReadOnly)
+		}
+		if key.Bias {
 			storage = append(storage, gpu.ReadOnly)
 		}
 		return gpu.PipelineSpec{Source: src, Storage: storage}, err
 	})
+}
+
+func seq(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// renderQuant fills dequant.wgsl for key. The matvec kernels' products,
+// tree and stores are a "body" per count of x rows (slots): the matvec has
+// one of M rows; the experts kernel one of M slots and, for M > 1, one of a
+// single slot (decode's one token per expert).
+func renderQuant(key quantKey) (string, error) {
+	bs, bb, ppb, _ := pieceLayout(key.T)
+	rpt := max(key.RPT, 1)
+	jexprs := []string{"j"}
+	if key.UnrollJ {
+		jexprs = jexprs[:0]
+		for j := 0; j < groupsPerPiece(key.T); j++ {
+			jexprs = append(jexprs, fmt.Sprintf("%du", j))
+		}
+	}
+	cv := stageVec4(key.T, key.TPR) * max(key.U, 1)
+	experts := key.Kernel == "experts"
+	data := map[string]any{
+		"StageX": key.StageX, "Ahead": key.Ahead, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
+		"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm,
+		"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
+		"Rowwise": key.Kernel == "matvec" || experts, "Experts": experts, "Bias": key.Bias,
+		"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "Rs": seq(rpt), "UnrollJ": key.UnrollJ, "JExprs": jexprs,
+		"Tail": !key.T.Quantized(), "BS": bs, "BB": bb, "PPB": ppb,
+	}
+	ms := []int{key.M}
+	if experts && key.M > 1 {
+		ms = append(ms, 1)
+	}
+	var bodies []map[string]any
+	for _, m := range ms {
+		b := maps.Clone(data)
+		maps.Copy(b, bodyData(m, rpt, key.Pair))
+		bodies = append(bodies, b)
+	}
+	maps.Copy(data, bodies[0]) // the widest body sizes the declarations
+	data["Bodies"] = bodies
+	return wgsl.Render("dequant.wgsl", data)
+}
+
+// bodyData are the template names of a body of m x rows: accumulator
+// acc<r·m + i> holds row r times x row i.
+func bodyData(m, rpt int, pair bool) map[string]any {
+	rms := make([][]accSlot, rpt)
+	for r := range rms {
+		for i := 0; i < m; i++ {
+			rms[r] = append(rms[r], accSlot{M: i, I: r*m + i})
+		}
+	}
+	var pairs [][]pairSlot
+	if pair {
+		for r := 0; r < rpt/2; r++ {
+			var ps []pairSlot
+			for i := 0; i < m; i++ {
+				ps = append(ps, pairSlot{M: i, G: r*m + i, U: (r+rpt/2)*m + i})
+			}
+			pairs = append(pairs, ps)
+		}
+	}
+	return map[string]any{"M": m, "Ms": seq(m), "NAcc": m * rpt, "Accs": seq(m * rpt), "RMs": rms, "Pairs": pairs}
 }
 
 // MaxMatVecRows is the most x rows MatVecQuant takes in one call.
@@ -201,6 +276,16 @@ func matVecQuantWide(n, m int, software bool) bool {
 	return !software && m == 1 && n >= 8192
 }
 
+// matVecQuantShape is the quantised matvecs' workgroup for m x rows over n
+// weight rows (gate rows with Pair, before its pairing): rows per lane,
+// lanes, and whether x may be staged in workgroup memory.
+func matVecQuantShape(n, m int, software bool) (rpt, wg int, staged bool) {
+	if matVecQuantWide(n, m, software) {
+		return 4, 128, false
+	}
+	return matVecQuantRPT(n, m), matVecQuantWG, true
+}
+
 // MatVecQuant computes dst[m, n] = sum_k w[n, k] x[m, k] for a weight w
 // [N, K] stored block-quantised (any of Q4_0 ... Q6_K, IQ4_NL, IQ4_XS, MXFP4,
 // as in GGUF) or bf16, x [M, K] f32 with 1 <= M <= 8 and dst [M, N] f32. Each
@@ -220,8 +305,7 @@ func MatVecQuant(enc *gpu.Encoder, dst, w, x Tensor) error {
 }
 
 func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) error {
-	bs, bb, ppb, ok := quantLayout(w.DType)
-	if !ok {
+	if _, _, _, ok := quantLayout(w.DType); !ok {
 		return fmt.Errorf("ops.MatVecQuant: weight %s is not block-quantised or bf16", w)
 	}
 	if len(w.Shape) != 2 {
@@ -252,13 +336,10 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		return err
 	}
 	ctx := enc.Context()
-	rowUnits := k / bs * bb // bytes per row, or halves for bf16
+	rowUnits, np, _ := rowLayout(w.DType, k) // bytes per row, or halves for bf16
 	rowBytes := uint64(rowUnits)
-	np := k / bs * ppb
 	if w.DType == BF16 {
-		rowUnits = k
 		rowBytes = uint64(2 * k)
-		np = ceilDiv(k, 8)
 	}
 	chunk, err := rowsPerBinding(ctx, w, rowBytes, n)
 	if err != nil {
@@ -267,12 +348,12 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 	if chunk < n && fu.fusion != (fusion{}) {
 		return fmt.Errorf("ops.MatVecQuant: weight %s: a fused matvec needs the weight in one binding: %w", w, gpu.ErrBindingTooLarge)
 	}
-	rpt := matVecQuantRPT(fu.rows, m)
-	tpr, wg, u0 := matVecQuantTPR, matVecQuantWG, matVecQuantU
-	ahead := false
-	if matVecQuantWide(fu.rows, m, ctx.Software()) {
-		rpt, wg, u0 = 4, 128, 0 // u0 0: not staged
+	rpt, wg, staged := matVecQuantShape(fu.rows, m, ctx.Software())
+	tpr, u0 := matVecQuantTPR, 0 // u0 0: not staged
+	if staged {
+		u0 = matVecQuantU
 	}
+	ahead := false
 	if t := matVecQuantTuning; t != nil { // benchmarks only
 		tpr, wg, u0, ahead = t.TPR, t.WG, t.U, t.Ahead
 		rpt = max(1, min(t.RPT, MaxMatVecRows/m))
@@ -286,8 +367,7 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		key.Ahead, u0 = true, 0 // not staged
 	}
 	for u := u0; u >= 1 && (matVecQuantTuning == nil || !matVecQuantTuning.NoStage); u /= 2 {
-		cv := stageVec4(w.DType, tpr) * u
-		if uint64(16*m*(cv+cv/8)+4*m*rpt*key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
+		if stageBytes(w.DType, tpr, u, m, rpt, key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
 			key.StageX, key.U = true, u
 			break
 		}

@@ -141,16 +141,85 @@ func expertWeights(t *testing.T, rng *rand.Rand, dt ops.DType, count int) ([]byt
 	return raw, hostDecode(t, dt, raw, count)
 }
 
+// expertCase is a MatVecExperts test: rows tokens routed to used of
+// experts experts, matrices [experts, n, k] of dt, x padded by xPad floats
+// (a multiple of 4 reads x as vec4).
+type expertCase struct {
+	dt                        ops.DType
+	experts, n, k, rows, used int
+	down                      bool
+	xPad                      int
+}
+
+func (c expertCase) String() string {
+	return fmt.Sprintf("%s/e%d/%dx%d/t%d/top%d/down=%v/pad%d", c.dt, c.experts, c.n, c.k, c.rows, c.used, c.down, c.xPad)
+}
+
+// runExperts multiplies the case's slots by their experts on the GPU into
+// a poisoned output, and returns it with the float64 product over the same
+// decoded weights and Σ|w·x| per value.
+func runExperts(t *testing.T, ctx *gpu.Context, c expertCase, seed int64) (got []float32, want, mag []float64) {
+	rng := rand.New(rand.NewSource(seed))
+	experts, n, k, rows, used := c.experts, c.n, c.k, c.rows, c.used
+	raw, wf := expertWeights(t, rng, c.dt, experts*n*k)
+	w, err := ops.FromBytes(ctx, "w", c.dt, raw, experts, n, k)
+	must(t, err)
+	t.Cleanup(w.Buf.Destroy)
+	ids, _, _, route := routeOnGPU(t, ctx, rng, gputest.Rand(rng, rows*experts, 3), rows, experts, ops.RouteOpts{K: used})
+	slots := rows * used
+	xPer, xRows := used, rows
+	if c.down {
+		xPer, xRows = 1, slots
+	}
+	xv := gputest.Rand(rng, xRows*k, 1)
+	x := paddedF32(t, ctx, "x", rng, xv, c.xPad, xRows, k)
+	var bias *ops.Tensor
+	var bv []float32
+	if c.down {
+		bv = gputest.Rand(rng, experts*n, 1)
+		b := paddedF32(t, ctx, "b", rng, bv, 2, experts, n)
+		bias = &b
+	}
+	d := paddedF32(t, ctx, "d", rng, make([]float32, slots*n), 5, slots, n)
+	gputest.Poison(t, d)
+	runOp(t, ctx, func(enc *gpu.Encoder) error { return ops.MatVecExperts(enc, d, w, x, route, bias, xPer) })
+	got, err = d.Read()
+	must(t, err)
+	want, mag = make([]float64, slots*n), make([]float64, slots*n)
+	for s := 0; s < slots; s++ {
+		e := int(ids[s])
+		xr := xv[(s/xPer)*k : (s/xPer+1)*k]
+		for r := 0; r < n; r++ {
+			wr := wf[(e*n+r)*k : (e*n+r+1)*k]
+			sum, a := 0.0, 0.0
+			for i := range wr {
+				p := float64(wr[i]) * float64(xr[i])
+				sum += p
+				a += math.Abs(p)
+			}
+			if bias != nil {
+				sum += float64(bv[e*n+r])
+				a += math.Abs(float64(bv[e*n+r]))
+			}
+			want[s*n+r], mag[s*n+r] = sum, a
+		}
+	}
+	return got, want, mag
+}
+
 // TestMatVecExperts routes random tokens and multiplies each slot by its
 // expert for every stored type, in the gate/up form (x a token's row shared
-// by its K slots) and the down form (x the slot's own row), with and
-// without biases, into poisoned outputs; against the float64 product over
-// the same decoded weights within 1e-5 relative L2 and 1e-5·Σ|w·x| per
-// value (f32 accumulation in a fixed order, as TestMatVecQuant).
+// by its K slots) and the down form (x the slot's own row, with biases),
+// into poisoned outputs; against the float64 product over the same decoded
+// weights within 1e-5 relative L2 and 1e-5·Σ|w·x| per value (f32
+// accumulation in a fixed order, as TestMatVecQuant). The first cases give
+// an expert one or two slots; the second set a dozen or more (tiles of 8
+// and a remainder), at row lengths that take 8, 16 and 32 lanes per row
+// and x read as vec4; the last one two rows per lane.
 func TestMatVecExperts(t *testing.T) {
 	ctx := gputest.Ctx(t)
-	types := append(append([]ops.DType{}, quantTypes...), ops.F32, ops.F16, ops.BF16)
-	for ti, dt := range types {
+	var cases []expertCase
+	for _, dt := range append(append([]ops.DType{}, quantTypes...), ops.F32, ops.F16, ops.BF16) {
 		k := 256
 		switch {
 		case dt == ops.F32 || dt == ops.F16 || dt == ops.BF16:
@@ -159,60 +228,74 @@ func TestMatVecExperts(t *testing.T) {
 			k = 96
 		}
 		for _, down := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/k%d/down=%v", dt, k, down), func(t *testing.T) {
-				seed := int64(4200 + 10*ti)
-				if down {
-					seed++
+			cases = append(cases, expertCase{dt: dt, experts: 6, n: 37, k: k, rows: 5, used: 2, down: down, xPad: 7})
+		}
+	}
+	for _, c := range []expertCase{
+		{dt: ops.Q4_K, n: 21, k: 1024}, // 32 pieces: 32 lanes per row
+		{dt: ops.Q4_K, n: 9, k: 768},   // 24 pieces: 8 lanes
+		{dt: ops.Q6_K, n: 19, k: 768},  // 12 pieces: 16 lanes
+		{dt: ops.MXFP4, n: 11, k: 2880, down: true},
+		{dt: ops.IQ4_XS, n: 13, k: 512, down: true},
+		{dt: ops.Q8_0, n: 7, k: 1056},
+		{dt: ops.F16, n: 17, k: 1001, down: true},
+		{dt: ops.F32, n: 5, k: 260},
+	} {
+		c.experts, c.rows, c.used, c.xPad = 3, 19, 2, 4
+		cases = append(cases, c)
+	}
+	// Over 8192 rows in all: two rows per lane.
+	cases = append(cases, expertCase{dt: ops.Q8_0, experts: 3, n: 4099, k: 96, rows: 5, used: 2, down: true, xPad: 4})
+	for ci, c := range cases {
+		t.Run(c.String(), func(t *testing.T) {
+			seed := int64(4200 + ci)
+			got, want, mag := runExperts(t, ctx, c, seed)
+			checkMatVec(t, "experts", seed, got, want, mag)
+		})
+	}
+}
+
+// expertTiling is a shape of the experts kernel (ops.SetExpertTiling).
+type expertTiling struct {
+	m           int
+	stage, wide bool
+}
+
+// TestMatVecExpertsTiling: the tile of slots (1 to 8 at once), reading x
+// staged or straight from memory and the wide shape (four rows a lane, 128
+// lanes) change no bit, for each form and a spread of types, with many
+// slots per expert.
+func TestMatVecExpertsTiling(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for ci, c := range []expertCase{
+		{dt: ops.Q4_K, n: 21, k: 512, xPad: 4},
+		{dt: ops.Q6_K, n: 9, k: 768, down: true, xPad: 4},
+		{dt: ops.MXFP4, n: 13, k: 1088, xPad: 4},
+		{dt: ops.Q5_0, n: 11, k: 96, down: true, xPad: 3},
+		{dt: ops.BF16, n: 7, k: 57, xPad: 1},
+		{dt: ops.Q4_0, n: 4101, k: 64, down: true, xPad: 4}, // two rows per lane for tiles of up to 4
+	} {
+		c.experts, c.rows, c.used = 3, 17, 2
+		t.Run(c.String(), func(t *testing.T) {
+			seed := int64(4600 + ci)
+			var first []float32
+			for _, tl := range []expertTiling{{8, true, false}, {1, true, false}, {2, true, false}, {3, true, false},
+				{5, false, false}, {1, false, false}, {1, false, true}, {3, false, true}} {
+				restore := ops.SetExpertTiling(tl.m, tl.stage, tl.wide)
+				got, want, mag := runExperts(t, ctx, c, seed)
+				restore()
+				if first == nil {
+					checkMatVec(t, "experts", seed, got, want, mag)
+					first = got
+					continue
 				}
-				rng := rand.New(rand.NewSource(seed))
-				experts, n, rows, used := 6, 37, 5, 2
-				raw, wf := expertWeights(t, rng, dt, experts*n*k)
-				w, err := ops.FromBytes(ctx, "w", dt, raw, experts, n, k)
-				must(t, err)
-				defer w.Buf.Destroy()
-				ids, _, _, route := routeOnGPU(t, ctx, rng, gputest.Rand(rng, rows*experts, 3), rows, experts, ops.RouteOpts{K: used})
-				slots := rows * used
-				xPer, xRows := used, rows
-				if down {
-					xPer, xRows = 1, slots
-				}
-				xv := gputest.Rand(rng, xRows*k, 1)
-				x := paddedF32(t, ctx, "x", rng, xv, 7, xRows, k)
-				var bias *ops.Tensor
-				var bv []float32
-				if down {
-					bv = gputest.Rand(rng, experts*n, 1)
-					b := paddedF32(t, ctx, "b", rng, bv, 2, experts, n)
-					bias = &b
-				}
-				d := paddedF32(t, ctx, "d", rng, make([]float32, slots*n), 5, slots, n)
-				gputest.Poison(t, d)
-				runOp(t, ctx, func(enc *gpu.Encoder) error { return ops.MatVecExperts(enc, d, w, x, route, bias, xPer) })
-				got, err := d.Read()
-				must(t, err)
-				want := make([]float64, slots*n)
-				mag := make([]float64, slots*n)
-				for s := 0; s < slots; s++ {
-					e := int(ids[s])
-					xr := xv[(s/xPer)*k : (s/xPer+1)*k]
-					for r := 0; r < n; r++ {
-						wr := wf[(e*n+r)*k : (e*n+r+1)*k]
-						sum, a := 0.0, 0.0
-						for i := range wr {
-							p := float64(wr[i]) * float64(xr[i])
-							sum += p
-							a += math.Abs(p)
-						}
-						if bias != nil {
-							sum += float64(bv[e*n+r])
-							a += math.Abs(float64(bv[e*n+r]))
-						}
-						want[s*n+r], mag[s*n+r] = sum, a
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(first[i]) {
+						t.Fatalf("%+v: value %d is %v, with tiles of 8 staged %v", tl, i, got[i], first[i])
 					}
 				}
-				checkMatVec(t, "experts", seed, got, want, mag)
-			})
-		}
+			}
+		})
 	}
 }
 
@@ -331,7 +414,8 @@ func TestMoERouteRefusesBadShapes(t *testing.T) {
 // TestMatVecExpertsGated: the gated form (gate and up rows of each expert
 // in one matrix, biases, the activation in the epilogue) gives bit for bit
 // what two MatVecExperts and a GatedAct give, for each activation and a
-// few stored types (the plain form is checked against float64 above).
+// few stored types, whatever its tile of slots and staging (the plain
+// form is checked against float64 above).
 func TestMatVecExpertsGated(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	for ti, dt := range []ops.DType{ops.Q4_K, ops.MXFP4, ops.Q8_0, ops.F32, ops.BF16} {
@@ -371,7 +455,6 @@ func TestMatVecExpertsGated(t *testing.T) {
 				g := paddedF32(t, ctx, "gate", rng, make([]float32, slots*n), 0, slots, n)
 				u := paddedF32(t, ctx, "up", rng, make([]float32, slots*n), 0, slots, n)
 				d := paddedF32(t, ctx, "d", rng, make([]float32, slots*n), 2, slots, n)
-				gputest.Poison(t, d)
 				runOp(t, ctx, func(enc *gpu.Encoder) error {
 					if err := ops.MatVecExperts(enc, g, wg, x, route, &bgT, used); err != nil {
 						return err
@@ -379,18 +462,24 @@ func TestMatVecExpertsGated(t *testing.T) {
 					if err := ops.MatVecExperts(enc, u, wu, x, route, &buT, used); err != nil {
 						return err
 					}
-					if err := ops.GatedAct(enc, g, g, u, act); err != nil {
-						return err
-					}
-					return ops.MatVecExpertsGated(enc, d, wj, x, route, &bjT, used, act)
+					return ops.GatedAct(enc, g, g, u, act)
 				})
 				want, err := g.Read()
 				must(t, err)
-				got, err := d.Read()
-				must(t, err)
-				for i := range want {
-					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("value %d: gated %v, separate %v", i, got[i], want[i])
+				// The gated form with the default tile (2 slots), tiles of
+				// 3 and of 1 with x read straight from memory, and the wide
+				// shape.
+				for _, tl := range []expertTiling{{8, true, false}, {3, true, false}, {1, false, false}, {1, false, true}} {
+					restore := ops.SetExpertTiling(tl.m, tl.stage, tl.wide)
+					gputest.Poison(t, d)
+					runOp(t, ctx, func(enc *gpu.Encoder) error { return ops.MatVecExpertsGated(enc, d, wj, x, route, &bjT, used, act) })
+					restore()
+					got, err := d.Read()
+					must(t, err)
+					for i := range want {
+						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("%+v: value %d: gated %v, separate %v", tl, i, got[i], want[i])
+						}
 					}
 				}
 			})

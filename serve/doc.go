@@ -73,7 +73,10 @@
 // not the default ("unload"). think: true splits a reasoning model's
 // <think> text into "thinking" (400 where the template has no thinking),
 // false asks the template not to think and drops what thinking comes,
-// absent leaves it in the text. tools and message.tool_calls (arguments
+// absent leaves it in the text (gpt-oss's reasoning, in a channel of its
+// own, is split out then too); a level ("low", "medium", "high") is also
+// the template's reasoning_effort. A message's thinking reaches the
+// template. tools and message.tool_calls (arguments
 // objects) work as OpenAI's below; calls come back in message.tool_calls.
 // With one model served, a name other than its own is 404 (Ollama's
 // clients probe with it). format ("json" or a JSON schema) and
@@ -87,7 +90,8 @@
 // {"name":…}}) and parallel_tool_calls reach the model's own chat
 // template (tools, and each message's tool_calls, tool_call_id, name);
 // the template tells the family's call format (chat.Format: Hermes/Qwen
-// <tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS]), and the output is
+// <tool_call>, Llama 3 JSON, Mistral [TOOL_CALLS], gpt-oss's harmony
+// channels), and the output is
 // parsed as it streams (chat.OutputParser): calls come back as
 // message.tool_calls, streamed as OpenAI does (a delta with index, id,
 // type and name, then one with the arguments), finish_reason
@@ -98,7 +102,10 @@
 // the fact (500 invalid_tool_call when the output is no call). A tool
 // message must answer an earlier call's id. A template without tool
 // support refuses tools (400). <think>…</think> (or a prompt the
-// template left inside <think>) becomes reasoning_content. A prompt
+// template left inside <think>), or gpt-oss's analysis channel, becomes
+// reasoning_content; an assistant message's reasoning_content goes back
+// to the template (as reasoning_content and thinking), and
+// reasoning_effort (low, medium, high) is the template's. A prompt
 // over the model's context is 400 context_length_exceeded.
 //
 // Errors are OpenAI's shape, {"error":{"message","type","param","code"}},

@@ -37,6 +37,7 @@ type generation struct {
 	includeUsage bool      // OpenAI's stream_options.include_usage
 	tools        *toolSpec // kindChat: the tools offered; nil: none
 	think        *bool     // the template's enable_thinking; nil: its default
+	effort       string    // the template's reasoning_effort; "": its default
 	reasoning    reasoningMode
 }
 
@@ -94,6 +95,10 @@ func (s *Server) openAIGeneration(req *genRequest, kind requestKind) (*generatio
 	}
 	switch kind {
 	case kindChat:
+		if aerr = reasoningEffort("reasoning_effort", req.ReasoningEffort); aerr != nil {
+			return nil, aerr
+		}
+		g.effort = req.ReasoningEffort
 		if len(req.Prompt) > 0 && !bytes.Equal(bytes.TrimSpace(req.Prompt), []byte("null")) {
 			return nil, invalidParam("prompt", "a chat request takes messages, not prompt")
 		}
@@ -153,7 +158,7 @@ func (s *Server) buildJob(b Backend, g *generation) (engine.Job, *outputPlan, *a
 		if total > s.cfg.MaxPromptBytes {
 			return job, nil, promptTooLarge(total, s.cfg.MaxPromptBytes)
 		}
-		conv := engine.Chat{Messages: g.messages, Thinking: g.think}
+		conv := engine.Chat{Messages: g.messages, Thinking: g.think, ReasoningEffort: g.effort}
 		if g.tools.offered() {
 			conv.Tools = g.tools.defs
 		}
@@ -202,7 +207,12 @@ func chatPlan(g *generation, rendered engine.RenderedChat) (*outputPlan, *apiErr
 		return nil, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: codeUnsupported,
 			Param: "think", Message: "the model's chat template does not support thinking"}
 	}
-	if g.reasoning == reasoningKeep {
+	switch {
+	case g.reasoning == reasoningKeep && plan.format.Tools == chat.Harmony:
+		// gpt-oss always reasons, in its own channel, which is no text
+		// of the answer (Ollama too splits it out by default).
+		plan.reasoning = reasoningSplit
+	case g.reasoning == reasoningKeep:
 		plan.format.Thinking = false
 	}
 	plan.inThink = plan.format.Thinking && plan.prefill == "" &&

@@ -431,6 +431,9 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 			return
 		}
 		msg, aerr := chatMessage(param, m.Role, m.Content)
+		if aerr == nil {
+			msg.Reasoning, aerr = messageReasoning(param+".thinking", m.Thinking)
+		}
 		if aerr != nil {
 			writeError(w, aerr)
 			return
@@ -451,8 +454,9 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request, b Back
 }
 
 // ollamaGeneration starts a generation from Ollama's fields: its options
-// validated as the settings, and think: true (or a level, "high"…) splits
-// a reasoning model's thinking from the answer, false asks the template
+// validated as the settings, and think: true (or a level, "high"…, which
+// is also the template's reasoning_effort) splits a reasoning model's
+// thinking from the answer, false asks the template
 // not to think and drops what thinking there is, absent leaves it in the
 // answer; format ("json" or a schema) constrains the output.
 func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string]json.RawMessage, stream *bool, think, format json.RawMessage, lp ollamaLogprobsFields) (*generation, *apiError) {
@@ -478,7 +482,7 @@ func (s *Server) ollamaGeneration(r *http.Request, model string, opts map[string
 		switch {
 		case json.Unmarshal(think, &on) == nil:
 		case json.Unmarshal(think, &level) == nil && (level == "high" || level == "medium" || level == "low"):
-			on = true
+			on, g.effort = true, level
 		default:
 			return nil, invalidParam("think", "think must be true, false, \"high\", \"medium\" or \"low\"")
 		}

@@ -45,6 +45,10 @@ type genRequest struct {
 	ToolChoice        json.RawMessage `json:"tool_choice"`
 	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
 
+	// ReasoningEffort is the template's reasoning_effort (gpt-oss's
+	// "Reasoning: low|medium|high").
+	ReasoningEffort string `json:"reasoning_effort"`
+
 	// OpenAI fields this server does not implement. Other unknown fields
 	// are ignored, as OpenAI clients send many (user, store, metadata…),
 	// but ignoring one of these would silently change the answer, so a
@@ -150,6 +154,9 @@ type chatMessageIn struct {
 	ToolCalls  []openAIToolCallIn `json:"tool_calls"`
 	ToolCallID string             `json:"tool_call_id"`
 	Name       string             `json:"name"`
+	// ReasoningContent is an assistant turn's reasoning, as this server
+	// answers it (and llama.cpp's and vLLM's).
+	ReasoningContent string `json:"reasoning_content"`
 }
 
 // decodeBody reads a JSON request body into v, answering 413 beyond the
@@ -274,12 +281,33 @@ func chatMessages(in []chatMessageIn) ([]engine.ChatMessage, *apiError) {
 			msg.ToolCalls = append(msg.ToolCalls, call)
 		}
 		msg.ToolCallID, msg.Name = m.ToolCallID, m.Name
+		if msg.Reasoning, aerr = messageReasoning(param+".reasoning_content", m.ReasoningContent); aerr != nil {
+			return nil, aerr
+		}
 		out[i] = msg
 	}
 	if aerr := checkToolAnswers(out); aerr != nil {
 		return nil, aerr
 	}
 	return out, nil
+}
+
+// messageReasoning validates a message's reasoning (param names it).
+func messageReasoning(param, text string) (string, *apiError) {
+	if !utf8.ValidString(text) {
+		return "", invalidParam(param, "%s is not valid UTF-8", param)
+	}
+	return text, nil
+}
+
+// reasoningEffort validates a reasoning effort: "" (the template's
+// default), low, medium or high, the levels gpt-oss knows.
+func reasoningEffort(param, effort string) *apiError {
+	switch effort {
+	case "", "low", "medium", "high":
+		return nil
+	}
+	return invalidParam(param, "%s %q: want low, medium or high", param, effort)
 }
 
 // chatRole validates a message's role, mapping OpenAI's developer to

@@ -307,6 +307,9 @@ func checkToolAnswers(msgs []engine.ChatMessage) *apiError {
 // prefill carries the opening and the name, and the output is checked
 // after the fact (accumulator.finish).
 func toolConstraint(f chat.ToolFormat, t *toolSpec) (string, *grammar.Grammar) {
+	if f == chat.Harmony {
+		return harmonyConstraint(t)
+	}
 	argKey := "arguments"
 	if f == chat.Llama3 {
 		argKey = "parameters"
@@ -379,6 +382,35 @@ func (o orderedProps) MarshalJSON() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// harmonyConstraint is toolConstraint for gpt-oss: a call's header names
+// the function, so with one function to call (a named call, or a required
+// call of the only tool) the prefill is the whole header and the grammar
+// the function's parameters; with several, the prefill stops before the
+// name and the output is checked after the fact.
+func harmonyConstraint(t *toolSpec) (string, *grammar.Grammar) {
+	names := t.order
+	if t.mode == toolsNamed {
+		names = []string{t.name}
+	}
+	if len(names) != 1 {
+		return harmonyCallOpen, nil
+	}
+	prefill := harmonyCallOpen + names[0] + " <|constrain|>json<|message|>"
+	params := t.params[names[0]]
+	if isNull(params) {
+		params = json.RawMessage(`{"type": "object"}`)
+	}
+	g, aerr := compileSchema("tools", params)
+	if aerr != nil {
+		return prefill, nil
+	}
+	return prefill, g
+}
+
+// harmonyCallOpen opens a gpt-oss call's header, before the function's
+// name.
+const harmonyCallOpen = "<|channel|>commentary to=functions."
+
 // toolPrefill is how the assistant's turn starts when the request
 // requires a call: the format's opening of a call (with the function's
 // name for a named one), so that the model writes the rest of one.
@@ -400,6 +432,9 @@ func toolPrefill(f chat.ToolFormat, t *toolSpec) string {
 		return `{"name": "`
 	case chat.Mistral:
 		return "[TOOL_CALLS]"
+	case chat.Harmony:
+		prefill, _ := harmonyConstraint(t)
+		return prefill
 	}
 	return ""
 }

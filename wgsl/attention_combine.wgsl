@@ -1,7 +1,12 @@
 // Merges the split-K partials of attention_split.wgsl: with M = max_s m_s,
-// out = Σ_s 2^(m_s-M) O_s / Σ_s 2^(m_s-M) l_s, splits in order (a fixed
-// reduction order). Splits that saw no key (l_s = 0) are skipped; a row
-// that saw none at all gets zeros. One thread per output element.
+// out = Σ_s 2^(m_s-M) O_s / Σ_s 2^(m_s-M) l_s. Splits that saw no key
+// (l_s = 0) are skipped; a row that saw none at all gets zeros. One
+// workgroup per output row: the (m_s, l_s) pairs are read once into
+// workgroup memory, thread (g, c) sums the weighted partials of splits
+// s ≡ g (mod SG) in order for vec4 column c (independent loads, all in
+// flight), and the SG group sums are added in order: a fixed reduction
+// order that depends only on the split index, so splits past a
+// sequence's end (paged grids sized for longer ones) change nothing.
 struct Params {
   n_rows: u32, group: u32, kv_len: u32, pos0: u32,
   q_off: u32, k_off: u32, v_off: u32, o_off: u32,
@@ -24,24 +29,35 @@ struct Params {
 
 const WG: u32 = {{.WG}}u;
 const D: u32 = {{.D}}u;
+const D4: u32 = {{.D4}}u;
+const SG: u32 = {{.SG}}u;  // WG / D4: split groups
+const MS: u32 = {{.MS}}u;  // the most splits
 const LOW: f32 = -3.0e38;
 const LOG2E: f32 = 1.4426950408889634;
+
+var<workgroup> wm: array<f32, MS>;  // m_s, then the weights 2^(m_s-M) (0: skipped)
+var<workgroup> wl: array<f32, MS>;  // l_s
+var<workgroup> part: array<vec4<f32>, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
-  let g = (wid.y * nwg.x + wid.x) * WG + t;
-  if (g >= p.batch * p.n_kvh * p.n_rows * D) { return; }
-  let d = g % D;
-  let row = g / D;  // (b·n_kvh + kvh)·n_rows + R
+  let row = wid.y * nwg.x + wid.x;  // (b·n_kvh + kvh)·n_rows + R
+  if (row >= p.batch * p.n_kvh * p.n_rows) { return; }
   let R = row % p.n_rows;
   let kvh = (row / p.n_rows) % p.n_kvh;
   let b = row / (p.n_rows * p.n_kvh);
   let base = row * p.n_split;
+  let ns = min(p.n_split, MS);
+  for (var s = t; s < ns; s += WG) {
+    wm[s] = scratch[p.ml_off + (base + s) * 2u];
+    wl[s] = scratch[p.ml_off + (base + s) * 2u + 1u];
+  }
+  workgroupBarrier();
   var mx = LOW;
-  for (var s = 0u; s < p.n_split; s++) {
-    if (scratch[p.ml_off + (base + s) * 2u + 1u] > 0.0) {
-      mx = max(mx, scratch[p.ml_off + (base + s) * 2u]);
+  for (var s = 0u; s < ns; s++) {
+    if (wl[s] > 0.0) {
+      mx = max(mx, wm[s]);
     }
   }
 {{- if .Sinks}}
@@ -49,22 +65,45 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let sink = sinks[p.sink_off + kvh * p.group + R % p.group] * LOG2E;
   mx = max(mx, sink);
 {{- end}}
-  var l = 0.0;
-  var acc = 0.0;
-  for (var s = 0u; s < p.n_split; s++) {
-    let ls = scratch[p.ml_off + (base + s) * 2u + 1u];
-    if (ls > 0.0) {
-      let w = exp2(scratch[p.ml_off + (base + s) * 2u] - mx);
-      l += w * ls;
-      acc += w * scratch[p.part_off + (base + s) * D + d];
+  workgroupBarrier();  // every m_s read
+  for (var s = t; s < ns; s += WG) {
+    wm[s] = select(0.0, exp2(wm[s] - mx), wl[s] > 0.0);
+  }
+  workgroupBarrier();
+  let g = t / D4;
+  let c = t % D4;
+  var acc = vec4<f32>(0.0);
+  if (g < SG) {
+    for (var s = g; s < ns; s += SG) {
+      let w = wm[s];
+      if (w > 0.0) {
+        let i = p.part_off + (base + s) * D + c * 4u;
+        acc += w * vec4<f32>(scratch[i], scratch[i + 1u], scratch[i + 2u], scratch[i + 3u]);
+      }
     }
   }
+  part[t] = acc;
+  workgroupBarrier();
+  if (t < D4) {
+    var l = 0.0;
+    for (var s = 0u; s < ns; s++) {
+      l += wm[s] * wl[s];
+    }
 {{- if .Sinks}}
-  l += exp2(sink - mx);
+    l += exp2(sink - mx);
 {{- end}}
-  var y = 0.0;
-  if (l > 0.0) {
-    y = acc / l;
+    var sum = part[t];
+    for (var h = 1u; h < SG; h++) {
+      sum += part[h * D4 + t];
+    }
+    var y = vec4<f32>(0.0);
+    if (l > 0.0) {
+      y = sum / l;
+    }
+    let o0 = p.o_off + b * p.q_bstride + (R / p.group) * p.q_tstride + (kvh * p.group + R % p.group) * D + t * 4u;
+    o[o0] = y.x;
+    o[o0 + 1u] = y.y;
+    o[o0 + 2u] = y.z;
+    o[o0 + 3u] = y.w;
   }
-  o[p.o_off + b * p.q_bstride + (R / p.group) * p.q_tstride + (kvh * p.group + R % p.group) * D + d] = y;
 }

@@ -1,6 +1,8 @@
-// GGUF block-quantised weights read in place, and three kernels built on one
-// set of block decoders (ops/matvec_quant.go, ops/dequant.go):
+// GGUF block-quantised weights read in place, and four kernels built on one
+// set of block decoders (ops/matvec_quant.go, ops/matvec_experts.go,
+// ops/dequant.go):
 //   matvec : dst[m, n] = sum_k w[n, k] x[m, k] for x rows m < M (decode)
+//   experts: the matvec of each routed slot by its expert's matrix (MoE)
 //   dequant: dst[r, :] = decode(src[r, :])          (prefill weights)
 //   embed  : dst[t, :] = decode(table[ids[t], :])   (token embeddings)
 //
@@ -33,18 +35,17 @@ struct Params {
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
-{{- if eq .Kernel "matvec"}}
+{{- if .Rowwise}}
 @group(0) @binding(2) var<storage, read> x: array<{{if .XVec}}vec4<f32>{{else}}f32{{end}}>;
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
 {{- if .Norm}}
 @group(0) @binding(4) var<storage, read> g: array<{{if .XVec}}vec4<f32>{{else}}f32{{end}}>;
 {{- end}}
-{{- else if eq .Kernel "experts"}}
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> d: array<f32>;
+{{- if .Experts}}
 @group(0) @binding(4) var<storage, read> R: array<u32>;
 {{- if .Bias}}
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
+{{- end}}
 {{- end}}
 {{- else if eq .Kernel "embed"}}
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
@@ -56,11 +57,21 @@ struct Params {
 {{template "blocks" .}}
 
 // --- kernels ----------------------------------------------------------------
-{{- if eq .Kernel "matvec"}}
-// A lane computes RPT rows at once (x is loaded once for all of them); the
-// TPR lanes of a row group take pieces lane, lane + TPR, ... in that order,
-// and their partial sums meet in a fixed tree. So a row's result depends on
-// neither M, RPT nor the other rows: only on TPR, which is fixed.
+{{- if .Rowwise}}
+// matvec and experts. A lane computes RPT rows at once (x is loaded once
+// for all of them); the TPR lanes of a row group take pieces lane, lane +
+// TPR, ... in that order, and their partial sums meet in a fixed tree. So a
+// row's result depends on neither M, RPT nor the other rows: only on TPR,
+// which the weight's type and K fix.
+//
+// experts: for each slot s that the routing table R (ops.MoERoute) gives
+// expert e, d[s, row] = sum_k W[e, row, k] x[s / x_per, k] (+ bias[e, row]).
+// Workgroup (wid.x, u) is a block of rows of the u-th used expert; it takes
+// the expert's slots M at a time (a slot in place of each x row of the
+// matvec), an expert's last single slot alone in a body of one. The weight
+// rows are read from memory once for all of the expert's slots, and a
+// slot's value depends only on its expert and x row: not on the other
+// slots, nor on M or how the slots are grouped.
 const WG: u32 = {{.WG}}u;
 const TPR: u32 = {{.TPR}}u;
 const RPT: u32 = {{.RPT}}u;
@@ -85,9 +96,15 @@ const CVP: u32 = CV + CV / 8u;  // with padding
 var<workgroup> xs: array<vec4<f32>, {{.XSLen}}>;
 var<private> xbase: u32;        // first element of x staged
 {{- end}}
+{{- if .Experts}}
+const PAIRS: u32 = {{if .Pair}}2u{{else}}1u{{end}};
+var<workgroup> head: vec4<u32>;              // used, expert, first and end slot
+var<workgroup> tslot: array<u32, {{.M}}>;  // the tile's slots (dst rows)
+var<workgroup> txrow: array<u32, {{.M}}>;  // and their x rows
+{{- end}}
 
 fn xraw(m: u32, e: u32) -> vec4<f32> {
-  let i = p.x_off + m * p.x_stride + e;
+  let i = p.x_off + {{if .Experts}}txrow[m]{{else}}m{{end}} * p.x_stride + e;
 {{- if .XVec}}
   return x[i >> 2u];
 {{- else}}
@@ -116,40 +133,9 @@ fn xv(m: u32, e: u32) -> vec4<f32> {
   return xraw(m, e){{if .Norm}} * gv(e){{end}};
 {{- end}}
 }
-
-// Multiply-accumulate one piece of each of the RPT rows. On GPUs the groups
-// are unrolled here (constant j); software adapters get the loop, which
-// compiles much faster and computes the same values.
-fn consume({{range .Rs}}s{{.}}: St, {{end}}eb: u32, sub: u32) {
-{{- if not .UnrollJ}}
-  for (var j = 0u; j < G; j++) {
+{{- range .Bodies}}
+{{template "consume" .}}
 {{- end}}
-{{- range $je := .JExprs}}
-  {
-    let e = eb + gel(sub, {{$je}});
-{{- if $.Tail}}
-    if (e < p.k) {
-{{- end}}
-{{- range $.Ms}}
-    let x{{.}} = xv({{.}}u, e);
-{{- end}}
-{{- range $r := $.Rs}}
-    {
-      let w = grp(s{{$r}}, sub, {{$je}});
-{{- range index $.RMs $r}}
-      acc{{.I}} += dot(w, x{{.M}});
-{{- end}}
-    }
-{{- end}}
-{{- if $.Tail}}
-    }
-{{- end}}
-  }
-{{- end}}
-{{- if not .UnrollJ}}
-  }
-{{- end}}
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -180,232 +166,67 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- end}}
   workgroupBarrier();
 {{- end}}
-{{- if .Pair}}
-  // Rows 0..RPT/2-1 of a lane are gate rows, the rest the matching up rows.
-  let row0 = ((wid.y * nwg.x + wid.x) * (WG / TPR) + lid.x / TPR) * (RPT / 2u);
-{{- else}}
-  let row0 = ((wid.y * nwg.x + wid.x) * (WG / TPR) + lid.x / TPR) * RPT;
-{{- end}}
-{{- range .Accs}}
-  acc{{.}} = 0.0;
-{{- end}}
-  // Rows past the end re-read the last row; they are not written.
-{{- range .Rs}}
-{{- if $.Pair}}
-  let rb{{.}} = p.w_off + (min(row0 + {{.}}u % (RPT / 2u), p.rows - 1u) + ({{.}}u / (RPT / 2u)) * p.pair_off) * p.w_row;
-{{- else}}
-  let rb{{.}} = p.w_off + min(row0 + {{.}}u, p.rows - 1u) * p.w_row;
-{{- end}}
-{{- end}}
-{{- if .StageX}}
-  // Each pass covers U pieces per lane (pieces gp + u*TPR + lane): every
-  // lane issues all their weight loads before any arithmetic, so U blocks
-  // per row are in flight across each pass's barriers. A lane still
-  // consumes its pieces in the order lane, lane + TPR, ...
-  for (var gp = 0u; gp < p.np; gp += TPR * U) {  // uniform: every lane stages
-    xbase = gp / PPB * BS;
-    workgroupBarrier();  // the last pass is done with xs
-    for (var i = lid.x; i < {{len .Ms}}u * CV; i += WG) {
-      let m = i / CV;
-      let v = i % CV;
-      let e = xbase + 4u * v;
-      var val = vec4<f32>(0.0);
-      if (e < p.k) {
-        val = xraw(m, e){{if .Norm}} * gv(e){{end}};
-      }
-      xs[m * CVP + v + v / 8u] = val;
-    }
-    workgroupBarrier();
-    if (row0 < p.rows) {
-{{- range $u := .Us}}
-      let g{{$u}} = min(gp + {{$u}}u * TPR + lane, p.np - 1u);
-{{- range $.Rs}}
-      let s{{.}}_{{$u}} = load(rb{{.}} + (g{{$u}} / PPB) * BB, g{{$u}} % PPB);
-{{- end}}
-{{- end}}
-{{- range $u := .Us}}
-      if (gp + {{$u}}u * TPR + lane < p.np) {
-        consume({{range $.Rs}}s{{.}}_{{$u}}, {{end}}(g{{$u}} / PPB) * BS, g{{$u}} % PPB);
-      }
-{{- end}}
-    }
-  }
-{{- else if .Ahead}}
-  // Two pieces per row in flight: every row's loads of pieces g and
-  // g + TPR first, then their arithmetic in the order g, g + TPR.
-  if (row0 < p.rows) {
-    for (var g = lane; g < p.np; g += 2u * TPR) {
-      let g1 = min(g + TPR, p.np - 1u);
-{{- range .Rs}}
-      let s{{.}} = load(rb{{.}} + (g / PPB) * BB, g % PPB);
-      let t{{.}} = load(rb{{.}} + (g1 / PPB) * BB, g1 % PPB);
-{{- end}}
-      consume({{range .Rs}}s{{.}}, {{end}}(g / PPB) * BS, g % PPB);
-      if (g + TPR < p.np) {
-        consume({{range .Rs}}t{{.}}, {{end}}(g1 / PPB) * BS, g1 % PPB);
-      }
-    }
-  }
-{{- else}}
-  if (row0 < p.rows) {
-    for (var g = lane; g < p.np; g += TPR) {
-      let blk = g / PPB;
-      let sub = g % PPB;
-      // Every row's loads first, then the arithmetic.
-{{- range .Rs}}
-      let s{{.}} = load(rb{{.}} + blk * BB, sub);
-{{- end}}
-      consume({{range .Rs}}s{{.}}, {{end}}blk * BS, sub);
-    }
-  }
-{{- end}}
-{{- range .Accs}}
-  red[{{.}}u * WG + lid.x] = acc{{.}};
-{{- end}}
-  workgroupBarrier();
-  for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      for (var i = 0u; i < NACC; i++) { red[i * WG + lid.x] += red[i * WG + lid.x + s]; }
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u) {
-{{- if .Pair}}
-{{- range $r, $ps := .Pairs}}
-    if (row0 + {{$r}}u < p.rows) {
-{{- range $ps}}
-      {
-        let i = p.d_off + {{.M}}u * p.d_stride + row0 + {{$r}}u;
-        let gs = red[{{.G}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
-        let us = red[{{.U}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
-        d[i] = {{if $.Acc}}d[i] + {{end}}act_{{$.Act}}(gs, us);
-      }
-{{- end}}
-    }
-{{- end}}
-{{- else}}
-{{- range $r := .Rs}}
-    if (row0 + {{$r}}u < p.rows) {
-      let row = row0 + {{$r}}u;
-{{- range index $.RMs $r}}
-      {
-{{- if $.Segs}}
-        var i = p.d_off + {{.M}}u * p.d_stride + row;
-        if (row >= p.seg2) {
-          i = p.d_off2 + {{.M}}u * p.d_rs2 + (row - p.seg2);
-        } else if (row >= p.seg1) {
-          i = p.d_off1 + {{.M}}u * p.d_rs1 + (row - p.seg1);
-        }
-{{- else}}
-        let i = p.d_off + {{.M}}u * p.d_stride + row;
-{{- end}}
-        d[i] = {{if $.Acc}}d[i] + {{end}}red[{{.I}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
-      }
-{{- end}}
-    }
-{{- end}}
-{{- end}}
-  }
-}
-{{- else if eq .Kernel "experts"}}
-// experts: for each slot s that the routing table R (ops.MoERoute) gives
-// expert e, d[s, row] = sum_k W[e, row, k] x[s / x_per, k] (+ bias[e, row]).
-// A workgroup is one row of one used expert: it takes the expert's slots four
-// at a time, its WG lanes splitting the row's pieces (lane, lane + WG, ...)
-// and meeting in a fixed tree. The weight row is read from memory once for
-// all of the expert's slots in the batch, and a slot's value depends only on
-// its expert and x row: not on the other slots, nor on how they are grouped.
-// Pair: W holds each expert's gate rows then its up rows ([E, 2N, K]) and
-// the output is act(gate, up), biases added first.
-const WG: u32 = {{.WG}}u;
-const PAIRS: u32 = {{if .Pair}}2u{{else}}1u{{end}};
-var<workgroup> red: array<vec4<f32>, WG>;
-{{- if .Pair}}
-var<workgroup> redu: array<vec4<f32>, WG>;
-{{- end}}
-var<workgroup> head: vec4<u32>;
-var<workgroup> tile: vec4<u32>;
-
-fn xe(s: u32, e: u32) -> vec4<f32> {
-  let i = p.x_off + (s / p.x_per) * p.x_stride + e;
-  return vec4<f32>(select(0.0, x[i], e < p.k), select(0.0, x[i + 1u], e + 1u < p.k),
-                   select(0.0, x[i + 2u], e + 2u < p.k), select(0.0, x[i + 3u], e + 3u < p.k));
-}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let row = wid.x;
-  let u = wid.y;
+{{- if .Experts}}
+  // The u-th used expert and its slots (uniform: the early exit and the
+  // tile loop below are the whole workgroup's).
   if (lid.x == 0u) {
     let used = R[p.r_off];
-    let uu = min(u, max(used, 1u) - 1u);
+    let uu = min(wid.y, max(used, 1u) - 1u);
     head = vec4<u32>(used, min(R[p.r_off + 1u + uu], p.n_exp - 1u),
                      R[p.r_off + 1u + p.n_exp + uu], R[p.r_off + 2u + p.n_exp + uu]);
   }
   let h = workgroupUniformLoad(&head);
-  if (row >= p.rows || u >= h.x) { return; }
-  let wb = p.w_off + h.y * p.e_stride + row * p.w_row;
+  if (wid.y >= h.x) { return; }
+  let wbase = p.w_off + h.y * p.e_stride;
+  let blockid = wid.x;
+{{- else}}
+  let wbase = p.w_off;
+  let blockid = wid.y * nwg.x + wid.x;
+{{- end}}
+{{- if .Pair}}
+  // Rows 0..RPT/2-1 of a lane are gate rows, the rest the matching up rows.
+  let row0 = (blockid * (WG / TPR) + lid.x / TPR) * (RPT / 2u);
+{{- else}}
+  let row0 = (blockid * (WG / TPR) + lid.x / TPR) * RPT;
+{{- end}}
+  // Rows past the end re-read the last row; they are not written.
+{{- range .Rs}}
+{{- if $.Pair}}
+  let rb{{.}} = wbase + (min(row0 + {{.}}u % (RPT / 2u), p.rows - 1u) + ({{.}}u / (RPT / 2u)) * p.pair_off) * p.w_row;
+{{- else}}
+  let rb{{.}} = wbase + min(row0 + {{.}}u, p.rows - 1u) * p.w_row;
+{{- end}}
+{{- end}}
+{{- if .Experts}}
   let lb = p.r_off + 2u + 2u * p.n_exp;
-  for (var t = h.z; t < h.w; t += 4u) {
-    if (lid.x == 0u) {
-      tile = vec4<u32>(R[lb + t], R[lb + min(t + 1u, h.w - 1u)], R[lb + min(t + 2u, h.w - 1u)], R[lb + min(t + 3u, h.w - 1u)]);
-    }
-    let sl = workgroupUniformLoad(&tile);
-    var acc = vec4<f32>(0.0);
-{{- if .Pair}}
-    var accu = vec4<f32>(0.0);
-{{- end}}
-    for (var pc = lid.x; pc < p.np; pc += WG) {
-      let blk = pc / PPB;
-      let sub = pc % PPB;
-      let st = load(wb + blk * BB, sub);
-{{- if .Pair}}
-      let su = load(wb + p.rows * p.w_row + blk * BB, sub);
-{{- end}}
-      for (var j = 0u; j < G; j++) {
-        let e = blk * BS + gel(sub, j);
-        if (e < p.k) {
-          let x0 = xe(sl.x, e); let x1 = xe(sl.y, e); let x2 = xe(sl.z, e); let x3 = xe(sl.w, e);
-          let w = grp(st, sub, j);
-          acc += vec4<f32>(dot(w, x0), dot(w, x1), dot(w, x2), dot(w, x3));
-{{- if .Pair}}
-          let wu = grp(su, sub, j);
-          accu += vec4<f32>(dot(wu, x0), dot(wu, x1), dot(wu, x2), dot(wu, x3));
-{{- end}}
-        }
-      }
-    }
-    red[lid.x] = acc;
-{{- if .Pair}}
-    redu[lid.x] = accu;
-{{- end}}
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-      if (lid.x < k) {
-        red[lid.x] = red[lid.x] + red[lid.x + k];
-{{- if .Pair}}
-        redu[lid.x] = redu[lid.x] + redu[lid.x + k];
-{{- end}}
-      }
-      workgroupBarrier();
-    }
-    if (lid.x < 4u && t + lid.x < h.w) {
-      let s = sl[lid.x];
-      var v = red[0][lid.x];
-{{- if .Bias}}
-      v += bias[p.b_off + h.y * PAIRS * p.rows + row];
-{{- end}}
-{{- if .Pair}}
-      var vu = redu[0][lid.x];
-{{- if .Bias}}
-      vu += bias[p.b_off + h.y * PAIRS * p.rows + p.rows + row];
-{{- end}}
-      v = act_{{.Act}}(v, vu);
-{{- end}}
-      d[p.d_off + s * p.d_stride + row] = v;
+  var t = h.z;
+  loop {
+    if (t >= h.w) { break; }
+    let left = h.w - t;  // slots still to compute (uniform)
+    if (lid.x < {{.M}}u) {
+      // A tile past the last slot repeats it; those copies are not written.
+      let s = R[lb + min(t + lid.x, h.w - 1u)];
+      tslot[lid.x] = s;
+      txrow[lid.x] = s / p.x_per;
     }
     workgroupBarrier();
+{{- if gt .M 1}}
+    if (left == 1u) {
+{{- template "body" index .Bodies 1}}
+      t += 1u;
+    } else {
+{{- template "body" index .Bodies 0}}
+      t += {{.M}}u;
+    }
+{{- else}}
+{{- template "body" index .Bodies 0}}
+    t += 1u;
+{{- end}}
+    workgroupBarrier();  // the tile is done with red, tslot and txrow
   }
+{{- else}}
+{{- template "body" index .Bodies 0}}
+{{- end}}
 }
 {{- else}}
 var<private> dbase: u32;
@@ -452,4 +273,180 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     store(gel(sub, j), grp(s, sub, j));
   }
 }
+{{- end}}
+
+{{- /* Multiply-accumulate one piece of each of the RPT rows, for a body of M
+x rows (slots). On GPUs the groups are unrolled here (constant j); software
+adapters get the loop, which compiles much faster and computes the same
+values. */}}
+{{- define "consume"}}
+fn consume_m{{.M}}({{range .Rs}}s{{.}}: St, {{end}}eb: u32, sub: u32) {
+{{- if not .UnrollJ}}
+  for (var j = 0u; j < G; j++) {
+{{- end}}
+{{- range $je := .JExprs}}
+  {
+    let e = eb + gel(sub, {{$je}});
+{{- if $.Tail}}
+    if (e < p.k) {
+{{- end}}
+{{- range $.Ms}}
+    let x{{.}} = xv({{.}}u, e);
+{{- end}}
+{{- range $r := $.Rs}}
+    {
+      let w = grp(s{{$r}}, sub, {{$je}});
+{{- range index $.RMs $r}}
+      acc{{.I}} += dot(w, x{{.M}});
+{{- end}}
+    }
+{{- end}}
+{{- if $.Tail}}
+    }
+{{- end}}
+  }
+{{- end}}
+{{- if not .UnrollJ}}
+  }
+{{- end}}
+}
+{{- end}}
+
+{{- /* The products of the M x rows (slots) of a body, their tree over the
+TPR lanes and the stores: inside main, after the row bases rb<r>. */}}
+{{- define "body"}}
+  {
+{{- range .Accs}}
+  acc{{.}} = 0.0;
+{{- end}}
+{{- if .StageX}}
+  // Each pass covers U pieces per lane (pieces gp + u*TPR + lane): every
+  // lane issues all their weight loads before any arithmetic, so U blocks
+  // per row are in flight across each pass's barriers. A lane still
+  // consumes its pieces in the order lane, lane + TPR, ...
+  for (var gp = 0u; gp < p.np; gp += TPR * U) {  // uniform: every lane stages
+    xbase = gp / PPB * BS;
+    workgroupBarrier();  // the last pass is done with xs
+    for (var i = lid.x; i < {{len .Ms}}u * CV; i += WG) {
+      let m = i / CV;
+      let v = i % CV;
+      let e = xbase + 4u * v;
+      var val = vec4<f32>(0.0);
+      if (e < p.k) {
+        val = xraw(m, e){{if .Norm}} * gv(e){{end}};
+      }
+      xs[m * CVP + v + v / 8u] = val;
+    }
+    workgroupBarrier();
+    if (row0 < p.rows) {
+{{- range $u := .Us}}
+      let g{{$u}} = min(gp + {{$u}}u * TPR + lane, p.np - 1u);
+{{- range $.Rs}}
+      let s{{.}}_{{$u}} = load(rb{{.}} + (g{{$u}} / PPB) * BB, g{{$u}} % PPB);
+{{- end}}
+{{- end}}
+{{- range $u := .Us}}
+      if (gp + {{$u}}u * TPR + lane < p.np) {
+        consume_m{{$.M}}({{range $.Rs}}s{{.}}_{{$u}}, {{end}}(g{{$u}} / PPB) * BS, g{{$u}} % PPB);
+      }
+{{- end}}
+    }
+  }
+{{- else if .Ahead}}
+  // Two pieces per row in flight: every row's loads of pieces g and
+  // g + TPR first, then their arithmetic in the order g, g + TPR.
+  if (row0 < p.rows) {
+    for (var g = lane; g < p.np; g += 2u * TPR) {
+      let g1 = min(g + TPR, p.np - 1u);
+{{- range .Rs}}
+      let s{{.}} = load(rb{{.}} + (g / PPB) * BB, g % PPB);
+      let t{{.}} = load(rb{{.}} + (g1 / PPB) * BB, g1 % PPB);
+{{- end}}
+      consume_m{{.M}}({{range .Rs}}s{{.}}, {{end}}(g / PPB) * BS, g % PPB);
+      if (g + TPR < p.np) {
+        consume_m{{.M}}({{range .Rs}}t{{.}}, {{end}}(g1 / PPB) * BS, g1 % PPB);
+      }
+    }
+  }
+{{- else}}
+  if (row0 < p.rows) {
+    for (var g = lane; g < p.np; g += TPR) {
+      let blk = g / PPB;
+      let sub = g % PPB;
+      // Every row's loads first, then the arithmetic.
+{{- range .Rs}}
+      let s{{.}} = load(rb{{.}} + blk * BB, sub);
+{{- end}}
+      consume_m{{.M}}({{range .Rs}}s{{.}}, {{end}}blk * BS, sub);
+    }
+  }
+{{- end}}
+{{- range .Accs}}
+  red[{{.}}u * WG + lid.x] = acc{{.}};
+{{- end}}
+  workgroupBarrier();
+  for (var s = TPR / 2u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      for (var i = 0u; i < {{.NAcc}}u; i++) { red[i * WG + lid.x] += red[i * WG + lid.x + s]; }
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u) {
+{{- if .Pair}}
+{{- range $r, $ps := .Pairs}}
+    if (row0 + {{$r}}u < p.rows) {
+{{- range $ps}}
+{{- if $.Experts}}
+      if ({{.M}}u < left) {
+        let row = row0 + {{$r}}u;
+        let i = p.d_off + tslot[{{.M}}u] * p.d_stride + row;
+        var gs = red[{{.G}}u * WG + lid.x];
+        var us = red[{{.U}}u * WG + lid.x];
+{{- if $.Bias}}
+        gs += bias[p.b_off + h.y * PAIRS * p.rows + row];
+        us += bias[p.b_off + h.y * PAIRS * p.rows + p.rows + row];
+{{- end}}
+        d[i] = act_{{$.Act}}(gs, us);
+      }
+{{- else}}
+      {
+        let i = p.d_off + {{.M}}u * p.d_stride + row0 + {{$r}}u;
+        let gs = red[{{.G}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+        let us = red[{{.U}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+        d[i] = {{if $.Acc}}d[i] + {{end}}act_{{$.Act}}(gs, us);
+      }
+{{- end}}
+{{- end}}
+    }
+{{- end}}
+{{- else}}
+{{- range $r := .Rs}}
+    if (row0 + {{$r}}u < p.rows) {
+      let row = row0 + {{$r}}u;
+{{- range index $.RMs $r}}
+{{- if $.Experts}}
+      if ({{.M}}u < left) {
+        d[p.d_off + tslot[{{.M}}u] * p.d_stride + row] = red[{{.I}}u * WG + lid.x]{{if $.Bias}} + bias[p.b_off + h.y * p.rows + row]{{end}};
+      }
+{{- else}}
+      {
+{{- if $.Segs}}
+        var i = p.d_off + {{.M}}u * p.d_stride + row;
+        if (row >= p.seg2) {
+          i = p.d_off2 + {{.M}}u * p.d_rs2 + (row - p.seg2);
+        } else if (row >= p.seg1) {
+          i = p.d_off1 + {{.M}}u * p.d_rs1 + (row - p.seg1);
+        }
+{{- else}}
+        let i = p.d_off + {{.M}}u * p.d_stride + row;
+{{- end}}
+        d[i] = {{if $.Acc}}d[i] + {{end}}red[{{.I}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+      }
+{{- end}}
+{{- end}}
+    }
+{{- end}}
+{{- end}}
+  }
+  }
 {{- end}}

@@ -33,6 +33,9 @@ type Message struct {
 	ToolCallID string `json:"tool_call_id,omitempty"`
 	// Name is, in a tool message, the function that answered.
 	Name string `json:"name,omitempty"`
+	// Reasoning is an assistant message's reasoning, which templates read
+	// as reasoning_content (Qwen 3) or thinking (gpt-oss).
+	Reasoning string `json:"reasoning_content,omitempty"`
 }
 
 // Options configure a template.

@@ -26,20 +26,29 @@ type ToolCall struct {
 // Conversation is what a template renders: the messages, the tools the
 // model may call (OpenAI function tool definitions,
 // {"type":"function","function":{"name",…}}, as the client sent them) and
-// whether a reasoning model should think (nil: the template's default).
+// whether a reasoning model should think (nil: the template's default),
+// and how hard ("": the template's default).
 type Conversation struct {
 	Messages []Message
 	Tools    []json.RawMessage
 	Thinking *bool
+	// ReasoningEffort is the template's reasoning_effort (gpt-oss: low,
+	// medium or high).
+	ReasoningEffort string
 }
 
 // RenderConversation is Render with tools and thinking: the template
 // also sees tools (when there are some), enable_thinking (when set), and
 // each message's tool_calls ({"id","type":"function","function":{"name",
 // "arguments": {…}}}, arguments a mapping as transformers passes them),
-// tool_call_id and name. Content is always a string, "" for an assistant
-// turn of tool calls only (OpenAI clients send null): several templates
-// concatenate it unchecked.
+// tool_call_id, name, and reasoning as both reasoning_content and thinking.
+// Content is always a string, "" for an assistant turn of tool calls only
+// (OpenAI clients send null): several templates concatenate it unchecked.
+// reasoning_effort is set when given.
+//
+// For gpt-oss, as llama.cpp does, an assistant turn with reasoning and
+// tool calls has its content dropped: its template refuses both, and
+// renders the reasoning as the analysis before the call.
 func (t *Template) RenderConversation(c Conversation, addGenerationPrompt bool) (string, error) {
 	vars := map[string]any{}
 	if len(c.Tools) > 0 {
@@ -56,8 +65,15 @@ func (t *Template) RenderConversation(c Conversation, addGenerationPrompt bool) 
 	if c.Thinking != nil {
 		vars["enable_thinking"] = *c.Thinking
 	}
+	if c.ReasoningEffort != "" {
+		vars["reasoning_effort"] = c.ReasoningEffort
+	}
+	harmony := t.Format().Tools == Harmony
 	msgs := make(messageList, len(c.Messages))
 	for i, m := range c.Messages {
+		if harmony && m.Reasoning != "" && len(m.ToolCalls) > 0 {
+			m.Content = ""
+		}
 		d, err := messageDict(m)
 		if err != nil {
 			return "", fmt.Errorf("chat: messages[%d]: %w", i, err)
@@ -99,6 +115,10 @@ func messageDict(m Message) (*exec.Dict, error) {
 	}
 	if m.Name != "" {
 		add("name", m.Name)
+	}
+	if m.Reasoning != "" {
+		add("reasoning_content", m.Reasoning)
+		add("thinking", m.Reasoning)
 	}
 	return d, nil
 }
@@ -148,6 +168,11 @@ func decodeOrdered(dec *json.Decoder, depth int) (any, error) {
 				d.Pairs = append(d.Pairs, &exec.Pair{Key: exec.AsValue(key), Value: exec.AsValue(v)})
 			}
 			_, err := dec.Token() // }
+			if len(d.Pairs) == 0 {
+				// gonja holds every Dict true; Python holds {} false
+				// (gpt-oss's template tests "parameters.properties").
+				return map[string]any{}, err
+			}
 			return d, err
 		case '[':
 			list := []any{}

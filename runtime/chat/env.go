@@ -61,6 +61,7 @@ func parse(source string, opts Options) (*exec.Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chat: parsing template: %w", err)
 	}
+	src = inlineConditionals(src)
 	var tmpl *exec.Template
 	err = catchPanic(func() error {
 		var err error

@@ -14,7 +14,7 @@ import (
 // fallback and Phi-3.5 the exact output, built here independently.
 func FuzzRender(f *testing.F) {
 	names := []string{"Qwen-Qwen2.5-7B-Instruct.jinja", "google-gemma-2-2b-it.jinja",
-		"meta-llama-Llama-3.2-3B-Instruct.jinja", "microsoft-Phi-3.5-mini-instruct.jinja", "chatml.jinja"}
+		"meta-llama-Llama-3.2-3B-Instruct.jinja", "microsoft-Phi-3.5-mini-instruct.jinja", "chatml.jinja", "openai-gpt-oss-120b.jinja"}
 	templates := map[string]*Template{}
 	for _, name := range names {
 		src, err := os.ReadFile(templatePath(name))
@@ -101,7 +101,8 @@ func phiOracle(msgs []Message, gen bool) string {
 // message is not. Seeds are the real templates and the probes.
 func FuzzTemplate(f *testing.F) {
 	for _, name := range []string{"Qwen-Qwen2.5-7B-Instruct.jinja", "google-gemma-2-2b-it.jinja",
-		"meta-llama-Llama-3.2-3B-Instruct.jinja", "microsoft-Phi-3.5-mini-instruct.jinja", "features.jinja"} {
+		"meta-llama-Llama-3.2-3B-Instruct.jinja", "microsoft-Phi-3.5-mini-instruct.jinja", "features.jinja",
+		"openai-gpt-oss-120b.jinja"} {
 		src, err := os.ReadFile(templatePath(name))
 		if err != nil {
 			f.Fatal(err)
@@ -113,6 +114,11 @@ func FuzzTemplate(f *testing.F) {
 		f.Fatal(err)
 	}
 	for _, p := range strings.Split(strings.TrimSpace(string(probes)), "\n") {
+		f.Add(p)
+	}
+	// Conditionals inside brackets, which inlineConditionals rewrites.
+	for _, p := range []string{`{{ (a if b else c) + (d if e else (f if g else h)) }}`, `{{ f(x if y else z, k=(1 if 2 else 3))[a if b else c:] }}`,
+		`{{ ("if" if 'else' else "(") }}`, `{{ (if else) }}`, `{{ (a if) }}`, `{{ [x if y else] }}`, `{% for a in (b if c else d) if e %}{% endfor %}`} {
 		f.Add(p)
 	}
 	limits := Limits{MaxSteps: 10_000, MaxDepth: 50, MaxOutputBytes: 1 << 20, MaxValueBytes: 1 << 20, Timeout: time.Second}

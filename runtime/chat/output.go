@@ -28,6 +28,10 @@ const (
 	// Mistral: [TOOL_CALLS] then a JSON array of {"name", "arguments"}
 	// (v3), or name[ARGS]{…} per call (v11 and later).
 	Mistral ToolFormat = "mistral"
+	// Harmony: gpt-oss's channels, reasoning, answer and calls alike
+	// (harmony.go): <|channel|>commentary to=functions.NAME
+	// <|constrain|>json<|message|>{…}<|call|>.
+	Harmony ToolFormat = "harmony"
 )
 
 // Format is what a template tells of the output of its model.
@@ -44,6 +48,9 @@ func (t *Template) Format() Format { return DetectFormat(t.source) }
 // DetectFormat is Format for a template source.
 func DetectFormat(source string) Format {
 	var f Format
+	if strings.Contains(source, harmonyChannel) {
+		return Format{Tools: Harmony, Thinking: true}
+	}
 	switch {
 	case strings.Contains(source, "<tool_call>"):
 		f.Tools = Hermes
@@ -96,6 +103,7 @@ type OutputParser struct {
 	calls    int
 	reasoned bool   // the output had a <think> part
 	space    string // the space before a call's marker
+	harmony  *harmonyParser
 }
 
 // NewOutputParser parses output in format f. With tools, calls are
@@ -104,6 +112,10 @@ type OutputParser struct {
 // reasoning.
 func NewOutputParser(f Format, tools, inThink bool) *OutputParser {
 	p := &OutputParser{format: f, tools: tools && f.Tools != NoTools, state: stateStart}
+	if f.Tools == Harmony {
+		p.harmony = &harmonyParser{tools: p.tools}
+		return p
+	}
 	switch {
 	case inThink:
 		p.state = stateThink
@@ -114,23 +126,37 @@ func NewOutputParser(f Format, tools, inThink bool) *OutputParser {
 }
 
 // Calls counts the tool calls parsed so far.
-func (p *OutputParser) Calls() int { return p.calls }
+func (p *OutputParser) Calls() int {
+	if p.harmony != nil {
+		return p.harmony.calls
+	}
+	return p.calls
+}
 
 // Passthrough reports whether the parser hands every piece out as text
 // unchanged (no reasoning, no calls to look for): a caller may skip it.
 func (p *OutputParser) Passthrough() bool {
-	return !p.tools && p.state == stateAnswer
+	return p.harmony == nil && !p.tools && p.state == stateAnswer
 }
 
 // Feed takes the next piece of output and returns what is known of it.
 func (p *OutputParser) Feed(text string) []Part {
+	if p.harmony != nil {
+		p.harmony.buf += text
+		return p.harmony.step(false)
+	}
 	p.buf += text
 	return p.step(false)
 }
 
 // Finish hands out what is left once the output has ended: a call left
 // unclosed is parsed if it is whole JSON, else it is text.
-func (p *OutputParser) Finish() []Part { return p.step(true) }
+func (p *OutputParser) Finish() []Part {
+	if p.harmony != nil {
+		return p.harmony.step(true)
+	}
+	return p.step(true)
+}
 
 // step consumes p.buf as far as it can; at the end, all of it.
 func (p *OutputParser) step(end bool) []Part {

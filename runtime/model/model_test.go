@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math"
+	"math/rand"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -528,6 +529,91 @@ func checkStepMixes(t *testing.T, ctx *gpu.Context, arch string) {
 	}
 	if err := m.Step([]Span{{Seq: sc, Tokens: []int32{1}}, {Seq: sc, Tokens: []int32{2}}}, NextGreedy, nil, next); err == nil {
 		t.Error("a step with one sequence twice was accepted")
+	}
+}
+
+// TestStepSeveralPromptChunks runs steps holding several prompt chunks of
+// different lengths (plus decode tokens) over a few rounds, as a scheduler
+// that fills each step with every waiting prompt does, and checks every
+// span's last logits bit for bit against the same spans run one per step.
+func TestStepSeveralPromptChunks(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, arch := range []string{"llama", "qwen3moe"} {
+		t.Run(arch, func(t *testing.T) {
+			path := writeRandomModel(t, arch, gguf.Q4_K, 17)
+			f, err := gguf.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			m, err := Load(ctx, f, Options{CtxLen: 64, Batch: 48, Seqs: 10, KVType: ops.F16, BlockSize: 16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			vocab := m.Cfg.Vocab
+			rng := rand.New(rand.NewSource(5))
+			lens := [][]int{{5, 13, 1, 7, 1}, {9, 1, 17, 1, 3}, {1, 2, 1, 11, 1}}
+			tok := func(n int) []int32 {
+				out := make([]int32, n)
+				for i := range out {
+					out[i] = int32(rng.Intn(vocab))
+				}
+				return out
+			}
+			var rounds [][][]int32
+			for _, r := range lens {
+				var spans [][]int32
+				for _, n := range r {
+					spans = append(spans, tok(n))
+				}
+				rounds = append(rounds, spans)
+			}
+			run := func(together bool) [][]float32 {
+				seqs := make([]int, len(lens[0]))
+				for i := range seqs {
+					seqs[i], _ = m.KV.Acquire()
+				}
+				defer func() {
+					for _, s := range seqs {
+						m.KV.Release(s)
+					}
+				}()
+				var out [][]float32
+				for _, spans := range rounds {
+					if together {
+						step := make([]Span, len(spans))
+						for i, sp := range spans {
+							step[i] = Span{Seq: seqs[i], Tokens: sp}
+						}
+						lg := make([]float32, len(spans)*vocab)
+						if err := m.Step(step, LastLogits, lg, nil); err != nil {
+							t.Fatal(err)
+						}
+						for i := range spans {
+							out = append(out, lg[i*vocab:(i+1)*vocab])
+						}
+						continue
+					}
+					for i, sp := range spans {
+						lg := make([]float32, vocab)
+						if err := m.Step([]Span{{Seq: seqs[i], Tokens: sp}}, LastLogits, lg, nil); err != nil {
+							t.Fatal(err)
+						}
+						out = append(out, lg)
+					}
+				}
+				return out
+			}
+			alone, together := run(false), run(true)
+			for i := range alone {
+				for j := range alone[i] {
+					if together[i][j] != alone[i][j] {
+						t.Fatalf("span %d (round %d) logit %d: with other chunks %v, alone %v", i, i/len(lens[0]), j, together[i][j], alone[i][j])
+					}
+				}
+			}
+		})
 	}
 }
 

@@ -39,30 +39,47 @@ type rowGroup struct {
 
 type outRow struct{ run, row int }
 
+// spanKind sorts a step's spans by how their rows are computed: 0 one
+// token (decode), 1 a chunk of at most matVecMaxRows tokens (the fused
+// matvec kernels, as a chunk that short takes alone), 2 a longer chunk
+// (norm and the tiled matmul). Grouping by kind, not by the step's total,
+// keeps every span's kernels, and so its bits, the same whatever shares
+// its step.
+func spanKind(n int) int {
+	switch {
+	case n == 1:
+		return 0
+	case n <= matVecMaxRows:
+		return 1
+	}
+	return 2
+}
+
 func (m *Model) newPass(runs []run, want Want) (*pass, error) {
 	c := m.Cfg
 	last := runs[len(runs)-1]
 	p := &pass{m: m, runs: runs, want: want, n: last.row + last.n}
-	var d, pr rowGroup
+	var byKind [3]rowGroup // decode, short chunks, long chunks (Step orders runs so)
 	for i, r := range runs {
-		g := &pr
-		if r.n == 1 {
-			g = &d
-		}
+		g := &byKind[spanKind(r.n)]
 		if g.n == 0 { // the group starts at its first span
 			g.row = r.row
 		}
 		g.n += r.n
 		g.runs = append(g.runs, i)
 	}
+	d, short, long := byKind[0], byKind[1], byKind[2]
 	if d.n > 0 {
 		d.decode = true
 		d.fused = m.decodeTiledRows <= 0 || d.n < m.decodeTiledRows
 		p.groups = append(p.groups, d)
 	}
-	if pr.n > 0 {
-		pr.fused = pr.n <= matVecMaxRows
-		p.groups = append(p.groups, pr)
+	if short.n > 0 { // the matvec's rows never depend on their batch-mates
+		short.fused = true
+		p.groups = append(p.groups, short)
+	}
+	if long.n > 0 { // nor do the tiled matmul's
+		p.groups = append(p.groups, long)
 	}
 	ids := make([]uint32, 0, p.n)
 	pos := make([]uint32, 0, p.n)
@@ -378,10 +395,20 @@ func (p *pass) headRows(g rowGroup, want []outRow, norm, out Weight, res ops.Ten
 		}
 		return nil
 	}
-	if contiguous && (g.fused || len(want) <= matVecMaxRows) && norm.DType == ops.F32 {
-		// logits = (rmsnorm(x) · norm) · outᵀ in one dispatch per 8 rows
-		xs := rows(m.x, want[0].row, len(want))
-		err := p.matVecFused(out.Tensor, xs, ops.MatVecOpts{Norm: &norm.Tensor, Eps: p.eps()}, res)
+	if (g.fused || len(want) <= matVecMaxRows) && norm.DType == ops.F32 {
+		// logits = (rmsnorm(x) · norm) · outᵀ in one dispatch per 8 rows of
+		// each run of consecutive wanted rows (a chunk's last row alone):
+		// each row's logits the same as when its span runs alone.
+		var err error
+		for i := 0; i < len(want) && err == nil; {
+			j := i + 1
+			for j < len(want) && want[j].row == want[i].row+(j-i) {
+				j++
+			}
+			xs := rows(m.x, want[i].row, j-i)
+			err = p.matVecFused(out.Tensor, xs, ops.MatVecOpts{Norm: &norm.Tensor, Eps: p.eps()}, rows(res, i, j-i))
+			i = j
+		}
 		if err == nil || !errors.Is(err, gpu.ErrBindingTooLarge) {
 			if err != nil {
 				return fmt.Errorf("model: output: %w", err)

@@ -102,14 +102,15 @@ func (m *Model) Step(spans []Span, want Want, logits []float32, next []int32) er
 	if want == NextGreedy && len(next) < len(spans) {
 		return fmt.Errorf("model: room for %d next tokens, %d spans", len(next), len(spans))
 	}
-	// Single-token spans first, so decode rows form one group that the
-	// fused matvec kernels take whatever else is in the step.
+	// Rows by kind (see newPass): single-token spans first, then short
+	// chunks, then long ones, so that each kind's rows are contiguous and a
+	// span's kernels depend only on its own length.
 	order := make([]int, len(spans))
 	for i := range order {
 		order[i] = i
 	}
 	sort.SliceStable(order, func(a, b int) bool {
-		return len(spans[order[a]].Tokens) == 1 && len(spans[order[b]].Tokens) != 1
+		return spanKind(len(spans[order[a]].Tokens)) < spanKind(len(spans[order[b]].Tokens))
 	})
 	runs := make([]run, len(spans))
 	batch := make([]kv.StepSeq, len(spans))

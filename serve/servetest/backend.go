@@ -39,6 +39,10 @@ type Options struct {
 	// ChatFormat is what RenderChat reports of the model's output (none by
 	// default); with chat.Hermes, Piece can write calls as a Qwen would.
 	ChatFormat chat.Format
+	// Render, when set, renders chats in place of the built-in format
+	// (engine.TemplateRenderer of a real template, say); ChatFormat is
+	// then unused.
+	Render func(engine.Chat) (engine.RenderedChat, error)
 	// ContextLength, when > 0, refuses a prompt of that many tokens or
 	// more (a token a word, plus one) as the engine does.
 	ContextLength int
@@ -189,8 +193,12 @@ func (b *Backend) Status(id string) (engine.Status, bool) {
 // RenderChat renders "<|role|>\ncontent\n" per message (an assistant's
 // tool calls as Hermes <tool_call> blocks, a tool's answer with its call
 // id), the tools as "<|tools|>\n" and one JSON line each, and an open
-// assistant turn. Its format is Options.ChatFormat.
+// assistant turn. Its format is Options.ChatFormat. Options.Render
+// replaces all of this.
 func (b *Backend) RenderChat(c engine.Chat) (engine.RenderedChat, error) {
+	if b.opts.Render != nil {
+		return b.opts.Render(c)
+	}
 	var sb strings.Builder
 	if len(c.Tools) > 0 {
 		sb.WriteString("<|tools|>\n")
