@@ -128,7 +128,7 @@ func BenchmarkMatMulExperts(b *testing.B) {
 						if proj == "down" {
 							n, k, xPer, xRows = dim, ffn, 1, tokens*used
 						}
-						benchExperts(b, dt, experts, used, n, k, tokens, xPer, xRows, proj == "gate_up", method)
+						benchExpertsMatMul(b, dt, experts, used, n, k, tokens, xPer, xRows, proj == "gate_up", method)
 					})
 				}
 			}
@@ -136,7 +136,7 @@ func BenchmarkMatMulExperts(b *testing.B) {
 	}
 }
 
-func benchExperts(b *testing.B, dt ops.DType, experts, used, n, k, tokens, xPer, xRows int, gated bool, method string) {
+func benchExpertsMatMul(b *testing.B, dt ops.DType, experts, used, n, k, tokens, xPer, xRows int, gated bool, method string) {
 	bytes := experts * n * k / dt.BlockSize() * dt.BlockBytes()
 	slots := tokens * used
 	flops := 2 * float64(slots) * float64(n) * float64(k)
