@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"embed"
 	"fmt"
+	"strings"
 	"sync"
 	"text/template"
 )
@@ -31,6 +32,9 @@ func Render(name string, data any) (string, error) {
 		}
 		common, _ := files.ReadFile("common.wgsl")
 		t, err = template.New(name).Option("missingkey=error").Parse(string(common) + "\n" + string(src))
+		if err == nil {
+			err = parseIncludes(t)
+		}
 		if err != nil {
 			mu.Unlock()
 			return "", fmt.Errorf("wgsl: parsing %s: %w", name, err)
@@ -45,12 +49,31 @@ func Render(name string, data any) (string, error) {
 	return b.String(), nil
 }
 
+// parseIncludes adds the *.inc.wgsl files to t: they hold only {{define}}
+// blocks that several shaders share (blocks.inc.wgsl: the quantised block
+// decoders), called with {{template "name" .}}.
+func parseIncludes(t *template.Template) error {
+	ents, _ := files.ReadDir(".")
+	for _, e := range ents {
+		if !isInclude(e.Name()) {
+			continue
+		}
+		src, _ := files.ReadFile(e.Name())
+		if _, err := t.New(e.Name()).Parse(string(src)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isInclude(name string) bool { return strings.HasSuffix(name, ".inc.wgsl") }
+
 // Names lists the shader files (for tests that compile every one).
 func Names() []string {
 	ents, _ := files.ReadDir(".")
 	var out []string
 	for _, e := range ents {
-		if e.Name() != "common.wgsl" {
+		if e.Name() != "common.wgsl" && !isInclude(e.Name()) {
 			out = append(out, e.Name())
 		}
 	}

@@ -202,6 +202,7 @@ func benchCmd(a *app) *cobra.Command {
 // benchModel is the model a benchmark runs: random weights of --shape and
 // --type, else -m's file. closeModel frees it (and the file).
 func (a *app) benchModel(cmd *cobra.Command, ctx *gpu.Context, opt model.Options) (m *model.Model, label string, closeModel func(), err error) {
+	opt.QuantMatMul = a.cfg.GetBool("engine.quant_matmul")
 	f := cmd.Flags()
 	shape, _ := f.GetString("shape")
 	typName, _ := f.GetString("type")

@@ -28,7 +28,13 @@ type Options struct {
 	// share its step. 0: never; every decode row takes the matvec and is
 	// bit-identical to decoding it alone.
 	DecodeTiledRows int
-	Progress        func(done, total uint64)
+	// QuantMatMul makes the tiled matmul (prompt chunks of more than 8
+	// rows, decode rows per DecodeTiledRows) multiply by block-quantised
+	// and bf16 weights in place (ops.MatMulQuant: exact f32 weights, no f16
+	// scratch copy) instead of dequantising each weight to f16 and running
+	// ops.MatMul.
+	QuantMatMul bool
+	Progress    func(done, total uint64)
 }
 
 func (o Options) withDefaults(c Config) Options {
@@ -71,6 +77,7 @@ type Model struct {
 	positions    ops.Tensor // [batch] u32 (rows of several sequences)
 	next         ops.Tensor // [batch] u32 (argmax)
 	wdeq         ops.Tensor // f16 [largest weight] for prefill of quantised weights
+	quantMatMul  bool       // Options.QuantMatMul: prefill reads quantised weights in place
 	moe          moeScratch // MoE layers' routing and expert outputs
 	step         *kv.Step   // per-step sequence info and KV write slots
 	rbTok, rbLog *gpu.Readback
@@ -104,7 +111,7 @@ func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
 		return nil, err
 	}
 	opt = opt.withDefaults(cfg)
-	m := &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch, decodeTiledRows: opt.DecodeTiledRows}
+	m := newModel(ctx, cfg, arch, opt)
 	ok := false
 	defer func() {
 		if !ok {
@@ -245,7 +252,7 @@ func (m *Model) allocScratch() error {
 	alloc(&m.positions, "positions", ops.U32, n)
 	alloc(&m.next, "next", ops.U32, n)
 	// Prefill dequantises one quantised weight at a time into f16.
-	if largest := largestDequantised(m.weights); largest > 0 && n > matVecMaxRows {
+	if largest := largestDequantised(m.weights); largest > 0 && n > matVecMaxRows && !m.quantMatMul {
 		alloc(&m.wdeq, "wdeq", ops.F16, largest)
 	}
 	if err != nil {
@@ -271,6 +278,12 @@ func largestDequantised(ws []ops.Tensor) int {
 		}
 	}
 	return largest
+}
+
+// newModel is a Model with the choices of opt (after withDefaults) and no
+// buffers yet: Load and Synthesize fill it.
+func newModel(ctx *gpu.Context, cfg Config, arch Arch, opt Options) *Model {
+	return &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch, decodeTiledRows: opt.DecodeTiledRows, quantMatMul: opt.QuantMatMul}
 }
 
 // Memory reports the GPU bytes held: weights, KV cache, scratch.

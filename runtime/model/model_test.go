@@ -111,7 +111,22 @@ func TestForwardMatchesReference(t *testing.T) {
 					prefillTol = 1e-4
 				}
 				path := writeRandomModel(t, arch, typ, int64(len(arch))*100+int64(typ))
-				checkAgainstReference(t, ctx, path, ops.F32, 1e-4, prefillTol)
+				checkAgainstReference(t, ctx, path, ops.F32, 1e-4, prefillTol, false)
+			})
+		}
+	}
+}
+
+// TestForwardQuantMatMulMatchesReference is TestForwardMatchesReference
+// with Options.QuantMatMul: prefill multiplies by the stored blocks decoded
+// exactly (ops.MatMulQuant), so every type is held to 1e-4 on both paths.
+func TestForwardQuantMatMulMatchesReference(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, arch := range testArchs() {
+		for _, typ := range quant.Types() {
+			t.Run(arch+"/"+typ.String(), func(t *testing.T) {
+				path := writeRandomModel(t, arch, typ, int64(len(arch))*100+int64(typ))
+				checkAgainstReference(t, ctx, path, ops.F32, 1e-4, 1e-4, true)
 			})
 		}
 	}
@@ -150,7 +165,7 @@ func TestRopeScalingMatchesReference(t *testing.T) {
 			if err := gguf.WriteFile(path, meta, tensors); err != nil {
 				t.Fatal(err)
 			}
-			checkAgainstReference(t, ctx, path, ops.F32, 1e-4, 1e-4)
+			checkAgainstReference(t, ctx, path, ops.F32, 1e-4, 1e-4, false)
 		})
 	}
 }
@@ -165,8 +180,9 @@ func TestRopeScalingMatchesReference(t *testing.T) {
 //   - prefill path: the prompt as one batch (the tiled matmul, with
 //     quantised weights dequantised to f16 first, as llama.cpp's GPU
 //     backends do: each weight rounds by up to 2^-11 relative), then three
-//     decode steps over that cache, within prefillTol.
-func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, kvType ops.DType, decodeTol, prefillTol float64) {
+//     decode steps over that cache, within prefillTol. With quantMatMul
+//     the matmul reads the stored blocks instead (Options.QuantMatMul).
+func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, kvType ops.DType, decodeTol, prefillTol float64, quantMatMul bool) {
 	t.Helper()
 	prompt := []int32{1, 17, 300, 5, 42, 42, 7, 99, 250, 3, 11, 383}
 	f, err := gguf.Open(path)
@@ -178,7 +194,7 @@ func checkAgainstReference(t *testing.T, ctx *gpu.Context, path string, kvType o
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 2, KVType: kvType})
+	m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 2, KVType: kvType, QuantMatMul: quantMatMul})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +259,7 @@ func TestQ8KVCacheMatchesReference(t *testing.T) {
 	for _, arch := range []string{"llama", "gemma2", "phi3"} {
 		t.Run(arch, func(t *testing.T) {
 			path := writeRandomModel(t, arch, gguf.F16, int64(len(arch))*31)
-			checkAgainstReference(t, ctx, path, ops.Q8_0, 3e-2, 3e-2)
+			checkAgainstReference(t, ctx, path, ops.Q8_0, 3e-2, 3e-2, false)
 		})
 	}
 }
@@ -254,25 +270,32 @@ func TestQ8KVCacheMatchesReference(t *testing.T) {
 // gets alone. gemma2 adds windowed, soft-capped attention past its window,
 // phi3 a fused QKV and gate-up from the file, the MoE architectures their
 // routing (each token's experts and weights) and the grouped expert
-// matvecs; llama also with a q8_0 KV cache.
+// matvecs; llama also with a q8_0 KV cache; "qmm" cases prefill their
+// 10-token prompt with Options.QuantMatMul.
 func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	for _, c := range []struct {
-		arch string
-		typ  gguf.GGMLType
-		kv   ops.DType
-	}{{"llama", gguf.F16, ops.F16}, {"llama", gguf.Q4_K, ops.F16}, {"gemma2", gguf.Q8_0, ops.F16}, {"phi3", gguf.Q4_0, ops.F16},
-		{"llama", gguf.Q4_K, ops.Q8_0}, {"qwen3moe", gguf.Q4_K, ops.F16}, {"qwen2moe", gguf.Q8_0, ops.F16},
-		{"gpt-oss", gguf.MXFP4, ops.F16}, {"llama-moe", gguf.F16, ops.F16}} {
+		arch  string
+		typ   gguf.GGMLType
+		kv    ops.DType
+		quant bool
+	}{{"llama", gguf.F16, ops.F16, false}, {"llama", gguf.Q4_K, ops.F16, false}, {"gemma2", gguf.Q8_0, ops.F16, false}, {"phi3", gguf.Q4_0, ops.F16, false},
+		{"llama", gguf.Q4_K, ops.Q8_0, false}, {"qwen3moe", gguf.Q4_K, ops.F16, false}, {"qwen2moe", gguf.Q8_0, ops.F16, false},
+		{"gpt-oss", gguf.MXFP4, ops.F16, false}, {"llama-moe", gguf.F16, ops.F16, false},
+		{"llama", gguf.Q4_K, ops.F16, true}, {"phi3", gguf.Q4_0, ops.F16, true}, {"qwen3moe", gguf.Q6_K, ops.F16, true}} {
 		arch, typ := c.arch, c.typ
-		t.Run(arch+"/"+typ.String()+"/kv_"+c.kv.String(), func(t *testing.T) {
+		name := arch + "/" + typ.String() + "/kv_" + c.kv.String()
+		if c.quant {
+			name += "/qmm"
+		}
+		t.Run(name, func(t *testing.T) {
 			path := writeRandomModel(t, arch, typ, 77)
 			f, err := gguf.Open(path)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 6, KVType: c.kv})
+			m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 6, KVType: c.kv, QuantMatMul: c.quant})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -340,22 +363,30 @@ func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 // prompt chunk (f16-dequantised weights), and compares each row with the
 // same token decoded alone through the matvec: within the prefill path's
 // tolerance (weights rounded to f16), and the rows of a batch below the
-// threshold still bit for bit.
+// threshold still bit for bit. With QuantMatMul ("qmm") the tiled matmul
+// reads the exact weights, so only f32 summation order separates it from
+// the matvec: 1e-4.
 func TestTiledDecodeMatchesMatvec(t *testing.T) {
 	ctx := gputest.Ctx(t)
 	for _, c := range []struct {
-		arch string
-		typ  gguf.GGMLType
-		tol  float64
-	}{{"llama", gguf.Q4_K, 2e-3}, {"llama", gguf.F32, 1e-4}, {"gemma2", gguf.Q8_0, 2e-3}, {"qwen3moe", gguf.Q4_K, 2e-3}} {
-		t.Run(c.arch+"/"+c.typ.String(), func(t *testing.T) {
+		arch  string
+		typ   gguf.GGMLType
+		tol   float64
+		quant bool
+	}{{"llama", gguf.Q4_K, 2e-3, false}, {"llama", gguf.F32, 1e-4, false}, {"gemma2", gguf.Q8_0, 2e-3, false}, {"qwen3moe", gguf.Q4_K, 2e-3, false},
+		{"llama", gguf.Q4_K, 1e-4, true}, {"gemma2", gguf.Q8_0, 1e-4, true}, {"qwen3moe", gguf.Q6_K, 1e-4, true}} {
+		name := c.arch + "/" + c.typ.String()
+		if c.quant {
+			name += "/qmm"
+		}
+		t.Run(name, func(t *testing.T) {
 			path := writeRandomModel(t, c.arch, c.typ, 91)
 			f, err := gguf.Open(path)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 6, DecodeTiledRows: 3})
+			m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 6, DecodeTiledRows: 3, QuantMatMul: c.quant})
 			if err != nil {
 				t.Fatal(err)
 			}

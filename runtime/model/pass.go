@@ -438,8 +438,8 @@ func (p *pass) headRows(g rowGroup, want []outRow, norm, out Weight, res ops.Ten
 // linear records dst[n, out] = x[n, in] · wᵀ for a weight w [out, in] of
 // any stored type. Fused groups take the matvec kernels, in groups of
 // matVecMaxRows: their per-row results do not depend on how many rows
-// share the call. Others dequantise the weight to f16 and take the tiled
-// matmul.
+// share the call. Others take the tiled matmul: on the weight as stored
+// with Options.QuantMatMul, else on the weight dequantised to f16.
 func (p *pass) linear(g rowGroup, dst, x, w ops.Tensor) error {
 	if p.err != nil {
 		return nil
@@ -463,6 +463,9 @@ func (p *pass) linear(g rowGroup, dst, x, w ops.Tensor) error {
 		return nil
 	}
 	if w.DType.Quantized() || w.DType == ops.BF16 {
+		if p.m.quantMatMul {
+			return ops.MatMulQuant(p.enc, dst, x, w)
+		}
 		deq := p.m.wdeq.View(0, w.Shape...)
 		if err := ops.Dequantize(p.enc, deq, w); err != nil {
 			return err

@@ -231,7 +231,7 @@ func Synthesize(ctx *gpu.Context, cfg Config, typ gguf.GGMLType, opt Options, se
 		return nil, err
 	}
 	opt = opt.withDefaults(cfg)
-	m := &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch}
+	m := newModel(ctx, cfg, arch, opt)
 	ok := false
 	defer func() {
 		if !ok {
