@@ -52,7 +52,8 @@ func biasOf(w Weight) *ops.Tensor {
 // the grouping of the step's slots by expert (ops.MoERoute, no readback),
 // then each used expert's gate and up matrices (joined at load: one
 // dispatch with the activation) and down matrix, each read once for all
-// the slots routed to it (ops.MatVecExperts), and the weighted
+// the slots routed to it (ops.MatVecExperts for decode rows and short
+// chunks, the grouped ops.MatMulExperts for long chunks), and the weighted
 // sum into x (ops.MoECombine). Every kernel computes a row or a slot alone,
 // in a fixed order, so a decode row's result does not depend on the rest
 // of the step.
@@ -72,31 +73,14 @@ func (p *pass) MoE(norm Weight, e *ExpertWeights, o MoEOpts) {
 	if e.RouterB.Has() && p.err == nil {
 		p.fail(ops.AddRow(p.enc, logits, logits, e.RouterB.Tensor))
 	}
-	ids, weights := s.ids.View(0, n, k), s.weights.View(0, n, k)
-	route := s.route.View(0, ops.RouteLen(c.Experts, n*k))
-	if p.err == nil {
-		p.fail(ops.MoERoute(p.enc, ids, weights, route, logits, ops.RouteOpts{K: k, Gating: o.Gating, Normalize: o.Normalize, Scale: o.Scale}))
-	}
-	gate, up := s.gate.View(0, n*k, c.ExpertFFN), s.up.View(0, n*k, c.ExpertFFN)
-	down := s.down.View(0, n*k, c.Dim)
-	steps := []func() error{
-		// gate = act(h·Gate_eᵀ + bg, h·Up_eᵀ + bu) for each slot's expert e
-		func() error { return ops.MatVecExperts(p.enc, gate, e.Gate.Tensor, h, route, biasOf(e.GateB), k) },
-		func() error { return ops.MatVecExperts(p.enc, up, e.Up.Tensor, h, route, biasOf(e.UpB), k) },
-		func() error { return ops.GatedAct(p.enc, gate, gate, up, o.Act) },
-	}
-	if e.gateUp.Buf != nil { // the same in one dispatch (joined at load)
-		var b *ops.Tensor
-		if e.gateUpB.Buf != nil {
-			b = &e.gateUpB
-		}
-		steps = []func() error{func() error { return ops.MatVecExpertsGated(p.enc, gate, e.gateUp, h, route, b, k, o.Act) }}
-	}
-	// down [n·K, dim] = gate · Down_eᵀ + bd
-	steps = append(steps, func() error { return ops.MatVecExperts(p.enc, down, e.Down.Tensor, gate, route, biasOf(e.DownB), 1) })
-	for _, st := range steps {
+	// Each row group routes and runs its experts apart: decode rows (and
+	// short chunks) through the experts matvec, long prompt chunks through
+	// the grouped matmul, which reads each expert's weights once per tile
+	// of its slots. A slot's value depends only on its expert and x row
+	// either way, so decode rows keep their bits whatever shares the step.
+	for _, g := range p.groups {
 		if p.err == nil {
-			p.fail(st())
+			p.fail(p.experts(g, e, o))
 		}
 	}
 	var sh, shGate *ops.Tensor
@@ -104,8 +88,66 @@ func (p *pass) MoE(norm Weight, e *ExpertWeights, o MoEOpts) {
 		sh, shGate = p.sharedExpert(o.Shared)
 	}
 	if p.err == nil {
+		down, weights := s.down.View(0, n*k, c.Dim), s.weights.View(0, n, k)
 		p.fail(ops.MoECombine(p.enc, p.all(m.x), down, weights, sh, shGate))
 	}
+}
+
+// experts routes group g's rows to their K experts and records each slot's
+// expert FFN into the down scratch [rows·K, dim] at the group's slots.
+func (p *pass) experts(g rowGroup, e *ExpertWeights, o MoEOpts) error {
+	m, c := p.m, p.m.Cfg
+	s := &m.moe
+	k := c.ExpertsUsed
+	slot0, slots := g.row*k, g.n*k
+	logits := rows(s.logits, g.row, g.n)
+	ids, weights := s.ids.View(slot0, g.n, k), s.weights.View(slot0, g.n, k)
+	route := s.route.View(0, ops.RouteLen(c.Experts, slots)) // reused group after group, in order
+	if err := ops.MoERoute(p.enc, ids, weights, route, logits, ops.RouteOpts{K: k, Gating: o.Gating, Normalize: o.Normalize, Scale: o.Scale}); err != nil {
+		return err
+	}
+	h := rows(m.h, g.row, g.n)
+	gate, up := s.gate.View(slot0*c.ExpertFFN, slots, c.ExpertFFN), s.up.View(slot0*c.ExpertFFN, slots, c.ExpertFFN)
+	down := s.down.View(slot0*c.Dim, slots, c.Dim)
+	tiled := !g.fused && expertsTiled(e)
+	mul, mulGated := ops.MatVecExperts, ops.MatVecExpertsGated
+	if tiled {
+		mul, mulGated = ops.MatMulExperts, ops.MatMulExpertsGated
+	}
+	if e.gateUp.Buf != nil { // gate and up joined at load: one dispatch with the activation
+		var b *ops.Tensor
+		if e.gateUpB.Buf != nil {
+			b = &e.gateUpB
+		}
+		if err := mulGated(p.enc, gate, e.gateUp, h, route, b, k, o.Act); err != nil {
+			return err
+		}
+	} else {
+		// gate = act(h·Gate_eᵀ + bg, h·Up_eᵀ + bu) for each slot's expert e
+		if err := mul(p.enc, gate, e.Gate.Tensor, h, route, biasOf(e.GateB), k); err != nil {
+			return err
+		}
+		if err := mul(p.enc, up, e.Up.Tensor, h, route, biasOf(e.UpB), k); err != nil {
+			return err
+		}
+		if err := ops.GatedAct(p.enc, gate, gate, up, o.Act); err != nil {
+			return err
+		}
+	}
+	// down [slots, dim] = gate · Down_eᵀ + bd
+	return mul(p.enc, down, e.Down.Tensor, gate, route, biasOf(e.DownB), 1)
+}
+
+// expertsTiled is whether the grouped matmul takes these experts: it reads
+// block-quantised and bf16 matrices (the experts matvec also takes f16 and
+// f32).
+func expertsTiled(e *ExpertWeights) bool {
+	for _, w := range []ops.Tensor{e.gateUp, e.Gate.Tensor, e.Up.Tensor, e.Down.Tensor} {
+		if w.Buf != nil && !w.DType.Quantized() && w.DType != ops.BF16 {
+			return false
+		}
+	}
+	return true
 }
 
 // sharedExpert records the shared expert's FFN of h into tmp [n, dim] and
