@@ -132,6 +132,20 @@ func TestForwardQuantMatMulMatchesReference(t *testing.T) {
 	}
 }
 
+// TestForwardMixedTypesMatchesReference: llama.cpp's Q4_K_M mix (Q6_K
+// attn_v and ffn_down in some layers, so Q, K and V are not joined into
+// one matrix and each decode matvec normalises x itself) against the
+// float64 reference, as TestForwardMatchesReference.
+func TestForwardMixedTypesMatchesReference(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, arch := range []string{"llama", "qwen3", "gemma2"} {
+		t.Run(arch, func(t *testing.T) {
+			path := writeRandomModel(t, arch, MixQ4KM, 606)
+			checkAgainstReference(t, ctx, path, ops.F32, 1e-4, 2e-3, false)
+		})
+	}
+}
+
 // TestRopeScalingMatchesReference runs the RoPE scalings the metadata can
 // ask for against the float64 reference, with prompts past the original
 // context: linear (llama), YaRN (qwen2, qwen3), and LongRoPE's factors

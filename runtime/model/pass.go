@@ -207,6 +207,15 @@ func (p *pass) QKV(norm Weight, a *AttnWeights) (q, k, v Act) {
 			p.fail(p.matVecFused(a.QKV.Tensor, x, ops.MatVecOpts{Norm: &norm.Tensor, Eps: p.eps()}, qg, kg, vg))
 			continue
 		}
+		if g.fused && a.QKV.Buf == nil && norm.DType == ops.F32 {
+			// Q, K and V of different types (Q4_K_M's Q6_K attn_v): each
+			// matvec normalises x itself, which saves the RMSNorm dispatch
+			nopt := ops.MatVecOpts{Norm: &norm.Tensor, Eps: p.eps()}
+			p.fail(p.matVecFused(a.Q.Tensor, x, nopt, qg))
+			p.fail(p.matVecFused(a.K.Tensor, x, nopt, kg))
+			p.fail(p.matVecFused(a.V.Tensor, x, nopt, vg))
+			continue
+		}
 		h := rows(m.h, g.row, g.n)
 		p.fail(ops.RMSNorm(p.enc, h, x, norm.Tensor, p.eps()))
 		p.fail(p.linear(g, qg, h, a.Q.Tensor))
