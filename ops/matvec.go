@@ -134,7 +134,7 @@ func matVec(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) error {
 					"W": key.W.String(), "M": key.M, "R": key.R, "WG": key.WG, "V": v, "Vec": key.Vec, "SG": key.SG,
 					"Ms": matSeq(key.M), "Rs": matSeq(key.R),
 					"RedSize": key.R * key.M * key.WG, "Red2Size": key.R * key.M * fan,
-					"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm,
+					"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm, "Bias": key.Bias,
 				})
 				if key.SG {
 					src = "enable subgroups;\n" + src
@@ -150,6 +150,7 @@ func matVec(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) error {
 			}
 			gx, gy := ctx.Grid(uint32(ceilDiv(nc, perWG)))
 			fp := fu.params(m0)
+			fp.FBOff += uint32(n0) // this dispatch's first row
 			err = enc.Dispatch(pipe, matVecParams{
 				N: uint32(nc), K: uint32(k), Chunks: uint32(ceilDiv(k, v)),
 				XOff: xOffs[0] + uint32(m0*k), XStride: uint32(k),

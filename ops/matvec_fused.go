@@ -27,6 +27,10 @@ type MatVecOpts struct {
 	// rms(x) = sqrt(mean(x²) + Eps).
 	Norm *Tensor
 	Eps  float32
+	// Bias (f32, one per output row: for several destinations their rows in
+	// order, a fused QKV's joined biases) is added to each output after the
+	// product (before Accumulate's add). Not with Pair.
+	Bias *Tensor
 }
 
 // MatVecFused is MatVec (f32/f16 weights) or MatVecQuant (block-quantised
@@ -44,8 +48,8 @@ func MatVecFused(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dst ...Tensor) err
 
 // fusion selects the fused variants of the matvec shaders.
 type fusion struct {
-	Acc, Pair, Segs, Norm bool
-	Act                   Activation // Pair's activation
+	Acc, Pair, Segs, Norm, Bias bool
+	Act                         Activation // Pair's activation
 }
 
 func (f fusion) String() string {
@@ -53,7 +57,7 @@ func (f fusion) String() string {
 	for _, v := range []struct {
 		on   bool
 		name string
-	}{{f.Acc, "_acc"}, {f.Pair, "_pair"}, {f.Segs, "_segs"}, {f.Norm, "_norm"}} {
+	}{{f.Acc, "_acc"}, {f.Pair, "_pair"}, {f.Segs, "_segs"}, {f.Norm, "_norm"}, {f.Bias, "_bias"}} {
 		if v.on {
 			s += v.name
 		}
@@ -72,6 +76,7 @@ type fusionParams struct {
 	DOff2, DRs2 uint32
 	GOff        uint32
 	Eps         float32
+	FBOff       uint32 // Bias: the bias of output row 0
 }
 
 // fusedPlan is a validated fused matvec: its variant, output rows, the
@@ -79,7 +84,7 @@ type fusionParams struct {
 type fusedPlan struct {
 	fusion
 	rows    int // output rows (gate rows for Pair)
-	d, g    gpu.Arg
+	d, g, b gpu.Arg
 	dOff    uint32 // segment 0, at x row 0
 	dStride uint32
 	normOff uint32
@@ -104,6 +109,9 @@ func (p *fusedPlan) storage() []gpu.Access {
 	if p.Norm {
 		s = append(s, gpu.ReadOnly)
 	}
+	if p.Bias {
+		s = append(s, gpu.ReadOnly)
+	}
 	return s
 }
 
@@ -111,6 +119,9 @@ func (p *fusedPlan) args(w, x gpu.Arg) []gpu.Arg {
 	a := []gpu.Arg{w, x, p.d}
 	if p.Norm {
 		a = append(a, p.g)
+	}
+	if p.Bias {
+		a = append(a, p.b)
 	}
 	return a
 }
@@ -125,7 +136,7 @@ func (o MatVecOpts) plan(op string, w Tensor, m int, dsts []Tensor) (*fusedPlan,
 		return fail("%d destinations; 1 to 3 are supported", len(dsts))
 	}
 	n, k := w.Shape[0], w.Shape[1]
-	p := &fusedPlan{fusion: fusion{Acc: o.Accumulate, Pair: o.Pair, Segs: len(dsts) > 1, Norm: o.Norm != nil, Act: o.Act}}
+	p := &fusedPlan{fusion: fusion{Acc: o.Accumulate, Pair: o.Pair, Segs: len(dsts) > 1, Norm: o.Norm != nil, Bias: o.Bias != nil, Act: o.Act}}
 	total := 0
 	for i, d := range dsts {
 		if d.DType != F32 || len(d.Shape) != 2 || d.Shape[0] != m {
@@ -147,6 +158,8 @@ func (o MatVecOpts) plan(op string, w Tensor, m int, dsts []Tensor) (*fusedPlan,
 		return fail("Pair needs [2N, K] weights and dst [M, N]; dst is %s", dsts[0])
 	case !p.Pair && total != n:
 		return fail("destinations of %d columns for %d weight rows", total, n)
+	case p.Pair && p.Bias:
+		return fail("Bias does not go with Pair")
 	}
 	p.rows = total
 	// One binding spans every destination.
@@ -190,6 +203,20 @@ func (o MatVecOpts) plan(op string, w Tensor, m int, dsts []Tensor) (*fusedPlan,
 		if !(o.Eps > 0) {
 			return fail("norm epsilon %g must be positive", o.Eps)
 		}
+	}
+	if o.Bias != nil {
+		b := *o.Bias
+		if b.DType != F32 || b.Len() != total {
+			return fail("bias %s must be f32 [%d]", b, total)
+		}
+		if b.Buf == dsts[0].Buf {
+			return fail("the bias must not share the destination's buffer")
+		}
+		ba, boff, err := binds(op, b.View(0, total))
+		if err != nil {
+			return nil, err
+		}
+		p.b, p.fp.FBOff = ba[0], boff[0]
 	}
 	return p, nil
 }

@@ -56,6 +56,7 @@ func TestMatVecFused(t *testing.T) {
 		pair    bool
 		acc     bool
 		norm    bool
+		bias    bool
 		act     ops.Activation
 		comment string
 	}
@@ -74,6 +75,12 @@ func TestMatVecFused(t *testing.T) {
 			fcase{dt: dt, m: 2, k: k, segs: []int{21}, pair: true, norm: true, act: ops.ActGELU, comment: "RMSNorm then GeGLU"},
 			fcase{dt: dt, m: 3, k: k, segs: []int{17}, pair: true, acc: true, act: ops.ActSwiGLUOAI, comment: "clamped SwiGLU, accumulate"},
 		)
+		if dt == ops.F32 || dt == ops.F16 || dt == ops.Q4_0 || dt == ops.Q4_K || dt == ops.Q8_0 || dt == ops.MXFP4 {
+			cases = append(cases,
+				fcase{dt: dt, m: 2, k: k, segs: []int{24, 9, 9}, norm: true, bias: true, comment: "RMSNorm then fused QKV with its biases"},
+				fcase{dt: dt, m: 3, k: k, segs: []int{31}, acc: true, bias: true, comment: "biased output projection, accumulate"},
+			)
+		}
 	}
 	cases = append(cases,
 		fcase{dt: ops.F16, m: 1, k: 2048, segs: []int{2048, 256, 256}, norm: true, comment: "TinyLlama QKV"},
@@ -90,7 +97,7 @@ func TestMatVecFused(t *testing.T) {
 		for _, f := range []struct {
 			on bool
 			s  string
-		}{{c.pair, "pair"}, {c.acc, "acc"}, {c.norm, "norm"}, {c.act != ops.ActSiLU, c.act.String()}} {
+		}{{c.pair, "pair"}, {c.acc, "acc"}, {c.norm, "norm"}, {c.bias, "bias"}, {c.act != ops.ActSiLU, c.act.String()}} {
 			if f.on {
 				name += "_" + f.s
 			}
@@ -154,6 +161,14 @@ func TestMatVecFused(t *testing.T) {
 				o.Norm, o.Eps = &g, 1e-5
 				ref.RMSNorm(xs, append([]float64(nil), xs...), gputest.F64(gv), c.m, c.k, 1e-5)
 			}
+			var bv []float32
+			if c.bias {
+				bv = gputest.Rand(rng, cols, 1)
+				bt, err := ops.FromFloat32(ctx, "bias", ops.F32, bv, cols)
+				must(t, err)
+				defer bt.Buf.Destroy()
+				o.Bias = &bt
+			}
 			enc := newEncoder(t, ctx)
 			must(t, ops.MatVecFused(enc, w, x, o, dsts...))
 			must(t, enc.SubmitAndWait())
@@ -177,6 +192,9 @@ func TestMatVecFused(t *testing.T) {
 							v = actRef[c.act](dot(j, m), dot(cols+j, m))
 						} else {
 							v = dot(row0+j, m)
+						}
+						if c.bias {
+							v += float64(bv[row0+j])
 						}
 						if c.acc {
 							v += float64(init[d.Off+m*c.segs[si]+j])

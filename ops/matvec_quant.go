@@ -152,7 +152,7 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 		if key.Norm || key.Kernel == "experts" {
 			storage = append(storage, gpu.ReadOnly)
 		}
-		if key.Bias {
+		if key.Bias || key.fusion.Bias { // the experts' bias, or the dense matvec's
 			storage = append(storage, gpu.ReadOnly)
 		}
 		return gpu.PipelineSpec{Source: src, Storage: storage}, err
@@ -187,7 +187,7 @@ func renderQuant(key quantKey) (string, error) {
 		"StageX": key.StageX, "Ahead": key.Ahead, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
 		"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm,
 		"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
-		"Rowwise": key.Kernel == "matvec" || experts, "Experts": experts, "Bias": key.Bias,
+		"Rowwise": key.Kernel == "matvec" || experts, "Experts": experts, "Bias": key.Bias, "DBias": key.fusion.Bias,
 		"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "Rs": seq(rpt), "UnrollJ": key.UnrollJ, "JExprs": jexprs,
 		"Tail": !key.T.Quantized(), "BS": bs, "BB": bb, "PPB": ppb,
 	}
@@ -393,6 +393,7 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		}
 		gx, gy := ctx.Grid(uint32(ceilDiv(nc, outPerWG)))
 		fp := fu.params(0)
+		fp.FBOff += uint32(n0) // this dispatch's first row
 		err = enc.Dispatch(pipe, quantParams{
 			Rows: uint32(nc), K: uint32(k), NP: uint32(np),
 			WOff: wo[0], WRow: uint32(rowUnits),

@@ -26,6 +26,7 @@ struct Params {
   seg1: u32, seg2: u32, d_off1: u32, d_rs1: u32, d_off2: u32, d_rs2: u32, // Segs
   g_off: u32,       // Norm: first element of g
   eps: f32,
+  fb_off: u32,      // DBias (dense matvec): the bias of output row 0
   // experts (ops.MatVecExperts):
   e_stride: u32,    // W units from one expert's matrix to the next
   x_per: u32,       // slots per x row
@@ -40,6 +41,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
 {{- if .Norm}}
 @group(0) @binding(4) var<storage, read> g: array<{{if .XVec}}vec4<f32>{{else}}f32{{end}}>;
+{{- end}}
+{{- if .DBias}}
+@group(0) @binding({{if .Norm}}5{{else}}4{{end}}) var<storage, read> bias: array<f32>;
 {{- end}}
 {{- if .Experts}}
 @group(0) @binding(4) var<storage, read> R: array<u32>;
@@ -440,7 +444,7 @@ TPR lanes and the stores: inside main, after the row bases rb<r>. */}}
 {{- else}}
         let i = p.d_off + {{.M}}u * p.d_stride + row;
 {{- end}}
-        d[i] = {{if $.Acc}}d[i] + {{end}}red[{{.I}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+        d[i] = {{if $.Acc}}d[i] + {{end}}red[{{.I}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}}{{if $.DBias}} + bias[p.fb_off + row]{{end}};
       }
 {{- end}}
 {{- end}}

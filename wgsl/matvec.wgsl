@@ -17,7 +17,8 @@
 //   Segs: output rows [0, seg1), [seg1, seg2), [seg2, n) go to three
 //         destinations (q, k, v of one fused QKV weight);
 //   Norm: x is RMS-normalised and scaled by g first; the dot runs on x * g
-//         and the sum is scaled by 1 / rms(x) at the end.
+//         and the sum is scaled by 1 / rms(x) at the end;
+//   Bias: bias[row] is added to each output (before Acc's add).
 struct Params {
   n: u32,       // output rows in this dispatch (Pair: gate rows)
   k: u32,
@@ -30,6 +31,7 @@ struct Params {
   d_off1: u32, d_rs1: u32, d_off2: u32, d_rs2: u32,
   g_off: u32,     // Norm: first element of g
   eps: f32,
+  fb_off: u32,    // Bias: the bias of output row 0
 }
 @group(0) @binding(0) var<uniform> p: Params;
 {{- if .Vec}}
@@ -42,6 +44,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
 {{- if .Norm}}
 @group(0) @binding(4) var<storage, read> g: array<{{if .Vec}}vec4<f32>{{else}}f32{{end}}>;
+{{- end}}
+{{- if .Bias}}
+@group(0) @binding({{if .Norm}}5{{else}}4{{end}}) var<storage, read> bias: array<f32>;
 {{- end}}
 
 const WG: u32 = {{.WG}}u;
@@ -284,7 +289,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- else}}
       let i = p.d_off + m * p.d_rs + row;
 {{- end}}
-      d[i] = {{if .Acc}}d[i] + {{end}}s;
+      d[i] = {{if .Acc}}d[i] + {{end}}s{{if .Bias}} + bias[p.fb_off + row]{{end}};
     }
   }
 {{- end}}

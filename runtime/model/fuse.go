@@ -31,7 +31,33 @@ func (a *AttnWeights) prepare(m *Model, layer string) error {
 	}
 	joined, err := m.join(layer+".attn_qkv", &a.Q.Tensor, &a.K.Tensor, &a.V.Tensor)
 	a.QKV.Tensor = joined
+	if err != nil || joined.Buf == nil || !a.BQ.Has() || !a.BK.Has() || !a.BV.Has() {
+		return err
+	}
+	// The biases too (qwen2, gpt-oss), for the fused matvec to add.
+	a.QKVB.Tensor, err = m.joinVectors(layer+".attn_qkv_bias", &a.BQ.Tensor, &a.BK.Tensor, &a.BV.Tensor)
 	return err
+}
+
+// joinVectors is join for 1-D tensors (biases): each part stays a 1-D
+// view of the joined vector.
+func (m *Model) joinVectors(name string, parts ...*ops.Tensor) (ops.Tensor, error) {
+	cols := make([]ops.Tensor, len(parts))
+	ptrs := make([]*ops.Tensor, len(parts))
+	for i, p := range parts {
+		if p.Buf == nil || len(p.Shape) != 1 {
+			return ops.Tensor{}, nil
+		}
+		cols[i], ptrs[i] = p.View(0, p.Shape[0], 1), &cols[i]
+	}
+	joined, err := m.join(name, ptrs...)
+	if err != nil || joined.Buf == nil {
+		return ops.Tensor{}, err
+	}
+	for i, p := range parts {
+		*p = cols[i].View(0, cols[i].Shape[0])
+	}
+	return joined.View(0, joined.Shape[0]), nil
 }
 
 func (f *GatedFFN) prepare(m *Model, layer string) error {

@@ -203,8 +203,13 @@ func (p *pass) QKV(norm Weight, a *AttnWeights) (q, k, v Act) {
 		x := rows(m.x, g.row, g.n)
 		qg, kg, vg := rows(m.q, g.row, g.n), rows(m.k, g.row, g.n), rows(m.v, g.row, g.n)
 		if g.fused && a.QKV.Buf != nil && norm.DType == ops.F32 {
-			// q, k, v = (rmsnorm(x) · attn_norm) · QKVᵀ in one dispatch
-			p.fail(p.matVecFused(a.QKV.Tensor, x, ops.MatVecOpts{Norm: &norm.Tensor, Eps: p.eps()}, qg, kg, vg))
+			// q, k, v = (rmsnorm(x) · attn_norm) · QKVᵀ (+ the joined
+			// biases) in one dispatch
+			o := ops.MatVecOpts{Norm: &norm.Tensor, Eps: p.eps()}
+			if a.QKVB.Buf != nil {
+				o.Bias = &a.QKVB.Tensor
+			}
+			p.fail(p.matVecFused(a.QKV.Tensor, x, o, qg, kg, vg))
 			continue
 		}
 		if g.fused && a.QKV.Buf == nil && norm.DType == ops.F32 {
@@ -214,6 +219,7 @@ func (p *pass) QKV(norm Weight, a *AttnWeights) (q, k, v Act) {
 			p.fail(p.matVecFused(a.Q.Tensor, x, nopt, qg))
 			p.fail(p.matVecFused(a.K.Tensor, x, nopt, kg))
 			p.fail(p.matVecFused(a.V.Tensor, x, nopt, vg))
+			p.addBiases(a, qg, kg, vg)
 			continue
 		}
 		h := rows(m.h, g.row, g.n)
@@ -221,16 +227,22 @@ func (p *pass) QKV(norm Weight, a *AttnWeights) (q, k, v Act) {
 		p.fail(p.linear(g, qg, h, a.Q.Tensor))
 		p.fail(p.linear(g, kg, h, a.K.Tensor))
 		p.fail(p.linear(g, vg, h, a.V.Tensor))
+		p.addBiases(a, qg, kg, vg)
 	}
+	return
+}
+
+// addBiases adds the Q, K and V biases (where the file has them) to a
+// group's rows.
+func (p *pass) addBiases(a *AttnWeights, q, k, v ops.Tensor) {
 	for _, b := range []struct {
-		dst  Act
+		dst  ops.Tensor
 		bias ops.Tensor
 	}{{q, a.BQ.Tensor}, {k, a.BK.Tensor}, {v, a.BV.Tensor}} {
 		if b.bias.Buf != nil && p.err == nil {
-			p.fail(ops.AddRow(p.enc, b.dst.t, b.dst.t, b.bias))
+			p.fail(ops.AddRow(p.enc, b.dst, b.dst, b.bias))
 		}
 	}
-	return
 }
 
 func (p *pass) HeadNorms(q, k Act, qNorm, kNorm Weight) {
