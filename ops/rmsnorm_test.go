@@ -173,3 +173,86 @@ func TestRMSNormAdd(t *testing.T) {
 		t.Error("RMSNormAdd in place was accepted")
 	}
 }
+
+// TestRMSNormTwo: two row sets of one buffer (q heads, then k heads past a
+// gap) normalised in place by two weights in one dispatch: against the
+// float64 reference, bit for bit what RMSNorm gives each set, the gap and
+// everything around untouched; overlapping or foreign views refused.
+func TestRMSNormTwo(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for i, c := range []struct{ ra, rb, cols, gap int }{{1, 1, 8, 0}, {32, 8, 128, 40}, {7, 3, 57, 13}, {64, 16, 256, 256}} {
+		t.Run(fmt.Sprintf("%d+%dx%d", c.ra, c.rb, c.cols), func(t *testing.T) {
+			seed := int64(900 + i)
+			rng := rand.New(rand.NewSource(seed))
+			n := c.ra*c.cols + c.gap + c.rb*c.cols + 5
+			all := gputest.Rand(rng, n, 3)
+			wa, wb := gputest.Rand(rng, c.cols, 1.5), gputest.Rand(rng, c.cols, 1.5)
+			buf, err := ops.FromFloat32(ctx, "qk", ops.F32, all, n)
+			must(t, err)
+			defer buf.Buf.Destroy()
+			wat, err := ops.FromFloat32(ctx, "wa", ops.F32, wa, c.cols)
+			must(t, err)
+			defer wat.Buf.Destroy()
+			wbt, err := ops.FromFloat32(ctx, "wb", ops.F32, wb, c.cols)
+			must(t, err)
+			defer wbt.Buf.Destroy()
+			a := buf.View(0, c.ra, c.cols)
+			bOff := c.ra*c.cols + c.gap
+			b := buf.View(bOff, c.rb, c.cols)
+			enc, err := ctx.NewEncoder()
+			must(t, err)
+			must(t, ops.RMSNormTwo(enc, a, b, wat, wbt, 1e-6))
+			must(t, enc.SubmitAndWait())
+			got, err := buf.Read()
+			must(t, err)
+			wantA := make([]float64, c.ra*c.cols)
+			ref.RMSNorm(wantA, gputest.F64(all[:c.ra*c.cols]), gputest.F64(wa), c.ra, c.cols, 1e-6)
+			wantB := make([]float64, c.rb*c.cols)
+			ref.RMSNorm(wantB, gputest.F64(all[bOff:bOff+c.rb*c.cols]), gputest.F64(wb), c.rb, c.cols, 1e-6)
+			gputest.Check(t, "a", seed, got[:c.ra*c.cols], wantA, gputest.TolF32)
+			gputest.Check(t, "b", seed, got[bOff:bOff+c.rb*c.cols], wantB, gputest.TolF32)
+			for j := c.ra * c.cols; j < bOff; j++ {
+				if got[j] != all[j] {
+					t.Fatalf("gap element %d changed: %v, was %v", j, got[j], all[j])
+				}
+			}
+			for j := bOff + c.rb*c.cols; j < n; j++ {
+				if got[j] != all[j] {
+					t.Fatalf("element %d past b changed: %v, was %v", j, got[j], all[j])
+				}
+			}
+			// The same bits as two RMSNorm dispatches.
+			two, err := ops.FromFloat32(ctx, "qk2", ops.F32, all, n)
+			must(t, err)
+			defer two.Buf.Destroy()
+			enc, err = ctx.NewEncoder()
+			must(t, err)
+			a2, b2 := two.View(0, c.ra, c.cols), two.View(bOff, c.rb, c.cols)
+			must(t, ops.RMSNorm(enc, a2, a2, wat, 1e-6))
+			must(t, ops.RMSNorm(enc, b2, b2, wbt, 1e-6))
+			must(t, enc.SubmitAndWait())
+			sep, err := two.Read()
+			must(t, err)
+			for j := range sep {
+				if sep[j] != got[j] {
+					t.Fatalf("element %d: one dispatch %v, two RMSNorms %v", j, got[j], sep[j])
+				}
+			}
+		})
+	}
+	buf, _ := ops.New(ctx, "x", ops.F32, 64)
+	defer buf.Buf.Destroy()
+	other, _ := ops.New(ctx, "y", ops.F32, 16)
+	defer other.Buf.Destroy()
+	w, _ := ops.New(ctx, "w", ops.F32, 8)
+	defer w.Buf.Destroy()
+	enc, err := ctx.NewEncoder()
+	must(t, err)
+	defer enc.Release()
+	if err := ops.RMSNormTwo(enc, buf.View(0, 2, 8), buf.View(8, 2, 8), w, w, 1e-6); err == nil {
+		t.Error("overlapping row sets accepted")
+	}
+	if err := ops.RMSNormTwo(enc, buf.View(0, 2, 8), other.View(0, 2, 8), w, w, 1e-6); err == nil {
+		t.Error("row sets of two buffers accepted")
+	}
+}

@@ -110,9 +110,9 @@ type Block interface {
 	// QKV projects h = rmsnorm(x)·norm: q [n, heads·hd], k and v
 	// [n, kvHeads·hd], biases added when bound.
 	QKV(norm Weight, a *AttnWeights) (q, k, v Act)
-	// HeadNorm RMS-normalises each head's vector of t in place, scaled by
-	// w [hd] (qwen3, gemma3 q/k norms).
-	HeadNorm(t Act, w Weight)
+	// HeadNorms RMS-normalises each head's vector of q in place, scaled by
+	// qNorm [hd], and each of k's by kNorm (qwen3, gemma3 q/k norms).
+	HeadNorms(q, k Act, qNorm, kNorm Weight)
 	// Attention rotates q and k, appends k and v to layer li's cache and
 	// returns softmax(q·kᵀ)·v over the cache: [n, heads·hd].
 	Attention(li int, q, k, v Act, o AttnOpts) Act

@@ -58,8 +58,7 @@ func (a *gemma3) Forward(b Block) {
 			attn = a.local
 		}
 		q, k, v := b.QKV(l.AttnNorm, &l.Attn)
-		b.HeadNorm(q, l.QNorm) // per-head RMSNorm, before RoPE
-		b.HeadNorm(k, l.KNorm)
+		b.HeadNorms(q, k, l.QNorm, l.KNorm) // per-head RMSNorm, before RoPE
 		b.Residual(b.Attention(li, q, k, v, attn), l.Attn.O, l.PostAttnNorm)
 		b.Residual(b.FFN(l.FFNNorm, &l.FFN, ActGELU), l.FFN.Down, l.PostFFNNorm)
 	}

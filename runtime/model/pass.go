@@ -233,14 +233,19 @@ func (p *pass) QKV(norm Weight, a *AttnWeights) (q, k, v Act) {
 	return
 }
 
-func (p *pass) HeadNorm(t Act, w Weight) {
+func (p *pass) HeadNorms(q, k Act, qNorm, kNorm Weight) {
 	if p.err != nil {
 		return
 	}
 	hd := p.m.Cfg.HeadDim
-	heads := t.t.Len() / hd
-	th := t.t.View(0, heads, hd)
-	p.fail(ops.RMSNorm(p.enc, th, th, w.Tensor, p.eps()))
+	heads := func(t Act) ops.Tensor { return t.t.View(0, t.t.Len()/hd, hd) }
+	qh, kh := heads(q), heads(k)
+	if qh.Buf == kh.Buf && qNorm.DType == kNorm.DType { // one dispatch for both
+		p.fail(ops.RMSNormTwo(p.enc, qh, kh, qNorm.Tensor, kNorm.Tensor, p.eps()))
+		return
+	}
+	p.fail(ops.RMSNorm(p.enc, qh, qh, qNorm.Tensor, p.eps()))
+	p.fail(ops.RMSNorm(p.enc, kh, kh, kNorm.Tensor, p.eps()))
 }
 
 func (p *pass) Attention(li int, q, k, v Act, o AttnOpts) Act {

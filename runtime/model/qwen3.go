@@ -30,8 +30,7 @@ func (a *qwen3) Forward(b Block) {
 		b.Layer(li)
 		q, k, v := b.QKV(l.AttnNorm, &l.Attn)
 		// per-head RMSNorm of q [n·heads, hd] and k [n·kvHeads, hd]
-		b.HeadNorm(q, l.QNorm)
-		b.HeadNorm(k, l.KNorm)
+		b.HeadNorms(q, k, l.QNorm, l.KNorm)
 		b.Residual(b.Attention(li, q, k, v, AttnOpts{}), l.Attn.O, Weight{})
 		b.Residual(b.FFN(l.FFNNorm, &l.FFN, ActSiLU), l.FFN.Down, Weight{})
 	}

@@ -44,8 +44,7 @@ func (a *qwen3moe) Forward(b Block) {
 		l := &a.Layers[li]
 		b.Layer(li)
 		q, k, v := b.QKV(l.AttnNorm, &l.Attn)
-		b.HeadNorm(q, l.QNorm)
-		b.HeadNorm(k, l.KNorm)
+		b.HeadNorms(q, k, l.QNorm, l.KNorm)
 		b.Residual(b.Attention(li, q, k, v, AttnOpts{}), l.Attn.O, Weight{})
 		// x += Σ_top-k w_e · (silu(h·Gate_eᵀ) * h·Up_eᵀ) · Down_eᵀ, h = rmsnorm(x)·ffn_norm
 		b.MoE(l.FFNNorm, &l.MoE, MoEOpts{Gating: GateSoftmax, Normalize: true, Act: ActSiLU})

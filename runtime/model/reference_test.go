@@ -159,10 +159,15 @@ func (r *reference) QKV(norm Weight, a *AttnWeights) (q, k, v Act) {
 	return Act{host: [][]float64{qv}}, Act{host: [][]float64{kv}}, Act{host: [][]float64{vv}}
 }
 
-func (r *reference) HeadNorm(t Act, w Weight) {
+func (r *reference) HeadNorms(q, k Act, qNorm, kNorm Weight) {
 	hd := r.Cfg.HeadDim
-	v := row(t)
-	ref.RMSNorm(v, v, r.weight(w), len(v)/hd, hd, r.Cfg.NormEps)
+	for _, h := range []struct {
+		t Act
+		w Weight
+	}{{q, qNorm}, {k, kNorm}} {
+		v := row(h.t)
+		ref.RMSNorm(v, v, r.weight(h.w), len(v)/hd, hd, r.Cfg.NormEps)
+	}
 }
 
 func (r *reference) Attention(li int, q, k, v Act, o AttnOpts) Act {
