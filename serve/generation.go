@@ -3,8 +3,6 @@ package serve
 import (
 	"bytes"
 	"net/http"
-	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/wgllm/wgllm/runtime/chat"
@@ -215,7 +213,6 @@ func chatPlan(g *generation, rendered engine.RenderedChat) (*outputPlan, *apiErr
 	case g.reasoning == reasoningKeep:
 		plan.format.Thinking = false
 	}
-	plan.inThink = plan.format.Thinking && plan.prefill == "" &&
-		strings.HasSuffix(strings.TrimRightFunc(rendered.Prompt, unicode.IsSpace), "<think>")
+	plan.inThink = plan.prefill == "" && plan.format.OpensThinking(rendered.Prompt)
 	return plan, nil
 }

@@ -96,35 +96,7 @@ func withChatTemplate(t *testing.T, src, dst, template string) {
 	if _, err := chat.New(template, chat.Options{}); err != nil {
 		t.Fatalf("the template does not parse: %v", err)
 	}
-	data, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := gguf.ParseBytes(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta := make([]gguf.KV, 0, len(f.Keys)+1)
-	replaced := false
-	for _, k := range f.Keys {
-		v := f.Metadata[k]
-		switch k {
-		case chat.KeyChatTemplate:
-			v, replaced = gguf.Val(template), true
-		case "general.name":
-			v = gguf.Val("kjv-tools")
-		}
-		meta = append(meta, gguf.KV{Key: k, Value: v})
-	}
-	if !replaced {
-		meta = append(meta, gguf.KV{Key: chat.KeyChatTemplate, Value: gguf.Val(template)})
-	}
-	tensors := make([]gguf.TensorToWrite, len(f.Tensors))
-	for i, ti := range f.Tensors {
-		start := f.DataOffset + ti.Offset
-		tensors[i] = gguf.TensorToWrite{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: data[start : start+ti.Size]}
-	}
-	if err := gguf.WriteFile(dst, meta, tensors); err != nil {
-		t.Fatal(err)
-	}
+	copyGGUFWithTemplate(t, src, dst, template, func(*gguf.File) map[string]gguf.Value {
+		return map[string]gguf.Value{"general.name": gguf.Val("kjv-tools")}
+	})
 }

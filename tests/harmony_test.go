@@ -33,7 +33,27 @@ func writeGPTOSSChat(t *testing.T, dir string) (string, map[string]int32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(sharedfiles.File(t, "models/zoo/models/gpt-oss-f32.gguf"))
+	var ids map[string]int32
+	path := filepath.Join(dir, "gpt-oss-chat.gguf")
+	copyGGUFWithTemplate(t, sharedfiles.File(t, "models/zoo/models/gpt-oss-f32.gguf"), path, string(src), func(f *gguf.File) map[string]gguf.Value {
+		tokens := append([]string(nil), f.Metadata["tokenizer.ggml.tokens"].V.([]string)...)
+		types := append([]int32(nil), f.Metadata["tokenizer.ggml.token_type"].V.([]int32)...)
+		ids = map[string]int32{}
+		for i, s := range harmonyTokens {
+			id := len(tokens) - len(harmonyTokens) + i
+			tokens[id], types[id], ids[s] = s, 3, int32(id) // 3: control
+		}
+		return map[string]gguf.Value{"tokenizer.ggml.tokens": gguf.Val(tokens), "tokenizer.ggml.token_type": gguf.Val(types)}
+	})
+	return path, ids
+}
+
+// copyGGUFWithTemplate writes the model src to dst with template as its
+// tokenizer.chat_template and the metadata values that replace returns
+// (nil: none) in place of the file's.
+func copyGGUFWithTemplate(t *testing.T, src, dst, template string, replace func(*gguf.File) map[string]gguf.Value) {
+	t.Helper()
+	data, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,37 +61,30 @@ func writeGPTOSSChat(t *testing.T, dir string) (string, map[string]int32) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tokens := append([]string(nil), f.Metadata["tokenizer.ggml.tokens"].V.([]string)...)
-	types := append([]int32(nil), f.Metadata["tokenizer.ggml.token_type"].V.([]int32)...)
-	ids := map[string]int32{}
-	for i, s := range harmonyTokens {
-		id := len(tokens) - len(harmonyTokens) + i
-		tokens[id], types[id], ids[s] = s, 3, int32(id) // 3: control
+	var values map[string]gguf.Value
+	if replace != nil {
+		values = replace(f)
 	}
 	meta := make([]gguf.KV, 0, len(f.Keys)+1)
 	for _, k := range f.Keys {
 		v := f.Metadata[k]
-		switch k {
-		case "tokenizer.ggml.tokens":
-			v = gguf.Val(tokens)
-		case "tokenizer.ggml.token_type":
-			v = gguf.Val(types)
-		case chat.KeyChatTemplate:
+		if k == chat.KeyChatTemplate {
 			continue
+		}
+		if nv, ok := values[k]; ok {
+			v = nv
 		}
 		meta = append(meta, gguf.KV{Key: k, Value: v})
 	}
-	meta = append(meta, gguf.KV{Key: chat.KeyChatTemplate, Value: gguf.Val(string(src))})
+	meta = append(meta, gguf.KV{Key: chat.KeyChatTemplate, Value: gguf.Val(template)})
 	tensors := make([]gguf.TensorToWrite, len(f.Tensors))
 	for i, ti := range f.Tensors {
 		start := f.DataOffset + ti.Offset
 		tensors[i] = gguf.TensorToWrite{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: data[start : start+ti.Size]}
 	}
-	path := filepath.Join(dir, "gpt-oss-chat.gguf")
-	if err := gguf.WriteFile(path, meta, tensors); err != nil {
+	if err := gguf.WriteFile(dst, meta, tensors); err != nil {
 		t.Fatal(err)
 	}
-	return path, ids
 }
 
 // chatReply is what the test reads of a chat completion.

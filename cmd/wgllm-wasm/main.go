@@ -411,10 +411,7 @@ func (s *session) renderChat(v js.Value) (prompt string, addBOS *bool, stops []s
 	if ids := tok.Encode(prompt, false); add && len(ids) > 0 && ids[0] == tok.BOS() {
 		add = false
 	}
-	if s.tmpl.IsFallback() {
-		stops = []string{"<|im_end|>", "<|im_start|>"}
-	}
-	return prompt, &add, stops, nil
+	return prompt, &add, s.tmpl.StopStrings(), nil
 }
 
 // stopCutter passes text on until a stop string, holding back the end

@@ -141,12 +141,8 @@ func (a *app) startEngineAt(path, name, template string) (*loaded, *engine.Engin
 		l.Close()
 		return nil, nil, err
 	}
-	var chatStop []string
-	if tmpl.IsFallback() { // ChatML: the model has no end-of-turn token for it
-		chatStop = []string{"<|im_end|>", "<|im_start|>"}
-	}
 	eng, err := engine.NewEngine(l.m, l.tok, engine.Options{
-		ChatStop:     chatStop,
+		ChatStop:     tmpl.StopStrings(),
 		MaxBatch:     seqs,
 		QueueLimit:   a.cfg.GetInt("engine.queue_limit"),
 		StepTokens:   a.cfg.GetInt("engine.step_tokens"),

@@ -183,6 +183,16 @@ func (t *Template) Source() string { return t.source }
 // model's own template.
 func (t *Template) IsFallback() bool { return t.fallback }
 
+// StopStrings are the strings that end the model's turn beyond its
+// end-of-generation tokens: ChatML's markers for the fallback (the model
+// has no end-of-turn token for them), none for the model's own template.
+func (t *Template) StopStrings() []string {
+	if t.fallback {
+		return []string{"<|im_end|>", "<|im_start|>"}
+	}
+	return nil
+}
+
 // Render formats messages as the model's prompt. With addGenerationPrompt
 // the prompt ends with the opening of an assistant turn, for the model to
 // continue. The template sees messages, add_generation_prompt, bos_token

@@ -88,6 +88,13 @@ func TestFromGGUFWithoutTemplate(t *testing.T) {
 	if !tmpl.IsFallback() || tmpl.Source() != chatMLSource {
 		t.Fatal("a GGUF without a template must give the ChatML fallback")
 	}
+	// ChatML's markers are no tokens of the model: strings end its turn.
+	if got := tmpl.StopStrings(); strings.Join(got, " ") != "<|im_end|> <|im_start|>" {
+		t.Errorf("fallback StopStrings %q", got)
+	}
+	if own, err := New(chatMLSource, Options{}); err != nil || own.StopStrings() != nil {
+		t.Errorf("a model's own template has stop strings %q (%v): its end-of-turn is a token", own.StopStrings(), err)
+	}
 	for _, gen := range []bool{false, true} {
 		got, err := tmpl.Render(f.Conversations["system_multi_turn"], gen)
 		if err != nil {

@@ -63,6 +63,13 @@ func DetectFormat(source string) Format {
 	return f
 }
 
+// OpensThinking reports whether prompt, rendered in format f, ends
+// inside <think> (the template opened it): the output then starts with
+// reasoning (NewOutputParser's inThink).
+func (f Format) OpensThinking(prompt string) bool {
+	return f.Thinking && strings.HasSuffix(strings.TrimRightFunc(prompt, unicode.IsSpace), thinkOpen)
+}
+
 // Part is a piece of parsed output: reasoning, text or one complete call.
 type Part struct {
 	Reasoning string

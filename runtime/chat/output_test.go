@@ -112,6 +112,25 @@ func TestOutputParserStreams(t *testing.T) {
 	}
 }
 
+func TestOpensThinking(t *testing.T) {
+	think := Format{Thinking: true}
+	for _, c := range []struct {
+		f      Format
+		prompt string
+		want   bool
+	}{
+		{think, "<|im_start|>assistant\n<think>\n", true},
+		{think, "<|im_start|>assistant\n<think>", true},
+		{think, "<|im_start|>assistant\n<think>\n\n</think>\n\n", false},
+		{think, "<|im_start|>assistant\n", false},
+		{Format{}, "<|im_start|>assistant\n<think>\n", false}, // the template knows no reasoning
+	} {
+		if got := c.f.OpensThinking(c.prompt); got != c.want {
+			t.Errorf("%+v.OpensThinking(%q) = %v, want %v", c.f, c.prompt, got, c.want)
+		}
+	}
+}
+
 func TestDetectFormat(t *testing.T) {
 	f := loadFixtures(t)
 	templates := newFixtureTemplates(t, &f)
