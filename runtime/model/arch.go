@@ -127,8 +127,9 @@ type Block interface {
 	// and summed (with the shared expert's when o.Shared is set), are added
 	// to x.
 	MoE(norm Weight, e *ExpertWeights, o MoEOpts)
-	// AddBias adds b [dim] to every row of x (gpt-oss's attn_output bias).
-	AddBias(b Weight)
+	// ResidualBiased adds in·wᵀ + bias [dim] to x (gpt-oss's biased
+	// attention output).
+	ResidualBiased(in Act, w, bias Weight)
 	// Head ends the pass: rmsnorm(x)·norm · outᵀ, capped by softCap when
 	// not 0, for the rows the caller wants (or their normed hidden states).
 	Head(norm, out Weight, softCap float32)

@@ -59,8 +59,7 @@ func (a *gptoss) Forward(b Block) {
 		// q, k, v with their biases from rmsnorm(x)·attn_norm
 		q, k, v := b.QKV(l.AttnNorm, &l.Attn)
 		// x += attention(...)·Oᵀ + O bias
-		b.Residual(b.Attention(li, q, k, v, attn), l.Attn.O, Weight{})
-		b.AddBias(l.OBias)
+		b.ResidualBiased(b.Attention(li, q, k, v, attn), l.Attn.O, l.OBias)
 		// x += Σ_top-k softmax(chosen logits)_e · (swiglu_oai(h·Gate_eᵀ+bg, h·Up_eᵀ+bu)·Down_eᵀ + bd)
 		b.MoE(l.FFNNorm, &l.MoE, MoEOpts{Gating: GateSoftmaxTopK, Act: ActSwiGLUOAI})
 	}

@@ -334,6 +334,24 @@ func (p *pass) Residual(in Act, w Weight, postNorm Weight) {
 	}
 }
 
+func (p *pass) ResidualBiased(in Act, w, bias Weight) {
+	m := p.m
+	if p.err != nil {
+		return
+	}
+	for _, g := range p.groups {
+		x, ing := rows(m.x, g.row, g.n), rows(in.t, g.row, g.n)
+		if g.fused { // x += in · wᵀ + bias in one dispatch
+			p.fail(p.matVecFused(w.Tensor, ing, ops.MatVecOpts{Accumulate: true, Bias: &bias.Tensor}, x))
+			continue
+		}
+		tmp := rows(m.tmp, g.row, g.n)
+		p.fail(p.linear(g, tmp, ing, w.Tensor))
+		p.fail(ops.Add(p.enc, x, x, tmp))
+		p.fail(ops.AddRow(p.enc, x, x, bias.Tensor))
+	}
+}
+
 func (p *pass) FFN(norm Weight, f FFN, act Activation) Act {
 	m := p.m
 	gate := Act{t: p.all(m.gate)}

@@ -66,12 +66,17 @@ func (p *pass) MoE(norm Weight, e *ExpertWeights, o MoEOpts) {
 	s := &m.moe
 	h := p.all(m.h)
 	p.fail(ops.RMSNorm(p.enc, h, p.all(m.x), norm.Tensor, p.eps()))
-	logits := rows(s.logits, 0, n)
 	for _, g := range p.groups {
-		p.fail(p.linear(g, rows(s.logits, g.row, g.n), rows(m.h, g.row, g.n), e.Router.Tensor))
-	}
-	if e.RouterB.Has() && p.err == nil {
-		p.fail(ops.AddRow(p.enc, logits, logits, e.RouterB.Tensor))
+		lg, hg := rows(s.logits, g.row, g.n), rows(m.h, g.row, g.n)
+		switch {
+		case g.fused && e.RouterB.Has(): // the router's bias (gpt-oss) added by the matvec
+			p.fail(p.matVecFused(e.Router.Tensor, hg, ops.MatVecOpts{Bias: &e.RouterB.Tensor}, lg))
+		default:
+			p.fail(p.linear(g, lg, hg, e.Router.Tensor))
+			if e.RouterB.Has() && p.err == nil {
+				p.fail(ops.AddRow(p.enc, lg, lg, e.RouterB.Tensor))
+			}
+		}
 	}
 	// Each row group routes and runs its experts apart: decode rows (and
 	// short chunks) through the experts matvec, long prompt chunks through
@@ -169,12 +174,4 @@ func (p *pass) sharedExpert(sh *SharedExpert) (out, gate *ops.Tensor) {
 	}
 	o, gl := p.all(m.tmp), m.moe.shGate.View(0, p.n)
 	return &o, &gl
-}
-
-func (p *pass) AddBias(b Weight) {
-	if p.err != nil {
-		return
-	}
-	x := p.all(p.m.x)
-	p.fail(ops.AddRow(p.enc, x, x, b.Tensor))
 }

@@ -349,7 +349,10 @@ func (r *reference) MoE(norm Weight, e *ExpertWeights, o MoEOpts) {
 	ref.Add(r.x, r.x, sum)
 }
 
-func (r *reference) AddBias(b Weight) { ref.Add(r.x, r.x, r.weight(b)) }
+func (r *reference) ResidualBiased(in Act, w, bias Weight) {
+	r.Residual(in, w, Weight{})
+	ref.Add(r.x, r.x, r.weight(bias))
+}
 
 func (r *reference) Head(norm, out Weight, softCap float32) {
 	r.hidden = r.norm(r.x, norm)
