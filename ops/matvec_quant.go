@@ -22,7 +22,9 @@ type quantKey struct {
 	RPT     int
 	UnrollJ bool
 	StageX  bool
-	U       int // StageX: pieces per lane per pass
+	U       int  // StageX: pieces per lane per pass
+	SG      bool // the lanes of a row meet by subgroupShuffleXor (same bits)
+	Q8      bool // x quantised by QuantizeQ8, weights summed by dot4I8Packed
 	fusion
 }
 
@@ -39,6 +41,12 @@ func (k quantKey) String() string {
 		}
 		if k.StageX {
 			s += fmt.Sprintf("_sx%d", k.U)
+		}
+		if k.SG {
+			s += "_sg"
+		}
+		if k.Q8 {
+			s += "_q8"
 		}
 		return s + k.fusion.String()
 	}
@@ -130,7 +138,12 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 			}
 		}
 		cv := stageVec4(key.T, key.TPR) * max(key.U, 1)
+		f := ctx.Features
+		// Workgroup memory for the row sums: without subgroups, where a
+		// subgroup may be narrower than a row, and for the norm's sum.
+		wgRed := !key.SG || f.SubgroupMinSize < uint32(key.TPR) || (key.Norm && !key.Q8)
 		src, err := wgsl.Render("dequant.wgsl", map[string]any{
+			"SG": key.SG, "Q8": key.Q8, "WGRed": wgRed, "TGroups": q8ScaleGroupExprs(key.T, key.UnrollJ),
 			"StageX": key.StageX, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
 			"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm, "Pairs": pairs,
 			"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
@@ -138,11 +151,14 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 			"Ms": seq(key.M), "Rs": seq(rpt), "Accs": seq(key.M * rpt), "RMs": rms, "UnrollJ": key.UnrollJ, "JExprs": jexprs,
 			"Tail": key.T == BF16, "BS": bs, "BB": bb, "PPB": ppb,
 		})
+		if key.SG {
+			src = "enable subgroups;\n" + src
+		}
 		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
 		if key.Kernel != "dequant" {
 			storage = []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}
 		}
-		if key.Norm {
+		if key.Norm && !key.Q8 { // the int8 matvec's x carries the norm
 			storage = append(storage, gpu.ReadOnly)
 		}
 		return gpu.PipelineSpec{Source: src, Storage: storage}, err
@@ -250,17 +266,39 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		rpt = 2 * max(1, rpt/2) // a gate row and its up row per output
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0 && fu.normOff%4 == 0,
-		WG: matVecQuantWG, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
-	for u := matVecQuantU; u >= 1; u /= 2 {
-		cv := stageVec4(w.DType, tpr) * u
-		if uint64(16*m*(cv+cv/8)+4*m*rpt*key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
-			key.StageX, key.U = true, u
-			break
+		WG: matVecQuantWG, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion,
+		SG: ctx.Features.Subgroups && !matVecNoSubgroups, Q8: useInt8Dot(ctx, w.DType)}
+	xArg, xOff, xStride := args[0], offs[0], uint32(k)
+	if key.Q8 {
+		// x (normed by g, without its 1 / rms) becomes int8 blocks first.
+		key.XVec = false
+		xq, err := quantizeForMatVec(enc, x, o)
+		if err != nil {
+			return err
+		}
+		xa, xo, err := binds("MatVecQuant", xq)
+		if err != nil {
+			return err
+		}
+		xArg, xOff, xStride = xa[0], xo[0], uint32(Q8RowWords(k))
+	} else {
+		for u := matVecQuantU; u >= 1; u /= 2 {
+			cv := stageVec4(w.DType, tpr) * u
+			if uint64(16*m*(cv+cv/8)+4*m*rpt*key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
+				key.StageX, key.U = true, u
+				break
+			}
 		}
 	}
 	pipe, err := quantPipeline(ctx, key)
 	if err != nil {
 		return err
+	}
+	bindArgs := func(w gpu.Arg) []gpu.Arg {
+		if key.Q8 {
+			return []gpu.Arg{w, xArg, fu.d}
+		}
+		return fu.args(w, xArg)
 	}
 	outPerWG := key.WG / key.TPR * key.RPT
 	if key.Pair {
@@ -282,10 +320,10 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		err = enc.Dispatch(pipe, quantParams{
 			Rows: uint32(nc), K: uint32(k), NP: uint32(np),
 			WOff: wo[0], WRow: uint32(rowUnits),
-			XOff: offs[0], XStride: uint32(k),
+			XOff: xOff, XStride: xStride,
 			DOff: fp.DOff + uint32(n0), DStride: fp.DStride,
 			fusionParams: fp.fusionParams,
-		}, fu.args(wa[0], args[0]), gx, gy, 1)
+		}, bindArgs(wa[0]), gx, gy, 1)
 		if err != nil {
 			return err
 		}
@@ -314,4 +352,71 @@ func rowsPerBinding(ctx *gpu.Context, t Tensor, rowBytes uint64, n int) (int, er
 		return 0, fmt.Errorf("one row of %d bytes exceeds the storage binding limit of %d bytes", rowBytes, limit)
 	}
 	return int(min(rows, uint64(n))), nil
+}
+
+// q8ScaleGroups is NSG in the shader's int8 accessors: scale groups per
+// piece (0: the type has no int8 decoder).
+func q8ScaleGroups(dt DType) int {
+	switch dt {
+	case Q4_0, Q4_1, Q5_0, Q5_1, Q8_0:
+		return 1
+	case Q4_K, Q5_K:
+		return 2
+	case Q2_K, Q3_K, Q6_K:
+		return 4
+	}
+	return 0
+}
+
+// q8TypeNames are the weight types the int8 matvec decodes.
+func q8TypeNames() []string {
+	var s []string
+	for _, dt := range []DType{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K} {
+		s = append(s, dt.String())
+	}
+	return s
+}
+
+// useInt8Dot: the int8 matvec runs for w's type on ctx.
+func useInt8Dot(ctx *gpu.Context, dt DType) bool {
+	return kernelOptions(ctx).Int8Dot && ctx.Features.DotI8Packed && q8ScaleGroups(dt) > 0
+}
+
+type q8Group struct {
+	T  string   // the scale group's index expression
+	Js []string // its groups' index expressions
+}
+
+// q8ScaleGroupExprs unrolls the int8 consume's loops over scale groups and
+// their groups (or leaves one loop each, as "t" and "j").
+func q8ScaleGroupExprs(dt DType, unroll bool) []q8Group {
+	nsg := q8ScaleGroups(dt)
+	if nsg == 0 {
+		return nil
+	}
+	if !unroll {
+		return []q8Group{{T: "t", Js: []string{"j"}}}
+	}
+	gs := groupsPerPiece(dt) / nsg
+	out := make([]q8Group, nsg)
+	for t := range out {
+		out[t].T = fmt.Sprintf("%du", t)
+		for j := 0; j < gs; j++ {
+			out[t].Js = append(out[t].Js, fmt.Sprintf("%du", t*gs+j))
+		}
+	}
+	return out
+}
+
+// quantizeForMatVec quantises x (normed by o.Norm) into the context's q8
+// scratch for one int8 matvec.
+func quantizeForMatVec(enc *gpu.Encoder, x Tensor, o MatVecOpts) (Tensor, error) {
+	m, k := x.Shape[0], x.Shape[1]
+	words := m * Q8RowWords(k)
+	buf, err := q8ScratchBuffer(enc.Context(), uint64(4*words))
+	if err != nil {
+		return Tensor{}, err
+	}
+	xq := Tensor{Buf: buf, DType: U32, Shape: []int{words}}
+	return xq, QuantizeQ8(enc, xq, x, o.Norm, o.Eps)
 }

@@ -48,7 +48,12 @@ struct Params {
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
-{{- if eq .Kernel "matvec"}}
+{{- if and (eq .Kernel "matvec") .Q8}}
+// Q8: x is ops.QuantizeQ8's rows of x_stride words: K/4 words of packed
+// int8, K/32 scales (f32), K/16 sums of 16 quants (f32), 1 / rms(x).
+@group(0) @binding(2) var<storage, read> x: array<u32>;
+@group(0) @binding(3) var<storage, read_write> d: array<f32>;
+{{- else if eq .Kernel "matvec"}}
 @group(0) @binding(2) var<storage, read> x: array<{{if .XVec}}vec4<f32>{{else}}f32{{end}}>;
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
 {{- if .Norm}}
@@ -449,6 +454,71 @@ fn gel(sub: u32, j: u32) -> u32 { return 0u; }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> { return bitcast<vec4<f32>>(s.v); }
 {{- end}}
 
+{{- if .Q8}}
+
+// --- int8 accessors (the Q8 matvec) -----------------------------------------
+// grpq(st, sub, j): group j's four weight quants as packed int8 (without
+// the type's offset); a piece's G groups form NSG scale groups of G / NSG
+// consecutive groups (16 or 32 consecutive elements, inside one x block);
+// qsc(st, sub, t) = (a, b) with weight = a * quant - b in scale group t, so
+// the group adds dx * (a * sum(quant * xq) - b * sum(xq)).
+{{- if or (eq .T "q4_0") (eq .T "q4_1")}}
+const NSG: u32 = 1u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 { return (s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu; }
+{{- if eq .T "q4_0"}}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.d, 8.0 * s.d); }
+{{- else}}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.d, -s.m); }
+{{- end}}
+{{- else if or (eq .T "q5_0") (eq .T "q5_1")}}
+const NSG: u32 = 1u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 {
+  return ((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | (bits4(s.qh >> (4u * j)) << 4u);
+}
+{{- if eq .T "q5_0"}}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.d, 16.0 * s.d); }
+{{- else}}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.d, -s.m); }
+{{- end}}
+{{- else if eq .T "q8_0"}}
+const NSG: u32 = 1u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 { return select(s.qa[j & 3u], s.qb[j & 3u], j >= 4u); }
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.d, 0.0); }
+{{- else if or (eq .T "q4_k") (eq .T "q5_k")}}
+const NSG: u32 = 2u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 {
+  let hb = j >> 2u;
+{{- if eq .T "q4_k"}}
+  return (s.q[j & 3u] >> (4u * hb)) & 0x0f0f0f0fu;
+{{- else}}
+  return ((s.q[j & 3u] >> (4u * hb)) & 0x0f0f0f0fu) | (((s.qh[j & 3u] >> hb) & 0x01010101u) << 4u);
+{{- end}}
+}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return select(vec2<f32>(s.d0, s.m0), vec2<f32>(s.d1, s.m1), t == 1u); }
+{{- else if eq .T "q6_k"}}
+const NSG: u32 = 4u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 {
+  let t = j >> 2u;
+  let k = j & 3u;
+  let ql = select(s.qa[k], s.qb[k], (t & 1u) == 1u) >> (4u * (t >> 1u));
+  return (ql & 0x0f0f0f0fu) | (((s.qh[k] >> (2u * t)) & 0x03030303u) << 4u);
+}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.dl[t], 32.0 * s.dl[t]); }
+{{- else if eq .T "q2_k"}}
+const NSG: u32 = 4u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 { return (s.q[j & 3u] >> (2u * (j >> 2u))) & 0x03030303u; }
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.dl[t], s.ml[t]); }
+{{- else if eq .T "q3_k"}}
+const NSG: u32 = 4u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 {
+  let t = j >> 2u;
+  return ((s.q[j & 3u] >> (2u * t)) & 0x03030303u) | (((s.hm[j & 3u] >> t) & 0x01010101u) << 2u);
+}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.dl[t], 4.0 * s.dl[t]); }
+{{- end}}
+const GS: u32 = G / NSG; // groups per scale group
+{{- end}}
+
 // --- kernels ----------------------------------------------------------------
 {{- if eq .Kernel "matvec"}}
 // A lane computes RPT rows at once (x is loaded once for all of them); the
@@ -465,7 +535,9 @@ const RED: u32 = NACC * WG;
 {{- range .Accs}}
 var<private> acc{{.}}: f32;
 {{- end}}
+{{- if .WGRed}}
 var<workgroup> red: array<f32, RED>;
+{{- end}}
 {{- if .StageX}}
 // StageX: each pass of the piece loop first copies the slice of x its
 // pieces use (CV vec4 per x row, times g under Norm) into workgroup memory
@@ -480,6 +552,19 @@ var<workgroup> xs: array<vec4<f32>, {{.XSLen}}>;
 var<private> xbase: u32;        // first element of x staged
 {{- end}}
 
+{{- if .Q8}}
+// Row m of the quantised x: the word of element e's quants, its block's
+// scale, the sum of scale group e's quants (16 or 32 from e), 1 / rms.
+fn xqw(m: u32, e: u32) -> u32 { return x[p.x_off + m * p.x_stride + (e >> 2u)]; }
+fn xqd(m: u32, e: u32) -> f32 { return bitcast<f32>(x[p.x_off + m * p.x_stride + p.k / 4u + (e >> 5u)]); }
+fn xqs(m: u32, e: u32) -> f32 {
+  let i = p.x_off + m * p.x_stride + p.k / 4u + p.k / 32u + (e >> 4u);
+  return select(bitcast<f32>(x[i]), bitcast<f32>(x[i]) + bitcast<f32>(x[i + 1u]), GS == 8u);
+}
+{{- if .Norm}}
+var<private> nscale: array<f32, {{len .Ms}}>; // Norm: 1 / rms of each x row
+{{- end}}
+{{- else}}
 fn xraw(m: u32, e: u32) -> vec4<f32> {
   let i = p.x_off + m * p.x_stride + e;
 {{- if .XVec}}
@@ -510,11 +595,65 @@ fn xv(m: u32, e: u32) -> vec4<f32> {
   return xraw(m, e){{if .Norm}} * gv(e){{end}};
 {{- end}}
 }
+{{- end}}
 
 // Multiply-accumulate one piece of each of the RPT rows. On GPUs the groups
 // are unrolled here (constant j); software adapters get the loop, which
 // compiles much faster and computes the same values.
 fn consume({{range .Rs}}s{{.}}: St, {{end}}eb: u32, sub: u32) {
+{{- if .Q8}}
+  // Per scale group: integer dot products of the weight and x quants, then
+  // one scaling per row pair (r, m).
+{{- if not .UnrollJ}}
+  for (var t = 0u; t < NSG; t++) {
+{{- end}}
+{{- range $tg := .TGroups}}
+  {
+    let e0 = eb + gel(sub, {{$tg.T}} * GS);
+{{- range $.Ms}}
+    let xd{{.}} = xqd({{.}}u, e0);
+    let xs{{.}} = xqs({{.}}u, e0);
+{{- end}}
+{{- range $.RMs}}{{range .}}
+    var is{{.I}} = 0i;
+{{- end}}{{end}}
+{{- if not $.UnrollJ}}
+    for (var jj = 0u; jj < GS; jj++) {
+      let j = t * GS + jj;
+{{- end}}
+{{- range $je := $tg.Js}}
+    {
+      let e = eb + gel(sub, {{$je}});
+{{- range $.Ms}}
+      let x{{.}} = xqw({{.}}u, e);
+{{- end}}
+{{- range $r := $.Rs}}
+      {
+        let w = grpq(s{{$r}}, sub, {{$je}});
+{{- range index $.RMs $r}}
+        is{{.I}} += dot4I8Packed(w, x{{.M}});
+{{- end}}
+      }
+{{- end}}
+    }
+{{- end}}
+{{- if not $.UnrollJ}}
+    }
+{{- end}}
+{{- range $r := $.Rs}}
+    {
+      let sc = qsc(s{{$r}}, sub, {{$tg.T}});
+{{- range index $.RMs $r}}
+      acc{{.I}} += xd{{.M}} * (sc.x * f32(is{{.I}}) - sc.y * xs{{.M}});
+{{- end}}
+    }
+{{- end}}
+  }
+{{- end}}
+{{- if not .UnrollJ}}
+  }
+{{- end}}
+{{- else}}
 {{- if not .UnrollJ}}
   for (var j = 0u; j < G; j++) {
 {{- end}}
@@ -543,13 +682,20 @@ fn consume({{range .Rs}}s{{.}}: St, {{end}}eb: u32, sub: u32) {
 {{- if not .UnrollJ}}
   }
 {{- end}}
+{{- end}}
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>{{if .SG}},
+        @builtin(subgroup_size) sg_size: u32{{end}}) {
   let lane = lid.x % TPR;
-{{- if .Norm}}
+{{- if and .Norm .Q8}}
+  // ops.QuantizeQ8 computed each row's 1 / rms beside its quants.
+{{- range $m := .Ms}}
+  nscale[{{$m}}u] = bitcast<f32>(x[p.x_off + {{$m}}u * p.x_stride + p.k / 4u + p.k / 32u + p.k / 16u]);
+{{- end}}
+{{- else if .Norm}}
   // Sum of squares of each x row over the whole workgroup: thread partials
   // in a fixed order, then a fixed tree, the same in every workgroup.
 {{- range $m := .Ms}}
@@ -637,6 +783,39 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
   }
 {{- end}}
+  // The TPR lanes of a row meet in a fixed tree: at level s (TPR/2 down to
+  // 1) lane l < s adds lane l + s.
+{{- if .SG}}
+  // Subgroups: levels at or above the subgroup size go through workgroup
+  // memory (none when subgroups hold a whole row), the rest by
+  // subgroupShuffleXor within the row's first subgroup (subgroups are
+  // aligned runs of lanes, which gpu checks when it opens the device). For
+  // l < s, l ^ s = l + s, so every level adds the same two values in the
+  // same order as the tree: the same bits as the plain kernel.
+  var lvl = TPR / 2u;
+{{- if .WGRed}}
+  if (sg_size < TPR) {
+{{- range .Accs}}
+    red[{{.}}u * WG + lid.x] = acc{{.}};
+{{- end}}
+    workgroupBarrier();
+    for (; lvl >= sg_size; lvl >>= 1u) {
+      if (lane < lvl) {
+        for (var i = 0u; i < NACC; i++) { red[i * WG + lid.x] += red[i * WG + lid.x + lvl]; }
+      }
+      workgroupBarrier();
+    }
+{{- range .Accs}}
+    acc{{.}} = red[{{.}}u * WG + lid.x];
+{{- end}}
+  }
+{{- end}}
+  for (; lvl > 0u; lvl >>= 1u) {
+{{- range .Accs}}
+    acc{{.}} += subgroupShuffleXor(acc{{.}}, lvl);
+{{- end}}
+  }
+{{- else}}
 {{- range .Accs}}
   red[{{.}}u * WG + lid.x] = acc{{.}};
 {{- end}}
@@ -647,6 +826,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     workgroupBarrier();
   }
+{{- range .Accs}}
+  acc{{.}} = red[{{.}}u * WG + lid.x];
+{{- end}}
+{{- end}}
   if (lane == 0u) {
 {{- if .Pair}}
 {{- range $r, $ps := .Pairs}}
@@ -654,8 +837,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- range $ps}}
       {
         let i = p.d_off + {{.M}}u * p.d_stride + row0 + {{$r}}u;
-        let gs = red[{{.G}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
-        let us = red[{{.U}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+        let gs = acc{{.G}}{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+        let us = acc{{.U}}{{if $.Norm}} * nscale[{{.M}}u]{{end}};
         d[i] = {{if $.Acc}}d[i] + {{end}}act_{{$.Act}}(gs, us);
       }
 {{- end}}
@@ -677,7 +860,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- else}}
         let i = p.d_off + {{.M}}u * p.d_stride + row;
 {{- end}}
-        d[i] = {{if $.Acc}}d[i] + {{end}}red[{{.I}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+        d[i] = {{if $.Acc}}d[i] + {{end}}acc{{.I}}{{if $.Norm}} * nscale[{{.M}}u]{{end}};
       }
 {{- end}}
     }
