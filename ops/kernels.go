@@ -33,9 +33,9 @@ func kernelOptions(ctx *gpu.Context) KernelOptions {
 // ParseInt8Dot reads config kernels.int8_dot: "off" (or empty) or "on".
 func ParseInt8Dot(s string) (bool, error) {
 	switch s {
-	case "", "off":
+	case "", "off", "false": // YAML may hand over off as a boolean
 		return false, nil
-	case "on":
+	case "on", "true":
 		return true, nil
 	}
 	return false, fmt.Errorf("kernels.int8_dot %q: want off or on", s)
@@ -56,9 +56,13 @@ func KernelVariants(ctx *gpu.Context) []string {
 	case kernelOptions(ctx).Int8Dot:
 		int8 = "off: kernels.int8_dot is on but the device has no dot4I8Packed"
 	}
+	qsg := sg
+	if f.Subgroups && f.SubgroupMinSize < matVecQuantTPR {
+		qsg += fmt.Sprintf(", the upper levels of a row's %d lanes in workgroup memory", matVecQuantTPR)
+	}
 	return []string{
 		"matvec f32/f16: " + sg,
-		"matvec quantised: " + sg,
+		"matvec quantised: " + qsg,
 		"matvec quantised int8 dot: " + int8,
 	}
 }

@@ -2,7 +2,7 @@ package ops
 
 import (
 	"fmt"
-	"math"
+	"strconv"
 	"sync"
 
 	"github.com/wgllm/wgllm/runtime/gpu"
@@ -78,7 +78,7 @@ func QuantizeQ8(enc *gpu.Encoder, dst, x Tensor, norm *Tensor, eps float32) erro
 func quantizeQ8(enc *gpu.Encoder, key quantizeQ8Key, prm quantizeQ8Params, args []gpu.Arg, m int) error {
 	pipe, err := enc.Context().Pipeline(key, func() (gpu.PipelineSpec, error) {
 		src, err := wgsl.Render("quantize_q8.wgsl", map[string]any{
-			"WG": key.WG, "Norm": key.Norm, "Inv127": math.Float32bits(float32(1.0 / 127)),
+			"WG": key.WG, "Norm": key.Norm, "Inv127": strconv.FormatFloat(float64(float32(1.0/127)), 'e', -1, 64),
 		})
 		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
 		if key.Norm {

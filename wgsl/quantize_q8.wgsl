@@ -19,7 +19,7 @@ struct Params {
 {{- end}}
 
 const WG: u32 = {{.WG}}u;
-const INV127: f32 = bitcast<f32>({{.Inv127}}u); // f32(1/127)
+const INV127: f32 = {{.Inv127}}; // f32(1/127), written exactly
 
 // The nearest integer to 127 * |v| / amax (|v| <= amax), ties away from
 // zero, with v's sign: both as mantissa * 2^exponent (subnormals without
