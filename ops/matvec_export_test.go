@@ -8,3 +8,11 @@ func SetMatVecSubgroups(on bool) (restore func()) {
 	matVecNoSubgroups = !on
 	return func() { matVecNoSubgroups = old }
 }
+
+// SetMatVecQuantUnroll unrolls the quantised matvec's group loops on
+// software adapters as on GPUs; it returns the restore.
+func SetMatVecQuantUnroll(on bool) (restore func()) {
+	old := matVecQuantUnroll
+	matVecQuantUnroll = on
+	return func() { matVecQuantUnroll = old }
+}

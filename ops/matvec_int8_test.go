@@ -137,8 +137,16 @@ func TestMatVecInt8(t *testing.T) {
 			ks = append(ks, 96)
 		}
 		for ki, k := range ks {
-			for _, m := range []int{1, 4} {
-				t.Run(fmt.Sprintf("%s/57x%d/m%d", dt, k, m), func(t *testing.T) {
+			for _, m := range []int{1, 4, 3} {
+				name := fmt.Sprintf("%s/57x%d/m%d", dt, k, m)
+				if m == 3 { // the GPUs' unrolled code, once per type
+					if ki > 0 {
+						continue
+					}
+					name += "_unrolled"
+				}
+				t.Run(name, func(t *testing.T) {
+					defer ops.SetMatVecQuantUnroll(m == 3)()
 					seed := int64(9200 + 100*ti + 10*ki + m)
 					rng := rand.New(rand.NewSource(seed))
 					n := 57
@@ -340,6 +348,12 @@ func TestMatVecQuantSubgroups(t *testing.T) {
 				return got
 			}
 			plain, sg := run(false), run(true)
+			if dt == ops.Q4_K || dt == ops.Q6_K || dt == ops.IQ4_XS {
+				// The GPUs' unrolled code too.
+				restore := ops.SetMatVecQuantUnroll(true)
+				checkBits(t, "subgroups vs workgroup memory, unrolled", seed, run(true), run(false))
+				restore()
+			}
 			checkBits(t, "subgroups vs workgroup memory", seed, sg, plain)
 			want, mag := refMatVec(hostDecode(t, dt, raw, 2*n*k), xv, 2*n, k, m)
 			checkMatVec(t, "subgroup matvec", seed, sg[:m*2*n], want, mag)

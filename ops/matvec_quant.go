@@ -165,6 +165,10 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 	})
 }
 
+// matVecQuantUnroll unrolls the quantised matvec's groups on software
+// adapters too, so tests there cover the GPUs' code (SetMatVecQuantUnroll).
+var matVecQuantUnroll bool
+
 // MaxMatVecRows is the most x rows MatVecQuant takes in one call.
 const MaxMatVecRows = 8
 
@@ -266,7 +270,7 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		rpt = 2 * max(1, rpt/2) // a gate row and its up row per output
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0 && fu.normOff%4 == 0,
-		WG: matVecQuantWG, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion,
+		WG: matVecQuantWG, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software() || matVecQuantUnroll, fusion: fu.fusion,
 		SG: ctx.Features.Subgroups && !matVecNoSubgroups, Q8: useInt8Dot(ctx, w.DType)}
 	xArg, xOff, xStride := args[0], offs[0], uint32(k)
 	if key.Q8 {
@@ -279,6 +283,9 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		xa, xo, err := binds("MatVecQuant", xq)
 		if err != nil {
 			return err
+		}
+		if xo[0]%4 != 0 {
+			return fmt.Errorf("ops.MatVecQuant: int8 x scratch at word %d: not vec4-aligned", xo[0])
 		}
 		xArg, xOff, xStride = xa[0], xo[0], uint32(Q8RowWords(k))
 	} else {
@@ -383,8 +390,14 @@ func useInt8Dot(ctx *gpu.Context, dt DType) bool {
 }
 
 type q8Group struct {
-	T  string   // the scale group's index expression
-	Js []string // its groups' index expressions
+	T     string // the scale group's index expression
+	Quads []q8Quad
+}
+
+// q8Quad is four consecutive groups, which read one vec4 of x quants.
+type q8Quad struct {
+	J0     string   // the first group's index expression
+	Js, Cs []string // each group's index, and its component of the vec4
 }
 
 // q8ScaleGroupExprs unrolls the int8 consume's loops over scale groups and
@@ -395,14 +408,19 @@ func q8ScaleGroupExprs(dt DType, unroll bool) []q8Group {
 		return nil
 	}
 	if !unroll {
-		return []q8Group{{T: "t", Js: []string{"j"}}}
+		return []q8Group{{T: "t", Quads: []q8Quad{{J0: "t * GS + jq", Js: []string{"t * GS + jq + i"}, Cs: []string{"i"}}}}}
 	}
 	gs := groupsPerPiece(dt) / nsg
 	out := make([]q8Group, nsg)
 	for t := range out {
 		out[t].T = fmt.Sprintf("%du", t)
-		for j := 0; j < gs; j++ {
-			out[t].Js = append(out[t].Js, fmt.Sprintf("%du", t*gs+j))
+		for j0 := t * gs; j0 < (t+1)*gs; j0 += 4 {
+			q := q8Quad{J0: fmt.Sprintf("%du", j0)}
+			for c := 0; c < 4; c++ {
+				q.Js = append(q.Js, fmt.Sprintf("%du", j0+c))
+				q.Cs = append(q.Cs, fmt.Sprint(c))
+			}
+			out[t].Quads = append(out[t].Quads, q)
 		}
 	}
 	return out

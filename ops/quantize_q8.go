@@ -37,8 +37,9 @@ const quantizeQ8WG = 256
 
 // Q8RowWords is the u32 words one x row of k elements (a multiple of 32)
 // takes quantised by QuantizeQ8: k/4 words of packed int8 quants, k/32
-// scales, k/16 sums of 16 quants and the row's 1 / rms.
-func Q8RowWords(k int) int { return k/4 + k/32 + k/16 + 1 }
+// scales, k/16 sums of 16 quants and the row's 1 / rms, padded to a
+// multiple of 4 so that every row's quants are read as vec4.
+func Q8RowWords(k int) int { return (k/4 + k/32 + k/16 + 1 + 3) &^ 3 }
 
 // QuantizeQ8 quantises each row of x (f32 [M, K], K a multiple of 32) to
 // int8 blocks of 32 for the int8 matvec: q = round(127 x / amax) with ties

@@ -49,9 +49,10 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 {{- if and (eq .Kernel "matvec") .Q8}}
-// Q8: x is ops.QuantizeQ8's rows of x_stride words: K/4 words of packed
-// int8, K/32 scales (f32), K/16 sums of 16 quants (f32), 1 / rms(x).
-@group(0) @binding(2) var<storage, read> x: array<u32>;
+// Q8: x is ops.QuantizeQ8's rows of x_stride words (x_off and x_stride
+// multiples of 4): K/4 words of packed int8, K/32 scales (f32), K/16 sums
+// of 16 quants (f32), 1 / rms(x).
+@group(0) @binding(2) var<storage, read> x: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
 {{- else if eq .Kernel "matvec"}}
 @group(0) @binding(2) var<storage, read> x: array<{{if .XVec}}vec4<f32>{{else}}f32{{end}}>;
@@ -553,13 +554,15 @@ var<private> xbase: u32;        // first element of x staged
 {{- end}}
 
 {{- if .Q8}}
-// Row m of the quantised x: the word of element e's quants, its block's
-// scale, the sum of scale group e's quants (16 or 32 from e), 1 / rms.
-fn xqw(m: u32, e: u32) -> u32 { return x[p.x_off + m * p.x_stride + (e >> 2u)]; }
-fn xqd(m: u32, e: u32) -> f32 { return bitcast<f32>(x[p.x_off + m * p.x_stride + p.k / 4u + (e >> 5u)]); }
+// Row m of the quantised x: the quants of elements e .. e + 15 (e a
+// multiple of 16), element e's block scale, the sum of scale group e's
+// quants (16 or 32 from e), 1 / rms.
+fn xword(i: u32) -> u32 { return x[i >> 2u][i & 3u]; }
+fn xqv(m: u32, e: u32) -> vec4<u32> { return x[(p.x_off + m * p.x_stride + (e >> 2u)) >> 2u]; }
+fn xqd(m: u32, e: u32) -> f32 { return bitcast<f32>(xword(p.x_off + m * p.x_stride + p.k / 4u + (e >> 5u))); }
 fn xqs(m: u32, e: u32) -> f32 {
   let i = p.x_off + m * p.x_stride + p.k / 4u + p.k / 32u + (e >> 4u);
-  return select(bitcast<f32>(x[i]), bitcast<f32>(x[i]) + bitcast<f32>(x[i + 1u]), GS == 8u);
+  return select(bitcast<f32>(xword(i)), bitcast<f32>(xword(i)) + bitcast<f32>(xword(i + 1u)), GS == 8u);
 }
 {{- if .Norm}}
 var<private> nscale: array<f32, {{len .Ms}}>; // Norm: 1 / rms of each x row
@@ -617,22 +620,30 @@ fn consume({{range .Rs}}s{{.}}: St, {{end}}eb: u32, sub: u32) {
 {{- range $.RMs}}{{range .}}
     var is{{.I}} = 0i;
 {{- end}}{{end}}
+    // Four groups (16 consecutive elements) at a time: one vec4 of x.
 {{- if not $.UnrollJ}}
-    for (var jj = 0u; jj < GS; jj++) {
-      let j = t * GS + jj;
+    for (var jq = 0u; jq < GS; jq += 4u) {
 {{- end}}
-{{- range $je := $tg.Js}}
+{{- range $q := $tg.Quads}}
     {
-      let e = eb + gel(sub, {{$je}});
+      let e = eb + gel(sub, {{$q.J0}});
 {{- range $.Ms}}
-      let x{{.}} = xqw({{.}}u, e);
+      let x{{.}} = xqv({{.}}u, e);
 {{- end}}
+{{- if not $.UnrollJ}}
+      for (var i = 0u; i < 4u; i++) {
+{{- end}}
+{{- range $c, $je := $q.Js}}
 {{- range $r := $.Rs}}
       {
         let w = grpq(s{{$r}}, sub, {{$je}});
 {{- range index $.RMs $r}}
-        is{{.I}} += dot4I8Packed(w, x{{.M}});
+        is{{.I}} += dot4I8Packed(w, x{{.M}}[{{index $q.Cs $c}}]);
 {{- end}}
+      }
+{{- end}}
+{{- end}}
+{{- if not $.UnrollJ}}
       }
 {{- end}}
     }
@@ -693,7 +704,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- if and .Norm .Q8}}
   // ops.QuantizeQ8 computed each row's 1 / rms beside its quants.
 {{- range $m := .Ms}}
-  nscale[{{$m}}u] = bitcast<f32>(x[p.x_off + {{$m}}u * p.x_stride + p.k / 4u + p.k / 32u + p.k / 16u]);
+  nscale[{{$m}}u] = bitcast<f32>(xword(p.x_off + {{$m}}u * p.x_stride + p.k / 4u + p.k / 32u + p.k / 16u));
 {{- end}}
 {{- else if .Norm}}
   // Sum of squares of each x row over the whole workgroup: thread partials
