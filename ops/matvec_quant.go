@@ -23,6 +23,7 @@ type quantKey struct {
 	UnrollJ bool
 	StageX  bool
 	U       int  // StageX: pieces per lane per pass
+	Ahead   bool // not staged: two pieces per row in flight
 	SG      bool // the lanes of a row meet by subgroupShuffleXor (same bits)
 	Q8      bool // x quantised by QuantizeQ8, weights summed by dot4I8Packed
 	fusion
@@ -41,6 +42,9 @@ func (k quantKey) String() string {
 		}
 		if k.StageX {
 			s += fmt.Sprintf("_sx%d", k.U)
+		}
+		if k.Ahead {
+			s += "_ahead"
 		}
 		if k.SG {
 			s += "_sg"
@@ -144,7 +148,7 @@ func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 		wgRed := !key.SG || f.SubgroupMinSize < uint32(key.TPR) || (key.Norm && !key.Q8)
 		src, err := wgsl.Render("dequant.wgsl", map[string]any{
 			"SG": key.SG, "Q8": key.Q8, "WGRed": wgRed, "TGroups": q8ScaleGroupExprs(key.T, key.UnrollJ),
-			"StageX": key.StageX, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
+			"StageX": key.StageX, "Ahead": key.Ahead, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
 			"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm, "Pairs": pairs,
 			"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
 			"WG": key.WG, "TPR": key.TPR, "RPT": rpt, "NAcc": key.M * rpt,
@@ -184,6 +188,13 @@ const (
 	matVecQuantTPR = 32
 	matVecQuantWG  = 256
 )
+
+// matVecQuantTuning overrides the workgroup shape for the tuning
+// benchmark (a different TPR changes the reduction order, so never in use).
+var matVecQuantTuning *struct {
+	TPR, RPT, WG, U int
+	NoStage, Ahead  bool
+}
 
 // matVecQuantRPT is how many weight rows one lane computes: more rows share
 // each x read, fewer give small N enough workgroups; at most 8 accumulators
@@ -265,13 +276,21 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		return fmt.Errorf("ops.MatVecQuant: weight %s: a fused matvec needs the weight in one binding: %w", w, gpu.ErrBindingTooLarge)
 	}
 	rpt := matVecQuantRPT(fu.rows, m)
-	tpr := matVecQuantTPR
+	tpr, wg, u0 := matVecQuantTPR, matVecQuantWG, matVecQuantU
+	ahead := false
+	if t := matVecQuantTuning; t != nil { // benchmarks only
+		tpr, wg, u0, ahead = t.TPR, t.WG, t.U, t.Ahead
+		rpt = max(1, min(t.RPT, MaxMatVecRows/m))
+	}
 	if fu.Pair {
 		rpt = 2 * max(1, rpt/2) // a gate row and its up row per output
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0 && fu.normOff%4 == 0,
-		WG: matVecQuantWG, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software() || matVecQuantUnroll, fusion: fu.fusion,
+		WG: wg, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software() || matVecQuantUnroll, fusion: fu.fusion,
 		SG: ctx.Features.Subgroups && !matVecNoSubgroups, Q8: useInt8Dot(ctx, w.DType)}
+	if ahead {
+		key.Ahead, u0 = true, 0 // not staged
+	}
 	xArg, xOff, xStride := args[0], offs[0], uint32(k)
 	if key.Q8 {
 		// x (normed by g, without its 1 / rms) becomes int8 blocks first.
@@ -289,7 +308,7 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		}
 		xArg, xOff, xStride = xa[0], xo[0], uint32(Q8RowWords(k))
 	} else {
-		for u := matVecQuantU; u >= 1; u /= 2 {
+		for u := u0; u >= 1 && (matVecQuantTuning == nil || !matVecQuantTuning.NoStage); u /= 2 {
 			cv := stageVec4(w.DType, tpr) * u
 			if uint64(16*m*(cv+cv/8)+4*m*rpt*key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
 				key.StageX, key.U = true, u

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/wgllm/wgllm/runtime/gpu"
 	"github.com/wgllm/wgllm/wgsl"
@@ -119,10 +120,17 @@ func MoERoute(enc *gpu.Encoder, ids, weights, route, logits Tensor, o RouteOpts)
 	pipe := func(kernel string, storage ...gpu.Access) (*gpu.Pipeline, error) {
 		key := moeRouteKey{Kernel: kernel}
 		return ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
-			src, err := wgsl.Render("moe_route.wgsl", map[string]any{"Kernel": kernel,
-				"MaxK": MaxExpertsUsed, "MaxE": MaxExperts})
+			src, err := wgsl.Render("moe_route.wgsl", map[string]any{"Kernel": strings.TrimSuffix(kernel, "_group"),
+				"Group": strings.HasSuffix(kernel, "_group"), "MaxK": MaxExpertsUsed, "MaxE": MaxExperts})
 			return gpu.PipelineSpec{Source: src, Storage: storage}, err
 		})
+	}
+	if rows == 1 { // one token: its workgroup writes the route table too
+		topk, err := pipe("topk_group", gpu.ReadOnly, gpu.ReadWrite, gpu.ReadWrite, gpu.ReadWrite)
+		if err != nil {
+			return err
+		}
+		return enc.Dispatch(topk, prm, args, 1, 1, 1)
 	}
 	topk, err := pipe("topk", gpu.ReadOnly, gpu.ReadWrite, gpu.ReadWrite)
 	if err != nil {

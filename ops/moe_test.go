@@ -91,6 +91,10 @@ func TestMoERoute(t *testing.T) {
 		o                ops.RouteOpts
 	}{
 		{1, 8, 2, ops.RouteOpts{Gating: ops.GateSoftmax, Normalize: true}},
+		// One row: the top-k workgroup writes the route table itself.
+		{1, 128, 8, ops.RouteOpts{Gating: ops.GateSoftmax, Normalize: true}},
+		{1, 32, 4, ops.RouteOpts{Gating: ops.GateSoftmaxTopK}},
+		{1, 300, 1, ops.RouteOpts{Gating: ops.GateSigmoid}},
 		{7, 8, 2, ops.RouteOpts{Gating: ops.GateSoftmax}},
 		{33, 128, 8, ops.RouteOpts{Gating: ops.GateSoftmax, Normalize: true}},
 		{70, 60, 4, ops.RouteOpts{Gating: ops.GateSigmoid, Normalize: true, Scale: 2.5}},

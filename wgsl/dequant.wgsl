@@ -781,6 +781,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{- end}}
     }
   }
+{{- else if .Ahead}}
+  // Two pieces per row in flight: every row's loads of pieces g and
+  // g + TPR first, then their arithmetic in the order g, g + TPR.
+  if (row0 < p.rows) {
+    for (var g = lane; g < p.np; g += 2u * TPR) {
+      let g1 = min(g + TPR, p.np - 1u);
+{{- range .Rs}}
+      let s{{.}} = load(rb{{.}} + (g / PPB) * BB, g % PPB);
+      let t{{.}} = load(rb{{.}} + (g1 / PPB) * BB, g1 % PPB);
+{{- end}}
+      consume({{range .Rs}}s{{.}}, {{end}}(g / PPB) * BS, g % PPB);
+      if (g + TPR < p.np) {
+        consume({{range .Rs}}t{{.}}, {{end}}(g1 / PPB) * BS, g1 % PPB);
+      }
+    }
+  }
 {{- else}}
   if (row0 < p.rows) {
     for (var g = lane; g < p.np; g += TPR) {

@@ -18,6 +18,12 @@ struct Params {
 @group(0) @binding(1) var<storage, read> L: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ids: array<u32>;
 @group(0) @binding(3) var<storage, read_write> wts: array<f32>;
+{{- if .Group}}
+// Group: a single row (a decode step of one token), so this workgroup also
+// writes the route table the group kernel would: its K experts are
+// distinct, each with one slot.
+@group(0) @binding(4) var<storage, read_write> R: array<u32>;
+{{- end}}
 
 const WG: u32 = 64u;
 const MAXK: u32 = {{.MaxK}}u;
@@ -135,6 +141,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     ids[p.i_off + r * p.k + j] = pi[j];
     wts[p.w_off + r * p.k + j] = w[j] * p.scale;
   }
+{{- if .Group}}
+  // The used experts ascending (insertion sort of the K ids, each carrying
+  // its slot j), slot u of the list for the u-th.
+  var se: array<u32, MAXK>;
+  var sj: array<u32, MAXK>;
+  for (var j = 0u; j < p.k; j++) {
+    var at = j;
+    while (at > 0u && se[at - 1u] > pi[j]) {
+      se[at] = se[at - 1u];
+      sj[at] = sj[at - 1u];
+      at -= 1u;
+    }
+    se[at] = pi[j];
+    sj[at] = j;
+  }
+  R[p.r_off] = p.k;
+  for (var u = 0u; u < p.k; u++) {
+    R[p.r_off + 1u + u] = se[u];
+    R[p.r_off + 1u + p.experts + u] = u;
+    R[p.r_off + 2u + 2u * p.experts + u] = sj[u];
+  }
+  R[p.r_off + 1u + p.experts + p.k] = p.k;
+{{- end}}
 }
 {{- else}}
 @group(0) @binding(1) var<storage, read> ids: array<u32>;

@@ -31,6 +31,7 @@ type benchResult struct {
 	StddevTS    float64   `json:"stddev_ts"`
 	AvgNS       float64   `json:"avg_ns"`
 	Samples     []float64 `json:"samples_ts"`
+	NDepth      int       `json:"n_depth"`
 	TypeK       string    `json:"type_k"` // the KV cache type, as llama-bench names it
 	TypeV       string    `json:"type_v"`
 	KVBytes     uint64    `json:"kv_bytes_per_token"`
@@ -53,8 +54,9 @@ func benchCmd(a *app) *cobra.Command {
 			nG, _ := f.GetInt("n-gen")
 			reps, _ := f.GetInt("repetitions")
 			asJSON, _ := f.GetBool("json")
-			if reps < 1 || nP < 0 || nG < 0 || nP+nG == 0 {
-				return fmt.Errorf("need -r ≥ 1 and -p or -n > 0")
+			depth, _ := f.GetInt("depth")
+			if reps < 1 || nP < 0 || nG < 0 || nP+nG == 0 || depth < 0 {
+				return fmt.Errorf("need -r ≥ 1, -p or -n > 0 and --depth ≥ 0")
 			}
 			par, _ := f.GetString("parallel")
 			ns, err := parseParallel(par)
@@ -76,9 +78,12 @@ func benchCmd(a *app) *cobra.Command {
 				return err
 			}
 			if ns != nil {
-				return a.benchParallel(cmd, ctx, kt, ns, nP, nG, asJSON)
+				if depth > 0 {
+					return fmt.Errorf("--depth applies to the single-sequence tests, not --parallel")
+				}
+				return a.benchParallel(cmd, ctx, kt, ns, nP, nG, asJSON, profile)
 			}
-			opt := model.Options{CtxLen: max(nP, nG) + 1, KVType: kt, Batch: max(nP, 1)}
+			opt := model.Options{CtxLen: depth + max(nP, nG) + 1, KVType: kt, Batch: max(nP, min(depth, depthChunk), 1)}
 			t0 := time.Now()
 			m, label, closeModel, err := a.benchModel(cmd, ctx, opt)
 			if err != nil {
@@ -100,12 +105,18 @@ func benchCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// --depth: the context every test starts from, filled once
+			// (untimed) and cut back to before each repetition.
+			if err := fillDepth(m, seq, depth, rng); err != nil {
+				return err
+			}
+			base.NDepth = depth
 			run := func(nPrompt, nGen int) error {
 				r := base
 				r.NPrompt, r.NGen = nPrompt, nGen
 				// One untimed warm-up builds pipelines and bind groups.
 				for rep := -1; rep < reps; rep++ {
-					if err := m.KV.Truncate(seq, 0); err != nil {
+					if err := m.KV.Truncate(seq, depth); err != nil {
 						return err
 					}
 					start := time.Now()
@@ -143,7 +154,7 @@ func benchCmd(a *app) *cobra.Command {
 			}
 			var profiles []opProfile
 			if profile {
-				if profiles, err = profileRuns(ctx, m, seq, tokens, nP, nG); err != nil {
+				if profiles, err = profileRuns(ctx, m, seq, depth, tokens, nP, nG); err != nil {
 					return err
 				}
 			}
@@ -155,10 +166,7 @@ func benchCmd(a *app) *cobra.Command {
 			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
 			fmt.Fprintln(tw, "model\tsize\tparams\tbackend\ttest\tt/s\t")
 			for _, r := range results {
-				test := fmt.Sprintf("pp%d", r.NPrompt)
-				if r.NGen > 0 {
-					test = fmt.Sprintf("tg%d", r.NGen)
-				}
+				test := testName(r.NPrompt, r.NGen, r.NDepth)
 				fmt.Fprintf(tw, "%s\t%s\t%.2f B\t%s\t%s\t%.2f ± %.2f\t\n", r.Model, bytesHuman(r.ModelSize), float64(r.ModelParams)/1e9, r.Backend, test, r.AvgTS, r.StddevTS)
 			}
 			tw.Flush()
@@ -187,6 +195,7 @@ func benchCmd(a *app) *cobra.Command {
 	cmd.Flags().String("parallel", "", "comma-separated sequence counts (1,4,16,64): prefill N prompts of -p tokens, then -n decode steps of all N at once, like llama-batched-bench")
 	cmd.Flags().String("write", "", "with --shape: write the random-weight model to this GGUF file instead of benchmarking (for the peers)")
 	cmd.Flags().String("vocab", "", "with --write: copy the tokenizer of this GGUF, padded to the shape's vocabulary")
+	cmd.Flags().IntP("depth", "d", 0, "tokens already in the context before each test (llama-bench -d): decode and prefill at that depth")
 	cmd.Flags().Bool("profile", false, "also print GPU time per op per token from timestamp queries (when the adapter has them)")
 	return cmd
 }
@@ -255,4 +264,35 @@ func lastTG(rs []benchResult) float64 {
 		}
 	}
 	return 0
+}
+
+// depthChunk is the most tokens one prefill step takes while --depth fills
+// the context.
+const depthChunk = 512
+
+// fillDepth prefills seq with depth random tokens in chunks.
+func fillDepth(m *model.Model, seq, depth int, rng *rand.Rand) error {
+	chunk := make([]int32, min(depth, depthChunk))
+	for done := 0; done < depth; done += len(chunk) {
+		chunk = chunk[:min(len(chunk), depth-done)]
+		for i := range chunk {
+			chunk[i] = int32(rng.Intn(m.Cfg.Vocab))
+		}
+		if _, err := m.Forward(seq, chunk, model.NextGreedy, nil); err != nil {
+			return fmt.Errorf("bench: filling the context to depth %d: %w", depth, err)
+		}
+	}
+	return nil
+}
+
+// testName is llama-bench's: pp512, tg128, "tg128 @ d4096".
+func testName(nPrompt, nGen, depth int) string {
+	t := fmt.Sprintf("pp%d", nPrompt)
+	if nGen > 0 {
+		t = fmt.Sprintf("tg%d", nGen)
+	}
+	if depth > 0 {
+		t += fmt.Sprintf(" @ d%d", depth)
+	}
+	return t
 }

@@ -58,13 +58,14 @@ func parseParallel(s string) ([]int, error) {
 // and nG decode steps advancing all N sequences at once with greedy
 // tokens picked on the GPU, as llama-batched-bench does (without a
 // shared prompt).
-func (a *app) benchParallel(cmd *cobra.Command, ctx *gpu.Context, kt ops.DType, ns []int, nP, nG int, asJSON bool) error {
+func (a *app) benchParallel(cmd *cobra.Command, ctx *gpu.Context, kt ops.DType, ns []int, nP, nG int, asJSON, profile bool) error {
 	maxN := slices.Max(ns)
 	// Each sequence holds whole blocks.
 	const block = 16
 	ctxLen := nP + nG + 1
 	perSeq := (ctxLen + block - 1) / block * block
-	opt := model.Options{CtxLen: ctxLen, Seqs: maxN, BlockSize: block, KVTokens: maxN * perSeq, KVType: kt, Batch: max(nP, maxN, 1)}
+	opt := model.Options{CtxLen: ctxLen, Seqs: maxN, BlockSize: block, KVTokens: maxN * perSeq, KVType: kt, Batch: max(nP, maxN, 1),
+		DecodeTiledRows: a.cfg.GetInt("engine.decode_tiled_rows")}
 	t0 := time.Now()
 	m, label, closeModel, err := a.benchModel(cmd, ctx, opt)
 	if err != nil {
@@ -101,13 +102,49 @@ func (a *app) benchParallel(cmd *cobra.Command, ctx *gpu.Context, kt ops.DType, 
 		a.log.Info().Int("sequences", n).Float64("prefill_tps", r.SpeedPP).Float64("decode_tps", r.SpeedTG).Msg("parallel bench")
 		results = append(results, r)
 	}
+	var profiles []opProfile
+	if profile {
+		// Where one decode step of the largest batch spends its GPU time.
+		if profiles, err = pb.profile(ctx, seqs, nP, nG); err != nil {
+			return err
+		}
+	}
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(results)
 	}
 	printParallel(os.Stdout, label, ctx.Adapter, results)
+	for _, p := range profiles {
+		p.print(os.Stdout)
+	}
 	return nil
+}
+
+// profile times every dispatch of up to 16 decode steps of all seqs after
+// a prefill of nP tokens each.
+func (pb *parallelBench) profile(ctx *gpu.Context, seqs []int, nP, nG int) ([]opProfile, error) {
+	steps := min(nG, 16)
+	if steps == 0 {
+		return nil, nil
+	}
+	if _, _, err := pb.run(seqs, nP, 0); err != nil {
+		return nil, err
+	}
+	if err := ctx.EnableProfiling(); err != nil {
+		return nil, err
+	}
+	ctx.ResetProfile()
+	next := pb.next[:len(seqs)]
+	start := time.Now()
+	for range steps {
+		if err := pb.m.DecodeBatch(seqs, next, model.NextGreedy, nil, next); err != nil {
+			return nil, err
+		}
+	}
+	wall := time.Since(start).Seconds() / float64(steps)
+	ops, untimed := ctx.Profile()
+	return []opProfile{{test: fmt.Sprintf("tg B=%d", len(seqs)), per: "step", units: steps, wall: wall, ops: ops, untimed: untimed}}, nil
 }
 
 func rate(tokens int, secs float64) float64 {

@@ -112,6 +112,7 @@ func (a *app) loadFile(path string, opt model.Options) (*loaded, error) {
 		return nil, err
 	}
 	opt.KVType = kt
+	opt.DecodeTiledRows = a.cfg.GetInt("engine.decode_tiled_rows")
 	if isatty.IsTerminal(os.Stderr.Fd()) {
 		bar := progressbar.NewOptions64(1, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowBytes(true),
 			progressbar.OptionSetDescription("loading"), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100*time.Millisecond))

@@ -100,5 +100,6 @@ func (a *app) kernelOptions() (ops.KernelOptions, error) {
 // gpuOptions is the adapter choice from config, environment and flags.
 func (a *app) gpuOptions() gpu.Options {
 	return gpu.Options{Adapter: a.cfg.GetString("gpu.adapter"), ForceFallback: a.cfg.GetBool("gpu.force_fallback"),
-		Backend: a.cfg.GetString("gpu.backend"), Impl: a.cfg.GetString("gpu.impl"), DawnLib: a.cfg.GetString("gpu.dawn_lib")}
+		Backend: a.cfg.GetString("gpu.backend"), Impl: a.cfg.GetString("gpu.impl"), DawnLib: a.cfg.GetString("gpu.dawn_lib"),
+		Warn: func(msg string) { a.log.Debug().Str("impl", "dawn").Str("said", msg).Msg("gpu implementation message") }}
 }

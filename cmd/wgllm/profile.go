@@ -23,13 +23,13 @@ type opProfile struct {
 
 // profileRuns times every dispatch of one prefill of nP tokens and of nG
 // decode steps (at most 64) after the benchmark proper.
-func profileRuns(ctx *gpu.Context, m *model.Model, seq int, tokens []int32, nP, nG int) ([]opProfile, error) {
+func profileRuns(ctx *gpu.Context, m *model.Model, seq, depth int, tokens []int32, nP, nG int) ([]opProfile, error) {
 	if err := ctx.EnableProfiling(); err != nil {
 		return nil, err
 	}
 	var out []opProfile
 	if nP > 0 {
-		if err := m.KV.Truncate(seq, 0); err != nil {
+		if err := m.KV.Truncate(seq, depth); err != nil {
 			return nil, err
 		}
 		ctx.ResetProfile()
@@ -38,11 +38,11 @@ func profileRuns(ctx *gpu.Context, m *model.Model, seq int, tokens []int32, nP, 
 			return nil, err
 		}
 		ops, untimed := ctx.Profile()
-		out = append(out, opProfile{test: fmt.Sprintf("pp%d", nP), per: "batch", units: 1, wall: time.Since(start).Seconds(), ops: ops, untimed: untimed})
+		out = append(out, opProfile{test: testName(nP, 0, depth), per: "batch", units: 1, wall: time.Since(start).Seconds(), ops: ops, untimed: untimed})
 	}
 	if nG > 0 {
 		n := min(nG, 64)
-		if err := m.KV.Truncate(seq, 0); err != nil {
+		if err := m.KV.Truncate(seq, depth); err != nil {
 			return nil, err
 		}
 		ctx.ResetProfile()
@@ -55,7 +55,7 @@ func profileRuns(ctx *gpu.Context, m *model.Model, seq int, tokens []int32, nP, 
 			}
 		}
 		ops, untimed := ctx.Profile()
-		out = append(out, opProfile{test: fmt.Sprintf("tg%d", n), per: "token", units: n, wall: time.Since(start).Seconds() / float64(n), ops: ops, untimed: untimed})
+		out = append(out, opProfile{test: testName(0, n, depth), per: "token", units: n, wall: time.Since(start).Seconds() / float64(n), ops: ops, untimed: untimed})
 	}
 	return out, nil
 }

@@ -37,6 +37,9 @@ type Options struct {
 	// DawnLib is the path of Dawn's library (libwebgpu_wrapper.so); empty
 	// looks beside the executable, then in third_party/dawn/.
 	DawnLib string
+	// Warn receives what the implementation prints while it looks for
+	// adapters (Dawn writes warnings to stderr; they come here instead).
+	Warn func(msg string)
 }
 
 // OptionsFromEnv reads WGLLM_ADAPTER, WGLLM_FORCE_FALLBACK, WGLLM_BACKEND,

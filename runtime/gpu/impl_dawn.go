@@ -9,10 +9,12 @@ import (
 
 // dawnAdapters loads Dawn (once) and asks it for its adapter.
 func dawnAdapters(opts Options, b Backend) ([]hal.Adapter, error) {
+	dawn.SetWarn(opts.Warn)
 	if _, err := dawn.Load(opts.DawnLib); err != nil {
 		return nil, err
 	}
 	setRuntimeDirIfUnset()
+	dawn.SetWarn(opts.Warn)
 	return dawn.Adapters(string(b), opts.ForceFallback)
 }
 

@@ -21,7 +21,14 @@ type Options struct {
 	KVTokens  int       // tokens the KV block pool holds for all sequences; 0: CtxLen × Seqs
 	KVType    ops.DType // ops.F32, ops.F16 or ops.Q8_0 (ggml's Q8_0 blocks, 17/32 of f16's bytes)
 	Batch     int       // most tokens one step takes (prefill chunk); 0: 512
-	Progress  func(done, total uint64)
+	// DecodeTiledRows: a step's decode rows go through the tiled matmul,
+	// like a prompt chunk, once there are at least this many of them (the
+	// matvec reads every weight once per 8 rows and runs out of arithmetic
+	// past that). A sequence's tokens then depend on how many sequences
+	// share its step. 0: never; every decode row takes the matvec and is
+	// bit-identical to decoding it alone.
+	DecodeTiledRows int
+	Progress        func(done, total uint64)
 }
 
 func (o Options) withDefaults(c Config) Options {
@@ -52,7 +59,8 @@ type Model struct {
 	ctx  *gpu.Context
 	KV   *kv.Paged
 
-	batch int
+	batch           int
+	decodeTiledRows int // Options.DecodeTiledRows
 	// Scratch, all [batch, ...] f32 unless noted.
 	x, h, tmp    ops.Tensor // [batch, dim]
 	q, k, v      ops.Tensor // [batch, qDim], [batch, kvDim] ×2: views of one buffer
@@ -96,7 +104,7 @@ func Load(ctx *gpu.Context, f *gguf.File, opt Options) (*Model, error) {
 		return nil, err
 	}
 	opt = opt.withDefaults(cfg)
-	m := &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch}
+	m := &Model{Cfg: cfg, arch: arch, ctx: ctx, batch: opt.Batch, decodeTiledRows: opt.DecodeTiledRows}
 	ok := false
 	defer func() {
 		if !ok {

@@ -334,6 +334,85 @@ func TestDecodeBatchIsBatchInvariant(t *testing.T) {
 	}
 }
 
+// TestTiledDecodeMatchesMatvec decodes three sequences together with
+// DecodeTiledRows 2, so their rows take the norm + tiled matmul path of a
+// prompt chunk (f16-dequantised weights), and compares each row with the
+// same token decoded alone through the matvec: within the prefill path's
+// tolerance (weights rounded to f16), and the rows of a batch below the
+// threshold still bit for bit.
+func TestTiledDecodeMatchesMatvec(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, c := range []struct {
+		arch string
+		typ  gguf.GGMLType
+		tol  float64
+	}{{"llama", gguf.Q4_K, 2e-3}, {"llama", gguf.F32, 1e-4}, {"gemma2", gguf.Q8_0, 2e-3}, {"qwen3moe", gguf.Q4_K, 2e-3}} {
+		t.Run(c.arch+"/"+c.typ.String(), func(t *testing.T) {
+			path := writeRandomModel(t, c.arch, c.typ, 91)
+			f, err := gguf.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			m, err := Load(ctx, f, Options{CtxLen: 32, Batch: 16, Seqs: 6, DecodeTiledRows: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			vocab := m.Cfg.Vocab
+			prompts := [][]int32{{1, 5, 9}, {1, 200, 201, 7}, {1}}
+			decode := func(n int) (batched, alone [][]float32) {
+				var seqs []int
+				for _, p := range prompts[:n] {
+					s, _ := m.KV.Acquire()
+					if _, err := m.Forward(s, p, LastLogits, make([]float32, vocab)); err != nil {
+						t.Fatal(err)
+					}
+					seqs = append(seqs, s)
+				}
+				toks := []int32{4, 8, 15}[:n]
+				lg := make([]float32, n*vocab)
+				if err := m.DecodeBatch(seqs, toks, LastLogits, lg, make([]int32, n)); err != nil {
+					t.Fatal(err)
+				}
+				for i, s := range seqs {
+					batched = append(batched, lg[i*vocab:(i+1)*vocab])
+					// The same token alone, on a fresh copy of the prompt.
+					if err := m.KV.Truncate(s, len(prompts[i])); err != nil {
+						t.Fatal(err)
+					}
+					one := make([]float32, vocab)
+					if _, err := m.Forward(s, toks[i:i+1], LastLogits, one); err != nil {
+						t.Fatal(err)
+					}
+					alone = append(alone, one)
+					m.KV.Release(s)
+				}
+				return batched, alone
+			}
+			batched, alone := decode(3)
+			for i := range batched {
+				want := make([]float64, vocab)
+				for j, v := range alone[i] {
+					want[j] = float64(v)
+				}
+				e := relErr(batched[i], want)
+				if e > c.tol || math.IsNaN(e) {
+					t.Errorf("sequence %d: tiled decode differs from the matvec by %.2g (tolerance %g)", i, e, c.tol)
+				}
+			}
+			batched, alone = decode(2) // below the threshold: the matvec
+			for i := range batched {
+				for j := range batched[i] {
+					if batched[i][j] != alone[i][j] {
+						t.Fatalf("two rows (below DecodeTiledRows): sequence %d logit %d: batched %v, alone %v", i, j, batched[i][j], alone[i][j])
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestStepMixesDecodeAndPrefill runs decode tokens of two sequences and a
 // prompt chunk of a third in one Step and checks each against the same
 // work done alone: the decode rows bit for bit (batch invariance), the

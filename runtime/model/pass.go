@@ -33,7 +33,7 @@ type pass struct {
 type rowGroup struct {
 	row, n int
 	runs   []int // indices into pass.runs
-	fused  bool  // matvec kernels with the norm fused in
+	fused  bool  // matvec kernels with the norm fused in (else norm + tiled matmul)
 	decode bool  // single-token spans: attention takes them in one dispatch
 }
 
@@ -56,7 +56,8 @@ func (m *Model) newPass(runs []run, want Want) (*pass, error) {
 		g.runs = append(g.runs, i)
 	}
 	if d.n > 0 {
-		d.fused, d.decode = true, true
+		d.decode = true
+		d.fused = m.decodeTiledRows <= 0 || d.n < m.decodeTiledRows
 		p.groups = append(p.groups, d)
 	}
 	if pr.n > 0 {
@@ -377,7 +378,7 @@ func (p *pass) headRows(g rowGroup, want []outRow, norm, out Weight, res ops.Ten
 		}
 		return nil
 	}
-	if contiguous && (g.decode || len(want) <= matVecMaxRows) && norm.DType == ops.F32 {
+	if contiguous && (g.fused || len(want) <= matVecMaxRows) && norm.DType == ops.F32 {
 		// logits = (rmsnorm(x) · norm) · outᵀ in one dispatch per 8 rows
 		xs := rows(m.x, want[0].row, len(want))
 		err := p.matVecFused(out.Tensor, xs, ops.MatVecOpts{Norm: &norm.Tensor, Eps: p.eps()}, res)

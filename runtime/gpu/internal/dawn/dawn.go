@@ -71,7 +71,8 @@ func Load(explicit string) (string, error) {
 			// own, not a reason to try the next path.
 			return "", fmt.Errorf("gpu: loading Dawn from %s: %s", p, C.GoString(msg))
 		}
-		inst := C.wgllm_create_instance()
+		var inst C.WGPUInstance
+		captureStderr(func() { inst = C.wgllm_create_instance() })
 		if inst == nil {
 			return "", fmt.Errorf("gpu: Dawn (%s) could not create an instance", p)
 		}
@@ -155,8 +156,12 @@ func Adapters(backend string, fallback bool) ([]hal.Adapter, error) {
 	if fallback {
 		fb = 1
 	}
-	f := C.wgllm_request_adapter(instance, bt, fb, r)
-	if err := wait(f, r, nil, nil); err != nil {
+	var err error
+	captureStderr(func() { // Dawn initialises its adapters here
+		f := C.wgllm_request_adapter(instance, bt, fb, r)
+		err = wait(f, r, nil, nil)
+	})
+	if err != nil {
 		return nil, err
 	}
 	if r.status != C.WGPURequestAdapterStatus_Success || r.object == nil {
