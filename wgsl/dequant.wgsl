@@ -455,7 +455,7 @@ fn gel(sub: u32, j: u32) -> u32 { return 0u; }
 fn grp(s: St, sub: u32, j: u32) -> vec4<f32> { return bitcast<vec4<f32>>(s.v); }
 {{- end}}
 
-{{- if .Q8}}
+{{- if and (eq .Kernel "matvec") .Q8}}
 
 // --- int8 accessors (the Q8 matvec) -----------------------------------------
 // grpq(st, sub, j): group j's four weight quants as packed int8 (without
