@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"strings"
 	"testing"
 
 	"github.com/wgllm/wgllm/internal/gputest"
@@ -358,5 +359,29 @@ func TestMatVecQuantSubgroups(t *testing.T) {
 			want, mag := refMatVec(hostDecode(t, dt, raw, 2*n*k), xv, 2*n, k, m)
 			checkMatVec(t, "subgroup matvec", seed, sg[:m*2*n], want, mag)
 		})
+	}
+}
+
+// KernelVariants says what runs: the int8 matvec only where switched on
+// and the device has dot4I8Packed; the reduction by the device's subgroups.
+func TestKernelVariants(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	for _, on := range []bool{false, true} {
+		ops.SetKernelOptions(ctx, ops.KernelOptions{Int8Dot: on})
+		v := ops.KernelVariants(ctx)
+		t.Logf("int8_dot %v: %q", on, v)
+		int8Line := v[len(v)-1]
+		if got, want := strings.Contains(int8Line, ": on:"), on && ctx.Features.DotI8Packed; got != want {
+			t.Errorf("int8_dot %v, dot4I8Packed %v: %q", on, ctx.Features.DotI8Packed, int8Line)
+		}
+		if got := strings.Contains(v[1], "subgroup reduction"); got != ctx.Features.Subgroups {
+			t.Errorf("subgroups %v: %q", ctx.Features.Subgroups, v[1])
+		}
+	}
+	ops.SetKernelOptions(ctx, ops.KernelOptions{})
+	for _, s := range []string{"maybe", "auto", "ON"} {
+		if _, err := ops.ParseInt8Dot(s); err == nil {
+			t.Errorf("ParseInt8Dot(%q) accepted", s)
+		}
 	}
 }
