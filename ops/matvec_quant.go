@@ -209,6 +209,18 @@ func matVecQuantRPT(n, m int) int {
 	return max(1, min(rpt, MaxMatVecRows/m))
 }
 
+// matVecQuantWide is the shape for one x row over many weight rows on a
+// GPU: four rows per lane, 128-lane workgroups, x read straight from
+// global memory (each lane's x stays in L1 across its four rows). On the
+// H200 (wgpu-native, Llama-3-8B gate/up 14336x4096, 2026-12-04) it read
+// Q4_K at 976 GB/s against 906 for the staged two-row shape, Q6_K 1,367
+// against 1,247, Q4_0 1,098 against ~1,050, Q8_0 1,809 against 1,797
+// (ops BenchmarkMatVecQuantTuning). Bit for bit the same results: only TPR
+// fixes the order.
+func matVecQuantWide(n, m int, software bool) bool {
+	return !software && m == 1 && n >= 8192
+}
+
 // MatVecQuant computes dst[m, n] = sum_k w[n, k] x[m, k] for a weight w
 // [N, K] stored block-quantised (any of Q4_0 ... Q6_K, IQ4_NL, IQ4_XS, MXFP4,
 // as in GGUF) or bf16, x [M, K] f32 with 1 <= M <= 8 and dst [M, N] f32. Each
@@ -278,6 +290,9 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 	rpt := matVecQuantRPT(fu.rows, m)
 	tpr, wg, u0 := matVecQuantTPR, matVecQuantWG, matVecQuantU
 	ahead := false
+	if matVecQuantWide(fu.rows, m, ctx.Software()) {
+		rpt, wg, u0 = 4, 128, 0 // u0 0: not staged
+	}
 	if t := matVecQuantTuning; t != nil { // benchmarks only
 		tpr, wg, u0, ahead = t.TPR, t.WG, t.U, t.Ahead
 		rpt = max(1, min(t.RPT, MaxMatVecRows/m))
