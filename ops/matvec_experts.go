@@ -134,7 +134,8 @@ func matVecExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 	// one the body of one. No tile, shape or staging changes a value.
 	m := max(1, min(expertTuning.MaxTile, ceilDiv(slots, experts)))
 	key := quantKey{Kernel: "experts", T: w.DType, M: m, XVec: offs[1]%4 == 0 && k%4 == 0,
-		TPR: expertTPR(np), UnrollJ: !ctx.Software(), Bias: bias != nil, fusion: fusion{Pair: pair, Act: act}}
+		TPR: expertTPR(np), UnrollJ: !ctx.Software(), Bias: bias != nil, fusion: fusion{Pair: pair, Act: act},
+		SG: ctx.Features.Subgroups && !matVecNoSubgroups}
 	key.RPT, key.WG, _ = shape(m) // x unstaged if no tile fits
 	for mm := m; mm >= 1; mm-- {
 		rpt, wg, staged := shape(mm)

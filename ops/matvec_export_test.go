@@ -1,7 +1,7 @@
 package ops
 
-// SetMatVecSubgroups chooses, where the device has subgroups, whether MatVec
-// reduces with them (the default) or through workgroup memory, so tests
+// SetMatVecSubgroups chooses, where the device has subgroups, whether MatVec,
+// MatVecQuant and MatVecExperts reduce with them (the default) or through workgroup memory, so tests
 // cover both on one device; it returns the restore.
 func SetMatVecSubgroups(on bool) (restore func()) {
 	old := matVecNoSubgroups
@@ -17,4 +17,12 @@ func SetExpertTiling(m int, stage, wide bool) (restore func()) {
 	old := expertTuning
 	expertTuning.MaxTile, expertTuning.NoStage, expertTuning.Wide = m, !stage, wide
 	return func() { expertTuning = old }
+}
+
+// SetMatVecQuantUnroll unrolls the quantised matvec's group loops on
+// software adapters as on GPUs; it returns the restore.
+func SetMatVecQuantUnroll(on bool) (restore func()) {
+	old := matVecQuantUnroll
+	matVecQuantUnroll = on
+	return func() { matVecQuantUnroll = old }
 }

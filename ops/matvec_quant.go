@@ -27,6 +27,8 @@ type quantKey struct {
 	U       int  // StageX: pieces per lane per pass
 	Ahead   bool // not staged: two pieces per row in flight
 	Bias    bool // experts: a bias per expert row
+	SG      bool // the lanes of a row meet by subgroupShuffleXor (same bits)
+	Q8      bool // matvec: x quantised by QuantizeQ8, weights summed by dot4I8Packed
 	fusion
 }
 
@@ -49,6 +51,12 @@ func (k quantKey) String() string {
 		}
 		if k.Bias {
 			s += "_bias"
+		}
+		if k.SG {
+			s += "_sg"
+		}
+		if k.Q8 {
+			s += "_q8"
 		}
 		return s + k.fusion.String()
 	}
@@ -144,12 +152,16 @@ type pairSlot struct{ M, G, U int }
 
 func quantPipeline(ctx *gpu.Context, key quantKey) (*gpu.Pipeline, error) {
 	return ctx.Pipeline(key, func() (gpu.PipelineSpec, error) {
-		src, err := renderQuant(key)
+		src, err := renderQuant(key, ctx.Features)
+		if key.SG {
+			src = "enable subgroups;\n" + src
+		}
 		storage := []gpu.Access{gpu.ReadOnly, gpu.ReadWrite}
 		if key.Kernel != "dequant" {
 			storage = []gpu.Access{gpu.ReadOnly, gpu.ReadOnly, gpu.ReadWrite}
 		}
-		if key.Norm || key.Kernel == "experts" {
+		// g (the int8 matvec's x carries the norm), or the experts' routes.
+		if (key.Norm && !key.Q8) || key.Kernel == "experts" {
 			storage = append(storage, gpu.ReadOnly)
 		}
 		if key.Bias || key.fusion.Bias { // the experts' bias, or the dense matvec's
@@ -170,8 +182,9 @@ func seq(n int) []int {
 // renderQuant fills dequant.wgsl for key. The matvec kernels' products,
 // tree and stores are a "body" per count of x rows (slots): the matvec has
 // one of M rows; the experts kernel one of M slots and, for M > 1, one of a
-// single slot (decode's one token per expert).
-func renderQuant(key quantKey) (string, error) {
+// single slot (decode's one token per expert). f decides whether a
+// subgroup reduction (SG) needs workgroup memory for its upper levels.
+func renderQuant(key quantKey, f gpu.Features) (string, error) {
 	bs, bb, ppb, _ := pieceLayout(key.T)
 	rpt := max(key.RPT, 1)
 	jexprs := []string{"j"}
@@ -183,7 +196,11 @@ func renderQuant(key quantKey) (string, error) {
 	}
 	cv := stageVec4(key.T, key.TPR) * max(key.U, 1)
 	experts := key.Kernel == "experts"
+	// Workgroup memory for the row sums: without subgroups, where a
+	// subgroup may be narrower than a row (TPR lanes), and for the norm's sum.
+	wgRed := !key.SG || f.SubgroupMinSize < uint32(key.TPR) || (key.Norm && !key.Q8)
 	data := map[string]any{
+		"SG": key.SG, "Q8": key.Q8, "WGRed": wgRed, "TGroups": q8ScaleGroupExprs(key.T, key.UnrollJ),
 		"StageX": key.StageX, "Ahead": key.Ahead, "CV": cv, "XSLen": key.M * (cv + cv/8), "Us": seq(max(key.U, 1)),
 		"Acc": key.Acc, "Pair": key.Pair, "Act": key.Act.String(), "Segs": key.Segs, "Norm": key.Norm,
 		"Kernel": key.Kernel, "T": key.T.String(), "XVec": key.XVec, "DstF16": key.DstF16,
@@ -227,6 +244,10 @@ func bodyData(m, rpt int, pair bool) map[string]any {
 	}
 	return map[string]any{"M": m, "Ms": seq(m), "NAcc": m * rpt, "Accs": seq(m * rpt), "RMs": rms, "Pairs": pairs}
 }
+
+// matVecQuantUnroll unrolls the quantised matvec's groups on software
+// adapters too, so tests there cover the GPUs' code (SetMatVecQuantUnroll).
+var matVecQuantUnroll bool
 
 // MaxMatVecRows is the most x rows MatVecQuant takes in one call.
 const MaxMatVecRows = 8
@@ -362,19 +383,47 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		rpt = 2 * max(1, rpt/2) // a gate row and its up row per output
 	}
 	key := quantKey{Kernel: "matvec", T: w.DType, M: m, XVec: offs[0]%4 == 0 && k%4 == 0 && fu.normOff%4 == 0,
-		WG: wg, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software(), fusion: fu.fusion}
+		WG: wg, TPR: tpr, RPT: rpt, UnrollJ: !ctx.Software() || matVecQuantUnroll, fusion: fu.fusion,
+		SG: ctx.Features.Subgroups && !matVecNoSubgroups, Q8: useInt8Dot(ctx, w.DType)}
 	if ahead {
 		key.Ahead, u0 = true, 0 // not staged
 	}
-	for u := u0; u >= 1 && (matVecQuantTuning == nil || !matVecQuantTuning.NoStage); u /= 2 {
-		if stageBytes(w.DType, tpr, u, m, rpt, key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
-			key.StageX, key.U = true, u
-			break
+	xArg, xOff, xStride := args[0], offs[0], uint32(k)
+	if key.Q8 {
+		// x (normed by g, without its 1 / rms) becomes int8 blocks first.
+		key.XVec = false
+		xq, err := quantizeForMatVec(enc, x, o)
+		if err != nil {
+			return err
+		}
+		xa, xo, err := binds("MatVecQuant", xq)
+		if err != nil {
+			return err
+		}
+		if xo[0]%4 != 0 {
+			return fmt.Errorf("ops.MatVecQuant: int8 x scratch at word %d: not vec4-aligned", xo[0])
+		}
+		xArg, xOff, xStride = xa[0], xo[0], uint32(Q8RowWords(k))
+	} else {
+		for u := u0; u >= 1 && (matVecQuantTuning == nil || !matVecQuantTuning.NoStage); u /= 2 {
+			if stageBytes(w.DType, tpr, u, m, rpt, key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
+				key.StageX, key.U = true, u
+				break
+			}
 		}
 	}
 	pipe, err := quantPipeline(ctx, key)
 	if err != nil {
 		return err
+	}
+	bindArgs := func(w gpu.Arg) []gpu.Arg {
+		if key.Q8 {
+			if key.fusion.Bias {
+				return []gpu.Arg{w, xArg, fu.d, fu.b}
+			}
+			return []gpu.Arg{w, xArg, fu.d}
+		}
+		return fu.args(w, xArg)
 	}
 	outPerWG := key.WG / key.TPR * key.RPT
 	if key.Pair {
@@ -397,10 +446,10 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		err = enc.Dispatch(pipe, quantParams{
 			Rows: uint32(nc), K: uint32(k), NP: uint32(np),
 			WOff: wo[0], WRow: uint32(rowUnits),
-			XOff: offs[0], XStride: uint32(k),
+			XOff: xOff, XStride: xStride,
 			DOff: fp.DOff + uint32(n0), DStride: fp.DStride,
 			fusionParams: fp.fusionParams,
-		}, fu.args(wa[0], args[0]), gx, gy, 1)
+		}, bindArgs(wa[0]), gx, gy, 1)
 		if err != nil {
 			return err
 		}
@@ -429,4 +478,82 @@ func rowsPerBinding(ctx *gpu.Context, t Tensor, rowBytes uint64, n int) (int, er
 		return 0, fmt.Errorf("one row of %d bytes exceeds the storage binding limit of %d bytes", rowBytes, limit)
 	}
 	return int(min(rows, uint64(n))), nil
+}
+
+// q8ScaleGroups is NSG in the shader's int8 accessors: scale groups per
+// piece (0: the type has no int8 decoder).
+func q8ScaleGroups(dt DType) int {
+	switch dt {
+	case Q4_0, Q4_1, Q5_0, Q5_1, Q8_0:
+		return 1
+	case Q4_K, Q5_K:
+		return 2
+	case Q2_K, Q3_K, Q6_K:
+		return 4
+	}
+	return 0
+}
+
+// q8TypeNames are the weight types the int8 matvec decodes.
+func q8TypeNames() []string {
+	var s []string
+	for _, dt := range []DType{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K} {
+		s = append(s, dt.String())
+	}
+	return s
+}
+
+// useInt8Dot: the int8 matvec runs for w's type on ctx.
+func useInt8Dot(ctx *gpu.Context, dt DType) bool {
+	return kernelOptions(ctx).Int8Dot && ctx.Features.DotI8Packed && q8ScaleGroups(dt) > 0
+}
+
+type q8Group struct {
+	T     string // the scale group's index expression
+	Quads []q8Quad
+}
+
+// q8Quad is four consecutive groups, which read one vec4 of x quants.
+type q8Quad struct {
+	J0     string   // the first group's index expression
+	Js, Cs []string // each group's index, and its component of the vec4
+}
+
+// q8ScaleGroupExprs unrolls the int8 consume's loops over scale groups and
+// their groups (or leaves one loop each, as "t" and "j").
+func q8ScaleGroupExprs(dt DType, unroll bool) []q8Group {
+	nsg := q8ScaleGroups(dt)
+	if nsg == 0 {
+		return nil
+	}
+	if !unroll {
+		return []q8Group{{T: "t", Quads: []q8Quad{{J0: "t * GS + jq", Js: []string{"t * GS + jq + i"}, Cs: []string{"i"}}}}}
+	}
+	gs := groupsPerPiece(dt) / nsg
+	out := make([]q8Group, nsg)
+	for t := range out {
+		out[t].T = fmt.Sprintf("%du", t)
+		for j0 := t * gs; j0 < (t+1)*gs; j0 += 4 {
+			q := q8Quad{J0: fmt.Sprintf("%du", j0)}
+			for c := 0; c < 4; c++ {
+				q.Js = append(q.Js, fmt.Sprintf("%du", j0+c))
+				q.Cs = append(q.Cs, fmt.Sprint(c))
+			}
+			out[t].Quads = append(out[t].Quads, q)
+		}
+	}
+	return out
+}
+
+// quantizeForMatVec quantises x (normed by o.Norm) into the context's q8
+// scratch for one int8 matvec.
+func quantizeForMatVec(enc *gpu.Encoder, x Tensor, o MatVecOpts) (Tensor, error) {
+	m, k := x.Shape[0], x.Shape[1]
+	words := m * Q8RowWords(k)
+	buf, err := q8ScratchBuffer(enc.Context(), uint64(4*words))
+	if err != nil {
+		return Tensor{}, err
+	}
+	xq := Tensor{Buf: buf, DType: U32, Shape: []int{words}}
+	return xq, QuantizeQ8(enc, xq, x, o.Norm, o.Eps)
 }

@@ -486,3 +486,36 @@ func TestMatVecExpertsGated(t *testing.T) {
 		}
 	}
 }
+
+// TestMatVecExpertsSubgroups: where the device has subgroups, the experts
+// kernel's subgroup reduction gives the same bits as its workgroup-memory
+// tree for each of its lanes per row (8, 16 and 32: subgroups that hold a
+// row's lanes, and narrower ones that leave the upper levels in workgroup
+// memory), in tiles of several slots and alone.
+func TestMatVecExpertsSubgroups(t *testing.T) {
+	ctx := gputest.Ctx(t)
+	if !ctx.Features.Subgroups {
+		t.Skipf("%s (%s) has no subgroups (or not in aligned runs): no subgroup variant to test", ctx.Adapter.Name, ctx.Adapter.Impl)
+	}
+	t.Logf("subgroup sizes %d..%d", ctx.Features.SubgroupMinSize, ctx.Features.SubgroupMaxSize)
+	for ci, c := range []expertCase{
+		{dt: ops.Q4_K, n: 21, k: 1024, rows: 19, xPad: 4},   // 32 lanes per row
+		{dt: ops.Q6_K, n: 19, k: 768, rows: 19, down: true}, // 16 lanes
+		{dt: ops.Q4_K, n: 9, k: 768, rows: 19, xPad: 4},     // 8 lanes
+		{dt: ops.F16, n: 17, k: 1001, rows: 1, down: true},  // one slot per expert
+		{dt: ops.Q8_0, n: 4099, k: 96, rows: 5, down: true}, // two rows per lane
+	} {
+		c.experts, c.used = 3, 2
+		t.Run(c.String(), func(t *testing.T) {
+			seed := int64(4700 + ci)
+			run := func(sg bool) ([]float32, []float64, []float64) {
+				defer ops.SetMatVecSubgroups(sg)()
+				return runExperts(t, ctx, c, seed)
+			}
+			sg, want, mag := run(true)
+			plain, _, _ := run(false)
+			checkBits(t, "experts: subgroups vs workgroup memory", seed, sg, plain)
+			checkMatVec(t, "experts with subgroups", seed, sg, want, mag)
+		})
+	}
+}

@@ -37,13 +37,20 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 {{- if .Rowwise}}
+{{- if .Q8}}
+// Q8 (the matvec only): x is ops.QuantizeQ8's rows of x_stride words (x_off
+// and x_stride multiples of 4): K/4 words of packed int8, K/32 scales (f32),
+// K/16 sums of 16 quants (f32), 1 / rms(x).
+@group(0) @binding(2) var<storage, read> x: array<vec4<u32>>;
+{{- else}}
 @group(0) @binding(2) var<storage, read> x: array<{{if .XVec}}vec4<f32>{{else}}f32{{end}}>;
+{{- end}}
 @group(0) @binding(3) var<storage, read_write> d: array<f32>;
-{{- if .Norm}}
+{{- if and .Norm (not .Q8)}}
 @group(0) @binding(4) var<storage, read> g: array<{{if .XVec}}vec4<f32>{{else}}f32{{end}}>;
 {{- end}}
 {{- if .DBias}}
-@group(0) @binding({{if .Norm}}5{{else}}4{{end}}) var<storage, read> bias: array<f32>;
+@group(0) @binding({{if and .Norm (not .Q8)}}5{{else}}4{{end}}) var<storage, read> bias: array<f32>;
 {{- end}}
 {{- if .Experts}}
 @group(0) @binding(4) var<storage, read> R: array<u32>;
@@ -59,6 +66,71 @@ struct Params {
 {{- end}}
 
 {{template "blocks" .}}
+
+{{- if and (eq .Kernel "matvec") .Q8}}
+
+// --- int8 accessors (the Q8 matvec) -----------------------------------------
+// grpq(st, sub, j): group j's four weight quants as packed int8 (without
+// the type's offset); a piece's G groups form NSG scale groups of G / NSG
+// consecutive groups (16 or 32 consecutive elements, inside one x block);
+// qsc(st, sub, t) = (a, b) with weight = a * quant - b in scale group t, so
+// the group adds dx * (a * sum(quant * xq) - b * sum(xq)).
+{{- if or (eq .T "q4_0") (eq .T "q4_1")}}
+const NSG: u32 = 1u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 { return (s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu; }
+{{- if eq .T "q4_0"}}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.d, 8.0 * s.d); }
+{{- else}}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.d, -s.m); }
+{{- end}}
+{{- else if or (eq .T "q5_0") (eq .T "q5_1")}}
+const NSG: u32 = 1u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 {
+  return ((s.q[j & 3u] >> (4u * (j >> 2u))) & 0x0f0f0f0fu) | (bits4(s.qh >> (4u * j)) << 4u);
+}
+{{- if eq .T "q5_0"}}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.d, 16.0 * s.d); }
+{{- else}}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.d, -s.m); }
+{{- end}}
+{{- else if eq .T "q8_0"}}
+const NSG: u32 = 1u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 { return select(s.qa[j & 3u], s.qb[j & 3u], j >= 4u); }
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.d, 0.0); }
+{{- else if or (eq .T "q4_k") (eq .T "q5_k")}}
+const NSG: u32 = 2u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 {
+  let hb = j >> 2u;
+{{- if eq .T "q4_k"}}
+  return (s.q[j & 3u] >> (4u * hb)) & 0x0f0f0f0fu;
+{{- else}}
+  return ((s.q[j & 3u] >> (4u * hb)) & 0x0f0f0f0fu) | (((s.qh[j & 3u] >> hb) & 0x01010101u) << 4u);
+{{- end}}
+}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return select(vec2<f32>(s.d0, s.m0), vec2<f32>(s.d1, s.m1), t == 1u); }
+{{- else if eq .T "q6_k"}}
+const NSG: u32 = 4u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 {
+  let t = j >> 2u;
+  let k = j & 3u;
+  let ql = select(s.qa[k], s.qb[k], (t & 1u) == 1u) >> (4u * (t >> 1u));
+  return (ql & 0x0f0f0f0fu) | (((s.qh[k] >> (2u * t)) & 0x03030303u) << 4u);
+}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.dl[t], 32.0 * s.dl[t]); }
+{{- else if eq .T "q2_k"}}
+const NSG: u32 = 4u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 { return (s.q[j & 3u] >> (2u * (j >> 2u))) & 0x03030303u; }
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.dl[t], s.ml[t]); }
+{{- else if eq .T "q3_k"}}
+const NSG: u32 = 4u;
+fn grpq(s: St, sub: u32, j: u32) -> u32 {
+  let t = j >> 2u;
+  return ((s.q[j & 3u] >> (2u * t)) & 0x03030303u) | (((s.hm[j & 3u] >> t) & 0x01010101u) << 2u);
+}
+fn qsc(s: St, sub: u32, t: u32) -> vec2<f32> { return vec2<f32>(s.dl[t], 4.0 * s.dl[t]); }
+{{- end}}
+const GS: u32 = G / NSG; // groups per scale group
+{{- end}}
 
 // --- kernels ----------------------------------------------------------------
 {{- if .Rowwise}}
@@ -86,7 +158,9 @@ const RED: u32 = NACC * WG;
 {{- range .Accs}}
 var<private> acc{{.}}: f32;
 {{- end}}
+{{- if .WGRed}}
 var<workgroup> red: array<f32, RED>;
+{{- end}}
 {{- if .StageX}}
 // StageX: each pass of the piece loop first copies the slice of x its
 // pieces use (CV vec4 per x row, times g under Norm) into workgroup memory
@@ -107,6 +181,18 @@ var<workgroup> tslot: array<u32, {{.M}}>;  // the tile's slots (dst rows)
 var<workgroup> txrow: array<u32, {{.M}}>;  // and their x rows
 {{- end}}
 
+{{- if .Q8}}
+// Row m of the quantised x: the quants of elements e .. e + 15 (e a
+// multiple of 16), element e's block scale, the sum of scale group e's
+// quants (16 or 32 from e), 1 / rms.
+fn xword(i: u32) -> u32 { return x[i >> 2u][i & 3u]; }
+fn xqv(m: u32, e: u32) -> vec4<u32> { return x[(p.x_off + m * p.x_stride + (e >> 2u)) >> 2u]; }
+fn xqd(m: u32, e: u32) -> f32 { return bitcast<f32>(xword(p.x_off + m * p.x_stride + p.k / 4u + (e >> 5u))); }
+fn xqs(m: u32, e: u32) -> f32 {
+  let i = p.x_off + m * p.x_stride + p.k / 4u + p.k / 32u + (e >> 4u);
+  return select(bitcast<f32>(xword(i)), bitcast<f32>(xword(i)) + bitcast<f32>(xword(i + 1u)), GS == 8u);
+}
+{{- else}}
 fn xraw(m: u32, e: u32) -> vec4<f32> {
   let i = p.x_off + {{if .Experts}}txrow[m]{{else}}m{{end}} * p.x_stride + e;
 {{- if .XVec}}
@@ -127,7 +213,6 @@ fn gv(e: u32) -> vec4<f32> {
                    select(0.0, g[i + 2u], e + 2u < p.k), select(0.0, g[i + 3u], e + 3u < p.k));
 {{- end}}
 }
-var<private> nscale: array<f32, {{len .Ms}}>; // Norm: 1 / rms of each x row
 {{- end}}
 fn xv(m: u32, e: u32) -> vec4<f32> {
 {{- if .StageX}}
@@ -137,15 +222,25 @@ fn xv(m: u32, e: u32) -> vec4<f32> {
   return xraw(m, e){{if .Norm}} * gv(e){{end}};
 {{- end}}
 }
+{{- end}}
+{{- if .Norm}}
+var<private> nscale: array<f32, {{len .Ms}}>; // Norm: 1 / rms of each x row
+{{- end}}
 {{- range .Bodies}}
 {{template "consume" .}}
 {{- end}}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>{{if .SG}},
+        @builtin(subgroup_size) sg_size: u32{{end}}) {
   let lane = lid.x % TPR;
-{{- if .Norm}}
+{{- if and .Norm .Q8}}
+  // ops.QuantizeQ8 computed each row's 1 / rms beside its quants.
+{{- range $m := .Ms}}
+  nscale[{{$m}}u] = bitcast<f32>(xword(p.x_off + {{$m}}u * p.x_stride + p.k / 4u + p.k / 32u + p.k / 16u));
+{{- end}}
+{{- else if .Norm}}
   // Sum of squares of each x row over the whole workgroup: thread partials
   // in a fixed order, then a fixed tree, the same in every workgroup.
 {{- range $m := .Ms}}
@@ -285,6 +380,67 @@ adapters get the loop, which compiles much faster and computes the same
 values. */}}
 {{- define "consume"}}
 fn consume_m{{.M}}({{range .Rs}}s{{.}}: St, {{end}}eb: u32, sub: u32) {
+{{- if .Q8}}
+  // Per scale group: integer dot products of the weight and x quants, then
+  // one scaling per row pair (r, m).
+{{- if not .UnrollJ}}
+  for (var t = 0u; t < NSG; t++) {
+{{- end}}
+{{- range $tg := .TGroups}}
+  {
+    let e0 = eb + gel(sub, {{$tg.T}} * GS);
+{{- range $.Ms}}
+    let xd{{.}} = xqd({{.}}u, e0);
+    let xs{{.}} = xqs({{.}}u, e0);
+{{- end}}
+{{- range $.RMs}}{{range .}}
+    var is{{.I}} = 0i;
+{{- end}}{{end}}
+    // Four groups (16 consecutive elements) at a time: one vec4 of x.
+{{- if not $.UnrollJ}}
+    for (var jq = 0u; jq < GS; jq += 4u) {
+{{- end}}
+{{- range $q := $tg.Quads}}
+    {
+      let e = eb + gel(sub, {{$q.J0}});
+{{- range $.Ms}}
+      let x{{.}} = xqv({{.}}u, e);
+{{- end}}
+{{- if not $.UnrollJ}}
+      for (var i = 0u; i < 4u; i++) {
+{{- end}}
+{{- range $c, $je := $q.Js}}
+{{- range $r := $.Rs}}
+      {
+        let w = grpq(s{{$r}}, sub, {{$je}});
+{{- range index $.RMs $r}}
+        is{{.I}} += dot4I8Packed(w, x{{.M}}[{{index $q.Cs $c}}]);
+{{- end}}
+      }
+{{- end}}
+{{- end}}
+{{- if not $.UnrollJ}}
+      }
+{{- end}}
+    }
+{{- end}}
+{{- if not $.UnrollJ}}
+    }
+{{- end}}
+{{- range $r := $.Rs}}
+    {
+      let sc = qsc(s{{$r}}, sub, {{$tg.T}});
+{{- range index $.RMs $r}}
+      acc{{.I}} += xd{{.M}} * (sc.x * f32(is{{.I}}) - sc.y * xs{{.M}});
+{{- end}}
+    }
+{{- end}}
+  }
+{{- end}}
+{{- if not .UnrollJ}}
+  }
+{{- end}}
+{{- else}}
 {{- if not .UnrollJ}}
   for (var j = 0u; j < G; j++) {
 {{- end}}
@@ -312,6 +468,7 @@ fn consume_m{{.M}}({{range .Rs}}s{{.}}: St, {{end}}eb: u32, sub: u32) {
 {{- end}}
 {{- if not .UnrollJ}}
   }
+{{- end}}
 {{- end}}
 }
 {{- end}}
@@ -385,16 +542,32 @@ TPR lanes and the stores: inside main, after the row bases rb<r>. */}}
     }
   }
 {{- end}}
-{{- range .Accs}}
-  red[{{.}}u * WG + lid.x] = acc{{.}};
-{{- end}}
-  workgroupBarrier();
-  for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      for (var i = 0u; i < {{.NAcc}}u; i++) { red[i * WG + lid.x] += red[i * WG + lid.x + s]; }
-    }
-    workgroupBarrier();
+  // The TPR lanes of a row meet in a fixed tree: at level s (TPR/2 down to
+  // 1) lane l < s adds lane l + s.
+{{- if .SG}}
+  // Subgroups: levels at or above the subgroup size go through workgroup
+  // memory (none when subgroups hold a whole row), the rest by
+  // subgroupShuffleXor within the row's first subgroup (subgroups are
+  // aligned runs of lanes, which gpu checks when it opens the device, and
+  // TPR and the subgroup size are powers of two, so a row's lanes are one
+  // aligned run inside a subgroup or whole subgroups). For l < s,
+  // l ^ s = l + s, so every level adds the same two values in the same
+  // order as the tree: the same bits as the plain kernel.
+  var lvl = TPR / 2u;
+{{- if .WGRed}}
+  if (sg_size < TPR) {
+{{- template "tree" .}}
   }
+{{- end}}
+  for (; lvl > 0u; lvl >>= 1u) {
+{{- range .Accs}}
+    acc{{.}} += subgroupShuffleXor(acc{{.}}, lvl);
+{{- end}}
+  }
+{{- else}}
+  var lvl = TPR / 2u;
+{{- template "tree" .}}
+{{- end}}
   if (lane == 0u) {
 {{- if .Pair}}
 {{- range $r, $ps := .Pairs}}
@@ -404,8 +577,8 @@ TPR lanes and the stores: inside main, after the row bases rb<r>. */}}
       if ({{.M}}u < left) {
         let row = row0 + {{$r}}u;
         let i = p.d_off + tslot[{{.M}}u] * p.d_stride + row;
-        var gs = red[{{.G}}u * WG + lid.x];
-        var us = red[{{.U}}u * WG + lid.x];
+        var gs = acc{{.G}};
+        var us = acc{{.U}};
 {{- if $.Bias}}
         gs += bias[p.b_off + h.y * PAIRS * p.rows + row];
         us += bias[p.b_off + h.y * PAIRS * p.rows + p.rows + row];
@@ -415,8 +588,8 @@ TPR lanes and the stores: inside main, after the row bases rb<r>. */}}
 {{- else}}
       {
         let i = p.d_off + {{.M}}u * p.d_stride + row0 + {{$r}}u;
-        let gs = red[{{.G}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
-        let us = red[{{.U}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+        let gs = acc{{.G}}{{if $.Norm}} * nscale[{{.M}}u]{{end}};
+        let us = acc{{.U}}{{if $.Norm}} * nscale[{{.M}}u]{{end}};
         d[i] = {{if $.Acc}}d[i] + {{end}}act_{{$.Act}}(gs, us);
       }
 {{- end}}
@@ -430,7 +603,7 @@ TPR lanes and the stores: inside main, after the row bases rb<r>. */}}
 {{- range index $.RMs $r}}
 {{- if $.Experts}}
       if ({{.M}}u < left) {
-        d[p.d_off + tslot[{{.M}}u] * p.d_stride + row] = red[{{.I}}u * WG + lid.x]{{if $.Bias}} + bias[p.b_off + h.y * p.rows + row]{{end}};
+        d[p.d_off + tslot[{{.M}}u] * p.d_stride + row] = acc{{.I}}{{if $.Bias}} + bias[p.b_off + h.y * p.rows + row]{{end}};
       }
 {{- else}}
       {
@@ -444,7 +617,7 @@ TPR lanes and the stores: inside main, after the row bases rb<r>. */}}
 {{- else}}
         let i = p.d_off + {{.M}}u * p.d_stride + row;
 {{- end}}
-        d[i] = {{if $.Acc}}d[i] + {{end}}red[{{.I}}u * WG + lid.x]{{if $.Norm}} * nscale[{{.M}}u]{{end}}{{if $.DBias}} + bias[p.fb_off + row]{{end}};
+        d[i] = {{if $.Acc}}d[i] + {{end}}acc{{.I}}{{if $.Norm}} * nscale[{{.M}}u]{{end}}{{if $.DBias}} + bias[p.fb_off + row]{{end}};
       }
 {{- end}}
 {{- end}}
@@ -453,4 +626,23 @@ TPR lanes and the stores: inside main, after the row bases rb<r>. */}}
 {{- end}}
   }
   }
+{{- end}}
+
+{{- /* The tree's levels lvl down to the subgroup size (sg_size; to 1
+without subgroups) in workgroup memory, leaving each lane's sums in its
+accumulators. */}}
+{{- define "tree"}}
+{{- range .Accs}}
+  red[{{.}}u * WG + lid.x] = acc{{.}};
+{{- end}}
+  workgroupBarrier();
+  for (; lvl >= {{if .SG}}sg_size{{else}}1u{{end}}; lvl >>= 1u) {
+    if (lane < lvl) {
+      for (var i = 0u; i < {{.NAcc}}u; i++) { red[i * WG + lid.x] += red[i * WG + lid.x + lvl]; }
+    }
+    workgroupBarrier();
+  }
+{{- range .Accs}}
+  acc{{.}} = red[{{.}}u * WG + lid.x];
+{{- end}}
 {{- end}}

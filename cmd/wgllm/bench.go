@@ -66,12 +66,13 @@ func benchCmd(a *app) *cobra.Command {
 			profile, _ := f.GetBool("profile")
 			gopt := a.gpuOptions()
 			gopt.Timestamps = profile
-			ctx, err := gpu.New(gopt)
+			ctx, err := a.openGPU(gopt)
 			if err != nil {
 				return err
 			}
 			defer ctx.Close()
 			defer ops.ReleaseAttentionScratch(ctx)
+			defer ops.ReleaseQ8Scratch(ctx)
 			kt, err := kvType(a.cfg.GetString("kv.dtype"))
 			if err != nil {
 				return err

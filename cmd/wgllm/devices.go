@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gpu"
 )
 
@@ -24,6 +25,9 @@ func devicesCmd(a *app) *cobra.Command {
 			}
 			printBackends(cmd.OutOrStdout(), gpu.ProbeBackends(), opts.Backend)
 			printImpls(cmd.OutOrStdout(), opts, descs, chosen)
+			if err == nil && chosen >= 0 {
+				printKernels(cmd.OutOrStdout(), a, opts)
+			}
 			return err
 		},
 	}
@@ -111,6 +115,21 @@ func printImpls(w io.Writer, opts gpu.Options, descs []gpu.AdapterDesc, chosen i
 		fmt.Fprintf(w, "dawn: %v\n", err)
 	} else {
 		fmt.Fprintf(w, "dawn: %s\n", path)
+	}
+}
+
+// printKernels opens the chosen adapter (the subgroup layout is checked
+// on the device) and says which kernel variants run on it.
+func printKernels(w io.Writer, a *app, opts gpu.Options) {
+	ctx, err := a.openGPU(opts)
+	if err != nil {
+		fmt.Fprintf(w, "kernels: cannot open the chosen adapter: %v\n", err)
+		return
+	}
+	defer ctx.Close()
+	fmt.Fprintf(w, "kernels on %s (%s):\n", ctx.Adapter.Name, ctx.Adapter.Impl)
+	for _, v := range ops.KernelVariants(ctx) {
+		fmt.Fprintf(w, "  %s\n", v)
 	}
 }
 

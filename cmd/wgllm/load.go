@@ -31,6 +31,7 @@ func (l *loaded) Close() {
 	}
 	if l.ctx != nil {
 		ops.ReleaseAttentionScratch(l.ctx)
+		ops.ReleaseQ8Scratch(l.ctx)
 		l.ctx.Close()
 	}
 	if l.file != nil {
@@ -103,7 +104,7 @@ func (a *app) loadFile(path string, opt model.Options) (*loaded, error) {
 	for _, w := range tok.Warnings() {
 		a.log.Warn().Str("model", path).Msg(w)
 	}
-	if l.ctx, err = gpu.New(a.gpuOptions()); err != nil {
+	if l.ctx, err = a.openGPU(a.gpuOptions()); err != nil {
 		return nil, err
 	}
 	kt, err := kvType(a.cfg.GetString("kv.dtype"))

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/viper"
 	"github.com/wgllm/wgllm/internal/config"
 	"github.com/wgllm/wgllm/internal/logx"
+	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/gpu"
 )
 
@@ -73,6 +74,27 @@ func (a *app) setup(flags *pflag.FlagSet) error {
 	a.cfg = cfg
 	a.log, err = logx.New(os.Stderr, cfg.GetString("log.level"), cfg.GetString("log.format"))
 	return err
+}
+
+// openGPU opens a device for opts with the kernel variants config
+// kernels.* switches on.
+func (a *app) openGPU(opts gpu.Options) (*gpu.Context, error) {
+	ko, err := a.kernelOptions()
+	if err != nil {
+		return nil, err
+	}
+	ctx, err := gpu.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	ops.SetKernelOptions(ctx, ko)
+	return ctx, nil
+}
+
+// kernelOptions are config kernels.*.
+func (a *app) kernelOptions() (ops.KernelOptions, error) {
+	int8, err := ops.ParseInt8Dot(a.cfg.GetString("kernels.int8_dot"))
+	return ops.KernelOptions{Int8Dot: int8}, err
 }
 
 // gpuOptions is the adapter choice from config, environment and flags.

@@ -50,6 +50,7 @@ Configuration (configs/default.yaml, then --config FILE, then environment, then 
   engine.decode_tiled_rows WGLLM_ENGINE_DECODE_TILED_ROWS decode steps of this many sequences or more take the tiled matmul (0: never; tokens then never depend on the batch)
   engine.quant_matmul     WGLLM_ENGINE_QUANT_MATMUL     the tiled matmul reads quantised weights in place instead of an f16 copy (false)
   kv.dtype                WGLLM_KV_DTYPE                f16, f32 or q8_0 KV cache
+  kernels.int8_dot        WGLLM_KERNELS_INT8_DOT        on: int8 dot products in quantised matvecs where the device has them (off)
   models.serve_dir        WGLLM_MODELS_SERVE_DIR        also serve every *.gguf here, by file name, loaded on demand
   models.list             (config file)                 also serve these: [{name: NAME, path: FILE.gguf}]
   models.gpu_memory_budget WGLLM_MODELS_GPU_MEMORY_BUDGET GPU memory for all loaded models (e.g. 20GB); 0: no limit
