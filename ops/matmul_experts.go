@@ -86,9 +86,9 @@ func matMulExperts(enc *gpu.Encoder, dst, w, x, route Tensor, bias *Tensor, xPer
 	// room for one expert taking them all (the others' extra workgroups
 	// return at once).
 	used := min(experts, slots)
-	tile := matMulQuantPick(ctx, ceilDiv(slots, used), n, used)
+	tile := matMulQuantPick(ctx, ceilDiv(slots, used), n, used, expertsHeadBytes)
 	if pair { // tile columns: gate and up rows
-		tile = pickTile(ctx, matMulPairTiles, ceilDiv(slots, used), pairs*n, used, matMulQuantForce)
+		tile = pickTile(ctx, matMulPairTiles, ceilDiv(slots, used), pairs*n, used, matMulQuantForce, expertsHeadBytes)
 	}
 	if tile.wg() == 0 {
 		return fmt.Errorf("ops.MatMulExperts: no tile fits %d bytes of workgroup memory", ctx.Limits.MaxComputeWorkgroupStorageSize)

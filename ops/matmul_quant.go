@@ -52,9 +52,13 @@ var matMulQuantForce = -1
 // matMulQuantMinWorkgroups workgroups for z outputs of [m, n], else the one
 // that gives the most (the first such: the deeper K slice). The choice
 // never changes results.
-func matMulQuantPick(ctx *gpu.Context, m, n, z int) matMulQuantTile {
-	return pickTile(ctx, matMulQuantTiles, m, n, z, matMulQuantForce)
+func matMulQuantPick(ctx *gpu.Context, m, n, z, extra int) matMulQuantTile {
+	return pickTile(ctx, matMulQuantTiles, m, n, z, matMulQuantForce, extra)
 }
+
+// expertsHeadBytes is the experts kernels' workgroup memory beside the
+// tiles (the routing head, a vec4<u32>), which a tile must leave room for.
+const expertsHeadBytes = 16
 
 // matMulPairTiles are the tiles of MatMulExpertsGated: TN = 8, so that a
 // thread's two column groups are an output's gate and up.
@@ -65,10 +69,11 @@ var matMulPairTiles = []matMulQuantTile{
 }
 
 // pickTile is matMulQuantPick over a list of tiles, n counting tile columns;
-// force (when not negative) picks tiles[force] where it fits.
-func pickTile(ctx *gpu.Context, tiles []matMulQuantTile, m, n, z, force int) matMulQuantTile {
+// force (when not negative) picks tiles[force] where it fits; extra is the
+// kernel's workgroup memory beyond the tiles.
+func pickTile(ctx *gpu.Context, tiles []matMulQuantTile, m, n, z, force, extra int) matMulQuantTile {
 	fits := func(t matMulQuantTile) bool {
-		return t.storage() <= int(ctx.Limits.MaxComputeWorkgroupStorageSize) &&
+		return t.storage()+extra <= int(ctx.Limits.MaxComputeWorkgroupStorageSize) &&
 			t.wg() <= int(ctx.Limits.MaxComputeInvocationsPerWorkgroup)
 	}
 	if force >= 0 && force < len(tiles) && fits(tiles[force]) {
@@ -186,7 +191,7 @@ func MatMulQuant(enc *gpu.Encoder, dst, x, w Tensor) error {
 		rowUnits, rowBytes = k, uint64(2*k)
 	}
 	ctx := enc.Context()
-	tile := matMulQuantPick(ctx, m, n, 1)
+	tile := matMulQuantPick(ctx, m, n, 1, 0)
 	if tile.wg() == 0 {
 		return fmt.Errorf("ops.MatMulQuant: no tile fits %d bytes of workgroup memory: %s",
 			ctx.Limits.MaxComputeWorkgroupStorageSize, shapes())

@@ -23,5 +23,5 @@ func MatMulQuantTileName(i int) string { return matMulQuantTiles[i].String() }
 
 // MatMulQuantTileFor is the tile MatMulQuant picks for an [m, n] output, as BMxBNxBK.
 func MatMulQuantTileFor(ctx *gpu.Context, m, n int) string {
-	return matMulQuantPick(ctx, m, n, 1).String()
+	return matMulQuantPick(ctx, m, n, 1, 0).String()
 }

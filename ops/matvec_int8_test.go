@@ -214,13 +214,16 @@ func TestMatVecInt8Fused(t *testing.T) {
 		m, k      int
 		segs      []int
 		pair, acc bool
+		bias      bool
 	}{
-		{ops.Q4_K, 2, 256, []int{24, 9, 9}, false, false},
-		{ops.Q6_K, 1, 512, []int{19}, true, false},
-		{ops.Q4_0, 3, 96, []int{29}, true, false},
-		{ops.Q8_0, 2, 256, []int{37}, false, true},
+		{ops.Q4_K, 2, 256, []int{24, 9, 9}, false, false, false},
+		{ops.Q6_K, 1, 512, []int{19}, true, false, false},
+		{ops.Q4_0, 3, 96, []int{29}, true, false, false},
+		{ops.Q8_0, 2, 256, []int{37}, false, true, false},
+		{ops.Q4_K, 2, 256, []int{24, 9, 9}, false, false, true}, // a biased fused QKV
+		{ops.Q4_0, 1, 96, []int{33}, false, true, true},         // a biased output projection
 	} {
-		t.Run(fmt.Sprintf("%s/m%d_k%d_%v_pair%v_acc%v", c.dt, c.m, c.k, c.segs, c.pair, c.acc), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/m%d_k%d_%v_pair%v_acc%v_bias%v", c.dt, c.m, c.k, c.segs, c.pair, c.acc, c.bias), func(t *testing.T) {
 			seed := int64(9400 + ci)
 			rng := rand.New(rand.NewSource(seed))
 			cols := 0
@@ -273,6 +276,14 @@ func TestMatVecInt8Fused(t *testing.T) {
 				}
 			}
 			xq := q8Rows(xs, c.m, c.k)
+			var bv []float32
+			if c.bias {
+				bv = gputest.Rand(rng, cols, 1)
+				bt, err := ops.FromFloat32(ctx, "bias", ops.F32, bv, cols)
+				must(t, err)
+				defer bt.Buf.Destroy()
+				o.Bias = &bt
+			}
 			enc := newEncoder(t, ctx)
 			must(t, ops.MatVecFused(enc, w, x, o, dsts...))
 			must(t, enc.SubmitAndWait())
@@ -293,6 +304,9 @@ func TestMatVecInt8Fused(t *testing.T) {
 						v := dot(row0+j, m)
 						if c.pair {
 							v = actRef[ops.ActSiLU](dot(j, m), dot(cols+j, m))
+						}
+						if c.bias {
+							v += float64(bv[row0+j])
 						}
 						if c.acc {
 							v += float64(init[off+m*c.segs[si]+j])
