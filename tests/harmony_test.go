@@ -35,7 +35,7 @@ func writeGPTOSSChat(t *testing.T, dir string) (string, map[string]int32) {
 	}
 	var ids map[string]int32
 	path := filepath.Join(dir, "gpt-oss-chat.gguf")
-	copyGGUFWithTemplate(t, sharedfiles.File(t, "models/zoo/models/gpt-oss-f32.gguf"), path, string(src), func(f *gguf.File) map[string]gguf.Value {
+	sharedfiles.CopyWithTemplate(t, sharedfiles.File(t, "models/zoo/models/gpt-oss-f32.gguf"), path, string(src), func(f *gguf.File) map[string]gguf.Value {
 		tokens := append([]string(nil), f.Metadata["tokenizer.ggml.tokens"].V.([]string)...)
 		types := append([]int32(nil), f.Metadata["tokenizer.ggml.token_type"].V.([]int32)...)
 		ids = map[string]int32{}
@@ -46,45 +46,6 @@ func writeGPTOSSChat(t *testing.T, dir string) (string, map[string]int32) {
 		return map[string]gguf.Value{"tokenizer.ggml.tokens": gguf.Val(tokens), "tokenizer.ggml.token_type": gguf.Val(types)}
 	})
 	return path, ids
-}
-
-// copyGGUFWithTemplate writes the model src to dst with template as its
-// tokenizer.chat_template and the metadata values that replace returns
-// (nil: none) in place of the file's.
-func copyGGUFWithTemplate(t *testing.T, src, dst, template string, replace func(*gguf.File) map[string]gguf.Value) {
-	t.Helper()
-	data, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := gguf.ParseBytes(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var values map[string]gguf.Value
-	if replace != nil {
-		values = replace(f)
-	}
-	meta := make([]gguf.KV, 0, len(f.Keys)+1)
-	for _, k := range f.Keys {
-		v := f.Metadata[k]
-		if k == chat.KeyChatTemplate {
-			continue
-		}
-		if nv, ok := values[k]; ok {
-			v = nv
-		}
-		meta = append(meta, gguf.KV{Key: k, Value: v})
-	}
-	meta = append(meta, gguf.KV{Key: chat.KeyChatTemplate, Value: gguf.Val(template)})
-	tensors := make([]gguf.TensorToWrite, len(f.Tensors))
-	for i, ti := range f.Tensors {
-		start := f.DataOffset + ti.Offset
-		tensors[i] = gguf.TensorToWrite{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: data[start : start+ti.Size]}
-	}
-	if err := gguf.WriteFile(dst, meta, tensors); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // chatReply is what the test reads of a chat completion.

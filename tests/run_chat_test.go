@@ -157,17 +157,7 @@ func TestRunChatOneTurn(t *testing.T) {
 	}
 }
 
-// thinkTemplate is ChatML whose assistant turn opens <think> (as
-// DeepSeek-R1's and Qwen3's do), unless enable_thinking is false.
-const thinkTemplate = `{%- for m in messages %}<|im_start|>{{ m.role }}
-{{ m.content }}<|im_end|>
-{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
-{% if enable_thinking is defined and not enable_thinking %}<think>
-
-</think>
-
-{% else %}<think>
-{% endif %}{% endif %}`
+const thinkTemplate = sharedfiles.ThinkTemplate
 
 // The reasoning goes to stderr (or nowhere), the answer to stdout.
 func TestRunChatThinking(t *testing.T) {

@@ -8,7 +8,7 @@
 //	wgllm.adapter()                      → Promise<{name, vendor, architecture, shaderF16, maxBinding, maxBuffer}>
 //	wgllm.load(bytes, {ctxSize, kvType, onProgress(done, total)})
 //	                                     → Promise<{arch, vocab, ctxSize, layers, adapter, weightsBytes, kvBytes, chatTemplate}>
-//	wgllm.generate({prompt | messages, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed}, onText(text))
+//	wgllm.generate({prompt | messages, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed}, onText(text), onReasoning(text))
 //	                                     → Promise<{promptTokens, completionTokens, finishReason, prefillMs, decodeMs}>
 //	wgllm.cancel()                       stops the running generation (finishReason "cancelled")
 //	wgllm.unload()                       frees the model and the device
@@ -16,7 +16,10 @@
 // bytes is an ArrayBuffer or Uint8Array holding a GGUF file. messages,
 // [{role, content}, …], is a chat: it is rendered with the model's chat
 // template (chatTemplate "model"), or ChatML when the file has none
-// ("chatml", which then also stops at <|im_end|>), as `wgllm serve` does.
+// ("chatml", which then also stops at <|im_end|>), as `wgllm serve` does;
+// the reply is split as the server splits it (runtime/chat's output
+// parser: Qwen3's <think>, gpt-oss's harmony channels): onText gets the
+// answer, onReasoning (optional) the reasoning, and no markers reach either.
 // Calls run one
 // at a time; a call made while another runs is rejected. When the API is
 // ready, main calls globalThis.onWgllmReady() if the page defined it.
@@ -81,14 +84,17 @@ func main() {
 		return s.async(func() (any, error) { return s.load(b, opts) })
 	}))
 	api.Set("generate", js.FuncOf(func(this js.Value, args []js.Value) any {
-		var req, onText js.Value
+		var req, onText, onReasoning js.Value
 		if len(args) > 0 {
 			req = args[0]
 		}
 		if len(args) > 1 {
 			onText = args[1]
 		}
-		return s.async(func() (any, error) { return s.generate(req, onText) })
+		if len(args) > 2 {
+			onReasoning = args[2]
+		}
+		return s.async(func() (any, error) { return s.generate(req, onText, onReasoning) })
 	}))
 	api.Set("cancel", js.FuncOf(func(this js.Value, args []js.Value) any {
 		s.cancel.Store(true)
@@ -275,7 +281,7 @@ func (s *session) load(b []byte, opts js.Value) (any, error) {
 	}, nil
 }
 
-func (s *session) generate(req, onText js.Value) (any, error) {
+func (s *session) generate(req, onText, onReasoning js.Value) (any, error) {
 	if s.gen == nil {
 		return nil, errors.New("wgllm.generate: no model loaded (call wgllm.load first)")
 	}
@@ -284,10 +290,15 @@ func (s *session) generate(req, onText js.Value) (any, error) {
 	}
 	r := engine.Request{Sampling: sample.DefaultParams()}
 	var stops []string
+	var parser *chat.OutputParser // chats: the reply split into reasoning and answer
 	if msgs := opt(req, "messages", js.Undefined()); !msgs.IsUndefined() {
 		var err error
 		if r.Prompt, r.AddBOS, stops, err = s.renderChat(msgs); err != nil {
 			return nil, err
+		}
+		if s.tmplErr == nil && s.tmpl != nil {
+			f := s.tmpl.Format()
+			parser = chat.NewOutputParser(f, false, f.OpensThinking(r.Prompt))
 		}
 	} else {
 		prompt := opt(req, "prompt", js.ValueOf(""))
@@ -324,10 +335,23 @@ func (s *session) generate(req, onText js.Value) (any, error) {
 		return nil, err
 	}
 	s.cancel.Store(false)
-	send := func(text string) {
-		if text != "" && onText.Type() == js.TypeFunction {
-			onText.Invoke(text)
+	call := func(f js.Value, text string) {
+		if text != "" && f.Type() == js.TypeFunction {
+			f.Invoke(text)
 		}
+	}
+	parts := func(ps []chat.Part) {
+		for _, p := range ps {
+			call(onReasoning, p.Reasoning)
+			call(onText, p.Content) // no tools are offered: calls stay text
+		}
+	}
+	send := func(text string) {
+		if parser == nil {
+			call(onText, text)
+			return
+		}
+		parts(parser.Feed(text))
 	}
 	cut := stopCutter{stops: stops}
 	st, err := s.gen.Generate(r, func(text string) error {
@@ -348,6 +372,9 @@ func (s *session) generate(req, onText js.Value) (any, error) {
 		st.FinishReason, err = "stop", nil
 	case err == nil && st.FinishReason != "cancelled":
 		send(cut.flush())
+	}
+	if parser != nil {
+		parts(parser.Finish())
 	}
 	if err != nil {
 		return nil, err

@@ -22,6 +22,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/rs/zerolog"
+	"github.com/wgllm/wgllm/internal/sharedfiles"
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
@@ -193,6 +194,9 @@ func TestBrowserGreedyMatchesNative(t *testing.T) {
 		fmt.Fprint(w, page)
 	})
 	mux.HandleFunc("/model.gguf", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, modelPath) })
+	thinkModel := filepath.Join(t.TempDir(), "kjv-think.gguf")
+	sharedfiles.CopyWithTemplate(t, modelPath, thinkModel, sharedfiles.ThinkTemplate, nil)
+	mux.HandleFunc("/think.gguf", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, thinkModel) })
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -279,7 +283,101 @@ func TestBrowserGreedyMatchesNative(t *testing.T) {
 		t.Errorf("greedy text differs:\nbrowser %q\nnative  %q", got.Text, want)
 	}
 
+	reasoningInBrowser(t, ctx, thinkModel)
 	chatPageInBrowser(t, ctx, dir, wantChat)
+}
+
+// reasoningInBrowser: a chat with a template that opens <think> (Qwen3's
+// way) streams the reply split as the server splits it: the reasoning to
+// onReasoning, the answer to onText, no markers in either, the same parts
+// as runtime/chat's parser makes of the native greedy reply.
+func reasoningInBrowser(t *testing.T, ctx context.Context, thinkModel string) {
+	f, err := gguf.Open(thinkModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tmpl, err := chat.FromGGUF(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := tmpl.Render([]chat.Message{{Role: "user", Content: prompt}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	native := nativeReply(t, f, rendered)
+	parser := chat.NewOutputParser(tmpl.Format(), false, tmpl.Format().OpensThinking(rendered))
+	var wantText, wantReasoning strings.Builder
+	for _, p := range append(parser.Feed(native), parser.Finish()...) {
+		wantText.WriteString(p.Content)
+		wantReasoning.WriteString(p.Reasoning)
+	}
+	if wantReasoning.Len() == 0 {
+		t.Fatalf("the native reply %q has no reasoning to split", native)
+	}
+	script := fmt.Sprintf(`(async () => {
+  const out = {text: "", reasoning: ""};
+  try {
+    const buf = await (await fetch("/think.gguf")).arrayBuffer();
+    await wgllm.load(buf, {ctxSize: %d});
+    out.stats = await wgllm.generate({messages: [{role: "user", content: %q}], maxTokens: %d, temperature: 0},
+      s => { out.text += s; }, s => { out.reasoning += s; });
+    await wgllm.unload();
+  } catch (e) { out.error = String(e && e.stack || e); }
+  return out;
+})()`, ctxSize, prompt, chatMaxTokens)
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](script, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("running the think model in the page: %v", err)
+	}
+	var got struct{ Text, Reasoning, Error string }
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatalf("decoding %s: %v", raw, err)
+	}
+	if got.Error != "" {
+		t.Fatalf("in the page: %s", got.Error)
+	}
+	if got.Text != wantText.String() || got.Reasoning != wantReasoning.String() {
+		t.Errorf("browser split: text %q reasoning %q; native, parsed: text %q reasoning %q", got.Text, got.Reasoning, wantText.String(), wantReasoning.String())
+	}
+	if strings.Contains(got.Text+got.Reasoning, "<think>") || strings.Contains(got.Text+got.Reasoning, "</think>") {
+		t.Errorf("a think marker reached the page: text %q reasoning %q", got.Text, got.Reasoning)
+	}
+}
+
+// nativeReply is the greedy chat reply of chatMaxTokens tokens to the
+// rendered prompt on the native runtime, as the page would generate it.
+func nativeReply(t *testing.T, f *gguf.File, rendered string) string {
+	tok, err := tokenizer.FromGGUF(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, err := gpu.New(gpu.OptionsFromEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	m, err := model.Load(ctx, f, model.Options{CtxLen: ctxSize, KVType: ops.F16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	gen, err := engine.New(m, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addBOS := tok.AddBOS()
+	if ids := tok.Encode(rendered, false); len(ids) > 0 && ids[0] == tok.BOS() {
+		addBOS = false
+	}
+	var reply strings.Builder
+	if _, err := gen.Generate(engine.Request{Prompt: rendered, MaxTokens: chatMaxTokens, Sampling: sample.Greedy(), AddBOS: &addBOS}, func(s string) error {
+		reply.WriteString(s)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return reply.String()
 }
 
 // chatPageInBrowser drives the chat page, served by the real server (with
