@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wgllm/wgllm/internal/sharedfiles"
+	"github.com/wgllm/wgllm/internal/ggufedit"
 	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/gguf"
 )
@@ -97,7 +97,7 @@ func withChatTemplate(t *testing.T, src, dst, template string) {
 	if _, err := chat.New(template, chat.Options{}); err != nil {
 		t.Fatalf("the template does not parse: %v", err)
 	}
-	sharedfiles.CopyWithTemplate(t, src, dst, template, func(*gguf.File) map[string]gguf.Value {
+	ggufedit.CopyWithTemplate(t, src, dst, template, func(*gguf.File) map[string]gguf.Value {
 		return map[string]gguf.Value{"general.name": gguf.Val("kjv-tools")}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wgllm/wgllm/internal/ggufedit"
 	"github.com/wgllm/wgllm/internal/sharedfiles"
 	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/gguf"
@@ -35,7 +36,7 @@ func writeGPTOSSChat(t *testing.T, dir string) (string, map[string]int32) {
 	}
 	var ids map[string]int32
 	path := filepath.Join(dir, "gpt-oss-chat.gguf")
-	sharedfiles.CopyWithTemplate(t, sharedfiles.File(t, "models/zoo/models/gpt-oss-f32.gguf"), path, string(src), func(f *gguf.File) map[string]gguf.Value {
+	ggufedit.CopyWithTemplate(t, sharedfiles.File(t, "models/zoo/models/gpt-oss-f32.gguf"), path, string(src), func(f *gguf.File) map[string]gguf.Value {
 		tokens := append([]string(nil), f.Metadata["tokenizer.ggml.tokens"].V.([]string)...)
 		types := append([]int32(nil), f.Metadata["tokenizer.ggml.token_type"].V.([]int32)...)
 		ids = map[string]int32{}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgllm/wgllm/internal/ggufedit"
 	"github.com/wgllm/wgllm/internal/sharedfiles"
 )
 
@@ -157,7 +158,7 @@ func TestRunChatOneTurn(t *testing.T) {
 	}
 }
 
-const thinkTemplate = sharedfiles.ThinkTemplate
+const thinkTemplate = ggufedit.ThinkTemplate
 
 // The reasoning goes to stderr (or nowhere), the answer to stdout.
 func TestRunChatThinking(t *testing.T) {

@@ -22,7 +22,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/rs/zerolog"
-	"github.com/wgllm/wgllm/internal/sharedfiles"
+	"github.com/wgllm/wgllm/internal/ggufedit"
 	"github.com/wgllm/wgllm/ops"
 	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/engine"
@@ -195,7 +195,7 @@ func TestBrowserGreedyMatchesNative(t *testing.T) {
 	})
 	mux.HandleFunc("/model.gguf", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, modelPath) })
 	thinkModel := filepath.Join(t.TempDir(), "kjv-think.gguf")
-	sharedfiles.CopyWithTemplate(t, modelPath, thinkModel, sharedfiles.ThinkTemplate, nil)
+	ggufedit.CopyWithTemplate(t, modelPath, thinkModel, ggufedit.ThinkTemplate, nil)
 	mux.HandleFunc("/think.gguf", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, thinkModel) })
 	srv := httptest.NewServer(mux)
 	defer srv.Close()

@@ -1,12 +1,18 @@
-package sharedfiles
+// Package ggufedit writes test copies of GGUF models with their metadata
+// changed (a chat template in place of the file's), for the tests of
+// several packages.
+package ggufedit
 
 import (
 	"os"
 	"testing"
 
-	"github.com/wgllm/wgllm/runtime/chat"
 	"github.com/wgllm/wgllm/runtime/gguf"
 )
+
+// keyChatTemplate is runtime/chat.KeyChatTemplate, spelled out so that the
+// tests of every runtime package may use this one.
+const keyChatTemplate = "tokenizer.chat_template"
 
 // CopyWithTemplate writes the model src to dst with template as its
 // tokenizer.chat_template and the metadata values that replace returns
@@ -28,7 +34,7 @@ func CopyWithTemplate(t testing.TB, src, dst, template string, replace func(*ggu
 	meta := make([]gguf.KV, 0, len(f.Keys)+1)
 	for _, k := range f.Keys {
 		v := f.Metadata[k]
-		if k == chat.KeyChatTemplate {
+		if k == keyChatTemplate {
 			continue
 		}
 		if nv, ok := values[k]; ok {
@@ -36,7 +42,7 @@ func CopyWithTemplate(t testing.TB, src, dst, template string, replace func(*ggu
 		}
 		meta = append(meta, gguf.KV{Key: k, Value: v})
 	}
-	meta = append(meta, gguf.KV{Key: chat.KeyChatTemplate, Value: gguf.Val(template)})
+	meta = append(meta, gguf.KV{Key: keyChatTemplate, Value: gguf.Val(template)})
 	tensors := make([]gguf.TensorToWrite, len(f.Tensors))
 	for i, ti := range f.Tensors {
 		start := f.DataOffset + ti.Offset
