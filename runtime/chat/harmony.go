@@ -186,11 +186,25 @@ func (h *harmonyParser) begin(header string) {
 		if channel == "analysis" {
 			h.body = bodyReasoning
 		}
-	case isFunction && h.tools && name != "":
+	case isFunction && h.tools && validToolName(name):
 		h.body, h.name = bodyCall, name
 	default:
 		h.body = bodyDropped
 	}
+}
+
+// validToolName: a function name as tool definitions spell them (letters,
+// digits, _ - . :), so that a recipient like "functions.{" is no call.
+func validToolName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if !(r == '_' || r == '-' || r == '.' || r == ':' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // headerWord is the word at the start of s: up to a space or a marker.
