@@ -265,12 +265,16 @@ const (
 	matVecQuantWG  = 256
 )
 
-// matVecQuantTuning overrides the workgroup shape for the tuning
-// benchmark (a different TPR changes the reduction order, so never in use).
-var matVecQuantTuning *struct {
+// matVecQuantShapeOverride is a workgroup shape for the tuning benchmark:
+// U pieces a pass of staged x (0: x not staged), Ahead two pieces in flight.
+type matVecQuantShapeOverride struct {
 	TPR, RPT, WG, U int
-	NoStage, Ahead  bool
+	Ahead           bool
 }
+
+// matVecQuantTuning overrides the workgroup shape for the tuning benchmark
+// (a different TPR changes the reduction order, so never in use).
+var matVecQuantTuning *matVecQuantShapeOverride
 
 // matVecQuantRPT is how many weight rows one lane computes: more rows share
 // each x read, fewer give small N enough workgroups; at most 8 accumulators
@@ -405,7 +409,7 @@ func matVecQuant(enc *gpu.Encoder, w, x Tensor, o MatVecOpts, dsts []Tensor) err
 		}
 		xArg, xOff, xStride = xa[0], xo[0], uint32(Q8RowWords(k))
 	} else {
-		for u := u0; u >= 1 && (matVecQuantTuning == nil || !matVecQuantTuning.NoStage); u /= 2 {
+		for u := u0; u >= 1; u /= 2 {
 			if stageBytes(w.DType, tpr, u, m, rpt, key.WG) <= uint64(ctx.Limits.MaxComputeWorkgroupStorageSize) {
 				key.StageX, key.U = true, u
 				break

@@ -3,9 +3,9 @@ package ops
 // TuneMatVecQuant sets the quantised matvec's workgroup shape for the
 // tuning benchmark; the returned function restores the defaults.
 func TuneMatVecQuant(tpr, rpt, wg, u int, noStage, ahead bool) (restore func()) {
-	matVecQuantTuning = &struct {
-		TPR, RPT, WG, U int
-		NoStage, Ahead  bool
-	}{tpr, rpt, wg, u, noStage || ahead, ahead}
+	if noStage || ahead {
+		u = 0
+	}
+	matVecQuantTuning = &matVecQuantShapeOverride{TPR: tpr, RPT: rpt, WG: wg, U: u, Ahead: ahead}
 	return func() { matVecQuantTuning = nil }
 }

@@ -205,11 +205,10 @@ func (p *pass) QKV(norm Weight, a *AttnWeights) (q, k, v Act) {
 		if g.fused && a.QKV.Buf != nil && norm.DType == ops.F32 {
 			// q, k, v = (rmsnorm(x) · attn_norm) · QKVᵀ (+ the joined
 			// biases) in one dispatch
-			o := ops.MatVecOpts{Norm: &norm.Tensor, Eps: p.eps()}
-			if a.QKVB.Buf != nil {
-				o.Bias = &a.QKVB.Tensor
+			p.fail(p.matVecFused(a.QKV.Tensor, x, ops.MatVecOpts{Norm: &norm.Tensor, Eps: p.eps(), Bias: biasOf(a.QKVB)}, qg, kg, vg))
+			if !a.QKVB.Has() { // biases that could not be joined (or none)
+				p.addBiases(a, qg, kg, vg)
 			}
-			p.fail(p.matVecFused(a.QKV.Tensor, x, o, qg, kg, vg))
 			continue
 		}
 		if g.fused && a.QKV.Buf == nil && norm.DType == ops.F32 {
@@ -309,7 +308,13 @@ func (p *pass) Attention(li int, q, k, v Act, o AttnOpts) Act {
 	return att
 }
 
-func (p *pass) Residual(in Act, w Weight, postNorm Weight) {
+func (p *pass) Residual(in Act, w Weight, postNorm Weight) { p.residual(in, w, postNorm, Weight{}) }
+
+func (p *pass) ResidualBiased(in Act, w, bias Weight) { p.residual(in, w, Weight{}, bias) }
+
+// residual adds in·wᵀ (+ bias) to x, RMS-normalised by postNorm first when
+// it is bound.
+func (p *pass) residual(in Act, w, postNorm, bias Weight) {
 	m := p.m
 	if p.err != nil {
 		return
@@ -318,37 +323,25 @@ func (p *pass) Residual(in Act, w Weight, postNorm Weight) {
 		x, ing := rows(m.x, g.row, g.n), rows(in.t, g.row, g.n)
 		switch {
 		case g.fused && !postNorm.Has():
-			// x += in · wᵀ as the matvec stores
-			p.fail(p.matVecFused(w.Tensor, ing, ops.MatVecOpts{Accumulate: true}, x))
+			// x += in · wᵀ (+ bias) as the matvec stores
+			p.fail(p.matVecFused(w.Tensor, ing, ops.MatVecOpts{Accumulate: true, Bias: biasOf(bias)}, x))
 		case postNorm.Has():
 			// x += rmsnorm(in · wᵀ) · post_norm: the norm needs whole rows,
 			// so the product goes to tmp and one dispatch adds its norm
 			tmp := rows(m.tmp, g.row, g.n)
 			p.fail(p.linear(g, tmp, ing, w.Tensor))
+			if bias.Has() && p.err == nil {
+				p.fail(ops.AddRow(p.enc, tmp, tmp, bias.Tensor))
+			}
 			p.fail(ops.RMSNormAdd(p.enc, x, tmp, postNorm.Tensor, p.eps()))
 		default:
 			tmp := rows(m.tmp, g.row, g.n)
 			p.fail(p.linear(g, tmp, ing, w.Tensor))
 			p.fail(ops.Add(p.enc, x, x, tmp))
+			if bias.Has() && p.err == nil {
+				p.fail(ops.AddRow(p.enc, x, x, bias.Tensor))
+			}
 		}
-	}
-}
-
-func (p *pass) ResidualBiased(in Act, w, bias Weight) {
-	m := p.m
-	if p.err != nil {
-		return
-	}
-	for _, g := range p.groups {
-		x, ing := rows(m.x, g.row, g.n), rows(in.t, g.row, g.n)
-		if g.fused { // x += in · wᵀ + bias in one dispatch
-			p.fail(p.matVecFused(w.Tensor, ing, ops.MatVecOpts{Accumulate: true, Bias: &bias.Tensor}, x))
-			continue
-		}
-		tmp := rows(m.tmp, g.row, g.n)
-		p.fail(p.linear(g, tmp, ing, w.Tensor))
-		p.fail(ops.Add(p.enc, x, x, tmp))
-		p.fail(ops.AddRow(p.enc, x, x, bias.Tensor))
 	}
 }
 

@@ -68,14 +68,13 @@ func (p *pass) MoE(norm Weight, e *ExpertWeights, o MoEOpts) {
 	p.fail(ops.RMSNorm(p.enc, h, p.all(m.x), norm.Tensor, p.eps()))
 	for _, g := range p.groups {
 		lg, hg := rows(s.logits, g.row, g.n), rows(m.h, g.row, g.n)
-		switch {
-		case g.fused && e.RouterB.Has(): // the router's bias (gpt-oss) added by the matvec
-			p.fail(p.matVecFused(e.Router.Tensor, hg, ops.MatVecOpts{Bias: &e.RouterB.Tensor}, lg))
-		default:
-			p.fail(p.linear(g, lg, hg, e.Router.Tensor))
-			if e.RouterB.Has() && p.err == nil {
-				p.fail(ops.AddRow(p.enc, lg, lg, e.RouterB.Tensor))
-			}
+		if g.fused { // the router's bias (gpt-oss) added by the matvec
+			p.fail(p.matVecFused(e.Router.Tensor, hg, ops.MatVecOpts{Bias: biasOf(e.RouterB)}, lg))
+			continue
+		}
+		p.fail(p.linear(g, lg, hg, e.Router.Tensor))
+		if e.RouterB.Has() && p.err == nil {
+			p.fail(ops.AddRow(p.enc, lg, lg, e.RouterB.Tensor))
 		}
 	}
 	// Each row group routes and runs its experts apart: decode rows (and

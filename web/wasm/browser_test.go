@@ -135,18 +135,7 @@ func nativeGreedy(t *testing.T) (string, engine.Stats, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addBOS := tok.AddBOS()
-	if ids := tok.Encode(rendered, false); len(ids) > 0 && ids[0] == tok.BOS() {
-		addBOS = false // a BOS the template printed is not doubled
-	}
-	var reply strings.Builder
-	if _, err := gen.Generate(engine.Request{Prompt: rendered, MaxTokens: chatMaxTokens, Sampling: sample.Greedy(), AddBOS: &addBOS}, func(s string) error {
-		reply.WriteString(s)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	chatText := reply.String()
+	chatText := chatReply(t, gen, rendered)
 	if tmpl.IsFallback() { // ChatML's turn markers end the reply, as in wgllm serve
 		for _, stop := range []string{"<|im_end|>", "<|im_start|>"} {
 			if i := strings.Index(chatText, stop); i >= 0 {
@@ -366,6 +355,14 @@ func nativeReply(t *testing.T, f *gguf.File, rendered string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return chatReply(t, gen, rendered)
+}
+
+// chatReply is gen's greedy reply of chatMaxTokens tokens to a rendered
+// chat, with a BOS the template printed not doubled (as the page does).
+func chatReply(t *testing.T, gen *engine.Generator, rendered string) string {
+	t.Helper()
+	tok := gen.Tok
 	addBOS := tok.AddBOS()
 	if ids := tok.Encode(rendered, false); len(ids) > 0 && ids[0] == tok.BOS() {
 		addBOS = false
